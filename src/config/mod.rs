@@ -1,0 +1,323 @@
+//! Configuration: the TOML surface (raw.rs), `${VAR}` expansion (env.rs), and validation into the
+//! typed `Config` (validate.rs) that the rest of the gateway uses.
+//!
+//! Loading never stops at the first mistake: every error is collected with its key path
+//! (`routes[2].price: ...`), so an operator fixes a file in one pass. May import: x402.
+
+mod env;
+mod raw;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::x402::{AtomicAmount, Network};
+
+pub use env::expand_str;
+
+/// One configuration error, with the key path it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every error found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A value read from the environment that must never be printed (keys, tokens).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub admin: AdminConfig,
+    pub networks: BTreeMap<Network, NetworkConfig>,
+    pub tiers: BTreeMap<String, Tier>,
+    pub tenants: Vec<TenantConfig>,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
+    /// Base of `resource.url` in challenges, without a trailing slash. When unset, the request's
+    /// `Host` is used.
+    pub public_url: Option<String>,
+    pub threads: usize,
+    /// Largest accepted `PAYMENT-SIGNATURE` / `X-PAYMENT` value; larger ones get a 402.
+    pub max_payment_header_bytes: usize,
+    /// Largest accepted request header block (all names and values); larger ones get a 431.
+    pub max_request_header_bytes: usize,
+    /// How long the gateway waits for each read of a request body before answering 408.
+    pub body_read_timeout: Duration,
+    pub cors_allow_origin: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub token: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    pub network: Network,
+    pub rpc_url: String,
+    pub signer: NetworkSigner,
+    pub assets: Vec<AssetConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub enum NetworkSigner {
+    /// Hex private key of the hot wallet that submits EVM settlements and pays their gas.
+    Evm {
+        settler_key: Secret,
+        confirmations: u64,
+    },
+    /// Base58 keypair that co-signs Solana payments as fee payer.
+    Solana {
+        fee_payer_key: Secret,
+        fee_payer: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct AssetConfig {
+    pub symbol: String,
+    /// EVM: the EIP-55 checksummed token address. Solana: the mint, base58.
+    pub address: String,
+    pub decimals: u8,
+    /// EVM only: the token's EIP-712 domain name and version, as `name()`/`version()` report them.
+    pub eip712: Option<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tier {
+    pub name: String,
+    /// `None` is unlimited.
+    pub monthly_verifications: Option<u64>,
+    /// CAIP-2 ids or patterns (`solana:*`, `*`).
+    pub networks: Vec<String>,
+}
+
+impl Tier {
+    pub fn allows(&self, network: &Network) -> bool {
+        self.networks.iter().any(|p| network.matches_pattern(p))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TenantConfig {
+    pub id: String,
+    pub name: String,
+    pub email: Option<String>,
+    pub tier: String,
+    pub pay_to: BTreeMap<Network, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathPattern {
+    Exact(String),
+    /// `/v1/forecast/*`: matches `/v1/forecast` and everything below it. Stored without `/*`.
+    Prefix(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Upstream {
+    /// `host:port` as it goes in the `Host` header and the connection address.
+    pub fn authority(&self) -> String {
+        let default_port = if self.tls { 443 } else { 80 };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == default_port {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettlePolicy {
+    Before,
+    After,
+    Deferred,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Price {
+    Free,
+    /// A USD amount, charged in every USD stablecoin the route's networks carry.
+    Usd(String),
+    /// A fixed amount in atomic units of one asset, by symbol.
+    Fixed {
+        amount: AtomicAmount,
+        asset: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Position in the file, for messages and metrics labels.
+    pub index: usize,
+    pub tenant: String,
+    /// Lower-case, without port.
+    pub host: Option<String>,
+    pub path: PathPattern,
+    /// Upper-case method names; `None` means every method.
+    pub methods: Option<Vec<String>>,
+    pub upstream: Upstream,
+    pub price: Price,
+    /// The networks the route can be paid on, resolved against the tenant's tier and pay_to.
+    pub networks: Vec<Network>,
+    pub description: String,
+    pub mime_type: String,
+    pub settle: SettlePolicy,
+    pub max_timeout_seconds: u64,
+}
+
+impl Config {
+    /// Reads, expands and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError::new(
+                "",
+                format!("cannot read {}: {e}", path.display()),
+            )])
+        })?;
+        Self::from_toml(&text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses and validates config text; `env` resolves `${VAR}` references.
+    pub fn from_toml(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut tree: toml::Value = match toml::from_str::<toml::Table>(text) {
+            Ok(t) => toml::Value::Table(t),
+            Err(e) => {
+                return Err(ConfigErrors(vec![ConfigError::new(
+                    "",
+                    format!("not valid TOML: {}", e.message()),
+                )]))
+            }
+        };
+        env::expand_tree(&mut tree, &mut Vec::new(), env, &mut errors);
+
+        let mut unknown = Vec::new();
+        let mut on_unknown = |path: serde_ignored::Path| unknown.push(render_path(&path));
+        let de = serde_ignored::Deserializer::new(tree, &mut on_unknown);
+        let raw: Result<raw::RawConfig, _> = serde_path_to_error::deserialize(de);
+        for path in unknown {
+            errors.push(ConfigError::new(path, "unknown key"));
+        }
+        let raw = match raw {
+            Ok(raw) => raw,
+            Err(e) => {
+                let path = e.path().to_string();
+                errors.push(ConfigError::new(
+                    if path == "." { String::new() } else { path },
+                    e.into_inner().to_string(),
+                ));
+                return Err(ConfigErrors(errors));
+            }
+        };
+        match validate::validate(raw, errors) {
+            (Some(config), errors) if errors.is_empty() => Ok(config),
+            (_, errors) => Err(ConfigErrors(errors)),
+        }
+    }
+}
+
+fn render_path(path: &serde_ignored::Path) -> String {
+    use serde_ignored::Path as P;
+    match path {
+        P::Root => String::new(),
+        P::Seq { parent, index } => format!("{}[{index}]", render_path(parent)),
+        P::Map { parent, key } => {
+            let parent = render_path(parent);
+            let key = env::key_segment(key);
+            if parent.is_empty() {
+                key
+            } else {
+                format!("{parent}.{key}")
+            }
+        }
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+            render_path(parent)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

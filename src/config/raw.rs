@@ -1,0 +1,115 @@
+//! The serde mirror of the TOML file: exactly the user-facing surface of config.md, loosely typed.
+//! Nothing here is trusted; `validate.rs` turns it into the typed `Config` or a list of errors.
+//!
+//! Unknown keys are not refused by serde (which would stop at the first); `mod.rs` collects all of
+//! them with `serde_ignored` and reports each with its path.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub database: RawDatabase,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub networks: BTreeMap<String, RawNetwork>,
+    #[serde(default)]
+    pub tiers: BTreeMap<String, RawTier>,
+    #[serde(default)]
+    pub tenants: Vec<RawTenant>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawServer {
+    pub listen: Option<String>,
+    pub admin_listen: Option<String>,
+    pub metrics_listen: Option<String>,
+    pub public_url: Option<String>,
+    pub threads: Option<usize>,
+    pub max_payment_header_bytes: Option<usize>,
+    pub max_request_header_bytes: Option<usize>,
+    pub body_read_timeout_seconds: Option<u64>,
+    pub cors_allow_origin: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawDatabase {
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAdmin {
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawNetwork {
+    pub rpc_url: Option<String>,
+    pub settler_key: Option<String>,
+    pub fee_payer_key: Option<String>,
+    pub confirmations: Option<u64>,
+    #[serde(default)]
+    pub assets: Vec<RawAsset>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawAsset {
+    pub symbol: Option<String>,
+    pub address: Option<String>,
+    pub mint: Option<String>,
+    pub decimals: Option<u8>,
+    pub eip712_name: Option<String>,
+    pub eip712_version: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawLimit {
+    Count(u64),
+    Word(String),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawTier {
+    pub monthly_verifications: Option<RawLimit>,
+    pub networks: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawTenant {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub tier: Option<String>,
+    #[serde(default)]
+    pub pay_to: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawPrice {
+    Text(String),
+    Fixed { amount: String, asset: String },
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawRoute {
+    pub tenant: Option<String>,
+    pub host: Option<String>,
+    pub path: Option<String>,
+    pub methods: Option<Vec<String>>,
+    pub upstream: Option<String>,
+    pub price: Option<RawPrice>,
+    pub networks: Option<Vec<String>>,
+    pub description: Option<String>,
+    pub mime_type: Option<String>,
+    pub settle: Option<String>,
+    pub max_timeout_seconds: Option<u64>,
+}

@@ -1,0 +1,257 @@
+use super::*;
+
+const SETTLER: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+const PAY_TO: &str = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C";
+
+fn env(name: &str) -> Option<String> {
+    (name == "SETTLER_KEY").then(|| SETTLER.to_string())
+}
+
+fn valid() -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:8402"
+public_url = "https://api.example.com/"
+
+[networks."eip155:84532"]
+rpc_url = "http://127.0.0.1:8545"
+settler_key = "${{SETTLER_KEY}}"
+assets = [{{ symbol = "USDC", address = "0x036CbD53842c5426634e7929541eC2318f3dCF7e", decimals = 6, eip712_name = "USDC", eip712_version = "2" }}]
+
+[[tenants]]
+id = "acme"
+tier = "starter"
+pay_to = {{ "eip155:84532" = "{PAY_TO}" }}
+
+[[routes]]
+tenant = "acme"
+path = "/v1/forecast/*"
+methods = ["get"]
+upstream = "http://127.0.0.1:9000"
+price = "$0.01"
+
+[[routes]]
+tenant = "acme"
+path = "/health"
+upstream = "https://example.org"
+price = "free"
+"#
+    )
+}
+
+fn errors_of(text: &str) -> Vec<String> {
+    Config::from_toml(text, &env)
+        .map(|_| Vec::new())
+        .unwrap_or_else(|e| e.0.iter().map(|e| e.to_string()).collect())
+}
+
+/// Asserts that `text` is refused with an error at `path` whose message contains `needle`.
+fn assert_refused(text: &str, path: &str, needle: &str) {
+    let errors = Config::from_toml(text, &env).expect_err("config should be refused");
+    assert!(
+        errors
+            .0
+            .iter()
+            .any(|e| e.path == path && e.message.contains(needle)),
+        "no error at `{path}` containing `{needle}` in:\n{errors}"
+    );
+}
+
+#[test]
+fn valid_config_resolves_defaults() {
+    let c = Config::from_toml(&valid(), &env).unwrap();
+    assert_eq!(c.server.public_url.as_deref(), Some("https://api.example.com"));
+    assert_eq!(c.database.url, "sqlite://x402-gate.db");
+    assert_eq!(c.routes.len(), 2);
+    let r = &c.routes[0];
+    assert_eq!(r.path, PathPattern::Prefix("/v1/forecast".into()));
+    assert_eq!(r.methods.as_deref(), Some(&["GET".to_string()][..]));
+    assert_eq!(r.settle, SettlePolicy::After);
+    assert_eq!(r.max_timeout_seconds, 60);
+    assert_eq!(r.networks, vec!["eip155:84532".parse().unwrap()]);
+    assert_eq!(c.routes[1].upstream.tls, true);
+    assert_eq!(c.routes[1].upstream.port, 443);
+    match &c.networks.values().next().unwrap().signer {
+        NetworkSigner::Evm { settler_key, .. } => assert_eq!(settler_key.expose(), SETTLER),
+        other => panic!("{other:?}"),
+    }
+    assert!(!format!("{c:?}").contains(SETTLER), "secrets must not be printed");
+}
+
+#[test]
+fn unknown_keys_are_all_reported_with_paths() {
+    let text = valid()
+        .replace("[server]", "[server]\nlisten_port = 1")
+        .replace("price = \"free\"", "price = \"free\"\nupstrem = \"x\"");
+    let errors = errors_of(&text);
+    assert!(errors.contains(&"server.listen_port: unknown key".to_string()), "{errors:?}");
+    assert!(errors.contains(&"routes[1].upstrem: unknown key".to_string()), "{errors:?}");
+}
+
+#[test]
+fn unknown_tenant() {
+    assert_refused(
+        &valid().replace("tenant = \"acme\"\npath = \"/health\"", "tenant = \"acne\"\npath = \"/health\""),
+        "routes[1].tenant",
+        "no tenant `acne`",
+    );
+}
+
+#[test]
+fn network_without_asset() {
+    let text = valid().replace(
+        "[[tenants]]",
+        "[networks.\"eip155:8453\"]\nrpc_url = \"http://x\"\nsettler_key = \"${SETTLER_KEY}\"\n\n[[tenants]]",
+    );
+    assert_refused(&text, "networks.\"eip155:8453\".assets", "at least one asset");
+}
+
+#[test]
+fn price_more_precise_than_asset() {
+    assert_refused(
+        &valid().replace("\"$0.01\"", "\"$0.0000001\""),
+        "routes[0].price",
+        "7 decimal places but the asset allows 6",
+    );
+}
+
+#[test]
+fn pay_to_that_does_not_parse() {
+    assert_refused(
+        &valid().replace(PAY_TO, "0x1234"),
+        "tenants[0].pay_to.\"eip155:84532\"",
+        "not an EVM address",
+    );
+    // A mixed-case address with a broken checksum is a typo, not an address.
+    let typo = PAY_TO.replace("Bc6", "bC6");
+    assert_refused(
+        &valid().replace(PAY_TO, &typo),
+        "tenants[0].pay_to.\"eip155:84532\"",
+        "checksum",
+    );
+    let solana = valid().replace(
+        &format!("\"eip155:84532\" = \"{PAY_TO}\""),
+        &format!("\"eip155:84532\" = \"{PAY_TO}\", \"solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1\" = \"{PAY_TO}\""),
+    );
+    assert_refused(
+        &solana,
+        "tenants[0].pay_to.\"solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1\"",
+        "base58",
+    );
+}
+
+#[test]
+fn route_network_without_pay_to() {
+    let text = valid()
+        .replace(
+            "[[tenants]]",
+            "[networks.\"eip155:8453\"]\nrpc_url = \"http://x\"\nsettler_key = \"${SETTLER_KEY}\"\nassets = [{ symbol = \"USDC\", address = \"0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913\", decimals = 6, eip712_name = \"USD Coin\", eip712_version = \"2\" }]\n\n[[tenants]]",
+        )
+        .replace("price = \"$0.01\"", "price = \"$0.01\"\nnetworks = [\"eip155:84532\", \"eip155:8453\"]");
+    assert_refused(&text, "routes[0].networks[1]", "has no pay_to for `eip155:8453`");
+}
+
+#[test]
+fn two_listeners_on_one_address() {
+    let text = valid().replace(
+        "listen = \"127.0.0.1:8402\"",
+        "listen = \"127.0.0.1:8402\"\nadmin_listen = \"127.0.0.1:8402\"",
+    );
+    assert_refused(&text, "server.admin_listen", "already used by server.listen");
+    // Port 0 listeners each get their own port.
+    let zeros = valid().replace(
+        "listen = \"127.0.0.1:8402\"",
+        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"",
+    );
+    assert!(errors_of(&zeros).is_empty(), "{:?}", errors_of(&zeros));
+}
+
+#[test]
+fn upstream_that_is_not_http() {
+    assert_refused(
+        &valid().replace("http://127.0.0.1:9000", "ftp://127.0.0.1:9000"),
+        "routes[0].upstream",
+        "not http or https",
+    );
+    assert_refused(
+        &valid().replace("http://127.0.0.1:9000", "127.0.0.1:9000"),
+        "routes[0].upstream",
+        "",
+    );
+    assert_refused(
+        &valid().replace("http://127.0.0.1:9000", "http://127.0.0.1:9000/api"),
+        "routes[0].upstream",
+        "scheme://host[:port] only",
+    );
+}
+
+#[test]
+fn unset_variable() {
+    let errors = Config::from_toml(&valid(), &|_| None).unwrap_err();
+    assert!(
+        errors.0.iter().any(|e| e.path == "networks.\"eip155:84532\".settler_key"
+            && e.message.contains("`SETTLER_KEY` is not set")),
+        "{errors}"
+    );
+}
+
+#[test]
+fn every_error_is_reported_in_one_pass() {
+    let text = valid()
+        .replace("\"$0.01\"", "\"$0.0000001\"")
+        .replace("https://example.org", "gopher://x")
+        .replace("tier = \"starter\"", "tier = \"platinum\"")
+        .replace("[server]", "[server]\nthreads = 0");
+    let errors = errors_of(&text);
+    for expected in ["server.threads", "tenants[0].tier", "routes[1].upstream"] {
+        assert!(errors.iter().any(|e| e.starts_with(expected)), "{expected} missing from {errors:?}");
+    }
+}
+
+#[test]
+fn other_refusals() {
+    assert_refused(&valid().replace("\"/health\"", "\"health\""), "routes[1].path", "must start with /");
+    assert_refused(&valid().replace("\"/health\"", "\"/he*lth\""), "routes[1].path", "final /*");
+    assert_refused(&valid().replace("[\"get\"]", "[\"GE T\"]"), "routes[0].methods[0]", "not an HTTP method");
+    assert_refused(&valid().replace("\"$0.01\"", "\"0.01\""), "routes[0].price", "is not \"free\"");
+    assert_refused(&valid().replace("\"$0.01\"", "\"$0\""), "routes[0].price", "zero");
+    assert_refused(
+        &valid().replace("price = \"$0.01\"", "price = \"$0.01\"\nsettle = \"later\""),
+        "routes[0].settle",
+        "before, after, deferred",
+    );
+    assert_refused(
+        &valid().replace("price = \"$0.01\"", "price = \"$0.01\"\nmax_timeout_seconds = 3"),
+        "routes[0].max_timeout_seconds",
+        "at least 10",
+    );
+    assert_refused(
+        &valid().replace("eip712_name = \"USDC\", ", ""),
+        "networks.\"eip155:84532\".assets[0].eip712_name",
+        "is required",
+    );
+    assert_refused(&valid().replace("[server]", "[server]\nthreads = \"two\""), "server.threads", "invalid type");
+    assert_refused("[server\n", "", "not valid TOML");
+}
+
+#[test]
+fn tier_gating_of_route_networks() {
+    // The free tier does not allow Ethereum mainnet.
+    let text = valid()
+        .replace("tier = \"starter\"", "tier = \"free\"")
+        .replace(
+            "[[tenants]]",
+            "[networks.\"eip155:1\"]\nrpc_url = \"http://x\"\nsettler_key = \"${SETTLER_KEY}\"\nassets = [{ symbol = \"USDC\", address = \"0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48\", decimals = 6, eip712_name = \"USD Coin\", eip712_version = \"2\" }]\n\n[[tenants]]",
+        )
+        .replace(
+            &format!("\"eip155:84532\" = \"{PAY_TO}\""),
+            &format!("\"eip155:84532\" = \"{PAY_TO}\", \"eip155:1\" = \"{PAY_TO}\""),
+        );
+    // By default the route silently offers only what the tier allows...
+    let c = Config::from_toml(&text, &env).unwrap();
+    assert_eq!(c.routes[0].networks, vec!["eip155:84532".parse().unwrap()]);
+    // ...and asking for more is an error.
+    let explicit = text.replace("price = \"$0.01\"", "price = \"$0.01\"\nnetworks = [\"eip155:1\"]");
+    assert_refused(&explicit, "routes[0].networks[0]", "does not allow `eip155:1`");
+}

@@ -1,0 +1,77 @@
+//! Wire reason codes: the stable snake_case strings that go out in `error`, `invalidReason` and
+//! `errorReason`. Every internal failure is mapped to one of these in exactly one place (here), so
+//! clients that match on them never see a string change by accident.
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The header did not decode (not base64, not JSON, wrong shape).
+    InvalidPayload,
+    /// The payment header is larger than the gateway accepts.
+    PayloadTooLarge,
+    InvalidX402Version,
+    UnsupportedScheme,
+    /// The proof does not match any requirement we offered for this route.
+    NoMatchingRequirements,
+    InvalidNetwork,
+    // EVM `exact` (names from the TS reference, `@x402/evm` errors.ts).
+    InvalidExactEvmPayload,
+    InvalidExactEvmSignature,
+    InvalidExactEvmRecipientMismatch,
+    InvalidExactEvmAuthorizationValue,
+    InvalidExactEvmValidBefore,
+    InvalidExactEvmValidAfter,
+    InvalidExactEvmNonceAlreadyUsed,
+    InvalidExactEvmInsufficientBalance,
+    InvalidExactEvmTokenNameMismatch,
+    InvalidExactEvmTokenVersionMismatch,
+    InvalidExactEvmSimulationFailed,
+    InvalidExactEvmTransactionFailed,
+    InvalidExactEvmTransferEventMismatch,
+    InvalidExactEvmUndeployedSmartWallet,
+    /// The same proof was already claimed by another request.
+    DuplicateSettlement,
+    /// Verification is not available for this network in this build or configuration.
+    UnexpectedVerifyError,
+    UnexpectedSettleError,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        use Reason::*;
+        match self {
+            InvalidPayload => "invalid_payload",
+            PayloadTooLarge => "invalid_payload_too_large",
+            InvalidX402Version => "invalid_x402_version",
+            UnsupportedScheme => "unsupported_scheme",
+            NoMatchingRequirements => "no_matching_payment_requirements",
+            InvalidNetwork => "invalid_network",
+            InvalidExactEvmPayload => "invalid_exact_evm_payload",
+            InvalidExactEvmSignature => "invalid_exact_evm_signature",
+            InvalidExactEvmRecipientMismatch => "invalid_exact_evm_recipient_mismatch",
+            InvalidExactEvmAuthorizationValue => "invalid_exact_evm_authorization_value",
+            InvalidExactEvmValidBefore => "invalid_exact_evm_payload_authorization_valid_before",
+            InvalidExactEvmValidAfter => "invalid_exact_evm_payload_authorization_valid_after",
+            InvalidExactEvmNonceAlreadyUsed => "invalid_exact_evm_nonce_already_used",
+            InvalidExactEvmInsufficientBalance => "invalid_exact_evm_insufficient_balance",
+            InvalidExactEvmTokenNameMismatch => "invalid_exact_evm_token_name_mismatch",
+            InvalidExactEvmTokenVersionMismatch => "invalid_exact_evm_token_version_mismatch",
+            InvalidExactEvmSimulationFailed => "invalid_exact_evm_transaction_simulation_failed",
+            InvalidExactEvmTransactionFailed => "invalid_exact_evm_transaction_failed",
+            InvalidExactEvmTransferEventMismatch => "invalid_exact_evm_transfer_event_mismatch",
+            InvalidExactEvmUndeployedSmartWallet => {
+                "invalid_exact_evm_payload_undeployed_smart_wallet"
+            }
+            DuplicateSettlement => "duplicate_settlement",
+            UnexpectedVerifyError => "unexpected_verify_error",
+            UnexpectedSettleError => "unexpected_settle_error",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
