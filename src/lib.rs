@@ -1,2 +1,37 @@
+//! x402-gate: a drop-in reverse proxy, built on pingora, that charges per request with the x402
+//! protocol (HTTP 402 Payment Required) in stablecoins.
+//!
+//! An unpaid request to a priced route gets a 402 challenge (the v2 `PAYMENT-REQUIRED` header and
+//! the v1 JSON body); a paid retry is checked against the route's own requirements before anything
+//! reaches the origin. Free routes are proxied untouched.
+//!
+//! # Layout
+//!
+//! ```text
+//! main.rs      thin synchronous main: parse the CLI, load the config, run
+//! cli.rs       clap command line (--config, --check, pingora process flags)
+//! app.rs       the one wiring module: Config -> RouteTable -> pingora Server and services
+//! config/      raw.rs (serde mirror of the TOML), env.rs (${VAR} expansion),
+//!              validate.rs (raw -> typed Config, every error with its key path), tests.rs
+//! x402/        PURE wire protocol: v1/v2 types, base64 header codec, CAIP-2 networks,
+//!              atomic amounts, wire reason codes
+//! routes/      route table: (host, method, normalized path) -> route; path normalization
+//! pricing/     price -> byte-stable PaymentRequirements per route; challenges; proof matching
+//! proxy/       impl ProxyHttp: ctx.rs (per-request state), gate.rs (decisions as plain
+//!              functions), respond.rs (the one place that writes 402/4xx/5xx and CORS)
+//! ```
+//!
+//! # Dependency rules
+//!
+//! ```text
+//! main -> app -> proxy -> routes -> pricing -> config -> x402
+//! x402 imports nothing internal; pingora stays in app and proxy.
+//! ```
+
+pub mod app;
+pub mod cli;
 pub mod config;
+pub mod pricing;
+pub mod proxy;
+pub mod routes;
 pub mod x402;

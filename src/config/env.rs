@@ -17,14 +17,10 @@ pub fn expand_tree(
     errors: &mut Vec<ConfigError>,
 ) {
     match value {
-        Value::String(s) => {
-            if s.contains("${") {
-                match expand_str(s, lookup) {
-                    Ok(expanded) => *s = expanded,
-                    Err(msg) => errors.push(ConfigError::new(join_path(path), msg)),
-                }
-            }
-        }
+        Value::String(s) if s.contains("${") => match expand_str(s, lookup) {
+            Ok(expanded) => *s = expanded,
+            Err(msg) => errors.push(ConfigError::new(join_path(path), msg)),
+        },
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 let last = path.pop().unwrap_or_default();
@@ -60,11 +56,7 @@ pub fn expand_str(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Resul
             Some((n, d)) => (n, Some(d)),
             None => (inner, None),
         };
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Err(format!("`${{{inner}}}` is not a valid variable reference"));
         }
         match (lookup(name).filter(|v| !v.is_empty()), default) {
@@ -118,9 +110,15 @@ mod tests {
 
     #[test]
     fn reports_unset_and_malformed() {
-        assert!(expand_str("${NOPE}", &env).unwrap_err().contains("`NOPE` is not set"));
-        assert!(expand_str("${KEY", &env).unwrap_err().contains("unterminated"));
-        assert!(expand_str("${A B}", &env).unwrap_err().contains("not a valid"));
+        assert!(expand_str("${NOPE}", &env)
+            .unwrap_err()
+            .contains("`NOPE` is not set"));
+        assert!(expand_str("${KEY", &env)
+            .unwrap_err()
+            .contains("unterminated"));
+        assert!(expand_str("${A B}", &env)
+            .unwrap_err()
+            .contains("not a valid"));
     }
 
     #[test]
@@ -139,7 +137,10 @@ mod tests {
         let mut errors = Vec::new();
         expand_tree(&mut v, &mut Vec::new(), &env, &mut errors);
         let paths: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(paths, ["networks.\"eip155:1\".settler_key", "routes[0].upstream"]);
+        assert_eq!(
+            paths,
+            ["networks.\"eip155:1\".settler_key", "routes[0].upstream"]
+        );
         assert_eq!(v["routes"][1]["upstream"].as_str(), Some("s3cret"));
     }
 }

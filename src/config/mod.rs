@@ -268,7 +268,7 @@ impl Config {
             Err(e) => {
                 return Err(ConfigErrors(vec![ConfigError::new(
                     "",
-                    format!("not valid TOML: {}", e.message()),
+                    format!("not valid TOML: {e}"),
                 )]))
             }
         };

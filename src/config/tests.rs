@@ -61,7 +61,10 @@ fn assert_refused(text: &str, path: &str, needle: &str) {
 #[test]
 fn valid_config_resolves_defaults() {
     let c = Config::from_toml(&valid(), &env).unwrap();
-    assert_eq!(c.server.public_url.as_deref(), Some("https://api.example.com"));
+    assert_eq!(
+        c.server.public_url.as_deref(),
+        Some("https://api.example.com")
+    );
     assert_eq!(c.database.url, "sqlite://x402-gate.db");
     assert_eq!(c.routes.len(), 2);
     let r = &c.routes[0];
@@ -70,13 +73,16 @@ fn valid_config_resolves_defaults() {
     assert_eq!(r.settle, SettlePolicy::After);
     assert_eq!(r.max_timeout_seconds, 60);
     assert_eq!(r.networks, vec!["eip155:84532".parse().unwrap()]);
-    assert_eq!(c.routes[1].upstream.tls, true);
+    assert!(c.routes[1].upstream.tls);
     assert_eq!(c.routes[1].upstream.port, 443);
     match &c.networks.values().next().unwrap().signer {
         NetworkSigner::Evm { settler_key, .. } => assert_eq!(settler_key.expose(), SETTLER),
         other => panic!("{other:?}"),
     }
-    assert!(!format!("{c:?}").contains(SETTLER), "secrets must not be printed");
+    assert!(
+        !format!("{c:?}").contains(SETTLER),
+        "secrets must not be printed"
+    );
 }
 
 #[test]
@@ -85,14 +91,23 @@ fn unknown_keys_are_all_reported_with_paths() {
         .replace("[server]", "[server]\nlisten_port = 1")
         .replace("price = \"free\"", "price = \"free\"\nupstrem = \"x\"");
     let errors = errors_of(&text);
-    assert!(errors.contains(&"server.listen_port: unknown key".to_string()), "{errors:?}");
-    assert!(errors.contains(&"routes[1].upstrem: unknown key".to_string()), "{errors:?}");
+    assert!(
+        errors.contains(&"server.listen_port: unknown key".to_string()),
+        "{errors:?}"
+    );
+    assert!(
+        errors.contains(&"routes[1].upstrem: unknown key".to_string()),
+        "{errors:?}"
+    );
 }
 
 #[test]
 fn unknown_tenant() {
     assert_refused(
-        &valid().replace("tenant = \"acme\"\npath = \"/health\"", "tenant = \"acne\"\npath = \"/health\""),
+        &valid().replace(
+            "tenant = \"acme\"\npath = \"/health\"",
+            "tenant = \"acne\"\npath = \"/health\"",
+        ),
         "routes[1].tenant",
         "no tenant `acne`",
     );
@@ -104,7 +119,11 @@ fn network_without_asset() {
         "[[tenants]]",
         "[networks.\"eip155:8453\"]\nrpc_url = \"http://x\"\nsettler_key = \"${SETTLER_KEY}\"\n\n[[tenants]]",
     );
-    assert_refused(&text, "networks.\"eip155:8453\".assets", "at least one asset");
+    assert_refused(
+        &text,
+        "networks.\"eip155:8453\".assets",
+        "at least one asset",
+    );
 }
 
 #[test]
@@ -149,7 +168,11 @@ fn route_network_without_pay_to() {
             "[networks.\"eip155:8453\"]\nrpc_url = \"http://x\"\nsettler_key = \"${SETTLER_KEY}\"\nassets = [{ symbol = \"USDC\", address = \"0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913\", decimals = 6, eip712_name = \"USD Coin\", eip712_version = \"2\" }]\n\n[[tenants]]",
         )
         .replace("price = \"$0.01\"", "price = \"$0.01\"\nnetworks = [\"eip155:84532\", \"eip155:8453\"]");
-    assert_refused(&text, "routes[0].networks[1]", "has no pay_to for `eip155:8453`");
+    assert_refused(
+        &text,
+        "routes[0].networks[1]",
+        "has no pay_to for `eip155:8453`",
+    );
 }
 
 #[test]
@@ -158,7 +181,11 @@ fn two_listeners_on_one_address() {
         "listen = \"127.0.0.1:8402\"",
         "listen = \"127.0.0.1:8402\"\nadmin_listen = \"127.0.0.1:8402\"",
     );
-    assert_refused(&text, "server.admin_listen", "already used by server.listen");
+    assert_refused(
+        &text,
+        "server.admin_listen",
+        "already used by server.listen",
+    );
     // Port 0 listeners each get their own port.
     let zeros = valid().replace(
         "listen = \"127.0.0.1:8402\"",
@@ -190,8 +217,11 @@ fn upstream_that_is_not_http() {
 fn unset_variable() {
     let errors = Config::from_toml(&valid(), &|_| None).unwrap_err();
     assert!(
-        errors.0.iter().any(|e| e.path == "networks.\"eip155:84532\".settler_key"
-            && e.message.contains("`SETTLER_KEY` is not set")),
+        errors
+            .0
+            .iter()
+            .any(|e| e.path == "networks.\"eip155:84532\".settler_key"
+                && e.message.contains("`SETTLER_KEY` is not set")),
         "{errors}"
     );
 }
@@ -205,24 +235,50 @@ fn every_error_is_reported_in_one_pass() {
         .replace("[server]", "[server]\nthreads = 0");
     let errors = errors_of(&text);
     for expected in ["server.threads", "tenants[0].tier", "routes[1].upstream"] {
-        assert!(errors.iter().any(|e| e.starts_with(expected)), "{expected} missing from {errors:?}");
+        assert!(
+            errors.iter().any(|e| e.starts_with(expected)),
+            "{expected} missing from {errors:?}"
+        );
     }
 }
 
 #[test]
 fn other_refusals() {
-    assert_refused(&valid().replace("\"/health\"", "\"health\""), "routes[1].path", "must start with /");
-    assert_refused(&valid().replace("\"/health\"", "\"/he*lth\""), "routes[1].path", "final /*");
-    assert_refused(&valid().replace("[\"get\"]", "[\"GE T\"]"), "routes[0].methods[0]", "not an HTTP method");
-    assert_refused(&valid().replace("\"$0.01\"", "\"0.01\""), "routes[0].price", "is not \"free\"");
-    assert_refused(&valid().replace("\"$0.01\"", "\"$0\""), "routes[0].price", "zero");
+    assert_refused(
+        &valid().replace("\"/health\"", "\"health\""),
+        "routes[1].path",
+        "must start with /",
+    );
+    assert_refused(
+        &valid().replace("\"/health\"", "\"/he*lth\""),
+        "routes[1].path",
+        "final /*",
+    );
+    assert_refused(
+        &valid().replace("[\"get\"]", "[\"GE T\"]"),
+        "routes[0].methods[0]",
+        "not an HTTP method",
+    );
+    assert_refused(
+        &valid().replace("\"$0.01\"", "\"0.01\""),
+        "routes[0].price",
+        "is not \"free\"",
+    );
+    assert_refused(
+        &valid().replace("\"$0.01\"", "\"$0\""),
+        "routes[0].price",
+        "zero",
+    );
     assert_refused(
         &valid().replace("price = \"$0.01\"", "price = \"$0.01\"\nsettle = \"later\""),
         "routes[0].settle",
         "before, after, deferred",
     );
     assert_refused(
-        &valid().replace("price = \"$0.01\"", "price = \"$0.01\"\nmax_timeout_seconds = 3"),
+        &valid().replace(
+            "price = \"$0.01\"",
+            "price = \"$0.01\"\nmax_timeout_seconds = 3",
+        ),
         "routes[0].max_timeout_seconds",
         "at least 10",
     );
@@ -231,7 +287,11 @@ fn other_refusals() {
         "networks.\"eip155:84532\".assets[0].eip712_name",
         "is required",
     );
-    assert_refused(&valid().replace("[server]", "[server]\nthreads = \"two\""), "server.threads", "invalid type");
+    assert_refused(
+        &valid().replace("[server]", "[server]\nthreads = \"two\""),
+        "server.threads",
+        "invalid type",
+    );
     assert_refused("[server\n", "", "not valid TOML");
 }
 
@@ -252,6 +312,13 @@ fn tier_gating_of_route_networks() {
     let c = Config::from_toml(&text, &env).unwrap();
     assert_eq!(c.routes[0].networks, vec!["eip155:84532".parse().unwrap()]);
     // ...and asking for more is an error.
-    let explicit = text.replace("price = \"$0.01\"", "price = \"$0.01\"\nnetworks = [\"eip155:1\"]");
-    assert_refused(&explicit, "routes[0].networks[0]", "does not allow `eip155:1`");
+    let explicit = text.replace(
+        "price = \"$0.01\"",
+        "price = \"$0.01\"\nnetworks = [\"eip155:1\"]",
+    );
+    assert_refused(
+        &explicit,
+        "routes[0].networks[0]",
+        "does not allow `eip155:1`",
+    );
 }

@@ -589,7 +589,9 @@ fn routes(
             Some(RawPrice::Text(t)) => {
                 e.push(
                     format!("{path}.price"),
-                    format!("`{t}` is not \"free\", a USD price like \"$0.01\", or {{ amount, asset }}"),
+                    format!(
+                        "`{t}` is not \"free\", a USD price like \"$0.01\", or {{ amount, asset }}"
+                    ),
                 );
                 Price::Free
             }
@@ -680,7 +682,10 @@ fn route_networks(
                     }
                 };
                 let Some(config) = networks.get(&network) else {
-                    e.push(p, format!("network `{id}` is not configured under [networks]"));
+                    e.push(
+                        p,
+                        format!("network `{id}` is not configured under [networks]"),
+                    );
                     return None;
                 };
                 if !tenant.pay_to.contains_key(&network) {
@@ -694,13 +699,19 @@ fn route_networks(
                     if !tier.allows(&network) {
                         e.push(
                             p,
-                            format!("tier `{}` of tenant `{}` does not allow `{id}`", tier.name, tenant.id),
+                            format!(
+                                "tier `{}` of tenant `{}` does not allow `{id}`",
+                                tier.name, tenant.id
+                            ),
                         );
                         return None;
                     }
                 }
                 if !chargeable(config) {
-                    e.push(p, format!("network `{id}` has no asset this price can be paid in"));
+                    e.push(
+                        p,
+                        format!("network `{id}` has no asset this price can be paid in"),
+                    );
                     return None;
                 }
                 Some(network)
@@ -804,7 +815,9 @@ fn parse_upstream(u: &str) -> Result<Upstream, String> {
         ));
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(format!("`{u}`: credentials in the upstream URL are not supported"));
+        return Err(format!(
+            "`{u}`: credentials in the upstream URL are not supported"
+        ));
     }
     let port = parsed
         .port_or_known_default()
@@ -822,9 +835,12 @@ fn is_evm_private_key(k: &str) -> bool {
 fn parse_evm_address(a: &str) -> Result<String, String> {
     let body = a.strip_prefix("0x").unwrap_or("");
     if body.len() != 40 || !body.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!("`{a}` is not an EVM address (0x followed by 40 hex digits)"));
+        return Err(format!(
+            "`{a}` is not an EVM address (0x followed by 40 hex digits)"
+        ));
     }
-    let mixed = body.bytes().any(|b| b.is_ascii_lowercase()) && body.bytes().any(|b| b.is_ascii_uppercase());
+    let mixed = body.bytes().any(|b| b.is_ascii_lowercase())
+        && body.bytes().any(|b| b.is_ascii_uppercase());
     let address = if mixed {
         Address::parse_checksummed(a, None)
             .map_err(|_| format!("`{a}` has a wrong EIP-55 checksum (a typo?)"))?

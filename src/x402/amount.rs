@@ -109,20 +109,32 @@ mod tests {
         assert_eq!(AtomicAmount::from_usd("$12.50", 6).unwrap().0, 12_500_000);
         assert_eq!(AtomicAmount::from_usd("$.5", 2).unwrap().0, 50);
         // 0.1 + 0.2 style values that floats get wrong.
-        assert_eq!(AtomicAmount::from_usd("$0.3", 18).unwrap().0, 300_000_000_000_000_000);
+        assert_eq!(
+            AtomicAmount::from_usd("$0.3", 18).unwrap().0,
+            300_000_000_000_000_000
+        );
     }
 
     #[test]
     fn refuses_more_precision_than_the_asset() {
         let err = AtomicAmount::from_usd("$0.0000001", 6).unwrap_err();
-        assert!(matches!(err, AmountError::TooPrecise { given: 7, allowed: 6, .. }));
+        assert!(matches!(
+            err,
+            AmountError::TooPrecise {
+                given: 7,
+                allowed: 6,
+                ..
+            }
+        ));
         // Trailing zeros are not precision.
         assert_eq!(AtomicAmount::from_usd("$0.0100000", 6).unwrap().0, 10_000);
     }
 
     #[test]
     fn refuses_garbage() {
-        for bad in ["0.01", "$", "$-1", "$1e3", "$1.", "$abc", "$1.2.3", "$ 1,00"] {
+        for bad in [
+            "0.01", "$", "$-1", "$1e3", "$1.", "$abc", "$1.2.3", "$ 1,00",
+        ] {
             assert!(AtomicAmount::from_usd(bad, 6).is_err(), "{bad}");
         }
         for bad in ["", "-1", "1.5", "0x10", " 1"] {
@@ -134,6 +146,8 @@ mod tests {
     fn wire_round_trip() {
         let a: AtomicAmount = "10000".parse().unwrap();
         assert_eq!(a.to_string(), "10000");
-        assert!("340282366920938463463374607431768211456".parse::<AtomicAmount>().is_err());
+        assert!("340282366920938463463374607431768211456"
+            .parse::<AtomicAmount>()
+            .is_err());
     }
 }

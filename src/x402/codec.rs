@@ -59,7 +59,7 @@ pub fn decode_payment(header: &str) -> Result<PaymentProof, CodecError> {
                 message: e.to_string(),
             }),
         2 => serde_json::from_value::<PaymentPayload>(value)
-            .map(PaymentProof::V2)
+            .map(|p| PaymentProof::V2(Box::new(p)))
             .map_err(|e| CodecError::BadShape {
                 version: 2,
                 message: e.to_string(),
@@ -117,7 +117,10 @@ mod tests {
     fn spec_payment_required_round_trips() {
         let golden = spec_payment_required();
         let typed: PaymentRequired = serde_json::from_value(golden.clone()).unwrap();
-        assert_eq!(typed.accepts[0].pay_to, "0x209693Bc6afc0C5328bA36FaF03C514EF312287C");
+        assert_eq!(
+            typed.accepts[0].pay_to,
+            "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
+        );
         assert_eq!(typed.accepts[0].amount, "10000");
         assert_eq!(serde_json::to_value(&typed).unwrap(), golden);
         let header = encode_header(&typed);

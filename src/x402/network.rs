@@ -23,7 +23,9 @@ pub struct Network {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NetworkError {
-    #[error("`{0}` is not a CAIP-2 network id (expected `namespace:reference`, e.g. `eip155:8453`)")]
+    #[error(
+        "`{0}` is not a CAIP-2 network id (expected `namespace:reference`, e.g. `eip155:8453`)"
+    )]
     Malformed(String),
     #[error("unsupported namespace `{0}` (supported: eip155, solana)")]
     UnsupportedNamespace(String),
@@ -150,7 +152,15 @@ mod tests {
 
     #[test]
     fn rejects_malformed_ids() {
-        for bad in ["base", "eip155:", "eip155:abc", "eip155:01", "cosmos:hub", ":1", "a:b:c"] {
+        for bad in [
+            "base",
+            "eip155:",
+            "eip155:abc",
+            "eip155:01",
+            "cosmos:hub",
+            ":1",
+            "a:b:c",
+        ] {
             assert!(bad.parse::<Network>().is_err(), "{bad} should not parse");
         }
     }

@@ -104,7 +104,8 @@ pub struct PaymentPayloadV1 {
 #[derive(Debug, Clone, PartialEq)]
 pub enum PaymentProof {
     V1(PaymentPayloadV1),
-    V2(PaymentPayload),
+    // Boxed: the v2 payload carries the echoed requirement and is several times larger.
+    V2(Box<PaymentPayload>),
 }
 
 impl PaymentProof {

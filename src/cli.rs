@@ -1,0 +1,30 @@
+//! Command line: `x402-gate --config FILE [--check]`, plus the pingora process flags that make
+//! sense for an operator (daemonize, zero-downtime upgrade).
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "x402-gate",
+    version,
+    about = "x402 payment gateway: a pingora reverse proxy that charges per request"
+)]
+pub struct Cli {
+    /// The TOML configuration file.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: PathBuf,
+
+    /// Validate the configuration, print every error with its key path, and exit (0 valid, 1 not).
+    #[arg(long)]
+    pub check: bool,
+
+    /// Run in the background (pingora daemon mode).
+    #[arg(short, long)]
+    pub daemon: bool,
+
+    /// Take over the listening sockets of a running instance (pingora graceful upgrade).
+    #[arg(short, long)]
+    pub upgrade: bool,
+}

@@ -1,0 +1,269 @@
+//! The gateway's decisions as plain functions of request facts, testable without a socket.
+//!
+//! Nothing here touches a pingora `Session`: `mod.rs` extracts the facts, calls these, and hands
+//! the outcome to `respond.rs`.
+
+use http::HeaderMap;
+
+use crate::pricing::{Offer, Offers};
+use crate::x402::{self, CodecError, PaymentProof, Reason};
+
+/// Why a payment was not accepted: a stable wire reason plus a message for humans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl Rejection {
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Rejection {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// The `error` text of a 402: the stable code first, so scripts can match on it.
+    pub fn error_text(&self) -> String {
+        format!("{}: {}", self.reason, self.message)
+    }
+}
+
+/// What the payment header of a request to a priced route amounts to.
+#[derive(Debug)]
+pub enum PaymentCheck<'a> {
+    /// No payment header: answer with the challenge.
+    Missing,
+    /// A header that cannot be accepted: answer with the challenge and the reason.
+    Rejected(Rejection),
+    /// A well-formed proof for one of our offers; it still has to be verified.
+    Matched {
+        offer: &'a Offer,
+        proof: PaymentProof,
+        /// Which header carried it, so the receipt goes back in the matching one.
+        header: &'static str,
+    },
+}
+
+/// Finds the payment header: `PAYMENT-SIGNATURE` (v2) first, then `X-PAYMENT` (v1).
+pub fn payment_header(headers: &HeaderMap) -> Option<(&'static str, &[u8])> {
+    [x402::PAYMENT_SIGNATURE, x402::X_PAYMENT]
+        .into_iter()
+        .find_map(|name| headers.get(name).map(|v| (name, v.as_bytes())))
+}
+
+/// Decodes and matches a payment header against a route's offers.
+pub fn check_payment<'a>(
+    offers: &'a Offers,
+    header: Option<(&'static str, &[u8])>,
+    max_header_bytes: usize,
+) -> PaymentCheck<'a> {
+    let Some((name, value)) = header else {
+        return PaymentCheck::Missing;
+    };
+    if value.len() > max_header_bytes {
+        return PaymentCheck::Rejected(Rejection::new(
+            Reason::PayloadTooLarge,
+            format!(
+                "the {name} header is {} bytes; the limit is {max_header_bytes}",
+                value.len()
+            ),
+        ));
+    }
+    let Ok(text) = std::str::from_utf8(value) else {
+        return PaymentCheck::Rejected(Rejection::new(
+            Reason::InvalidPayload,
+            "the payment header is not ASCII",
+        ));
+    };
+    let proof = match x402::decode_payment(text) {
+        Ok(p) => p,
+        Err(e) => {
+            let reason = match e {
+                CodecError::UnsupportedVersion(_) => Reason::InvalidX402Version,
+                _ => Reason::InvalidPayload,
+            };
+            return PaymentCheck::Rejected(Rejection::new(reason, e.to_string()));
+        }
+    };
+    if proof.scheme() != "exact" {
+        return PaymentCheck::Rejected(Rejection::new(
+            Reason::UnsupportedScheme,
+            format!(
+                "scheme `{}` is not offered here; use `exact`",
+                proof.scheme()
+            ),
+        ));
+    }
+    match offers.match_proof(&proof) {
+        Some(offer) => PaymentCheck::Matched {
+            offer,
+            proof,
+            header: name,
+        },
+        None => PaymentCheck::Rejected(Rejection::new(
+            Reason::NoMatchingRequirements,
+            "the payment does not match any of this route's payment requirements",
+        )),
+    }
+}
+
+/// Size of the request header block as a client sent it (names, values, separators).
+pub fn header_block_size(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum()
+}
+
+/// `resource.url` for a challenge: the configured public base, or the request's `Host`.
+pub fn resource_url(public_url: Option<&str>, host: Option<&str>, path_and_query: &str) -> String {
+    match (public_url, host) {
+        (Some(base), _) => format!("{base}{path_and_query}"),
+        (None, Some(host)) => format!("http://{host}{path_and_query}"),
+        (None, None) => format!("http://localhost{path_and_query}"),
+    }
+}
+
+/// A CORS preflight: OPTIONS with `Access-Control-Request-Method`.
+pub fn preflight_method<'h>(method: &http::Method, headers: &'h HeaderMap) -> Option<&'h str> {
+    if method != http::Method::OPTIONS {
+        return None;
+    }
+    headers
+        .get(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+        .and_then(|v| v.to_str().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::routes::RouteTable;
+    use base64::Engine;
+    use serde_json::json;
+
+    fn table() -> RouteTable {
+        let text = r#"
+[networks."eip155:84532"]
+rpc_url = "http://127.0.0.1:8545"
+settler_key = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+assets = [{ symbol = "USDC", address = "0x036cbd53842c5426634e7929541ec2318f3dcf7e", decimals = 6, eip712_name = "USDC", eip712_version = "2" }]
+[[tenants]]
+id = "acme"
+pay_to = { "eip155:84532" = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C" }
+[[routes]]
+tenant = "acme"
+path = "/paid"
+upstream = "http://127.0.0.1:1"
+price = "$0.01"
+"#;
+        RouteTable::build(&Config::from_toml(text, &|_| None).unwrap())
+    }
+
+    fn header(v: serde_json::Value) -> Vec<u8> {
+        base64::engine::general_purpose::STANDARD
+            .encode(v.to_string())
+            .into_bytes()
+    }
+
+    #[test]
+    fn decisions_for_each_kind_of_header() {
+        let t = table();
+        let route = t.find(None, "GET", "/paid").unwrap();
+        let offers = route.offers.as_ref().unwrap();
+        let accepted = serde_json::to_value(&offers.offers[0].requirement).unwrap();
+        assert_eq!(
+            accepted["asset"],
+            "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
+        );
+
+        assert!(matches!(
+            check_payment(offers, None, 8192),
+            PaymentCheck::Missing
+        ));
+
+        let reject =
+            |h: &[u8], max| match check_payment(offers, Some(("payment-signature", h)), max) {
+                PaymentCheck::Rejected(r) => r.reason,
+                other => panic!("{other:?}"),
+            };
+        assert_eq!(reject(b"%%%", 8192), Reason::InvalidPayload);
+        assert_eq!(reject(&[b'A'; 9000], 8192), Reason::PayloadTooLarge);
+        assert_eq!(
+            reject(&header(json!({"x402Version": 7})), 8192),
+            Reason::InvalidX402Version
+        );
+
+        let mut wrong = accepted.clone();
+        wrong["amount"] = json!("1");
+        let proof =
+            |acc: &serde_json::Value| json!({"x402Version": 2, "accepted": acc, "payload": {}});
+        assert_eq!(
+            reject(&header(proof(&wrong)), 8192),
+            Reason::NoMatchingRequirements
+        );
+        let mut upto = accepted.clone();
+        upto["scheme"] = json!("upto");
+        assert_eq!(
+            reject(&header(proof(&upto)), 8192),
+            Reason::UnsupportedScheme
+        );
+
+        // A lower-cased echo of our addresses still matches.
+        let mut lower = accepted.clone();
+        lower["payTo"] = json!(accepted["payTo"].as_str().unwrap().to_lowercase());
+        assert!(matches!(
+            check_payment(
+                offers,
+                Some(("payment-signature", &header(proof(&lower)))),
+                8192
+            ),
+            PaymentCheck::Matched { .. }
+        ));
+        // v1 matches on scheme and network name.
+        let v1 =
+            json!({"x402Version": 1, "scheme": "exact", "network": "base-sepolia", "payload": {}});
+        assert!(matches!(
+            check_payment(offers, Some(("x-payment", &header(v1))), 8192),
+            PaymentCheck::Matched {
+                header: "x-payment",
+                ..
+            }
+        ));
+        let v1_other =
+            json!({"x402Version": 1, "scheme": "exact", "network": "base", "payload": {}});
+        assert_eq!(
+            reject(&header(v1_other), 8192),
+            Reason::NoMatchingRequirements
+        );
+    }
+
+    #[test]
+    fn challenge_is_byte_stable_and_lists_v1_names_only() {
+        let t = table();
+        let offers = t
+            .find(None, "GET", "/paid")
+            .unwrap()
+            .offers
+            .as_ref()
+            .unwrap();
+        let a = offers.challenge("https://x/paid", "Payment required");
+        let b = offers.challenge("https://x/paid", "Payment required");
+        assert_eq!(a.header, b.header);
+        let body: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        assert_eq!(body["x402Version"], 1);
+        assert_eq!(body["accepts"][0]["network"], "base-sepolia");
+        assert_eq!(body["accepts"][0]["maxAmountRequired"], "10000");
+        assert_eq!(body["accepts"][0]["outputSchema"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn resource_urls() {
+        assert_eq!(
+            resource_url(Some("https://api.x"), Some("h"), "/a?b=1"),
+            "https://api.x/a?b=1"
+        );
+        assert_eq!(resource_url(None, Some("h:8080"), "/a"), "http://h:8080/a");
+    }
+}

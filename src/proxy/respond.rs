@@ -1,0 +1,80 @@
+//! The one place that writes the gateway's own responses: 402 challenges, JSON errors (404, 400,
+//! 408, 431, 502, 503) and CORS preflights. Every one carries the CORS headers, because a browser
+//! client that cannot read a 402's headers cannot pay.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::Result;
+
+use crate::pricing::Challenge;
+use crate::x402;
+
+/// Headers a browser client must be allowed to read.
+pub const EXPOSE_HEADERS: &str = "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE";
+/// Request headers a paying browser client sends. `Access-Control-Expose-Headers` is listed because
+/// the SDK fetch/axios wrappers wrongly send it as a request header (x402#3478).
+pub const ALLOW_HEADERS: &str = "PAYMENT-SIGNATURE, X-PAYMENT, SIGN-IN-WITH-X, Content-Type, Authorization, Access-Control-Expose-Headers";
+
+/// Adds the CORS response headers to any response the gateway writes or forwards for a priced route.
+pub fn add_cors(resp: &mut ResponseHeader, allow_origin: &str) -> Result<()> {
+    resp.insert_header("access-control-allow-origin", allow_origin)?;
+    resp.insert_header("access-control-expose-headers", EXPOSE_HEADERS)?;
+    if allow_origin != "*" {
+        resp.append_header("vary", "Origin")?;
+    }
+    Ok(())
+}
+
+pub async fn challenge(session: &mut Session, c: Challenge, allow_origin: &str) -> Result<()> {
+    let mut resp = ResponseHeader::build(402, Some(6))?;
+    resp.insert_header(x402::PAYMENT_REQUIRED, c.header)?;
+    resp.insert_header("content-type", "application/json")?;
+    resp.insert_header("content-length", c.body.len().to_string())?;
+    resp.insert_header("cache-control", "no-store")?;
+    add_cors(&mut resp, allow_origin)?;
+    write(session, resp, Bytes::from(c.body)).await
+}
+
+/// A JSON error `{"error": code, "message": ...}`.
+pub async fn json_error(
+    session: &mut Session,
+    status: u16,
+    code: &str,
+    message: &str,
+    allow_origin: &str,
+) -> Result<()> {
+    let body = serde_json::to_vec(&serde_json::json!({"error": code, "message": message}))
+        .expect("json serializes");
+    let mut resp = ResponseHeader::build(status, Some(5))?;
+    resp.insert_header("content-type", "application/json")?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    resp.insert_header("cache-control", "no-store")?;
+    add_cors(&mut resp, allow_origin)?;
+    write(session, resp, Bytes::from(body)).await
+}
+
+pub async fn preflight(
+    session: &mut Session,
+    allow_methods: &str,
+    requested_headers: Option<&str>,
+    allow_origin: &str,
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(204, Some(7))?;
+    resp.insert_header("access-control-allow-origin", allow_origin)?;
+    resp.insert_header("access-control-allow-methods", allow_methods)?;
+    let headers = match requested_headers {
+        Some(extra) if !extra.trim().is_empty() => format!("{ALLOW_HEADERS}, {extra}"),
+        _ => ALLOW_HEADERS.to_string(),
+    };
+    resp.insert_header("access-control-allow-headers", headers)?;
+    resp.insert_header("access-control-expose-headers", EXPOSE_HEADERS)?;
+    resp.insert_header("access-control-max-age", "600")?;
+    resp.insert_header("content-length", "0")?;
+    session.write_response_header(Box::new(resp), true).await
+}
+
+async fn write(session: &mut Session, resp: ResponseHeader, body: Bytes) -> Result<()> {
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
+}

@@ -1,0 +1,226 @@
+//! The route table: (host, method, path) -> route, first match wins, built once from the config.
+//!
+//! Matching runs on a normalized path (dot segments resolved, unreserved %-escapes decoded,
+//! repeated slashes collapsed), and that normalized path is what goes upstream. Otherwise
+//! `/v1/%66orecast/x` or `/free/../v1/forecast/x` would miss a priced route, fall through to a free
+//! catch-all, and reach an origin that decodes them into the priced resource without payment.
+//! May import: config, pricing, x402.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use crate::config::{Config, PathPattern, RouteConfig};
+use crate::pricing::Offers;
+
+/// A configured route with its precomputed payment offers (`None` for a free route).
+#[derive(Debug)]
+pub struct Route {
+    pub config: RouteConfig,
+    pub offers: Option<Offers>,
+}
+
+impl Route {
+    pub fn is_free(&self) -> bool {
+        self.offers.is_none()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    routes: Vec<Arc<Route>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("the path must start with /")]
+    NotAbsolute,
+    #[error("the path contains an encoded slash, backslash or NUL")]
+    EncodedSeparator,
+    #[error("the path contains an invalid %-escape")]
+    BadEscape,
+    #[error("the path climbs above the root")]
+    AboveRoot,
+}
+
+impl RouteTable {
+    pub fn build(config: &Config) -> Self {
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| {
+                Arc::new(Route {
+                    config: r.clone(),
+                    offers: Offers::for_route(r, config),
+                })
+            })
+            .collect();
+        RouteTable { routes }
+    }
+
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// The first route matching the request. `host` may carry a port; `path` must be normalized.
+    pub fn find(&self, host: Option<&str>, method: &str, path: &str) -> Option<&Arc<Route>> {
+        let host = host.map(strip_port);
+        self.routes.iter().find(|r| {
+            let c = &r.config;
+            let host_ok = match (&c.host, host) {
+                (None, _) => true,
+                (Some(want), Some(got)) => want.eq_ignore_ascii_case(got),
+                (Some(_), None) => false,
+            };
+            let method_ok = c
+                .methods
+                .as_ref()
+                .is_none_or(|ms| ms.iter().any(|m| m == method));
+            host_ok && method_ok && path_matches(&c.path, path)
+        })
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // [::1]:8080
+        return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
+    }
+    host.rsplit_once(':')
+        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(host, |(h, _)| h)
+}
+
+pub fn path_matches(pattern: &PathPattern, path: &str) -> bool {
+    match pattern {
+        PathPattern::Exact(p) => p == path,
+        PathPattern::Prefix(prefix) => {
+            prefix.is_empty()
+                || path == prefix
+                || (path.starts_with(prefix.as_str()) && path.as_bytes()[prefix.len()] == b'/')
+        }
+    }
+}
+
+/// Normalizes a request path (without query) for matching and forwarding. Borrowed when nothing
+/// changes, which is the common case.
+pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
+    if !raw.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    let clean = !raw.contains('%')
+        && !raw.contains("//")
+        && !raw.contains('\\')
+        && !raw.split('/').any(|s| s == "." || s == "..");
+    if clean {
+        return Ok(Cow::Borrowed(raw));
+    }
+    if raw.contains('\\') {
+        return Err(PathError::EncodedSeparator);
+    }
+    // Decode only unreserved characters (RFC 3986 6.2.2.2); reserved escapes stay as they are.
+    let bytes = raw.as_bytes();
+    let mut decoded = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = raw.get(i + 1..i + 3).ok_or(PathError::BadEscape)?;
+            let v = u8::from_str_radix(hex, 16).map_err(|_| PathError::BadEscape)?;
+            if matches!(v, b'/' | b'\\' | 0) {
+                return Err(PathError::EncodedSeparator);
+            }
+            if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
+                decoded.push(v as char);
+            } else {
+                decoded.push('%');
+                decoded.push_str(&hex.to_ascii_uppercase());
+            }
+            i += 3;
+        } else {
+            // Non-ASCII bytes cannot appear in a valid request target; pass them through intact.
+            let ch = raw[i..].chars().next().expect("in bounds");
+            decoded.push(ch);
+            i += ch.len_utf8();
+        }
+    }
+    let mut out: Vec<&str> = Vec::new();
+    let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
+    for seg in decoded.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                out.pop().ok_or(PathError::AboveRoot)?;
+            }
+            s => out.push(s),
+        }
+    }
+    let mut path = String::with_capacity(decoded.len());
+    for seg in &out {
+        path.push('/');
+        path.push_str(seg);
+    }
+    if path.is_empty() || trailing {
+        path.push('/');
+    }
+    Ok(Cow::Owned(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_and_exact_matching() {
+        let p = PathPattern::Prefix("/v1/forecast".into());
+        assert!(path_matches(&p, "/v1/forecast"));
+        assert!(path_matches(&p, "/v1/forecast/"));
+        assert!(path_matches(&p, "/v1/forecast/paris"));
+        assert!(!path_matches(&p, "/v1/forecastx"));
+        assert!(!path_matches(&p, "/v1"));
+        assert!(path_matches(
+            &PathPattern::Prefix(String::new()),
+            "/anything"
+        ));
+        let e = PathPattern::Exact("/health".into());
+        assert!(path_matches(&e, "/health"));
+        assert!(!path_matches(&e, "/health/"));
+    }
+
+    #[test]
+    fn normalizes_evasions() {
+        let n = |p| normalize_path(p).map(|c| c.into_owned());
+        assert_eq!(n("/v1/forecast/x").unwrap(), "/v1/forecast/x");
+        assert!(matches!(normalize_path("/a/b"), Ok(Cow::Borrowed(_))));
+        assert_eq!(n("/v1/%66orecast/x").unwrap(), "/v1/forecast/x");
+        assert_eq!(n("//v1//forecast/x").unwrap(), "/v1/forecast/x");
+        assert_eq!(n("/free/../v1/forecast/x").unwrap(), "/v1/forecast/x");
+        assert_eq!(
+            n("/v1/./forecast/%2e%2e/forecast/").unwrap(),
+            "/v1/forecast/"
+        );
+        assert_eq!(n("/a%20b").unwrap(), "/a%20b");
+        assert_eq!(n("/a%3fb").unwrap(), "/a%3Fb");
+        assert_eq!(n("/..").unwrap_err(), PathError::AboveRoot);
+        assert_eq!(
+            n("/v1%2fforecast").unwrap_err(),
+            PathError::EncodedSeparator
+        );
+        assert_eq!(
+            n("/v1%5Cforecast").unwrap_err(),
+            PathError::EncodedSeparator
+        );
+        assert_eq!(n("/a%zz").unwrap_err(), PathError::BadEscape);
+        assert_eq!(n("/a%4").unwrap_err(), PathError::BadEscape);
+        assert_eq!(n("x").unwrap_err(), PathError::NotAbsolute);
+    }
+
+    #[test]
+    fn strips_ports_from_hosts() {
+        assert_eq!(strip_port("api.example.com:8080"), "api.example.com");
+        assert_eq!(strip_port("api.example.com"), "api.example.com");
+        assert_eq!(strip_port("[::1]:8080"), "::1");
+    }
+}

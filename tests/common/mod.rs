@@ -1,0 +1,273 @@
+//! Shared harness for the integration tests: a real upstream (axum on port 0) and the real gateway
+//! (pingora, in process, on a free port), both torn down when dropped.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
+use x402_gate::app::{self, ChannelShutdown, RunOptions};
+use x402_gate::config::Config;
+
+pub const SETTLER_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+pub const PAY_TO: &str = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C";
+pub const USDC_BASE_SEPOLIA: &str = "0x036CbD53842c5426634e7929541eC2318f3dCF7e";
+
+/// A real HTTP origin on a port-0 listener that counts the requests it serves.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        // Tests drop this inside their own runtime, where a blocking runtime drop panics.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Upstream {
+    pub fn start() -> Upstream {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        let app = Router::new()
+            .route("/free/big/{n}", get(big))
+            .route("/free/status/{code}", any(status))
+            .fallback(any(echo))
+            .layer(axum::middleware::from_fn(
+                move |req: Request, next: axum::middleware::Next| {
+                    let counter = counter.clone();
+                    async move {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        next.run(req).await
+                    }
+                },
+            ));
+        // Bound with std so this works from inside a test's own runtime too.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap()
+        });
+        Upstream {
+            addr,
+            hits,
+            runtime: Some(runtime),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+/// Echoes the request as JSON, with a custom header and a 201 so status passthrough is visible.
+async fn echo(req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, 64 * 1024 * 1024).await.unwrap();
+    let headers: serde_json::Map<String, serde_json::Value> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
+        .collect();
+    let json = serde_json::json!({
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "headers": headers,
+        "body_len": body.len(),
+        "body_sha": sha(&body),
+    });
+    let mut h = HeaderMap::new();
+    h.insert("x-origin", "echo".parse().unwrap());
+    h.insert("set-cookie", "a=1".parse().unwrap());
+    (StatusCode::CREATED, h, axum::Json(json)).into_response()
+}
+
+/// A streamed response of `n` bytes in 64 KiB chunks, deterministic content.
+async fn big(Path(n): Path<usize>) -> Response {
+    let chunks = (0..n).step_by(65536).map(move |start| {
+        let len = 65536.min(n - start);
+        Ok::<_, std::io::Error>(Bytes::from(pattern(start, len)))
+    });
+    Response::builder()
+        .header("content-type", "application/octet-stream")
+        .body(Body::from_stream(futures_util::stream::iter(chunks)))
+        .unwrap()
+}
+
+async fn status(Path(code): Path<u16>) -> Response {
+    (
+        StatusCode::from_u16(code).unwrap(),
+        format!("status {code}"),
+    )
+        .into_response()
+}
+
+pub fn pattern(start: usize, len: usize) -> Vec<u8> {
+    (start..start + len).map(|i| (i % 251) as u8).collect()
+}
+
+/// A cheap content fingerprint (FNV-1a), enough to tell bodies apart in tests.
+pub fn sha(data: &[u8]) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in data {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016x}")
+}
+
+/// A free local port. pingora binds inside `run`, so the test reserves a port and hands it over;
+/// the window between the two is tiny and the OS does not reuse ports that fast.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real gateway, running in this process until dropped.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Starts the gateway with `toml`, in which `{listen}` is replaced by the chosen address.
+    pub fn start(toml: &str) -> Gateway {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let text = toml.replace("{listen}", &addr.to_string());
+        let config = Config::from_toml(&text, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let thread = std::thread::spawn(move || {
+            app::run(
+                config,
+                RunOptions::default(),
+                Some(Box::new(ChannelShutdown(rx))),
+            )
+            .unwrap();
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not start listening on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Gateway {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A config with one EVM network, one tenant, a priced and a free route to `upstream`.
+pub fn basic_config(upstream: &str, extra_server: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "{{listen}}"
+admin_listen = "127.0.0.1:0"
+metrics_listen = "127.0.0.1:0"
+threads = 1
+{extra_server}
+
+[networks."eip155:84532"]
+rpc_url = "http://127.0.0.1:1"
+settler_key = "{SETTLER_KEY}"
+assets = [{{ symbol = "USDC", address = "{USDC_BASE_SEPOLIA}", decimals = 6, eip712_name = "USDC", eip712_version = "2" }}]
+
+[networks."eip155:31337"]
+rpc_url = "http://127.0.0.1:1"
+settler_key = "{SETTLER_KEY}"
+assets = [{{ symbol = "USDC", address = "0x5FbDB2315678afecb367f032d93F642f64180aa3", decimals = 6, eip712_name = "USD Coin", eip712_version = "2" }}]
+
+[tiers.free]
+networks = ["eip155:84532", "eip155:31337"]
+
+[[tenants]]
+id = "acme"
+pay_to = {{ "eip155:84532" = "{PAY_TO}", "eip155:31337" = "{PAY_TO}" }}
+
+[[routes]]
+tenant = "acme"
+path = "/paid/*"
+upstream = "{upstream}"
+price = "$0.01"
+description = "Paid data"
+
+[[routes]]
+tenant = "acme"
+path = "/only-get"
+methods = ["GET"]
+upstream = "{upstream}"
+price = "free"
+
+[[routes]]
+tenant = "acme"
+host = "free.test"
+path = "/*"
+upstream = "{upstream}"
+price = "free"
+
+[[routes]]
+tenant = "acme"
+path = "/free/*"
+upstream = "{upstream}"
+price = "free"
+"#
+    )
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
