@@ -299,9 +299,6 @@ impl ProxyHttp for Gateway {
                 tracing::debug!("could not write the error response: {err}");
             }
         }
-        if code >= 500 {
-            tracing::warn!(status = code, error = %e, "proxying failed");
-        }
         FailToProxy {
             error_code: code,
             can_reuse_downstream: false,
