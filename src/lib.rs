@@ -34,4 +34,6 @@ pub mod config;
 pub mod pricing;
 pub mod proxy;
 pub mod routes;
+pub mod store;
+pub mod verify;
 pub mod x402;

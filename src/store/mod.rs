@@ -1,0 +1,388 @@
+//! Durable state: consume-once payment claims, the settlement ledger, the deferred queue.
+//!
+//! One implementation over sqlx's `Any` driver serves both backends: SQLite (the embedded
+//! default, WAL mode, created on first start) and Postgres (several gateway instances sharing
+//! state). Every statement is in the SQL both speak (`ON CONFLICT`, `RETURNING`, `$n`
+//! parameters); only the migrations differ, in `migrations/sqlite` and `migrations/postgres`.
+//! The store is the authority on replay: caches may answer "valid", only a claim here admits.
+//! May import: verify (its value types), x402.
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+use crate::verify::{PreparedSettlement, Settlement, Verified};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("unsupported database URL `{0}`")]
+    Url(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// A row of the settlement ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub claim_id: i64,
+    pub network: String,
+    pub asset: String,
+    pub payer: String,
+    pub pay_to: String,
+    pub amount: String,
+    pub tx_hash: String,
+    pub block_number: i64,
+    pub tenant: String,
+    pub route: String,
+    pub settled_at: i64,
+}
+
+/// A deferred settlement due for an attempt.
+#[derive(Debug, Clone)]
+pub struct QueuedSettlement {
+    pub claim_id: i64,
+    pub verified: Verified,
+    pub attempts: i64,
+    pub prepared: Option<PreparedSettlement>,
+    pub tenant: String,
+    pub route: String,
+}
+
+/// Where a claim was made and for what, recorded with it.
+#[derive(Debug, Clone)]
+pub struct ClaimContext<'a> {
+    pub tenant: &'a str,
+    pub route: &'a str,
+}
+
+fn now() -> i64 {
+    crate::verify::unix_now() as i64
+}
+
+impl Store {
+    /// Connects and brings the schema up to date. `sqlite://PATH` creates the file if needed.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = if let Some(rest) = url.strip_prefix("sqlite:") {
+            let sep = if rest.contains('?') { '&' } else { '?' };
+            let url = if rest.contains("mode=") {
+                url.to_string()
+            } else {
+                format!("{url}{sep}mode=rwc")
+            };
+            (Backend::Sqlite, url)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_string())
+        } else {
+            return Err(StoreError::Url(url.to_string()));
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(match backend {
+                // SQLite has one writer; more connections only queue on its lock.
+                Backend::Sqlite => 4,
+                Backend::Postgres => 16,
+            })
+            .connect(&url)
+            .await?;
+        match backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
+        }
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Claims a payment for one request: one atomic statement on the UNIQUE key. Returns the
+    /// claim id, or `None` when the payment was already claimed (a replay). A claim released as
+    /// not charged can be taken again.
+    pub async fn claim(
+        &self,
+        v: &Verified,
+        ctx: &ClaimContext<'_>,
+    ) -> Result<Option<i64>, StoreError> {
+        let t = now();
+        let row = sqlx::query(
+            "INSERT INTO payment_claims
+                (network, asset, payer, nonce, status, tenant, route, amount, valid_before, claimed_at, updated_at)
+             VALUES ($1, $2, $3, $4, 'claimed', $5, $6, $7, $8, $9, $9)
+             ON CONFLICT (network, asset, payer, nonce) DO UPDATE SET
+                status = 'claimed', tenant = excluded.tenant, route = excluded.route,
+                amount = excluded.amount, tx_hash = NULL, error = NULL,
+                claimed_at = excluded.claimed_at, updated_at = excluded.updated_at
+             WHERE payment_claims.status = 'released'
+             RETURNING id",
+        )
+        .bind(&v.key.network)
+        .bind(&v.key.asset)
+        .bind(&v.key.payer)
+        .bind(&v.key.nonce)
+        .bind(ctx.tenant)
+        .bind(ctx.route)
+        .bind(&v.amount)
+        .bind(v.valid_before.min(i64::MAX as u64) as i64)
+        .bind(t)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.get::<i64, _>(0)))
+    }
+
+    async fn set_status(
+        &self,
+        claim_id: i64,
+        status: &str,
+        tx_hash: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE payment_claims SET status = $1, tx_hash = COALESCE($2, tx_hash), error = $3, updated_at = $4
+             WHERE id = $5",
+        )
+        .bind(status)
+        .bind(tx_hash)
+        .bind(error)
+        .bind(now())
+        .bind(claim_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Gives a claim back: the payment was not charged and may be presented again. Only a claim
+    /// still being served (or whose transaction was never sent) can be released: a settled or
+    /// queued payment must never become claimable again.
+    pub async fn release(&self, claim_id: i64, why: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE payment_claims SET status = 'released', error = $1, updated_at = $2
+             WHERE id = $3 AND status IN ('claimed', 'settling')",
+        )
+        .bind(why)
+        .bind(now())
+        .bind(claim_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records that a settlement transaction was signed and is about to be sent.
+    pub async fn mark_settling(&self, claim_id: i64, tx_hash: &str) -> Result<(), StoreError> {
+        self.set_status(claim_id, "settling", Some(tx_hash), None).await
+    }
+
+    pub async fn mark_failed(&self, claim_id: i64, why: &str) -> Result<(), StoreError> {
+        self.set_status(claim_id, "failed", None, Some(why)).await
+    }
+
+    /// Records a landed settlement in the ledger and marks its claim settled, atomically.
+    /// Recording the same claim twice is a no-op.
+    pub async fn record_settlement(
+        &self,
+        claim_id: i64,
+        v: &Verified,
+        s: &Settlement,
+        ctx: &ClaimContext<'_>,
+    ) -> Result<(), StoreError> {
+        let t = now();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO settlements
+                (claim_id, network, asset, payer, pay_to, amount, tx_hash, block_number, tenant, route, settled_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             ON CONFLICT (claim_id) DO NOTHING",
+        )
+        .bind(claim_id)
+        .bind(&v.key.network)
+        .bind(&v.key.asset)
+        .bind(&v.payer)
+        .bind(&v.pay_to)
+        .bind(&v.amount)
+        .bind(&s.transaction)
+        .bind(s.block_number as i64)
+        .bind(ctx.tenant)
+        .bind(ctx.route)
+        .bind(t)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE payment_claims SET status = 'settled', tx_hash = $1, error = NULL, updated_at = $2 WHERE id = $3",
+        )
+        .bind(&s.transaction)
+        .bind(t)
+        .bind(claim_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Queues a deferred settlement; durable once this returns.
+    pub async fn enqueue(&self, claim_id: i64, v: &Verified) -> Result<(), StoreError> {
+        let t = now();
+        let json = serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO settlement_queue (claim_id, verified, status, attempts, next_attempt_at, created_at, updated_at)
+             VALUES ($1, $2, 'queued', 0, $3, $3, $3)
+             ON CONFLICT (claim_id) DO NOTHING",
+        )
+        .bind(claim_id)
+        .bind(json)
+        .bind(t)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE payment_claims SET status = 'queued', updated_at = $1 WHERE id = $2")
+            .bind(t)
+            .bind(claim_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deferred settlements due now, oldest first.
+    pub async fn due(&self, limit: i64) -> Result<Vec<QueuedSettlement>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT q.claim_id, q.verified, q.attempts, q.prepared, c.tenant, c.route
+             FROM settlement_queue q JOIN payment_claims c ON c.id = q.claim_id
+             WHERE q.status = 'queued' AND q.next_attempt_at <= $1
+             ORDER BY q.next_attempt_at, q.claim_id
+             LIMIT $2",
+        )
+        .bind(now())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(queued_from_row).collect()
+    }
+
+    /// Saves the signed transaction of a deferred settlement before it is sent.
+    pub async fn queue_prepared(
+        &self,
+        claim_id: i64,
+        p: &PreparedSettlement,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(p).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query("UPDATE settlement_queue SET prepared = $1, updated_at = $2 WHERE claim_id = $3")
+            .bind(json)
+            .bind(now())
+            .bind(claim_id)
+            .execute(&self.pool)
+            .await?;
+        self.mark_settling(claim_id, &p.transaction).await
+    }
+
+    /// Schedules another attempt; `forget_prepared` drops a signed tx that can no longer land
+    /// (its settler nonce was taken by another transaction).
+    pub async fn queue_retry(
+        &self,
+        claim_id: i64,
+        attempts: i64,
+        next_at: i64,
+        error: &str,
+        forget_prepared: bool,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE settlement_queue SET attempts = $1, next_attempt_at = $2, last_error = $3,
+                prepared = CASE WHEN $4 = 1 THEN NULL ELSE prepared END, updated_at = $5
+             WHERE claim_id = $6",
+        )
+        .bind(attempts)
+        .bind(next_at)
+        .bind(error)
+        .bind(forget_prepared as i64)
+        .bind(now())
+        .bind(claim_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn queue_finish(&self, claim_id: i64, status: &str, error: Option<&str>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE settlement_queue SET status = $1, last_error = $2, updated_at = $3 WHERE claim_id = $4")
+            .bind(status)
+            .bind(error)
+            .bind(now())
+            .bind(claim_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The status of a claim, by id.
+    pub async fn claim_status(&self, claim_id: i64) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT status FROM payment_claims WHERE id = $1")
+            .bind(claim_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get::<String, _>(0)))
+    }
+
+    /// Counts claims by status (operators' view, and tests).
+    pub async fn count_claims(&self, status: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM payment_claims WHERE status = $1")
+            .bind(status)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.get::<i64, _>(0))
+    }
+
+    /// The ledger, newest first.
+    pub async fn ledger(&self, limit: i64) -> Result<Vec<LedgerEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT claim_id, network, asset, payer, pay_to, amount, tx_hash, block_number, tenant, route, settled_at
+             FROM settlements ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| LedgerEntry {
+                claim_id: r.get(0),
+                network: r.get(1),
+                asset: r.get(2),
+                payer: r.get(3),
+                pay_to: r.get(4),
+                amount: r.get(5),
+                tx_hash: r.get(6),
+                block_number: r.get(7),
+                tenant: r.get(8),
+                route: r.get(9),
+                settled_at: r.get(10),
+            })
+            .collect())
+    }
+}
+
+fn queued_from_row(r: &AnyRow) -> Result<QueuedSettlement, StoreError> {
+    let verified: String = r.get(1);
+    let prepared: Option<String> = r.get(3);
+    Ok(QueuedSettlement {
+        claim_id: r.get(0),
+        verified: serde_json::from_str(&verified).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        attempts: r.get(2),
+        prepared: prepared
+            .map(|p| serde_json::from_str(&p))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        tenant: r.get(4),
+        route: r.get(5),
+    })
+}

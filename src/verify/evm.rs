@@ -1,0 +1,630 @@
+//! EVM `exact` scheme: EIP-3009 `transferWithAuthorization`, verified and settled with alloy.
+//!
+//! Verification is local first (payload shape, recipient, exact amount, time window, EIP-712
+//! signature recovery), so a bad proof costs no RPC call; then exactly one round trip, an `eth_call`
+//! simulation of the transfer from the settler's address. Only when that reverts do further calls
+//! find out why (nonce used, balance, token name/version), to give the client a precise reason.
+//!
+//! Settlement signs locally with the network's settler key. One nonce counter per settler, taken
+//! under a mutex and reset on any send error, keeps concurrent settlements from colliding (the
+//! TS facilitator fails 33-75 % of concurrent payments on exactly this). Receipts are polled fast
+//! with backoff (alloy's default for remote chains is 7 s, which is where x402-rs's tail comes from).
+//!
+//! 65-byte signatures are EOA signatures and must recover to `from`. Longer signatures are taken
+//! as ERC-1271 smart-wallet signatures and checked by simulating the `bytes` overload. EIP-6492
+//! (counterfactual, undeployed wallets) is refused with a clear reason.
+
+use std::time::{Duration, Instant};
+
+use alloy::consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+use alloy::eips::eip2718::Encodable2718;
+use alloy::network::TxSignerSync;
+use alloy::primitives::{Address, Bytes, Signature, TxKind, B256, U256};
+use alloy::providers::{Provider, RootProvider};
+use alloy::rpc::types::TransactionRequest;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol;
+use alloy::sol_types::{Eip712Domain, SolCall, SolEvent, SolStruct};
+use alloy::transports::{RpcError, TransportErrorKind};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use super::{
+    unix_now, PaymentKey, PaymentVerifier, PreparedSettlement, SettleError, Settlement, Verified,
+    VerifyError,
+};
+use crate::pricing::Offer;
+use crate::x402::{PaymentProof, Reason};
+
+sol! {
+    struct TransferWithAuthorization {
+        address from;
+        address to;
+        uint256 value;
+        uint256 validAfter;
+        uint256 validBefore;
+        bytes32 nonce;
+    }
+
+    interface IEip3009 {
+        function transferWithAuthorization(address from, address to, uint256 value, uint256 validAfter, uint256 validBefore, bytes32 nonce, uint8 v, bytes32 r, bytes32 s) external;
+        function transferWithAuthorization(address from, address to, uint256 value, uint256 validAfter, uint256 validBefore, bytes32 nonce, bytes signature) external;
+        function authorizationState(address authorizer, bytes32 nonce) external view returns (bool);
+        function balanceOf(address account) external view returns (uint256);
+        function name() external view returns (string);
+        function version() external view returns (string);
+        event Transfer(address indexed from, address indexed to, uint256 value);
+    }
+}
+
+/// The suffix that marks an EIP-6492 signature.
+const EIP6492_MAGIC: [u8; 32] = [
+    0x64, 0x92, 0x64, 0x92, 0x64, 0x92, 0x64, 0x92, 0x64, 0x92, 0x64, 0x92, 0x64, 0x92, 0x64, 0x92,
+    0x64, 0x92, 0x64, 0x92, 0x64, 0x92, 0x64, 0x92, 0x64, 0x92, 0x64, 0x92, 0x64, 0x92, 0x64, 0x92,
+];
+/// Seconds an authorization must still be valid for: a block-time buffer (TS reference: 6).
+const VALID_BEFORE_MARGIN: u64 = 6;
+/// Enough for `transferWithAuthorization` to a fresh recipient (about 80k); only gas used is paid.
+/// A fixed limit saves an `eth_estimateGas` round trip per settlement; the simulation already ran.
+const SETTLE_GAS_LIMIT: u64 = 200_000;
+const FEE_CACHE: Duration = Duration::from_secs(5);
+const RECEIPT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The EIP-3009 authorization of a verified payment, as settlement needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvmAuthorization {
+    pub chain_id: u64,
+    pub asset: Address,
+    pub from: Address,
+    pub to: Address,
+    pub value: U256,
+    pub valid_after: U256,
+    pub valid_before: U256,
+    pub nonce: B256,
+    /// 65-byte EOA signatures are stored normalized to low-s (on-chain ecrecover wrappers
+    /// reject high-s); others are passed as they came to the `bytes` overload.
+    pub signature: Bytes,
+}
+
+impl EvmAuthorization {
+    fn calldata(&self) -> Bytes {
+        if self.signature.len() == 65 {
+            let sig = Signature::from_raw(&self.signature).expect("stored signatures parse");
+            IEip3009::transferWithAuthorization_0Call {
+                from: self.from,
+                to: self.to,
+                value: self.value,
+                validAfter: self.valid_after,
+                validBefore: self.valid_before,
+                nonce: self.nonce,
+                v: 27 + sig.v() as u8,
+                r: sig.r().into(),
+                s: sig.s().into(),
+            }
+            .abi_encode()
+            .into()
+        } else {
+            IEip3009::transferWithAuthorization_1Call {
+                from: self.from,
+                to: self.to,
+                value: self.value,
+                validAfter: self.valid_after,
+                validBefore: self.valid_before,
+                nonce: self.nonce,
+                signature: self.signature.clone(),
+            }
+            .abi_encode()
+            .into()
+        }
+    }
+}
+
+/// What an EIP-3009 payload looks like on the wire.
+#[derive(Debug, Deserialize)]
+struct ExactEvmPayload {
+    signature: String,
+    authorization: WireAuthorization,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireAuthorization {
+    from: String,
+    to: String,
+    value: NumberOrString,
+    valid_after: NumberOrString,
+    valid_before: NumberOrString,
+    nonce: String,
+}
+
+/// Numeric fields are decimal strings by the spec; some clients send JSON numbers.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum NumberOrString {
+    Number(u64),
+    Text(String),
+}
+
+impl NumberOrString {
+    fn to_u256(&self, field: &str) -> Result<U256, VerifyError> {
+        match self {
+            NumberOrString::Number(n) => Ok(U256::from(*n)),
+            NumberOrString::Text(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+                U256::from_str_radix(s, 10).map_err(|_| bad_payload(format!("{field} is too large")))
+            }
+            NumberOrString::Text(s) => Err(bad_payload(format!(
+                "{field} `{s}` is not a decimal integer"
+            ))),
+        }
+    }
+}
+
+fn bad_payload(message: impl Into<String>) -> VerifyError {
+    VerifyError::invalid(Reason::InvalidExactEvmPayload, message)
+}
+
+/// The settler's next nonce, cached between settlements.
+#[derive(Default)]
+struct NonceState {
+    next: Option<u64>,
+}
+
+pub struct EvmVerifier {
+    chain_id: u64,
+    network: String,
+    provider: RootProvider,
+    settler: PrivateKeySigner,
+    confirmations: u64,
+    nonce: Mutex<NonceState>,
+    fees: Mutex<Option<(Instant, u128, u128)>>,
+    receipt_poll_start: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvmSetupError {
+    #[error("rpc_url `{0}` is not a URL")]
+    BadUrl(String),
+    #[error("settler_key is not a valid private key")]
+    BadKey,
+    #[error("`{0}` is not an eip155 network")]
+    NotEvm(String),
+}
+
+impl EvmVerifier {
+    pub fn new(
+        network: &crate::x402::Network,
+        rpc_url: &str,
+        settler_key: &str,
+        confirmations: u64,
+    ) -> Result<Self, EvmSetupError> {
+        let chain_id = network
+            .evm_chain_id()
+            .ok_or_else(|| EvmSetupError::NotEvm(network.to_string()))?;
+        let url = rpc_url
+            .parse()
+            .map_err(|_| EvmSetupError::BadUrl(rpc_url.to_string()))?;
+        let settler: PrivateKeySigner = settler_key.parse().map_err(|_| EvmSetupError::BadKey)?;
+        Ok(EvmVerifier {
+            chain_id,
+            network: network.to_string(),
+            provider: RootProvider::new_http(url),
+            settler,
+            confirmations: confirmations.max(1),
+            nonce: Mutex::new(NonceState::default()),
+            fees: Mutex::new(None),
+            receipt_poll_start: Duration::from_millis(5),
+        })
+    }
+
+    pub fn settler_address(&self) -> Address {
+        self.settler.address()
+    }
+
+    /// The EIP-712 domain our offer advertises for this asset.
+    fn domain(&self, offer: &Offer, asset: Address) -> Eip712Domain {
+        let (name, version) = offer.asset.eip712.clone().unwrap_or_default();
+        Eip712Domain::new(
+            Some(name.into()),
+            Some(version.into()),
+            Some(U256::from(self.chain_id)),
+            Some(asset),
+            None,
+        )
+    }
+
+    /// All checks that need no chain access.
+    pub fn check_locally(
+        &self,
+        offer: &Offer,
+        proof: &PaymentProof,
+        now: u64,
+    ) -> Result<EvmAuthorization, VerifyError> {
+        let payload: ExactEvmPayload = serde_json::from_value(proof.payload().clone())
+            .map_err(|e| bad_payload(format!("not an EIP-3009 payload: {e}")))?;
+        let a = &payload.authorization;
+        let parse_addr = |field: &str, s: &str| -> Result<Address, VerifyError> {
+            s.parse::<Address>()
+                .map_err(|_| bad_payload(format!("{field} `{s}` is not an address")))
+        };
+        let from = parse_addr("from", &a.from)?;
+        let to = parse_addr("to", &a.to)?;
+        let value = a.value.to_u256("value")?;
+        let valid_after = a.valid_after.to_u256("validAfter")?;
+        let valid_before = a.valid_before.to_u256("validBefore")?;
+        let nonce: B256 = a
+            .nonce
+            .parse()
+            .map_err(|_| bad_payload("nonce is not 32 bytes of hex"))?;
+        let signature: Bytes = payload
+            .signature
+            .parse()
+            .map_err(|_| bad_payload("signature is not hex"))?;
+        let asset: Address = offer
+            .asset
+            .address
+            .parse()
+            .map_err(|_| bad_payload("asset misconfigured"))?;
+        let pay_to: Address = offer
+            .pay_to
+            .parse()
+            .map_err(|_| bad_payload("payTo misconfigured"))?;
+
+        if to != pay_to {
+            return Err(VerifyError::invalid(
+                Reason::InvalidExactEvmRecipientMismatch,
+                format!("authorization.to is {to}, this route pays {pay_to}"),
+            ));
+        }
+        let amount = U256::from(offer.amount.0);
+        if value != amount {
+            return Err(VerifyError::invalid(
+                Reason::InvalidExactEvmAuthorizationValue,
+                format!("authorization.value is {value}, the price is exactly {amount}"),
+            ));
+        }
+        if valid_before < U256::from(now + VALID_BEFORE_MARGIN) {
+            return Err(VerifyError::invalid(
+                Reason::InvalidExactEvmValidBefore,
+                format!("the authorization expires at {valid_before}; it must be valid until at least {}", now + VALID_BEFORE_MARGIN),
+            ));
+        }
+        if valid_after > U256::from(now) {
+            return Err(VerifyError::invalid(
+                Reason::InvalidExactEvmValidAfter,
+                format!("the authorization is not valid before {valid_after} (now {now})"),
+            ));
+        }
+
+        let signature = if signature.ends_with(&EIP6492_MAGIC) {
+            return Err(VerifyError::invalid(
+                Reason::InvalidExactEvmUndeployedSmartWallet,
+                "EIP-6492 signatures of undeployed smart wallets are not accepted; deploy the wallet first",
+            ));
+        } else if signature.len() == 65 || signature.len() == 64 {
+            let sig = if signature.len() == 65 {
+                Signature::from_raw(&signature)
+            } else {
+                Ok(Signature::from_erc2098(&signature))
+            }
+            .map_err(|e| {
+                VerifyError::invalid(Reason::InvalidExactEvmSignature, format!("malformed signature: {e}"))
+            })?;
+            let sig = sig.normalize_s().unwrap_or(sig);
+            let message = TransferWithAuthorization {
+                from,
+                to,
+                value,
+                validAfter: valid_after,
+                validBefore: valid_before,
+                nonce,
+            };
+            let hash = message.eip712_signing_hash(&self.domain(offer, asset));
+            let signer = sig.recover_address_from_prehash(&hash).ok();
+            if signer != Some(from) {
+                return Err(VerifyError::invalid(
+                    Reason::InvalidExactEvmSignature,
+                    format!(
+                        "the signature does not recover to {from} over the EIP-712 domain {{name: {:?}, version: {:?}, chainId: {}, verifyingContract: {asset}}}",
+                        offer.asset.eip712.as_ref().map(|d| d.0.as_str()).unwrap_or(""),
+                        offer.asset.eip712.as_ref().map(|d| d.1.as_str()).unwrap_or(""),
+                        self.chain_id
+                    ),
+                ));
+            }
+            Bytes::from(sig.as_bytes().to_vec())
+        } else {
+            // ERC-1271: verified by the token itself during simulation.
+            signature
+        };
+        Ok(EvmAuthorization {
+            chain_id: self.chain_id,
+            asset,
+            from,
+            to,
+            value,
+            valid_after,
+            valid_before,
+            nonce,
+            signature,
+        })
+    }
+
+    /// Runs the transfer as the settler would, without sending it.
+    async fn simulate(&self, auth: &EvmAuthorization) -> Result<(), RpcError<TransportErrorKind>> {
+        let tx = TransactionRequest::default()
+            .from(self.settler.address())
+            .to(auth.asset)
+            .input(auth.calldata().into());
+        self.provider.call(tx).await.map(|_| ())
+    }
+
+    /// Maps a reverted simulation to the most precise reason we can find.
+    async fn diagnose(&self, offer: &Offer, auth: &EvmAuthorization, revert: String) -> VerifyError {
+        let lower = revert.to_ascii_lowercase();
+        let reason = if lower.contains("used or canceled") || lower.contains("used or cancelled") {
+            Some(Reason::InvalidExactEvmNonceAlreadyUsed)
+        } else if lower.contains("not yet valid") {
+            Some(Reason::InvalidExactEvmValidAfter)
+        } else if lower.contains("expired") {
+            Some(Reason::InvalidExactEvmValidBefore)
+        } else if lower.contains("exceeds balance") || lower.contains("insufficient") {
+            Some(Reason::InvalidExactEvmInsufficientBalance)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return VerifyError::invalid(reason, revert);
+        }
+        // A signature rejected on-chain that verified locally means a wrong EIP-712 domain in our
+        // config far more often than a bad client: say which part differs.
+        let call = |data: Vec<u8>| {
+            let tx = TransactionRequest::default().to(auth.asset).input(Bytes::from(data).into());
+            self.provider.call(tx)
+        };
+        if let Some((want_name, want_version)) = &offer.asset.eip712 {
+            if let Ok(raw) = call(IEip3009::nameCall {}.abi_encode()).await {
+                if let Ok(name) = IEip3009::nameCall::abi_decode_returns(&raw) {
+                    if &name != want_name {
+                        return VerifyError::invalid(
+                            Reason::InvalidExactEvmTokenNameMismatch,
+                            format!("the token's name() is {name:?}, the config says {want_name:?}"),
+                        );
+                    }
+                }
+            }
+            if let Ok(raw) = call(IEip3009::versionCall {}.abi_encode()).await {
+                if let Ok(version) = IEip3009::versionCall::abi_decode_returns(&raw) {
+                    if &version != want_version {
+                        return VerifyError::invalid(
+                            Reason::InvalidExactEvmTokenVersionMismatch,
+                            format!("the token's version() is {version:?}, the config says {want_version:?}"),
+                        );
+                    }
+                }
+            }
+        }
+        if lower.contains("invalid signature") {
+            return VerifyError::invalid(Reason::InvalidExactEvmSignature, revert);
+        }
+        VerifyError::invalid(Reason::InvalidExactEvmSimulationFailed, revert)
+    }
+
+    async fn fees(&self) -> Result<(u128, u128), SettleError> {
+        let mut cached = self.fees.lock().await;
+        if let Some((at, max_fee, tip)) = *cached {
+            if at.elapsed() < FEE_CACHE {
+                return Ok((max_fee, tip));
+            }
+        }
+        let est = self
+            .provider
+            .estimate_eip1559_fees()
+            .await
+            .map_err(|e| SettleError::Unavailable(format!("fee estimate: {e}")))?;
+        *cached = Some((Instant::now(), est.max_fee_per_gas, est.max_priority_fee_per_gas));
+        Ok((est.max_fee_per_gas, est.max_priority_fee_per_gas))
+    }
+
+    async fn wait_for_receipt(
+        &self,
+        auth: &EvmAuthorization,
+        hash: B256,
+    ) -> Result<Settlement, SettleError> {
+        let started = Instant::now();
+        let mut poll = self.receipt_poll_start;
+        let pending = |message: String| SettleError::Pending {
+            transaction: hash.to_string(),
+            message,
+        };
+        let receipt = loop {
+            match self.provider.get_transaction_receipt(hash).await {
+                Ok(Some(r)) => break r,
+                Ok(None) => {}
+                Err(e) if started.elapsed() >= RECEIPT_TIMEOUT => {
+                    return Err(pending(format!("receipt: {e}")))
+                }
+                Err(_) => {}
+            }
+            if started.elapsed() >= RECEIPT_TIMEOUT {
+                return Err(pending("no receipt yet".into()));
+            }
+            tokio::time::sleep(poll).await;
+            poll = (poll * 2).min(Duration::from_millis(250));
+        };
+        let tx = hash.to_string();
+        if !receipt.status() {
+            return Err(SettleError::Failed {
+                reason: Reason::InvalidExactEvmTransactionFailed,
+                message: "the settlement transaction reverted".into(),
+                transaction: Some(tx),
+            });
+        }
+        let transferred = receipt.inner.logs().iter().any(|log| {
+            log.address() == auth.asset
+                && IEip3009::Transfer::decode_log_data(log.data()).is_ok_and(|t| {
+                    t.from == auth.from && t.to == auth.to && t.value == auth.value
+                })
+        });
+        if !transferred {
+            return Err(SettleError::Failed {
+                reason: Reason::InvalidExactEvmTransferEventMismatch,
+                message: "the transaction has no matching Transfer event".into(),
+                transaction: Some(tx),
+            });
+        }
+        let block = receipt.block_number.unwrap_or_default();
+        if self.confirmations > 1 {
+            let target = block + self.confirmations - 1;
+            loop {
+                match self.provider.get_block_number().await {
+                    Ok(n) if n >= target => break,
+                    _ if started.elapsed() >= RECEIPT_TIMEOUT => {
+                        return Err(pending(format!("waiting for {} confirmations", self.confirmations)))
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(250)).await,
+                }
+            }
+        }
+        Ok(Settlement {
+            transaction: tx,
+            block_number: block,
+            network: self.network.clone(),
+            payer: auth.from.to_checksum(None),
+        })
+    }
+}
+
+fn revert_text(e: &RpcError<TransportErrorKind>) -> Option<String> {
+    let payload = e.as_error_resp()?;
+    let decoded = payload
+        .as_revert_data()
+        .and_then(|d| alloy::sol_types::decode_revert_reason(&d));
+    Some(match decoded {
+        Some(reason) => reason,
+        None => payload.message.to_string(),
+    })
+}
+
+#[async_trait]
+impl PaymentVerifier for EvmVerifier {
+    async fn verify(&self, offer: &Offer, proof: &PaymentProof) -> Result<Verified, VerifyError> {
+        let auth = self.check_locally(offer, proof, unix_now())?;
+        if let Err(e) = self.simulate(&auth).await {
+            return Err(match revert_text(&e) {
+                Some(revert) => self.diagnose(offer, &auth, revert).await,
+                None => VerifyError::Unavailable(format!("{}: {e}", self.network)),
+            });
+        }
+        Ok(Verified {
+            key: PaymentKey {
+                network: self.network.clone(),
+                asset: format!("{:#x}", auth.asset),
+                payer: format!("{:#x}", auth.from),
+                nonce: format!("{:#x}", auth.nonce),
+            },
+            payer: auth.from.to_checksum(None),
+            pay_to: auth.to.to_checksum(None),
+            amount: auth.value.to_string(),
+            valid_before: auth.valid_before.try_into().unwrap_or(u64::MAX),
+            authorization: auth,
+        })
+    }
+
+    async fn prepare(&self, verified: &Verified) -> Result<PreparedSettlement, SettleError> {
+        let auth = &verified.authorization;
+        let (max_fee, tip) = self.fees().await?;
+        let mut state = self.nonce.lock().await;
+        let nonce = match state.next {
+            Some(n) => n,
+            None => self
+                .provider
+                .get_transaction_count(self.settler.address())
+                .pending()
+                .await
+                .map_err(|e| SettleError::Unavailable(format!("settler nonce: {e}")))?,
+        };
+        let mut tx = TxEip1559 {
+            chain_id: self.chain_id,
+            nonce,
+            gas_limit: SETTLE_GAS_LIMIT,
+            max_fee_per_gas: max_fee,
+            max_priority_fee_per_gas: tip,
+            to: TxKind::Call(auth.asset),
+            value: U256::ZERO,
+            access_list: Default::default(),
+            input: auth.calldata(),
+        };
+        let sig = self
+            .settler
+            .sign_transaction_sync(&mut tx)
+            .map_err(|e| SettleError::Unavailable(format!("signing: {e}")))?;
+        let signed = tx.into_signed(sig);
+        let hash = *signed.hash();
+        let raw = TxEnvelope::from(signed).encoded_2718();
+        state.next = Some(nonce + 1);
+        Ok(PreparedSettlement {
+            transaction: hash.to_string(),
+            raw: alloy::hex::encode_prefixed(raw),
+        })
+    }
+
+    async fn submit(
+        &self,
+        verified: &Verified,
+        prepared: &PreparedSettlement,
+    ) -> Result<Settlement, SettleError> {
+        let hash: B256 = prepared
+            .transaction
+            .parse()
+            .map_err(|_| SettleError::Unavailable("bad prepared hash".into()))?;
+        let raw: Bytes = prepared
+            .raw
+            .parse()
+            .map_err(|_| SettleError::Unavailable("bad prepared transaction".into()))?;
+        if let Err(e) = self.provider.send_raw_transaction(&raw).await {
+            let text = e.to_string().to_ascii_lowercase();
+            let already_sent = text.contains("already known")
+                || text.contains("known transaction")
+                || text.contains("already imported");
+            if !already_sent {
+                // Whatever happened, our idea of the next nonce may be wrong now: re-read it.
+                self.nonce.lock().await.next = None;
+                // It may have landed before (a retry after a crash): the receipt decides.
+                if let Ok(Some(_)) = self.provider.get_transaction_receipt(hash).await {
+                    return self.wait_for_receipt(&verified.authorization, hash).await;
+                }
+                return Err(match e.as_error_resp() {
+                    // The node refused it (nonce too low, underpriced, ...): nothing was broadcast.
+                    Some(resp) => SettleError::Unavailable(format!("node refused the settlement: {}", resp.message)),
+                    None => SettleError::Unavailable(format!("{}: {e}", self.network)),
+                });
+            }
+        }
+        self.wait_for_receipt(&verified.authorization, hash).await
+    }
+}
+
+/// Signs an EIP-3009 authorization as a paying client does. Used by tests and benchmarks; it also
+/// documents exactly what the client signs.
+pub fn sign_authorization(
+    signer: &PrivateKeySigner,
+    domain: &Eip712Domain,
+    message: &TransferWithAuthorization,
+) -> Signature {
+    use alloy::signers::SignerSync;
+    signer
+        .sign_hash_sync(&message.eip712_signing_hash(domain))
+        .expect("local signing cannot fail")
+}
+
+/// The EIP-712 domain of an EIP-3009 token.
+pub fn token_domain(name: &str, version: &str, chain_id: u64, asset: Address) -> Eip712Domain {
+    Eip712Domain::new(
+        Some(name.to_string().into()),
+        Some(version.to_string().into()),
+        Some(U256::from(chain_id)),
+        Some(asset),
+        None,
+    )
+}

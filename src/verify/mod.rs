@@ -1,0 +1,145 @@
+//! Who pays: `PaymentVerifier` verifies a proof against our own offer and settles it on-chain.
+//!
+//! One verifier per network, kept in a `Verifiers` registry keyed by CAIP-2 id. `evm.rs` is the
+//! EVM `exact` scheme (EIP-3009) on alloy; alloy stays inside it.
+//! May import: x402, config, pricing (for `Offer`). Never store, proxy or admin.
+
+pub mod evm;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::pricing::Offer;
+use crate::x402::{Network, PaymentProof, Reason};
+
+/// The identity of a payment for consume-once: EVM `(network, asset, payer, nonce)`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PaymentKey {
+    pub network: String,
+    /// Lower-case hex for EVM, so `0xAbC` and `0xabc` are one payment.
+    pub asset: String,
+    pub payer: String,
+    pub nonce: String,
+}
+
+/// A proof that passed verification: everything settlement needs, serializable so a deferred
+/// settlement survives a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verified {
+    pub key: PaymentKey,
+    pub payer: String,
+    pub pay_to: String,
+    /// Atomic units, decimal.
+    pub amount: String,
+    /// Unix seconds after which the authorization can no longer settle.
+    pub valid_before: u64,
+    /// Scheme-specific settlement data (for EVM: the authorization and signature).
+    pub authorization: evm::EvmAuthorization,
+}
+
+/// A settlement that landed on-chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settlement {
+    pub transaction: String,
+    pub block_number: u64,
+    pub network: String,
+    pub payer: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// The proof is not acceptable: the client's problem, answered with a 402.
+    #[error("{reason}: {message}")]
+    Invalid { reason: Reason, message: String },
+    /// We could not find out (RPC down or failing): our problem, answered with a 503.
+    #[error("verification unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl VerifyError {
+    pub fn invalid(reason: Reason, message: impl Into<String>) -> Self {
+        VerifyError::Invalid {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettleError {
+    /// Settlement was refused or reverted on-chain: nothing moved.
+    #[error("{reason}: {message}")]
+    Failed {
+        reason: Reason,
+        message: String,
+        transaction: Option<String>,
+    },
+    /// The transaction was never broadcast (RPC unreachable): nothing moved, safe to retry.
+    #[error("settlement unavailable: {0}")]
+    Unavailable(String),
+    /// The transaction was broadcast but its outcome is not known yet: it may still land.
+    #[error("settlement pending: {transaction}: {message}")]
+    Pending {
+        transaction: String,
+        message: String,
+    },
+}
+
+/// A transaction signed before it is sent, so its hash can be recorded first and the very same
+/// bytes re-sent after a crash instead of a second transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreparedSettlement {
+    pub transaction: String,
+    pub raw: String,
+}
+
+#[async_trait]
+pub trait PaymentVerifier: Send + Sync {
+    /// Checks a matched proof against our offer. Local checks first; at most one RPC round trip
+    /// for a valid proof.
+    async fn verify(&self, offer: &Offer, proof: &PaymentProof) -> Result<Verified, VerifyError>;
+
+    /// Signs the settlement transaction (taking the settler's next nonce) without sending it.
+    async fn prepare(&self, verified: &Verified) -> Result<PreparedSettlement, SettleError>;
+
+    /// Broadcasts a prepared settlement (again, if need be) and waits for its outcome.
+    async fn submit(
+        &self,
+        verified: &Verified,
+        prepared: &PreparedSettlement,
+    ) -> Result<Settlement, SettleError>;
+}
+
+/// The verifiers by network.
+#[derive(Clone, Default)]
+pub struct Verifiers {
+    by_network: HashMap<Network, Arc<dyn PaymentVerifier>>,
+}
+
+impl Verifiers {
+    pub fn insert(&mut self, network: Network, verifier: Arc<dyn PaymentVerifier>) {
+        self.by_network.insert(network, verifier);
+    }
+
+    pub fn get(&self, network: &Network) -> Option<&Arc<dyn PaymentVerifier>> {
+        self.by_network.get(network)
+    }
+
+    pub fn get_str(&self, network: &str) -> Option<&Arc<dyn PaymentVerifier>> {
+        self.by_network
+            .iter()
+            .find(|(n, _)| n.as_str() == network)
+            .map(|(_, v)| v)
+    }
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,225 @@
+//! One store suite, run on both backends: SQLite (a temp file) and the machine's Postgres
+//! (`X402_TEST_DATABASE_URL`, default postgres://postgres@127.0.0.1:5432/test), each test in a
+//! fresh schema so tests run in parallel without seeing each other.
+
+use std::sync::Arc;
+
+use alloy::primitives::{Address, Bytes, B256, U256};
+use x402_gate::store::{ClaimContext, Store};
+use x402_gate::verify::evm::EvmAuthorization;
+use x402_gate::verify::{PaymentKey, PreparedSettlement, Settlement, Verified};
+
+const CTX: ClaimContext<'static> = ClaimContext {
+    tenant: "acme",
+    route: "/paid/*",
+};
+
+fn postgres_base() -> String {
+    std::env::var("X402_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A database of the given backend, plus whatever keeps it alive, and a URL to open it again.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn fresh(backend: &str) -> TestDb {
+    match backend {
+        "sqlite" => {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}", dir.path().join("gate.db").display());
+            TestDb { url, _dir: Some(dir) }
+        }
+        _ => {
+            let schema = format!("t{}", rand_suffix());
+            let admin = sqlx::PgPool::connect(&postgres_base()).await.unwrap();
+            // The schema name is hex digits we generated: safe to splice.
+            let ddl = sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"));
+            sqlx::query(ddl).execute(&admin).await.unwrap();
+            let sep = if postgres_base().contains('?') { '&' } else { '?' };
+            let url = format!("{}{sep}options=-c%20search_path%3D{schema}", postgres_base());
+            TestDb { url, _dir: None }
+        }
+    }
+}
+
+fn rand_suffix() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let n = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!("{:x}{:x}", n, std::process::id())
+}
+
+fn verified(nonce: u8) -> Verified {
+    let from: Address = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8".parse().unwrap();
+    let to: Address = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C".parse().unwrap();
+    let asset: Address = "0x5FbDB2315678afecb367f032d93F642f64180aa3".parse().unwrap();
+    let nonce = B256::with_last_byte(nonce);
+    Verified {
+        key: PaymentKey {
+            network: "eip155:84532".into(),
+            asset: format!("{asset:#x}"),
+            payer: format!("{from:#x}"),
+            nonce: format!("{nonce:#x}"),
+        },
+        payer: from.to_checksum(None),
+        pay_to: to.to_checksum(None),
+        amount: "10000".into(),
+        valid_before: 4_000_000_000,
+        authorization: EvmAuthorization {
+            chain_id: 84532,
+            asset,
+            from,
+            to,
+            value: U256::from(10_000),
+            valid_after: U256::ZERO,
+            valid_before: U256::from(4_000_000_000u64),
+            nonce,
+            signature: Bytes::from(vec![1u8; 65]),
+        },
+    }
+}
+
+fn settlement(tx: u8) -> Settlement {
+    Settlement {
+        transaction: format!("{:#x}", B256::with_last_byte(tx)),
+        block_number: 7,
+        network: "eip155:84532".into(),
+        payer: "0x70997970C51812dc3A010C7d01b50e0d17dc79C8".into(),
+    }
+}
+
+async fn claim_is_once_until_released(store: Store) {
+    let v = verified(1);
+    let id = store.claim(&v, &CTX).await.unwrap().expect("first claim");
+    assert_eq!(store.claim(&v, &CTX).await.unwrap(), None, "a replay must not claim");
+    // Another nonce is another payment.
+    assert!(store.claim(&verified(2), &CTX).await.unwrap().is_some());
+    // Released (not charged): the same proof may be presented again, same row.
+    assert!(store.release(id, "origin answered 500").await.unwrap());
+    assert_eq!(store.claim_status(id).await.unwrap().as_deref(), Some("released"));
+    assert_eq!(store.claim(&v, &CTX).await.unwrap(), Some(id));
+    // Settled: never again.
+    store.record_settlement(id, &v, &settlement(9), &CTX).await.unwrap();
+    assert!(!store.release(id, "too late").await.unwrap(), "a settled claim cannot be released");
+    assert_eq!(store.claim_status(id).await.unwrap().as_deref(), Some("settled"));
+    assert_eq!(store.claim(&v, &CTX).await.unwrap(), None);
+    store.record_settlement(id, &v, &settlement(9), &CTX).await.unwrap();
+    let ledger = store.ledger(10).await.unwrap();
+    assert_eq!(ledger.len(), 1, "recording twice must not duplicate the ledger row");
+    assert_eq!(ledger[0].tx_hash, settlement(9).transaction);
+    assert_eq!(ledger[0].amount, "10000");
+    assert_eq!(ledger[0].tenant, "acme");
+    assert_eq!(ledger[0].route, "/paid/*");
+    assert_eq!(ledger[0].block_number, 7);
+}
+
+async fn settled_claims_are_never_reclaimed(store: Store) {
+    let v = verified(3);
+    let id = store.claim(&v, &CTX).await.unwrap().unwrap();
+    store.record_settlement(id, &v, &settlement(3), &CTX).await.unwrap();
+    assert_eq!(store.claim(&v, &CTX).await.unwrap(), None);
+    let failed = verified(4);
+    let fid = store.claim(&failed, &CTX).await.unwrap().unwrap();
+    store.mark_failed(fid, "reverted").await.unwrap();
+    assert_eq!(store.claim(&failed, &CTX).await.unwrap(), None);
+    let queued = verified(7);
+    let qid = store.claim(&queued, &CTX).await.unwrap().unwrap();
+    store.enqueue(qid, &queued).await.unwrap();
+    assert!(!store.release(qid, "x").await.unwrap(), "a queued claim cannot be released");
+    assert_eq!(store.claim(&queued, &CTX).await.unwrap(), None);
+}
+
+async fn concurrent_claims_admit_exactly_one(url: String) {
+    // Two independent pools, as two gateway instances would have.
+    let a = Store::connect(&url).await.unwrap();
+    let b = Store::connect(&url).await.unwrap();
+    let v = Arc::new(verified(5));
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let v = v.clone();
+        tasks.push(tokio::spawn(async move { store.claim(&v, &CTX).await.unwrap() }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        if t.await.unwrap().is_some() {
+            won += 1;
+        }
+    }
+    assert_eq!(won, 1, "exactly one concurrent claim may win");
+}
+
+async fn queue_survives_reopening(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let v = verified(6);
+    let id = store.claim(&v, &CTX).await.unwrap().unwrap();
+    store.enqueue(id, &v).await.unwrap();
+    store.enqueue(id, &v).await.unwrap(); // idempotent
+    assert_eq!(store.claim_status(id).await.unwrap().as_deref(), Some("queued"));
+    drop(store);
+
+    let store = Store::connect(&url).await.unwrap();
+    let due = store.due(10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].verified, v);
+    assert!(due[0].prepared.is_none());
+    let prepared = PreparedSettlement {
+        transaction: settlement(6).transaction,
+        raw: "0x02f8".into(),
+    };
+    store.queue_prepared(id, &prepared).await.unwrap();
+    assert_eq!(store.due(10).await.unwrap()[0].prepared.as_ref(), Some(&prepared));
+    // Retried later: not due now.
+    store.queue_retry(id, 1, i64::MAX / 2, "rpc down", true).await.unwrap();
+    assert!(store.due(10).await.unwrap().is_empty());
+    store.queue_retry(id, 1, 0, "rpc down", false).await.unwrap();
+    let due = store.due(10).await.unwrap();
+    assert_eq!(due[0].attempts, 1);
+    assert!(due[0].prepared.is_none(), "forget_prepared dropped the stale transaction");
+    store.record_settlement(id, &v, &settlement(6), &CTX).await.unwrap();
+    store.queue_finish(id, "done", None).await.unwrap();
+    assert!(store.due(10).await.unwrap().is_empty());
+    assert_eq!(store.claim_status(id).await.unwrap().as_deref(), Some("settled"));
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),*) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $name() {
+                let db = super::fresh("sqlite").await;
+                super::run(stringify!($name), db.url.clone()).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $name() {
+                let db = super::fresh("postgres").await;
+                super::run(stringify!($name), db.url.clone()).await;
+            })*
+        }
+    };
+}
+
+async fn run(name: &str, url: String) {
+    match name {
+        "claim_is_once_until_released" => {
+            claim_is_once_until_released(Store::connect(&url).await.unwrap()).await
+        }
+        "settled_claims_are_never_reclaimed" => {
+            settled_claims_are_never_reclaimed(Store::connect(&url).await.unwrap()).await
+        }
+        "concurrent_claims_admit_exactly_one" => concurrent_claims_admit_exactly_one(url).await,
+        "queue_survives_reopening" => queue_survives_reopening(url).await,
+        other => panic!("unknown test {other}"),
+    }
+}
+
+on_both_backends!(
+    claim_is_once_until_released,
+    settled_claims_are_never_reclaimed,
+    concurrent_claims_admit_exactly_one,
+    queue_survives_reopening
+);
