@@ -1,11 +1,11 @@
 // Compiles the test contracts with solc-js into contracts/artifacts/*.json ({abi, bytecode}).
 // Run by hand after changing a contract (the artifacts are committed, so tests need no compiler):
-//   npm install --prefix .tools solc@0.8.26 @openzeppelin/contracts@5.1.0 && node contracts/compile.mjs
+//   (cd tools && npm ci) && node contracts/compile.mjs
 import fs from "node:fs";
 import path from "node:path";
 import { createRequire } from "node:module";
 const here = path.dirname(new URL(import.meta.url).pathname);
-const tools = path.join(here, "..", ".tools", "node_modules");
+const tools = path.join(here, "..", "tools", "node_modules");
 const require = createRequire(path.join(tools, "x.js"));
 const solc = require("solc");
 const input = {

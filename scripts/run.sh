@@ -3,6 +3,6 @@
 #   bash scripts/run.sh [CONFIG]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+X402_SETUP_SKIP_TEST_TOOLS=1 bash scripts/setup.sh
 CONFIG="${1:-config/local.toml}"
 exec cargo run --release --locked -- --config "$CONFIG"

@@ -1,22 +1,61 @@
 #!/usr/bin/env bash
 # Installs what building and testing x402-gate needs on a fresh Debian machine, and nothing that is
-# already there. Sourced by scripts/run.sh and scripts/test.sh; safe to run again.
+# already there. Run by scripts/run.sh and scripts/test.sh; safe to run again.
+#   X402_SETUP_SKIP_TEST_TOOLS=1   skip what only the tests need (npm tools, Postgres)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_apt=()
-# pingora's zlib-ng build needs cmake; a C compiler is needed by several -sys crates.
-command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
-command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "setup: installing ${need_apt[*]} with apt-get"
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
-fi
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+apt_updated=""
+apt_install() {
+  echo "setup: installing $* with apt-get"
+  if [ -z "$apt_updated" ]; then $SUDO apt-get update -qq; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
+}
 
 command -v cargo >/dev/null 2>&1 || {
   echo "setup: cargo not found; install Rust (https://rustup.rs) and run again" >&2
   exit 1
 }
+# pingora's zlib-ng build needs cmake; several -sys crates need a C compiler.
+need=()
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v cc >/dev/null 2>&1 || need+=(gcc)
+[ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
+
+[ "${X402_SETUP_SKIP_TEST_TOOLS:-}" = "1" ] && exit 0
+
+# Test tools from npm, pinned in tools/package-lock.json: anvil (a real EVM node), solc-js and
+# the reference x402 client (@x402/fetch).
+command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+if [ ! -x tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil ] \
+   || [ tools/package-lock.json -nt tools/node_modules/.package-lock.json ]; then
+  echo "setup: installing test tools (tools/package.json) with npm"
+  (cd tools && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# Postgres for the store suite: X402_TEST_DATABASE_URL, or a local server on 127.0.0.1:5432
+# with trust auth and a database `test` (started, or installed and configured, if absent).
+if [ -z "${X402_TEST_DATABASE_URL:-}" ]; then
+  pg_up() { (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }
+  if ! pg_up; then
+    if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+      apt_install postgresql
+    fi
+    ver=$(ls /etc/postgresql | sort -V | tail -1)
+    hba="/etc/postgresql/$ver/main/pg_hba.conf"
+    if ! grep -q "x402-gate tests" "$hba"; then
+      # Loopback only, for the test database on a development machine.
+      printf '# x402-gate tests: trust loopback\nhost all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n' \
+        | cat - "$hba" | $SUDO tee "$hba.new" >/dev/null && $SUDO mv "$hba.new" "$hba"
+    fi
+    echo "setup: starting PostgreSQL $ver"
+    $SUDO pg_ctlcluster --skip-systemctl-redirect "$ver" main start || $SUDO pg_ctlcluster "$ver" main restart
+    for _ in $(seq 1 30); do pg_up && break; sleep 0.5; done
+  fi
+  if command -v psql >/dev/null 2>&1 \
+     && ! psql -h 127.0.0.1 -U postgres -d test -c 'select 1' >/dev/null 2>&1; then
+    psql -h 127.0.0.1 -U postgres -d postgres -c 'CREATE DATABASE test' >/dev/null 2>&1 || true
+  fi
+fi

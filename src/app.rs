@@ -10,9 +10,15 @@ use async_trait::async_trait;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 
-use crate::config::Config;
+use crate::cache::VerifyCache;
+use crate::config::{Config, NetworkSigner};
+use crate::proxy::pay::Payments;
 use crate::proxy::{Gateway, ProxySettings};
 use crate::routes::RouteTable;
+use crate::settle::worker::SettlementWorker;
+use crate::store::{LazyStore, Store};
+use crate::verify::evm::EvmVerifier;
+use crate::verify::Verifiers;
 
 /// Process-level options from the command line.
 #[derive(Debug, Default, Clone)]
@@ -40,7 +46,25 @@ pub fn build_server(config: &Config, options: &RunOptions) -> anyhow::Result<Ser
     server.bootstrap();
 
     let routes = Arc::new(RouteTable::build(config));
-    let gateway = Gateway::new(routes, ProxySettings::from(&config.server));
+    let verifiers = build_verifiers(config)?;
+    let wakeup = Arc::new(tokio::sync::Notify::new());
+    // Each service opens its own pool, in its own runtime (see `LazyStore`).
+    let payments = Arc::new(Payments {
+        verifiers: verifiers.clone(),
+        store: Arc::new(LazyStore::new(&config.database.url)),
+        cache: VerifyCache::default(),
+        queue_wakeup: wakeup.clone(),
+    });
+    let worker = SettlementWorker::new(
+        Arc::new(LazyStore::new(&config.database.url)),
+        verifiers,
+        wakeup,
+    );
+    server.add_service(pingora::services::background::background_service(
+        "deferred settlements",
+        worker,
+    ));
+    let gateway = Gateway::new(routes, ProxySettings::from(&config.server), payments);
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         gateway,
@@ -51,12 +75,62 @@ pub fn build_server(config: &Config, options: &RunOptions) -> anyhow::Result<Ser
     Ok(server)
 }
 
+/// One verifier per configured network that this build can verify.
+pub fn build_verifiers(config: &Config) -> anyhow::Result<Verifiers> {
+    let mut verifiers = Verifiers::default();
+    for (network, net) in &config.networks {
+        match &net.signer {
+            NetworkSigner::Evm {
+                settler_key,
+                confirmations,
+            } => {
+                let v =
+                    EvmVerifier::new(network, &net.rpc_url, settler_key.expose(), *confirmations)
+                        .with_context(|| format!("networks.\"{network}\""))?;
+                tracing::info!(%network, settler = %v.settler_address(), "EVM payments enabled");
+                verifiers.insert(network.clone(), Arc::new(v));
+            }
+            NetworkSigner::Solana { .. } => {
+                tracing::warn!(%network, "Solana verification is not in this build: its payments are refused with a 402");
+            }
+        }
+    }
+    Ok(verifiers)
+}
+
+/// Opens the database once at start, so a wrong URL or a failed migration stops the gateway
+/// before it listens, instead of failing every paid request. The pool is dropped with its
+/// throwaway runtime; the services open their own.
+pub fn check_database(url: &str) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let store = Store::connect(url).await?;
+        drop(store);
+        Ok::<_, crate::store::StoreError>(())
+    })
+    .with_context(|| format!("database.url `{}`", redact_url(url)))
+}
+
+/// A database URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
 /// Runs the gateway until `shutdown` fires (default: Unix signals).
 pub fn run(
     config: Config,
     options: RunOptions,
     shutdown: Option<Box<dyn ShutdownSignalWatch + Send + Sync>>,
 ) -> anyhow::Result<()> {
+    check_database(&config.database.url)?;
     let server = build_server(&config, &options).context("building the server")?;
     tracing::info!(listen = %config.server.listen, routes = config.routes.len(), "x402-gate starting");
     let args = match shutdown {

@@ -29,11 +29,13 @@
 //! ```
 
 pub mod app;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod pricing;
 pub mod proxy;
 pub mod routes;
+pub mod settle;
 pub mod store;
 pub mod verify;
 pub mod x402;

@@ -266,11 +266,11 @@ async fn bad_payment_headers_get_a_402_with_a_reason() {
             b64(&json!({"x402Version": 1, "scheme": "exact", "network": "base", "payload": {}})),
             "no_matching_payment_requirements",
         ),
-        // Well-formed and matching: refused until verification exists, never forwarded unpaid.
+        // Matching, but the payload is not an EIP-3009 authorization: caught locally.
         (
             "payment-signature",
             b64(&json!({"x402Version": 2, "accepted": offered, "payload": {}})),
-            "unexpected_verify_error",
+            "invalid_exact_evm_payload",
         ),
     ];
     for (name, value, reason) in cases {

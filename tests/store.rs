@@ -30,7 +30,10 @@ async fn fresh(backend: &str) -> TestDb {
         "sqlite" => {
             let dir = tempfile::tempdir().unwrap();
             let url = format!("sqlite://{}", dir.path().join("gate.db").display());
-            TestDb { url, _dir: Some(dir) }
+            TestDb {
+                url,
+                _dir: Some(dir),
+            }
         }
         _ => {
             let schema = format!("t{}", rand_suffix());
@@ -38,8 +41,15 @@ async fn fresh(backend: &str) -> TestDb {
             // The schema name is hex digits we generated: safe to splice.
             let ddl = sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"));
             sqlx::query(ddl).execute(&admin).await.unwrap();
-            let sep = if postgres_base().contains('?') { '&' } else { '?' };
-            let url = format!("{}{sep}options=-c%20search_path%3D{schema}", postgres_base());
+            let sep = if postgres_base().contains('?') {
+                '&'
+            } else {
+                '?'
+            };
+            let url = format!(
+                "{}{sep}options=-c%20search_path%3D{schema}",
+                postgres_base()
+            );
             TestDb { url, _dir: None }
         }
     }
@@ -47,14 +57,23 @@ async fn fresh(backend: &str) -> TestDb {
 
 fn rand_suffix() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
-    let n = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!("{:x}{:x}", n, std::process::id())
 }
 
 fn verified(nonce: u8) -> Verified {
-    let from: Address = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8".parse().unwrap();
-    let to: Address = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C".parse().unwrap();
-    let asset: Address = "0x5FbDB2315678afecb367f032d93F642f64180aa3".parse().unwrap();
+    let from: Address = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+        .parse()
+        .unwrap();
+    let to: Address = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
+        .parse()
+        .unwrap();
+    let asset: Address = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+        .parse()
+        .unwrap();
     let nonce = B256::with_last_byte(nonce);
     Verified {
         key: PaymentKey {
@@ -93,21 +112,44 @@ fn settlement(tx: u8) -> Settlement {
 async fn claim_is_once_until_released(store: Store) {
     let v = verified(1);
     let id = store.claim(&v, &CTX).await.unwrap().expect("first claim");
-    assert_eq!(store.claim(&v, &CTX).await.unwrap(), None, "a replay must not claim");
+    assert_eq!(
+        store.claim(&v, &CTX).await.unwrap(),
+        None,
+        "a replay must not claim"
+    );
     // Another nonce is another payment.
     assert!(store.claim(&verified(2), &CTX).await.unwrap().is_some());
     // Released (not charged): the same proof may be presented again, same row.
     assert!(store.release(id, "origin answered 500").await.unwrap());
-    assert_eq!(store.claim_status(id).await.unwrap().as_deref(), Some("released"));
+    assert_eq!(
+        store.claim_status(id).await.unwrap().as_deref(),
+        Some("released")
+    );
     assert_eq!(store.claim(&v, &CTX).await.unwrap(), Some(id));
     // Settled: never again.
-    store.record_settlement(id, &v, &settlement(9), &CTX).await.unwrap();
-    assert!(!store.release(id, "too late").await.unwrap(), "a settled claim cannot be released");
-    assert_eq!(store.claim_status(id).await.unwrap().as_deref(), Some("settled"));
+    store
+        .record_settlement(id, &v, &settlement(9), &CTX)
+        .await
+        .unwrap();
+    assert!(
+        !store.release(id, "too late").await.unwrap(),
+        "a settled claim cannot be released"
+    );
+    assert_eq!(
+        store.claim_status(id).await.unwrap().as_deref(),
+        Some("settled")
+    );
     assert_eq!(store.claim(&v, &CTX).await.unwrap(), None);
-    store.record_settlement(id, &v, &settlement(9), &CTX).await.unwrap();
+    store
+        .record_settlement(id, &v, &settlement(9), &CTX)
+        .await
+        .unwrap();
     let ledger = store.ledger(10).await.unwrap();
-    assert_eq!(ledger.len(), 1, "recording twice must not duplicate the ledger row");
+    assert_eq!(
+        ledger.len(),
+        1,
+        "recording twice must not duplicate the ledger row"
+    );
     assert_eq!(ledger[0].tx_hash, settlement(9).transaction);
     assert_eq!(ledger[0].amount, "10000");
     assert_eq!(ledger[0].tenant, "acme");
@@ -118,7 +160,10 @@ async fn claim_is_once_until_released(store: Store) {
 async fn settled_claims_are_never_reclaimed(store: Store) {
     let v = verified(3);
     let id = store.claim(&v, &CTX).await.unwrap().unwrap();
-    store.record_settlement(id, &v, &settlement(3), &CTX).await.unwrap();
+    store
+        .record_settlement(id, &v, &settlement(3), &CTX)
+        .await
+        .unwrap();
     assert_eq!(store.claim(&v, &CTX).await.unwrap(), None);
     let failed = verified(4);
     let fid = store.claim(&failed, &CTX).await.unwrap().unwrap();
@@ -127,7 +172,10 @@ async fn settled_claims_are_never_reclaimed(store: Store) {
     let queued = verified(7);
     let qid = store.claim(&queued, &CTX).await.unwrap().unwrap();
     store.enqueue(qid, &queued).await.unwrap();
-    assert!(!store.release(qid, "x").await.unwrap(), "a queued claim cannot be released");
+    assert!(
+        !store.release(qid, "x").await.unwrap(),
+        "a queued claim cannot be released"
+    );
     assert_eq!(store.claim(&queued, &CTX).await.unwrap(), None);
 }
 
@@ -140,7 +188,9 @@ async fn concurrent_claims_admit_exactly_one(url: String) {
     for i in 0..40 {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
         let v = v.clone();
-        tasks.push(tokio::spawn(async move { store.claim(&v, &CTX).await.unwrap() }));
+        tasks.push(tokio::spawn(
+            async move { store.claim(&v, &CTX).await.unwrap() },
+        ));
     }
     let mut won = 0;
     for t in tasks {
@@ -157,7 +207,10 @@ async fn queue_survives_reopening(url: String) {
     let id = store.claim(&v, &CTX).await.unwrap().unwrap();
     store.enqueue(id, &v).await.unwrap();
     store.enqueue(id, &v).await.unwrap(); // idempotent
-    assert_eq!(store.claim_status(id).await.unwrap().as_deref(), Some("queued"));
+    assert_eq!(
+        store.claim_status(id).await.unwrap().as_deref(),
+        Some("queued")
+    );
     drop(store);
 
     let store = Store::connect(&url).await.unwrap();
@@ -170,18 +223,36 @@ async fn queue_survives_reopening(url: String) {
         raw: "0x02f8".into(),
     };
     store.queue_prepared(id, &prepared).await.unwrap();
-    assert_eq!(store.due(10).await.unwrap()[0].prepared.as_ref(), Some(&prepared));
+    assert_eq!(
+        store.due(10).await.unwrap()[0].prepared.as_ref(),
+        Some(&prepared)
+    );
     // Retried later: not due now.
-    store.queue_retry(id, 1, i64::MAX / 2, "rpc down", true).await.unwrap();
+    store
+        .queue_retry(id, 1, i64::MAX / 2, "rpc down", true)
+        .await
+        .unwrap();
     assert!(store.due(10).await.unwrap().is_empty());
-    store.queue_retry(id, 1, 0, "rpc down", false).await.unwrap();
+    store
+        .queue_retry(id, 1, 0, "rpc down", false)
+        .await
+        .unwrap();
     let due = store.due(10).await.unwrap();
     assert_eq!(due[0].attempts, 1);
-    assert!(due[0].prepared.is_none(), "forget_prepared dropped the stale transaction");
-    store.record_settlement(id, &v, &settlement(6), &CTX).await.unwrap();
+    assert!(
+        due[0].prepared.is_none(),
+        "forget_prepared dropped the stale transaction"
+    );
+    store
+        .record_settlement(id, &v, &settlement(6), &CTX)
+        .await
+        .unwrap();
     store.queue_finish(id, "done", None).await.unwrap();
     assert!(store.due(10).await.unwrap().is_empty());
-    assert_eq!(store.claim_status(id).await.unwrap().as_deref(), Some("settled"));
+    assert_eq!(
+        store.claim_status(id).await.unwrap().as_deref(),
+        Some("settled")
+    );
 }
 
 macro_rules! on_both_backends {

@@ -3,6 +3,9 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
+use super::pay::PaymentState;
 use crate::routes::Route;
 
 #[derive(Debug, Default)]
@@ -13,4 +16,13 @@ pub struct RequestCtx {
     pub rewritten_path: Option<String>,
     /// The client's `Host`, for `X-Forwarded-Host` once `Host` is rewritten to the upstream's.
     pub client_host: Option<String>,
+    /// `resource.url` of this request, for challenges written after the origin answered.
+    pub resource_url: String,
+    /// The payment admitted for this request, and where its settlement stands.
+    pub payment: Option<PaymentState>,
+    /// When set, the origin's body is dropped and this is sent instead (settlement failed after
+    /// the origin answered, so the client gets a 402 and none of what it did not pay for).
+    pub replacement_body: Option<Bytes>,
+    /// Set once the replacement body went out, so the rest of the origin's body is dropped.
+    pub body_replaced: bool,
 }

@@ -1,18 +1,25 @@
 //! The pingora `ProxyHttp` implementation: one concern per phase.
 //!
 //! - `request_filter`: header-size cap -> path normalization -> CORS preflight -> route match ->
-//!   free routes pass -> payment header check. Every refusal is written by `respond.rs`, then the
-//!   phase returns `Ok(true)` so nothing reaches the upstream.
+//!   free routes pass -> payment header check -> verify (cached) -> atomic claim -> settle now if
+//!   the route settles `before`. Every refusal is written by `respond.rs`, then the phase returns
+//!   `Ok(true)` so nothing reaches the upstream.
 //! - `upstream_peer`: the peer from `ctx.route` only.
 //! - `upstream_request_filter`: forward the normalized path, rewrite `Host`, add `X-Forwarded-*`,
 //!   strip payment and hop-by-hop headers.
-//! - `response_filter`: CORS headers on priced routes.
+//! - `response_filter`: settle `after` (or queue `deferred`) when the origin's status is charged,
+//!   before the first byte leaves; release the claim when it is not; add the receipt and CORS.
+//!   A failed settlement turns the response into a 402 and `response_body_filter` drops the body.
 //! - `fail_to_proxy`: the gateway's own statuses for timeouts and unreachable upstreams.
+//! - `logging`: a claim that was never settled, queued or released (the origin never answered,
+//!   the client went away) is released: not charged.
 //!
-//! May import: routes, pricing, x402, config. Decisions live in `gate.rs` as plain functions.
+//! May import: routes, pricing, verify, store, settle, cache, x402, config. Decisions live in
+//! `gate.rs` and `pay.rs` as plain functions.
 
 mod ctx;
 pub mod gate;
+pub mod pay;
 pub mod respond;
 
 use std::net::SocketAddr;
@@ -27,10 +34,12 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 pub use ctx::RequestCtx;
 use gate::PaymentCheck;
+use pay::{Payments, SettleOutcome, Stage};
 
 use crate::config::ServerConfig;
+use crate::config::SettlePolicy;
 use crate::routes::{normalize_path, RouteTable};
-use crate::x402::{self, Reason};
+use crate::x402;
 
 /// Settings the proxy reads on every request, taken from `[server]`.
 #[derive(Debug, Clone)]
@@ -57,11 +66,16 @@ impl From<&ServerConfig> for ProxySettings {
 pub struct Gateway {
     routes: Arc<RouteTable>,
     settings: ProxySettings,
+    payments: Arc<Payments>,
 }
 
 impl Gateway {
-    pub fn new(routes: Arc<RouteTable>, settings: ProxySettings) -> Self {
-        Gateway { routes, settings }
+    pub fn new(routes: Arc<RouteTable>, settings: ProxySettings, payments: Arc<Payments>) -> Self {
+        Gateway {
+            routes,
+            settings,
+            payments,
+        }
     }
 }
 
@@ -149,30 +163,95 @@ impl ProxyHttp for Gateway {
             return Ok(false);
         };
         let req = session.req_header();
-        let check = gate::check_payment(
-            offers,
-            gate::payment_header(&req.headers),
-            self.settings.max_payment_header_bytes,
-        );
-        let error = match check {
-            PaymentCheck::Missing => "Payment required".to_string(),
-            PaymentCheck::Rejected(r) => r.error_text(),
-            // Verification arrives with the EVM payments work; until then a well-formed payment
-            // is refused, and a priced route is never forwarded unpaid.
-            PaymentCheck::Matched { .. } => gate::Rejection::new(
-                Reason::UnexpectedVerifyError,
-                "payment verification is not enabled for this network",
-            )
-            .error_text(),
-        };
         let path_and_query = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let url = gate::resource_url(
+        ctx.resource_url = gate::resource_url(
             self.settings.public_url.as_deref(),
             ctx.client_host.as_deref(),
             path_and_query,
         );
-        respond::challenge(session, offers.challenge(&url, &error), origin).await?;
-        Ok(true)
+        let header = gate::payment_header(&req.headers).map(|(n, v)| (n, v.to_vec()));
+        let check = gate::check_payment(
+            offers,
+            header.as_ref().map(|(n, v)| (*n, v.as_slice())),
+            self.settings.max_payment_header_bytes,
+        );
+        let (offer, proof) = match check {
+            PaymentCheck::Missing => {
+                let c = offers.challenge(&ctx.resource_url, "Payment required");
+                respond::challenge(session, c, None, origin).await?;
+                return Ok(true);
+            }
+            PaymentCheck::Rejected(r) => {
+                let c = offers.challenge(&ctx.resource_url, &r.error_text());
+                respond::challenge(session, c, None, origin).await?;
+                return Ok(true);
+            }
+            PaymentCheck::Matched { offer, proof, .. } => (offer, proof),
+        };
+        let header_bytes = header.map(|(_, v)| v).unwrap_or_default();
+        let receipt_header = pay::receipt_header_for(&proof);
+        let mut state = match pay::admit(
+            &self.payments,
+            &route,
+            offer,
+            &proof,
+            &header_bytes,
+            receipt_header,
+        )
+        .await
+        {
+            pay::Admission::Admitted(state) => state,
+            pay::Admission::Rejected(r) => {
+                let c = offers.challenge(&ctx.resource_url, &r.error_text());
+                respond::challenge(session, c, None, origin).await?;
+                return Ok(true);
+            }
+            pay::Admission::Unavailable(msg) => {
+                tracing::warn!(route = %route.config.index, "payment verification unavailable: {msg}");
+                respond::unavailable(
+                    session,
+                    "payment verification is temporarily unavailable",
+                    None,
+                    origin,
+                )
+                .await?;
+                return Ok(true);
+            }
+        };
+        if state.policy == SettlePolicy::Before {
+            match pay::settle(&self.payments, &mut state).await {
+                SettleOutcome::Settled(_) => {}
+                SettleOutcome::Refused(receipt) => {
+                    let error = receipt.error_reason.clone().unwrap_or_default();
+                    let c = offers.challenge(&ctx.resource_url, &error);
+                    respond::challenge(session, c, Some((receipt_header, &receipt)), origin)
+                        .await?;
+                    ctx.payment = Some(state);
+                    return Ok(true);
+                }
+                SettleOutcome::Unavailable(msg) => {
+                    tracing::warn!("settlement unavailable: {msg}");
+                    respond::unavailable(
+                        session,
+                        "settlement is temporarily unavailable",
+                        None,
+                        origin,
+                    )
+                    .await?;
+                    ctx.payment = Some(state);
+                    return Ok(true);
+                }
+                SettleOutcome::Pending(receipt) => {
+                    let msg = "the settlement was sent but is not confirmed yet";
+                    respond::unavailable(session, msg, Some((receipt_header, &receipt)), origin)
+                        .await?;
+                    ctx.payment = Some(state);
+                    return Ok(true);
+                }
+            }
+        }
+        ctx.payment = Some(state);
+        Ok(false)
     }
 
     async fn upstream_peer(
@@ -262,10 +341,80 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         resp.remove_header("keep-alive");
         resp.remove_header("proxy-connection");
+        let origin = &self.settings.cors_allow_origin;
         if ctx.route.as_ref().is_some_and(|r| !r.is_free()) {
-            respond::add_cors(resp, &self.settings.cors_allow_origin)?;
+            respond::add_cors(resp, origin)?;
+        }
+        let Some(state) = ctx.payment.as_mut() else {
+            return Ok(());
+        };
+        let status = resp.status.as_u16();
+        let outcome = match (&state.stage, state.policy) {
+            (Stage::Settled(s), _) => SettleOutcome::Settled(state.receipt_ok(&s.transaction)),
+            (Stage::Claimed, _) if !pay::is_charged(status) => {
+                // The origin failed: pass its answer through and charge nothing.
+                pay::release(&self.payments, state, &format!("origin answered {status}")).await;
+                return Ok(());
+            }
+            (Stage::Claimed, SettlePolicy::Deferred) => pay::enqueue(&self.payments, state).await,
+            (Stage::Claimed, _) => pay::settle(&self.payments, state).await,
+            _ => return Ok(()),
+        };
+        let header = state.receipt_header;
+        match outcome {
+            SettleOutcome::Settled(receipt) => {
+                resp.insert_header(header, x402::encode_header(&receipt))?;
+            }
+            SettleOutcome::Refused(receipt) => {
+                // None of the origin's answer goes out: the client did not pay for it.
+                let offers = ctx.route.as_ref().and_then(|r| r.offers.as_ref());
+                let error = receipt.error_reason.clone().unwrap_or_default();
+                let body = match offers {
+                    Some(o) => {
+                        let c = o.challenge(&ctx.resource_url, &error);
+                        *resp = respond::challenge_header(&c, Some((header, &receipt)), origin)?;
+                        c.body
+                    }
+                    None => Vec::new(),
+                };
+                ctx.replacement_body = Some(body.into());
+            }
+            SettleOutcome::Unavailable(msg) => {
+                tracing::warn!("settlement unavailable: {msg}");
+                let body = respond::unavailable_body("settlement is temporarily unavailable");
+                *resp = respond::unavailable_header(body.len(), None, origin)?;
+                ctx.replacement_body = Some(body);
+            }
+            SettleOutcome::Pending(receipt) => {
+                let body =
+                    respond::unavailable_body("the settlement was sent but is not confirmed yet");
+                *resp = respond::unavailable_header(body.len(), Some((header, &receipt)), origin)?;
+                ctx.replacement_body = Some(body);
+            }
         }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if ctx.replacement_body.is_some() || ctx.body_replaced {
+            // The first call carries our body; every later chunk of the origin's is dropped.
+            *body = ctx.replacement_body.take();
+            ctx.body_replaced = true;
+        }
+        Ok(None)
+    }
+
+    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(state) = ctx.payment.as_mut() {
+            // The origin never answered, or the client left before it did: not charged.
+            pay::release(&self.payments, state, "request ended before settlement").await;
+        }
     }
 
     async fn fail_to_proxy(

@@ -8,7 +8,7 @@ use pingora::proxy::Session;
 use pingora::Result;
 
 use crate::pricing::Challenge;
-use crate::x402;
+use crate::x402::{self, SettlementResponse};
 
 /// Headers a browser client must be allowed to read.
 pub const EXPOSE_HEADERS: &str = "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE";
@@ -26,14 +26,77 @@ pub fn add_cors(resp: &mut ResponseHeader, allow_origin: &str) -> Result<()> {
     Ok(())
 }
 
-pub async fn challenge(session: &mut Session, c: Challenge, allow_origin: &str) -> Result<()> {
-    let mut resp = ResponseHeader::build(402, Some(6))?;
-    resp.insert_header(x402::PAYMENT_REQUIRED, c.header)?;
+/// A receipt header to attach: its name (v1 or v2) and the settlement response.
+pub type Receipt<'a> = Option<(&'static str, &'a SettlementResponse)>;
+
+/// The 402 response header for a challenge, optionally carrying a `success:false` receipt.
+pub fn challenge_header(
+    c: &Challenge,
+    receipt: Receipt<'_>,
+    allow_origin: &str,
+) -> Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(402, Some(7))?;
+    resp.insert_header(x402::PAYMENT_REQUIRED, c.header.as_str())?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", c.body.len().to_string())?;
     resp.insert_header("cache-control", "no-store")?;
+    if let Some((name, r)) = receipt {
+        resp.insert_header(name, x402::encode_header(r))?;
+    }
     add_cors(&mut resp, allow_origin)?;
+    Ok(resp)
+}
+
+pub async fn challenge(
+    session: &mut Session,
+    c: Challenge,
+    receipt: Receipt<'_>,
+    allow_origin: &str,
+) -> Result<()> {
+    let resp = challenge_header(&c, receipt, allow_origin)?;
     write(session, resp, Bytes::from(c.body)).await
+}
+
+/// How long a client should wait before retrying after a 503 of ours.
+pub const RETRY_AFTER_SECONDS: &str = "5";
+
+/// The 503 response header: our side (RPC, database) failed; the client was not charged unless
+/// the receipt says a settlement is pending.
+pub fn unavailable_header(
+    body_len: usize,
+    receipt: Receipt<'_>,
+    allow_origin: &str,
+) -> Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(503, Some(6))?;
+    resp.insert_header("content-type", "application/json")?;
+    resp.insert_header("content-length", body_len.to_string())?;
+    resp.insert_header("cache-control", "no-store")?;
+    resp.insert_header("retry-after", RETRY_AFTER_SECONDS)?;
+    if let Some((name, r)) = receipt {
+        resp.insert_header(name, x402::encode_header(r))?;
+    }
+    add_cors(&mut resp, allow_origin)?;
+    Ok(resp)
+}
+
+pub fn unavailable_body(message: &str) -> Bytes {
+    Bytes::from(
+        serde_json::to_vec(
+            &serde_json::json!({"error": "payment_unavailable", "message": message}),
+        )
+        .expect("json serializes"),
+    )
+}
+
+pub async fn unavailable(
+    session: &mut Session,
+    message: &str,
+    receipt: Receipt<'_>,
+    allow_origin: &str,
+) -> Result<()> {
+    let body = unavailable_body(message);
+    let resp = unavailable_header(body.len(), receipt, allow_origin)?;
+    write(session, resp, body).await
 }
 
 /// A JSON error `{"error": code, "message": ...}`.

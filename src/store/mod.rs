@@ -183,7 +183,8 @@ impl Store {
 
     /// Records that a settlement transaction was signed and is about to be sent.
     pub async fn mark_settling(&self, claim_id: i64, tx_hash: &str) -> Result<(), StoreError> {
-        self.set_status(claim_id, "settling", Some(tx_hash), None).await
+        self.set_status(claim_id, "settling", Some(tx_hash), None)
+            .await
     }
 
     pub async fn mark_failed(&self, claim_id: i64, why: &str) -> Result<(), StoreError> {
@@ -279,12 +280,14 @@ impl Store {
         p: &PreparedSettlement,
     ) -> Result<(), StoreError> {
         let json = serde_json::to_string(p).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        sqlx::query("UPDATE settlement_queue SET prepared = $1, updated_at = $2 WHERE claim_id = $3")
-            .bind(json)
-            .bind(now())
-            .bind(claim_id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE settlement_queue SET prepared = $1, updated_at = $2 WHERE claim_id = $3",
+        )
+        .bind(json)
+        .bind(now())
+        .bind(claim_id)
+        .execute(&self.pool)
+        .await?;
         self.mark_settling(claim_id, &p.transaction).await
     }
 
@@ -314,7 +317,12 @@ impl Store {
         Ok(())
     }
 
-    pub async fn queue_finish(&self, claim_id: i64, status: &str, error: Option<&str>) -> Result<(), StoreError> {
+    pub async fn queue_finish(
+        &self,
+        claim_id: i64,
+        status: &str,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
         sqlx::query("UPDATE settlement_queue SET status = $1, last_error = $2, updated_at = $3 WHERE claim_id = $4")
             .bind(status)
             .bind(error)
@@ -376,7 +384,8 @@ fn queued_from_row(r: &AnyRow) -> Result<QueuedSettlement, StoreError> {
     let prepared: Option<String> = r.get(3);
     Ok(QueuedSettlement {
         claim_id: r.get(0),
-        verified: serde_json::from_str(&verified).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        verified: serde_json::from_str(&verified)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
         attempts: r.get(2),
         prepared: prepared
             .map(|p| serde_json::from_str(&p))
@@ -385,4 +394,26 @@ fn queued_from_row(r: &AnyRow) -> Result<QueuedSettlement, StoreError> {
         tenant: r.get(4),
         route: r.get(5),
     })
+}
+
+/// A store opened on first use, in the runtime that first uses it: a sqlx pool's sockets belong
+/// to the runtime that created them, and each pingora service runs its own runtime.
+pub struct LazyStore {
+    url: String,
+    cell: tokio::sync::OnceCell<Store>,
+}
+
+impl LazyStore {
+    pub fn new(url: impl Into<String>) -> Self {
+        LazyStore {
+            url: url.into(),
+            cell: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    pub async fn get(&self) -> Result<&Store, StoreError> {
+        self.cell
+            .get_or_try_init(|| Store::connect(&self.url))
+            .await
+    }
 }

@@ -151,7 +151,8 @@ impl NumberOrString {
         match self {
             NumberOrString::Number(n) => Ok(U256::from(*n)),
             NumberOrString::Text(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
-                U256::from_str_radix(s, 10).map_err(|_| bad_payload(format!("{field} is too large")))
+                U256::from_str_radix(s, 10)
+                    .map_err(|_| bad_payload(format!("{field} is too large")))
             }
             NumberOrString::Text(s) => Err(bad_payload(format!(
                 "{field} `{s}` is not a decimal integer"
@@ -308,7 +309,10 @@ impl EvmVerifier {
                 Ok(Signature::from_erc2098(&signature))
             }
             .map_err(|e| {
-                VerifyError::invalid(Reason::InvalidExactEvmSignature, format!("malformed signature: {e}"))
+                VerifyError::invalid(
+                    Reason::InvalidExactEvmSignature,
+                    format!("malformed signature: {e}"),
+                )
             })?;
             let sig = sig.normalize_s().unwrap_or(sig);
             let message = TransferWithAuthorization {
@@ -360,7 +364,12 @@ impl EvmVerifier {
     }
 
     /// Maps a reverted simulation to the most precise reason we can find.
-    async fn diagnose(&self, offer: &Offer, auth: &EvmAuthorization, revert: String) -> VerifyError {
+    async fn diagnose(
+        &self,
+        offer: &Offer,
+        auth: &EvmAuthorization,
+        revert: String,
+    ) -> VerifyError {
         let lower = revert.to_ascii_lowercase();
         let reason = if lower.contains("used or canceled") || lower.contains("used or cancelled") {
             Some(Reason::InvalidExactEvmNonceAlreadyUsed)
@@ -379,7 +388,9 @@ impl EvmVerifier {
         // A signature rejected on-chain that verified locally means a wrong EIP-712 domain in our
         // config far more often than a bad client: say which part differs.
         let call = |data: Vec<u8>| {
-            let tx = TransactionRequest::default().to(auth.asset).input(Bytes::from(data).into());
+            let tx = TransactionRequest::default()
+                .to(auth.asset)
+                .input(Bytes::from(data).into());
             self.provider.call(tx)
         };
         if let Some((want_name, want_version)) = &offer.asset.eip712 {
@@ -388,7 +399,9 @@ impl EvmVerifier {
                     if &name != want_name {
                         return VerifyError::invalid(
                             Reason::InvalidExactEvmTokenNameMismatch,
-                            format!("the token's name() is {name:?}, the config says {want_name:?}"),
+                            format!(
+                                "the token's name() is {name:?}, the config says {want_name:?}"
+                            ),
                         );
                     }
                 }
@@ -422,7 +435,11 @@ impl EvmVerifier {
             .estimate_eip1559_fees()
             .await
             .map_err(|e| SettleError::Unavailable(format!("fee estimate: {e}")))?;
-        *cached = Some((Instant::now(), est.max_fee_per_gas, est.max_priority_fee_per_gas));
+        *cached = Some((
+            Instant::now(),
+            est.max_fee_per_gas,
+            est.max_priority_fee_per_gas,
+        ));
         Ok((est.max_fee_per_gas, est.max_priority_fee_per_gas))
     }
 
@@ -462,9 +479,8 @@ impl EvmVerifier {
         }
         let transferred = receipt.inner.logs().iter().any(|log| {
             log.address() == auth.asset
-                && IEip3009::Transfer::decode_log_data(log.data()).is_ok_and(|t| {
-                    t.from == auth.from && t.to == auth.to && t.value == auth.value
-                })
+                && IEip3009::Transfer::decode_log_data(log.data())
+                    .is_ok_and(|t| t.from == auth.from && t.to == auth.to && t.value == auth.value)
         });
         if !transferred {
             return Err(SettleError::Failed {
@@ -480,7 +496,10 @@ impl EvmVerifier {
                 match self.provider.get_block_number().await {
                     Ok(n) if n >= target => break,
                     _ if started.elapsed() >= RECEIPT_TIMEOUT => {
-                        return Err(pending(format!("waiting for {} confirmations", self.confirmations)))
+                        return Err(pending(format!(
+                            "waiting for {} confirmations",
+                            self.confirmations
+                        )))
                     }
                     _ => tokio::time::sleep(Duration::from_millis(250)).await,
                 }
@@ -596,7 +615,10 @@ impl PaymentVerifier for EvmVerifier {
                 }
                 return Err(match e.as_error_resp() {
                     // The node refused it (nonce too low, underpriced, ...): nothing was broadcast.
-                    Some(resp) => SettleError::Unavailable(format!("node refused the settlement: {}", resp.message)),
+                    Some(resp) => SettleError::Unavailable(format!(
+                        "node refused the settlement: {}",
+                        resp.message
+                    )),
                     None => SettleError::Unavailable(format!("{}: {e}", self.network)),
                 });
             }

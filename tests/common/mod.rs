@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod chain;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,6 +26,11 @@ pub const PAY_TO: &str = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C";
 pub const USDC_BASE_SEPOLIA: &str = "0x036CbD53842c5426634e7929541eC2318f3dCF7e";
 
 /// A real HTTP origin on a port-0 listener that counts the requests it serves.
+/// Runs inside the origin before it answers a `/…/hook` request: tests use it to act on the
+/// chain while the gateway waits for the origin (e.g. the payer cancelling its authorization).
+pub type Hook =
+    Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+
 pub struct Upstream {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
@@ -41,6 +48,10 @@ impl Drop for Upstream {
 
 impl Upstream {
     pub fn start() -> Upstream {
+        Self::start_with_hook(None)
+    }
+
+    pub fn start_with_hook(hook: Option<Hook>) -> Upstream {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -49,8 +60,20 @@ impl Upstream {
         let hits = Arc::new(AtomicUsize::new(0));
         let counter = hits.clone();
         let app = Router::new()
-            .route("/free/big/{n}", get(big))
-            .route("/free/status/{code}", any(status))
+            .route("/{p}/big/{n}", get(big))
+            .route("/{p}/status/{code}", any(status))
+            .route(
+                "/{p}/hook",
+                any(move |req: Request| {
+                    let hook = hook.clone();
+                    async move {
+                        if let Some(h) = hook {
+                            h().await;
+                        }
+                        echo(req).await
+                    }
+                }),
+            )
             .fallback(any(echo))
             .layer(axum::middleware::from_fn(
                 move |req: Request, next: axum::middleware::Next| {
@@ -109,7 +132,7 @@ async fn echo(req: Request) -> Response {
 }
 
 /// A streamed response of `n` bytes in 64 KiB chunks, deterministic content.
-async fn big(Path(n): Path<usize>) -> Response {
+async fn big(Path((_, n)): Path<(String, usize)>) -> Response {
     let chunks = (0..n).step_by(65536).map(move |start| {
         let len = 65536.min(n - start);
         Ok::<_, std::io::Error>(Bytes::from(pattern(start, len)))
@@ -120,7 +143,7 @@ async fn big(Path(n): Path<usize>) -> Response {
         .unwrap()
 }
 
-async fn status(Path(code): Path<u16>) -> Response {
+async fn status(Path((_, code)): Path<(String, u16)>) -> Response {
     (
         StatusCode::from_u16(code).unwrap(),
         format!("status {code}"),
@@ -155,15 +178,30 @@ pub fn free_port() -> u16 {
 /// The real gateway, running in this process until dropped.
 pub struct Gateway {
     pub addr: SocketAddr,
+    pub database_url: String,
     stop: tokio::sync::watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Gateway {
-    /// Starts the gateway with `toml`, in which `{listen}` is replaced by the chosen address.
+    /// Starts the gateway with `toml`, in which `{listen}` is replaced by the chosen address, on a
+    /// fresh SQLite database of its own.
     pub fn start(toml: &str) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("gate.db").display());
+        let mut gw = Self::start_with_db(toml, &url);
+        gw._dir = Some(dir);
+        gw
+    }
+
+    /// Starts the gateway on the database at `url` (to restart on the same state).
+    pub fn start_with_db(toml: &str, database_url: &str) -> Gateway {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let text = toml.replace("{listen}", &addr.to_string());
+        let mut text = toml.replace("{listen}", &addr.to_string());
+        if !text.contains("[database]") {
+            text.push_str(&format!("\n[database]\nurl = \"{database_url}\"\n"));
+        }
         let config = Config::from_toml(&text, &|_| None).unwrap_or_else(|e| panic!("{e}"));
         let (stop, rx) = tokio::sync::watch::channel(false);
         let thread = std::thread::spawn(move || {
@@ -184,8 +222,10 @@ impl Gateway {
         }
         Gateway {
             addr,
+            database_url: database_url.to_string(),
             stop,
             thread: Some(thread),
+            _dir: None,
         }
     }
 
@@ -270,4 +310,59 @@ pub fn client() -> reqwest::Client {
 
 pub fn repo_path(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// A config for payments on the test chain: `/paid/*` settles after, `/before/*` before,
+/// `/deferred/*` deferred, all $0.01; `/free/*` is free.
+pub fn evm_config(
+    upstream: &str,
+    rpc_url: &str,
+    settler_key: &str,
+    token: &str,
+    pay_to: &str,
+) -> String {
+    format!(
+        r#"
+[server]
+listen = "{{listen}}"
+admin_listen = "127.0.0.1:0"
+metrics_listen = "127.0.0.1:0"
+threads = 2
+
+[networks."eip155:84532"]
+rpc_url = "{rpc_url}"
+settler_key = "{settler_key}"
+assets = [{{ symbol = "USDC", address = "{token}", decimals = 6, eip712_name = "USD Coin", eip712_version = "2" }}]
+
+[[tenants]]
+id = "acme"
+pay_to = {{ "eip155:84532" = "{pay_to}" }}
+
+[[routes]]
+tenant = "acme"
+path = "/paid/*"
+upstream = "{upstream}"
+price = "$0.01"
+
+[[routes]]
+tenant = "acme"
+path = "/before/*"
+upstream = "{upstream}"
+price = "$0.01"
+settle = "before"
+
+[[routes]]
+tenant = "acme"
+path = "/deferred/*"
+upstream = "{upstream}"
+price = "$0.01"
+settle = "deferred"
+
+[[routes]]
+tenant = "acme"
+path = "/free/*"
+upstream = "{upstream}"
+price = "free"
+"#
+    )
 }

@@ -1,0 +1,75 @@
+//! In-memory caches (moka). Never the authority on replay or money: a cached "valid" only saves
+//! the RPC round trip of verification; the store's claim still decides whether a proof is served.
+//! May import: verify (value types), pricing, x402.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::future::Cache;
+use sha2::{Digest, Sha256};
+
+use crate::pricing::Offer;
+use crate::verify::{unix_now, Verified, VerifyError};
+
+/// How long a successful verification is reused. Short: the payer can move funds meanwhile, and
+/// settlement re-checks on-chain anyway.
+const VALID_TTL: Duration = Duration::from_secs(30);
+/// How long an invalid proof is remembered, so a client hammering with garbage costs no RPC.
+const INVALID_TTL: Duration = Duration::from_secs(5);
+const CAPACITY: u64 = 100_000;
+
+#[derive(Clone)]
+pub struct VerifyCache {
+    valid: Cache<[u8; 32], Arc<Verified>>,
+    invalid: Cache<[u8; 32], VerifyError>,
+}
+
+impl Default for VerifyCache {
+    fn default() -> Self {
+        VerifyCache {
+            valid: Cache::builder()
+                .max_capacity(CAPACITY)
+                .time_to_live(VALID_TTL)
+                .build(),
+            invalid: Cache::builder()
+                .max_capacity(CAPACITY)
+                .time_to_live(INVALID_TTL)
+                .build(),
+        }
+    }
+}
+
+impl VerifyCache {
+    /// The key of a proof presented for an offer: the header bytes and what they were checked
+    /// against, so one proof checked against two different prices is two entries.
+    pub fn key(header: &[u8], offer: &Offer) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(header);
+        h.update([0]);
+        h.update(offer.requirement.network.as_bytes());
+        h.update(offer.requirement.asset.as_bytes());
+        h.update(offer.requirement.pay_to.as_bytes());
+        h.update(offer.requirement.amount.as_bytes());
+        h.finalize().into()
+    }
+
+    /// A remembered outcome. A valid one is only returned while the authorization has time left.
+    pub async fn get(&self, key: &[u8; 32]) -> Option<Result<Arc<Verified>, VerifyError>> {
+        if let Some(v) = self.valid.get(key).await {
+            if v.valid_before >= unix_now() + 6 {
+                return Some(Ok(v));
+            }
+            self.valid.invalidate(key).await;
+        }
+        self.invalid.get(key).await.map(Err)
+    }
+
+    pub async fn put(&self, key: [u8; 32], outcome: &Result<Arc<Verified>, VerifyError>) {
+        match outcome {
+            Ok(v) => self.valid.insert(key, v.clone()).await,
+            Err(e @ VerifyError::Invalid { .. }) => self.invalid.insert(key, e.clone()).await,
+            // An outage says nothing about the proof.
+            Err(VerifyError::Unavailable(_)) => {}
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The payment steps of a request, as plain async functions over the verifier, the store and the
+//! cache; no pingora `Session` here, so each outcome is a value `mod.rs` turns into a response.
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use crate::cache::VerifyCache;
+use crate::config::SettlePolicy;
+use crate::pricing::Offer;
+use crate::routes::Route;
+use crate::settle::settle_claim;
+use crate::store::{ClaimContext, LazyStore};
+use crate::verify::{SettleError, Settlement, Verified, Verifiers, VerifyError};
+use crate::x402::{self, PaymentProof, Reason, SettlementResponse};
+
+use super::gate::Rejection;
+
+/// Everything the proxy needs to take payments.
+pub struct Payments {
+    pub verifiers: Verifiers,
+    pub store: Arc<LazyStore>,
+    pub cache: VerifyCache,
+    pub queue_wakeup: Arc<Notify>,
+}
+
+/// Where a claimed payment stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stage {
+    /// Claimed for this request; settlement not decided yet.
+    Claimed,
+    Settled(Settlement),
+    /// Given back: not charged.
+    Released,
+    /// In the deferred queue.
+    Queued,
+    /// Settlement refused or its outcome unknown: the claim stays, never reusable.
+    Unsettled,
+}
+
+/// A payment admitted for this request.
+#[derive(Debug, Clone)]
+pub struct PaymentState {
+    pub verified: Arc<Verified>,
+    pub claim_id: i64,
+    /// The receipt header: `payment-response` for v2 proofs, `x-payment-response` for v1.
+    pub receipt_header: &'static str,
+    pub network: String,
+    pub policy: SettlePolicy,
+    pub tenant: String,
+    pub route: String,
+    pub stage: Stage,
+}
+
+impl PaymentState {
+    fn ctx(&self) -> ClaimContext<'_> {
+        ClaimContext {
+            tenant: &self.tenant,
+            route: &self.route,
+        }
+    }
+
+    pub fn receipt_ok(&self, transaction: &str) -> SettlementResponse {
+        SettlementResponse {
+            success: true,
+            error_reason: None,
+            transaction: transaction.to_string(),
+            network: self.network.clone(),
+            payer: Some(self.verified.payer.clone()),
+        }
+    }
+
+    pub fn receipt_failed(&self, reason: &str, transaction: Option<&str>) -> SettlementResponse {
+        SettlementResponse {
+            success: false,
+            error_reason: Some(reason.to_string()),
+            transaction: transaction.unwrap_or_default().to_string(),
+            network: self.network.clone(),
+            payer: Some(self.verified.payer.clone()),
+        }
+    }
+}
+
+/// The outcome of presenting a matched proof.
+#[derive(Debug)]
+pub enum Admission {
+    Admitted(PaymentState),
+    /// Not acceptable: 402 with the reason.
+    Rejected(Rejection),
+    /// Our side failed (RPC, database): 503, nothing claimed.
+    Unavailable(String),
+}
+
+/// The outcome of settling: the receipt to send, or why the client gets no resource.
+#[derive(Debug)]
+pub enum SettleOutcome {
+    Settled(SettlementResponse),
+    /// 402 with this `success:false` receipt: nothing was charged or the charge failed.
+    Refused(SettlementResponse),
+    /// 503: our side failed before anything was broadcast; the claim was released.
+    Unavailable(String),
+    /// 503 with this receipt: broadcast, outcome unknown; the claim is kept.
+    Pending(SettlementResponse),
+}
+
+/// Verifies (or recalls) a proof and claims it for this request.
+pub async fn admit(
+    payments: &Payments,
+    route: &Route,
+    offer: &Offer,
+    proof: &PaymentProof,
+    header: &[u8],
+    receipt_header: &'static str,
+) -> Admission {
+    let Some(verifier) = payments.verifiers.get(&offer.network) else {
+        return Admission::Rejected(Rejection::new(
+            Reason::UnexpectedVerifyError,
+            format!("payments on {} are not verifiable here", offer.network),
+        ));
+    };
+    let key = VerifyCache::key(header, offer);
+    let outcome = match payments.cache.get(&key).await {
+        Some(hit) => hit,
+        None => {
+            let fresh = verifier.verify(offer, proof).await.map(Arc::new);
+            payments.cache.put(key, &fresh).await;
+            fresh
+        }
+    };
+    let verified = match outcome {
+        Ok(v) => v,
+        Err(VerifyError::Invalid { reason, message }) => {
+            return Admission::Rejected(Rejection::new(reason, message))
+        }
+        Err(VerifyError::Unavailable(msg)) => return Admission::Unavailable(msg),
+    };
+    let store = match payments.store.get().await {
+        Ok(s) => s,
+        Err(e) => return Admission::Unavailable(format!("database: {e}")),
+    };
+    let tenant = route.config.tenant.clone();
+    let route_name = route_name(route);
+    let ctx = ClaimContext {
+        tenant: &tenant,
+        route: &route_name,
+    };
+    match store.claim(&verified, &ctx).await {
+        Ok(Some(claim_id)) => Admission::Admitted(PaymentState {
+            network: verified.key.network.clone(),
+            verified,
+            claim_id,
+            receipt_header,
+            policy: route.config.settle,
+            tenant,
+            route: route_name,
+            stage: Stage::Claimed,
+        }),
+        Ok(None) => Admission::Rejected(Rejection::new(
+            Reason::DuplicateSettlement,
+            "this payment has already been used",
+        )),
+        Err(e) => Admission::Unavailable(format!("database: {e}")),
+    }
+}
+
+/// The route as it is named in the ledger.
+pub fn route_name(route: &Route) -> String {
+    match &route.config.path {
+        crate::config::PathPattern::Exact(p) => p.clone(),
+        crate::config::PathPattern::Prefix(p) => format!("{p}/*"),
+    }
+}
+
+/// Settles an admitted payment now.
+pub async fn settle(payments: &Payments, state: &mut PaymentState) -> SettleOutcome {
+    let Some(verifier) = payments.verifiers.get_str(&state.network) else {
+        return SettleOutcome::Unavailable(format!("no verifier for {}", state.network));
+    };
+    let store = match payments.store.get().await {
+        Ok(s) => s,
+        Err(e) => return SettleOutcome::Unavailable(format!("database: {e}")),
+    };
+    match settle_claim(
+        verifier.as_ref(),
+        store,
+        state.claim_id,
+        &state.verified,
+        &state.ctx(),
+    )
+    .await
+    {
+        Ok(s) => {
+            let receipt = state.receipt_ok(&s.transaction);
+            state.stage = Stage::Settled(s);
+            SettleOutcome::Settled(receipt)
+        }
+        Err(SettleError::Failed {
+            reason,
+            message,
+            transaction,
+        }) => {
+            let _ = store
+                .mark_failed(state.claim_id, &format!("{reason}: {message}"))
+                .await;
+            state.stage = Stage::Unsettled;
+            SettleOutcome::Refused(state.receipt_failed(reason.as_str(), transaction.as_deref()))
+        }
+        Err(SettleError::Unavailable(msg)) => {
+            release(payments, state, &msg).await;
+            SettleOutcome::Unavailable(msg)
+        }
+        Err(SettleError::Pending {
+            transaction,
+            message,
+        }) => {
+            tracing::warn!(claim_id = state.claim_id, tx = %transaction, "settlement outcome unknown: {message}");
+            state.stage = Stage::Unsettled;
+            SettleOutcome::Pending(state.receipt_failed("settlement_pending", Some(&transaction)))
+        }
+    }
+}
+
+/// Puts an admitted payment in the deferred queue; the receipt says it is accepted, with no
+/// transaction yet.
+pub async fn enqueue(payments: &Payments, state: &mut PaymentState) -> SettleOutcome {
+    let store = match payments.store.get().await {
+        Ok(s) => s,
+        Err(e) => return SettleOutcome::Unavailable(format!("database: {e}")),
+    };
+    match store.enqueue(state.claim_id, &state.verified).await {
+        Ok(()) => {
+            state.stage = Stage::Queued;
+            payments.queue_wakeup.notify_one();
+            SettleOutcome::Settled(state.receipt_ok(""))
+        }
+        Err(e) => {
+            let msg = format!("queueing the settlement: {e}");
+            release(payments, state, &msg).await;
+            SettleOutcome::Unavailable(msg)
+        }
+    }
+}
+
+/// Gives the claim back (not charged), if it is still only claimed.
+pub async fn release(payments: &Payments, state: &mut PaymentState, why: &str) {
+    if !matches!(state.stage, Stage::Claimed) {
+        return;
+    }
+    state.stage = Stage::Released;
+    match payments.store.get().await {
+        Ok(store) => {
+            if let Err(e) = store.release(state.claim_id, why).await {
+                tracing::warn!(claim_id = state.claim_id, "releasing a claim: {e}");
+            }
+        }
+        Err(e) => tracing::warn!(claim_id = state.claim_id, "releasing a claim: {e}"),
+    }
+}
+
+/// Whether an origin status is one the route charges for.
+pub fn is_charged(status: u16) -> bool {
+    (200..300).contains(&status)
+}
+
+/// The receipt header for a proof's version.
+pub fn receipt_header_for(proof: &PaymentProof) -> &'static str {
+    match proof {
+        PaymentProof::V1(_) => x402::X_PAYMENT_RESPONSE,
+        PaymentProof::V2(_) => x402::PAYMENT_RESPONSE,
+    }
+}

@@ -1,0 +1,185 @@
+//! The deferred-settlement worker: a pingora background service that drains the durable queue.
+//!
+//! Each item is signed once and its transaction stored before it is sent; a retry re-sends the
+//! same bytes (or just waits for their receipt), so a restart mid-settlement never pays twice.
+//! Attempts back off exponentially and stop after `MAX_ATTEMPTS`, leaving the item `failed` for
+//! an operator, with its last error.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::sync::Notify;
+
+use crate::store::{ClaimContext, LazyStore, QueuedSettlement, Store};
+use crate::verify::{unix_now, SettleError, Verifiers};
+
+const MAX_ATTEMPTS: i64 = 8;
+const BATCH: i64 = 64;
+/// Settlements in flight at once; the settler's nonce lock serializes their broadcast anyway.
+const MAX_IN_FLIGHT: usize = 64;
+const IDLE_POLL: Duration = Duration::from_millis(500);
+
+pub struct SettlementWorker {
+    pub store: Arc<LazyStore>,
+    pub verifiers: Verifiers,
+    /// Rung by the proxy when it queues a settlement, so the worker starts at once.
+    pub wakeup: Arc<Notify>,
+    /// Claims being settled right now: each item runs as its own task (one waiting a minute
+    /// for a receipt must not hold back the others), and never twice at once.
+    pub in_flight: Arc<Mutex<HashSet<i64>>>,
+}
+
+impl SettlementWorker {
+    pub fn new(store: Arc<LazyStore>, verifiers: Verifiers, wakeup: Arc<Notify>) -> Self {
+        SettlementWorker {
+            store,
+            verifiers,
+            wakeup,
+            in_flight: Default::default(),
+        }
+    }
+
+    /// Starts a task for every due item not already in flight; returns how many it started.
+    pub async fn dispatch(&self, store: &Store) -> usize {
+        let due = match store.due(BATCH).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!("deferred settlements: reading the queue: {e}");
+                return 0;
+            }
+        };
+        let mut started = 0;
+        for item in due {
+            if self.in_flight.lock().expect("not poisoned").len() >= MAX_IN_FLIGHT
+                || !self
+                    .in_flight
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(item.claim_id)
+            {
+                continue;
+            }
+            started += 1;
+            let store = store.clone();
+            let verifiers = self.verifiers.clone();
+            let in_flight = self.in_flight.clone();
+            let wakeup = self.wakeup.clone();
+            tokio::spawn(async move {
+                let id = item.claim_id;
+                process(&store, &verifiers, item).await;
+                in_flight.lock().expect("not poisoned").remove(&id);
+                // A slot is free: look at the queue again.
+                wakeup.notify_one();
+            });
+        }
+        started
+    }
+}
+
+async fn process(store: &Store, verifiers: &Verifiers, item: QueuedSettlement) {
+    let id = item.claim_id;
+    let v = &item.verified;
+    let ctx = ClaimContext {
+        tenant: &item.tenant,
+        route: &item.route,
+    };
+    let Some(verifier) = verifiers.get_str(&v.key.network) else {
+        let why = format!("no verifier for {}", v.key.network);
+        let _ = store.mark_failed(id, &why).await;
+        let _ = store.queue_finish(id, "failed", Some(&why)).await;
+        return;
+    };
+    let prepared = match &item.prepared {
+        Some(p) => p.clone(),
+        None => {
+            if v.valid_before <= unix_now() {
+                let why = "the authorization expired before it could be settled";
+                let _ = store.mark_failed(id, why).await;
+                let _ = store.queue_finish(id, "failed", Some(why)).await;
+                return;
+            }
+            match verifier.prepare(v).await {
+                Ok(p) => {
+                    if let Err(e) = store.queue_prepared(id, &p).await {
+                        tracing::warn!(claim_id = id, "saving a prepared settlement: {e}");
+                        return;
+                    }
+                    p
+                }
+                Err(e) => return retry(store, &item, &e.to_string(), false).await,
+            }
+        }
+    };
+    match verifier.submit(v, &prepared).await {
+        Ok(s) => {
+            if let Err(e) = store.record_settlement(id, v, &s, &ctx).await {
+                tracing::error!(claim_id = id, tx = %s.transaction, "deferred settlement landed but was not recorded: {e}");
+                return;
+            }
+            let _ = store.queue_finish(id, "done", None).await;
+            tracing::info!(claim_id = id, tx = %s.transaction, "deferred settlement landed");
+        }
+        Err(SettleError::Failed {
+            reason, message, ..
+        }) => {
+            let why = format!("{reason}: {message}");
+            let _ = store.mark_failed(id, &why).await;
+            let _ = store.queue_finish(id, "failed", Some(&why)).await;
+            tracing::warn!(claim_id = id, "deferred settlement failed: {why}");
+        }
+        // Refused before broadcast: the signed transaction can never land, sign anew next time.
+        Err(SettleError::Unavailable(msg)) => {
+            let refused = msg.contains("refused");
+            retry(store, &item, &msg, refused).await
+        }
+        // Broadcast, outcome unknown: keep the transaction and look again later.
+        Err(e @ SettleError::Pending { .. }) => retry(store, &item, &e.to_string(), false).await,
+    }
+}
+
+async fn retry(store: &Store, item: &QueuedSettlement, error: &str, forget_prepared: bool) {
+    let attempts = item.attempts + 1;
+    if attempts >= MAX_ATTEMPTS {
+        let why = format!("gave up after {attempts} attempts: {error}");
+        let _ = store.mark_failed(item.claim_id, &why).await;
+        let _ = store
+            .queue_finish(item.claim_id, "failed", Some(&why))
+            .await;
+        tracing::error!(claim_id = item.claim_id, "{why}");
+        return;
+    }
+    let backoff = 1i64 << attempts.min(6);
+    let next = unix_now() as i64 + backoff;
+    if let Err(e) = store
+        .queue_retry(item.claim_id, attempts, next, error, forget_prepared)
+        .await
+    {
+        tracing::warn!(claim_id = item.claim_id, "scheduling a retry: {e}");
+    }
+}
+
+#[async_trait]
+impl BackgroundService for SettlementWorker {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            match self.store.get().await {
+                Ok(store) => {
+                    self.dispatch(store).await;
+                }
+                Err(e) => tracing::warn!("deferred settlements: database unavailable: {e}"),
+            }
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = self.wakeup.notified() => {}
+                _ = tokio::time::sleep(IDLE_POLL) => {}
+            }
+        }
+    }
+}

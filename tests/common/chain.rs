@@ -1,0 +1,396 @@
+//! A real EVM chain for tests: anvil (from npm, installed by scripts/setup.sh) with our EIP-3009
+//! token deployed, behind a JSON-RPC proxy that counts round trips and can play an outage.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use alloy::network::TransactionBuilder;
+use alloy::node_bindings::{Anvil, AnvilInstance};
+use alloy::primitives::{Address, Bytes, B256, U256};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::TransactionRequest;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol;
+use alloy::sol_types::{SolCall, SolValue};
+use axum::body::Bytes as AxBytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use base64::Engine;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use x402_gate::verify::evm::{sign_authorization, token_domain, TransferWithAuthorization};
+
+pub const CHAIN_ID: u64 = 84532;
+pub const TOKEN_NAME: &str = "USD Coin";
+pub const TOKEN_VERSION: &str = "2";
+
+sol! {
+    interface ITestUSDC {
+        function mint(address to, uint256 amount) external;
+        function balanceOf(address account) external view returns (uint256);
+        function authorizationState(address authorizer, bytes32 nonce) external view returns (bool);
+        function cancelAuthorization(address authorizer, bytes32 nonce, uint8 v, bytes32 r, bytes32 s) external;
+        function transferWithAuthorization(address from, address to, uint256 value, uint256 validAfter, uint256 validBefore, bytes32 nonce, uint8 v, bytes32 r, bytes32 s) external;
+    }
+    struct CancelAuthorization { address authorizer; bytes32 nonce; }
+}
+
+/// The anvil binary: `ANVIL_PATH`, the one scripts/setup.sh installs, or `anvil` on PATH.
+pub fn anvil_path() -> PathBuf {
+    if let Ok(p) = std::env::var("ANVIL_PATH") {
+        return p.into();
+    }
+    let local = super::repo_path("tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
+    if local.exists() {
+        local
+    } else {
+        "anvil".into()
+    }
+}
+
+/// Deterministic unique 32 bytes (keys, nonces) without pulling in an RNG.
+pub fn unique_b256(label: &str) -> B256 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let mut h = Sha256::new();
+    h.update(label.as_bytes());
+    h.update(n.to_le_bytes());
+    h.update(t.to_le_bytes());
+    h.update(std::process::id().to_le_bytes());
+    B256::from_slice(&h.finalize())
+}
+
+pub fn new_signer() -> PrivateKeySigner {
+    PrivateKeySigner::from_bytes(&unique_b256("key")).unwrap()
+}
+
+pub fn now() -> u64 {
+    x402_gate::verify::unix_now()
+}
+
+/// A JSON-RPC proxy in front of anvil: counts requests, and answers 503 while `down`.
+pub struct RpcProxy {
+    pub url: String,
+    pub calls: Arc<AtomicUsize>,
+    pub down: Arc<AtomicBool>,
+    pub methods: Arc<Mutex<Vec<String>>>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+#[derive(Clone)]
+struct ProxyState {
+    target: String,
+    client: reqwest::Client,
+    calls: Arc<AtomicUsize>,
+    down: Arc<AtomicBool>,
+    methods: Arc<Mutex<Vec<String>>>,
+}
+
+async fn forward(State(s): State<ProxyState>, body: AxBytes) -> Response {
+    if s.down.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "rpc down").into_response();
+    }
+    s.calls.fetch_add(1, Ordering::SeqCst);
+    if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+        let mut m = s.methods.lock().unwrap();
+        match v {
+            Value::Array(items) => m.extend(
+                items
+                    .iter()
+                    .filter_map(|i| i["method"].as_str().map(String::from)),
+            ),
+            v => m.extend(v["method"].as_str().map(String::from)),
+        }
+    }
+    match s
+        .client
+        .post(&s.target)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+    {
+        Ok(r) => {
+            let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
+            let bytes = r.bytes().await.unwrap_or_default();
+            (status, [("content-type", "application/json")], bytes).into_response()
+        }
+        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    }
+}
+
+impl RpcProxy {
+    pub fn start(target: String) -> RpcProxy {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let down = Arc::new(AtomicBool::new(false));
+        let methods = Arc::new(Mutex::new(Vec::new()));
+        let state = ProxyState {
+            target,
+            client: reqwest::Client::new(),
+            calls: calls.clone(),
+            down: down.clone(),
+            methods: methods.clone(),
+        };
+        let app = Router::new().route("/", post(forward)).with_state(state);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        runtime.spawn(async move {
+            let l = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(l, app).await.unwrap()
+        });
+        RpcProxy {
+            url,
+            calls,
+            down,
+            methods,
+            runtime: Some(runtime),
+        }
+    }
+
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+}
+
+impl Drop for RpcProxy {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// anvil with the token deployed, a funded settler, and helpers.
+pub struct Chain {
+    pub anvil: AnvilInstance,
+    pub rpc: RpcProxy,
+    pub provider: DynProvider,
+    pub token: Address,
+    pub deployer: Address,
+    /// anvil's second dev account: pays the gas of settlements.
+    pub settler_key: String,
+}
+
+fn artifact(name: &str) -> Bytes {
+    let path = super::repo_path(&format!("contracts/artifacts/{name}.json"));
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    v["bytecode"].as_str().unwrap().parse().unwrap()
+}
+
+impl Chain {
+    pub async fn start() -> Chain {
+        let anvil = Anvil::at(anvil_path())
+            .chain_id(CHAIN_ID)
+            .try_spawn()
+            .expect("anvil starts (run scripts/setup.sh to install it)");
+        let provider = ProviderBuilder::new()
+            .connect_http(anvil.endpoint_url())
+            .erased();
+        let deployer = anvil.addresses()[0];
+        let mut code = artifact("TestUSDC").to_vec();
+        code.extend((TOKEN_NAME.to_string(), TOKEN_VERSION.to_string()).abi_encode_params());
+        let token = deploy(&provider, deployer, code).await;
+        let settler_key = format!("0x{}", alloy::hex::encode(anvil.keys()[1].to_bytes()));
+        let rpc = RpcProxy::start(anvil.endpoint());
+        Chain {
+            anvil,
+            rpc,
+            provider,
+            token,
+            deployer,
+            settler_key,
+        }
+    }
+
+    pub async fn send(&self, to: Address, data: Vec<u8>) -> alloy::rpc::types::TransactionReceipt {
+        let tx = TransactionRequest::default()
+            .from(self.deployer)
+            .to(to)
+            .input(Bytes::from(data).into());
+        self.provider
+            .send_transaction(tx)
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap()
+    }
+
+    pub async fn mint(&self, to: Address, amount: u64) {
+        let call = ITestUSDC::mintCall {
+            to,
+            amount: U256::from(amount),
+        };
+        assert!(self.send(self.token, call.abi_encode()).await.status());
+    }
+
+    pub async fn balance(&self, who: Address) -> U256 {
+        let call = ITestUSDC::balanceOfCall { account: who };
+        let tx = TransactionRequest::default()
+            .to(self.token)
+            .input(Bytes::from(call.abi_encode()).into());
+        let raw = self.provider.call(tx).await.unwrap();
+        ITestUSDC::balanceOfCall::abi_decode_returns(&raw).unwrap()
+    }
+
+    pub async fn authorization_used(&self, who: Address, nonce: B256) -> bool {
+        let call = ITestUSDC::authorizationStateCall {
+            authorizer: who,
+            nonce,
+        };
+        let tx = TransactionRequest::default()
+            .to(self.token)
+            .input(Bytes::from(call.abi_encode()).into());
+        let raw = self.provider.call(tx).await.unwrap();
+        ITestUSDC::authorizationStateCall::abi_decode_returns(&raw).unwrap()
+    }
+
+    /// Cancels an authorization on-chain, as its payer can at any time.
+    pub async fn cancel(&self, payer: &PrivateKeySigner, nonce: B256) {
+        use alloy::signers::SignerSync;
+        use alloy::sol_types::SolStruct;
+        let msg = CancelAuthorization {
+            authorizer: payer.address(),
+            nonce,
+        };
+        let domain = token_domain(TOKEN_NAME, TOKEN_VERSION, CHAIN_ID, self.token);
+        let sig = payer
+            .sign_hash_sync(&msg.eip712_signing_hash(&domain))
+            .unwrap();
+        let call = ITestUSDC::cancelAuthorizationCall {
+            authorizer: payer.address(),
+            nonce,
+            v: 27 + sig.v() as u8,
+            r: sig.r().into(),
+            s: sig.s().into(),
+        };
+        assert!(self.send(self.token, call.abi_encode()).await.status());
+    }
+
+    /// Deploys an ERC-1271 smart wallet owned by `owner`.
+    pub async fn deploy_wallet(&self, owner: Address) -> Address {
+        let mut code = artifact("TestSmartWallet").to_vec();
+        code.extend(owner.abi_encode());
+        deploy(&self.provider, self.deployer, code).await
+    }
+}
+
+async fn deploy(provider: &DynProvider, from: Address, code: Vec<u8>) -> Address {
+    let tx = TransactionRequest::default()
+        .from(from)
+        .with_deploy_code(Bytes::from(code));
+    let receipt = provider
+        .send_transaction(tx)
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert!(receipt.status(), "deployment failed");
+    receipt.contract_address.unwrap()
+}
+
+/// What a paying client signs; tests change fields to build invalid proofs.
+#[derive(Debug, Clone)]
+pub struct Authorization {
+    pub from: Address,
+    pub to: Address,
+    pub value: U256,
+    pub valid_after: u64,
+    pub valid_before: u64,
+    pub nonce: B256,
+    pub chain_id: u64,
+    pub asset: Address,
+    pub name: String,
+    pub version: String,
+}
+
+impl Authorization {
+    /// The authorization an SDK client builds for an offered `accepts[]` entry.
+    pub fn for_offer(offer: &Value, from: Address) -> Authorization {
+        Authorization {
+            from,
+            to: offer["payTo"].as_str().unwrap().parse().unwrap(),
+            value: U256::from_str_radix(offer["amount"].as_str().unwrap(), 10).unwrap(),
+            valid_after: now() - 600,
+            valid_before: now() + offer["maxTimeoutSeconds"].as_u64().unwrap(),
+            nonce: unique_b256("nonce"),
+            chain_id: offer["network"].as_str().unwrap()["eip155:".len()..]
+                .parse()
+                .unwrap(),
+            asset: offer["asset"].as_str().unwrap().parse().unwrap(),
+            name: offer["extra"]["name"].as_str().unwrap().to_string(),
+            version: offer["extra"]["version"].as_str().unwrap().to_string(),
+        }
+    }
+
+    pub fn sign(&self, signer: &PrivateKeySigner) -> Vec<u8> {
+        let domain = token_domain(&self.name, &self.version, self.chain_id, self.asset);
+        let msg = TransferWithAuthorization {
+            from: self.from,
+            to: self.to,
+            value: self.value,
+            validAfter: U256::from(self.valid_after),
+            validBefore: U256::from(self.valid_before),
+            nonce: self.nonce,
+        };
+        sign_authorization(signer, &domain, &msg)
+            .as_bytes()
+            .to_vec()
+    }
+
+    pub fn payload(&self, signature: &[u8]) -> Value {
+        json!({
+            "signature": format!("0x{}", alloy::hex::encode(signature)),
+            "authorization": {
+                "from": self.from.to_checksum(None),
+                "to": self.to.to_checksum(None),
+                "value": self.value.to_string(),
+                "validAfter": self.valid_after.to_string(),
+                "validBefore": self.valid_before.to_string(),
+                "nonce": format!("{:#x}", self.nonce),
+            }
+        })
+    }
+}
+
+/// A v2 `PAYMENT-SIGNATURE` header paying `offer` with `payload`.
+pub fn v2_header(offer: &Value, payload: Value) -> String {
+    let proof = json!({"x402Version": 2, "accepted": offer, "payload": payload});
+    base64::engine::general_purpose::STANDARD.encode(proof.to_string())
+}
+
+/// A v1 `X-PAYMENT` header.
+pub fn v1_header(network: &str, payload: Value) -> String {
+    let proof =
+        json!({"x402Version": 1, "scheme": "exact", "network": network, "payload": payload});
+    base64::engine::general_purpose::STANDARD.encode(proof.to_string())
+}
+
+pub fn decode_b64_json(value: &str) -> Value {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(value)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}

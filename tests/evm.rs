@@ -1,0 +1,736 @@
+//! EVM payments end to end: the real gateway, a real origin, and a real chain (anvil with our
+//! EIP-3009 token), paid by a client signing with alloy.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy::primitives::{Address, U256};
+use alloy::signers::local::PrivateKeySigner;
+use common::chain::*;
+use common::*;
+use serde_json::{json, Value};
+use x402_gate::store::Store;
+
+const PRICE: u64 = 10_000;
+
+struct Setup {
+    chain: Chain,
+    up: Upstream,
+    gw: Gateway,
+    pay_to: Address,
+    payer: PrivateKeySigner,
+}
+
+async fn setup_with(hook: Option<Hook>) -> Setup {
+    let chain = Chain::start().await;
+    let up = Upstream::start_with_hook(hook);
+    let pay_to = new_signer().address();
+    let cfg = evm_config(
+        &up.url(),
+        &chain.rpc.url,
+        &chain.settler_key,
+        &chain.token.to_checksum(None),
+        &pay_to.to_checksum(None),
+    );
+    let gw = Gateway::start(&cfg);
+    let payer = new_signer();
+    chain.mint(payer.address(), 1_000_000).await;
+    Setup {
+        chain,
+        up,
+        gw,
+        pay_to,
+        payer,
+    }
+}
+
+async fn setup() -> Setup {
+    setup_with(None).await
+}
+
+/// The offer the gateway makes for `path`.
+async fn offer(gw: &Gateway, path: &str) -> Value {
+    let resp = client().get(gw.url(path)).send().await.unwrap();
+    assert_eq!(resp.status(), 402);
+    let v2 = decode_b64_json(resp.headers()["payment-required"].to_str().unwrap());
+    v2["accepts"][0].clone()
+}
+
+/// A valid v2 payment header for `path`, signed by `payer`.
+async fn pay(s: &Setup, path: &str) -> (String, Authorization) {
+    let offer = offer(&s.gw, path).await;
+    let auth = Authorization::for_offer(&offer, s.payer.address());
+    let sig = auth.sign(&s.payer);
+    (v2_header(&offer, auth.payload(&sig)), auth)
+}
+
+async fn store(gw: &Gateway) -> Store {
+    Store::connect(&gw.database_url).await.unwrap()
+}
+
+fn receipt(resp: &reqwest::Response, name: &str) -> Value {
+    decode_b64_json(
+        resp.headers()
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} header"))
+            .to_str()
+            .unwrap(),
+    )
+}
+
+fn error_of(resp: &reqwest::Response) -> String {
+    let v2 = decode_b64_json(resp.headers()["payment-required"].to_str().unwrap());
+    v2["error"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_v2_payment_is_verified_settled_and_served() {
+    let s = setup().await;
+    let (header, auth) = pay(&s, "/paid/report").await;
+    let before = s.chain.balance(s.pay_to).await;
+    let resp = client()
+        .get(s.gw.url("/paid/report"))
+        .header("payment-signature", &header)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    let r = receipt(&resp, "payment-response");
+    assert_eq!(r["success"], true);
+    assert_eq!(r["network"], "eip155:84532");
+    assert_eq!(r["payer"], s.payer.address().to_checksum(None));
+    let tx = r["transaction"].as_str().unwrap().to_string();
+    assert_eq!(tx.len(), 66);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["path"], "/paid/report");
+    assert!(
+        body["headers"].get("payment-signature").is_none(),
+        "the proof reached the origin"
+    );
+    assert_eq!(s.chain.balance(s.pay_to).await - before, U256::from(PRICE));
+    assert!(
+        s.chain
+            .authorization_used(s.payer.address(), auth.nonce)
+            .await
+    );
+    let ledger = store(&s.gw).await.ledger(10).await.unwrap();
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0].tx_hash, tx);
+    assert_eq!(ledger[0].amount, PRICE.to_string());
+    assert_eq!(ledger[0].payer, s.payer.address().to_checksum(None));
+    assert_eq!(ledger[0].pay_to, s.pay_to.to_checksum(None));
+    assert_eq!(ledger[0].tenant, "acme");
+    assert_eq!(ledger[0].route, "/paid/*");
+    assert!(ledger[0].block_number > 0);
+    assert_eq!(s.up.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_v1_payment_is_settled_with_an_x_payment_response() {
+    let s = setup().await;
+    let offer = offer(&s.gw, "/paid/v1").await;
+    let auth = Authorization::for_offer(&offer, s.payer.address());
+    let header = v1_header("base-sepolia", auth.payload(&auth.sign(&s.payer)));
+    let resp = client()
+        .get(s.gw.url("/paid/v1"))
+        .header("x-payment", header)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    assert!(resp.headers().get("payment-response").is_none());
+    let r = receipt(&resp, "x-payment-response");
+    assert_eq!(r["success"], true);
+    assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_smart_wallet_pays_with_an_erc1271_signature() {
+    let s = setup().await;
+    let owner = new_signer();
+    let wallet = s.chain.deploy_wallet(owner.address()).await;
+    s.chain.mint(wallet, 50_000).await;
+    let offer = offer(&s.gw, "/paid/wallet").await;
+    let auth = Authorization::for_offer(&offer, wallet);
+    // Coinbase-Smart-Wallet-style wrapper: abi.encode(ownerIndex, ownerSignature).
+    use alloy::sol_types::SolValue;
+    let wrapped = (
+        U256::ZERO,
+        alloy::primitives::Bytes::from(auth.sign(&owner)),
+    )
+        .abi_encode_params();
+    let resp = client()
+        .get(s.gw.url("/paid/wallet"))
+        .header(
+            "payment-signature",
+            v2_header(&offer, auth.payload(&wrapped)),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", error_of(&resp));
+    assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
+    // A wrapper signed by someone else is refused on-chain, with no settlement.
+    let auth = Authorization::for_offer(&offer, wallet);
+    let wrapped = (
+        U256::ZERO,
+        alloy::primitives::Bytes::from(auth.sign(&new_signer())),
+    )
+        .abi_encode_params();
+    let resp = client()
+        .get(s.gw.url("/paid/wallet"))
+        .header(
+            "payment-signature",
+            v2_header(&offer, auth.payload(&wrapped)),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 402);
+    assert!(
+        error_of(&resp).starts_with("invalid_exact_evm_signature"),
+        "{}",
+        error_of(&resp)
+    );
+    assert_eq!(s.up.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replayed_proof_is_refused_and_never_reaches_the_origin() {
+    let s = setup().await;
+    let (header, _) = pay(&s, "/paid/once").await;
+    let c = client();
+    let first = c
+        .get(s.gw.url("/paid/once"))
+        .header("payment-signature", &header)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 201);
+    let calls = s.chain.rpc.calls();
+    let again = c
+        .get(s.gw.url("/paid/once"))
+        .header("payment-signature", &header)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 402);
+    assert!(
+        error_of(&again).starts_with("duplicate_settlement"),
+        "{}",
+        error_of(&again)
+    );
+    assert_eq!(
+        s.chain.rpc.calls(),
+        calls,
+        "a replay is answered from the cache and the store, no RPC"
+    );
+    // The same proof on another priced route is the same payment.
+    let elsewhere = c
+        .get(s.gw.url("/paid/other"))
+        .header("payment-signature", &header)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), 402);
+    assert_eq!(s.up.hits(), 1);
+    assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn twenty_concurrent_copies_of_one_proof_are_served_once() {
+    let s = setup().await;
+    let (header, _) = pay(&s, "/paid/race").await;
+    let c = client();
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let req = c
+            .get(s.gw.url("/paid/race"))
+            .header("payment-signature", header.clone());
+        tasks.push(tokio::spawn(async move {
+            req.send().await.unwrap().status().as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 402).count(),
+        19,
+        "{statuses:?}"
+    );
+    assert_eq!(s.up.hits(), 1, "the origin ran once for one payment");
+    assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
+    assert_eq!(store(&s.gw).await.ledger(10).await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_payments_from_one_settler_never_collide() {
+    let s = setup().await;
+    let c = client();
+    let offer = offer(&s.gw, "/paid/many").await;
+    let mut tasks = Vec::new();
+    for _ in 0..12 {
+        let auth = Authorization::for_offer(&offer, s.payer.address());
+        let header = v2_header(&offer, auth.payload(&auth.sign(&s.payer)));
+        let req = c
+            .get(s.gw.url("/paid/many"))
+            .header("payment-signature", header);
+        tasks.push(tokio::spawn(async move {
+            req.send().await.unwrap().status().as_u16()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 201);
+    }
+    assert_eq!(s.chain.balance(s.pay_to).await, U256::from(12 * PRICE));
+    assert_eq!(store(&s.gw).await.ledger(100).await.unwrap().len(), 12);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_invalid_proof_gets_its_reason_and_local_ones_cost_no_rpc() {
+    let s = setup().await;
+    let c = client();
+    let offer = offer(&s.gw, "/paid/x").await;
+    let base = Authorization::for_offer(&offer, s.payer.address());
+    let send = |header: String| {
+        let req = c
+            .get(s.gw.url("/paid/x"))
+            .header("payment-signature", header);
+        async move { req.send().await.unwrap() }
+    };
+
+    // Caught locally: no RPC call at all.
+    let mut local: Vec<(&str, String)> = Vec::new();
+    let mut a = base.clone();
+    a.valid_before = now() - 1;
+    local.push((
+        "invalid_exact_evm_payload_authorization_valid_before",
+        v2_header(&offer, a.payload(&a.sign(&s.payer))),
+    ));
+    let mut a = base.clone();
+    a.valid_after = now() + 300;
+    local.push((
+        "invalid_exact_evm_payload_authorization_valid_after",
+        v2_header(&offer, a.payload(&a.sign(&s.payer))),
+    ));
+    let mut a = base.clone();
+    a.value = U256::from(PRICE - 1);
+    local.push((
+        "invalid_exact_evm_authorization_value",
+        v2_header(&offer, a.payload(&a.sign(&s.payer))),
+    ));
+    let mut a = base.clone();
+    a.to = new_signer().address();
+    local.push((
+        "invalid_exact_evm_recipient_mismatch",
+        v2_header(&offer, a.payload(&a.sign(&s.payer))),
+    ));
+    let mut a = base.clone();
+    a.chain_id = 1; // signed for another chain
+    local.push((
+        "invalid_exact_evm_signature",
+        v2_header(&offer, a.payload(&a.sign(&s.payer))),
+    ));
+    let mut a = base.clone();
+    a.asset = new_signer().address(); // signed for another token
+    local.push((
+        "invalid_exact_evm_signature",
+        v2_header(&offer, a.payload(&a.sign(&s.payer))),
+    ));
+    let a = base.clone();
+    local.push((
+        "invalid_exact_evm_signature",
+        v2_header(&offer, a.payload(&a.sign(&new_signer()))),
+    ));
+    let mut wrong_chain = offer.clone();
+    wrong_chain["network"] = json!("eip155:1");
+    local.push((
+        "no_matching_payment_requirements",
+        v2_header(&wrong_chain, base.payload(&base.sign(&s.payer))),
+    ));
+    let mut wrong_asset = offer.clone();
+    wrong_asset["asset"] = json!(new_signer().address().to_checksum(None));
+    local.push((
+        "no_matching_payment_requirements",
+        v2_header(&wrong_asset, base.payload(&base.sign(&s.payer))),
+    ));
+
+    let calls = s.chain.rpc.calls();
+    for (reason, header) in local {
+        let resp = send(header).await;
+        assert_eq!(resp.status(), 402);
+        assert!(
+            error_of(&resp).starts_with(reason),
+            "{reason} expected, got {}",
+            error_of(&resp)
+        );
+    }
+    assert_eq!(
+        s.chain.rpc.calls(),
+        calls,
+        "local checks must not touch the chain"
+    );
+
+    // Known only on-chain: insufficient balance, an already used and a cancelled authorization.
+    let poor = new_signer();
+    let a = Authorization::for_offer(&offer, poor.address());
+    let resp = send(v2_header(&offer, a.payload(&a.sign(&poor)))).await;
+    assert!(
+        error_of(&resp).starts_with("invalid_exact_evm_insufficient_balance"),
+        "{}",
+        error_of(&resp)
+    );
+
+    let used = Authorization::for_offer(&offer, s.payer.address());
+    let sig = used.sign(&s.payer);
+    let (r, ss, v) = (&sig[..32], &sig[32..64], sig[64]);
+    use alloy::sol_types::SolCall;
+    let call = common::chain::ITestUSDC::transferWithAuthorizationCall {
+        from: used.from,
+        to: used.to,
+        value: used.value,
+        validAfter: U256::from(used.valid_after),
+        validBefore: U256::from(used.valid_before),
+        nonce: used.nonce,
+        v,
+        r: alloy::primitives::B256::from_slice(r),
+        s: alloy::primitives::B256::from_slice(ss),
+    };
+    assert!(s
+        .chain
+        .send(s.chain.token, call.abi_encode())
+        .await
+        .status());
+    let resp = send(v2_header(&offer, used.payload(&sig))).await;
+    assert!(
+        error_of(&resp).starts_with("invalid_exact_evm_nonce_already_used"),
+        "{}",
+        error_of(&resp)
+    );
+
+    let cancelled = Authorization::for_offer(&offer, s.payer.address());
+    s.chain.cancel(&s.payer, cancelled.nonce).await;
+    let resp = send(v2_header(
+        &offer,
+        cancelled.payload(&cancelled.sign(&s.payer)),
+    ))
+    .await;
+    assert!(
+        error_of(&resp).starts_with("invalid_exact_evm_nonce_already_used"),
+        "{}",
+        error_of(&resp)
+    );
+
+    assert_eq!(s.up.hits(), 0, "no invalid proof may reach the origin");
+    assert_eq!(store(&s.gw).await.count_claims("claimed").await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_an_origin_error_is_passed_through_and_not_charged() {
+    let s = setup().await;
+    let (header, auth) = pay(&s, "/paid/status/500").await;
+    let resp = client()
+        .get(s.gw.url("/paid/status/500"))
+        .header("payment-signature", &header)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 500);
+    assert!(resp.headers().get("payment-response").is_none());
+    assert_eq!(resp.text().await.unwrap(), "status 500");
+    assert_eq!(s.chain.balance(s.pay_to).await, U256::ZERO);
+    assert!(
+        !s.chain
+            .authorization_used(s.payer.address(), auth.nonce)
+            .await
+    );
+    let db = store(&s.gw).await;
+    assert_eq!(db.count_claims("released").await.unwrap(), 1);
+    assert!(db.ledger(10).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_failed_settlement_is_a_402_without_the_body() {
+    // The payer cancels its authorization while the origin works: settlement then reverts.
+    let payer = new_signer();
+    let nonce_slot: Arc<std::sync::Mutex<Option<alloy::primitives::B256>>> = Default::default();
+    let chain_slot: Arc<tokio::sync::OnceCell<(String, Address)>> = Default::default();
+    let hook: Hook = {
+        let payer = payer.clone();
+        let nonce_slot = nonce_slot.clone();
+        let chain_slot = chain_slot.clone();
+        Arc::new(move || {
+            let payer = payer.clone();
+            let nonce = nonce_slot.lock().unwrap().take();
+            let chain = chain_slot.get().cloned();
+            Box::pin(async move {
+                if let (Some(nonce), Some((url, token))) = (nonce, chain) {
+                    cancel_via(&url, token, &payer, nonce).await;
+                }
+            })
+        })
+    };
+    let mut s = setup_with(Some(hook)).await;
+    s.payer = payer;
+    s.chain.mint(s.payer.address(), 1_000_000).await;
+    chain_slot
+        .set((s.chain.anvil.endpoint(), s.chain.token))
+        .unwrap();
+    let (header, auth) = pay(&s, "/paid/hook").await;
+    *nonce_slot.lock().unwrap() = Some(auth.nonce);
+    let resp = client()
+        .get(s.gw.url("/paid/hook"))
+        .header("payment-signature", &header)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 402);
+    let r = receipt(&resp, "payment-response");
+    assert_eq!(r["success"], false);
+    assert_eq!(r["errorReason"], "invalid_exact_evm_transaction_failed");
+    assert_eq!(
+        r["transaction"].as_str().unwrap().len(),
+        66,
+        "the reverted tx is named"
+    );
+    let body = resp.text().await.unwrap();
+    assert!(
+        !body.contains("/paid/hook\",\"query\""),
+        "the origin's body leaked: {body}"
+    );
+    let v1: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v1["error"], "invalid_exact_evm_transaction_failed");
+    assert_eq!(s.up.hits(), 1);
+    assert_eq!(s.chain.balance(s.pay_to).await, U256::ZERO);
+    assert_eq!(store(&s.gw).await.count_claims("failed").await.unwrap(), 1);
+}
+
+async fn cancel_via(
+    url: &str,
+    token: Address,
+    payer: &PrivateKeySigner,
+    nonce: alloy::primitives::B256,
+) {
+    use alloy::providers::{Provider, ProviderBuilder};
+    use alloy::signers::SignerSync;
+    use alloy::sol_types::{SolCall, SolStruct};
+    let provider = ProviderBuilder::new().connect_http(url.parse().unwrap());
+    let from = provider.get_accounts().await.unwrap()[0];
+    let msg = CancelAuthorization {
+        authorizer: payer.address(),
+        nonce,
+    };
+    let domain = x402_gate::verify::evm::token_domain(TOKEN_NAME, TOKEN_VERSION, CHAIN_ID, token);
+    let sig = payer
+        .sign_hash_sync(&msg.eip712_signing_hash(&domain))
+        .unwrap();
+    let call = ITestUSDC::cancelAuthorizationCall {
+        authorizer: payer.address(),
+        nonce,
+        v: 27 + sig.v() as u8,
+        r: sig.r().into(),
+        s: sig.s().into(),
+    };
+    let tx = alloy::rpc::types::TransactionRequest::default()
+        .from(from)
+        .to(token)
+        .input(alloy::primitives::Bytes::from(call.abi_encode()).into());
+    let receipt = provider
+        .send_transaction(tx)
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert!(receipt.status());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn before_settles_first_then_serves() {
+    let s = setup().await;
+    let (header, _) = pay(&s, "/before/x").await;
+    let resp = client()
+        .get(s.gw.url("/before/x"))
+        .header("payment-signature", &header)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    assert_eq!(receipt(&resp, "payment-response")["success"], true);
+    assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
+    // Under `before` the client pays whatever the origin answers.
+    let (header, _) = pay(&s, "/before/status/500").await;
+    let resp = client()
+        .get(s.gw.url("/before/status/500"))
+        .header("payment-signature", &header)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 500);
+    assert_eq!(receipt(&resp, "payment-response")["success"], true);
+    assert_eq!(s.chain.balance(s.pay_to).await, U256::from(2 * PRICE));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_rpc_outage_is_a_503_and_charges_nothing() {
+    let s = setup().await;
+    let (header, auth) = pay(&s, "/paid/outage").await;
+    s.chain.rpc.set_down(true);
+    let resp = client()
+        .get(s.gw.url("/paid/outage"))
+        .header("payment-signature", &header)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "5");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "payment_unavailable");
+    assert_eq!(s.up.hits(), 0);
+    let db = store(&s.gw).await;
+    assert_eq!(
+        db.count_claims("claimed").await.unwrap(),
+        0,
+        "nothing claimed during the outage"
+    );
+    // The RPC is back: the very same proof pays.
+    s.chain.rpc.set_down(false);
+    let resp = client()
+        .get(s.gw.url("/paid/outage"))
+        .header("payment-signature", &header)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    assert!(
+        s.chain
+            .authorization_used(s.payer.address(), auth.nonce)
+            .await
+    );
+    assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deferred_answers_first_and_settles_in_the_background() {
+    let s = setup().await;
+    let (header, auth) = pay(&s, "/deferred/x").await;
+    let resp = client()
+        .get(s.gw.url("/deferred/x"))
+        .header("payment-signature", &header)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let r = receipt(&resp, "payment-response");
+    assert_eq!(r["success"], true);
+    assert_eq!(
+        r["transaction"], "",
+        "deferred: no transaction yet when the response leaves"
+    );
+    let db = store(&s.gw).await;
+    wait_for(|| async { db.ledger(10).await.unwrap().len() == 1 }).await;
+    assert!(
+        s.chain
+            .authorization_used(s.payer.address(), auth.nonce)
+            .await
+    );
+    assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deferred_settlements_survive_a_restart_and_land_once() {
+    use alloy::providers::ext::AnvilApi;
+    use alloy::providers::Provider;
+    let chain = Chain::start().await;
+    let up = Upstream::start();
+    let pay_to = new_signer().address();
+    let payer = new_signer();
+    chain.mint(payer.address(), 1_000_000).await;
+    let cfg = evm_config(
+        &up.url(),
+        &chain.rpc.url,
+        &chain.settler_key,
+        &chain.token.to_checksum(None),
+        &pay_to.to_checksum(None),
+    );
+    // The database outlives the first gateway.
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}", dir.path().join("gate.db").display());
+    let gw = Gateway::start_with_db(&cfg, &db_url);
+
+    // Stop mining: settlements get signed and sent but cannot confirm before the gateway dies.
+    chain.provider.anvil_set_auto_mine(false).await.unwrap();
+    let offer = offer(&gw, "/deferred/r").await;
+    let n = 5;
+    let mut nonces = Vec::new();
+    for _ in 0..n {
+        let auth = Authorization::for_offer(&offer, payer.address());
+        nonces.push(auth.nonce);
+        let resp = client()
+            .get(gw.url("/deferred/r"))
+            .header(
+                "payment-signature",
+                v2_header(&offer, auth.payload(&auth.sign(&payer))),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+    }
+    let db = Store::connect(&db_url).await.unwrap();
+    wait_for(|| async { db.count_claims("settling").await.unwrap() == n }).await;
+    assert!(db.ledger(100).await.unwrap().is_empty());
+
+    // Kill the gateway mid-settlement; only the database remains.
+    drop(gw);
+    chain.provider.anvil_set_auto_mine(true).await.unwrap();
+    chain.provider.evm_mine(None).await.unwrap();
+
+    // Restarted, it finds the queued settlements, recognises the transactions it already sent,
+    // and records each payment once.
+    let gw = Gateway::start_with_db(&cfg, &db_url);
+    wait_for(|| async { db.ledger(100).await.unwrap().len() == n as usize }).await;
+    assert_eq!(chain.balance(pay_to).await, U256::from(n as u64 * PRICE));
+    for nonce in nonces {
+        assert!(chain.authorization_used(payer.address(), nonce).await);
+    }
+    let ledger = db.ledger(100).await.unwrap();
+    let mut txs: Vec<_> = ledger.iter().map(|e| e.tx_hash.clone()).collect();
+    txs.sort();
+    txs.dedup();
+    assert_eq!(txs.len(), n as usize);
+    // The settler sent exactly one transaction per payment, across both lives of the gateway.
+    let settler: PrivateKeySigner = chain.settler_key.parse().unwrap();
+    let sent = chain
+        .provider
+        .get_transaction_count(settler.address())
+        .await
+        .unwrap();
+    assert_eq!(sent, n as u64);
+    assert_eq!(db.count_claims("settled").await.unwrap(), n);
+    drop(gw);
+}
+
+async fn wait_for<F, Fut>(mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !cond().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not met within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
