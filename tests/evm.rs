@@ -734,3 +734,34 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A client nobody here wrote: the reference `@x402/fetch` + `@x402/evm` (npm, v2) pays through
+/// the gateway on its own, from the 402 to the receipt.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_reference_x402_fetch_client_pays() {
+    let s = setup().await;
+    let key = format!("0x{}", alloy::hex::encode(s.payer.to_bytes()));
+    let url = s.gw.url("/paid/from-js?lang=ts");
+    let script = repo_path("tools/x402-fetch-pay.mjs");
+    let out = tokio::process::Command::new("node")
+        .arg(script)
+        .arg(&url)
+        .arg(&key)
+        .output()
+        .await
+        .expect("node runs (scripts/setup.sh installs it)");
+    assert!(
+        out.status.success(),
+        "the client failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["status"], 201, "{result}");
+    assert_eq!(result["receipt"]["success"], true, "{result}");
+    assert_eq!(result["receipt"]["payer"], s.payer.address().to_checksum(None));
+    let body: Value = serde_json::from_str(result["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["path"], "/paid/from-js");
+    assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
+    assert_eq!(s.up.hits(), 1);
+    assert_eq!(store(&s.gw).await.ledger(10).await.unwrap().len(), 1);
+}
