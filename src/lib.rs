@@ -2,8 +2,10 @@
 //! protocol (HTTP 402 Payment Required) in stablecoins.
 //!
 //! An unpaid request to a priced route gets a 402 challenge (the v2 `PAYMENT-REQUIRED` header and
-//! the v1 JSON body); a paid retry is checked against the route's own requirements before anything
-//! reaches the origin. Free routes are proxied untouched.
+//! the v1 JSON body). A paid retry is matched against the route's own requirements, verified
+//! (EVM `exact`/EIP-3009: locally, then one `eth_call`), claimed exactly once in the store, and
+//! settled on-chain before, after or deferred from the origin's answer, with a `PAYMENT-RESPONSE`
+//! receipt. Free routes are proxied untouched.
 //!
 //! # Layout
 //!
@@ -17,15 +19,26 @@
 //!              atomic amounts, wire reason codes
 //! routes/      route table: (host, method, normalized path) -> route; path normalization
 //! pricing/     price -> byte-stable PaymentRequirements per route; challenges; proof matching
-//! proxy/       impl ProxyHttp: ctx.rs (per-request state), gate.rs (decisions as plain
-//!              functions), respond.rs (the one place that writes 402/4xx/5xx and CORS)
+//! proxy/       impl ProxyHttp: ctx.rs (per-request state), gate.rs (header decisions as plain
+//!              functions), pay.rs (verify/claim/settle steps as values), respond.rs (the one
+//!              place that writes 402/4xx/5xx, receipts and CORS)
+//! verify/      trait PaymentVerifier; evm.rs: EIP-3009 verification and settlement on alloy
+//! store/       sqlx over SQLite or Postgres: consume-once claims, settlement ledger, deferred
+//!              queue; LazyStore opens a pool in the runtime that uses it
+//! settle/      settle_claim (sign, record tx hash, send, record); worker.rs: the deferred
+//!              settlement background service
+//! cache/       moka cache of verification outcomes (never the authority on replay)
 //! ```
 //!
 //! # Dependency rules
 //!
 //! ```text
-//! main -> app -> proxy -> routes -> pricing -> config -> x402
-//! x402 imports nothing internal; pingora stays in app and proxy.
+//! main -> app -> { proxy, settle::worker }
+//! proxy -> routes, pricing, verify, store, settle, cache, x402
+//! settle -> verify, store        store -> verify (value types)     verify -> pricing, x402
+//! routes -> pricing -> config -> x402          x402 imports nothing internal
+//! pingora stays in app, proxy and settle::worker; alloy in verify/evm; sqlx in store;
+//! moka in cache.
 //! ```
 
 pub mod app;

@@ -758,7 +758,10 @@ async fn the_reference_x402_fetch_client_pays() {
     let result: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(result["status"], 201, "{result}");
     assert_eq!(result["receipt"]["success"], true, "{result}");
-    assert_eq!(result["receipt"]["payer"], s.payer.address().to_checksum(None));
+    assert_eq!(
+        result["receipt"]["payer"],
+        s.payer.address().to_checksum(None)
+    );
     let body: Value = serde_json::from_str(result["body"].as_str().unwrap()).unwrap();
     assert_eq!(body["path"], "/paid/from-js");
     assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));

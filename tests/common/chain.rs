@@ -83,6 +83,8 @@ pub fn now() -> u64 {
 pub struct RpcProxy {
     pub url: String,
     pub calls: Arc<AtomicUsize>,
+    /// Total wall time spent answering JSON-RPC requests, in nanoseconds: the chain's share.
+    pub busy_nanos: Arc<AtomicU64>,
     pub down: Arc<AtomicBool>,
     pub methods: Arc<Mutex<Vec<String>>>,
     runtime: Option<tokio::runtime::Runtime>,
@@ -93,6 +95,7 @@ struct ProxyState {
     target: String,
     client: reqwest::Client,
     calls: Arc<AtomicUsize>,
+    busy_nanos: Arc<AtomicU64>,
     down: Arc<AtomicBool>,
     methods: Arc<Mutex<Vec<String>>>,
 }
@@ -113,7 +116,8 @@ async fn forward(State(s): State<ProxyState>, body: AxBytes) -> Response {
             v => m.extend(v["method"].as_str().map(String::from)),
         }
     }
-    match s
+    let started = std::time::Instant::now();
+    let resp = match s
         .client
         .post(&s.target)
         .header("content-type", "application/json")
@@ -127,7 +131,10 @@ async fn forward(State(s): State<ProxyState>, body: AxBytes) -> Response {
             (status, [("content-type", "application/json")], bytes).into_response()
         }
         Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
-    }
+    };
+    s.busy_nanos
+        .fetch_add(started.elapsed().as_nanos() as u64, Ordering::SeqCst);
+    resp
 }
 
 impl RpcProxy {
@@ -138,12 +145,14 @@ impl RpcProxy {
             .build()
             .unwrap();
         let calls = Arc::new(AtomicUsize::new(0));
+        let busy_nanos = Arc::new(AtomicU64::new(0));
         let down = Arc::new(AtomicBool::new(false));
         let methods = Arc::new(Mutex::new(Vec::new()));
         let state = ProxyState {
             target,
             client: reqwest::Client::new(),
             calls: calls.clone(),
+            busy_nanos: busy_nanos.clone(),
             down: down.clone(),
             methods: methods.clone(),
         };
@@ -158,6 +167,7 @@ impl RpcProxy {
         RpcProxy {
             url,
             calls,
+            busy_nanos,
             down,
             methods,
             runtime: Some(runtime),
