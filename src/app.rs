@@ -3,6 +3,7 @@
 //! pingora's own `ServerConf` is derived from ours, so operators never write pingora YAML.
 //! pingora owns its runtimes: `run` is synchronous and blocks until shutdown.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -10,13 +11,19 @@ use async_trait::async_trait;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 
+use arc_swap::ArcSwap;
+
+use crate::admin::{AdminService, AdminState};
 use crate::cache::VerifyCache;
 use crate::config::{Config, NetworkSigner};
+use crate::pricing::TenantTerms;
 use crate::proxy::pay::Payments;
 use crate::proxy::{Gateway, ProxySettings};
+use crate::routes::reload::{terms_from_records, RouteReloader};
 use crate::routes::RouteTable;
 use crate::settle::worker::SettlementWorker;
-use crate::store::{LazyStore, Store};
+use crate::store::{LazyStore, Store, TenantRecord};
+use crate::tenants::{KeyAuth, TenantDirectory};
 use crate::verify::evm::EvmVerifier;
 use crate::verify::Verifiers;
 
@@ -27,8 +34,13 @@ pub struct RunOptions {
     pub upgrade: bool,
 }
 
-/// Builds the pingora server with every service the config asks for.
-pub fn build_server(config: &Config, options: &RunOptions) -> anyhow::Result<Server> {
+/// Builds the pingora server with every service the config asks for. `terms` are the tenants'
+/// current terms from the store (see `prepare_database`).
+pub fn build_server(
+    config: &Config,
+    options: &RunOptions,
+    terms: &HashMap<String, TenantTerms>,
+) -> anyhow::Result<Server> {
     let conf = ServerConf {
         threads: config.server.threads,
         daemon: options.daemon,
@@ -45,21 +57,51 @@ pub fn build_server(config: &Config, options: &RunOptions) -> anyhow::Result<Ser
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let routes = Arc::new(RouteTable::build(config));
+    let shared_config = Arc::new(config.clone());
+    let routes = Arc::new(ArcSwap::from_pointee(RouteTable::build_with(config, terms)));
     let verifiers = build_verifiers(config)?;
     let wakeup = Arc::new(tokio::sync::Notify::new());
     // Each service opens its own pool, in its own runtime (see `LazyStore`).
+    let db = || Arc::new(LazyStore::new(&config.database.url));
+    let proxy_db = db();
     let payments = Arc::new(Payments {
         verifiers: verifiers.clone(),
-        store: Arc::new(LazyStore::new(&config.database.url)),
+        tenants: Arc::new(TenantDirectory::new(proxy_db.clone(), config.tiers.clone())),
+        store: proxy_db,
         cache: VerifyCache::default(),
         queue_wakeup: wakeup.clone(),
     });
-    let worker = SettlementWorker::new(
-        Arc::new(LazyStore::new(&config.database.url)),
-        verifiers,
-        wakeup,
-    );
+    let worker = SettlementWorker::new(db(), verifiers.clone(), wakeup);
+    server.add_service(pingora::services::background::background_service(
+        "tenant terms",
+        RouteReloader {
+            config: shared_config.clone(),
+            table: routes.clone(),
+            store: db(),
+        },
+    ));
+    let admin_db = db();
+    let admin = AdminService {
+        listen: config.server.admin_listen,
+        state: AdminState {
+            config: shared_config.clone(),
+            store: admin_db.clone(),
+            tenants: Arc::new(TenantDirectory::new(admin_db.clone(), config.tiers.clone())),
+            keys: Arc::new(KeyAuth::new(admin_db.clone())),
+            reloader: Arc::new(RouteReloader {
+                config: shared_config,
+                table: routes.clone(),
+                store: admin_db,
+            }),
+            verifiers,
+            cache: VerifyCache::default(),
+            admin_token: config.admin.token.clone(),
+        },
+    };
+    server.add_service(pingora::services::background::background_service(
+        "management API",
+        admin,
+    ));
     server.add_service(pingora::services::background::background_service(
         "deferred settlements",
         worker,
@@ -99,16 +141,37 @@ pub fn build_verifiers(config: &Config) -> anyhow::Result<Verifiers> {
 }
 
 /// Opens the database once at start, so a wrong URL or a failed migration stops the gateway
-/// before it listens, instead of failing every paid request. The pool is dropped with its
+/// before it listens, instead of failing every paid request; creates or updates the tenants the
+/// config declares; and returns every tenant's current terms. The pool is dropped with its
 /// throwaway runtime; the services open their own.
-pub fn check_database(url: &str) -> anyhow::Result<()> {
+pub fn prepare_database(config: &Config) -> anyhow::Result<HashMap<String, TenantTerms>> {
+    let url = &config.database.url;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
         let store = Store::connect(url).await?;
-        drop(store);
-        Ok::<_, crate::store::StoreError>(())
+        for t in &config.tenants {
+            store
+                .upsert_config_tenant(&TenantRecord {
+                    id: t.id.clone(),
+                    name: t.name.clone(),
+                    email: t.email.clone(),
+                    tier: t.tier.clone(),
+                    status: "active".into(),
+                    pay_to: t
+                        .pay_to
+                        .iter()
+                        .map(|(n, a)| (n.to_string(), a.clone()))
+                        .collect(),
+                    source: "config".into(),
+                    created_at: 0,
+                    updated_at: 0,
+                })
+                .await?;
+        }
+        let records = store.tenants().await?;
+        Ok::<_, crate::store::StoreError>(terms_from_records(config, &records))
     })
     .with_context(|| format!("database.url `{}`", redact_url(url)))
 }
@@ -130,8 +193,8 @@ pub fn run(
     options: RunOptions,
     shutdown: Option<Box<dyn ShutdownSignalWatch + Send + Sync>>,
 ) -> anyhow::Result<()> {
-    check_database(&config.database.url)?;
-    let server = build_server(&config, &options).context("building the server")?;
+    let terms = prepare_database(&config)?;
+    let server = build_server(&config, &options, &terms).context("building the server")?;
     tracing::info!(listen = %config.server.listen, routes = config.routes.len(), "x402-gate starting");
     let args = match shutdown {
         Some(signal) => RunArgs {

@@ -41,6 +41,7 @@
 //! moka in cache.
 //! ```
 
+pub mod admin;
 pub mod app;
 pub mod cache;
 pub mod cli;
@@ -50,5 +51,6 @@ pub mod proxy;
 pub mod routes;
 pub mod settle;
 pub mod store;
+pub mod tenants;
 pub mod verify;
 pub mod x402;

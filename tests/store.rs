@@ -5,7 +5,10 @@
 use std::sync::Arc;
 
 use alloy::primitives::{Address, Bytes, B256, U256};
-use x402_gate::store::{ClaimContext, Store};
+use x402_gate::store::{
+    day_string, period_of, ApiKeyRecord, ClaimContext, ClaimOutcome, PaymentFilter, Store,
+    TenantRecord,
+};
 use x402_gate::verify::evm::EvmAuthorization;
 use x402_gate::verify::{PaymentKey, PreparedSettlement, Settlement, Verified};
 
@@ -111,21 +114,31 @@ fn settlement(tx: u8) -> Settlement {
 
 async fn claim_is_once_until_released(store: Store) {
     let v = verified(1);
-    let id = store.claim(&v, &CTX).await.unwrap().expect("first claim");
+    let id = store
+        .claim(&v, &CTX, None)
+        .await
+        .unwrap()
+        .id()
+        .expect("first claim");
     assert_eq!(
-        store.claim(&v, &CTX).await.unwrap(),
+        store.claim(&v, &CTX, None).await.unwrap().id(),
         None,
         "a replay must not claim"
     );
     // Another nonce is another payment.
-    assert!(store.claim(&verified(2), &CTX).await.unwrap().is_some());
+    assert!(store
+        .claim(&verified(2), &CTX, None)
+        .await
+        .unwrap()
+        .id()
+        .is_some());
     // Released (not charged): the same proof may be presented again, same row.
     assert!(store.release(id, "origin answered 500").await.unwrap());
     assert_eq!(
         store.claim_status(id).await.unwrap().as_deref(),
         Some("released")
     );
-    assert_eq!(store.claim(&v, &CTX).await.unwrap(), Some(id));
+    assert_eq!(store.claim(&v, &CTX, None).await.unwrap().id(), Some(id));
     // Settled: never again.
     store
         .record_settlement(id, &v, &settlement(9), &CTX)
@@ -139,7 +152,7 @@ async fn claim_is_once_until_released(store: Store) {
         store.claim_status(id).await.unwrap().as_deref(),
         Some("settled")
     );
-    assert_eq!(store.claim(&v, &CTX).await.unwrap(), None);
+    assert_eq!(store.claim(&v, &CTX, None).await.unwrap().id(), None);
     store
         .record_settlement(id, &v, &settlement(9), &CTX)
         .await
@@ -159,24 +172,34 @@ async fn claim_is_once_until_released(store: Store) {
 
 async fn settled_claims_are_never_reclaimed(store: Store) {
     let v = verified(3);
-    let id = store.claim(&v, &CTX).await.unwrap().unwrap();
+    let id = store.claim(&v, &CTX, None).await.unwrap().id().unwrap();
     store
         .record_settlement(id, &v, &settlement(3), &CTX)
         .await
         .unwrap();
-    assert_eq!(store.claim(&v, &CTX).await.unwrap(), None);
+    assert_eq!(store.claim(&v, &CTX, None).await.unwrap().id(), None);
     let failed = verified(4);
-    let fid = store.claim(&failed, &CTX).await.unwrap().unwrap();
+    let fid = store
+        .claim(&failed, &CTX, None)
+        .await
+        .unwrap()
+        .id()
+        .unwrap();
     store.mark_failed(fid, "reverted").await.unwrap();
-    assert_eq!(store.claim(&failed, &CTX).await.unwrap(), None);
+    assert_eq!(store.claim(&failed, &CTX, None).await.unwrap().id(), None);
     let queued = verified(7);
-    let qid = store.claim(&queued, &CTX).await.unwrap().unwrap();
+    let qid = store
+        .claim(&queued, &CTX, None)
+        .await
+        .unwrap()
+        .id()
+        .unwrap();
     store.enqueue(qid, &queued).await.unwrap();
     assert!(
         !store.release(qid, "x").await.unwrap(),
         "a queued claim cannot be released"
     );
-    assert_eq!(store.claim(&queued, &CTX).await.unwrap(), None);
+    assert_eq!(store.claim(&queued, &CTX, None).await.unwrap().id(), None);
 }
 
 async fn concurrent_claims_admit_exactly_one(url: String) {
@@ -188,9 +211,9 @@ async fn concurrent_claims_admit_exactly_one(url: String) {
     for i in 0..40 {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
         let v = v.clone();
-        tasks.push(tokio::spawn(
-            async move { store.claim(&v, &CTX).await.unwrap() },
-        ));
+        tasks.push(tokio::spawn(async move {
+            store.claim(&v, &CTX, None).await.unwrap().id()
+        }));
     }
     let mut won = 0;
     for t in tasks {
@@ -204,7 +227,7 @@ async fn concurrent_claims_admit_exactly_one(url: String) {
 async fn queue_survives_reopening(url: String) {
     let store = Store::connect(&url).await.unwrap();
     let v = verified(6);
-    let id = store.claim(&v, &CTX).await.unwrap().unwrap();
+    let id = store.claim(&v, &CTX, None).await.unwrap().id().unwrap();
     store.enqueue(id, &v).await.unwrap();
     store.enqueue(id, &v).await.unwrap(); // idempotent
     assert_eq!(
@@ -255,6 +278,222 @@ async fn queue_survives_reopening(url: String) {
     );
 }
 
+fn tenant(id: &str) -> TenantRecord {
+    TenantRecord {
+        id: id.into(),
+        name: format!("{id} Inc"),
+        email: Some(format!("ops@{id}.test")),
+        tier: "free".into(),
+        status: "active".into(),
+        pay_to: [(
+            "eip155:84532".to_string(),
+            "0x209693Bc6afc0C5328bA36FaF03C514EF312287C".to_string(),
+        )]
+        .into_iter()
+        .collect(),
+        source: "api".into(),
+        created_at: 0,
+        updated_at: 0,
+    }
+}
+
+async fn tenants_keys_and_transactions(store: Store) {
+    assert!(store.create_tenant(&tenant("acme")).await.unwrap());
+    assert!(
+        !store.create_tenant(&tenant("acme")).await.unwrap(),
+        "ids are unique"
+    );
+    assert!(store
+        .update_tenant("acme", None, Some("pro"), Some("suspended"), None)
+        .await
+        .unwrap());
+    let t = store.tenant("acme").await.unwrap().unwrap();
+    assert_eq!((t.tier.as_str(), t.status.as_str()), ("pro", "suspended"));
+    assert_eq!(
+        t.pay_to["eip155:84532"],
+        "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
+    );
+    // A config upsert follows the file but keeps the status set through the API.
+    let mut from_file = tenant("acme");
+    from_file.tier = "starter".into();
+    store.upsert_config_tenant(&from_file).await.unwrap();
+    let t = store.tenant("acme").await.unwrap().unwrap();
+    assert_eq!(
+        (t.tier.as_str(), t.status.as_str(), t.source.as_str()),
+        ("starter", "suspended", "config")
+    );
+    assert!(store.tenant("nobody").await.unwrap().is_none());
+    assert!(!store
+        .update_tenant("nobody", Some("x"), None, None, None)
+        .await
+        .unwrap());
+
+    let key = ApiKeyRecord {
+        id: "key_1".into(),
+        tenant_id: "acme".into(),
+        prefix: "abcdef123456".into(),
+        hash: "00ff".into(),
+        scopes: vec!["verify".into(), "usage:read".into()],
+        created_at: 1,
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+        replaced_by: None,
+    };
+    store.insert_key(&key).await.unwrap();
+    let found = store.key_by_prefix("abcdef123456").await.unwrap().unwrap();
+    assert_eq!(found.scopes, key.scopes);
+    assert!(found.is_live(100));
+    store.touch_key("key_1").await.unwrap();
+    assert!(store
+        .key("key_1")
+        .await
+        .unwrap()
+        .unwrap()
+        .last_used_at
+        .is_some());
+    store.retire_key("key_1", "key_2", 50).await.unwrap();
+    let retired = store.key("key_1").await.unwrap().unwrap();
+    assert!(retired.is_live(49) && !retired.is_live(50));
+    assert_eq!(retired.replaced_by.as_deref(), Some("key_2"));
+    assert!(store.revoke_key("key_1").await.unwrap());
+    assert!(!store.revoke_key("key_1").await.unwrap());
+    assert!(!store.key("key_1").await.unwrap().unwrap().is_live(0));
+    assert_eq!(store.keys_of("acme").await.unwrap().len(), 1);
+
+    assert!(store
+        .consume_transaction("acme", "eip155:84532", "0xAB", "0x1", "10")
+        .await
+        .unwrap());
+    assert!(!store
+        .consume_transaction("acme", "eip155:84532", "0xab", "0x1", "10")
+        .await
+        .unwrap());
+    assert!(store
+        .consume_transaction("other", "eip155:84532", "0xab", "0x1", "10")
+        .await
+        .unwrap());
+}
+
+async fn quota_admits_exactly_the_limit_under_concurrency(url: String) {
+    let a = Store::connect(&url).await.unwrap();
+    let b = Store::connect(&url).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..50u8 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            store
+                .claim(&verified(100 + i), &CTX, Some(10))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.unwrap());
+    }
+    let claimed: Vec<i64> = outcomes.iter().filter_map(|o| o.id()).collect();
+    assert_eq!(claimed.len(), 10, "{outcomes:?}");
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == ClaimOutcome::QuotaExceeded)
+            .count(),
+        40
+    );
+    let period = period_of(x402_gate::verify::unix_now() as i64);
+    assert_eq!(a.usage("acme", &period).await.unwrap(), 10);
+    // A refused claim left no row behind: the same proof can pay once there is room.
+    assert_eq!(a.count_claims("claimed").await.unwrap(), 10);
+    // Releasing a claim (not charged) gives its count back.
+    assert!(a.release(claimed[0], "origin failed").await.unwrap());
+    assert_eq!(a.usage("acme", &period).await.unwrap(), 9);
+    let late = outcomes
+        .iter()
+        .position(|o| *o == ClaimOutcome::QuotaExceeded)
+        .unwrap() as u8;
+    assert!(a
+        .claim(&verified(100 + late), &CTX, Some(10))
+        .await
+        .unwrap()
+        .id()
+        .is_some());
+    assert_eq!(a.usage("acme", &period).await.unwrap(), 10);
+    assert!(!a
+        .count_verification("acme", &period, Some(10))
+        .await
+        .unwrap());
+    assert!(a.count_verification("acme", &period, None).await.unwrap());
+}
+
+async fn revenue_and_daily_series(store: Store) {
+    for (i, route) in [(1u8, "/a/*"), (2, "/a/*"), (3, "/b")] {
+        let v = verified(i);
+        let ctx = ClaimContext {
+            tenant: "acme",
+            route,
+        };
+        let id = store.claim(&v, &ctx, None).await.unwrap().id().unwrap();
+        store
+            .record_settlement(id, &v, &settlement(i), &ctx)
+            .await
+            .unwrap();
+    }
+    let lines = store.revenue("acme", 0).await.unwrap();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(
+        (
+            lines[0].route.as_str(),
+            lines[0].payments,
+            lines[0].amount.as_str()
+        ),
+        ("/a/*", 2, "20000")
+    );
+    assert_eq!(
+        (
+            lines[1].route.as_str(),
+            lines[1].payments,
+            lines[1].amount.as_str()
+        ),
+        ("/b", 1, "10000")
+    );
+    let days = store.daily("acme", 0).await.unwrap();
+    assert_eq!(days.len(), 1);
+    assert_eq!(days[0].payments, 3);
+    assert_eq!(
+        days[0].day,
+        day_string(x402_gate::verify::unix_now() as i64 / 86_400)
+    );
+    let page = store
+        .payments(&PaymentFilter {
+            tenant: Some("acme".into()),
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 2);
+    let rest = store
+        .payments(&PaymentFilter {
+            before_id: Some(page[1].id),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 1);
+    assert!(store
+        .payments(&PaymentFilter {
+            tenant: Some("other".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store.revenue("other", 0).await.unwrap().is_empty());
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),*) => {
         mod sqlite {
@@ -284,6 +523,15 @@ async fn run(name: &str, url: String) {
         }
         "concurrent_claims_admit_exactly_one" => concurrent_claims_admit_exactly_one(url).await,
         "queue_survives_reopening" => queue_survives_reopening(url).await,
+        "tenants_keys_and_transactions" => {
+            tenants_keys_and_transactions(Store::connect(&url).await.unwrap()).await
+        }
+        "quota_admits_exactly_the_limit_under_concurrency" => {
+            quota_admits_exactly_the_limit_under_concurrency(url).await
+        }
+        "revenue_and_daily_series" => {
+            revenue_and_daily_series(Store::connect(&url).await.unwrap()).await
+        }
         other => panic!("unknown test {other}"),
     }
 }
@@ -292,5 +540,8 @@ on_both_backends!(
     claim_is_once_until_released,
     settled_claims_are_never_reclaimed,
     concurrent_claims_admit_exactly_one,
-    queue_survives_reopening
+    queue_survives_reopening,
+    tenants_keys_and_transactions,
+    quota_admits_exactly_the_limit_under_concurrency,
+    revenue_and_daily_series
 );

@@ -17,6 +17,7 @@ use std::time::Duration;
 use crate::x402::{AtomicAmount, Network};
 
 pub use env::expand_str;
+pub use validate::parse_address_for;
 
 /// One configuration error, with the key path it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,8 +238,12 @@ pub struct RouteConfig {
     pub methods: Option<Vec<String>>,
     pub upstream: Upstream,
     pub price: Price,
-    /// The networks the route can be paid on, resolved against the tenant's tier and pay_to.
+    /// The networks the route can be paid on, resolved against the tenant's tier and pay_to as
+    /// the file declares them.
     pub networks: Vec<Network>,
+    /// The `networks` key as written (`None`: every network the tenant's tier allows), so the
+    /// offers can be re-resolved when a tenant's tier or pay_to changes at run time.
+    pub networks_listed: Option<Vec<Network>>,
     pub description: String,
     pub mime_type: String,
     pub settle: SettlePolicy,

@@ -625,6 +625,11 @@ fn routes(
                 format!("must be at least {MIN_TIMEOUT_SECONDS} (an authorization must outlive its settlement)"),
             );
         }
+        let networks_listed = r.networks.as_ref().map(|l| {
+            l.iter()
+                .filter_map(|n| Network::from_str(n).ok())
+                .collect::<Vec<_>>()
+        });
         let route_networks = match (&price, tenant) {
             (Price::Free, _) | (_, None) => Vec::new(),
             (price, Some(tenant)) => {
@@ -641,6 +646,7 @@ fn routes(
                 upstream,
                 price,
                 networks: route_networks,
+                networks_listed,
                 description: r.description.unwrap_or_default(),
                 mime_type: r.mime_type.unwrap_or_else(|| "application/json".into()),
                 settle,
@@ -854,7 +860,8 @@ fn is_solana_address(a: &str) -> bool {
     matches!(bs58::decode(a).into_vec(), Ok(b) if b.len() == 32)
 }
 
-fn parse_address_for(network: &Network, a: &str) -> Result<String, String> {
+/// Parses a payout address for its network's namespace (EVM hex, Solana base58).
+pub fn parse_address_for(network: &Network, a: &str) -> Result<String, String> {
     match network.namespace() {
         Namespace::Eip155 => parse_evm_address(a),
         Namespace::Solana if is_solana_address(a) => Ok(a.to_string()),

@@ -7,9 +7,9 @@ use serde::Serialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 
-use crate::config::{
-    AssetConfig, Config, NetworkSigner, Price, RouteConfig, SettlePolicy, TenantConfig,
-};
+use std::collections::BTreeMap;
+
+use crate::config::{AssetConfig, Config, NetworkSigner, Price, RouteConfig, SettlePolicy, Tier};
 use crate::x402::{
     encode_header, AtomicAmount, Namespace, Network, PaymentPayloadV1, PaymentProof,
     PaymentRequirements, PaymentRequirementsV1, ResourceInfo,
@@ -61,17 +61,62 @@ struct PaymentRequiredV1Out<'a> {
     accepts: Vec<PaymentRequirementsV1>,
 }
 
+/// What a tenant's routes are paid with right now: its tier and payout addresses, from the
+/// store when the tenant has been changed at run time, else from the config.
+#[derive(Debug, Clone)]
+pub struct TenantTerms {
+    pub tier: Option<Tier>,
+    pub pay_to: BTreeMap<Network, String>,
+}
+
+impl TenantTerms {
+    /// The terms the config declares for `tenant`.
+    pub fn from_config(config: &Config, tenant: &str) -> Option<TenantTerms> {
+        let t = config.tenants.iter().find(|t| t.id == tenant)?;
+        Some(TenantTerms {
+            tier: config.tiers.get(&t.tier).cloned(),
+            pay_to: t.pay_to.clone(),
+        })
+    }
+}
+
+/// The networks a priced route is offered on under `terms`: those listed on the route (or every
+/// configured network) that the tier allows, the tenant has a pay_to for, and that carry an asset
+/// the price can be paid in. Sorted by CAIP-2 id when not listed.
+pub fn effective_networks(
+    route: &RouteConfig,
+    config: &Config,
+    terms: &TenantTerms,
+) -> Vec<Network> {
+    let candidates: Vec<Network> = match &route.networks_listed {
+        Some(list) => list.clone(),
+        None => config.networks.keys().cloned().collect(),
+    };
+    candidates
+        .into_iter()
+        .filter(|n| terms.tier.as_ref().is_some_and(|t| t.allows(n)))
+        .filter(|n| terms.pay_to.contains_key(n))
+        .filter(|n| {
+            config
+                .networks
+                .get(n)
+                .is_some_and(|net| match &route.price {
+                    Price::Fixed { asset, .. } => net.assets.iter().any(|a| &a.symbol == asset),
+                    _ => !net.assets.is_empty(),
+                })
+        })
+        .collect()
+}
+
 impl Offers {
-    /// The offers of a route; `None` for a free route.
-    pub fn for_route(route: &RouteConfig, config: &Config) -> Option<Offers> {
+    /// The offers of a route under the tenant's current terms; `None` for a free route.
+    pub fn for_route(route: &RouteConfig, config: &Config, terms: &TenantTerms) -> Option<Offers> {
         if route.price == Price::Free {
             return None;
         }
-        let tenant = config.tenants.iter().find(|t| t.id == route.tenant)?;
-        let offers: Vec<Offer> = route
-            .networks
+        let offers: Vec<Offer> = effective_networks(route, config, terms)
             .iter()
-            .flat_map(|network| offers_on(route, config, tenant, network))
+            .flat_map(|network| offers_on(route, config, terms, network))
             .collect();
         let accepts: Vec<&PaymentRequirements> = offers.iter().map(|o| &o.requirement).collect();
         let accepts_v2 = serde_json::value::to_raw_value(&accepts).expect("requirements serialize");
@@ -150,7 +195,12 @@ impl Offers {
     }
 }
 
-fn requirement_eq(ours: &PaymentRequirements, theirs: &PaymentRequirements, ns: Namespace) -> bool {
+/// Whether a client's echoed requirement is ours (EVM addresses compared case-insensitively).
+pub fn requirement_eq(
+    ours: &PaymentRequirements,
+    theirs: &PaymentRequirements,
+    ns: Namespace,
+) -> bool {
     let addr_eq = |a: &str, b: &str| match ns {
         Namespace::Eip155 => a.eq_ignore_ascii_case(b),
         Namespace::Solana => a == b,
@@ -167,10 +217,10 @@ fn requirement_eq(ours: &PaymentRequirements, theirs: &PaymentRequirements, ns: 
 fn offers_on(
     route: &RouteConfig,
     config: &Config,
-    tenant: &TenantConfig,
+    terms: &TenantTerms,
     network: &Network,
 ) -> Vec<Offer> {
-    let (Some(net), Some(pay_to)) = (config.networks.get(network), tenant.pay_to.get(network))
+    let (Some(net), Some(pay_to)) = (config.networks.get(network), terms.pay_to.get(network))
     else {
         return Vec::new();
     };

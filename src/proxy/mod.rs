@@ -26,6 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
@@ -64,13 +65,17 @@ impl From<&ServerConfig> for ProxySettings {
 }
 
 pub struct Gateway {
-    routes: Arc<RouteTable>,
+    routes: Arc<ArcSwap<RouteTable>>,
     settings: ProxySettings,
     payments: Arc<Payments>,
 }
 
 impl Gateway {
-    pub fn new(routes: Arc<RouteTable>, settings: ProxySettings, payments: Arc<Payments>) -> Self {
+    pub fn new(
+        routes: Arc<ArcSwap<RouteTable>>,
+        settings: ProxySettings,
+        payments: Arc<Payments>,
+    ) -> Self {
         Gateway {
             routes,
             settings,
@@ -123,8 +128,9 @@ impl ProxyHttp for Gateway {
             .or_else(|| req.uri.host())
             .map(str::to_owned);
 
+        let routes = self.routes.load();
         if let Some(method) = gate::preflight_method(&req.method, &req.headers) {
-            if let Some(route) = self.routes.find(host.as_deref(), method, &path) {
+            if let Some(route) = routes.find(host.as_deref(), method, &path) {
                 if !route.is_free() {
                     let methods = route
                         .config
@@ -142,8 +148,7 @@ impl ProxyHttp for Gateway {
             }
         }
 
-        let Some(route) = self
-            .routes
+        let Some(route) = routes
             .find(host.as_deref(), req.method.as_str(), &path)
             .cloned()
         else {
@@ -162,6 +167,36 @@ impl ProxyHttp for Gateway {
         let Some(offers) = route.offers.as_ref() else {
             return Ok(false);
         };
+        // The tenant's standing, before any payment is asked for: never take money we will not
+        // serve.
+        let standing = match self.payments.tenants.state(&route.config.tenant).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(tenant = %route.config.tenant, "tenant standing unavailable: {e}");
+                respond::unavailable(
+                    session,
+                    "the gateway cannot check this API's plan right now",
+                    None,
+                    origin,
+                )
+                .await?;
+                return Ok(true);
+            }
+        };
+        if !standing.active {
+            let msg = "this API's account is suspended";
+            respond::json_error(session, 403, "tenant_suspended", msg, origin).await?;
+            return Ok(true);
+        }
+        if !standing.has_quota() {
+            respond::quota_exceeded(session, &standing, origin).await?;
+            return Ok(true);
+        }
+        if offers.offers.is_empty() {
+            let msg = "this route cannot be paid on any network its provider's plan allows";
+            respond::json_error(session, 403, "no_payable_network", msg, origin).await?;
+            return Ok(true);
+        }
         let req = session.req_header();
         let path_and_query = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
         ctx.resource_url = gate::resource_url(
@@ -197,6 +232,7 @@ impl ProxyHttp for Gateway {
             &proof,
             &header_bytes,
             receipt_header,
+            standing.limit(),
         )
         .await
         {
@@ -204,6 +240,10 @@ impl ProxyHttp for Gateway {
             pay::Admission::Rejected(r) => {
                 let c = offers.challenge(&ctx.resource_url, &r.error_text());
                 respond::challenge(session, c, None, origin).await?;
+                return Ok(true);
+            }
+            pay::Admission::QuotaExceeded => {
+                respond::quota_exceeded(session, &standing, origin).await?;
                 return Ok(true);
             }
             pay::Admission::Unavailable(msg) => {

@@ -10,7 +10,8 @@ use crate::config::SettlePolicy;
 use crate::pricing::Offer;
 use crate::routes::Route;
 use crate::settle::settle_claim;
-use crate::store::{ClaimContext, LazyStore};
+use crate::store::{ClaimContext, ClaimOutcome, LazyStore};
+use crate::tenants::TenantDirectory;
 use crate::verify::{SettleError, Settlement, Verified, Verifiers, VerifyError};
 use crate::x402::{self, PaymentProof, Reason, SettlementResponse};
 
@@ -19,6 +20,7 @@ use super::gate::Rejection;
 /// Everything the proxy needs to take payments.
 pub struct Payments {
     pub verifiers: Verifiers,
+    pub tenants: Arc<TenantDirectory>,
     pub store: Arc<LazyStore>,
     pub cache: VerifyCache,
     pub queue_wakeup: Arc<Notify>,
@@ -89,6 +91,8 @@ pub enum Admission {
     Rejected(Rejection),
     /// Our side failed (RPC, database): 503, nothing claimed.
     Unavailable(String),
+    /// The tenant's monthly verified payments are used up: 429, nothing claimed.
+    QuotaExceeded,
 }
 
 /// The outcome of settling: the receipt to send, or why the client gets no resource.
@@ -111,6 +115,7 @@ pub async fn admit(
     proof: &PaymentProof,
     header: &[u8],
     receipt_header: &'static str,
+    limit: Option<i64>,
 ) -> Admission {
     let Some(verifier) = payments.verifiers.get(&offer.network) else {
         return Admission::Rejected(Rejection::new(
@@ -144,8 +149,11 @@ pub async fn admit(
         tenant: &tenant,
         route: &route_name,
     };
-    match store.claim(&verified, &ctx).await {
-        Ok(Some(claim_id)) => Admission::Admitted(PaymentState {
+    let outcome = store.claim(&verified, &ctx, limit).await;
+    // The month's count moved (or hit the limit): the cached standing is stale.
+    payments.tenants.invalidate(&tenant).await;
+    match outcome {
+        Ok(ClaimOutcome::Claimed(claim_id)) => Admission::Admitted(PaymentState {
             network: verified.key.network.clone(),
             verified,
             claim_id,
@@ -155,10 +163,11 @@ pub async fn admit(
             route: route_name,
             stage: Stage::Claimed,
         }),
-        Ok(None) => Admission::Rejected(Rejection::new(
+        Ok(ClaimOutcome::Duplicate) => Admission::Rejected(Rejection::new(
             Reason::DuplicateSettlement,
             "this payment has already been used",
         )),
+        Ok(ClaimOutcome::QuotaExceeded) => Admission::QuotaExceeded,
         Err(e) => Admission::Unavailable(format!("database: {e}")),
     }
 }
@@ -247,6 +256,7 @@ pub async fn release(payments: &Payments, state: &mut PaymentState, why: &str) {
         return;
     }
     state.stage = Stage::Released;
+    payments.tenants.invalidate(&state.tenant).await;
     match payments.store.get().await {
         Ok(store) => {
             if let Err(e) = store.release(state.claim_id, why).await {

@@ -141,3 +141,24 @@ async fn write(session: &mut Session, resp: ResponseHeader, body: Bytes) -> Resu
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await
 }
+
+/// 429 for a tenant whose monthly verified payments are used up; asked before any payment.
+pub async fn quota_exceeded(
+    session: &mut Session,
+    standing: &crate::tenants::TenantState,
+    allow_origin: &str,
+) -> Result<()> {
+    let body = serde_json::to_vec(&serde_json::json!({
+        "error": "tenant_quota_exceeded",
+        "message": "this API has used its verified payments for the month; try again next month",
+        "period": standing.period,
+        "limit": standing.limit(),
+    }))
+    .expect("json serializes");
+    let mut resp = ResponseHeader::build(429, Some(5))?;
+    resp.insert_header("content-type", "application/json")?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    resp.insert_header("cache-control", "no-store")?;
+    add_cors(&mut resp, allow_origin)?;
+    write(session, resp, Bytes::from(body)).await
+}

@@ -6,11 +6,15 @@
 //! catch-all, and reach an origin that decodes them into the priced resource without payment.
 //! May import: config, pricing, x402.
 
+pub mod reload;
+
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use std::collections::HashMap;
+
 use crate::config::{Config, PathPattern, RouteConfig};
-use crate::pricing::Offers;
+use crate::pricing::{Offers, TenantTerms};
 
 /// A configured route with its precomputed payment offers (`None` for a free route).
 #[derive(Debug)]
@@ -43,18 +47,33 @@ pub enum PathError {
 }
 
 impl RouteTable {
+    /// The table as the config declares it.
     pub fn build(config: &Config) -> Self {
+        Self::build_with(config, &HashMap::new())
+    }
+
+    /// The table with some tenants' terms (tier, pay_to) taken from `terms` instead of the
+    /// config: how changes made through the management API reach the challenges.
+    pub fn build_with(config: &Config, terms: &HashMap<String, TenantTerms>) -> Self {
         let routes = config
             .routes
             .iter()
             .map(|r| {
+                let t = terms
+                    .get(&r.tenant)
+                    .cloned()
+                    .or_else(|| TenantTerms::from_config(config, &r.tenant));
                 Arc::new(Route {
                     config: r.clone(),
-                    offers: Offers::for_route(r, config),
+                    offers: t.and_then(|t| Offers::for_route(r, config, &t)),
                 })
             })
             .collect();
         RouteTable { routes }
+    }
+
+    pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.routes.iter()
     }
 
     pub fn len(&self) -> usize {

@@ -7,8 +7,15 @@
 //! The store is the authority on replay: caches may answer "valid", only a claim here admits.
 //! May import: verify (its value types), x402.
 
+mod tenants;
+
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
+
+pub use tenants::{
+    day_string, month_start, period_of, ApiKeyRecord, DailyLine, PaymentFilter, PaymentRecord,
+    RevenueLine, TenantRecord,
+};
 
 use crate::verify::{PreparedSettlement, Settlement, Verified};
 
@@ -63,6 +70,25 @@ pub struct QueuedSettlement {
     pub route: String,
 }
 
+/// What became of a claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    Claimed(i64),
+    /// The payment was already claimed: a replay.
+    Duplicate,
+    /// The tenant has used its verified payments for this month.
+    QuotaExceeded,
+}
+
+impl ClaimOutcome {
+    pub fn id(self) -> Option<i64> {
+        match self {
+            ClaimOutcome::Claimed(id) => Some(id),
+            _ => None,
+        }
+    }
+}
+
 /// Where a claim was made and for what, recorded with it.
 #[derive(Debug, Clone)]
 pub struct ClaimContext<'a> {
@@ -70,7 +96,7 @@ pub struct ClaimContext<'a> {
     pub route: &'a str,
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     crate::verify::unix_now() as i64
 }
 
@@ -110,22 +136,26 @@ impl Store {
         self.backend
     }
 
-    /// Claims a payment for one request: one atomic statement on the UNIQUE key. Returns the
-    /// claim id, or `None` when the payment was already claimed (a replay). A claim released as
-    /// not charged can be taken again.
+    /// Claims a payment for one request and counts it toward the tenant's month, in one
+    /// transaction: the claim is one atomic statement on the UNIQUE key (a replay gets
+    /// `Duplicate`), the count one conditional upsert that refuses to pass `limit` (`None`:
+    /// unlimited). A claim released as not charged can be taken again.
     pub async fn claim(
         &self,
         v: &Verified,
         ctx: &ClaimContext<'_>,
-    ) -> Result<Option<i64>, StoreError> {
+        limit: Option<i64>,
+    ) -> Result<ClaimOutcome, StoreError> {
         let t = now();
+        let period = period_of(t);
+        let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
             "INSERT INTO payment_claims
-                (network, asset, payer, nonce, status, tenant, route, amount, valid_before, claimed_at, updated_at)
-             VALUES ($1, $2, $3, $4, 'claimed', $5, $6, $7, $8, $9, $9)
+                (network, asset, payer, nonce, status, tenant, route, amount, valid_before, claimed_at, updated_at, period)
+             VALUES ($1, $2, $3, $4, 'claimed', $5, $6, $7, $8, $9, $9, $10)
              ON CONFLICT (network, asset, payer, nonce) DO UPDATE SET
                 status = 'claimed', tenant = excluded.tenant, route = excluded.route,
-                amount = excluded.amount, tx_hash = NULL, error = NULL,
+                amount = excluded.amount, tx_hash = NULL, error = NULL, period = excluded.period,
                 claimed_at = excluded.claimed_at, updated_at = excluded.updated_at
              WHERE payment_claims.status = 'released'
              RETURNING id",
@@ -139,9 +169,19 @@ impl Store {
         .bind(&v.amount)
         .bind(v.valid_before.min(i64::MAX as u64) as i64)
         .bind(t)
-        .fetch_optional(&self.pool)
+        .bind(&period)
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(row.map(|r| r.get::<i64, _>(0)))
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Ok(ClaimOutcome::Duplicate);
+        };
+        if !tenants::count_in(&mut *tx, ctx.tenant, &period, limit).await? {
+            tx.rollback().await?;
+            return Ok(ClaimOutcome::QuotaExceeded);
+        }
+        tx.commit().await?;
+        Ok(ClaimOutcome::Claimed(row.get::<i64, _>(0)))
     }
 
     async fn set_status(
@@ -168,17 +208,36 @@ impl Store {
     /// Gives a claim back: the payment was not charged and may be presented again. Only a claim
     /// still being served (or whose transaction was never sent) can be released: a settled or
     /// queued payment must never become claimable again.
+    /// Its verified payment is given back to the tenant's month too.
     pub async fn release(&self, claim_id: i64, why: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
             "UPDATE payment_claims SET status = 'released', error = $1, updated_at = $2
-             WHERE id = $3 AND status IN ('claimed', 'settling')",
+             WHERE id = $3 AND status IN ('claimed', 'settling')
+             RETURNING tenant, period",
         )
         .bind(why)
         .bind(now())
         .bind(claim_id)
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        let (tenant, period): (String, Option<String>) = (row.get(0), row.get(1));
+        if let Some(period) = period {
+            sqlx::query(
+                "UPDATE usage_counters SET verified = verified - 1
+                 WHERE tenant_id = $1 AND period = $2 AND verified > 0",
+            )
+            .bind(tenant)
+            .bind(period)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Records that a settlement transaction was signed and is about to be sent.

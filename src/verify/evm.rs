@@ -529,6 +529,91 @@ fn revert_text(e: &RpcError<TransportErrorKind>) -> Option<String> {
 
 #[async_trait]
 impl PaymentVerifier for EvmVerifier {
+    async fn verify_transfer(
+        &self,
+        tx_hash: &str,
+        recipient: &str,
+        min_amount: u128,
+        assets: &[crate::config::AssetConfig],
+    ) -> Result<super::TransferFacts, VerifyError> {
+        let hash: B256 = tx_hash
+            .parse()
+            .map_err(|_| bad_payload(format!("`{tx_hash}` is not a transaction hash")))?;
+        let recipient: Address = recipient
+            .parse()
+            .map_err(|_| bad_payload(format!("`{recipient}` is not an address")))?;
+        let unavailable = |e: RpcError<TransportErrorKind>| {
+            VerifyError::Unavailable(format!("{}: {e}", self.network))
+        };
+        let receipt = self
+            .provider
+            .get_transaction_receipt(hash)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| {
+                VerifyError::invalid(Reason::TxNotFound, format!("no mined transaction {hash}"))
+            })?;
+        if !receipt.status() {
+            return Err(VerifyError::invalid(
+                Reason::TxFailed,
+                "the transaction reverted",
+            ));
+        }
+        let assets: Vec<(Address, &crate::config::AssetConfig)> = assets
+            .iter()
+            .filter_map(|a| a.address.parse::<Address>().ok().map(|addr| (addr, a)))
+            .collect();
+        let transfers: Vec<(Address, Address, U256)> = receipt
+            .inner
+            .logs()
+            .iter()
+            .filter(|log| assets.iter().any(|(a, _)| *a == log.address()))
+            .filter_map(|log| {
+                IEip3009::Transfer::decode_log_data(log.data())
+                    .ok()
+                    .filter(|t| t.to == recipient)
+                    .map(|t| (log.address(), t.from, t.value))
+            })
+            .collect();
+        let Some((asset, from, value)) = transfers.iter().max_by_key(|(_, _, v)| *v).cloned()
+        else {
+            return Err(VerifyError::invalid(
+                Reason::NoMatchingTransfer,
+                format!(
+                    "the transaction moves none of this network's configured assets to {recipient}"
+                ),
+            ));
+        };
+        if value < U256::from(min_amount) {
+            return Err(VerifyError::invalid(
+                Reason::InsufficientAmount,
+                format!("the transfer is {value}, less than the expected {min_amount}"),
+            ));
+        }
+        let block = receipt.block_number.unwrap_or_default();
+        let head = self
+            .provider
+            .get_block_number()
+            .await
+            .map_err(unavailable)?;
+        let confirmations = head.saturating_sub(block) + 1;
+        if confirmations < self.confirmations {
+            return Err(VerifyError::invalid(
+                Reason::InsufficientConfirmations,
+                format!("{confirmations} of {} confirmations", self.confirmations),
+            ));
+        }
+        Ok(super::TransferFacts {
+            transaction: hash.to_string(),
+            network: self.network.clone(),
+            payer: from.to_checksum(None),
+            recipient: recipient.to_checksum(None),
+            asset: asset.to_checksum(None),
+            amount: value.to_string(),
+            block_number: block,
+        })
+    }
+
     async fn verify(&self, offer: &Offer, proof: &PaymentProof) -> Result<Verified, VerifyError> {
         let auth = self.check_locally(offer, proof, unix_now())?;
         if let Err(e) = self.simulate(&auth).await {

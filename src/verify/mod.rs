@@ -96,8 +96,36 @@ pub struct PreparedSettlement {
     pub raw: String,
 }
 
+/// A token transfer found in a mined transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferFacts {
+    pub transaction: String,
+    pub network: String,
+    pub payer: String,
+    pub recipient: String,
+    pub asset: String,
+    pub amount: String,
+    pub block_number: u64,
+}
+
 #[async_trait]
 pub trait PaymentVerifier: Send + Sync {
+    /// Checks a mined transaction for a transfer of at least `min_amount` of one of `assets` to
+    /// `recipient`, with enough confirmations.
+    async fn verify_transfer(
+        &self,
+        tx_hash: &str,
+        recipient: &str,
+        min_amount: u128,
+        assets: &[crate::config::AssetConfig],
+    ) -> Result<TransferFacts, VerifyError> {
+        let _ = (tx_hash, recipient, min_amount, assets);
+        Err(VerifyError::invalid(
+            Reason::UnexpectedVerifyError,
+            "transaction verification is not supported on this network",
+        ))
+    }
+
     /// Checks a matched proof against our offer. Local checks first; at most one RPC round trip
     /// for a valid proof.
     async fn verify(&self, offer: &Offer, proof: &PaymentProof) -> Result<Verified, VerifyError>;

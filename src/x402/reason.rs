@@ -34,6 +34,13 @@ pub enum Reason {
     DuplicateSettlement,
     /// Verification is not available for this network in this build or configuration.
     UnexpectedVerifyError,
+    // Verification of an already-mined transaction (the verify API).
+    TxNotFound,
+    TxFailed,
+    NoMatchingTransfer,
+    InsufficientAmount,
+    InsufficientConfirmations,
+    TxAlreadyUsed,
     UnexpectedSettleError,
 }
 
@@ -65,6 +72,12 @@ impl Reason {
             }
             DuplicateSettlement => "duplicate_settlement",
             UnexpectedVerifyError => "unexpected_verify_error",
+            TxNotFound => "tx_not_found",
+            TxFailed => "tx_failed",
+            NoMatchingTransfer => "no_matching_transfer",
+            InsufficientAmount => "insufficient_amount",
+            InsufficientConfirmations => "insufficient_confirmations",
+            TxAlreadyUsed => "tx_already_used",
             UnexpectedSettleError => "unexpected_settle_error",
         }
     }

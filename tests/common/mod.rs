@@ -176,8 +176,11 @@ pub fn free_port() -> u16 {
 }
 
 /// The real gateway, running in this process until dropped.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
 pub struct Gateway {
     pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
     pub database_url: String,
     stop: tokio::sync::watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
@@ -198,7 +201,10 @@ impl Gateway {
     /// Starts the gateway on the database at `url` (to restart on the same state).
     pub fn start_with_db(toml: &str, database_url: &str) -> Gateway {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut text = toml.replace("{listen}", &addr.to_string());
+        let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut text = toml
+            .replace("{listen}", &addr.to_string())
+            .replace("{admin}", &admin_addr.to_string());
         if !text.contains("[database]") {
             text.push_str(&format!("\n[database]\nurl = \"{database_url}\"\n"));
         }
@@ -222,6 +228,7 @@ impl Gateway {
         }
         Gateway {
             addr,
+            admin_addr,
             database_url: database_url.to_string(),
             stop,
             thread: Some(thread),
@@ -231,6 +238,10 @@ impl Gateway {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin_addr)
     }
 }
 
@@ -249,10 +260,13 @@ pub fn basic_config(upstream: &str, extra_server: &str) -> String {
         r#"
 [server]
 listen = "{{listen}}"
-admin_listen = "127.0.0.1:0"
+admin_listen = "{{admin}}"
 metrics_listen = "127.0.0.1:0"
 threads = 1
 {extra_server}
+
+[admin]
+token = "{ADMIN_TOKEN}"
 
 [networks."eip155:84532"]
 rpc_url = "http://127.0.0.1:1"
@@ -325,9 +339,12 @@ pub fn evm_config(
         r#"
 [server]
 listen = "{{listen}}"
-admin_listen = "127.0.0.1:0"
+admin_listen = "{{admin}}"
 metrics_listen = "127.0.0.1:0"
 threads = 2
+
+[admin]
+token = "{ADMIN_TOKEN}"
 
 [networks."eip155:84532"]
 rpc_url = "{rpc_url}"

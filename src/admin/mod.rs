@@ -1,0 +1,295 @@
+//! The management API (axum) on `server.admin_listen`, never on the public listener.
+//!
+//! Operators authenticate with `admin.token` (`X-Admin-Key` or `Authorization: Bearer`,
+//! compared in constant time); tenants with their API keys (`Authorization: Bearer` or
+//! `X-API-Key`), scoped, and only ever to their own data. Paths and shapes of the product's first
+//! design are kept (`/api/v1/x402/admin/create-tenant`, `/api/v1/x402/verify`,
+//! `/api/v1/x402/usage`, `/api/v1/x402/supported-chains`). The OpenAPI document is generated
+//! from this code (utoipa) and served at `/api/v1/openapi.json`.
+//! May import: store, tenants, verify, pricing, routes (reload), config, cache, x402.
+
+mod handlers;
+mod types;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use utoipa::OpenApi;
+
+use crate::cache::VerifyCache;
+use crate::config::{Config, Secret};
+use crate::routes::reload::RouteReloader;
+use crate::store::{ApiKeyRecord, LazyStore, Store};
+use crate::tenants::{admin_token_matches, AuthError, KeyAuth, TenantDirectory};
+use crate::verify::Verifiers;
+
+pub use types::*;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AdminState {
+    pub config: Arc<Config>,
+    pub store: Arc<LazyStore>,
+    pub tenants: Arc<TenantDirectory>,
+    pub keys: Arc<KeyAuth>,
+    pub reloader: Arc<RouteReloader>,
+    pub verifiers: Verifiers,
+    pub cache: VerifyCache,
+    pub admin_token: Option<Secret>,
+}
+
+/// An error answer: `{"error": code, "message": ...}` with its status.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+    pub fn not_found(what: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such {what}"),
+        )
+    }
+    pub fn unavailable(e: impl std::fmt::Display) -> Self {
+        tracing::warn!("admin API: {e}");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the database is unavailable; retry shortly",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(ErrorBody {
+                error: self.code.to_string(),
+                message: self.message,
+            }),
+        )
+            .into_response()
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Unavailable => ApiError::unavailable(e),
+            AuthError::Scope(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope", e.to_string())
+            }
+            _ => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()),
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+}
+
+impl AdminState {
+    pub async fn store(&self) -> ApiResult<&Store> {
+        self.store.get().await.map_err(ApiError::unavailable)
+    }
+
+    /// The operator's credential, or an error answer.
+    pub fn require_admin(&self, headers: &HeaderMap) -> ApiResult<()> {
+        let Some(token) = &self.admin_token else {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "admin_disabled",
+                "no admin.token is configured, so the operator endpoints are disabled",
+            ));
+        };
+        let presented = headers
+            .get("x-admin-key")
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| bearer(headers))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "missing admin credential",
+                )
+            })?;
+        if admin_token_matches(token.expose(), presented) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "invalid admin credential",
+            ))
+        }
+    }
+
+    /// A tenant's API key carrying `scope`, or an error answer.
+    pub async fn require_key(
+        &self,
+        headers: &HeaderMap,
+        scope: Option<&str>,
+    ) -> ApiResult<ApiKeyRecord> {
+        let secret = headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| bearer(headers))
+            .ok_or(AuthError::Missing)?;
+        Ok(self.keys.authenticate(secret, scope).await?)
+    }
+
+    /// Re-reads tenants after a change so challenges and quotas follow at once.
+    pub async fn tenants_changed(&self, tenant: &str) {
+        self.tenants.invalidate(tenant).await;
+        if let Err(e) = self.reloader.reload().await {
+            tracing::warn!("reloading routes after a tenant change: {e}");
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "x402-gate management API",
+        description = "Tenants, API keys, usage and payment verification."
+    ),
+    paths(
+        handlers::create_tenant,
+        handlers::list_tenants,
+        handlers::get_tenant,
+        handlers::update_tenant,
+        handlers::suspend_tenant,
+        handlers::activate_tenant,
+        handlers::admin_create_key,
+        handlers::admin_list_keys,
+        handlers::admin_rotate_key,
+        handlers::admin_revoke_key,
+        handlers::list_payments,
+        handlers::own_create_key,
+        handlers::own_list_keys,
+        handlers::own_rotate_key,
+        handlers::own_revoke_key,
+        handlers::verify,
+        handlers::usage,
+        handlers::supported_chains,
+        handlers::health,
+        handlers::ready,
+    )
+)]
+pub struct ApiDoc;
+
+pub fn router(state: AdminState) -> Router {
+    use handlers::*;
+    Router::new()
+        .route("/api/v1/x402/admin/create-tenant", post(create_tenant))
+        .route("/api/v1/x402/admin/tenants", get(list_tenants))
+        .route(
+            "/api/v1/x402/admin/tenants/{id}",
+            get(get_tenant).patch(update_tenant),
+        )
+        .route(
+            "/api/v1/x402/admin/tenants/{id}/suspend",
+            post(suspend_tenant),
+        )
+        .route(
+            "/api/v1/x402/admin/tenants/{id}/activate",
+            post(activate_tenant),
+        )
+        .route(
+            "/api/v1/x402/admin/tenants/{id}/keys",
+            post(admin_create_key).get(admin_list_keys),
+        )
+        .route(
+            "/api/v1/x402/admin/keys/{key_id}/rotate",
+            post(admin_rotate_key),
+        )
+        .route(
+            "/api/v1/x402/admin/keys/{key_id}/revoke",
+            post(admin_revoke_key),
+        )
+        .route("/api/v1/x402/admin/payments", get(list_payments))
+        .route("/api/v1/x402/keys", post(own_create_key).get(own_list_keys))
+        .route("/api/v1/x402/keys/{key_id}/rotate", post(own_rotate_key))
+        .route("/api/v1/x402/keys/{key_id}/revoke", post(own_revoke_key))
+        .route("/api/v1/x402/verify", post(verify))
+        .route("/api/v1/x402/usage", get(usage))
+        .route("/api/v1/x402/supported-chains", get(supported_chains))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route(
+            "/api/v1/openapi.json",
+            get(|| async { Json(ApiDoc::openapi()) }),
+        )
+        .fallback(|| async { ApiError::not_found("endpoint") })
+        // Unused methods get a JSON 405 too, not an empty body.
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed",
+            )
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .with_state(state)
+}
+
+/// The management API as a pingora background service, listening on `admin_listen`.
+pub struct AdminService {
+    pub listen: SocketAddr,
+    pub state: AdminState,
+}
+
+#[async_trait]
+impl BackgroundService for AdminService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let listener = match tokio::net::TcpListener::bind(self.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(listen = %self.listen, "the management API cannot listen: {e}");
+                return;
+            }
+        };
+        tracing::info!(listen = %self.listen, "management API listening");
+        let app = router(self.state.clone());
+        let stop = async move {
+            let _ = shutdown.changed().await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::error!("management API: {e}");
+        }
+    }
+}

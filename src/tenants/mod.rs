@@ -1,0 +1,298 @@
+//! Tenants at request time: their current status, tier and monthly usage (cached briefly, the
+//! store stays the authority), and API keys: minted from the OS CSPRNG, shown once, stored as
+//! SHA-256 hashes, authenticated through a short cache that revocation clears.
+//! May import: store, config, x402.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::future::Cache;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::Tier;
+use crate::store::{period_of, ApiKeyRecord, LazyStore, StoreError};
+
+/// Every key starts with this, so a leaked one is recognisable (and greppable by scanners).
+pub const KEY_PREFIX: &str = "x402_live_";
+/// Characters of the random part stored in clear to find a key's row.
+const LOOKUP_LEN: usize = 12;
+/// The scopes a key can carry.
+pub const SCOPES: &[&str] = &["verify", "usage:read", "keys:write", "payments:read"];
+/// How long a rotated key keeps working by default.
+pub const DEFAULT_ROTATION_GRACE_SECONDS: i64 = 24 * 3600;
+
+/// A tenant's standing right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantState {
+    pub active: bool,
+    pub tier: Tier,
+    pub period: String,
+    pub used: i64,
+}
+
+impl TenantState {
+    /// Whether another verified payment fits this month.
+    pub fn has_quota(&self) -> bool {
+        self.tier
+            .monthly_verifications
+            .is_none_or(|limit| (self.used as u64) < limit)
+    }
+
+    pub fn limit(&self) -> Option<i64> {
+        self.tier
+            .monthly_verifications
+            .map(|l| l.min(i64::MAX as u64) as i64)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TenantError {
+    #[error("no tenant `{0}`")]
+    Unknown(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Tenant standing by id, cached for a second: the 402 path must not cost a query per request,
+/// and the claim re-checks the quota atomically anyway.
+pub struct TenantDirectory {
+    store: Arc<LazyStore>,
+    tiers: BTreeMap<String, Tier>,
+    states: Cache<String, TenantState>,
+}
+
+impl TenantDirectory {
+    pub fn new(store: Arc<LazyStore>, tiers: BTreeMap<String, Tier>) -> Self {
+        TenantDirectory {
+            store,
+            tiers,
+            states: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(1))
+                .build(),
+        }
+    }
+
+    pub fn tiers(&self) -> &BTreeMap<String, Tier> {
+        &self.tiers
+    }
+
+    pub async fn state(&self, tenant: &str) -> Result<TenantState, TenantError> {
+        if let Some(s) = self.states.get(tenant).await {
+            return Ok(s);
+        }
+        let store = self.store.get().await?;
+        let record = store
+            .tenant(tenant)
+            .await?
+            .ok_or_else(|| TenantError::Unknown(tenant.to_string()))?;
+        let period = period_of(crate::store::now());
+        let used = store.usage(tenant, &period).await?;
+        let tier = self.tiers.get(&record.tier).cloned().unwrap_or(Tier {
+            // A tier removed from the config since: nothing is allowed until it is fixed.
+            name: record.tier.clone(),
+            monthly_verifications: Some(0),
+            networks: Vec::new(),
+        });
+        let state = TenantState {
+            active: record.status == "active",
+            tier,
+            period,
+            used,
+        };
+        self.states.insert(tenant.to_string(), state.clone()).await;
+        Ok(state)
+    }
+
+    /// Forgets a tenant's cached standing (after a payment was counted, or an admin change).
+    pub async fn invalidate(&self, tenant: &str) {
+        self.states.invalidate(tenant).await;
+    }
+}
+
+/// A freshly minted key: the secret (shown once) and its stored record.
+#[derive(Debug, Clone)]
+pub struct MintedKey {
+    pub secret: String,
+    pub record: ApiKeyRecord,
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).expect("the OS random source is available");
+    alloy_primitives::hex::encode(buf)
+}
+
+pub fn hash_key(secret: &str) -> String {
+    alloy_primitives::hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Mints a key for `tenant` with `scopes`, expiring at `expires_at` (Unix seconds) if given.
+pub fn mint_key(tenant: &str, scopes: &[String], expires_at: Option<i64>) -> MintedKey {
+    let random = random_hex(24);
+    let secret = format!("{KEY_PREFIX}{random}");
+    MintedKey {
+        record: ApiKeyRecord {
+            id: format!("key_{}", random_hex(8)),
+            tenant_id: tenant.to_string(),
+            prefix: random[..LOOKUP_LEN].to_string(),
+            hash: hash_key(&secret),
+            scopes: scopes.to_vec(),
+            created_at: crate::store::now(),
+            expires_at,
+            revoked_at: None,
+            last_used_at: None,
+            replaced_by: None,
+        },
+        secret,
+    }
+}
+
+/// Authenticates API keys; lookups are cached for a few seconds and dropped on revoke.
+pub struct KeyAuth {
+    store: Arc<LazyStore>,
+    cache: Cache<String, Option<ApiKeyRecord>>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("missing API key")]
+    Missing,
+    #[error("invalid API key")]
+    Invalid,
+    #[error("this API key has expired")]
+    Expired,
+    #[error("this API key has been revoked")]
+    Revoked,
+    #[error("this API key lacks the `{0}` scope")]
+    Scope(String),
+    #[error("the key store is unavailable")]
+    Unavailable,
+}
+
+impl KeyAuth {
+    pub fn new(store: Arc<LazyStore>) -> Self {
+        KeyAuth {
+            store,
+            cache: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(30))
+                .build(),
+        }
+    }
+
+    /// The key record for a presented secret, if it is valid now and carries `scope`.
+    pub async fn authenticate(
+        &self,
+        secret: &str,
+        scope: Option<&str>,
+    ) -> Result<ApiKeyRecord, AuthError> {
+        let random = secret.strip_prefix(KEY_PREFIX).ok_or(AuthError::Invalid)?;
+        if random.len() < LOOKUP_LEN || !random.is_ascii() {
+            return Err(AuthError::Invalid);
+        }
+        let prefix = &random[..LOOKUP_LEN];
+        let record = match self.cache.get(prefix).await {
+            Some(r) => r,
+            None => {
+                let store = self.store.get().await.map_err(|_| AuthError::Unavailable)?;
+                let r = store
+                    .key_by_prefix(prefix)
+                    .await
+                    .map_err(|_| AuthError::Unavailable)?;
+                self.cache.insert(prefix.to_string(), r.clone()).await;
+                r
+            }
+        };
+        let record = record.ok_or(AuthError::Invalid)?;
+        // Constant time: the hash comparison must not leak how much of a guess was right.
+        if !bool::from(hash_key(secret).as_bytes().ct_eq(record.hash.as_bytes())) {
+            return Err(AuthError::Invalid);
+        }
+        let now = crate::store::now();
+        if record.revoked_at.is_some() {
+            return Err(AuthError::Revoked);
+        }
+        if record.expires_at.is_some_and(|e| e <= now) {
+            return Err(AuthError::Expired);
+        }
+        if let Some(scope) = scope {
+            if !record.scopes.iter().any(|s| s == scope) {
+                return Err(AuthError::Scope(scope.to_string()));
+            }
+        }
+        if let Ok(store) = self.store.get().await {
+            let _ = store.touch_key(&record.id).await;
+        }
+        Ok(record)
+    }
+
+    /// Drops the cached lookup of a key (after revoke or rotation).
+    pub async fn invalidate(&self, record: &ApiKeyRecord) {
+        self.cache.invalidate(&record.prefix).await;
+    }
+}
+
+/// Constant-time comparison of the admin credential.
+pub fn admin_token_matches(expected: &str, presented: &str) -> bool {
+    let (a, b) = (
+        Sha256::digest(expected.as_bytes()),
+        Sha256::digest(presented.as_bytes()),
+    );
+    bool::from(a.ct_eq(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_prefixed_random_and_stored_hashed() {
+        let a = mint_key("acme", &["verify".into()], None);
+        let b = mint_key("acme", &["verify".into()], None);
+        assert!(a.secret.starts_with(KEY_PREFIX));
+        assert_eq!(a.secret.len(), KEY_PREFIX.len() + 48);
+        assert_ne!(a.secret, b.secret);
+        assert_ne!(a.record.id, b.record.id);
+        assert_eq!(a.record.hash, hash_key(&a.secret));
+        assert!(!a.record.hash.contains(&a.secret[KEY_PREFIX.len()..]));
+        assert_eq!(
+            &a.secret[KEY_PREFIX.len()..KEY_PREFIX.len() + 12],
+            a.record.prefix
+        );
+    }
+
+    #[test]
+    fn admin_tokens_compare_exactly() {
+        assert!(admin_token_matches(
+            "a-long-admin-token",
+            "a-long-admin-token"
+        ));
+        assert!(!admin_token_matches(
+            "a-long-admin-token",
+            "a-long-admin-tokem"
+        ));
+        assert!(!admin_token_matches("a-long-admin-token", ""));
+    }
+
+    #[test]
+    fn quota() {
+        let tier = |limit| Tier {
+            name: "t".into(),
+            monthly_verifications: limit,
+            networks: vec![],
+        };
+        let s = |limit, used| TenantState {
+            active: true,
+            tier: tier(limit),
+            period: "2026-11".into(),
+            used,
+        };
+        assert!(s(Some(10), 9).has_quota());
+        assert!(!s(Some(10), 10).has_quota());
+        assert!(s(None, i64::MAX - 1).has_quota());
+        assert!(!s(Some(0), 0).has_quota());
+    }
+}
