@@ -240,6 +240,11 @@ impl Gateway {
         format!("http://{}{path}", self.addr)
     }
 
+    /// Takes the temp directory holding this gateway's database, so it outlives the gateway.
+    pub fn take_dir(&mut self) -> Option<tempfile::TempDir> {
+        self._dir.take()
+    }
+
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin_addr)
     }
@@ -382,4 +387,18 @@ upstream = "{upstream}"
 price = "free"
 "#
     )
+}
+
+/// A fresh, empty schema on the test Postgres (`X402_TEST_DATABASE_URL`, default
+/// postgres://postgres@127.0.0.1:5432/test), as a URL whose connections use it.
+pub async fn fresh_postgres_url() -> String {
+    let base = std::env::var("X402_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("t{}", &chain::unique_b256("schema").to_string()[2..18]);
+    let admin = sqlx::PgPool::connect(&base).await.unwrap();
+    // The schema name is hex digits we generated: safe to splice.
+    let ddl = sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"));
+    sqlx::query(ddl).execute(&admin).await.unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}options=-c%20search_path%3D{schema}")
 }
