@@ -16,6 +16,7 @@ use arc_swap::ArcSwap;
 use crate::admin::{AdminService, AdminState};
 use crate::cache::VerifyCache;
 use crate::config::{Config, NetworkSigner};
+use crate::metrics::{Metrics, MetricsService};
 use crate::pricing::TenantTerms;
 use crate::proxy::pay::Payments;
 use crate::proxy::{Gateway, ProxySettings};
@@ -71,7 +72,15 @@ pub fn build_server(
         cache: VerifyCache::default(),
         queue_wakeup: wakeup.clone(),
     });
-    let worker = SettlementWorker::new(db(), verifiers.clone(), wakeup);
+    let metrics = Arc::new(Metrics::new());
+    server.add_service(pingora::services::background::background_service(
+        "metrics",
+        MetricsService {
+            listen: config.server.metrics_listen,
+            metrics: metrics.clone(),
+        },
+    ));
+    let worker = SettlementWorker::new(db(), verifiers.clone(), wakeup, metrics.clone());
     server.add_service(pingora::services::background::background_service(
         "tenant terms",
         RouteReloader {
@@ -106,7 +115,12 @@ pub fn build_server(
         "deferred settlements",
         worker,
     ));
-    let gateway = Gateway::new(routes, ProxySettings::from(&config.server), payments);
+    let gateway = Gateway::new(
+        routes,
+        ProxySettings::from(&config.server),
+        payments,
+        metrics,
+    );
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         gateway,

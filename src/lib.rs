@@ -28,17 +28,25 @@
 //! settle/      settle_claim (sign, record tx hash, send, record); worker.rs: the deferred
 //!              settlement background service
 //! cache/       moka cache of verification outcomes (never the authority on replay)
+//! tenants/     tenant standing (status, tier, monthly usage) cached briefly; API keys: minting,
+//!              hashing, scoped authentication; constant-time admin credential check
+//! admin/       management API (axum) on admin_listen: handlers.rs, types.rs (bodies and their
+//!              OpenAPI schemas); served as a pingora background service
+//! metrics.rs   Prometheus registry of the payment funnel, served on metrics_listen
+//! routes/reload.rs  rebuilds the route table when tenants' tiers or pay_to change
 //! ```
 //!
 //! # Dependency rules
 //!
 //! ```text
-//! main -> app -> { proxy, settle::worker }
-//! proxy -> routes, pricing, verify, store, settle, cache, x402
+//! main -> app -> { proxy, admin, settle::worker, routes::reload, metrics }
+//! proxy -> routes, pricing, verify, store, settle, cache, tenants, metrics, x402
+//! admin -> store, tenants, verify, pricing, routes (reload), cache, x402   (never proxy)
+//! tenants -> store, config
 //! settle -> verify, store        store -> verify (value types)     verify -> pricing, x402
 //! routes -> pricing -> config -> x402          x402 imports nothing internal
-//! pingora stays in app, proxy and settle::worker; alloy in verify/evm; sqlx in store;
-//! moka in cache.
+//! pingora stays in app, proxy and the background services; alloy in verify/evm; sqlx in
+//! store; moka in cache and tenants; axum in admin and metrics; prometheus in metrics.
 //! ```
 
 pub mod admin;
@@ -46,6 +54,7 @@ pub mod app;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod metrics;
 pub mod pricing;
 pub mod proxy;
 pub mod routes;

@@ -768,3 +768,111 @@ async fn the_reference_x402_fetch_client_pays() {
     assert_eq!(s.up.hits(), 1);
     assert_eq!(store(&s.gw).await.ledger(10).await.unwrap().len(), 1);
 }
+
+/// The value of one Prometheus sample, `name{labels}`, or 0 when absent.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_follow_the_payment_funnel() {
+    let s = setup().await;
+    let c = client();
+    c.get(s.gw.url("/free/x")).send().await.unwrap();
+    c.get(s.gw.url("/nowhere")).send().await.unwrap();
+    let (header, _) = pay(&s, "/paid/m").await; // one challenge
+    assert_eq!(
+        c.get(s.gw.url("/paid/m"))
+            .header("payment-signature", &header)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    assert_eq!(
+        c.get(s.gw.url("/paid/m"))
+            .header("payment-signature", &header)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        402
+    );
+    c.get(s.gw.url("/paid/m"))
+        .header("payment-signature", "garbage")
+        .send()
+        .await
+        .unwrap();
+    let (header, _) = pay(&s, "/paid/status/500").await; // a second challenge
+    assert_eq!(
+        c.get(s.gw.url("/paid/status/500"))
+            .header("payment-signature", &header)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        500
+    );
+
+    let m = s.gw.metrics().await;
+    assert_eq!(
+        sample(&m, r#"x402_requests_total{route="free"}"#),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(sample(&m, r#"x402_requests_total{route="no_route"}"#), 1.0);
+    assert_eq!(sample(&m, r#"x402_requests_total{route="priced"}"#), 6.0);
+    assert_eq!(sample(&m, "x402_challenges_total"), 2.0);
+    assert_eq!(
+        sample(&m, r#"x402_payment_attempts_total{outcome="admitted"}"#),
+        2.0
+    );
+    assert_eq!(
+        sample(&m, r#"x402_payment_attempts_total{outcome="duplicate"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(&m, r#"x402_payment_attempts_total{outcome="invalid"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            r#"x402_payments_verified_total{network="eip155:84532",tenant="acme"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            r#"x402_settlements_total{network="eip155:84532",outcome="settled",policy="after"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            r#"x402_settlements_total{network="eip155:84532",outcome="released",policy="after"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            r#"x402_settlement_duration_seconds_count{network="eip155:84532"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            r#"x402_verification_duration_seconds_count{network="eip155:84532"}"#
+        ),
+        3.0
+    );
+}

@@ -31,7 +31,7 @@ fn config(up: &str, chain: &Chain, pay_to: Address) -> String {
 [server]
 listen = "{{listen}}"
 admin_listen = "{{admin}}"
-metrics_listen = "127.0.0.1:0"
+metrics_listen = "{{metrics}}"
 threads = 2
 
 [admin]

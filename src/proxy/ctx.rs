@@ -25,4 +25,24 @@ pub struct RequestCtx {
     pub replacement_body: Option<Bytes>,
     /// Set once the replacement body went out, so the rest of the origin's body is dropped.
     pub body_replaced: bool,
+    /// What happened, for the metrics written in `logging`.
+    pub facts: Facts,
+}
+
+/// Facts about a request, recorded where decisions are made and turned into metrics in
+/// `logging`, the one phase that writes them.
+#[derive(Debug, Default)]
+pub struct Facts {
+    /// free | priced | no_route | rejected (answered before routing: bad path, header size)
+    pub route: &'static str,
+    /// A 402 was answered to a request without a payment.
+    pub challenged: bool,
+    /// The outcome of a request carrying a payment.
+    pub attempt: Option<&'static str>,
+    /// Why a priced request was refused for its tenant's standing.
+    pub refusal: Option<&'static str>,
+    /// Network and seconds spent verifying.
+    pub verification: Option<(String, f64)>,
+    /// Settlement outcome and, when a transaction was attempted, its seconds.
+    pub settlement: Option<(&'static str, Option<f64>)>,
 }

@@ -39,6 +39,7 @@ use pay::{Payments, SettleOutcome, Stage};
 
 use crate::config::ServerConfig;
 use crate::config::SettlePolicy;
+use crate::metrics::Metrics;
 use crate::routes::{normalize_path, RouteTable};
 use crate::x402;
 
@@ -68,6 +69,7 @@ pub struct Gateway {
     routes: Arc<ArcSwap<RouteTable>>,
     settings: ProxySettings,
     payments: Arc<Payments>,
+    metrics: Arc<Metrics>,
 }
 
 impl Gateway {
@@ -75,11 +77,13 @@ impl Gateway {
         routes: Arc<ArcSwap<RouteTable>>,
         settings: ProxySettings,
         payments: Arc<Payments>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Gateway {
             routes,
             settings,
             payments,
+            metrics,
         }
     }
 }
@@ -104,6 +108,7 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let origin = &self.settings.cors_allow_origin;
+        ctx.facts.route = "rejected";
         let req = session.req_header();
         if gate::header_block_size(&req.headers) > self.settings.max_request_header_bytes {
             let msg = format!(
@@ -152,6 +157,7 @@ impl ProxyHttp for Gateway {
             .find(host.as_deref(), req.method.as_str(), &path)
             .cloned()
         else {
+            ctx.facts.route = "no_route";
             let msg = format!("no route for {} {}", req.method, path);
             respond::json_error(session, 404, "no_route", &msg, origin).await?;
             return Ok(true);
@@ -165,8 +171,10 @@ impl ProxyHttp for Gateway {
         session.set_read_timeout(Some(self.settings.body_read_timeout));
 
         let Some(offers) = route.offers.as_ref() else {
+            ctx.facts.route = "free";
             return Ok(false);
         };
+        ctx.facts.route = "priced";
         // The tenant's standing, before any payment is asked for: never take money we will not
         // serve.
         let standing = match self.payments.tenants.state(&route.config.tenant).await {
@@ -184,11 +192,13 @@ impl ProxyHttp for Gateway {
             }
         };
         if !standing.active {
+            ctx.facts.refusal = Some("tenant_suspended");
             let msg = "this API's account is suspended";
             respond::json_error(session, 403, "tenant_suspended", msg, origin).await?;
             return Ok(true);
         }
         if !standing.has_quota() {
+            ctx.facts.refusal = Some("tenant_quota_exceeded");
             respond::quota_exceeded(session, &standing, origin).await?;
             return Ok(true);
         }
@@ -212,11 +222,13 @@ impl ProxyHttp for Gateway {
         );
         let (offer, proof) = match check {
             PaymentCheck::Missing => {
+                ctx.facts.challenged = true;
                 let c = offers.challenge(&ctx.resource_url, "Payment required");
                 respond::challenge(session, c, None, origin).await?;
                 return Ok(true);
             }
             PaymentCheck::Rejected(r) => {
+                ctx.facts.attempt = Some("invalid");
                 let c = offers.challenge(&ctx.resource_url, &r.error_text());
                 respond::challenge(session, c, None, origin).await?;
                 return Ok(true);
@@ -225,7 +237,8 @@ impl ProxyHttp for Gateway {
         };
         let header_bytes = header.map(|(_, v)| v).unwrap_or_default();
         let receipt_header = pay::receipt_header_for(&proof);
-        let mut state = match pay::admit(
+        let started = std::time::Instant::now();
+        let admission = pay::admit(
             &self.payments,
             &route,
             offer,
@@ -234,19 +247,30 @@ impl ProxyHttp for Gateway {
             receipt_header,
             standing.limit(),
         )
-        .await
-        {
-            pay::Admission::Admitted(state) => state,
+        .await;
+        ctx.facts.verification = Some((offer.network.to_string(), started.elapsed().as_secs_f64()));
+        let mut state = match admission {
+            pay::Admission::Admitted(state) => {
+                ctx.facts.attempt = Some("admitted");
+                state
+            }
             pay::Admission::Rejected(r) => {
+                ctx.facts.attempt = Some(if r.reason == x402::Reason::DuplicateSettlement {
+                    "duplicate"
+                } else {
+                    "invalid"
+                });
                 let c = offers.challenge(&ctx.resource_url, &r.error_text());
                 respond::challenge(session, c, None, origin).await?;
                 return Ok(true);
             }
             pay::Admission::QuotaExceeded => {
+                ctx.facts.attempt = Some("quota_exceeded");
                 respond::quota_exceeded(session, &standing, origin).await?;
                 return Ok(true);
             }
             pay::Admission::Unavailable(msg) => {
+                ctx.facts.attempt = Some("unavailable");
                 tracing::warn!(route = %route.config.index, "payment verification unavailable: {msg}");
                 respond::unavailable(
                     session,
@@ -259,7 +283,10 @@ impl ProxyHttp for Gateway {
             }
         };
         if state.policy == SettlePolicy::Before {
-            match pay::settle(&self.payments, &mut state).await {
+            let started = std::time::Instant::now();
+            let outcome = pay::settle(&self.payments, &mut state).await;
+            ctx.facts.settlement = Some((outcome.label(), Some(started.elapsed().as_secs_f64())));
+            match outcome {
                 SettleOutcome::Settled(_) => {}
                 SettleOutcome::Refused(receipt) => {
                     let error = receipt.error_reason.clone().unwrap_or_default();
@@ -396,8 +423,23 @@ impl ProxyHttp for Gateway {
                 pay::release(&self.payments, state, &format!("origin answered {status}")).await;
                 return Ok(());
             }
-            (Stage::Claimed, SettlePolicy::Deferred) => pay::enqueue(&self.payments, state).await,
-            (Stage::Claimed, _) => pay::settle(&self.payments, state).await,
+            (Stage::Claimed, SettlePolicy::Deferred) => {
+                let outcome = pay::enqueue(&self.payments, state).await;
+                let label = if matches!(outcome, SettleOutcome::Settled(_)) {
+                    "queued"
+                } else {
+                    outcome.label()
+                };
+                ctx.facts.settlement = Some((label, None));
+                outcome
+            }
+            (Stage::Claimed, _) => {
+                let started = std::time::Instant::now();
+                let outcome = pay::settle(&self.payments, state).await;
+                ctx.facts.settlement =
+                    Some((outcome.label(), Some(started.elapsed().as_secs_f64())));
+                outcome
+            }
             _ => return Ok(()),
         };
         let header = state.receipt_header;
@@ -454,6 +496,50 @@ impl ProxyHttp for Gateway {
         if let Some(state) = ctx.payment.as_mut() {
             // The origin never answered, or the client left before it did: not charged.
             pay::release(&self.payments, state, "request ended before settlement").await;
+        }
+        let m = &self.metrics;
+        let f = &ctx.facts;
+        if !f.route.is_empty() {
+            m.requests.with_label_values(&[f.route]).inc();
+        }
+        if f.challenged {
+            m.challenges.inc();
+        }
+        if let Some(a) = f.attempt {
+            m.attempts.with_label_values(&[a]).inc();
+        }
+        if let Some(r) = f.refusal {
+            m.tenant_refusals.with_label_values(&[r]).inc();
+        }
+        if let Some((network, secs)) = &f.verification {
+            m.verification_seconds
+                .with_label_values(&[network])
+                .observe(*secs);
+        }
+        if let Some(state) = &ctx.payment {
+            m.verified
+                .with_label_values(&[&state.tenant, &state.network])
+                .inc();
+            let policy = match state.policy {
+                SettlePolicy::Before => "before",
+                SettlePolicy::After => "after",
+                SettlePolicy::Deferred => "deferred",
+            };
+            let outcome = match (&state.stage, f.settlement) {
+                (Stage::Released, _) => Some("released"),
+                (_, Some((label, _))) => Some(label),
+                _ => None,
+            };
+            if let Some(outcome) = outcome {
+                m.settlements
+                    .with_label_values(&[&state.network, policy, outcome])
+                    .inc();
+            }
+            if let Some((_, Some(secs))) = f.settlement {
+                m.settlement_seconds
+                    .with_label_values(&[&state.network])
+                    .observe(secs);
+            }
         }
     }
 

@@ -250,6 +250,18 @@ pub async fn enqueue(payments: &Payments, state: &mut PaymentState) -> SettleOut
     }
 }
 
+impl SettleOutcome {
+    /// The metrics label of this outcome.
+    pub fn label(&self) -> &'static str {
+        match self {
+            SettleOutcome::Settled(_) => "settled",
+            SettleOutcome::Refused(_) => "failed",
+            SettleOutcome::Unavailable(_) => "unavailable",
+            SettleOutcome::Pending(_) => "pending",
+        }
+    }
+}
+
 /// Gives the claim back (not charged), if it is still only claimed.
 pub async fn release(payments: &Payments, state: &mut PaymentState, why: &str) {
     if !matches!(state.stage, Stage::Claimed) {

@@ -14,6 +14,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::sync::Notify;
 
+use crate::metrics::Metrics;
 use crate::store::{ClaimContext, LazyStore, QueuedSettlement, Store};
 use crate::verify::{unix_now, SettleError, Verifiers};
 
@@ -31,15 +32,22 @@ pub struct SettlementWorker {
     /// Claims being settled right now: each item runs as its own task (one waiting a minute
     /// for a receipt must not hold back the others), and never twice at once.
     pub in_flight: Arc<Mutex<HashSet<i64>>>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl SettlementWorker {
-    pub fn new(store: Arc<LazyStore>, verifiers: Verifiers, wakeup: Arc<Notify>) -> Self {
+    pub fn new(
+        store: Arc<LazyStore>,
+        verifiers: Verifiers,
+        wakeup: Arc<Notify>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         SettlementWorker {
             store,
             verifiers,
             wakeup,
             in_flight: Default::default(),
+            metrics,
         }
     }
 
@@ -68,9 +76,23 @@ impl SettlementWorker {
             let verifiers = self.verifiers.clone();
             let in_flight = self.in_flight.clone();
             let wakeup = self.wakeup.clone();
+            let metrics = self.metrics.clone();
             tokio::spawn(async move {
                 let id = item.claim_id;
-                process(&store, &verifiers, item).await;
+                let network = item.verified.key.network.clone();
+                let started = std::time::Instant::now();
+                if let Some(outcome) = process(&store, &verifiers, item).await {
+                    metrics
+                        .settlements
+                        .with_label_values(&[&network, "deferred", outcome])
+                        .inc();
+                    if outcome == "settled" {
+                        metrics
+                            .settlement_seconds
+                            .with_label_values(&[&network])
+                            .observe(started.elapsed().as_secs_f64());
+                    }
+                }
                 in_flight.lock().expect("not poisoned").remove(&id);
                 // A slot is free: look at the queue again.
                 wakeup.notify_one();
@@ -80,7 +102,12 @@ impl SettlementWorker {
     }
 }
 
-async fn process(store: &Store, verifiers: &Verifiers, item: QueuedSettlement) {
+/// Attempts one queued settlement; returns its final outcome (settled, failed) once it has one.
+async fn process(
+    store: &Store,
+    verifiers: &Verifiers,
+    item: QueuedSettlement,
+) -> Option<&'static str> {
     let id = item.claim_id;
     let v = &item.verified;
     let ctx = ClaimContext {
@@ -91,7 +118,7 @@ async fn process(store: &Store, verifiers: &Verifiers, item: QueuedSettlement) {
         let why = format!("no verifier for {}", v.key.network);
         let _ = store.mark_failed(id, &why).await;
         let _ = store.queue_finish(id, "failed", Some(&why)).await;
-        return;
+        return Some("failed");
     };
     let prepared = match &item.prepared {
         Some(p) => p.clone(),
@@ -100,13 +127,13 @@ async fn process(store: &Store, verifiers: &Verifiers, item: QueuedSettlement) {
                 let why = "the authorization expired before it could be settled";
                 let _ = store.mark_failed(id, why).await;
                 let _ = store.queue_finish(id, "failed", Some(why)).await;
-                return;
+                return Some("failed");
             }
             match verifier.prepare(v).await {
                 Ok(p) => {
                     if let Err(e) = store.queue_prepared(id, &p).await {
                         tracing::warn!(claim_id = id, "saving a prepared settlement: {e}");
-                        return;
+                        return None;
                     }
                     p
                 }
@@ -118,10 +145,11 @@ async fn process(store: &Store, verifiers: &Verifiers, item: QueuedSettlement) {
         Ok(s) => {
             if let Err(e) = store.record_settlement(id, v, &s, &ctx).await {
                 tracing::error!(claim_id = id, tx = %s.transaction, "deferred settlement landed but was not recorded: {e}");
-                return;
+                return None;
             }
             let _ = store.queue_finish(id, "done", None).await;
             tracing::info!(claim_id = id, tx = %s.transaction, "deferred settlement landed");
+            Some("settled")
         }
         Err(SettleError::Failed {
             reason, message, ..
@@ -130,6 +158,7 @@ async fn process(store: &Store, verifiers: &Verifiers, item: QueuedSettlement) {
             let _ = store.mark_failed(id, &why).await;
             let _ = store.queue_finish(id, "failed", Some(&why)).await;
             tracing::warn!(claim_id = id, "deferred settlement failed: {why}");
+            Some("failed")
         }
         // Refused before broadcast: the signed transaction can never land, sign anew next time.
         Err(SettleError::Unavailable(msg)) => {
@@ -141,7 +170,12 @@ async fn process(store: &Store, verifiers: &Verifiers, item: QueuedSettlement) {
     }
 }
 
-async fn retry(store: &Store, item: &QueuedSettlement, error: &str, forget_prepared: bool) {
+async fn retry(
+    store: &Store,
+    item: &QueuedSettlement,
+    error: &str,
+    forget_prepared: bool,
+) -> Option<&'static str> {
     let attempts = item.attempts + 1;
     if attempts >= MAX_ATTEMPTS {
         let why = format!("gave up after {attempts} attempts: {error}");
@@ -150,7 +184,7 @@ async fn retry(store: &Store, item: &QueuedSettlement, error: &str, forget_prepa
             .queue_finish(item.claim_id, "failed", Some(&why))
             .await;
         tracing::error!(claim_id = item.claim_id, "{why}");
-        return;
+        return Some("failed");
     }
     let backoff = 1i64 << attempts.min(6);
     let next = unix_now() as i64 + backoff;
@@ -160,6 +194,7 @@ async fn retry(store: &Store, item: &QueuedSettlement, error: &str, forget_prepa
     {
         tracing::warn!(claim_id = item.claim_id, "scheduling a retry: {e}");
     }
+    None
 }
 
 #[async_trait]

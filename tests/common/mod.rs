@@ -181,6 +181,7 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub struct Gateway {
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
     pub database_url: String,
     stop: tokio::sync::watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
@@ -202,9 +203,11 @@ impl Gateway {
     pub fn start_with_db(toml: &str, database_url: &str) -> Gateway {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut text = toml
             .replace("{listen}", &addr.to_string())
-            .replace("{admin}", &admin_addr.to_string());
+            .replace("{admin}", &admin_addr.to_string())
+            .replace("{metrics}", &metrics_addr.to_string());
         if !text.contains("[database]") {
             text.push_str(&format!("\n[database]\nurl = \"{database_url}\"\n"));
         }
@@ -229,6 +232,7 @@ impl Gateway {
         Gateway {
             addr,
             admin_addr,
+            metrics_addr,
             database_url: database_url.to_string(),
             stop,
             thread: Some(thread),
@@ -243,6 +247,18 @@ impl Gateway {
     /// Takes the temp directory holding this gateway's database, so it outlives the gateway.
     pub fn take_dir(&mut self) -> Option<tempfile::TempDir> {
         self._dir.take()
+    }
+
+    /// The Prometheus text of this gateway's metrics.
+    pub async fn metrics(&self) -> String {
+        client()
+            .get(format!("http://{}/metrics", self.metrics_addr))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     pub fn admin_url(&self, path: &str) -> String {
@@ -266,7 +282,7 @@ pub fn basic_config(upstream: &str, extra_server: &str) -> String {
 [server]
 listen = "{{listen}}"
 admin_listen = "{{admin}}"
-metrics_listen = "127.0.0.1:0"
+metrics_listen = "{{metrics}}"
 threads = 1
 {extra_server}
 
@@ -345,7 +361,7 @@ pub fn evm_config(
 [server]
 listen = "{{listen}}"
 admin_listen = "{{admin}}"
-metrics_listen = "127.0.0.1:0"
+metrics_listen = "{{metrics}}"
 threads = 2
 
 [admin]

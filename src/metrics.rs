@@ -1,0 +1,166 @@
+//! Prometheus metrics for the whole payment funnel, one place. A registry per gateway instance
+//! (not the process-global one), so tests and embedded gateways never share counters.
+//! Served as text on `server.metrics_listen` at `/metrics`.
+//!
+//! The funnel, in order:
+//! - `x402_requests_total{route}`: requests by route kind (free, priced, no_route);
+//! - `x402_challenges_total`: 402s answered to requests without a payment;
+//! - `x402_payment_attempts_total{outcome}`: requests carrying a payment: admitted, invalid,
+//!   duplicate, quota_exceeded, unavailable;
+//! - `x402_payments_verified_total{tenant,network}`: payments verified and claimed;
+//! - `x402_settlements_total{network,policy,outcome}`: settled, failed, pending, unavailable,
+//!   queued, released (not charged);
+//! - `x402_settlement_duration_seconds{network}` and `x402_verification_duration_seconds{network}`;
+//! - `x402_tenant_refusals_total{reason}`: tenant_suspended, tenant_quota_exceeded before a
+//!   challenge.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub challenges: IntCounter,
+    pub attempts: IntCounterVec,
+    pub verified: IntCounterVec,
+    pub settlements: IntCounterVec,
+    pub settlement_seconds: HistogramVec,
+    pub verification_seconds: HistogramVec,
+    pub tenant_refusals: IntCounterVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        // Settlement on a fast chain takes milliseconds, on a slow one seconds.
+        let buckets = vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            60.0,
+        ];
+        let histogram = |name: &str, help: &str| {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(buckets.clone()),
+                &["network"],
+            )
+            .expect("valid metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric");
+            h
+        };
+        let challenges = IntCounter::new(
+            "x402_challenges_total",
+            "402 challenges answered to requests without a payment",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(challenges.clone()))
+            .expect("unique metric");
+        Metrics {
+            requests: counter("x402_requests_total", "Requests by route kind", &["route"]),
+            challenges,
+            attempts: counter(
+                "x402_payment_attempts_total",
+                "Requests carrying a payment, by outcome",
+                &["outcome"],
+            ),
+            verified: counter(
+                "x402_payments_verified_total",
+                "Payments verified and claimed",
+                &["tenant", "network"],
+            ),
+            settlements: counter(
+                "x402_settlements_total",
+                "Settlement outcomes",
+                &["network", "policy", "outcome"],
+            ),
+            settlement_seconds: histogram(
+                "x402_settlement_duration_seconds",
+                "Time to settle on-chain, from signing to receipt",
+            ),
+            verification_seconds: histogram(
+                "x402_verification_duration_seconds",
+                "Time to verify a payment, cached answers included",
+            ),
+            tenant_refusals: counter(
+                "x402_tenant_refusals_total",
+                "Priced requests refused for the tenant's standing",
+                &["reason"],
+            ),
+            registry,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding cannot fail");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+/// Serves `/metrics` on `server.metrics_listen`.
+pub struct MetricsService {
+    pub listen: SocketAddr,
+    pub metrics: Arc<Metrics>,
+}
+
+#[async_trait]
+impl BackgroundService for MetricsService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let listener = match tokio::net::TcpListener::bind(self.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(listen = %self.listen, "the metrics endpoint cannot listen: {e}");
+                return;
+            }
+        };
+        let metrics = self.metrics.clone();
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        metrics.render(),
+                    )
+                }
+            }),
+        );
+        let stop = async move {
+            let _ = shutdown.changed().await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::error!("metrics endpoint: {e}");
+        }
+    }
+}
