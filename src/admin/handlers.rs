@@ -813,7 +813,8 @@ pub async fn supported_chains(
                 .state(&me.tenant_id)
                 .await
                 .map_err(ApiError::unavailable)?
-                .tier,
+                .tier
+                .clone(),
         )
     } else {
         None

@@ -3,16 +3,15 @@
 //! that echo against ours on retry: anything per-request in them would break every retry.
 //! May import: config, x402.
 
-use serde::Serialize;
+use base64::Engine;
 use serde_json::json;
-use serde_json::value::RawValue;
 
 use std::collections::BTreeMap;
 
 use crate::config::{AssetConfig, Config, NetworkSigner, Price, RouteConfig, SettlePolicy, Tier};
 use crate::x402::{
-    encode_header, AtomicAmount, Namespace, Network, PaymentPayloadV1, PaymentProof,
-    PaymentRequirements, PaymentRequirementsV1, ResourceInfo,
+    AtomicAmount, Namespace, Network, PaymentPayloadV1, PaymentProof, PaymentRequirements,
+    PaymentRequirementsV1,
 };
 
 /// One way to pay a route: a network, an asset on it, the recipient and the amount.
@@ -26,15 +25,24 @@ pub struct Offer {
     pub requirement: PaymentRequirements,
 }
 
-/// All the offers of a priced route, plus the pre-serialized `accepts` array.
+/// All the offers of a priced route, plus its challenge pre-serialized into fragments: a 402 only
+/// splices the request's URL and the error text into them (the 402 path is the hot one).
 #[derive(Debug)]
 pub struct Offers {
     pub offers: Vec<Offer>,
     pub description: String,
     pub mime_type: String,
     pub settle: SettlePolicy,
-    accepts_v2: Box<RawValue>,
+    /// `,"description":…,"mimeType":…}` closing the v2 `resource` object.
+    v2_resource_tail: String,
+    /// `,"accepts":[…],"extensions":{}}` closing the v2 challenge.
+    v2_tail: String,
+    /// Each v1 `accepts` entry split around its `resource` value.
+    v1_entries: Vec<(String, String)>,
 }
+
+/// A marker that cannot occur in serialized requirements, used to split them into fragments.
+const SPLICE: &str = "\u{0}x402-gate-splice\u{0}";
 
 /// A 402 ready to write: the `PAYMENT-REQUIRED` header value and the v1 JSON body.
 #[derive(Debug, Clone)]
@@ -43,22 +51,9 @@ pub struct Challenge {
     pub body: Vec<u8>,
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct PaymentRequiredOut<'a> {
-    x402_version: u8,
-    error: &'a str,
-    resource: ResourceInfo,
-    accepts: &'a RawValue,
-    extensions: serde_json::Map<String, serde_json::Value>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct PaymentRequiredV1Out<'a> {
-    x402_version: u8,
-    error: &'a str,
-    accepts: Vec<PaymentRequirementsV1>,
+/// A JSON string literal, escaped.
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).expect("strings serialize")
 }
 
 /// What a tenant's routes are paid with right now: its tier and payout addresses, from the
@@ -119,59 +114,81 @@ impl Offers {
             .flat_map(|network| offers_on(route, config, terms, network))
             .collect();
         let accepts: Vec<&PaymentRequirements> = offers.iter().map(|o| &o.requirement).collect();
-        let accepts_v2 = serde_json::value::to_raw_value(&accepts).expect("requirements serialize");
-        Some(Offers {
-            offers,
-            description: route.description.clone(),
-            mime_type: route.mime_type.clone(),
-            settle: route.settle,
-            accepts_v2,
-        })
-    }
-
-    /// Builds the 402 for `resource_url`, with `error` as the human-readable reason.
-    pub fn challenge(&self, resource_url: &str, error: &str) -> Challenge {
-        let resource = ResourceInfo {
-            url: resource_url.to_string(),
-            description: Some(self.description.clone()),
-            mime_type: Some(self.mime_type.clone()),
-        };
-        let header = encode_header(&PaymentRequiredOut {
-            x402_version: 2,
-            error,
-            resource,
-            accepts: &self.accepts_v2,
-            extensions: Default::default(),
-        });
+        let accepts_json = serde_json::to_string(&accepts).expect("requirements serialize");
+        // The field order is the one the wire types serialize in: x402Version, error, resource
+        // {url, description, mimeType}, accepts, extensions.
+        let v2_resource_tail = format!(
+            ",\"description\":{},\"mimeType\":{}}}",
+            json_str(&route.description),
+            json_str(&route.mime_type)
+        );
+        let v2_tail = format!(",\"accepts\":{accepts_json},\"extensions\":{{}}}}");
         // v1 clients validate every entry's network against a fixed enum: list only networks
         // that have a v1 name, or the whole body becomes unparsable for them.
-        let accepts = self
-            .offers
+        let v1_entries = offers
             .iter()
             .filter_map(|o| {
                 let name = o.network.v1_name()?;
-                Some(PaymentRequirementsV1 {
+                let entry = PaymentRequirementsV1 {
                     scheme: "exact".into(),
                     network: name.into(),
                     max_amount_required: o.amount.to_string(),
-                    resource: resource_url.to_string(),
-                    description: self.description.clone(),
-                    mime_type: self.mime_type.clone(),
+                    resource: SPLICE.into(),
+                    description: route.description.clone(),
+                    mime_type: route.mime_type.clone(),
                     output_schema: None,
                     pay_to: o.pay_to.clone(),
                     max_timeout_seconds: o.requirement.max_timeout_seconds,
                     asset: o.asset.address.clone(),
                     extra: o.requirement.extra.clone(),
-                })
+                };
+                let json = serde_json::to_string(&entry).expect("requirements serialize");
+                let marker = json_str(SPLICE);
+                let (head, tail) = json
+                    .split_once(&marker)
+                    .expect("the marker is in the entry");
+                Some((head.to_string(), tail.to_string()))
             })
             .collect();
-        let body = serde_json::to_vec(&PaymentRequiredV1Out {
-            x402_version: 1,
-            error,
-            accepts,
+        Some(Offers {
+            offers,
+            description: route.description.clone(),
+            mime_type: route.mime_type.clone(),
+            settle: route.settle,
+            v2_resource_tail,
+            v2_tail,
+            v1_entries,
         })
-        .expect("v1 body serializes");
-        Challenge { header, body }
+    }
+
+    /// Builds the 402 for `resource_url`, with `error` as the human-readable reason.
+    pub fn challenge(&self, resource_url: &str, error: &str) -> Challenge {
+        let (url, error) = (json_str(resource_url), json_str(error));
+        let mut v2 = String::with_capacity(64 + url.len() + error.len() + self.v2_tail.len());
+        v2.push_str("{\"x402Version\":2,\"error\":");
+        v2.push_str(&error);
+        v2.push_str(",\"resource\":{\"url\":");
+        v2.push_str(&url);
+        v2.push_str(&self.v2_resource_tail);
+        v2.push_str(&self.v2_tail);
+        let header = base64::engine::general_purpose::STANDARD.encode(v2);
+        let mut body = String::with_capacity(64 + error.len() + self.v1_entries.len() * 512);
+        body.push_str("{\"x402Version\":1,\"error\":");
+        body.push_str(&error);
+        body.push_str(",\"accepts\":[");
+        for (i, (head, tail)) in self.v1_entries.iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push_str(head);
+            body.push_str(&url);
+            body.push_str(tail);
+        }
+        body.push_str("]}");
+        Challenge {
+            header,
+            body: body.into_bytes(),
+        }
     }
 
     /// The offer a proof pays for. v2: the echoed `accepted` must equal one of ours (addresses
@@ -255,4 +272,67 @@ fn offers_on(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::x402::{PaymentRequired, PaymentRequiredV1};
+
+    #[test]
+    fn spliced_challenges_are_the_wire_types_exactly() {
+        let text = r#"
+[networks."eip155:84532"]
+rpc_url = "http://127.0.0.1:8545"
+settler_key = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+assets = [{ symbol = "USDC", address = "0x036cbd53842c5426634e7929541ec2318f3dcf7e", decimals = 6, eip712_name = "USDC", eip712_version = "2" }]
+[networks."eip155:31337"]
+rpc_url = "http://127.0.0.1:8545"
+settler_key = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+assets = [{ symbol = "USDC", address = "0x5FbDB2315678afecb367f032d93F642f64180aa3", decimals = 6, eip712_name = "USD \"Coin\"", eip712_version = "2" }]
+[tiers.free]
+networks = ["eip155:84532", "eip155:31337"]
+[[tenants]]
+id = "acme"
+pay_to = { "eip155:84532" = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C", "eip155:31337" = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C" }
+[[routes]]
+tenant = "acme"
+path = "/paid"
+upstream = "http://127.0.0.1:1"
+price = "$0.01"
+description = "Quotes \" and \\ and unicode é"
+"#;
+        let config = Config::from_toml(text, &|_| None).unwrap();
+        let route = &config.routes[0];
+        let offers = Offers::for_route(
+            route,
+            &config,
+            &TenantTerms::from_config(&config, "acme").unwrap(),
+        )
+        .unwrap();
+        let url = "https://api.example.com/paid?q=\"x\"&u=é";
+        let c = offers.challenge(url, "invalid_payload: \"bad\"\n");
+        let v2: PaymentRequired =
+            serde_json::from_slice(&crate::x402::codec::decode_base64(&c.header).unwrap()).unwrap();
+        assert_eq!(v2.resource.url, url);
+        assert_eq!(v2.error.as_deref(), Some("invalid_payload: \"bad\"\n"));
+        assert_eq!(
+            v2.resource.description.as_deref(),
+            Some("Quotes \" and \\ and unicode é")
+        );
+        assert_eq!(
+            v2.accepts,
+            offers
+                .offers
+                .iter()
+                .map(|o| o.requirement.clone())
+                .collect::<Vec<_>>()
+        );
+        let v1: PaymentRequiredV1 = serde_json::from_slice(&c.body).unwrap();
+        assert_eq!(v1.accepts.len(), 1, "only the v1-named network");
+        assert_eq!(v1.accepts[0].resource, url);
+        assert_eq!(v1.accepts[0].network, "base-sepolia");
+        // Byte-for-byte what serde writes for the same values.
+        assert_eq!(serde_json::to_vec(&v1).unwrap(), c.body);
+    }
 }

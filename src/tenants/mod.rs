@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use moka::future::Cache;
+use moka::sync::Cache as SyncCache;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -60,7 +61,9 @@ pub enum TenantError {
 pub struct TenantDirectory {
     store: Arc<LazyStore>,
     tiers: BTreeMap<String, Tier>,
-    states: Cache<String, TenantState>,
+    /// Sync cache of shared values: a hit on the 402 path is a lock-free read and a refcount,
+    /// no allocation.
+    states: SyncCache<String, Arc<TenantState>>,
 }
 
 impl TenantDirectory {
@@ -68,7 +71,7 @@ impl TenantDirectory {
         TenantDirectory {
             store,
             tiers,
-            states: Cache::builder()
+            states: SyncCache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(1))
                 .build(),
@@ -79,8 +82,8 @@ impl TenantDirectory {
         &self.tiers
     }
 
-    pub async fn state(&self, tenant: &str) -> Result<TenantState, TenantError> {
-        if let Some(s) = self.states.get(tenant).await {
+    pub async fn state(&self, tenant: &str) -> Result<Arc<TenantState>, TenantError> {
+        if let Some(s) = self.states.get(tenant) {
             return Ok(s);
         }
         let store = self.store.get().await?;
@@ -96,19 +99,19 @@ impl TenantDirectory {
             monthly_verifications: Some(0),
             networks: Vec::new(),
         });
-        let state = TenantState {
+        let state = Arc::new(TenantState {
             active: record.status == "active",
             tier,
             period,
             used,
-        };
-        self.states.insert(tenant.to_string(), state.clone()).await;
+        });
+        self.states.insert(tenant.to_string(), state.clone());
         Ok(state)
     }
 
     /// Forgets a tenant's cached standing (after a payment was counted, or an admin change).
     pub async fn invalidate(&self, tenant: &str) {
-        self.states.invalidate(tenant).await;
+        self.states.invalidate(tenant);
     }
 }
 
