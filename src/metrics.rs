@@ -6,7 +6,7 @@
 //! - `x402_requests_total{route}`: requests by route kind (free, priced, no_route);
 //! - `x402_challenges_total`: 402s answered to requests without a payment;
 //! - `x402_payment_attempts_total{outcome}`: requests carrying a payment: admitted, invalid,
-//!   duplicate, quota_exceeded, unavailable;
+//!   duplicate, quota_exceeded, unavailable, rate_limited;
 //! - `x402_payments_verified_total{tenant,network}`: payments verified and claimed;
 //! - `x402_settlements_total{network,policy,outcome}`: settled, failed, pending, unavailable,
 //!   queued, released (not charged);

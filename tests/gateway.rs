@@ -435,3 +435,34 @@ fn raw_request(addr: std::net::SocketAddr, request: &str) -> (u16, String) {
         .unwrap_or(0);
     (status, text)
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_spraying_invalid_payments_is_rate_limited() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&basic_config(&up.url(), "invalid_payments_per_minute = 3"));
+    let c = client();
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let resp = c
+            .get(gw.url("/paid/x"))
+            .header("payment-signature", "garbage")
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    // Three within the limit, the fourth trips it, the fifth is refused before any decoding.
+    assert_eq!(statuses, [402, 402, 402, 402, 429]);
+    let resp = c
+        .get(gw.url("/paid/x"))
+        .header("payment-signature", "garbage")
+        .send()
+        .await
+        .unwrap();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "too_many_invalid_payments");
+    // Asking for the price still works, and so do free routes.
+    assert_eq!(c.get(gw.url("/paid/x")).send().await.unwrap().status(), 402);
+    assert_eq!(c.get(gw.url("/free/x")).send().await.unwrap().status(), 201);
+    assert_eq!(up.hits(), 1);
+}

@@ -108,6 +108,8 @@ pub struct ServerConfig {
     /// How long the gateway waits for each read of a request body before answering 408.
     pub body_read_timeout: Duration,
     pub cors_allow_origin: String,
+    /// Invalid payments one client IP may present per minute before it gets 429s.
+    pub invalid_payments_per_minute: u32,
 }
 
 #[derive(Debug, Clone)]

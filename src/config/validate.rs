@@ -25,6 +25,8 @@ const DEFAULT_DATABASE_URL: &str = "sqlite://x402-gate.db";
 const DEFAULT_MAX_PAYMENT_HEADER: usize = 8 * 1024;
 const DEFAULT_MAX_REQUEST_HEADERS: usize = 64 * 1024;
 const DEFAULT_BODY_READ_TIMEOUT: u64 = 30;
+/// Generous for a client with bugs, a hard stop for one spraying garbage.
+const DEFAULT_INVALID_PER_MINUTE: u32 = 60;
 /// Below this, an authorization signed for `maxTimeoutSeconds` may expire before it settles.
 const MIN_TIMEOUT_SECONDS: u64 = 10;
 
@@ -189,6 +191,14 @@ fn server(raw: RawServer, e: &mut Errors) -> ServerConfig {
         max_request_header_bytes,
         body_read_timeout: Duration::from_secs(body_secs.max(1)),
         cors_allow_origin: raw.cors_allow_origin.unwrap_or_else(|| "*".to_string()),
+        invalid_payments_per_minute: match raw.invalid_payments_per_minute {
+            Some(0) => {
+                e.push("server.invalid_payments_per_minute", "must be at least 1");
+                1
+            }
+            Some(n) => n,
+            None => DEFAULT_INVALID_PER_MINUTE,
+        },
     }
 }
 

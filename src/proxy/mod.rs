@@ -19,6 +19,7 @@
 
 mod ctx;
 pub mod gate;
+pub mod limit;
 pub mod pay;
 pub mod respond;
 
@@ -46,6 +47,7 @@ use crate::x402;
 /// Settings the proxy reads on every request, taken from `[server]`.
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
+    pub invalid_payments_per_minute: u32,
     pub public_url: Option<String>,
     pub max_payment_header_bytes: usize,
     pub max_request_header_bytes: usize,
@@ -56,6 +58,7 @@ pub struct ProxySettings {
 impl From<&ServerConfig> for ProxySettings {
     fn from(s: &ServerConfig) -> Self {
         ProxySettings {
+            invalid_payments_per_minute: s.invalid_payments_per_minute,
             public_url: s.public_url.clone(),
             max_payment_header_bytes: s.max_payment_header_bytes,
             max_request_header_bytes: s.max_request_header_bytes,
@@ -67,6 +70,7 @@ impl From<&ServerConfig> for ProxySettings {
 
 pub struct Gateway {
     routes: Arc<ArcSwap<RouteTable>>,
+    invalid: limit::InvalidPaymentLimiter,
     settings: ProxySettings,
     payments: Arc<Payments>,
     metrics: Arc<Metrics>,
@@ -81,6 +85,7 @@ impl Gateway {
     ) -> Self {
         Gateway {
             routes,
+            invalid: limit::InvalidPaymentLimiter::new(settings.invalid_payments_per_minute),
             settings,
             payments,
             metrics,
@@ -215,6 +220,19 @@ impl ProxyHttp for Gateway {
             path_and_query,
         );
         let header = gate::payment_header(&req.headers).map(|(n, v)| (n, v.to_vec()));
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        if let (Some(_), Some(ip)) = (&header, client_ip) {
+            if let Some(secs) = self.invalid.blocked_for(ip) {
+                ctx.facts.attempt = Some("rate_limited");
+                let msg = format!("too many invalid payments from this address; retry in {secs} s");
+                respond::json_error(session, 429, "too_many_invalid_payments", &msg, origin)
+                    .await?;
+                return Ok(true);
+            }
+        }
         let check = gate::check_payment(
             offers,
             header.as_ref().map(|(n, v)| (*n, v.as_slice())),
@@ -229,6 +247,9 @@ impl ProxyHttp for Gateway {
             }
             PaymentCheck::Rejected(r) => {
                 ctx.facts.attempt = Some("invalid");
+                if let Some(ip) = client_ip {
+                    self.invalid.record_invalid(ip);
+                }
                 let c = offers.challenge(&ctx.resource_url, &r.error_text());
                 respond::challenge(session, c, None, origin).await?;
                 return Ok(true);
@@ -260,6 +281,9 @@ impl ProxyHttp for Gateway {
                 } else {
                     "invalid"
                 });
+                if let Some(ip) = client_ip {
+                    self.invalid.record_invalid(ip);
+                }
                 let c = offers.challenge(&ctx.resource_url, &r.error_text());
                 respond::challenge(session, c, None, origin).await?;
                 return Ok(true);
