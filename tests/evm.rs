@@ -514,6 +514,7 @@ async fn after_a_failed_settlement_is_a_402_without_the_body() {
     assert_eq!(store(&s.gw).await.count_claims("failed").await.unwrap(), 1);
 }
 
+/// Cancels an authorization through a fresh provider (the hook runs inside the origin).
 async fn cancel_via(
     url: &str,
     token: Address,
@@ -521,29 +522,12 @@ async fn cancel_via(
     nonce: alloy::primitives::B256,
 ) {
     use alloy::providers::{Provider, ProviderBuilder};
-    use alloy::signers::SignerSync;
-    use alloy::sol_types::{SolCall, SolStruct};
     let provider = ProviderBuilder::new().connect_http(url.parse().unwrap());
     let from = provider.get_accounts().await.unwrap()[0];
-    let msg = CancelAuthorization {
-        authorizer: payer.address(),
-        nonce,
-    };
-    let domain = x402_gate::verify::evm::token_domain(TOKEN_NAME, TOKEN_VERSION, CHAIN_ID, token);
-    let sig = payer
-        .sign_hash_sync(&msg.eip712_signing_hash(&domain))
-        .unwrap();
-    let call = ITestUSDC::cancelAuthorizationCall {
-        authorizer: payer.address(),
-        nonce,
-        v: 27 + sig.v() as u8,
-        r: sig.r().into(),
-        s: sig.s().into(),
-    };
     let tx = alloy::rpc::types::TransactionRequest::default()
         .from(from)
         .to(token)
-        .input(alloy::primitives::Bytes::from(call.abi_encode()).into());
+        .input(alloy::primitives::Bytes::from(cancel_calldata(token, payer, nonce)).into());
     let receipt = provider
         .send_transaction(tx)
         .await
@@ -875,4 +859,37 @@ async fn metrics_follow_the_payment_funnel() {
         ),
         3.0
     );
+}
+
+/// A node that is down (connection refused), not just erroring: still our failure, a 503.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_refusing_connections_is_a_503() {
+    let chain = Chain::start().await;
+    let up = Upstream::start();
+    let pay_to = new_signer().address();
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let cfg = evm_config(
+        &up.url(),
+        &dead,
+        &chain.settler_key,
+        &chain.token.to_checksum(None),
+        &pay_to.to_checksum(None),
+    );
+    let gw = Gateway::start(&cfg);
+    let payer = new_signer();
+    let offer = offer(&gw, "/paid/x").await;
+    let auth = Authorization::for_offer(&offer, payer.address());
+    let resp = client()
+        .get(gw.url("/paid/x"))
+        .header(
+            "payment-signature",
+            v2_header(&offer, auth.payload(&auth.sign(&payer))),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "5");
+    assert_eq!(up.hits(), 0);
+    assert_eq!(store(&gw).await.count_claims("claimed").await.unwrap(), 0);
 }

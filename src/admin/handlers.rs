@@ -541,6 +541,26 @@ fn invalid(e: VerifyError) -> ApiResult<Json<VerifyResult>> {
     }
 }
 
+/// The configuration of a network the caller's tier allows, or why it cannot be used.
+fn allowed_network<'s>(
+    state: &'s AdminState,
+    standing: &crate::tenants::TenantState,
+    network: &Network,
+) -> ApiResult<&'s crate::config::NetworkConfig> {
+    if !standing.tier.allows(network) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "network_not_allowed",
+            format!("tier `{}` does not allow {network}", standing.tier.name),
+        ));
+    }
+    state.config.networks.get(network).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "network {network} is not configured on this gateway"
+        ))
+    })
+}
+
 fn quota_error(period: &str) -> ApiError {
     ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
@@ -587,18 +607,7 @@ pub async fn verify(
                 .map_err(|e| ApiError::bad_request(format!("paymentRequirements: {e}")))?;
             let network = Network::from_str(&requirements.network)
                 .map_err(|e| ApiError::bad_request(format!("paymentRequirements.network: {e}")))?;
-            if !standing.tier.allows(&network) {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "network_not_allowed",
-                    format!("tier `{}` does not allow {network}", standing.tier.name),
-                ));
-            }
-            let net = state.config.networks.get(&network).ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "network {network} is not configured on this gateway"
-                ))
-            })?;
+            let net = allowed_network(&state, &standing, &network)?;
             let asset = net
                 .assets
                 .iter()
@@ -692,18 +701,7 @@ pub async fn verify(
                         t.chain
                     ))
                 })?;
-            if !standing.tier.allows(&network) {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "network_not_allowed",
-                    format!("tier `{}` does not allow {network}", standing.tier.name),
-                ));
-            }
-            let net = state.config.networks.get(&network).ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "network {network} is not configured on this gateway"
-                ))
-            })?;
+            let net = allowed_network(&state, &standing, &network)?;
             let expected: AtomicAmount = t.expected_amount.parse().map_err(|e| {
                 ApiError::bad_request(format!("expected_amount: {e} (atomic units)"))
             })?;

@@ -179,9 +179,11 @@ impl KeyAuth {
     pub fn new(store: Arc<LazyStore>) -> Self {
         KeyAuth {
             store,
+            // Short: a key revoked through another instance sharing the database stops working
+            // here within this time (revocation through this instance clears it at once).
             cache: Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(30))
+                .time_to_live(Duration::from_secs(5))
                 .build(),
         }
     }

@@ -278,24 +278,8 @@ impl Chain {
 
     /// Cancels an authorization on-chain, as its payer can at any time.
     pub async fn cancel(&self, payer: &PrivateKeySigner, nonce: B256) {
-        use alloy::signers::SignerSync;
-        use alloy::sol_types::SolStruct;
-        let msg = CancelAuthorization {
-            authorizer: payer.address(),
-            nonce,
-        };
-        let domain = token_domain(TOKEN_NAME, TOKEN_VERSION, CHAIN_ID, self.token);
-        let sig = payer
-            .sign_hash_sync(&msg.eip712_signing_hash(&domain))
-            .unwrap();
-        let call = ITestUSDC::cancelAuthorizationCall {
-            authorizer: payer.address(),
-            nonce,
-            v: 27 + sig.v() as u8,
-            r: sig.r().into(),
-            s: sig.s().into(),
-        };
-        assert!(self.send(self.token, call.abi_encode()).await.status());
+        let data = cancel_calldata(self.token, payer, nonce);
+        assert!(self.send(self.token, data).await.status());
     }
 
     /// Deploys an ERC-1271 smart wallet owned by `owner`.
@@ -304,6 +288,28 @@ impl Chain {
         code.extend(owner.abi_encode());
         deploy(&self.provider, self.deployer, code).await
     }
+}
+
+/// Calldata of `cancelAuthorization(payer, nonce)` on `token`, signed by the payer.
+pub fn cancel_calldata(token: Address, payer: &PrivateKeySigner, nonce: B256) -> Vec<u8> {
+    use alloy::signers::SignerSync;
+    use alloy::sol_types::SolStruct;
+    let msg = CancelAuthorization {
+        authorizer: payer.address(),
+        nonce,
+    };
+    let domain = token_domain(TOKEN_NAME, TOKEN_VERSION, CHAIN_ID, token);
+    let sig = payer
+        .sign_hash_sync(&msg.eip712_signing_hash(&domain))
+        .unwrap();
+    ITestUSDC::cancelAuthorizationCall {
+        authorizer: payer.address(),
+        nonce,
+        v: 27 + sig.v() as u8,
+        r: sig.r().into(),
+        s: sig.s().into(),
+    }
+    .abi_encode()
 }
 
 async fn deploy(provider: &DynProvider, from: Address, code: Vec<u8>) -> Address {
