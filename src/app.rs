@@ -22,6 +22,7 @@ use crate::proxy::pay::Payments;
 use crate::proxy::{Gateway, ProxySettings};
 use crate::routes::reload::{terms_from_records, RouteReloader};
 use crate::routes::RouteTable;
+use crate::settle::reconcile::Reconciler;
 use crate::settle::worker::SettlementWorker;
 use crate::store::{LazyStore, Store, TenantRecord};
 use crate::tenants::{KeyAuth, TenantDirectory};
@@ -81,6 +82,13 @@ pub fn build_server(
         },
     ));
     let worker = SettlementWorker::new(db(), verifiers.clone(), wakeup, metrics.clone());
+    server.add_service(pingora::services::background::background_service(
+        "settlement reconciler",
+        Reconciler {
+            store: db(),
+            verifiers: verifiers.clone(),
+        },
+    ));
     server.add_service(pingora::services::background::background_service(
         "tenant terms",
         RouteReloader {

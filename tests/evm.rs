@@ -893,3 +893,57 @@ async fn a_node_refusing_connections_is_a_503() {
     assert_eq!(up.hits(), 0);
     assert_eq!(store(&gw).await.count_claims("claimed").await.unwrap(), 0);
 }
+
+/// A settlement sent just before the gateway died (no receipt seen, nothing recorded) is found
+/// and written to the ledger after a restart: every settlement that landed is recorded.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_settlement_interrupted_by_a_crash_is_reconciled_on_restart() {
+    use alloy::providers::ext::AnvilApi;
+    let chain = Chain::start().await;
+    let up = Upstream::start();
+    let pay_to = new_signer().address();
+    let payer = new_signer();
+    chain.mint(payer.address(), 1_000_000).await;
+    let cfg = evm_config(
+        &up.url(),
+        &chain.rpc.url,
+        &chain.settler_key,
+        &chain.token.to_checksum(None),
+        &pay_to.to_checksum(None),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}", dir.path().join("gate.db").display());
+    let gw = Gateway::start_with_db(&cfg, &db_url);
+    let offer = offer(&gw, "/paid/crash").await;
+    let auth = Authorization::for_offer(&offer, payer.address());
+    let header = v2_header(&offer, auth.payload(&auth.sign(&payer)));
+
+    // Mining paused: the settlement is sent, and the gateway waits for a receipt that won't come.
+    chain.provider.anvil_set_auto_mine(false).await.unwrap();
+    let req = client()
+        .get(gw.url("/paid/crash"))
+        .header("payment-signature", header);
+    let pending = tokio::spawn(async move { req.send().await });
+    let db = Store::connect(&db_url).await.unwrap();
+    wait_for(|| async { db.count_claims("settling").await.unwrap() == 1 }).await;
+    drop(gw); // the crash: nothing about the outcome was recorded
+    let _ = pending.await;
+    assert!(db.ledger(10).await.unwrap().is_empty());
+
+    chain.provider.anvil_set_auto_mine(true).await.unwrap();
+    chain.provider.evm_mine(None).await.unwrap();
+    assert_eq!(
+        chain.balance(pay_to).await,
+        U256::from(PRICE),
+        "the money moved"
+    );
+
+    let _gw = Gateway::start_with_db(&cfg, &db_url);
+    wait_for(|| async { db.ledger(10).await.unwrap().len() == 1 }).await;
+    let entry = &db.ledger(10).await.unwrap()[0];
+    assert_eq!(entry.pay_to, pay_to.to_checksum(None));
+    assert_eq!(entry.amount, PRICE.to_string());
+    assert_eq!(entry.route, "/paid/*");
+    assert_eq!(db.count_claims("settled").await.unwrap(), 1);
+    assert!(chain.authorization_used(payer.address(), auth.nonce).await);
+}

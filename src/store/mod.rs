@@ -59,6 +59,21 @@ pub struct LedgerEntry {
     pub settled_at: i64,
 }
 
+/// A claim whose settlement transaction's outcome was never recorded.
+#[derive(Debug, Clone)]
+pub struct SettlingClaim {
+    pub claim_id: i64,
+    pub network: String,
+    pub asset: String,
+    /// Lower-case hex, as claimed.
+    pub payer: String,
+    pub amount: String,
+    pub tenant: String,
+    pub route: String,
+    pub tx_hash: String,
+    pub valid_before: i64,
+}
+
 /// A deferred settlement due for an attempt.
 #[derive(Debug, Clone)]
 pub struct QueuedSettlement {
@@ -288,6 +303,77 @@ impl Store {
         .bind(claim_id)
         .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Claims left `settling` (a transaction was signed and maybe sent, no outcome recorded)
+    /// last touched at or before `older_than`, outside the deferred queue (its worker owns those).
+    pub async fn settling_claims(
+        &self,
+        older_than: i64,
+        limit: i64,
+    ) -> Result<Vec<SettlingClaim>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT c.id, c.network, c.asset, c.payer, c.amount, c.tenant, c.route, c.tx_hash, c.valid_before
+             FROM payment_claims c
+             WHERE c.status = 'settling' AND c.tx_hash IS NOT NULL AND c.updated_at <= $1
+               AND NOT EXISTS (SELECT 1 FROM settlement_queue q WHERE q.claim_id = c.id)
+             ORDER BY c.id LIMIT $2",
+        )
+        .bind(older_than)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| SettlingClaim {
+                claim_id: r.get(0),
+                network: r.get(1),
+                asset: r.get(2),
+                payer: r.get(3),
+                amount: r.get(4),
+                tenant: r.get(5),
+                route: r.get(6),
+                tx_hash: r.get(7),
+                valid_before: r.get(8),
+            })
+            .collect())
+    }
+
+    /// Records a settlement found after the fact for a `settling` claim.
+    pub async fn record_reconciled(
+        &self,
+        c: &SettlingClaim,
+        pay_to: &str,
+        s: &Settlement,
+    ) -> Result<(), StoreError> {
+        let t = now();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO settlements
+                (claim_id, network, asset, payer, pay_to, amount, tx_hash, block_number, tenant, route, settled_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             ON CONFLICT (claim_id) DO NOTHING",
+        )
+        .bind(c.claim_id)
+        .bind(&c.network)
+        .bind(&c.asset)
+        .bind(&s.payer)
+        .bind(pay_to)
+        .bind(&c.amount)
+        .bind(&s.transaction)
+        .bind(s.block_number as i64)
+        .bind(&c.tenant)
+        .bind(&c.route)
+        .bind(t)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE payment_claims SET status = 'settled', error = NULL, updated_at = $1 WHERE id = $2")
+            .bind(t)
+            .bind(c.claim_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -529,6 +529,50 @@ fn revert_text(e: &RpcError<TransportErrorKind>) -> Option<String> {
 
 #[async_trait]
 impl PaymentVerifier for EvmVerifier {
+    async fn settlement_outcome(
+        &self,
+        tx_hash: &str,
+        asset: &str,
+        from: &str,
+        value: &str,
+    ) -> Result<super::TxOutcome, VerifyError> {
+        let bad = |what: &str| VerifyError::Unavailable(format!("stored {what} does not parse"));
+        let hash: B256 = tx_hash.parse().map_err(|_| bad("tx hash"))?;
+        let asset: Address = asset.parse().map_err(|_| bad("asset"))?;
+        let from: Address = from.parse().map_err(|_| bad("payer"))?;
+        let value = U256::from_str_radix(value, 10).map_err(|_| bad("amount"))?;
+        let receipt = match self.provider.get_transaction_receipt(hash).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(super::TxOutcome::NotFound),
+            Err(e) => return Err(VerifyError::Unavailable(format!("{}: {e}", self.network))),
+        };
+        if !receipt.status() {
+            return Ok(super::TxOutcome::Failed(
+                "the settlement transaction reverted".into(),
+            ));
+        }
+        let transfer = receipt.inner.logs().iter().find_map(|log| {
+            (log.address() == asset)
+                .then(|| IEip3009::Transfer::decode_log_data(log.data()).ok())
+                .flatten()
+                .filter(|t| t.from == from && t.value == value)
+        });
+        Ok(match transfer {
+            Some(t) => super::TxOutcome::Landed {
+                settlement: Settlement {
+                    transaction: hash.to_string(),
+                    block_number: receipt.block_number.unwrap_or_default(),
+                    network: self.network.clone(),
+                    payer: from.to_checksum(None),
+                },
+                pay_to: t.to.to_checksum(None),
+            },
+            None => {
+                super::TxOutcome::Failed("the transaction has no matching Transfer event".into())
+            }
+        })
+    }
+
     async fn verify_transfer(
         &self,
         tx_hash: &str,

@@ -108,8 +108,36 @@ pub struct TransferFacts {
     pub block_number: u64,
 }
 
+/// What became of a settlement transaction, looked up after the fact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxOutcome {
+    /// Mined with the expected transfer; `pay_to` is where it went.
+    Landed {
+        settlement: Settlement,
+        pay_to: String,
+    },
+    /// Mined but reverted, or without the expected transfer: nothing moved.
+    Failed(String),
+    /// Not mined (yet, or ever).
+    NotFound,
+}
+
 #[async_trait]
 pub trait PaymentVerifier: Send + Sync {
+    /// Looks up a settlement transaction we sent for the payment `from` -> `value` of `asset`.
+    async fn settlement_outcome(
+        &self,
+        tx_hash: &str,
+        asset: &str,
+        from: &str,
+        value: &str,
+    ) -> Result<TxOutcome, VerifyError> {
+        let _ = (tx_hash, asset, from, value);
+        Err(VerifyError::Unavailable(
+            "settlement lookup is not supported on this network".into(),
+        ))
+    }
+
     /// Checks a mined transaction for a transfer of at least `min_amount` of one of `assets` to
     /// `recipient`, with enough confirmations.
     async fn verify_transfer(
