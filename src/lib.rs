@@ -40,14 +40,16 @@
 //! # Dependency rules
 //!
 //! ```text
-//! main -> app -> { proxy, admin, settle::worker, routes::reload, metrics }
+//! main -> app -> { proxy, admin, settle::{worker, reconcile}, routes::reload, metrics }
 //! proxy -> routes, pricing, verify, store, settle, cache, tenants, metrics, x402
 //! admin -> store, tenants, verify, pricing, routes (reload), cache, x402   (never proxy)
 //! tenants -> store, config
-//! settle -> verify, store        store -> verify (value types)     verify -> pricing, x402
-//! routes -> pricing -> config -> x402          x402 imports nothing internal
+//! settle -> verify, store, metrics     store -> verify (value types)    verify -> pricing, x402
+//! routes -> pricing -> config -> x402; routes::reload -> store    x402 imports nothing internal
 //! pingora stays in app, proxy and the background services; alloy in verify/evm; sqlx in
-//! store; moka in cache and tenants; axum in admin and metrics; prometheus in metrics.
+//! store; moka in cache, tenants and proxy::limit; axum in admin and metrics; prometheus in
+//! metrics; governor in proxy::limit. alloy-primitives (pure types: addresses, hex) is also
+//! used by config (EIP-55 checksums) and tenants (hex).
 //! ```
 
 pub mod admin;

@@ -50,6 +50,44 @@ async fn setup() -> Setup {
     setup_with(None).await
 }
 
+/// A chain, an origin and a config whose SQLite database lives in the test's own directory, so it
+/// outlives a gateway that is stopped and started again.
+struct Durable {
+    chain: Chain,
+    up: Upstream,
+    pay_to: Address,
+    payer: PrivateKeySigner,
+    cfg: String,
+    db_url: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn durable_setup() -> Durable {
+    let chain = Chain::start().await;
+    let up = Upstream::start();
+    let pay_to = new_signer().address();
+    let payer = new_signer();
+    chain.mint(payer.address(), 1_000_000).await;
+    let cfg = evm_config(
+        &up.url(),
+        &chain.rpc.url,
+        &chain.settler_key,
+        &chain.token.to_checksum(None),
+        &pay_to.to_checksum(None),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}", dir.path().join("gate.db").display());
+    Durable {
+        chain,
+        up,
+        pay_to,
+        payer,
+        cfg,
+        db_url,
+        _dir: dir,
+    }
+}
+
 /// The offer the gateway makes for `path`.
 async fn offer(gw: &Gateway, path: &str) -> Value {
     let resp = client().get(gw.url(path)).send().await.unwrap();
@@ -634,21 +672,15 @@ async fn deferred_answers_first_and_settles_in_the_background() {
 async fn deferred_settlements_survive_a_restart_and_land_once() {
     use alloy::providers::ext::AnvilApi;
     use alloy::providers::Provider;
-    let chain = Chain::start().await;
-    let up = Upstream::start();
-    let pay_to = new_signer().address();
-    let payer = new_signer();
-    chain.mint(payer.address(), 1_000_000).await;
-    let cfg = evm_config(
-        &up.url(),
-        &chain.rpc.url,
-        &chain.settler_key,
-        &chain.token.to_checksum(None),
-        &pay_to.to_checksum(None),
-    );
-    // The database outlives the first gateway.
-    let dir = tempfile::tempdir().unwrap();
-    let db_url = format!("sqlite://{}", dir.path().join("gate.db").display());
+    let Durable {
+        chain,
+        up: _up,
+        pay_to,
+        payer,
+        cfg,
+        db_url,
+        _dir,
+    } = durable_setup().await;
     let gw = Gateway::start_with_db(&cfg, &db_url);
 
     // Stop mining: settlements get signed and sent but cannot confirm before the gateway dies.
@@ -803,7 +835,15 @@ async fn metrics_follow_the_payment_funnel() {
         500
     );
 
-    let m = s.gw.metrics().await;
+    // Metrics are written in the logging phase, after the response went out: wait for the last.
+    let mut m = s.gw.metrics().await;
+    for _ in 0..100 {
+        if sample(&m, r#"x402_requests_total{route="priced"}"#) >= 6.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        m = s.gw.metrics().await;
+    }
     assert_eq!(
         sample(&m, r#"x402_requests_total{route="free"}"#),
         1.0,
@@ -899,20 +939,15 @@ async fn a_node_refusing_connections_is_a_503() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_settlement_interrupted_by_a_crash_is_reconciled_on_restart() {
     use alloy::providers::ext::AnvilApi;
-    let chain = Chain::start().await;
-    let up = Upstream::start();
-    let pay_to = new_signer().address();
-    let payer = new_signer();
-    chain.mint(payer.address(), 1_000_000).await;
-    let cfg = evm_config(
-        &up.url(),
-        &chain.rpc.url,
-        &chain.settler_key,
-        &chain.token.to_checksum(None),
-        &pay_to.to_checksum(None),
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let db_url = format!("sqlite://{}", dir.path().join("gate.db").display());
+    let Durable {
+        chain,
+        up: _up,
+        pay_to,
+        payer,
+        cfg,
+        db_url,
+        _dir,
+    } = durable_setup().await;
     let gw = Gateway::start_with_db(&cfg, &db_url);
     let offer = offer(&gw, "/paid/crash").await;
     let auth = Authorization::for_offer(&offer, payer.address());
