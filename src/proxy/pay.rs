@@ -150,8 +150,12 @@ pub async fn admit(
         route: &route_name,
     };
     let outcome = store.claim(&verified, &ctx, limit).await;
-    // The month's count moved (or hit the limit): the cached standing is stale.
-    payments.tenants.invalidate(&tenant).await;
+    // The claim's count is the authority; the cached standing only spares unpaid requests a query
+    // and may lag a second. Refresh it at once only when the limit was hit, so the next request is
+    // refused before it is asked to pay (not after every payment: that is two queries each).
+    if matches!(outcome, Ok(ClaimOutcome::QuotaExceeded)) {
+        payments.tenants.invalidate(&tenant).await;
+    }
     match outcome {
         Ok(ClaimOutcome::Claimed(claim_id)) => Admission::Admitted(PaymentState {
             network: verified.key.network.clone(),
@@ -268,7 +272,6 @@ pub async fn release(payments: &Payments, state: &mut PaymentState, why: &str) {
         return;
     }
     state.stage = Stage::Released;
-    payments.tenants.invalidate(&state.tenant).await;
     match payments.store.get().await {
         Ok(store) => {
             if let Err(e) = store.release(state.claim_id, why).await {

@@ -59,6 +59,19 @@ pub struct LedgerEntry {
     pub settled_at: i64,
 }
 
+/// What one ledger row records.
+struct LedgerRow<'a> {
+    claim_id: i64,
+    network: &'a str,
+    asset: &'a str,
+    payer: &'a str,
+    pay_to: &'a str,
+    amount: &'a str,
+    settlement: &'a Settlement,
+    tenant: &'a str,
+    route: &'a str,
+}
+
 /// A claim whose settlement transaction's outcome was never recorded.
 #[derive(Debug, Clone)]
 pub struct SettlingClaim {
@@ -274,6 +287,23 @@ impl Store {
         s: &Settlement,
         ctx: &ClaimContext<'_>,
     ) -> Result<(), StoreError> {
+        self.write_ledger(LedgerRow {
+            claim_id,
+            network: &v.key.network,
+            asset: &v.key.asset,
+            payer: &v.payer,
+            pay_to: &v.pay_to,
+            amount: &v.amount,
+            settlement: s,
+            tenant: ctx.tenant,
+            route: ctx.route,
+        })
+        .await
+    }
+
+    /// The one ledger write: the settlement row (at most one per claim) and the claim marked
+    /// settled, in one transaction.
+    async fn write_ledger(&self, row: LedgerRow<'_>) -> Result<(), StoreError> {
         let t = now();
         let mut tx = self.pool.begin().await?;
         sqlx::query(
@@ -282,25 +312,25 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
              ON CONFLICT (claim_id) DO NOTHING",
         )
-        .bind(claim_id)
-        .bind(&v.key.network)
-        .bind(&v.key.asset)
-        .bind(&v.payer)
-        .bind(&v.pay_to)
-        .bind(&v.amount)
-        .bind(&s.transaction)
-        .bind(s.block_number as i64)
-        .bind(ctx.tenant)
-        .bind(ctx.route)
+        .bind(row.claim_id)
+        .bind(row.network)
+        .bind(row.asset)
+        .bind(row.payer)
+        .bind(row.pay_to)
+        .bind(row.amount)
+        .bind(&row.settlement.transaction)
+        .bind(row.settlement.block_number as i64)
+        .bind(row.tenant)
+        .bind(row.route)
         .bind(t)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
             "UPDATE payment_claims SET status = 'settled', tx_hash = $1, error = NULL, updated_at = $2 WHERE id = $3",
         )
-        .bind(&s.transaction)
+        .bind(&row.settlement.transaction)
         .bind(t)
-        .bind(claim_id)
+        .bind(row.claim_id)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -348,34 +378,18 @@ impl Store {
         pay_to: &str,
         s: &Settlement,
     ) -> Result<(), StoreError> {
-        let t = now();
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO settlements
-                (claim_id, network, asset, payer, pay_to, amount, tx_hash, block_number, tenant, route, settled_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-             ON CONFLICT (claim_id) DO NOTHING",
-        )
-        .bind(c.claim_id)
-        .bind(&c.network)
-        .bind(&c.asset)
-        .bind(&s.payer)
-        .bind(pay_to)
-        .bind(&c.amount)
-        .bind(&s.transaction)
-        .bind(s.block_number as i64)
-        .bind(&c.tenant)
-        .bind(&c.route)
-        .bind(t)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE payment_claims SET status = 'settled', error = NULL, updated_at = $1 WHERE id = $2")
-            .bind(t)
-            .bind(c.claim_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        self.write_ledger(LedgerRow {
+            claim_id: c.claim_id,
+            network: &c.network,
+            asset: &c.asset,
+            payer: &s.payer,
+            pay_to,
+            amount: &c.amount,
+            settlement: s,
+            tenant: &c.tenant,
+            route: &c.route,
+        })
+        .await
     }
 
     /// Queues a deferred settlement; durable once this returns.
