@@ -250,6 +250,58 @@ pub struct RouteConfig {
     pub mime_type: String,
     pub settle: SettlePolicy,
     pub max_timeout_seconds: u64,
+    /// Which final origin statuses are charged (default 2xx and 3xx).
+    pub charged: ChargedStatuses,
+    /// Match the path case-insensitively, for origins that serve `/PAID/x` as `/paid/x`.
+    pub case_insensitive: bool,
+    /// Whether an `Upgrade` (WebSocket) request may pass; its 101 is then the charged answer.
+    pub allow_upgrade: bool,
+}
+
+/// One entry of `charge_statuses`: a whole class (`"2xx"`) or one code (`"404"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusSpec {
+    Class(u16),
+    Code(u16),
+}
+
+/// The final origin statuses a priced route charges for. Anything else is passed through
+/// uncharged and its claim released, so the same proof may pay for a retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChargedStatuses(pub Vec<StatusSpec>);
+
+impl Default for ChargedStatuses {
+    /// 2xx and 3xx: a redirect to the content is as good as the content.
+    fn default() -> Self {
+        ChargedStatuses(vec![StatusSpec::Class(2), StatusSpec::Class(3)])
+    }
+}
+
+impl ChargedStatuses {
+    /// Whether a final status is charged. Informational statuses never are: they are not final.
+    pub fn charges(&self, status: u16) -> bool {
+        self.0.iter().any(|s| match *s {
+            StatusSpec::Class(c) => status / 100 == c,
+            StatusSpec::Code(c) => status == c,
+        })
+    }
+
+    /// Parses `"2xx"` or `"404"`; informational statuses are refused (they are never final).
+    pub fn parse_one(text: &str) -> Result<StatusSpec, String> {
+        let t = text.trim().to_ascii_lowercase();
+        if let Some(class) = t.strip_suffix("xx") {
+            return match class.parse::<u16>() {
+                Ok(c @ 2..=5) => Ok(StatusSpec::Class(c)),
+                _ => Err(format!("`{text}` is not one of 2xx, 3xx, 4xx, 5xx")),
+            };
+        }
+        match t.parse::<u16>() {
+            Ok(c @ 200..=599) => Ok(StatusSpec::Code(c)),
+            _ => Err(format!(
+                "`{text}` is not a final status code (200-599) or a class like \"2xx\""
+            )),
+        }
+    }
 }
 
 impl Config {

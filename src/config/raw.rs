@@ -113,4 +113,7 @@ pub struct RawRoute {
     pub mime_type: Option<String>,
     pub settle: Option<String>,
     pub max_timeout_seconds: Option<u64>,
+    pub charge_statuses: Option<Vec<String>>,
+    pub case_insensitive: Option<bool>,
+    pub allow_upgrade: Option<bool>,
 }

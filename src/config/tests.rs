@@ -69,8 +69,14 @@ fn valid_config_resolves_defaults() {
     assert_eq!(c.routes.len(), 2);
     let r = &c.routes[0];
     assert_eq!(r.path, PathPattern::Prefix("/v1/forecast".into()));
-    assert_eq!(r.methods.as_deref(), Some(&["GET".to_string()][..]));
+    // GET implies HEAD, so HEAD cannot fall through to a free route.
+    assert_eq!(
+        r.methods.as_deref(),
+        Some(&["GET".to_string(), "HEAD".to_string()][..])
+    );
     assert_eq!(r.settle, SettlePolicy::After);
+    assert_eq!(r.charged, ChargedStatuses::default());
+    assert!(!r.case_insensitive && !r.allow_upgrade);
     assert_eq!(r.max_timeout_seconds, 60);
     assert_eq!(r.networks, vec!["eip155:84532".parse().unwrap()]);
     assert!(c.routes[1].upstream.tls);
@@ -273,6 +279,30 @@ fn other_refusals() {
         &valid().replace("price = \"$0.01\"", "price = \"$0.01\"\nsettle = \"later\""),
         "routes[0].settle",
         "before, after, deferred",
+    );
+    assert_refused(
+        &valid().replace(
+            "price = \"$0.01\"",
+            "price = \"$0.01\"\ncharge_statuses = [\"2xx\", \"1xx\"]",
+        ),
+        "routes[0].charge_statuses[1]",
+        "2xx, 3xx, 4xx, 5xx",
+    );
+    assert_refused(
+        &valid().replace(
+            "price = \"$0.01\"",
+            "price = \"$0.01\"\ncharge_statuses = [\"100\"]",
+        ),
+        "routes[0].charge_statuses[0]",
+        "final status",
+    );
+    assert_refused(
+        &valid().replace(
+            "price = \"$0.01\"",
+            "price = \"$0.01\"\ncharge_statuses = []",
+        ),
+        "routes[0].charge_statuses",
+        "at least one",
     );
     assert_refused(
         &valid().replace(

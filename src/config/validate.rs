@@ -561,7 +561,8 @@ fn routes(
             }
         }
         let methods = r.methods.map(|ms| {
-            ms.into_iter()
+            let mut ms: Vec<String> = ms
+                .into_iter()
                 .enumerate()
                 .map(|(i, m)| {
                     let upper = m.to_ascii_uppercase();
@@ -573,7 +574,13 @@ fn routes(
                     }
                     upper
                 })
-                .collect::<Vec<_>>()
+                .collect();
+            // HEAD is GET without the body (RFC 9110 9.3.2): a GET-only priced route must not let
+            // HEAD fall through to a free catch-all that an origin answers as GET.
+            if ms.iter().any(|m| m == "GET") && !ms.iter().any(|m| m == "HEAD") {
+                ms.push("HEAD".into());
+            }
+            ms
         });
         let upstream = match r.upstream.as_deref().map(parse_upstream) {
             Some(Ok(u)) => Some(u),
@@ -635,6 +642,28 @@ fn routes(
                 format!("must be at least {MIN_TIMEOUT_SECONDS} (an authorization must outlive its settlement)"),
             );
         }
+        let charged = match r.charge_statuses {
+            None => ChargedStatuses::default(),
+            Some(list) if list.is_empty() => {
+                e.push(
+                    format!("{path}.charge_statuses"),
+                    "must list at least one status (default: [\"2xx\", \"3xx\"])",
+                );
+                ChargedStatuses::default()
+            }
+            Some(list) => ChargedStatuses(
+                list.iter()
+                    .enumerate()
+                    .filter_map(|(i, t)| match ChargedStatuses::parse_one(t) {
+                        Ok(s) => Some(s),
+                        Err(msg) => {
+                            e.push(format!("{path}.charge_statuses[{i}]"), msg);
+                            None
+                        }
+                    })
+                    .collect(),
+            ),
+        };
         let networks_listed = r.networks.as_ref().map(|l| {
             l.iter()
                 .filter_map(|n| Network::from_str(n).ok())
@@ -661,6 +690,9 @@ fn routes(
                 mime_type: r.mime_type.unwrap_or_else(|| "application/json".into()),
                 settle,
                 max_timeout_seconds,
+                charged,
+                case_insensitive: r.case_insensitive.unwrap_or(false),
+                allow_upgrade: r.allow_upgrade.unwrap_or(false),
             });
         }
     }

@@ -23,6 +23,9 @@ pub struct RequestCtx {
     /// When set, the origin's body is dropped and this is sent instead (settlement failed after
     /// the origin answered, so the client gets a 402 and none of what it did not pay for).
     pub replacement_body: Option<Bytes>,
+    /// Set when the request was handed to the origin: from then on a paid request is charged
+    /// even if its client leaves before the answer.
+    pub forwarded: bool,
     /// Set once the replacement body went out, so the rest of the origin's body is dropped.
     pub body_replaced: bool,
     /// What happened, for the metrics written in `logging`.

@@ -108,6 +108,93 @@ pub fn check_payment<'a>(
     }
 }
 
+/// A request the gateway refuses before routing it: the status, a stable code, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: &'static str,
+}
+
+const STANDARD_METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+/// Checks the request line as the client sent it, before anything is routed on it.
+///
+/// - The target must be origin-form (`/path?query`) or absolute-form (`http://host/path`): pingora
+///   keeps any other target's bytes verbatim for the upstream while routing on `/`, so
+///   `GET paid/report` would be matched as a free `/` and forwarded as the priced path. Asterisk
+///   and authority form are never proxied.
+/// - A method that differs only in case from a standard one (`get`) is refused: methods are
+///   case-sensitive (RFC 9110 9.1), yet some origins fold them and would serve `get` as GET while
+///   the gateway matched it against no GET route.
+pub fn check_request_line(raw_target: &[u8], method: &str) -> Result<(), Refusal> {
+    let lower = raw_target
+        .get(..8)
+        .map(|p| p.to_ascii_lowercase())
+        .unwrap_or_default();
+    let absolute = lower.starts_with(b"http://") || lower.starts_with(b"https://");
+    if raw_target.first() != Some(&b'/') && !absolute {
+        return Err(Refusal {
+            status: 400,
+            code: "bad_request_target",
+            message: "the request target must be a path starting with / (or an absolute http URL)",
+        });
+    }
+    if !STANDARD_METHODS.contains(&method)
+        && STANDARD_METHODS
+            .iter()
+            .any(|m| m.eq_ignore_ascii_case(method))
+    {
+        return Err(Refusal {
+            status: 400,
+            code: "bad_method",
+            message: "HTTP methods are case-sensitive; send the standard method in upper case",
+        });
+    }
+    Ok(())
+}
+
+/// Checks a protocol upgrade (`Upgrade` header) against the route it would reach; `Ok(true)` for
+/// an upgrade that may pass.
+///
+/// - `h2c` is refused everywhere: an origin that switches to HTTP/2 cleartext takes requests for
+///   any path over that one connection, priced ones included, without the gateway seeing them.
+/// - On a priced route an upgrade is refused unless the route allows it; when it does, the `101`
+///   is the final answer and is charged like a 2xx (a tunnel is never free, and never reusable).
+pub fn check_upgrade(
+    headers: &HeaderMap,
+    priced: bool,
+    allow_upgrade: bool,
+) -> Result<bool, Refusal> {
+    let mut protocols = headers
+        .get_all(http::header::UPGRADE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(|p| p.trim_ascii())
+        .filter(|p| !p.is_empty())
+        .peekable();
+    if protocols.peek().is_none() {
+        return Ok(false);
+    }
+    if protocols.any(|p| p.len() >= 3 && p[..3].eq_ignore_ascii_case(b"h2c")) {
+        return Err(Refusal {
+            status: 400,
+            code: "upgrade_refused",
+            message: "h2c upgrades are not accepted",
+        });
+    }
+    if priced && !allow_upgrade {
+        return Err(Refusal {
+            status: 400,
+            code: "upgrade_refused",
+            message: "this priced route does not accept protocol upgrades",
+        });
+    }
+    Ok(true)
+}
+
 /// Size of the request header block as a client sent it (names, values, separators).
 pub fn header_block_size(headers: &HeaderMap) -> usize {
     headers
@@ -255,7 +342,38 @@ price = "$0.01"
         assert_eq!(body["x402Version"], 1);
         assert_eq!(body["accepts"][0]["network"], "base-sepolia");
         assert_eq!(body["accepts"][0]["maxAmountRequired"], "10000");
-        assert_eq!(body["accepts"][0]["outputSchema"], serde_json::Value::Null);
+        // Absent, not null: v1 clients refuse `"outputSchema": null`.
+        assert!(body["accepts"][0].get("outputSchema").is_none());
+    }
+
+    #[test]
+    fn request_lines() {
+        assert!(check_request_line(b"/paid/report", "GET").is_ok());
+        assert!(check_request_line(b"http://h/paid", "GET").is_ok());
+        assert!(check_request_line(b"HTTPS://h/paid", "POST").is_ok());
+        assert!(check_request_line(b"/x", "PROPFIND").is_ok());
+        let code = |t: &[u8], m| check_request_line(t, m).unwrap_err().code;
+        assert_eq!(code(b"paid/report", "GET"), "bad_request_target");
+        assert_eq!(code(b"*", "OPTIONS"), "bad_request_target");
+        assert_eq!(code(b"h:443", "CONNECT"), "bad_request_target");
+        assert_eq!(code(b"", "GET"), "bad_request_target");
+        assert_eq!(code(b"/paid", "get"), "bad_method");
+        assert_eq!(code(b"/paid", "Post"), "bad_method");
+    }
+
+    #[test]
+    fn upgrades() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(http::header::UPGRADE, v.parse().unwrap());
+            m
+        };
+        assert_eq!(check_upgrade(&HeaderMap::new(), true, false), Ok(false));
+        assert_eq!(check_upgrade(&h("websocket"), false, false), Ok(true));
+        assert_eq!(check_upgrade(&h("websocket"), true, true), Ok(true));
+        assert!(check_upgrade(&h("websocket"), true, false).is_err());
+        assert!(check_upgrade(&h("h2c"), false, true).is_err());
+        assert!(check_upgrade(&h("foo, H2C"), false, false).is_err());
     }
 
     #[test]

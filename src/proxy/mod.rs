@@ -123,6 +123,14 @@ impl ProxyHttp for Gateway {
             respond::json_error(session, 431, "request_header_too_large", &msg, origin).await?;
             return Ok(true);
         }
+        if let Err(r) = gate::check_request_line(req.raw_path(), req.method.as_str()) {
+            // A client that sends such a request line gets no second one on this connection.
+            session.set_keepalive(None);
+            respond::json_error(session, r.status, r.code, r.message, origin).await?;
+            return Ok(true);
+        }
+        // Absolute-form targets keep their bytes verbatim in pingora; forward the path we route on.
+        let absolute_form = req.raw_path().first() != Some(&b'/');
         let path = match normalize_path(req.uri.path()) {
             Ok(p) => p,
             Err(e) => {
@@ -167,8 +175,23 @@ impl ProxyHttp for Gateway {
             respond::json_error(session, 404, "no_route", &msg, origin).await?;
             return Ok(true);
         };
-        if let std::borrow::Cow::Owned(p) = path {
-            ctx.rewritten_path = Some(p);
+        let upgrade =
+            match gate::check_upgrade(&req.headers, !route.is_free(), route.config.allow_upgrade) {
+                Ok(u) => u,
+                Err(r) => {
+                    // The client may already be speaking the new protocol: end the connection.
+                    session.set_keepalive(None);
+                    respond::json_error(session, r.status, r.code, r.message, origin).await?;
+                    return Ok(true);
+                }
+            };
+        if absolute_form || matches!(path, std::borrow::Cow::Owned(_)) {
+            ctx.rewritten_path = Some(path.into_owned());
+        }
+        if upgrade {
+            // Whatever the gateway answers itself (402, 503...), the client may already be
+            // speaking the new protocol: never read another request from this connection.
+            session.set_keepalive(None);
         }
         ctx.client_host = host;
         ctx.route = Some(route.clone());
@@ -306,9 +329,14 @@ impl ProxyHttp for Gateway {
                 return Ok(true);
             }
         };
+        if upgrade {
+            // A tunnel is paid for before it opens: once the 101 is out, the gateway sees none of
+            // what flows through it (and pingora's upgrade hand-off must not wait on a settlement).
+            state.policy = SettlePolicy::Before;
+        }
         if state.policy == SettlePolicy::Before {
             let started = std::time::Instant::now();
-            let outcome = pay::settle(&self.payments, &mut state).await;
+            let outcome = pay::settle_detached(&self.payments, &mut state).await;
             ctx.facts.settlement = Some((outcome.label(), Some(started.elapsed().as_secs_f64())));
             match outcome {
                 SettleOutcome::Settled(_) => {}
@@ -417,6 +445,9 @@ impl ProxyHttp for Gateway {
             };
             upstream.insert_header("x-forwarded-for", xff)?;
         }
+        // From here the origin may act on the request: a paid request whose client leaves now is
+        // charged (see `logging`).
+        ctx.forwarded = true;
         // The origin must never see a proof it could replay elsewhere.
         upstream.remove_header(x402::PAYMENT_SIGNATURE);
         upstream.remove_header(x402::X_PAYMENT);
@@ -432,6 +463,11 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         resp.remove_header("keep-alive");
         resp.remove_header("proxy-connection");
+        let status = resp.status.as_u16();
+        if pay::is_interim(status) {
+            // 100 Continue, 103 Early Hints: not the origin's answer; only the final one decides.
+            return Ok(());
+        }
         let origin = &self.settings.cors_allow_origin;
         if ctx.route.as_ref().is_some_and(|r| !r.is_free()) {
             respond::add_cors(resp, origin)?;
@@ -439,16 +475,20 @@ impl ProxyHttp for Gateway {
         let Some(state) = ctx.payment.as_mut() else {
             return Ok(());
         };
-        let status = resp.status.as_u16();
+        let charged = ctx
+            .route
+            .as_ref()
+            .is_some_and(|r| pay::is_charged(&r.config, status));
         let outcome = match (&state.stage, state.policy) {
             (Stage::Settled(s), _) => SettleOutcome::Settled(state.receipt_ok(&s.transaction)),
-            (Stage::Claimed, _) if !pay::is_charged(status) => {
-                // The origin failed: pass its answer through and charge nothing.
+            (Stage::Claimed, _) if !charged => {
+                // A status the route does not charge for (4xx, 5xx by default): pass it through,
+                // charge nothing, and give the proof back for a retry.
                 pay::release(&self.payments, state, &format!("origin answered {status}")).await;
                 return Ok(());
             }
             (Stage::Claimed, SettlePolicy::Deferred) => {
-                let outcome = pay::enqueue(&self.payments, state).await;
+                let outcome = pay::enqueue_detached(&self.payments, state).await;
                 let label = if matches!(outcome, SettleOutcome::Settled(_)) {
                     "queued"
                 } else {
@@ -459,7 +499,7 @@ impl ProxyHttp for Gateway {
             }
             (Stage::Claimed, _) => {
                 let started = std::time::Instant::now();
-                let outcome = pay::settle(&self.payments, state).await;
+                let outcome = pay::settle_detached(&self.payments, state).await;
                 ctx.facts.settlement =
                     Some((outcome.label(), Some(started.elapsed().as_secs_f64())));
                 outcome
@@ -516,10 +556,26 @@ impl ProxyHttp for Gateway {
         Ok(None)
     }
 
-    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         if let Some(state) = ctx.payment.as_mut() {
-            // The origin never answered, or the client left before it did: not charged.
-            pay::release(&self.payments, state, "request ended before settlement").await;
+            if state.stage == Stage::Claimed {
+                let client_left = e.is_some_and(|e| e.esource() == &ErrorSource::Downstream);
+                match pay::unanswered(ctx.forwarded, client_left) {
+                    pay::Unanswered::Charge => {
+                        // The origin has the request and may act on it; releasing here would let
+                        // one proof run it again and again by hanging up each time.
+                        let outcome = if state.policy == SettlePolicy::Deferred {
+                            pay::enqueue_detached(&self.payments, state).await
+                        } else {
+                            pay::settle_detached(&self.payments, state).await
+                        };
+                        ctx.facts.settlement = Some((outcome.label(), None));
+                    }
+                    pay::Unanswered::Release => {
+                        pay::release(&self.payments, state, "the origin never answered").await
+                    }
+                }
+            }
         }
         let m = &self.metrics;
         let f = &ctx.facts;
@@ -571,7 +627,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         e: &Error,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let (code, name, message) = match (e.esource(), e.etype()) {
             (_, ErrorType::HTTPStatus(code)) => (*code, "error", "request failed".to_string()),
@@ -594,7 +650,16 @@ impl ProxyHttp for Gateway {
         };
         if code > 0 && session.response_written().is_none() {
             let origin = self.settings.cors_allow_origin.clone();
-            if let Err(err) = respond::json_error(session, code, name, &message, &origin).await {
+            // Money that already moved (`before`) is receipted on every answer, errors included.
+            let receipt = ctx.payment.as_ref().and_then(|p| match &p.stage {
+                Stage::Settled(s) => Some((p.receipt_header, p.receipt_ok(&s.transaction))),
+                _ => None,
+            });
+            let receipt = receipt.as_ref().map(|(h, r)| (*h, r));
+            if let Err(err) =
+                respond::json_error_with_receipt(session, code, name, &message, receipt, &origin)
+                    .await
+            {
                 tracing::debug!("could not write the error response: {err}");
             }
         }

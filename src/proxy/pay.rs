@@ -38,6 +38,9 @@ pub enum Stage {
     Queued,
     /// Settlement refused or its outcome unknown: the claim stays, never reusable.
     Unsettled,
+    /// A settlement or enqueue task is running on its own; it records its outcome whatever
+    /// becomes of this request.
+    Settling,
 }
 
 /// A payment admitted for this request.
@@ -48,6 +51,9 @@ pub struct PaymentState {
     /// The receipt header: `payment-response` for v2 proofs, `x-payment-response` for v1.
     pub receipt_header: &'static str,
     pub network: String,
+    /// The network as the receipt names it: the v1 name (`base-sepolia`) for a v1 proof, which
+    /// v1 clients expect, and CAIP-2 for v2.
+    pub receipt_network: String,
     pub policy: SettlePolicy,
     pub tenant: String,
     pub route: String,
@@ -67,7 +73,7 @@ impl PaymentState {
             success: true,
             error_reason: None,
             transaction: transaction.to_string(),
-            network: self.network.clone(),
+            network: self.receipt_network.clone(),
             payer: Some(self.verified.payer.clone()),
         }
     }
@@ -77,7 +83,7 @@ impl PaymentState {
             success: false,
             error_reason: Some(reason.to_string()),
             transaction: transaction.unwrap_or_default().to_string(),
-            network: self.network.clone(),
+            network: self.receipt_network.clone(),
             payer: Some(self.verified.payer.clone()),
         }
     }
@@ -159,6 +165,13 @@ pub async fn admit(
     match outcome {
         Ok(ClaimOutcome::Claimed(claim_id)) => Admission::Admitted(PaymentState {
             network: verified.key.network.clone(),
+            receipt_network: match proof {
+                PaymentProof::V1(_) => offer
+                    .network
+                    .v1_name()
+                    .map_or_else(|| verified.key.network.clone(), str::to_string),
+                PaymentProof::V2(_) => verified.key.network.clone(),
+            },
             verified,
             claim_id,
             receipt_header,
@@ -282,9 +295,80 @@ pub async fn release(payments: &Payments, state: &mut PaymentState, why: &str) {
     }
 }
 
-/// Whether an origin status is one the route charges for.
-pub fn is_charged(status: u16) -> bool {
-    (200..300).contains(&status)
+/// Runs `settle` in a task of its own, so that it finishes, and records what happened, even if
+/// this request's future is dropped mid-way (pingora drops it when either side of the proxied
+/// exchange fails). The state says `Settling` until the task reports back.
+pub async fn settle_detached(payments: &Arc<Payments>, state: &mut PaymentState) -> SettleOutcome {
+    let (p, mut s) = (payments.clone(), state.clone());
+    state.stage = Stage::Settling;
+    let task = tokio::spawn(async move {
+        let outcome = settle(&p, &mut s).await;
+        (s.stage, outcome)
+    });
+    finish_detached(state, task).await
+}
+
+/// `enqueue` in a task of its own, for the same reason as `settle_detached`.
+pub async fn enqueue_detached(payments: &Arc<Payments>, state: &mut PaymentState) -> SettleOutcome {
+    let (p, mut s) = (payments.clone(), state.clone());
+    state.stage = Stage::Settling;
+    let task = tokio::spawn(async move {
+        let outcome = enqueue(&p, &mut s).await;
+        (s.stage, outcome)
+    });
+    finish_detached(state, task).await
+}
+
+async fn finish_detached(
+    state: &mut PaymentState,
+    task: tokio::task::JoinHandle<(Stage, SettleOutcome)>,
+) -> SettleOutcome {
+    match task.await {
+        Ok((stage, outcome)) => {
+            state.stage = stage;
+            outcome
+        }
+        // Only a panic gets here; the claim stays as it is (never reusable), for the reconciler.
+        Err(e) => {
+            tracing::error!(claim_id = state.claim_id, "settlement task failed: {e}");
+            state.stage = Stage::Unsettled;
+            SettleOutcome::Unavailable("the settlement task failed".into())
+        }
+    }
+}
+
+/// Whether a status is an interim answer (1xx other than 101): never the origin's final word.
+pub fn is_interim(status: u16) -> bool {
+    (100..200).contains(&status) && status != 101
+}
+
+/// Whether a final origin status is one the route charges for: its `charge_statuses`, and a
+/// `101 Switching Protocols` on a route that allows upgrades (the tunnel is what was paid for).
+pub fn is_charged(route: &crate::config::RouteConfig, status: u16) -> bool {
+    if status == 101 {
+        return route.allow_upgrade;
+    }
+    !is_interim(status) && route.charged.charges(status)
+}
+
+/// What becomes of a claimed payment whose request ended without a final answer from the origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unanswered {
+    /// The origin has the request and the client left: charged as if the origin had answered
+    /// with a charged status, since we cannot know its answer and it may have acted on it.
+    Charge,
+    /// The origin never got the request, or failed (unreachable, reset, timed out): not charged.
+    Release,
+}
+
+/// Decides `Unanswered` from whether the request reached the origin and whether the request
+/// ended because the client went away (rather than the origin failing).
+pub fn unanswered(forwarded: bool, client_left: bool) -> Unanswered {
+    if forwarded && client_left {
+        Unanswered::Charge
+    } else {
+        Unanswered::Release
+    }
 }
 
 /// The receipt header for a proof's version.
@@ -292,5 +376,59 @@ pub fn receipt_header_for(proof: &PaymentProof) -> &'static str {
     match proof {
         PaymentProof::V1(_) => x402::X_PAYMENT_RESPONSE,
         PaymentProof::V2(_) => x402::PAYMENT_RESPONSE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ChargedStatuses, Config};
+
+    fn route(extra: &str) -> crate::config::RouteConfig {
+        let text = format!(
+            r#"
+[networks."eip155:84532"]
+rpc_url = "http://127.0.0.1:8545"
+settler_key = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+assets = [{{ symbol = "USDC", address = "0x036cbd53842c5426634e7929541ec2318f3dcf7e", decimals = 6, eip712_name = "USDC", eip712_version = "2" }}]
+[[tenants]]
+id = "acme"
+pay_to = {{ "eip155:84532" = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C" }}
+[[routes]]
+tenant = "acme"
+path = "/paid"
+upstream = "http://127.0.0.1:1"
+price = "$0.01"
+{extra}
+"#
+        );
+        Config::from_toml(&text, &|_| None).unwrap().routes[0].clone()
+    }
+
+    #[test]
+    fn charged_statuses() {
+        let r = route("");
+        assert_eq!(r.charged, ChargedStatuses::default());
+        for (status, charged) in [(200, true), (204, true), (302, true), (304, true)] {
+            assert_eq!(is_charged(&r, status), charged, "{status}");
+        }
+        for status in [100, 101, 103, 400, 404, 500, 503] {
+            assert!(!is_charged(&r, status), "{status}");
+        }
+        let r = route(
+            r#"charge_statuses = ["2xx", "404"]
+allow_upgrade = true"#,
+        );
+        assert!(is_charged(&r, 404) && is_charged(&r, 201) && is_charged(&r, 101));
+        assert!(!is_charged(&r, 302) && !is_charged(&r, 100));
+        assert!(is_interim(100) && is_interim(103) && !is_interim(101) && !is_interim(200));
+    }
+
+    #[test]
+    fn unanswered_requests() {
+        assert_eq!(unanswered(true, true), Unanswered::Charge);
+        assert_eq!(unanswered(true, false), Unanswered::Release);
+        assert_eq!(unanswered(false, true), Unanswered::Release);
+        assert_eq!(unanswered(false, false), Unanswered::Release);
     }
 }

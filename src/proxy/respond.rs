@@ -107,12 +107,28 @@ pub async fn json_error(
     message: &str,
     allow_origin: &str,
 ) -> Result<()> {
+    json_error_with_receipt(session, status, code, message, None, allow_origin).await
+}
+
+/// A JSON error that also carries a receipt: a payer whose money moved gets its receipt on every
+/// answer, the gateway's own errors included (an unreachable origin after a `before` settlement).
+pub async fn json_error_with_receipt(
+    session: &mut Session,
+    status: u16,
+    code: &str,
+    message: &str,
+    receipt: Receipt<'_>,
+    allow_origin: &str,
+) -> Result<()> {
     let body = serde_json::to_vec(&serde_json::json!({"error": code, "message": message}))
         .expect("json serializes");
-    let mut resp = ResponseHeader::build(status, Some(5))?;
+    let mut resp = ResponseHeader::build(status, Some(6))?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;
     resp.insert_header("cache-control", "no-store")?;
+    if let Some((name, r)) = receipt {
+        resp.insert_header(name, x402::encode_header(r))?;
+    }
     add_cors(&mut resp, allow_origin)?;
     write(session, resp, Bytes::from(body)).await
 }

@@ -44,6 +44,11 @@ pub enum PathError {
     BadEscape,
     #[error("the path climbs above the root")]
     AboveRoot,
+    /// `;` path parameters: Tomcat, Jetty and IIS strip them (`/paid;x/data` is `/paid/data`
+    /// there), other origins keep them. Either reading can turn a priced path into a free one, so
+    /// the gateway serves neither.
+    #[error("the path contains `;` parameters, which this gateway does not accept")]
+    PathParameter,
 }
 
 impl RouteTable {
@@ -98,7 +103,13 @@ impl RouteTable {
                 .methods
                 .as_ref()
                 .is_none_or(|ms| ms.iter().any(|m| m == method));
-            host_ok && method_ok && path_matches(&c.path, path)
+            host_ok
+                && method_ok
+                && if c.case_insensitive {
+                    path_matches_ignore_case(&c.path, path)
+                } else {
+                    path_matches(&c.path, path)
+                }
         })
     }
 }
@@ -124,11 +135,29 @@ pub fn path_matches(pattern: &PathPattern, path: &str) -> bool {
     }
 }
 
+/// As `path_matches`, for routes whose origin treats paths case-insensitively (IIS, some
+/// Windows-hosted and case-folding origins): `/PAID/x` must match a priced `/paid/*` there.
+pub fn path_matches_ignore_case(pattern: &PathPattern, path: &str) -> bool {
+    match pattern {
+        PathPattern::Exact(p) => p.eq_ignore_ascii_case(path),
+        PathPattern::Prefix(prefix) => {
+            prefix.is_empty()
+                || path.eq_ignore_ascii_case(prefix)
+                || (path.len() > prefix.len()
+                    && path.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+                    && path.as_bytes()[prefix.len()] == b'/')
+        }
+    }
+}
+
 /// Normalizes a request path (without query) for matching and forwarding. Borrowed when nothing
 /// changes, which is the common case.
 pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::NotAbsolute);
+    }
+    if raw.contains(';') || raw.contains("%3b") || raw.contains("%3B") {
+        return Err(PathError::PathParameter);
     }
     let clean = !raw.contains('%')
         && !raw.contains("//")
@@ -234,6 +263,21 @@ mod tests {
         assert_eq!(n("/a%zz").unwrap_err(), PathError::BadEscape);
         assert_eq!(n("/a%4").unwrap_err(), PathError::BadEscape);
         assert_eq!(n("x").unwrap_err(), PathError::NotAbsolute);
+        assert_eq!(n("/paid;x/data").unwrap_err(), PathError::PathParameter);
+        assert_eq!(n("/paid%3b/data").unwrap_err(), PathError::PathParameter);
+        assert_eq!(n("/paid%3B/data").unwrap_err(), PathError::PathParameter);
+    }
+
+    #[test]
+    fn case_insensitive_matching() {
+        let p = PathPattern::Prefix("/paid".into());
+        assert!(path_matches_ignore_case(&p, "/PAID/data"));
+        assert!(path_matches_ignore_case(&p, "/Paid"));
+        assert!(!path_matches_ignore_case(&p, "/PAIDX"));
+        assert!(!path_matches(&p, "/PAID/data"));
+        let e = PathPattern::Exact("/a/B".into());
+        assert!(path_matches_ignore_case(&e, "/A/b"));
+        assert!(!path_matches_ignore_case(&e, "/A/b/"));
     }
 
     #[test]

@@ -71,8 +71,9 @@ pub struct PaymentRequirementsV1 {
     pub resource: String,
     pub description: String,
     pub mime_type: String,
-    /// Serialized as `null` when absent: the v1 examples carry the key.
-    #[serde(default)]
+    /// Left out when absent: v1 clients that validate it as an optional object (the v1 reference
+    /// client among them) refuse a whole 402 that carries `"outputSchema": null`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_schema: Option<Value>,
     pub pay_to: String,
     pub max_timeout_seconds: u64,
