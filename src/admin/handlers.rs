@@ -524,7 +524,8 @@ fn invalid(e: VerifyError) -> ApiResult<Json<VerifyResult>> {
         VerifyError::Invalid { reason, message } => Ok(Json(VerifyResult {
             is_valid: false,
             invalid_reason: Some(reason.to_string()),
-            invalid_message: Some(message),
+            // Node error texts end up here; a tenant never sees a URL or key through them.
+            invalid_message: Some(x402::redact::scrub(&message)),
             payer: None,
             amount: None,
             asset: None,

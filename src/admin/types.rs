@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::store::{ApiKeyRecord, DailyLine, PaymentRecord, RevenueLine, TenantRecord};
+use crate::x402::redact;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
@@ -157,12 +158,24 @@ pub struct PaymentView {
     pub amount: String,
     pub status: String,
     pub tx_hash: Option<String>,
+    /// Why the payment was not settled: `reason_code: message`, the message scrubbed of URLs and
+    /// anything key-like.
     pub error: Option<String>,
+    /// The leading reason code of `error` (e.g. `not_charged`, `settlement_failed`,
+    /// `invalid_exact_evm_transaction_failed`).
+    pub error_reason: Option<String>,
     pub claimed_at: i64,
 }
 
 impl From<PaymentRecord> for PaymentView {
     fn from(p: PaymentRecord) -> Self {
+        // Scrubbed again where it is shown: rows written before texts were scrubbed on write
+        // may still hold an RPC URL with its API key.
+        let error = p.error.as_deref().map(redact::scrub);
+        let error_reason = error
+            .as_deref()
+            .and_then(redact::reason_of)
+            .map(String::from);
         PaymentView {
             id: p.id,
             tenant: p.tenant,
@@ -173,7 +186,8 @@ impl From<PaymentRecord> for PaymentView {
             amount: p.amount,
             status: p.status,
             tx_hash: p.tx_hash,
-            error: p.error,
+            error,
+            error_reason,
             claimed_at: p.claimed_at,
         }
     }
