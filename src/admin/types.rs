@@ -115,16 +115,19 @@ pub struct UpdateTenantRequest {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
-    /// Default: every scope (verify, usage:read, keys:write, payments:read).
+    /// Default: every scope its creator holds (all four for the operator: verify, usage:read,
+    /// keys:write, payments:read). A tenant key cannot grant a scope it does not hold (403
+    /// `scope_not_held`).
     pub scopes: Option<Vec<String>>,
-    /// Default: never expires.
+    /// 1..=3153600000 (100 years). Default: never expires.
     pub expires_in_seconds: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateKeyRequest {
-    /// How long the old key keeps working; default 86400 (24 h), 0 for at once.
+    /// How long the old key keeps working; default 86400 (24 h), 0 for at once, at most
+    /// 3153600000 (100 years).
     pub grace_seconds: Option<i64>,
 }
 
