@@ -16,7 +16,8 @@
 //! config/      raw.rs (serde mirror of the TOML), env.rs (${VAR} expansion),
 //!              validate.rs (raw -> typed Config, every error with its key path), tests.rs
 //! x402/        PURE wire protocol: v1/v2 types, base64 header codec, CAIP-2 networks,
-//!              atomic amounts, wire reason codes
+//!              atomic amounts, wire reason codes; redact.rs: error texts scrubbed of URLs and
+//!              keys before they are stored, logged or shown
 //! routes/      route table: (host, method, normalized path) -> route; path normalization
 //! pricing/     price -> byte-stable PaymentRequirements per route; challenges; proof matching
 //! proxy/       impl ProxyHttp: ctx.rs (per-request state), gate.rs (header decisions as plain

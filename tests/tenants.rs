@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::primitives::{Address, U256};
@@ -1010,4 +1011,396 @@ async fn instances_sharing_postgres_admit_a_proof_once_and_never_pass_a_quota() 
     }
     assert_eq!(served, 10);
     assert_eq!(chain.balance(pay_to).await, U256::from(11 * PRICE));
+}
+
+/// Issue 7, finding 11: a settlement that fails on an RPC error must not hand the operator's RPC
+/// URL (API key included) to the tenant through `payments[].error`, neither for rows written
+/// now nor for rows an older version wrote.
+#[tokio::test(flavor = "multi_thread")]
+async fn payment_errors_show_a_reason_code_and_never_the_rpc_url_or_its_key() {
+    const RPC_SECRET: &str = "sk0123456789abcdefRPCSECRETKEY";
+    let chain = Chain::start().await;
+    let payer = new_signer();
+    chain.mint(payer.address(), 10_000_000).await;
+    // The RPC endpoint carries its API key in the URL, as hosted providers' URLs do.
+    let rpc_url = format!("{}/?apikey={RPC_SECRET}", chain.rpc.url);
+    let rpc_host = chain.rpc.url.trim_start_matches("http://").to_string();
+    // The origin takes the RPC away while the gateway waits for it, so verification succeeds
+    // and the settlement that follows fails on a transport error (whose text names the URL).
+    let rpc = Arc::new(std::sync::Mutex::new(None::<RpcProxy>));
+    let cut = rpc.clone();
+    let hook: Hook = Arc::new(move || {
+        let cut = cut.clone();
+        Box::pin(async move {
+            drop(cut.lock().unwrap().take());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        })
+    });
+    let up = Upstream::start_with_hook(Some(hook));
+    let pay_to = new_signer().address();
+    let cfg = config(&up.url(), &chain, pay_to).replace(&chain.rpc.url, &rpc_url);
+    let gw = Gateway::start(&cfg);
+    let header = paid_header(&gw, "/paid/hook", &payer).await;
+    let Chain { rpc: proxy, .. } = chain;
+    *rpc.lock().unwrap() = Some(proxy);
+    let resp = client()
+        .get(gw.url("/paid/hook"))
+        .header("payment-signature", header)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503, "the settlement could not reach the RPC");
+    assert!(rpc.lock().unwrap().is_none(), "the origin ran its hook");
+
+    let reader = key_for(&gw, "acme", Some(vec!["payments:read"])).await;
+    let (status, page) = api(
+        &gw,
+        reqwest::Method::GET,
+        "/api/v1/x402/admin/payments",
+        &reader,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    let p = &page["payments"][0];
+    assert_eq!(p["status"], "released", "{page}");
+    let error = p["error"].as_str().expect("a released claim says why");
+    for leak in [RPC_SECRET, rpc_host.as_str(), "http://", "apikey"] {
+        assert!(
+            !error.contains(leak),
+            "`{leak}` reached the tenant: {error}"
+        );
+    }
+    let (code, _) = error.split_once(": ").expect("`reason_code: message`");
+    assert!(
+        !code.is_empty() && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+        "leading reason code: {error}"
+    );
+    assert_eq!(p["error_reason"], code, "{page}");
+
+    // A row written before the fix, raw, is scrubbed where it is shown.
+    let raw = format!(
+        "invalid_exact_evm_transaction_failed: eip155:84532: error sending request for url \
+         (https://base-sepolia.g.alchemy.com/v2/{RPC_SECRET}) token={RPC_SECRET}"
+    );
+    let db = sqlx::SqlitePool::connect(&gw.database_url).await.unwrap();
+    sqlx::query("UPDATE payment_claims SET status = 'failed', error = ?1")
+        .bind(&raw)
+        .execute(&db)
+        .await
+        .unwrap();
+    for (status, page) in [
+        api(
+            &gw,
+            reqwest::Method::GET,
+            "/api/v1/x402/admin/payments",
+            &reader,
+            None,
+        )
+        .await,
+        admin(
+            &gw,
+            reqwest::Method::GET,
+            "/api/v1/x402/admin/payments",
+            None,
+        )
+        .await,
+    ] {
+        assert_eq!(status, 200, "{page}");
+        let error = page["payments"][0]["error"].as_str().unwrap();
+        assert!(
+            error.starts_with("invalid_exact_evm_transaction_failed: eip155:84532: "),
+            "the reason code and the network stay: {error}"
+        );
+        for leak in [RPC_SECRET, "alchemy", "https://"] {
+            assert!(!error.contains(leak), "`{leak}` was shown: {error}");
+        }
+        assert_eq!(
+            page["payments"][0]["error_reason"],
+            "invalid_exact_evm_transaction_failed"
+        );
+    }
+}
+
+async fn create_key_as(gw: &Gateway, key: &str, body: Value) -> (u16, Value) {
+    api(
+        gw,
+        reqwest::Method::POST,
+        "/api/v1/x402/keys",
+        key,
+        Some(body),
+    )
+    .await
+}
+
+fn scopes_of(key: &Value) -> Vec<String> {
+    let mut s: Vec<String> = key["scopes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no scopes in {key}"))
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    s.sort();
+    s
+}
+
+/// Issue 7, finding 12: a key with only `keys:write` could mint (or rotate its way to) a key with
+/// every scope. A key now grants at most the scopes it holds itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_only_grants_scopes_it_holds_itself() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&basic_config(&up.url(), ""));
+    let post = reqwest::Method::POST;
+    let writer = key_for(&gw, "acme", Some(vec!["keys:write"])).await;
+    let all: Vec<String> = {
+        let mut a = vec!["keys:write", "payments:read", "usage:read", "verify"];
+        a.sort();
+        a.into_iter().map(String::from).collect()
+    };
+
+    // The default is the creator's own scopes, not every scope.
+    let (status, k) = create_key_as(&gw, &writer, json!({})).await;
+    assert_eq!(status, 201, "{k}");
+    assert_eq!(scopes_of(&k), vec!["keys:write"]);
+    // Asking for more is a 403 that says so.
+    for scopes in [json!(["verify"]), json!(["keys:write", "payments:read"])] {
+        let (status, e) = create_key_as(&gw, &writer, json!({ "scopes": scopes })).await;
+        assert_eq!(
+            (status, e["error"].as_str()),
+            (403, Some("scope_not_held")),
+            "{e}"
+        );
+        assert!(e["message"].as_str().unwrap().contains("keys:write"), "{e}");
+    }
+    // A full key may narrow; operators still default to every scope.
+    let (status, full) = admin(
+        &gw,
+        post.clone(),
+        "/api/v1/x402/admin/tenants/acme/keys",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 201, "{full}");
+    assert_eq!(scopes_of(&full), all);
+    let full_key = full["key"].as_str().unwrap();
+    let (status, narrow) = create_key_as(
+        &gw,
+        full_key,
+        json!({"scopes": ["usage:read", "keys:write"]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{narrow}");
+    assert_eq!(scopes_of(&narrow), vec!["keys:write", "usage:read"]);
+
+    // Rotation mints a key too: the writer cannot rotate a wider key into its hands...
+    let full_id = full["id"].as_str().unwrap();
+    let (status, e) = api(
+        &gw,
+        post.clone(),
+        &format!("/api/v1/x402/keys/{full_id}/rotate"),
+        &writer,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (403, Some("scope_not_held")),
+        "{e}"
+    );
+    // ...and every rotation keeps the old key's scopes exactly.
+    let narrow_id = narrow["id"].as_str().unwrap();
+    let (status, r) = api(
+        &gw,
+        post.clone(),
+        &format!("/api/v1/x402/keys/{narrow_id}/rotate"),
+        full_key,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(scopes_of(&r["new_key"]), vec!["keys:write", "usage:read"]);
+    let (status, r) = admin(
+        &gw,
+        post.clone(),
+        &format!("/api/v1/x402/admin/keys/{full_id}/rotate"),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(scopes_of(&r["new_key"]), all);
+}
+
+/// Reads from `stream` until the server closes it; how long that took, or None if it stayed
+/// open for `limit`.
+async fn time_until_closed(
+    stream: &mut tokio::net::tcp::OwnedReadHalf,
+    limit: Duration,
+) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(
+            tokio::time::Instant::from_std(started + limit),
+            stream.read(&mut buf),
+        )
+        .await
+        {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            // An error answer (a 408) before the close is fine.
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Issue 7, finding 13: a client that sends half a request (head or body), dribbles its head, or
+/// goes quiet on a kept-alive connection, is disconnected by the management listener's timeouts
+/// (header read 1 s and idle 2 s here; 10 s and 60 s by default).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_management_listener_drops_half_sent_requests() {
+    use tokio::io::AsyncWriteExt;
+    let up = Upstream::start();
+    let cfg = basic_config(&up.url(), "").replace(
+        &format!("token = \"{ADMIN_TOKEN}\""),
+        &format!(
+            "token = \"{ADMIN_TOKEN}\"\nheader_read_timeout_seconds = 1\nidle_timeout_seconds = 2"
+        ),
+    );
+    let gw = Gateway::start(&cfg);
+    let limit = Duration::from_secs(6);
+    let ms = Duration::from_millis;
+    let head = "POST /api/v1/x402/admin/create-tenant HTTP/1.1\r\nHost: admin\r\n";
+    let half_body = format!(
+        "{head}Content-Type: application/json\r\nContent-Length: 200\r\n\r\n{{\"email\": \"a@"
+    );
+    // (what is sent at once, a byte dribbled every 300 ms after it?, when the close must come).
+    // The windows start at the timeout and leave slack above it for a loaded test machine.
+    let cases = [
+        // Half a head: the header-read timeout.
+        (
+            format!("{head}Content-Type: appl"),
+            false,
+            ms(800)..ms(3000),
+        ),
+        // A head dribbled so it never looks idle: only the header-read timeout can close it.
+        (head.to_string(), true, ms(800)..ms(4000)),
+        // A whole head, half a body: the idle timeout.
+        (half_body, false, ms(1800)..ms(4000)),
+        // A complete request on a kept-alive connection, then silence: the header-read timeout
+        // for the next request's head.
+        (
+            "GET /health HTTP/1.1\r\nHost: admin\r\n\r\n".to_string(),
+            false,
+            ms(800)..ms(3000),
+        ),
+    ];
+    for (i, (bytes, dribble, window)) in cases.into_iter().enumerate() {
+        let s = tokio::net::TcpStream::connect(gw.admin_addr).await.unwrap();
+        let (mut read, mut write) = s.into_split();
+        write.write_all(bytes.as_bytes()).await.unwrap();
+        // The write half stays open either way: dropping it would send a FIN, and a client
+        // that has hung up is closed at once, which is not what is being tested.
+        let writer = tokio::spawn(async move {
+            while dribble && write.write_all(b"X").await.is_ok() {
+                tokio::time::sleep(ms(300)).await;
+            }
+            std::future::pending::<()>().await;
+            drop(write);
+        });
+        let took = time_until_closed(&mut read, limit).await;
+        let took = took.unwrap_or_else(|| panic!("case {i}: still open after {limit:?}"));
+        assert!(
+            window.contains(&took),
+            "case {i}: closed after {took:?}, expected within {window:?}"
+        );
+        writer.abort();
+    }
+    // A prompt client is still served.
+    let resp = client().get(gw.admin_url("/health")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+/// Issue 7, finding 14: `expires_in_seconds` or `grace_seconds` near i64::MAX overflowed (a panic
+/// in debug builds, a key dead at once in release builds). They are a 400 now.
+#[tokio::test(flavor = "multi_thread")]
+async fn huge_or_negative_key_lifetimes_are_a_400() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&basic_config(&up.url(), ""));
+    let post = reqwest::Method::POST;
+    let full = key_for(&gw, "acme", None).await;
+    for expires in [
+        json!(i64::MAX),
+        json!(i64::MAX - 1_000),
+        json!(0),
+        json!(-5),
+    ] {
+        let body = json!({ "expires_in_seconds": expires });
+        for (status, e) in [
+            admin(
+                &gw,
+                post.clone(),
+                "/api/v1/x402/admin/tenants/acme/keys",
+                Some(body.clone()),
+            )
+            .await,
+            create_key_as(&gw, &full, body.clone()).await,
+        ] {
+            assert_eq!(
+                (status, e["error"].as_str()),
+                (400, Some("bad_request")),
+                "{expires}: {e}"
+            );
+            assert!(
+                e["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("expires_in_seconds"),
+                "{e}"
+            );
+        }
+    }
+    let (status, k) = create_key_as(&gw, &full, json!({"expires_in_seconds": 86_400})).await;
+    assert_eq!(status, 201, "{k}");
+    let id = k["id"].as_str().unwrap();
+    for grace in [json!(i64::MAX), json!(-1)] {
+        let body = json!({ "grace_seconds": grace });
+        for (status, e) in [
+            admin(
+                &gw,
+                post.clone(),
+                &format!("/api/v1/x402/admin/keys/{id}/rotate"),
+                Some(body.clone()),
+            )
+            .await,
+            api(
+                &gw,
+                post.clone(),
+                &format!("/api/v1/x402/keys/{id}/rotate"),
+                &full,
+                Some(body.clone()),
+            )
+            .await,
+        ] {
+            assert_eq!(
+                (status, e["error"].as_str()),
+                (400, Some("bad_request")),
+                "{grace}: {e}"
+            );
+            assert!(
+                e["message"].as_str().unwrap().contains("grace_seconds"),
+                "{e}"
+            );
+        }
+    }
+    // Nothing was rotated by the refused requests; a sane grace still works.
+    let (status, r) = admin(
+        &gw,
+        post.clone(),
+        &format!("/api/v1/x402/admin/keys/{id}/rotate"),
+        Some(json!({"grace_seconds": 60})),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    assert!(r["old_key"]["expires_at"].as_i64().is_some());
 }

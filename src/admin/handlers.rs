@@ -60,8 +60,13 @@ fn check_pay_to(pay_to: &BTreeMap<String, String>) -> ApiResult<BTreeMap<String,
         .collect()
 }
 
-fn check_scopes(scopes: Option<Vec<String>>) -> ApiResult<Vec<String>> {
-    let scopes = scopes.unwrap_or_else(|| SCOPES.iter().map(|s| s.to_string()).collect());
+/// The scopes of a new key: those asked for, by default every scope its creator holds. A key
+/// never grants more than its creator holds (the operator holds every scope), or a key with only
+/// `keys:write` could mint itself a key with all of them.
+fn check_scopes(requested: Option<Vec<String>>, creator: &[String]) -> ApiResult<Vec<String>> {
+    let Some(scopes) = requested else {
+        return Ok(creator.to_vec());
+    };
     if scopes.is_empty() {
         return Err(ApiError::bad_request("a key needs at least one scope"));
     }
@@ -73,7 +78,58 @@ fn check_scopes(scopes: Option<Vec<String>>) -> ApiResult<Vec<String>> {
             )));
         }
     }
+    check_held(&scopes, creator)?;
     Ok(scopes)
+}
+
+/// Every scope of `granted` is one `creator` holds, or a 403 naming the ones it does not.
+fn check_held(granted: &[String], creator: &[String]) -> ApiResult<()> {
+    let missing: Vec<&str> = granted
+        .iter()
+        .filter(|s| !creator.contains(s))
+        .map(String::as_str)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "scope_not_held",
+        format!(
+            "a key can only grant scopes it holds itself; this key holds {} and cannot grant {}",
+            creator.join(", "),
+            missing.join(", ")
+        ),
+    ))
+}
+
+/// Every scope: what the operator holds and grants by default.
+fn all_scopes() -> Vec<String> {
+    SCOPES.iter().map(|s| s.to_string()).collect()
+}
+
+/// The longest key lifetime or rotation grace accepted: 100 years. Far enough for anyone, and it
+/// keeps `now + seconds` well inside i64 (near i64::MAX the sum overflowed: a panic in debug
+/// builds, a key dead at once in release builds).
+const MAX_LIFETIME_SECONDS: i64 = 100 * 365 * 24 * 3600;
+
+/// `now + seconds` for a lifetime given as `field` in a request, or a 400 saying what is allowed.
+fn deadline(field: &str, seconds: i64, min: i64) -> ApiResult<i64> {
+    if !(min..=MAX_LIFETIME_SECONDS).contains(&seconds) {
+        return Err(ApiError::bad_request(format!(
+            "{field} must be between {min} and {MAX_LIFETIME_SECONDS} (100 years)"
+        )));
+    }
+    now()
+        .checked_add(seconds)
+        .ok_or_else(|| ApiError::bad_request(format!("{field} is too large")))
+}
+
+/// When a new key expires: `expires_in_seconds` from now, or never.
+fn expiry(expires_in: Option<i64>) -> ApiResult<Option<i64>> {
+    expires_in
+        .map(|s| deadline("expires_in_seconds", s, 1))
+        .transpose()
 }
 
 fn slug(s: &str) -> String {
@@ -90,12 +146,9 @@ async fn issue_key(
     state: &AdminState,
     tenant: &str,
     scopes: Vec<String>,
-    expires_in: Option<i64>,
+    expires_at: Option<i64>,
 ) -> ApiResult<NewKey> {
-    if expires_in.is_some_and(|s| s <= 0) {
-        return Err(ApiError::bad_request("expires_in_seconds must be positive"));
-    }
-    let minted = mint_key(tenant, &scopes, expires_in.map(|s| now() + s));
+    let minted = mint_key(tenant, &scopes, expires_at);
     state
         .store()
         .await?
@@ -185,7 +238,7 @@ pub async fn create_tenant(
             format!("tenant `{id}` already exists"),
         ));
     }
-    let key = issue_key(&state, &id, check_scopes(None)?, None).await?;
+    let key = issue_key(&state, &id, all_scopes(), None).await?;
     let tenant = tenant_or_404(&state, &id).await?;
     Ok((
         StatusCode::CREATED,
@@ -294,7 +347,7 @@ pub async fn activate_tenant(
 }
 
 #[utoipa::path(post, path = "/api/v1/x402/admin/tenants/{id}/keys", params(("id" = String, Path)), request_body = CreateKeyRequest,
-    responses((status = 201, body = NewKey), (status = 404, body = ErrorBody)), security(("admin" = [])))]
+    responses((status = 201, body = NewKey), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)), security(("admin" = [])))]
 pub async fn admin_create_key(
     State(state): State<AdminState>,
     headers: HeaderMap,
@@ -303,14 +356,10 @@ pub async fn admin_create_key(
 ) -> ApiResult<(StatusCode, Json<NewKey>)> {
     state.require_admin(&headers)?;
     let req = optional_body(b)?;
+    let scopes = check_scopes(req.scopes, &all_scopes())?;
+    let expires_at = expiry(req.expires_in_seconds)?;
     tenant_or_404(&state, &id).await?;
-    let key = issue_key(
-        &state,
-        &id,
-        check_scopes(req.scopes)?,
-        req.expires_in_seconds,
-    )
-    .await?;
+    let key = issue_key(&state, &id, scopes, expires_at).await?;
     Ok((StatusCode::CREATED, Json(key)))
 }
 
@@ -332,16 +381,20 @@ pub async fn admin_list_keys(
     Ok(Json(keys.into_iter().map(Into::into).collect()))
 }
 
+/// Rotates `key_id`: a new key with the old one's scopes and expiry; the old one keeps working
+/// for `grace` seconds. `caller` is the tenant key asking, or None for the operator.
 async fn rotate(
     state: &AdminState,
     key_id: &str,
-    owner: Option<&str>,
+    caller: Option<&ApiKeyRecord>,
     grace: Option<i64>,
 ) -> ApiResult<Json<RotatedKey>> {
+    let grace = grace.unwrap_or(DEFAULT_ROTATION_GRACE_SECONDS);
+    let retire_at = deadline("grace_seconds", grace, 0)?;
     let store = state.store().await?;
     let old = store.key(key_id).await.map_err(ApiError::unavailable)?;
     let old = old
-        .filter(|k| owner.is_none_or(|o| o == k.tenant_id))
+        .filter(|k| caller.is_none_or(|c| c.tenant_id == k.tenant_id))
         .ok_or_else(|| ApiError::not_found("key"))?;
     if !old.is_live(now()) {
         return Err(ApiError::new(
@@ -350,14 +403,13 @@ async fn rotate(
             "a revoked or expired key cannot be rotated",
         ));
     }
-    let grace = grace.unwrap_or(DEFAULT_ROTATION_GRACE_SECONDS);
-    if grace < 0 {
-        return Err(ApiError::bad_request("grace_seconds must not be negative"));
+    // Rotating hands the caller a new key with the old one's scopes: the same rule as minting.
+    if let Some(caller) = caller {
+        check_held(&old.scopes, &caller.scopes)?;
     }
-    let remaining = old.expires_at.map(|e| e - now());
-    let new_key = issue_key(state, &old.tenant_id, old.scopes.clone(), remaining).await?;
+    let new_key = issue_key(state, &old.tenant_id, old.scopes.clone(), old.expires_at).await?;
     store
-        .retire_key(&old.id, &new_key.info.id, now() + grace)
+        .retire_key(&old.id, &new_key.info.id, retire_at)
         .await
         .map_err(ApiError::unavailable)?;
     state.keys.invalidate(&old).await;
@@ -394,7 +446,7 @@ async fn revoke(state: &AdminState, key_id: &str, owner: Option<&str>) -> ApiRes
 }
 
 #[utoipa::path(post, path = "/api/v1/x402/admin/keys/{key_id}/rotate", params(("key_id" = String, Path)), request_body = RotateKeyRequest,
-    responses((status = 200, body = RotatedKey), (status = 404, body = ErrorBody)), security(("admin" = [])))]
+    responses((status = 200, body = RotatedKey), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)), security(("admin" = [])))]
 pub async fn admin_rotate_key(
     State(state): State<AdminState>,
     headers: HeaderMap,
@@ -462,7 +514,7 @@ pub async fn list_payments(
 }
 
 #[utoipa::path(post, path = "/api/v1/x402/keys", request_body = CreateKeyRequest,
-    responses((status = 201, body = NewKey)), security(("api_key" = ["keys:write"])))]
+    responses((status = 201, body = NewKey), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)), security(("api_key" = ["keys:write"])))]
 pub async fn own_create_key(
     State(state): State<AdminState>,
     headers: HeaderMap,
@@ -470,13 +522,9 @@ pub async fn own_create_key(
 ) -> ApiResult<(StatusCode, Json<NewKey>)> {
     let me = state.require_key(&headers, Some("keys:write")).await?;
     let req = optional_body(b)?;
-    let key = issue_key(
-        &state,
-        &me.tenant_id,
-        check_scopes(req.scopes)?,
-        req.expires_in_seconds,
-    )
-    .await?;
+    let scopes = check_scopes(req.scopes, &me.scopes)?;
+    let expires_at = expiry(req.expires_in_seconds)?;
+    let key = issue_key(&state, &me.tenant_id, scopes, expires_at).await?;
     Ok((StatusCode::CREATED, Json(key)))
 }
 
@@ -496,7 +544,7 @@ pub async fn own_list_keys(
 }
 
 #[utoipa::path(post, path = "/api/v1/x402/keys/{key_id}/rotate", params(("key_id" = String, Path)), request_body = RotateKeyRequest,
-    responses((status = 200, body = RotatedKey), (status = 404, body = ErrorBody)), security(("api_key" = ["keys:write"])))]
+    responses((status = 200, body = RotatedKey), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("api_key" = ["keys:write"])))]
 pub async fn own_rotate_key(
     State(state): State<AdminState>,
     headers: HeaderMap,
@@ -505,7 +553,7 @@ pub async fn own_rotate_key(
 ) -> ApiResult<Json<RotatedKey>> {
     let me = state.require_key(&headers, Some("keys:write")).await?;
     let req = optional_body(b)?;
-    rotate(&state, &key_id, Some(&me.tenant_id), req.grace_seconds).await
+    rotate(&state, &key_id, Some(&me), req.grace_seconds).await
 }
 
 #[utoipa::path(post, path = "/api/v1/x402/keys/{key_id}/revoke", params(("key_id" = String, Path)),
@@ -524,7 +572,8 @@ fn invalid(e: VerifyError) -> ApiResult<Json<VerifyResult>> {
         VerifyError::Invalid { reason, message } => Ok(Json(VerifyResult {
             is_valid: false,
             invalid_reason: Some(reason.to_string()),
-            invalid_message: Some(message),
+            // Node error texts end up here; a tenant never sees a URL or key through them.
+            invalid_message: Some(x402::redact::scrub(&message)),
             payer: None,
             amount: None,
             asset: None,
@@ -860,4 +909,56 @@ pub async fn ready(State(state): State<AdminState>) -> ApiResult<Json<Status>> {
     Ok(Json(Status {
         status: "ready".into(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &[&str]) -> Vec<String> {
+        s.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_new_key_gets_at_most_its_creators_scopes() {
+        let writer = v(&["keys:write"]);
+        assert_eq!(check_scopes(None, &writer).unwrap(), writer);
+        assert_eq!(check_scopes(None, &all_scopes()).unwrap(), all_scopes());
+        let e = check_scopes(Some(v(&["keys:write", "verify"])), &writer).unwrap_err();
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::FORBIDDEN, "scope_not_held")
+        );
+        assert!(e.message.contains("cannot grant verify"), "{}", e.message);
+        assert_eq!(
+            check_scopes(Some(v(&["usage:read"])), &all_scopes()).unwrap(),
+            v(&["usage:read"])
+        );
+        // Unknown or no scopes are a bad request whoever asks.
+        let e = check_scopes(Some(v(&["root"])), &all_scopes()).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        let e = check_scopes(Some(vec![]), &writer).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn lifetimes_are_bounded_and_never_overflow() {
+        for bad in [
+            i64::MAX,
+            i64::MAX - now(),
+            MAX_LIFETIME_SECONDS + 1,
+            0,
+            -1,
+            i64::MIN,
+        ] {
+            let e = expiry(Some(bad)).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad}");
+            assert!(e.message.contains("expires_in_seconds"), "{}", e.message);
+        }
+        let at = expiry(Some(MAX_LIFETIME_SECONDS)).unwrap().unwrap();
+        assert!(at > now());
+        assert_eq!(expiry(None).unwrap(), None);
+        assert!(deadline("grace_seconds", 0, 0).is_ok());
+        assert!(deadline("grace_seconds", -1, 0).is_err());
+    }
 }

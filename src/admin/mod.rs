@@ -5,10 +5,12 @@
 //! `X-API-Key`), scoped, and only ever to their own data. Paths and shapes of the product's first
 //! design are kept (`/api/v1/x402/admin/create-tenant`, `/api/v1/x402/verify`,
 //! `/api/v1/x402/usage`, `/api/v1/x402/supported-chains`). The OpenAPI document is generated
-//! from this code (utoipa) and served at `/api/v1/openapi.json`.
+//! from this code (utoipa) and served at `/api/v1/openapi.json`. `serve.rs` serves the router with
+//! header-read and idle timeouts.
 //! May import: store, tenants, verify, pricing, routes (reload), config, cache, x402.
 
 mod handlers;
+mod serve;
 mod types;
 
 use std::net::SocketAddr;
@@ -285,11 +287,10 @@ impl BackgroundService for AdminService {
         let stop = async move {
             let _ = shutdown.changed().await;
         };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            tracing::error!("management API: {e}");
-        }
+        let timeouts = serve::Timeouts {
+            header_read: self.state.config.admin.header_read_timeout,
+            idle: self.state.config.admin.idle_timeout,
+        };
+        serve::serve(listener, app, timeouts, stop).await;
     }
 }

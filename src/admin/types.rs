@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::store::{ApiKeyRecord, DailyLine, PaymentRecord, RevenueLine, TenantRecord};
+use crate::x402::redact;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
@@ -114,16 +115,19 @@ pub struct UpdateTenantRequest {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
-    /// Default: every scope (verify, usage:read, keys:write, payments:read).
+    /// Default: every scope its creator holds (all four for the operator: verify, usage:read,
+    /// keys:write, payments:read). A tenant key cannot grant a scope it does not hold (403
+    /// `scope_not_held`).
     pub scopes: Option<Vec<String>>,
-    /// Default: never expires.
+    /// 1..=3153600000 (100 years). Default: never expires.
     pub expires_in_seconds: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateKeyRequest {
-    /// How long the old key keeps working; default 86400 (24 h), 0 for at once.
+    /// How long the old key keeps working; default 86400 (24 h), 0 for at once, at most
+    /// 3153600000 (100 years).
     pub grace_seconds: Option<i64>,
 }
 
@@ -157,12 +161,24 @@ pub struct PaymentView {
     pub amount: String,
     pub status: String,
     pub tx_hash: Option<String>,
+    /// Why the payment was not settled: `reason_code: message`, the message scrubbed of URLs and
+    /// anything key-like.
     pub error: Option<String>,
+    /// The leading reason code of `error` (e.g. `not_charged`, `settlement_failed`,
+    /// `invalid_exact_evm_transaction_failed`).
+    pub error_reason: Option<String>,
     pub claimed_at: i64,
 }
 
 impl From<PaymentRecord> for PaymentView {
     fn from(p: PaymentRecord) -> Self {
+        // Scrubbed again where it is shown: rows written before texts were scrubbed on write
+        // may still hold an RPC URL with its API key.
+        let error = p.error.as_deref().map(redact::scrub);
+        let error_reason = error
+            .as_deref()
+            .and_then(redact::reason_of)
+            .map(String::from);
         PaymentView {
             id: p.id,
             tenant: p.tenant,
@@ -173,7 +189,8 @@ impl From<PaymentRecord> for PaymentView {
             amount: p.amount,
             status: p.status,
             tx_hash: p.tx_hash,
-            error: p.error,
+            error,
+            error_reason,
             claimed_at: p.claimed_at,
         }
     }

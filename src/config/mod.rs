@@ -120,6 +120,12 @@ pub struct DatabaseConfig {
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub token: Option<Secret>,
+    /// How long the management listener waits for a request's complete head (from the first
+    /// byte, or from the end of the previous response on a kept-alive connection).
+    pub header_read_timeout: Duration,
+    /// How long a management connection may go without a byte in either direction (a body that
+    /// stops half-way, a client that stops reading) before it is closed.
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]

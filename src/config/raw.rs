@@ -48,6 +48,8 @@ pub struct RawDatabase {
 #[derive(Debug, Default, Deserialize)]
 pub struct RawAdmin {
     pub token: Option<String>,
+    pub header_read_timeout_seconds: Option<u64>,
+    pub idle_timeout_seconds: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

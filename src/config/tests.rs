@@ -352,3 +352,33 @@ fn tier_gating_of_route_networks() {
         "does not allow `eip155:1`",
     );
 }
+
+#[test]
+fn admin_timeouts_default_and_are_bounded() {
+    let c = Config::from_toml(&valid(), &env).unwrap();
+    assert_eq!(c.admin.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(c.admin.idle_timeout, Duration::from_secs(60));
+    let set = valid().replace(
+        "[server]",
+        "[admin]\nheader_read_timeout_seconds = 1\nidle_timeout_seconds = 5\n\n[server]",
+    );
+    let c = Config::from_toml(&set, &env).unwrap();
+    assert_eq!(c.admin.header_read_timeout, Duration::from_secs(1));
+    assert_eq!(c.admin.idle_timeout, Duration::from_secs(5));
+    assert_refused(
+        &valid().replace(
+            "[server]",
+            "[admin]\nheader_read_timeout_seconds = 0\n\n[server]",
+        ),
+        "admin.header_read_timeout_seconds",
+        "between 1 and 3600",
+    );
+    assert_refused(
+        &valid().replace(
+            "[server]",
+            "[admin]\nidle_timeout_seconds = 86400\n\n[server]",
+        ),
+        "admin.idle_timeout_seconds",
+        "between 1 and 3600",
+    );
+}

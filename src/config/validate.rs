@@ -25,6 +25,10 @@ const DEFAULT_DATABASE_URL: &str = "sqlite://x402-gate.db";
 const DEFAULT_MAX_PAYMENT_HEADER: usize = 8 * 1024;
 const DEFAULT_MAX_REQUEST_HEADERS: usize = 64 * 1024;
 const DEFAULT_BODY_READ_TIMEOUT: u64 = 30;
+/// The management API's timeouts: a partial request must not hold a connection open for good.
+const DEFAULT_ADMIN_HEADER_READ_TIMEOUT: u64 = 10;
+const DEFAULT_ADMIN_IDLE_TIMEOUT: u64 = 60;
+const MAX_ADMIN_TIMEOUT: u64 = 3600;
 /// Generous for a client with bugs, a hard stop for one spraying garbage.
 const DEFAULT_INVALID_PER_MINUTE: u32 = 60;
 /// Below this, an authorization signed for `maxTimeoutSeconds` may expire before it settles.
@@ -84,6 +88,18 @@ pub fn validate(raw: RawConfig, errors: Vec<ConfigError>) -> (Option<Config>, Ve
     };
     let admin = AdminConfig {
         token: admin_token(raw.admin.token, &mut e),
+        header_read_timeout: admin_timeout(
+            "admin.header_read_timeout_seconds",
+            raw.admin.header_read_timeout_seconds,
+            DEFAULT_ADMIN_HEADER_READ_TIMEOUT,
+            &mut e,
+        ),
+        idle_timeout: admin_timeout(
+            "admin.idle_timeout_seconds",
+            raw.admin.idle_timeout_seconds,
+            DEFAULT_ADMIN_IDLE_TIMEOUT,
+            &mut e,
+        ),
     };
     let networks = networks(raw.networks, &mut e);
     let tiers = tiers(raw.tiers, &mut e);
@@ -212,6 +228,15 @@ fn database_url(url: Option<String>, e: &mut Errors) -> String {
         );
     }
     url
+}
+
+fn admin_timeout(key: &str, seconds: Option<u64>, default: u64, e: &mut Errors) -> Duration {
+    let seconds = seconds.unwrap_or(default);
+    if !(1..=MAX_ADMIN_TIMEOUT).contains(&seconds) {
+        e.push(key, format!("must be between 1 and {MAX_ADMIN_TIMEOUT}"));
+        return Duration::from_secs(default);
+    }
+    Duration::from_secs(seconds)
 }
 
 fn admin_token(token: Option<String>, e: &mut Errors) -> Option<Secret> {

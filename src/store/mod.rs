@@ -18,6 +18,12 @@ pub use tenants::{
 };
 
 use crate::verify::{PreparedSettlement, Settlement, Verified};
+use crate::x402::redact;
+
+/// The reason code stored with a released claim's text when the text brings none of its own.
+pub const RELEASED_REASON: &str = "not_charged";
+/// The reason code stored with a failed claim's text when the text brings none of its own.
+pub const FAILED_REASON: &str = "settlement_failed";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -238,13 +244,16 @@ impl Store {
     /// queued payment must never become claimable again.
     /// Its verified payment is given back to the tenant's month too.
     pub async fn release(&self, claim_id: i64, why: &str) -> Result<bool, StoreError> {
+        // Tenants read this text (`payments[].error`): a reason code and a scrubbed message,
+        // never a raw client error (an RPC error names the URL, API key included).
+        let why = redact::with_reason(RELEASED_REASON, why);
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
             "UPDATE payment_claims SET status = 'released', error = $1, updated_at = $2
              WHERE id = $3 AND status IN ('claimed', 'settling')
              RETURNING tenant, period",
         )
-        .bind(why)
+        .bind(&why)
         .bind(now())
         .bind(claim_id)
         .fetch_optional(&mut *tx)
@@ -274,8 +283,10 @@ impl Store {
             .await
     }
 
+    /// Marks a claim failed. `why` is stored as shown to tenants: see [`Store::release`].
     pub async fn mark_failed(&self, claim_id: i64, why: &str) -> Result<(), StoreError> {
-        self.set_status(claim_id, "failed", None, Some(why)).await
+        let why = redact::with_reason(FAILED_REASON, why);
+        self.set_status(claim_id, "failed", None, Some(&why)).await
     }
 
     /// Records a landed settlement in the ledger and marks its claim settled, atomically.
@@ -467,7 +478,7 @@ impl Store {
         )
         .bind(attempts)
         .bind(next_at)
-        .bind(error)
+        .bind(redact::scrub(error))
         .bind(forget_prepared as i64)
         .bind(now())
         .bind(claim_id)
@@ -484,7 +495,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         sqlx::query("UPDATE settlement_queue SET status = $1, last_error = $2, updated_at = $3 WHERE claim_id = $4")
             .bind(status)
-            .bind(error)
+            .bind(error.map(redact::scrub))
             .bind(now())
             .bind(claim_id)
             .execute(&self.pool)

@@ -36,6 +36,8 @@ use super::{
 };
 use crate::pricing::Offer;
 use crate::x402::{PaymentProof, Reason};
+// RPC client errors print the endpoint URL, API key included: every one is scrubbed into text.
+use crate::x402::redact::scrub;
 
 sol! {
     struct TransferWithAuthorization {
@@ -436,7 +438,7 @@ impl EvmVerifier {
             .provider
             .estimate_eip1559_fees()
             .await
-            .map_err(|e| SettleError::Unavailable(format!("fee estimate: {e}")))?;
+            .map_err(|e| SettleError::Unavailable(scrub(&format!("fee estimate: {e}"))))?;
         *cached = Some((
             Instant::now(),
             est.max_fee_per_gas,
@@ -461,7 +463,7 @@ impl EvmVerifier {
                 Ok(Some(r)) => break r,
                 Ok(None) => {}
                 Err(e) if started.elapsed() >= RECEIPT_TIMEOUT => {
-                    return Err(pending(format!("receipt: {e}")))
+                    return Err(pending(scrub(&format!("receipt: {e}"))))
                 }
                 Err(_) => {}
             }
@@ -544,7 +546,12 @@ impl PaymentVerifier for EvmVerifier {
         let receipt = match self.provider.get_transaction_receipt(hash).await {
             Ok(Some(r)) => r,
             Ok(None) => return Ok(super::TxOutcome::NotFound),
-            Err(e) => return Err(VerifyError::Unavailable(format!("{}: {e}", self.network))),
+            Err(e) => {
+                return Err(VerifyError::Unavailable(scrub(&format!(
+                    "{}: {e}",
+                    self.network
+                ))))
+            }
         };
         if !receipt.status() {
             return Ok(super::TxOutcome::Failed(
@@ -587,7 +594,7 @@ impl PaymentVerifier for EvmVerifier {
             .parse()
             .map_err(|_| bad_payload(format!("`{recipient}` is not an address")))?;
         let unavailable = |e: RpcError<TransportErrorKind>| {
-            VerifyError::Unavailable(format!("{}: {e}", self.network))
+            VerifyError::Unavailable(scrub(&format!("{}: {e}", self.network)))
         };
         let receipt = self
             .provider
@@ -663,7 +670,7 @@ impl PaymentVerifier for EvmVerifier {
         if let Err(e) = self.simulate(&auth).await {
             return Err(match revert_text(&e) {
                 Some(revert) => self.diagnose(offer, &auth, revert).await,
-                None => VerifyError::Unavailable(format!("{}: {e}", self.network)),
+                None => VerifyError::Unavailable(scrub(&format!("{}: {e}", self.network))),
             });
         }
         Ok(Verified {
@@ -692,7 +699,7 @@ impl PaymentVerifier for EvmVerifier {
                 .get_transaction_count(self.settler.address())
                 .pending()
                 .await
-                .map_err(|e| SettleError::Unavailable(format!("settler nonce: {e}")))?,
+                .map_err(|e| SettleError::Unavailable(scrub(&format!("settler nonce: {e}"))))?,
         };
         let mut tx = TxEip1559 {
             chain_id: self.chain_id,
@@ -746,11 +753,11 @@ impl PaymentVerifier for EvmVerifier {
                 }
                 return Err(match e.as_error_resp() {
                     // The node refused it (nonce too low, underpriced, ...): nothing was broadcast.
-                    Some(resp) => SettleError::Unavailable(format!(
+                    Some(resp) => SettleError::Unavailable(scrub(&format!(
                         "node refused the settlement: {}",
                         resp.message
-                    )),
-                    None => SettleError::Unavailable(format!("{}: {e}", self.network)),
+                    ))),
+                    None => SettleError::Unavailable(scrub(&format!("{}: {e}", self.network))),
                 });
             }
         }

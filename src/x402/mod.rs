@@ -1,5 +1,6 @@
 //! The x402 wire protocol, pure: v1 and v2 message types, the base64 header codec, CAIP-2 network
-//! ids and their v1 names, atomic amounts, and the wire reason codes.
+//! ids and their v1 names, atomic amounts, the wire reason codes, and `redact` (error texts made
+//! safe to store, log and show: no URLs, no keys).
 //!
 //! No async, no I/O, nothing from pingora, sqlx or an RPC client: everything here is a value or a
 //! function of values, so it is tested with the specification's own example messages.
@@ -9,6 +10,7 @@ pub mod amount;
 pub mod codec;
 pub mod network;
 pub mod reason;
+pub mod redact;
 pub mod types;
 
 pub use amount::{AmountError, AtomicAmount};

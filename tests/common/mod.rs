@@ -222,12 +222,20 @@ impl Gateway {
             .unwrap();
         });
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "gateway did not start listening on {addr}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        // The management API is a background service that binds on its own schedule: a test
+        // that calls it right after start must not race it.
+        let mut listeners = vec![addr];
+        if toml.contains("{admin}") {
+            listeners.push(admin_addr);
+        }
+        for listener in listeners {
+            while TcpStream::connect(listener).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "gateway did not start listening on {listener}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         Gateway {
             addr,
