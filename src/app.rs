@@ -22,11 +22,13 @@ use crate::proxy::pay::Payments;
 use crate::proxy::{Gateway, ProxySettings};
 use crate::routes::reload::{terms_from_records, RouteReloader};
 use crate::routes::RouteTable;
+use crate::settle::leases::{instance_id, LeaseKeeper, LeasedNetwork};
 use crate::settle::reconcile::Reconciler;
 use crate::settle::worker::SettlementWorker;
 use crate::store::{LazyStore, Store, TenantRecord};
 use crate::tenants::{KeyAuth, TenantDirectory};
 use crate::verify::evm::EvmVerifier;
+use crate::verify::lanes::{Lane, LaneBoard, Lanes};
 use crate::verify::Verifiers;
 
 /// Process-level options from the command line.
@@ -61,7 +63,7 @@ pub fn build_server(
 
     let shared_config = Arc::new(config.clone());
     let routes = Arc::new(ArcSwap::from_pointee(RouteTable::build_with(config, terms)));
-    let verifiers = build_verifiers(config)?;
+    let (verifiers, leased) = build_verifiers(config)?;
     let wakeup = Arc::new(tokio::sync::Notify::new());
     // Each service opens its own pool, in its own runtime (see `LazyStore`).
     let db = || Arc::new(LazyStore::new(&config.database.url));
@@ -81,7 +83,16 @@ pub fn build_server(
             metrics: metrics.clone(),
         },
     ));
-    let worker = SettlementWorker::new(db(), verifiers.clone(), wakeup, metrics.clone());
+    let holder = instance_id();
+    server.add_service(pingora::services::background::background_service(
+        "settler leases",
+        LeaseKeeper {
+            store: db(),
+            networks: leased,
+            holder: holder.clone(),
+        },
+    ));
+    let worker = SettlementWorker::new(db(), verifiers.clone(), wakeup, metrics.clone(), holder);
     server.add_service(pingora::services::background::background_service(
         "settlement reconciler",
         Reconciler {
@@ -139,27 +150,45 @@ pub fn build_server(
     Ok(server)
 }
 
-/// One verifier per configured network that this build can verify.
-pub fn build_verifiers(config: &Config) -> anyhow::Result<Verifiers> {
+/// One verifier per configured network that this build can verify: for EVM, one lane per
+/// settler key behind `Lanes`, and the networks whose keys the lease keeper must lease.
+pub fn build_verifiers(config: &Config) -> anyhow::Result<(Verifiers, Vec<LeasedNetwork>)> {
     let mut verifiers = Verifiers::default();
+    let mut leased = Vec::new();
     for (network, net) in &config.networks {
         match &net.signer {
             NetworkSigner::Evm {
-                settler_key,
+                settler_keys,
                 confirmations,
             } => {
-                let v =
-                    EvmVerifier::new(network, &net.rpc_url, settler_key.expose(), *confirmations)
+                let mut lanes = Vec::new();
+                for key in settler_keys {
+                    let v = EvmVerifier::new(network, &net.rpc_url, key.expose(), *confirmations)
                         .with_context(|| format!("networks.\"{network}\""))?;
-                tracing::info!(%network, settler = %v.settler_address(), "EVM payments enabled");
-                verifiers.insert(network.clone(), Arc::new(v));
+                    lanes.push(Lane {
+                        settler: v.settler_address().to_checksum(None),
+                        verifier: Arc::new(v),
+                    });
+                }
+                let settlers: Vec<String> = lanes.iter().map(|l| l.settler.clone()).collect();
+                tracing::info!(%network, settlers = ?settlers, "EVM payments enabled");
+                let board = Arc::new(LaneBoard::new(lanes.len()));
+                leased.push(LeasedNetwork {
+                    network: network.to_string(),
+                    settlers: settlers.iter().map(|s| s.to_ascii_lowercase()).collect(),
+                    board: board.clone(),
+                });
+                verifiers.insert(
+                    network.clone(),
+                    Arc::new(Lanes::new(network.to_string(), lanes, board)),
+                );
             }
             NetworkSigner::Solana { .. } => {
                 tracing::warn!(%network, "Solana verification is not in this build: its payments are refused with a 402");
             }
         }
     }
-    Ok(verifiers)
+    Ok((verifiers, leased))
 }
 
 /// Opens the database once at start, so a wrong URL or a failed migration stops the gateway

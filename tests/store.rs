@@ -244,6 +244,7 @@ async fn queue_survives_reopening(url: String) {
     let prepared = PreparedSettlement {
         transaction: settlement(6).transaction,
         raw: "0x02f8".into(),
+        settler: String::new(),
     };
     store.queue_prepared(id, &prepared).await.unwrap();
     assert_eq!(
@@ -494,6 +495,79 @@ async fn revenue_and_daily_series(store: Store) {
     assert!(store.revenue("other", 0).await.unwrap().is_empty());
 }
 
+fn now() -> u64 {
+    x402_gate::verify::unix_now()
+}
+
+/// Settler keys and queue items are leased: one holder at a time, taken over only once the
+/// holder's lease lapsed, and racing takers never both win.
+async fn leases_have_one_holder(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let soon = now() as i64 + 60;
+    let (net, key) = ("eip155:84532", "0xAbC0000000000000000000000000000000000001");
+    assert!(store.lease_settler(net, key, "a", soon).await.unwrap());
+    assert!(!store.lease_settler(net, key, "b", soon).await.unwrap());
+    assert!(
+        store.lease_settler(net, key, "a", soon + 5).await.unwrap(),
+        "renewal"
+    );
+    assert_eq!(
+        store.settler_lease(net, key).await.unwrap(),
+        Some(("a".to_string(), soon + 5))
+    );
+    // Lapsed: another holder takes it.
+    assert!(store
+        .lease_settler(net, key, "a", now() as i64 - 1)
+        .await
+        .unwrap());
+    assert!(store.lease_settler(net, key, "b", soon).await.unwrap());
+    assert!(!store.lease_settler(net, key, "a", soon).await.unwrap());
+    // A clean release frees it at once; releasing another's lease does nothing.
+    store.release_settler(net, key, "a").await.unwrap();
+    assert!(!store.lease_settler(net, key, "a", soon).await.unwrap());
+    store.release_settler(net, key, "b").await.unwrap();
+    assert!(store.lease_settler(net, key, "a", soon).await.unwrap());
+
+    // Ten instances race for one free key: exactly one wins.
+    let key2 = "0xabc0000000000000000000000000000000000002";
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let s = Store::connect(&url).await.unwrap();
+            s.lease_settler(net, key2, &format!("h{i}"), soon)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut winners = 0;
+    for t in tasks {
+        winners += t.await.unwrap() as usize;
+    }
+    assert_eq!(winners, 1);
+
+    // Queue items.
+    let v = verified(9);
+    let id = store.claim(&v, &CTX, None).await.unwrap().id().unwrap();
+    store.enqueue(id, &v).await.unwrap();
+    assert!(store.take_queued(id, "a", soon).await.unwrap());
+    assert!(!store.take_queued(id, "b", soon).await.unwrap());
+    assert!(
+        store.take_queued(id, "a", soon).await.unwrap(),
+        "its holder again"
+    );
+    assert!(store.take_queued(id, "a", now() as i64 - 1).await.unwrap());
+    assert!(
+        store.take_queued(id, "b", soon).await.unwrap(),
+        "after the lease"
+    );
+    store.queue_finish(id, "done", None).await.unwrap();
+    assert!(
+        !store.take_queued(id, "b", soon).await.unwrap(),
+        "done items are never taken"
+    );
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),*) => {
         mod sqlite {
@@ -532,6 +606,7 @@ async fn run(name: &str, url: String) {
         "revenue_and_daily_series" => {
             revenue_and_daily_series(Store::connect(&url).await.unwrap()).await
         }
+        "leases_have_one_holder" => leases_have_one_holder(url).await,
         other => panic!("unknown test {other}"),
     }
 }
@@ -543,5 +618,6 @@ on_both_backends!(
     queue_survives_reopening,
     tenants_keys_and_transactions,
     quota_admits_exactly_the_limit_under_concurrency,
-    revenue_and_daily_series
+    revenue_and_daily_series,
+    leases_have_one_holder
 );

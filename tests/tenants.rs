@@ -40,7 +40,8 @@ token = "{ADMIN_TOKEN}"
 
 [networks."eip155:84532"]
 rpc_url = "{rpc}"
-settler_key = "{settler}"
+# Two keys: the two-instance tests lease one each.
+settler_keys = ["{settler}", "{settler2}"]
 assets = [{{ symbol = "USDC", address = "{token}", decimals = 6, eip712_name = "USD Coin", eip712_version = "2" }}]
 
 # Offered in challenges only (nothing pays on it in these tests).
@@ -88,6 +89,7 @@ price = "$0.01"
 "#,
         rpc = chain.rpc.url,
         settler = chain.settler_key,
+        settler2 = chain.extra_settler_keys(1)[0],
     )
 }
 

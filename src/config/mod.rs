@@ -138,9 +138,11 @@ pub struct NetworkConfig {
 
 #[derive(Debug, Clone)]
 pub enum NetworkSigner {
-    /// Hex private key of the hot wallet that submits EVM settlements and pays their gas.
+    /// Hex private keys of the hot wallets that submit EVM settlements and pay their gas
+    /// (`settler_key`, then `settler_keys`). Each is one nonce lane; instances sharing a database
+    /// lease them so no two ever sign with one key at once.
     Evm {
-        settler_key: Secret,
+        settler_keys: Vec<Secret>,
         confirmations: u64,
     },
     /// Base58 keypair that co-signs Solana payments as fee payer.

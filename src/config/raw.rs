@@ -56,6 +56,7 @@ pub struct RawAdmin {
 pub struct RawNetwork {
     pub rpc_url: Option<String>,
     pub settler_key: Option<String>,
+    pub settler_keys: Option<Vec<String>>,
     pub fee_payer_key: Option<String>,
     pub confirmations: Option<u64>,
     #[serde(default)]

@@ -82,7 +82,10 @@ fn valid_config_resolves_defaults() {
     assert!(c.routes[1].upstream.tls);
     assert_eq!(c.routes[1].upstream.port, 443);
     match &c.networks.values().next().unwrap().signer {
-        NetworkSigner::Evm { settler_key, .. } => assert_eq!(settler_key.expose(), SETTLER),
+        NetworkSigner::Evm { settler_keys, .. } => {
+            assert_eq!(settler_keys.len(), 1);
+            assert_eq!(settler_keys[0].expose(), SETTLER)
+        }
         other => panic!("{other:?}"),
     }
     assert!(

@@ -277,15 +277,32 @@ fn networks(raw: BTreeMap<String, RawNetwork>, e: &mut Errors) -> BTreeMap<Netwo
                         "is for Solana networks; EVM networks use settler_key",
                     );
                 }
-                let key = net.settler_key.unwrap_or_default();
-                if !is_evm_private_key(&key) {
+                let mut keys: Vec<(String, String)> = Vec::new();
+                if let Some(k) = net.settler_key {
+                    keys.push((format!("{path}.settler_key"), k));
+                }
+                for (i, k) in net.settler_keys.unwrap_or_default().into_iter().enumerate() {
+                    keys.push((format!("{path}.settler_keys[{i}]"), k));
+                }
+                if keys.is_empty() {
                     e.push(
                         format!("{path}.settler_key"),
-                        "must be a 32-byte hex private key (0x followed by 64 hex digits)",
+                        "is required (or settler_keys): a 32-byte hex private key",
                     );
                 }
+                let mut seen = BTreeSet::new();
+                for (key_path, key) in &keys {
+                    if !is_evm_private_key(key) {
+                        e.push(
+                            key_path,
+                            "must be a 32-byte hex private key (0x followed by 64 hex digits)",
+                        );
+                    } else if !seen.insert(key.to_ascii_lowercase()) {
+                        e.push(key_path, "repeats another settler key of this network");
+                    }
+                }
                 NetworkSigner::Evm {
-                    settler_key: Secret::new(key),
+                    settler_keys: keys.into_iter().map(|(_, k)| Secret::new(k)).collect(),
                     confirmations: net.confirmations.unwrap_or(1).max(1),
                 }
             }

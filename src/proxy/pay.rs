@@ -129,6 +129,9 @@ pub async fn admit(
             format!("payments on {} are not verifiable here", offer.network),
         ));
     };
+    if let Err(e) = verifier.ready_to_settle().await {
+        return Admission::Unavailable(e.to_string());
+    }
     let key = VerifyCache::key(header, offer);
     let outcome = match payments.cache.get(&key).await {
         Some(hit) => hit,

@@ -6,6 +6,7 @@
 //! re-send, so a payment is never settled by two transactions.
 //! May import: verify, store.
 
+pub mod leases;
 pub mod reconcile;
 pub mod worker;
 

@@ -23,6 +23,9 @@ const BATCH: i64 = 64;
 /// Settlements in flight at once; the settler's nonce lock serializes their broadcast anyway.
 const MAX_IN_FLIGHT: usize = 64;
 const IDLE_POLL: Duration = Duration::from_millis(500);
+/// How long a worker owns a queue item it took: longer than one attempt can take (a receipt
+/// wait of 60 s plus RPC timeouts), so another instance only takes it after this one died.
+const ITEM_LEASE_SECONDS: i64 = 180;
 
 pub struct SettlementWorker {
     pub store: Arc<LazyStore>,
@@ -33,6 +36,8 @@ pub struct SettlementWorker {
     /// for a receipt must not hold back the others), and never twice at once.
     pub in_flight: Arc<Mutex<HashSet<i64>>>,
     pub metrics: Arc<Metrics>,
+    /// This instance, as named in queue leases.
+    pub holder: String,
 }
 
 impl SettlementWorker {
@@ -41,6 +46,7 @@ impl SettlementWorker {
         verifiers: Verifiers,
         wakeup: Arc<Notify>,
         metrics: Arc<Metrics>,
+        holder: String,
     ) -> Self {
         SettlementWorker {
             store,
@@ -48,6 +54,7 @@ impl SettlementWorker {
             wakeup,
             in_flight: Default::default(),
             metrics,
+            holder,
         }
     }
 
@@ -70,6 +77,26 @@ impl SettlementWorker {
                     .insert(item.claim_id)
             {
                 continue;
+            }
+            // Another instance sharing the database may be working on it: take it first.
+            let until = unix_now() as i64 + ITEM_LEASE_SECONDS;
+            match store.take_queued(item.claim_id, &self.holder, until).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.in_flight
+                        .lock()
+                        .expect("not poisoned")
+                        .remove(&item.claim_id);
+                    continue;
+                }
+                Err(e) => {
+                    self.in_flight
+                        .lock()
+                        .expect("not poisoned")
+                        .remove(&item.claim_id);
+                    tracing::warn!(claim_id = item.claim_id, "taking a queued settlement: {e}");
+                    continue;
+                }
             }
             started += 1;
             let store = store.clone();

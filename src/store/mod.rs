@@ -7,6 +7,7 @@
 //! The store is the authority on replay: caches may answer "valid", only a claim here admits.
 //! May import: verify (its value types), x402.
 
+mod leases;
 mod tenants;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};

@@ -723,6 +723,7 @@ impl PaymentVerifier for EvmVerifier {
         Ok(PreparedSettlement {
             transaction: hash.to_string(),
             raw: alloy::hex::encode_prefixed(raw),
+            settler: self.settler.address().to_checksum(None),
         })
     }
 

@@ -5,6 +5,7 @@
 //! May import: x402, config, pricing (for `Offer`). Never store, proxy or admin.
 
 pub mod evm;
+pub mod lanes;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -94,6 +95,10 @@ pub enum SettleError {
 pub struct PreparedSettlement {
     pub transaction: String,
     pub raw: String,
+    /// The address that signed it, so it is sent (and its nonce accounted) by that lane.
+    /// Empty in rows written before lanes existed; any lane can broadcast signed bytes.
+    #[serde(default)]
+    pub settler: String,
 }
 
 /// A token transfer found in a mined transaction.
@@ -157,6 +162,12 @@ pub trait PaymentVerifier: Send + Sync {
     /// Checks a matched proof against our offer. Local checks first; at most one RPC round trip
     /// for a valid proof.
     async fn verify(&self, offer: &Offer, proof: &PaymentProof) -> Result<Verified, VerifyError>;
+
+    /// Whether this instance can settle on this network now (it holds a settler key). Checked
+    /// before a payment is admitted, so an origin never runs for a payment nobody can settle.
+    async fn ready_to_settle(&self) -> Result<(), SettleError> {
+        Ok(())
+    }
 
     /// Signs the settlement transaction (taking the settler's next nonce) without sending it.
     async fn prepare(&self, verified: &Verified) -> Result<PreparedSettlement, SettleError>;

@@ -233,6 +233,15 @@ impl Chain {
         }
     }
 
+    /// `n` more funded keys for settlers (anvil's dev accounts 2, 3, ...; 0 deploys and mints,
+    /// 1 is `settler_key`).
+    pub fn extra_settler_keys(&self, n: usize) -> Vec<String> {
+        self.anvil.keys()[2..2 + n]
+            .iter()
+            .map(|k| format!("0x{}", alloy::hex::encode(k.to_bytes())))
+            .collect()
+    }
+
     pub async fn send(&self, to: Address, data: Vec<u8>) -> alloy::rpc::types::TransactionReceipt {
         let tx = TransactionRequest::default()
             .from(self.deployer)

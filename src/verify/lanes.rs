@@ -1,0 +1,212 @@
+//! Several settler keys for one network, each a nonce lane, and the board that says which of them
+//! this instance may sign with right now.
+//!
+//! A key's nonces are one sequence: two processes signing with one key at once take the same
+//! nonce, and one of the two settlements is refused (`nonce too low`) after its payer was served.
+//! So every key is leased (see `settle::leases`): an instance signs only with keys it holds, and
+//! keys are never shared. Verification needs no key (it simulates from any address), so any lane
+//! verifies.
+//!
+//! May import: verify. The leases themselves (the store) are `settle::leases`' business; this
+//! module only reads the board it writes.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use super::*;
+
+/// How long `prepare` waits for the first round of leases at start before it gives up.
+const FIRST_LEASE_WAIT: Duration = Duration::from_secs(5);
+
+/// Which lanes this instance holds, and until when (a lease not renewed in time stops being used
+/// before another instance can take it).
+pub struct LaneBoard {
+    /// One entry per lane: `Some(deadline)` while held.
+    held: Mutex<Vec<Option<Instant>>>,
+    /// Becomes true after the first round of leasing, so early payments wait for it.
+    ready: watch::Sender<bool>,
+}
+
+impl LaneBoard {
+    pub fn new(lanes: usize) -> Self {
+        LaneBoard {
+            held: Mutex::new(vec![None; lanes]),
+            ready: watch::Sender::new(false),
+        }
+    }
+
+    pub fn lanes(&self) -> usize {
+        self.held.lock().expect("not poisoned").len()
+    }
+
+    /// Records that lane `i` is held until `deadline` (`None`: not held).
+    pub fn set(&self, i: usize, deadline: Option<Instant>) {
+        if let Some(slot) = self.held.lock().expect("not poisoned").get_mut(i) {
+            *slot = deadline;
+        }
+    }
+
+    /// Marks the first round of leasing as done.
+    pub fn mark_ready(&self) {
+        self.ready.send_replace(true);
+    }
+
+    /// The lanes held now.
+    pub fn held_now(&self) -> Vec<usize> {
+        let now = Instant::now();
+        self.held
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.is_some_and(|d| d > now))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    async fn wait_ready(&self) {
+        let mut rx = self.ready.subscribe();
+        let _ = tokio::time::timeout(FIRST_LEASE_WAIT, rx.wait_for(|r| *r)).await;
+    }
+}
+
+/// One lane: a settler address and the verifier that signs with its key.
+pub struct Lane {
+    pub settler: String,
+    pub verifier: Arc<dyn PaymentVerifier>,
+}
+
+/// A network's lanes behind one `PaymentVerifier`: settles through a lane this instance holds.
+pub struct Lanes {
+    network: String,
+    lanes: Vec<Lane>,
+    board: Arc<LaneBoard>,
+    next: AtomicUsize,
+}
+
+impl Lanes {
+    pub fn new(network: String, lanes: Vec<Lane>, board: Arc<LaneBoard>) -> Self {
+        assert!(!lanes.is_empty(), "a network has at least one settler key");
+        Lanes {
+            network,
+            lanes,
+            board,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn settlers(&self) -> Vec<String> {
+        self.lanes.iter().map(|l| l.settler.clone()).collect()
+    }
+
+    pub fn board(&self) -> &Arc<LaneBoard> {
+        &self.board
+    }
+
+    /// A held lane, round-robin over those held, or why there is none.
+    async fn pick(&self) -> Result<&Lane, SettleError> {
+        let mut held = self.board.held_now();
+        if held.is_empty() {
+            self.board.wait_ready().await;
+            held = self.board.held_now();
+        }
+        if held.is_empty() {
+            return Err(SettleError::Unavailable(format!(
+                "no settler key of {} is free: all {} are leased by other instances sharing the \
+                 database (configure at least one settler_keys entry per instance)",
+                self.network,
+                self.lanes.len()
+            )));
+        }
+        let i = held[self.next.fetch_add(1, Ordering::Relaxed) % held.len()];
+        Ok(&self.lanes[i])
+    }
+
+    /// The lane that signed `prepared`, or the first one (any lane can broadcast signed bytes).
+    fn signer_of(&self, prepared: &PreparedSettlement) -> &Lane {
+        self.lanes
+            .iter()
+            .find(|l| l.settler.eq_ignore_ascii_case(&prepared.settler))
+            .unwrap_or(&self.lanes[0])
+    }
+}
+
+#[async_trait]
+impl PaymentVerifier for Lanes {
+    async fn settlement_outcome(
+        &self,
+        tx_hash: &str,
+        asset: &str,
+        from: &str,
+        value: &str,
+    ) -> Result<TxOutcome, VerifyError> {
+        self.lanes[0]
+            .verifier
+            .settlement_outcome(tx_hash, asset, from, value)
+            .await
+    }
+
+    async fn verify_transfer(
+        &self,
+        tx_hash: &str,
+        recipient: &str,
+        min_amount: u128,
+        assets: &[crate::config::AssetConfig],
+    ) -> Result<TransferFacts, VerifyError> {
+        self.lanes[0]
+            .verifier
+            .verify_transfer(tx_hash, recipient, min_amount, assets)
+            .await
+    }
+
+    async fn verify(&self, offer: &Offer, proof: &PaymentProof) -> Result<Verified, VerifyError> {
+        self.lanes[0].verifier.verify(offer, proof).await
+    }
+
+    async fn ready_to_settle(&self) -> Result<(), SettleError> {
+        self.pick().await.map(|_| ())
+    }
+
+    async fn prepare(&self, verified: &Verified) -> Result<PreparedSettlement, SettleError> {
+        self.pick().await?.verifier.prepare(verified).await
+    }
+
+    async fn submit(
+        &self,
+        verified: &Verified,
+        prepared: &PreparedSettlement,
+    ) -> Result<Settlement, SettleError> {
+        self.signer_of(prepared)
+            .verifier
+            .submit(verified, prepared)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_board_hands_out_only_lanes_held_and_unexpired() {
+        let board = LaneBoard::new(3);
+        assert!(board.held_now().is_empty());
+        let later = Instant::now() + Duration::from_secs(60);
+        board.set(0, Some(later));
+        board.set(2, Some(Instant::now() - Duration::from_millis(1)));
+        assert_eq!(board.held_now(), vec![0]);
+        board.set(2, Some(later));
+        assert_eq!(board.held_now(), vec![0, 2]);
+        board.set(0, None);
+        assert_eq!(board.held_now(), vec![2]);
+        // Waiting for readiness ends as soon as the first round is done.
+        board.mark_ready();
+        tokio::time::timeout(Duration::from_millis(100), board.wait_ready())
+            .await
+            .unwrap();
+    }
+}
