@@ -148,9 +148,14 @@ pub fn build_verifiers(config: &Config) -> anyhow::Result<Verifiers> {
                 settler_key,
                 confirmations,
             } => {
-                let v =
-                    EvmVerifier::new(network, &net.rpc_url, settler_key.expose(), *confirmations)
-                        .with_context(|| format!("networks.\"{network}\""))?;
+                let v = EvmVerifier::new(
+                    network,
+                    &net.rpc_url,
+                    settler_key.expose(),
+                    *confirmations,
+                    net.rpc_timeout,
+                )
+                .with_context(|| format!("networks.\"{network}\""))?;
                 tracing::info!(%network, settler = %v.settler_address(), "EVM payments enabled");
                 verifiers.insert(network.clone(), Arc::new(v));
             }

@@ -1083,7 +1083,11 @@ async fn a_released_proof_is_verified_on_chain_again() {
         "{}",
         error_of(&resp)
     );
-    assert_eq!(s.up.hits(), 1, "the released proof was re-admitted from the cache");
+    assert_eq!(
+        s.up.hits(),
+        1,
+        "the released proof was re-admitted from the cache"
+    );
 }
 
 /// Finding 8: the write that records a signed settlement fails (here a trigger refuses it). The
@@ -1221,7 +1225,11 @@ async fn a_stalled_rpc_call_is_a_503_within_the_timeout() {
     let resp = get(&first).await.unwrap();
     assert_eq!(resp.status(), 503);
     assert_eq!(resp.headers()["retry-after"], "5");
-    assert!(started.elapsed() < Duration::from_secs(6), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
     chain.rpc.clear_faults();
 
     // Verifying: the simulation never answers.
@@ -1230,7 +1238,11 @@ async fn a_stalled_rpc_call_is_a_503_within_the_timeout() {
     let started = std::time::Instant::now();
     let resp = get(&second).await.unwrap();
     assert_eq!(resp.status(), 503);
-    assert!(started.elapsed() < Duration::from_secs(6), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(chain.balance(pay_to).await, U256::ZERO);
     chain.rpc.clear_faults();
 

@@ -139,6 +139,28 @@ async fn claim_is_once_until_released(store: Store) {
         Some("released")
     );
     assert_eq!(store.claim(&v, &CTX, None).await.unwrap().id(), Some(id));
+    // A settlement transaction recorded: it may be in flight, so the claim cannot be released,
+    // and the reconciler finds it with the bytes to send again.
+    let sent = PreparedSettlement {
+        transaction: settlement(8).transaction,
+        raw: "0x02f9".into(),
+        nonce: Some(3),
+    };
+    store.mark_settling(id, &sent).await.unwrap();
+    assert!(
+        !store.release(id, "rpc answer lost").await.unwrap(),
+        "a settling claim cannot be released"
+    );
+    let open = store.settling_claims(i64::MAX, 10).await.unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].tx_raw.as_deref(), Some("0x02f9"));
+    // Only the transaction it names, once proven unsent, turns it back into a plain claim.
+    assert!(!store.unmark_settling(id, "0xother").await.unwrap());
+    assert!(store.unmark_settling(id, &sent.transaction).await.unwrap());
+    assert_eq!(
+        store.claim_status(id).await.unwrap().as_deref(),
+        Some("claimed")
+    );
     // Settled: never again.
     store
         .record_settlement(id, &v, &settlement(9), &CTX)
@@ -244,6 +266,7 @@ async fn queue_survives_reopening(url: String) {
     let prepared = PreparedSettlement {
         transaction: settlement(6).transaction,
         raw: "0x02f8".into(),
+        nonce: Some(7),
     };
     store.queue_prepared(id, &prepared).await.unwrap();
     assert_eq!(

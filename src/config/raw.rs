@@ -56,6 +56,7 @@ pub struct RawNetwork {
     pub settler_key: Option<String>,
     pub fee_payer_key: Option<String>,
     pub confirmations: Option<u64>,
+    pub rpc_timeout_seconds: Option<u64>,
     #[serde(default)]
     pub assets: Vec<RawAsset>,
 }

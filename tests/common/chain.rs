@@ -5,9 +5,9 @@
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
