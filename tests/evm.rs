@@ -1254,3 +1254,45 @@ async fn a_stalled_rpc_call_is_a_503_within_the_timeout() {
     assert_eq!(chain.balance(pay_to).await, U256::from(2 * PRICE));
     assert_eq!(store(&gw).await.ledger(10).await.unwrap().len(), 2);
 }
+
+/// Finding 8: a settlement the node dropped while the gateway went down (nothing mined, nothing
+/// recorded) is sent again from the bytes stored with its claim after the restart, lands once,
+/// and is recorded.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_settlement_is_sent_again_after_a_restart() {
+    let Durable {
+        chain,
+        up: _up,
+        pay_to,
+        payer,
+        cfg,
+        db_url,
+        _dir,
+    } = durable_setup().await;
+    let gw = Gateway::start_with_db(&cfg, &db_url);
+    let offer = offer(&gw, "/paid/lost-in-pool").await;
+    let auth = Authorization::for_offer(&offer, payer.address());
+    let header = v2_header(&offer, auth.payload(&auth.sign(&payer)));
+    // Every send is taken and dropped: the gateway waits for a receipt that cannot come.
+    chain
+        .rpc
+        .set_fault("eth_sendRawTransaction", Fault::Swallow, usize::MAX);
+    let req = client()
+        .get(gw.url("/paid/lost-in-pool"))
+        .header("payment-signature", header);
+    let pending = tokio::spawn(async move { req.send().await });
+    let db = Store::connect(&db_url).await.unwrap();
+    wait_for(|| async { db.count_claims("settling").await.unwrap() == 1 }).await;
+    drop(gw);
+    let _ = pending.await;
+    assert_eq!(chain.balance(pay_to).await, U256::ZERO, "nothing was mined");
+
+    chain.rpc.clear_faults();
+    let started = std::time::Instant::now();
+    let _gw = Gateway::start_with_db(&cfg, &db_url);
+    wait_for(|| async { db.ledger(10).await.unwrap().len() == 1 }).await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(chain.balance(pay_to).await, U256::from(PRICE));
+    assert_eq!(settler_nonce(&chain).await, 1);
+    assert_eq!(db.count_claims("settled").await.unwrap(), 1);
+}
