@@ -961,6 +961,8 @@ async fn a_settlement_interrupted_by_a_crash_is_reconciled_on_restart() {
     let pending = tokio::spawn(async move { req.send().await });
     let db = Store::connect(&db_url).await.unwrap();
     wait_for(|| async { db.count_claims("settling").await.unwrap() == 1 }).await;
+    // The claim says `settling` just before the send: wait until the node has the transaction.
+    wait_for(|| async { pending_settlements(&chain).await == 1 }).await;
     drop(gw); // the crash: nothing about the outcome was recorded
     let _ = pending.await;
     assert!(db.ledger(10).await.unwrap().is_empty());
@@ -992,6 +994,18 @@ fn impatient() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
+        .unwrap()
+}
+
+/// The settler's transactions the node holds, mined or in its pool.
+async fn pending_settlements(chain: &Chain) -> u64 {
+    use alloy::providers::Provider;
+    let settler: PrivateKeySigner = chain.settler_key.parse().unwrap();
+    chain
+        .provider
+        .get_transaction_count(settler.address())
+        .pending()
+        .await
         .unwrap()
 }
 
