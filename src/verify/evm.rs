@@ -205,15 +205,34 @@ impl NonceState {
         self.free.retain(|n| *n >= count);
     }
 
-    fn give_back(&mut self, nonce: u64) {
+    /// Takes back a nonce whose transaction was never sent. The highest one handed out just
+    /// rolls the counter back; one below a nonce already handed out is a gap that transaction may
+    /// be queued behind: it is returned as `Gap` for the caller to fill, and stays out of `free`.
+    fn give_back(&mut self, nonce: u64) -> GivenBack {
         match self.next {
-            Some(next) if next == nonce + 1 => self.next = Some(nonce),
-            Some(next) if nonce < next => {
-                self.free.insert(nonce);
+            Some(next) if next == nonce + 1 => {
+                self.next = Some(nonce);
+                // Nonces given back just below are no gaps any more either.
+                while let Some(n) = self.next.filter(|n| *n > 0).map(|n| n - 1) {
+                    if !self.free.remove(&n) {
+                        break;
+                    }
+                    self.next = Some(n);
+                }
+                GivenBack::RolledBack
             }
-            _ => {}
+            Some(next) if nonce < next => GivenBack::Gap,
+            _ => GivenBack::Ignored,
         }
     }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum GivenBack {
+    RolledBack,
+    Gap,
+    /// Not ours to give back (the counter was re-read since).
+    Ignored,
 }
 
 /// What a node did with a signed transaction we sent it.
@@ -563,9 +582,55 @@ impl EvmVerifier {
         }
     }
 
-    fn give_back(&self, nonce: Option<u64>) {
-        if let Some(n) = nonce {
-            self.nonce.lock().expect("not poisoned").give_back(n);
+    /// A nonce whose transaction was never sent is taken back; if a later nonce was handed out
+    /// meanwhile, its transaction would wait behind the gap, so the gap is filled at once.
+    async fn give_back(&self, nonce: Option<u64>) {
+        let Some(n) = nonce else { return };
+        let given = self.nonce.lock().expect("not poisoned").give_back(n);
+        if given == GivenBack::Gap {
+            self.fill_gap(n).await;
+        }
+    }
+
+    /// Sends a zero-value transfer from the settler to itself with `nonce`. If that is not sent
+    /// either, the nonce goes to `free`, and the next settlement takes it.
+    async fn fill_gap(&self, nonce: u64) {
+        let sent = match self.fees().await {
+            Ok((max_fee, tip)) => {
+                let mut tx = TxEip1559 {
+                    chain_id: self.chain_id,
+                    nonce,
+                    gas_limit: 21_000,
+                    max_fee_per_gas: max_fee,
+                    max_priority_fee_per_gas: tip,
+                    to: TxKind::Call(self.settler.address()),
+                    value: U256::ZERO,
+                    access_list: Default::default(),
+                    input: Bytes::new(),
+                };
+                match self.settler.sign_transaction_sync(&mut tx) {
+                    Ok(sig) => {
+                        let raw = TxEnvelope::from(tx.into_signed(sig)).encoded_2718();
+                        self.send_raw(&raw.into()).await
+                    }
+                    Err(e) => Sent::NotDelivered(format!("signing: {e}")),
+                }
+            }
+            Err(e) => Sent::NotDelivered(e.to_string()),
+        };
+        match sent {
+            // Taken, or maybe: either way the nonce is spent; a lost filler leaves the gap to
+            // the next settlement's `nonce too low` resync.
+            Sent::Accepted | Sent::Unknown(_) => {
+                tracing::info!(nonce, "filled a settler nonce gap with a self-transfer")
+            }
+            Sent::Refused {
+                nonce_used: true, ..
+            } => self.resync_nonce().await,
+            Sent::Refused { message, .. } | Sent::NotDelivered(message) => {
+                tracing::warn!(nonce, "could not fill a settler nonce gap: {message}");
+                self.nonce.lock().expect("not poisoned").free.insert(nonce);
+            }
         }
     }
 
@@ -871,7 +936,7 @@ impl PaymentVerifier for EvmVerifier {
         let sig = match self.settler.sign_transaction_sync(&mut tx) {
             Ok(sig) => sig,
             Err(e) => {
-                self.give_back(Some(nonce));
+                self.give_back(Some(nonce)).await;
                 return Err(SettleError::Unavailable(format!("signing: {e}")));
             }
         };
@@ -886,7 +951,7 @@ impl PaymentVerifier for EvmVerifier {
     }
 
     async fn abandon(&self, prepared: &PreparedSettlement) {
-        self.give_back(prepared.nonce);
+        self.give_back(prepared.nonce).await;
     }
 
     async fn submit(
@@ -919,12 +984,12 @@ impl PaymentVerifier for EvmVerifier {
                     // Our counter is behind the node's: the nonce is gone, catch up.
                     self.resync_nonce().await;
                 } else if attempt == Attempt::First {
-                    self.give_back(prepared.nonce);
+                    self.give_back(prepared.nonce).await;
                 }
                 return Err(SettleError::NotBroadcast { message });
             }
             Sent::NotDelivered(message) if attempt == Attempt::First => {
-                self.give_back(prepared.nonce);
+                self.give_back(prepared.nonce).await;
                 return Err(SettleError::Unavailable(message));
             }
             // An earlier send of these bytes may be in flight, or this one may have reached the
@@ -991,4 +1056,70 @@ pub fn token_domain(name: &str, version: &str, chain_id: u64, asset: Address) ->
         Some(asset),
         None,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonces_given_back_are_reused_or_reported_as_gaps() {
+        let mut s = NonceState::default();
+        assert_eq!(s.take(), None, "unknown until read from the node");
+        s.sync(5);
+        assert_eq!((s.take(), s.take(), s.take()), (Some(5), Some(6), Some(7)));
+        // The highest one handed out: the counter rolls back, and the one below it too once it
+        // comes back.
+        assert_eq!(s.give_back(7), GivenBack::RolledBack);
+        assert_eq!(s.next, Some(7));
+        // 5 comes back while 6 is out: a gap, for the caller to fill.
+        assert_eq!(s.give_back(5), GivenBack::Gap);
+        assert!(s.free.is_empty());
+        s.free.insert(5); // the fill failed
+        assert_eq!(s.give_back(6), GivenBack::RolledBack);
+        assert_eq!(s.next, Some(5), "6 rolled back, then 5 with it");
+        assert_eq!(s.take(), Some(5));
+        // A failed fill left 4 free below a counter at 6: handed out first.
+        s.free.insert(4);
+        assert_eq!(s.take(), Some(4));
+        assert_eq!(s.take(), Some(6));
+        // A re-read never moves the counter back and drops free nonces the node has used.
+        s.free.insert(3);
+        s.sync(4);
+        assert_eq!(s.next, Some(7));
+        assert!(s.free.is_empty());
+        s.sync(9);
+        assert_eq!(s.take(), Some(9));
+        assert_eq!(s.give_back(20), GivenBack::Ignored);
+    }
+
+    #[test]
+    fn send_refusals_are_typed() {
+        assert!(matches!(classify_refusal("already known"), Sent::Accepted));
+        assert!(matches!(
+            classify_refusal("transaction already imported"),
+            Sent::Accepted
+        ));
+        assert!(matches!(
+            classify_refusal("nonce too low: next nonce 4, tx nonce 3"),
+            Sent::Refused {
+                nonce_used: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify_refusal("replacement transaction underpriced"),
+            Sent::Refused {
+                nonce_used: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify_refusal("insufficient funds for gas * price + value"),
+            Sent::Refused {
+                nonce_used: false,
+                ..
+            }
+        ));
+    }
 }
