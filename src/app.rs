@@ -163,8 +163,14 @@ pub fn build_verifiers(config: &Config) -> anyhow::Result<(Verifiers, Vec<Leased
             } => {
                 let mut lanes = Vec::new();
                 for key in settler_keys {
-                    let v = EvmVerifier::new(network, &net.rpc_url, key.expose(), *confirmations)
-                        .with_context(|| format!("networks.\"{network}\""))?;
+                    let v = EvmVerifier::new(
+                        network,
+                        &net.rpc_url,
+                        key.expose(),
+                        *confirmations,
+                        net.rpc_timeout,
+                    )
+                    .with_context(|| format!("networks.\"{network}\""))?;
                     lanes.push(Lane {
                         settler: v.settler_address().to_checksum(None),
                         verifier: Arc::new(v),

@@ -26,9 +26,9 @@
 //! verify/      trait PaymentVerifier; evm.rs: EIP-3009 verification and settlement on alloy
 //! store/       sqlx over SQLite or Postgres: consume-once claims, settlement ledger, deferred
 //!              queue; LazyStore opens a pool in the runtime that uses it
-//! settle/      settle_claim (sign, record tx hash, send, record); worker.rs: the deferred
-//!              settlement background service; reconcile.rs: records settlements whose outcome
-//!              was never seen (crash, slow receipt)
+//! settle/      settle_claim (sign, record tx hash and bytes, send, record); worker.rs: the
+//!              deferred settlement background service; reconcile.rs: records settlements whose
+//!              outcome was never seen (crash, slow receipt) and re-sends dropped ones
 //! cache/       moka cache of verification outcomes (never the authority on replay)
 //! tenants/     tenant standing (status, tier, monthly usage) cached briefly; API keys: minting,
 //!              hashing, scoped authentication; constant-time admin credential check

@@ -961,6 +961,8 @@ async fn a_settlement_interrupted_by_a_crash_is_reconciled_on_restart() {
     let pending = tokio::spawn(async move { req.send().await });
     let db = Store::connect(&db_url).await.unwrap();
     wait_for(|| async { db.count_claims("settling").await.unwrap() == 1 }).await;
+    // The claim says `settling` just before the send: wait until the node has the transaction.
+    wait_for(|| async { pending_settlements(&chain).await == 1 }).await;
     drop(gw); // the crash: nothing about the outcome was recorded
     let _ = pending.await;
     assert!(db.ledger(10).await.unwrap().is_empty());
@@ -981,4 +983,330 @@ async fn a_settlement_interrupted_by_a_crash_is_reconciled_on_restart() {
     assert_eq!(entry.route, "/paid/*");
     assert_eq!(db.count_claims("settled").await.unwrap(), 1);
     assert!(chain.authorization_used(payer.address(), auth.nonce).await);
+}
+
+// Settlement under failures of our own side (issue 7, findings 7 to 9): an answer lost after the
+// node took the transaction, a failed database write, a dropped transaction, a stalled RPC call.
+
+/// A client that gives up well before a settlement's 60 s receipt wait, so a wedged gateway fails
+/// the test quickly instead of hanging it.
+fn impatient() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// The settler's transactions the node holds, mined or in its pool.
+async fn pending_settlements(chain: &Chain) -> u64 {
+    use alloy::providers::Provider;
+    let settler: PrivateKeySigner = chain.settler_key.parse().unwrap();
+    chain
+        .provider
+        .get_transaction_count(settler.address())
+        .pending()
+        .await
+        .unwrap()
+}
+
+async fn settler_nonce(chain: &Chain) -> u64 {
+    use alloy::providers::Provider;
+    let settler: PrivateKeySigner = chain.settler_key.parse().unwrap();
+    chain
+        .provider
+        .get_transaction_count(settler.address())
+        .await
+        .unwrap()
+}
+
+/// Finding 7: the node took the settlement but its answer was lost (a 502 from a load balancer, a
+/// cut connection) while the transaction waits in the pool. The gateway looks it up by hash
+/// instead of releasing the claim: the payer is charged once, served, and recorded, and the same
+/// proof is then a duplicate.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_answer_to_a_sent_settlement_is_looked_up_not_released() {
+    use alloy::providers::ext::AnvilApi;
+    for fault in [Fault::Lose502, Fault::LoseReset] {
+        let s = setup().await;
+        // Blocks every second: the transaction sits in the pool when the send's answer is lost.
+        s.chain.provider.anvil_set_auto_mine(false).await.unwrap();
+        s.chain.provider.anvil_set_interval_mining(1).await.unwrap();
+        let (header, auth) = pay(&s, "/paid/lost").await;
+        s.chain
+            .rpc
+            .set_fault("eth_sendRawTransaction", fault, usize::MAX);
+        let resp = impatient()
+            .get(s.gw.url("/paid/lost"))
+            .header("payment-signature", &header)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201, "{fault:?}");
+        let r = receipt(&resp, "payment-response");
+        assert_eq!(r["success"], true);
+        s.chain.rpc.clear_faults();
+        assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
+        assert!(
+            s.chain
+                .authorization_used(s.payer.address(), auth.nonce)
+                .await
+        );
+        let ledger = store(&s.gw).await.ledger(10).await.unwrap();
+        assert_eq!(ledger.len(), 1, "{fault:?}: the transfer is in the ledger");
+        assert_eq!(ledger[0].tx_hash, r["transaction"].as_str().unwrap());
+        // The same proof again: a duplicate, the origin does not run again, no second transaction.
+        let resp = impatient()
+            .get(s.gw.url("/paid/lost"))
+            .header("payment-signature", &header)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 402);
+        assert!(error_of(&resp).starts_with("duplicate_settlement"));
+        assert_eq!(s.up.hits(), 1);
+        assert_eq!(settler_nonce(&s.chain).await, 1);
+        assert_eq!(s.chain.rpc.count("eth_sendRawTransaction"), 1);
+    }
+}
+
+/// Finding 7: a proof whose claim was released (the origin failed, not charged) is checked on
+/// chain again before it is admitted, never re-admitted from the verification cache: here the
+/// payer cancelled it meanwhile, so the origin must not run a second time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_released_proof_is_verified_on_chain_again() {
+    let s = setup().await;
+    let (header, auth) = pay(&s, "/paid/status/404").await;
+    let resp = client()
+        .get(s.gw.url("/paid/status/404"))
+        .header("payment-signature", &header)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(s.up.hits(), 1);
+    s.chain.cancel(&s.payer, auth.nonce).await;
+    let resp = client()
+        .get(s.gw.url("/paid/status/404"))
+        .header("payment-signature", &header)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 402);
+    assert!(
+        error_of(&resp).starts_with("invalid_exact_evm_nonce_already_used"),
+        "{}",
+        error_of(&resp)
+    );
+    assert_eq!(
+        s.up.hits(),
+        1,
+        "the released proof was re-admitted from the cache"
+    );
+}
+
+/// Finding 8: the write that records a signed settlement fails (here a trigger refuses it). The
+/// payment is a 503 and not charged, and the settler's nonce it took is used again: the next
+/// payment settles at once instead of queueing behind a gap for a minute.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_settlement_write_leaves_no_nonce_gap() {
+    let s = setup().await;
+    let db = sqlx::SqlitePool::connect(&s.gw.database_url).await.unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse_settling BEFORE UPDATE OF status ON payment_claims
+         WHEN NEW.status = 'settling' BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    let (first, _) = pay(&s, "/paid/gap").await;
+    let resp = impatient()
+        .get(s.gw.url("/paid/gap"))
+        .header("payment-signature", &first)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(s.chain.balance(s.pay_to).await, U256::ZERO);
+    sqlx::query("DROP TRIGGER refuse_settling")
+        .execute(&db)
+        .await
+        .unwrap();
+
+    let (second, _) = pay(&s, "/paid/gap").await;
+    let started = std::time::Instant::now();
+    let resp = impatient()
+        .get(s.gw.url("/paid/gap"))
+        .header("payment-signature", &second)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "settled after {:?}",
+        started.elapsed()
+    );
+    // The first proof was not charged: it pays now.
+    let resp = impatient()
+        .get(s.gw.url("/paid/gap"))
+        .header("payment-signature", &first)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    assert_eq!(s.chain.balance(s.pay_to).await, U256::from(2 * PRICE));
+    assert_eq!(settler_nonce(&s.chain).await, 2);
+    assert_eq!(store(&s.gw).await.ledger(10).await.unwrap().len(), 2);
+}
+
+/// Finding 8: a node takes the settlement and then drops it (it never gets mined). The gateway
+/// sends the same signed bytes again until they land, so the payment settles and the settler
+/// does not wedge behind it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_settlement_is_sent_again_until_it_lands() {
+    let s = setup().await;
+    s.chain
+        .rpc
+        .set_fault("eth_sendRawTransaction", Fault::Swallow, 1);
+    let (header, _) = pay(&s, "/paid/dropped").await;
+    let started = std::time::Instant::now();
+    let resp = impatient()
+        .get(s.gw.url("/paid/dropped"))
+        .header("payment-signature", &header)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "settled after {:?}",
+        started.elapsed()
+    );
+    assert!(s.chain.rpc.count("eth_sendRawTransaction") >= 2);
+    assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
+    // The next payment is not stuck behind anything.
+    let (header, _) = pay(&s, "/paid/dropped").await;
+    let started = std::time::Instant::now();
+    let resp = impatient()
+        .get(s.gw.url("/paid/dropped"))
+        .header("payment-signature", &header)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(settler_nonce(&s.chain).await, 2);
+    assert_eq!(store(&s.gw).await.ledger(10).await.unwrap().len(), 2);
+}
+
+/// Finding 9: an RPC call that never answers (`eth_feeHistory` while settling, `eth_call` while
+/// verifying) is a 503 within the network's `rpc_timeout_seconds`, charges nothing, and the
+/// gateway works again, with the same proofs, once the RPC answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_rpc_call_is_a_503_within_the_timeout() {
+    let chain = Chain::start().await;
+    let up = Upstream::start();
+    let pay_to = new_signer().address();
+    let cfg = evm_config(
+        &up.url(),
+        &chain.rpc.url,
+        &chain.settler_key,
+        &chain.token.to_checksum(None),
+        &pay_to.to_checksum(None),
+    )
+    .replace("settler_key = ", "rpc_timeout_seconds = 2\nsettler_key = ");
+    let gw = Gateway::start(&cfg);
+    let payer = new_signer();
+    chain.mint(payer.address(), 1_000_000).await;
+    let offer = offer(&gw, "/paid/slow").await;
+    let proof = || {
+        let auth = Authorization::for_offer(&offer, payer.address());
+        v2_header(&offer, auth.payload(&auth.sign(&payer)))
+    };
+    let get = |header: &str| {
+        impatient()
+            .get(gw.url("/paid/slow"))
+            .header("payment-signature", header)
+            .send()
+    };
+
+    // Settling: the fee estimate never answers.
+    chain
+        .rpc
+        .set_fault("eth_feeHistory", Fault::Stall, usize::MAX);
+    let first = proof();
+    let started = std::time::Instant::now();
+    let resp = get(&first).await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "5");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    chain.rpc.clear_faults();
+
+    // Verifying: the simulation never answers.
+    chain.rpc.set_fault("eth_call", Fault::Stall, usize::MAX);
+    let second = proof();
+    let started = std::time::Instant::now();
+    let resp = get(&second).await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(chain.balance(pay_to).await, U256::ZERO);
+    chain.rpc.clear_faults();
+
+    // The RPC answers again: both proofs pay, each once.
+    for header in [&first, &second] {
+        let resp = get(header).await.unwrap();
+        assert_eq!(resp.status(), 201);
+    }
+    assert_eq!(chain.balance(pay_to).await, U256::from(2 * PRICE));
+    assert_eq!(store(&gw).await.ledger(10).await.unwrap().len(), 2);
+}
+
+/// Finding 8: a settlement the node dropped while the gateway went down (nothing mined, nothing
+/// recorded) is sent again from the bytes stored with its claim after the restart, lands once,
+/// and is recorded.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_settlement_is_sent_again_after_a_restart() {
+    let Durable {
+        chain,
+        up: _up,
+        pay_to,
+        payer,
+        cfg,
+        db_url,
+        _dir,
+    } = durable_setup().await;
+    let gw = Gateway::start_with_db(&cfg, &db_url);
+    let offer = offer(&gw, "/paid/lost-in-pool").await;
+    let auth = Authorization::for_offer(&offer, payer.address());
+    let header = v2_header(&offer, auth.payload(&auth.sign(&payer)));
+    // Every send is taken and dropped: the gateway waits for a receipt that cannot come.
+    chain
+        .rpc
+        .set_fault("eth_sendRawTransaction", Fault::Swallow, usize::MAX);
+    let req = client()
+        .get(gw.url("/paid/lost-in-pool"))
+        .header("payment-signature", header);
+    let pending = tokio::spawn(async move { req.send().await });
+    let db = Store::connect(&db_url).await.unwrap();
+    wait_for(|| async { db.count_claims("settling").await.unwrap() == 1 }).await;
+    drop(gw);
+    let _ = pending.await;
+    assert_eq!(chain.balance(pay_to).await, U256::ZERO, "nothing was mined");
+
+    chain.rpc.clear_faults();
+    let started = std::time::Instant::now();
+    let _gw = Gateway::start_with_db(&cfg, &db_url);
+    wait_for(|| async { db.ledger(10).await.unwrap().len() == 1 }).await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(chain.balance(pay_to).await, U256::from(PRICE));
+    assert_eq!(settler_nonce(&chain).await, 1);
+    assert_eq!(db.count_claims("settled").await.unwrap(), 1);
 }

@@ -134,7 +134,12 @@ async fn a_key_is_never_shared_and_moves_when_its_holder_stops() {
     let pay_to = new_signer().address();
     let payer = new_signer();
     chain.mint(payer.address(), 10_000_000).await;
-    let cfg = config(&up.url(), &chain, std::slice::from_ref(&chain.settler_key), pay_to);
+    let cfg = config(
+        &up.url(),
+        &chain,
+        std::slice::from_ref(&chain.settler_key),
+        pay_to,
+    );
     let db = fresh_postgres_url().await;
     let a = Gateway::start_with_db(&cfg, &db);
     // A pays first, so its keeper has surely leased the only key before B starts.
@@ -177,7 +182,12 @@ async fn a_dead_instances_key_is_taken_after_its_lease() {
     )
     .unwrap()
     .address();
-    let cfg = config(&up.url(), &chain, std::slice::from_ref(&chain.settler_key), pay_to);
+    let cfg = config(
+        &up.url(),
+        &chain,
+        std::slice::from_ref(&chain.settler_key),
+        pay_to,
+    );
     let db = fresh_postgres_url().await;
     // The dead instance's lease: still valid for 3 s.
     let store = Store::connect(&db).await.unwrap();

@@ -1,5 +1,7 @@
 //! In-memory caches (moka). Never the authority on replay or money: a cached "valid" only saves
 //! the RPC round trip of verification; the store's claim still decides whether a proof is served.
+//! A proof whose claim was released or whose settlement failed is forgotten here, so presenting it
+//! again is checked on-chain again (the payer may have spent or cancelled it meanwhile).
 //! May import: verify (value types), pricing, x402.
 
 use std::sync::Arc;
@@ -62,6 +64,12 @@ impl VerifyCache {
             self.valid.invalidate(key).await;
         }
         self.invalid.get(key).await.map(Err)
+    }
+
+    /// Forgets a proof's outcome: the next presentation is verified on-chain again.
+    pub async fn invalidate(&self, key: &[u8; 32]) {
+        self.valid.invalidate(key).await;
+        self.invalid.invalidate(key).await;
     }
 
     pub async fn put(&self, key: [u8; 32], outcome: &Result<Arc<Verified>, VerifyError>) {

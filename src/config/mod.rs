@@ -132,6 +132,8 @@ pub struct AdminConfig {
 pub struct NetworkConfig {
     pub network: Network,
     pub rpc_url: String,
+    /// Bounds every call to `rpc_url`; one that takes longer is an outage (a 503).
+    pub rpc_timeout: Duration,
     pub signer: NetworkSigner,
     pub assets: Vec<AssetConfig>,
 }

@@ -59,6 +59,7 @@ pub struct RawNetwork {
     pub settler_keys: Option<Vec<String>>,
     pub fee_payer_key: Option<String>,
     pub confirmations: Option<u64>,
+    pub rpc_timeout_seconds: Option<u64>,
     #[serde(default)]
     pub assets: Vec<RawAsset>,
 }

@@ -385,3 +385,22 @@ fn admin_timeouts_default_and_are_bounded() {
         "between 1 and 3600",
     );
 }
+
+#[test]
+fn rpc_timeout_defaults_to_ten_seconds_and_must_be_positive() {
+    let config = Config::from_toml(&valid(), &env).unwrap();
+    let net = config.networks.values().next().unwrap();
+    assert_eq!(net.rpc_timeout, std::time::Duration::from_secs(10));
+    let text = valid().replace(
+        "rpc_url = \"http://127.0.0.1:8545\"",
+        "rpc_url = \"http://127.0.0.1:8545\"\nrpc_timeout_seconds = 3",
+    );
+    let config = Config::from_toml(&text, &env).unwrap();
+    let net = config.networks.values().next().unwrap();
+    assert_eq!(net.rpc_timeout, std::time::Duration::from_secs(3));
+    assert_refused(
+        &text.replace("rpc_timeout_seconds = 3", "rpc_timeout_seconds = 0"),
+        "networks.\"eip155:84532\".rpc_timeout_seconds",
+        "at least 1",
+    );
+}

@@ -31,6 +31,9 @@ const DEFAULT_ADMIN_IDLE_TIMEOUT: u64 = 60;
 const MAX_ADMIN_TIMEOUT: u64 = 3600;
 /// Generous for a client with bugs, a hard stop for one spraying garbage.
 const DEFAULT_INVALID_PER_MINUTE: u32 = 60;
+/// Long enough for a busy public RPC, short enough that a client waiting on a stalled node gets
+/// its 503 before it gives up.
+const DEFAULT_RPC_TIMEOUT_SECONDS: u64 = 10;
 /// Below this, an authorization signed for `maxTimeoutSeconds` may expire before it settles.
 const MIN_TIMEOUT_SECONDS: u64 = 10;
 
@@ -269,6 +272,12 @@ fn networks(raw: BTreeMap<String, RawNetwork>, e: &mut Errors) -> BTreeMap<Netwo
                 format!("`{rpc_url}` is not an http(s) or ws(s) URL"),
             ),
         }
+        let rpc_timeout_seconds = net
+            .rpc_timeout_seconds
+            .unwrap_or(DEFAULT_RPC_TIMEOUT_SECONDS);
+        if rpc_timeout_seconds == 0 {
+            e.push(format!("{path}.rpc_timeout_seconds"), "must be at least 1");
+        }
         let signer = match network.namespace() {
             Namespace::Eip155 => {
                 if net.fee_payer_key.is_some() {
@@ -356,6 +365,7 @@ fn networks(raw: BTreeMap<String, RawNetwork>, e: &mut Errors) -> BTreeMap<Netwo
             NetworkConfig {
                 network,
                 rpc_url,
+                rpc_timeout: Duration::from_secs(rpc_timeout_seconds.max(1)),
                 signer,
                 assets,
             },

@@ -58,6 +58,9 @@ pub struct PaymentState {
     pub tenant: String,
     pub route: String,
     pub stage: Stage,
+    /// The proof's verification-cache key, forgotten when the claim is released or fails, so the
+    /// proof is never re-admitted without the on-chain check.
+    pub cache_key: [u8; 32],
 }
 
 impl PaymentState {
@@ -182,6 +185,7 @@ pub async fn admit(
             tenant,
             route: route_name,
             stage: Stage::Claimed,
+            cache_key: key,
         }),
         Ok(ClaimOutcome::Duplicate) => Admission::Rejected(Rejection::new(
             Reason::DuplicateSettlement,
@@ -231,13 +235,18 @@ pub async fn settle(payments: &Payments, state: &mut PaymentState) -> SettleOutc
             let _ = store
                 .mark_failed(state.claim_id, &format!("{reason}: {message}"))
                 .await;
+            payments.cache.invalidate(&state.cache_key).await;
             state.stage = Stage::Unsettled;
             SettleOutcome::Refused(state.receipt_failed(reason.as_str(), transaction.as_deref()))
         }
-        Err(SettleError::Unavailable(msg)) => {
+        // Nothing was broadcast: the claim is `claimed` again and given back.
+        Err(e @ (SettleError::Unavailable(_) | SettleError::NotBroadcast { .. })) => {
+            let msg = e.to_string();
             release(payments, state, &msg).await;
             SettleOutcome::Unavailable(msg)
         }
+        // Maybe broadcast: the claim stays `settling`, never released; the reconciler sends the
+        // transaction again until it lands (and records it) or its authorization expires.
         Err(SettleError::Pending {
             transaction,
             message,
@@ -282,12 +291,15 @@ impl SettleOutcome {
     }
 }
 
-/// Gives the claim back (not charged), if it is still only claimed.
+/// Gives the claim back (not charged), if it is still only claimed (the store refuses any other:
+/// a `settling` claim's transaction may still land). The proof leaves the verification cache, so
+/// presenting it again is checked on-chain again.
 pub async fn release(payments: &Payments, state: &mut PaymentState, why: &str) {
     if !matches!(state.stage, Stage::Claimed) {
         return;
     }
     state.stage = Stage::Released;
+    payments.cache.invalidate(&state.cache_key).await;
     match payments.store.get().await {
         Ok(store) => {
             if let Err(e) = store.release(state.claim_id, why).await {

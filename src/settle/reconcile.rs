@@ -1,7 +1,9 @@
 //! Finds out what became of settlements whose outcome was never recorded: the gateway stopped
 //! between sending a transaction and seeing its receipt, or the receipt took longer than the
 //! request could wait (the client got a 503 `settlement_pending`). Every settlement that landed
-//! ends up in the ledger.
+//! ends up in the ledger. One that is not mined is sent again, the very bytes stored with its
+//! claim, until it lands or its authorization has expired: a node that dropped it (or never got
+//! it) must not leave the payment hanging, nor the settler's later nonces queued behind it.
 //!
 //! The first pass after a start looks at every `settling` claim (none can be in flight in a process
 //! that just started); later passes only at those untouched for longer than any request waits for
@@ -14,12 +16,16 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use crate::store::{LazyStore, Store};
-use crate::verify::{unix_now, TxOutcome, Verifiers};
+use crate::store::{LazyStore, SettlingClaim, Store};
+use crate::verify::{unix_now, PaymentVerifier, Resent, TxOutcome, Verifiers};
 
-const INTERVAL: Duration = Duration::from_secs(30);
-/// Longer than a request waits for a receipt (60 s), so in-flight settlements are left alone.
-const STALE_AFTER: i64 = 120;
+const INTERVAL: Duration = Duration::from_secs(15);
+/// Longer than a request waits for a receipt (60 s) and re-signs once, so in-flight settlements
+/// are left to their request.
+const STALE_AFTER: i64 = 90;
+/// After sending transactions again, how long to give them before looking once more, so a pass
+/// records what it revived (after a restart, without waiting for the next pass).
+const RESENT_SETTLE: Duration = Duration::from_secs(2);
 /// A transaction not mined this long after its authorization expired never will be.
 const EXPIRY_MARGIN: i64 = 60;
 
@@ -40,41 +46,114 @@ impl Reconciler {
             }
         };
         let mut resolved = 0;
+        let mut resent = Vec::new();
         for c in claims {
             let Some(verifier) = self.verifiers.get_str(&c.network) else {
                 continue;
             };
-            match verifier
-                .settlement_outcome(&c.tx_hash, &c.asset, &c.payer, &c.amount)
-                .await
-            {
-                Ok(TxOutcome::Landed { settlement, pay_to }) => {
-                    if store
-                        .record_reconciled(&c, &pay_to, &settlement)
-                        .await
-                        .is_ok()
-                    {
-                        tracing::info!(claim_id = c.claim_id, tx = %c.tx_hash, "reconciled a settlement that landed");
+            match resolve(store, verifier.as_ref(), &c, true).await {
+                Step::Resolved => resolved += 1,
+                Step::Resent => resent.push(c),
+                Step::Open => {}
+            }
+        }
+        if !resent.is_empty() {
+            tokio::time::sleep(RESENT_SETTLE).await;
+            for c in resent {
+                if let Some(verifier) = self.verifiers.get_str(&c.network) {
+                    if resolve(store, verifier.as_ref(), &c, false).await == Step::Resolved {
                         resolved += 1;
                     }
                 }
-                Ok(TxOutcome::Failed(why)) => {
-                    if store.mark_failed(c.claim_id, &why).await.is_ok() {
-                        resolved += 1;
-                    }
-                }
-                Ok(TxOutcome::NotFound) if unix_now() as i64 > c.valid_before + EXPIRY_MARGIN => {
-                    let why =
-                        "the settlement transaction never landed and the authorization expired";
-                    if store.mark_failed(c.claim_id, why).await.is_ok() {
-                        resolved += 1;
-                    }
-                }
-                Ok(TxOutcome::NotFound) => {}
-                Err(e) => tracing::warn!(claim_id = c.claim_id, "reconciling: {e}"),
             }
         }
         resolved
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// Recorded as landed, or failed.
+    Resolved,
+    /// Not mined; its transaction was sent again.
+    Resent,
+    /// Still unknown.
+    Open,
+}
+
+/// Looks one settling claim up and records what became of it; sends a transaction that is not
+/// mined again when `resend` and its authorization can still settle.
+async fn resolve(
+    store: &Store,
+    verifier: &dyn PaymentVerifier,
+    c: &SettlingClaim,
+    resend: bool,
+) -> Step {
+    let outcome = verifier
+        .settlement_outcome(&c.tx_hash, &c.asset, &c.payer, &c.amount)
+        .await;
+    match outcome {
+        Ok(TxOutcome::Landed { settlement, pay_to }) => {
+            if store
+                .record_reconciled(c, &pay_to, &settlement)
+                .await
+                .is_ok()
+            {
+                tracing::info!(claim_id = c.claim_id, tx = %c.tx_hash, "reconciled a settlement that landed");
+                return Step::Resolved;
+            }
+            Step::Open
+        }
+        Ok(TxOutcome::Failed(why)) => {
+            if store.mark_failed(c.claim_id, &why).await.is_ok() {
+                return Step::Resolved;
+            }
+            Step::Open
+        }
+        Ok(TxOutcome::NotFound) if unix_now() as i64 > c.valid_before + EXPIRY_MARGIN => {
+            let why = "the settlement transaction never landed and the authorization expired";
+            if store.mark_failed(c.claim_id, why).await.is_ok() {
+                return Step::Resolved;
+            }
+            Step::Open
+        }
+        Ok(TxOutcome::NotFound) => {
+            let Some(raw) = c.tx_raw.as_deref().filter(|_| resend) else {
+                return Step::Open;
+            };
+            match verifier.resend(raw).await {
+                Ok(Resent::Sent) => {
+                    tracing::info!(claim_id = c.claim_id, tx = %c.tx_hash, "sent a settlement that was not mined again");
+                    Step::Resent
+                }
+                // Its nonce was used by a mined transaction. Unless that was this one, mined
+                // since we looked, it can never land: nothing moved.
+                Ok(Resent::NonceUsed) => {
+                    match verifier
+                        .settlement_outcome(&c.tx_hash, &c.asset, &c.payer, &c.amount)
+                        .await
+                    {
+                        Ok(TxOutcome::NotFound) => {
+                            let why = "another transaction took the settlement's nonce";
+                            if store.mark_failed(c.claim_id, why).await.is_ok() {
+                                return Step::Resolved;
+                            }
+                            Step::Open
+                        }
+                        // Landed or failed after all: the next look records it.
+                        _ => Step::Resent,
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(claim_id = c.claim_id, "sending a settlement again: {e}");
+                    Step::Open
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(claim_id = c.claim_id, "reconciling: {e}");
+            Step::Open
+        }
     }
 }
 

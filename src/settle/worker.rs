@@ -3,7 +3,9 @@
 //! Each item is signed once and its transaction stored before it is sent; a retry re-sends the
 //! same bytes (or just waits for their receipt), so a restart mid-settlement never pays twice.
 //! Attempts back off exponentially and stop after `MAX_ATTEMPTS`, leaving the item `failed` for
-//! an operator, with its last error.
+//! an operator, with its last error; except while a sent transaction's outcome is unknown: that
+//! one is sent again until it lands or its authorization has expired, never abandoned while it
+//! might still move the money.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -16,7 +18,7 @@ use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 use crate::store::{ClaimContext, LazyStore, QueuedSettlement, Store};
-use crate::verify::{unix_now, SettleError, Verifiers};
+use crate::verify::{unix_now, Attempt, SettleError, Verifiers};
 
 const MAX_ATTEMPTS: i64 = 8;
 const BATCH: i64 = 64;
@@ -147,8 +149,9 @@ async fn process(
         let _ = store.queue_finish(id, "failed", Some(&why)).await;
         return Some("failed");
     };
-    let prepared = match &item.prepared {
-        Some(p) => p.clone(),
+    let (prepared, attempt) = match &item.prepared {
+        // Sent before (by an earlier attempt or an earlier life of the gateway): send it again.
+        Some(p) => (p.clone(), Attempt::Again),
         None => {
             if v.valid_before <= unix_now() {
                 let why = "the authorization expired before it could be settled";
@@ -159,16 +162,18 @@ async fn process(
             match verifier.prepare(v).await {
                 Ok(p) => {
                     if let Err(e) = store.queue_prepared(id, &p).await {
+                        // Never sent: give its nonce back so no later settlement waits behind it.
+                        verifier.abandon(&p).await;
                         tracing::warn!(claim_id = id, "saving a prepared settlement: {e}");
                         return None;
                     }
-                    p
+                    (p, Attempt::First)
                 }
-                Err(e) => return retry(store, &item, &e.to_string(), false).await,
+                Err(e) => return retry(store, &item, &e.to_string(), Retry::Fresh).await,
             }
         }
     };
-    match verifier.submit(v, &prepared).await {
+    match verifier.submit(v, &prepared, attempt).await {
         Ok(s) => {
             if let Err(e) = store.record_settlement(id, v, &s, &ctx).await {
                 tracing::error!(claim_id = id, tx = %s.transaction, "deferred settlement landed but was not recorded: {e}");
@@ -187,24 +192,41 @@ async fn process(
             tracing::warn!(claim_id = id, "deferred settlement failed: {why}");
             Some("failed")
         }
-        // Refused before broadcast: the signed transaction can never land, sign anew next time.
-        Err(SettleError::Unavailable(msg)) => {
-            let refused = msg.contains("refused");
-            retry(store, &item, &msg, refused).await
+        // Not broadcast and never will be (refused by the node, or it never reached it): the
+        // signed transaction is dropped and the next attempt signs anew.
+        Err(e @ (SettleError::NotBroadcast { .. } | SettleError::Unavailable(_))) => {
+            retry(store, &item, &e.to_string(), Retry::Fresh).await
         }
-        // Broadcast, outcome unknown: keep the transaction and look again later.
-        Err(e @ SettleError::Pending { .. }) => retry(store, &item, &e.to_string(), false).await,
+        // Sent, outcome unknown: keep the transaction and send it again later.
+        Err(e @ SettleError::Pending { .. }) => {
+            retry(store, &item, &e.to_string(), Retry::SameTransaction).await
+        }
     }
 }
+
+/// What the next attempt of a queued settlement starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Nothing is in flight: sign anew (the stored transaction, if any, is dropped).
+    Fresh,
+    /// A sent transaction may still land: send the same one again, for as long as its
+    /// authorization can settle, however many attempts that takes.
+    SameTransaction,
+}
+
+/// A sent transaction not mined this long after its authorization expired never will be.
+const EXPIRY_MARGIN: u64 = 60;
 
 async fn retry(
     store: &Store,
     item: &QueuedSettlement,
     error: &str,
-    forget_prepared: bool,
+    next: Retry,
 ) -> Option<&'static str> {
     let attempts = item.attempts + 1;
-    if attempts >= MAX_ATTEMPTS {
+    let in_flight =
+        next == Retry::SameTransaction && unix_now() <= item.verified.valid_before + EXPIRY_MARGIN;
+    if attempts >= MAX_ATTEMPTS && !in_flight {
         let why = format!("gave up after {attempts} attempts: {error}");
         let _ = store.mark_failed(item.claim_id, &why).await;
         let _ = store
@@ -214,9 +236,15 @@ async fn retry(
         return Some("failed");
     }
     let backoff = 1i64 << attempts.min(6);
-    let next = unix_now() as i64 + backoff;
+    let next_at = unix_now() as i64 + backoff;
     if let Err(e) = store
-        .queue_retry(item.claim_id, attempts, next, error, forget_prepared)
+        .queue_retry(
+            item.claim_id,
+            attempts,
+            next_at,
+            error,
+            next == Retry::Fresh,
+        )
         .await
     {
         tracing::warn!(claim_id = item.claim_id, "scheduling a retry: {e}");

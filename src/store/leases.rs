@@ -81,17 +81,26 @@ impl Store {
         holder: &str,
         until: i64,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE settlement_queue SET holder = $1, lease_until = $2
-             WHERE claim_id = $3 AND status = 'queued'
-               AND (lease_until IS NULL OR lease_until < $4 OR holder = $1)",
-        )
-        .bind(holder)
-        .bind(until)
-        .bind(claim_id)
-        .bind(now())
-        .execute(&self.pool)
-        .await?;
+        // One instance per SQLite file: whatever an earlier life of this gateway held is ours,
+        // and a restart must not wait for its own old leases to lapse.
+        let sql = match self.backend {
+            Backend::Sqlite => {
+                "UPDATE settlement_queue SET holder = $1, lease_until = $2
+                 WHERE claim_id = $3 AND status = 'queued' AND $4 = $4"
+            }
+            Backend::Postgres => {
+                "UPDATE settlement_queue SET holder = $1, lease_until = $2
+                 WHERE claim_id = $3 AND status = 'queued'
+                   AND (lease_until IS NULL OR lease_until < $4 OR holder = $1)"
+            }
+        };
+        let done = sqlx::query(sql)
+            .bind(holder)
+            .bind(until)
+            .bind(claim_id)
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 }

@@ -79,6 +79,37 @@ struct LedgerRow<'a> {
     route: &'a str,
 }
 
+/// Where a claim stands, as `payment_claims.status` stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimStatus {
+    /// Admitted for a request; no settlement transaction sent.
+    Claimed,
+    /// A settlement transaction was signed and recorded, and may have been sent: its outcome is
+    /// not known. Never released; the transaction is sent again until it lands or expires.
+    Settling,
+    /// On-chain and in the ledger.
+    Settled,
+    /// In the deferred queue.
+    Queued,
+    /// Not charged; the proof may be presented again.
+    Released,
+    /// Settlement reverted or could never land: nothing moved.
+    Failed,
+}
+
+impl ClaimStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClaimStatus::Claimed => "claimed",
+            ClaimStatus::Settling => "settling",
+            ClaimStatus::Settled => "settled",
+            ClaimStatus::Queued => "queued",
+            ClaimStatus::Released => "released",
+            ClaimStatus::Failed => "failed",
+        }
+    }
+}
+
 /// A claim whose settlement transaction's outcome was never recorded.
 #[derive(Debug, Clone)]
 pub struct SettlingClaim {
@@ -91,6 +122,8 @@ pub struct SettlingClaim {
     pub tenant: String,
     pub route: String,
     pub tx_hash: String,
+    /// The signed transaction, to send again if a node dropped it (`None` before migration 0003).
+    pub tx_raw: Option<String>,
     pub valid_before: i64,
 }
 
@@ -190,7 +223,7 @@ impl Store {
              VALUES ($1, $2, $3, $4, 'claimed', $5, $6, $7, $8, $9, $9, $10)
              ON CONFLICT (network, asset, payer, nonce) DO UPDATE SET
                 status = 'claimed', tenant = excluded.tenant, route = excluded.route,
-                amount = excluded.amount, tx_hash = NULL, error = NULL, period = excluded.period,
+                amount = excluded.amount, tx_hash = NULL, tx_raw = NULL, error = NULL, period = excluded.period,
                 claimed_at = excluded.claimed_at, updated_at = excluded.updated_at
              WHERE payment_claims.status = 'released'
              RETURNING id",
@@ -222,16 +255,13 @@ impl Store {
     async fn set_status(
         &self,
         claim_id: i64,
-        status: &str,
-        tx_hash: Option<&str>,
+        status: ClaimStatus,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE payment_claims SET status = $1, tx_hash = COALESCE($2, tx_hash), error = $3, updated_at = $4
-             WHERE id = $5",
+            "UPDATE payment_claims SET status = $1, error = $2, updated_at = $3 WHERE id = $4",
         )
-        .bind(status)
-        .bind(tx_hash)
+        .bind(status.as_str())
         .bind(error)
         .bind(now())
         .bind(claim_id)
@@ -241,8 +271,8 @@ impl Store {
     }
 
     /// Gives a claim back: the payment was not charged and may be presented again. Only a claim
-    /// still being served (or whose transaction was never sent) can be released: a settled or
-    /// queued payment must never become claimable again.
+    /// with no settlement transaction in flight (`claimed`) can be released: a `settling` one may
+    /// still land, and a settled, queued or failed one must never become claimable again.
     /// Its verified payment is given back to the tenant's month too.
     pub async fn release(&self, claim_id: i64, why: &str) -> Result<bool, StoreError> {
         // Tenants read this text (`payments[].error`): a reason code and a scrubbed message,
@@ -251,7 +281,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
             "UPDATE payment_claims SET status = 'released', error = $1, updated_at = $2
-             WHERE id = $3 AND status IN ('claimed', 'settling')
+             WHERE id = $3 AND status = 'claimed'
              RETURNING tenant, period",
         )
         .bind(&why)
@@ -278,16 +308,48 @@ impl Store {
         Ok(true)
     }
 
-    /// Records that a settlement transaction was signed and is about to be sent.
-    pub async fn mark_settling(&self, claim_id: i64, tx_hash: &str) -> Result<(), StoreError> {
-        self.set_status(claim_id, "settling", Some(tx_hash), None)
-            .await
+    /// Records a signed settlement transaction, hash and bytes, before it is sent: from here on
+    /// the claim is `settling`, and whatever happens the transaction can be looked up and sent
+    /// again.
+    pub async fn mark_settling(
+        &self,
+        claim_id: i64,
+        p: &PreparedSettlement,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE payment_claims SET status = 'settling', tx_hash = $1, tx_raw = $2, error = NULL, updated_at = $3
+             WHERE id = $4",
+        )
+        .bind(&p.transaction)
+        .bind(&p.raw)
+        .bind(now())
+        .bind(claim_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The settlement transaction `tx_hash` was never broadcast (the node refused it, or it never
+    /// reached the node): the claim goes back to `claimed`, so it may be settled anew or released.
+    /// Returns whether it did (it no longer names that transaction otherwise).
+    pub async fn unmark_settling(&self, claim_id: i64, tx_hash: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE payment_claims SET status = 'claimed', tx_hash = NULL, tx_raw = NULL, updated_at = $1
+             WHERE id = $2 AND status = 'settling' AND tx_hash = $3",
+        )
+        .bind(now())
+        .bind(claim_id)
+        .bind(tx_hash)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Marks a claim failed. `why` is stored as shown to tenants: see [`Store::release`].
     pub async fn mark_failed(&self, claim_id: i64, why: &str) -> Result<(), StoreError> {
         let why = redact::with_reason(FAILED_REASON, why);
-        self.set_status(claim_id, "failed", None, Some(&why)).await
+        self.set_status(claim_id, ClaimStatus::Failed, Some(&why))
+            .await
     }
 
     /// Records a landed settlement in the ledger and marks its claim settled, atomically.
@@ -357,7 +419,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<SettlingClaim>, StoreError> {
         let rows = sqlx::query(
-            "SELECT c.id, c.network, c.asset, c.payer, c.amount, c.tenant, c.route, c.tx_hash, c.valid_before
+            "SELECT c.id, c.network, c.asset, c.payer, c.amount, c.tenant, c.route, c.tx_hash, c.valid_before, c.tx_raw
              FROM payment_claims c
              WHERE c.status = 'settling' AND c.tx_hash IS NOT NULL AND c.updated_at <= $1
                AND NOT EXISTS (SELECT 1 FROM settlement_queue q WHERE q.claim_id = c.id)
@@ -379,6 +441,7 @@ impl Store {
                 route: r.get(6),
                 tx_hash: r.get(7),
                 valid_before: r.get(8),
+                tx_raw: r.get(9),
             })
             .collect())
     }
@@ -459,7 +522,7 @@ impl Store {
         .bind(claim_id)
         .execute(&self.pool)
         .await?;
-        self.mark_settling(claim_id, &p.transaction).await
+        self.mark_settling(claim_id, p).await
     }
 
     /// Schedules another attempt; `forget_prepared` drops a signed tx that can no longer land

@@ -5,15 +5,23 @@
 //! simulation of the transfer from the settler's address. Only when that reverts do further calls
 //! find out why (nonce used, balance, token name/version), to give the client a precise reason.
 //!
-//! Settlement signs locally with the network's settler key. One nonce counter per settler, taken
-//! under a mutex and reset on any send error, keeps concurrent settlements from colliding (the
-//! TS facilitator fails 33-75 % of concurrent payments on exactly this). Receipts are polled fast
-//! with backoff (alloy's default for remote chains is 7 s, which is where x402-rs's tail comes from).
+//! Settlement signs locally with the network's settler key. One nonce counter per settler keeps
+//! concurrent settlements from colliding (the TS facilitator fails 33-75 % of concurrent payments
+//! on exactly this); a nonce whose transaction is never sent is handed out again first, so no
+//! later transaction queues behind a gap. Receipts are polled fast with backoff (alloy's default
+//! for remote chains is 7 s, which is where x402-rs's tail comes from), and the same signed bytes
+//! are sent again while no receipt comes, for a node that dropped them.
+//!
+//! Every RPC call is bounded by the network's `rpc_timeout_seconds` (the HTTP client's request
+//! timeout), and no lock is held across one: a node that stops answering costs each request at
+//! most that long, never wedges the others.
 //!
 //! 65-byte signatures are EOA signatures and must recover to `from`. Longer signatures are taken
 //! as ERC-1271 smart-wallet signatures and checked by simulating the `bytes` overload. EIP-6492
 //! (counterfactual, undeployed wallets) is refused with a clear reason.
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use alloy::consensus::{SignableTransaction, TxEip1559, TxEnvelope};
@@ -21,18 +29,19 @@ use alloy::eips::eip2718::Encodable2718;
 use alloy::network::TxSignerSync;
 use alloy::primitives::{Address, Bytes, Signature, TxKind, B256, U256};
 use alloy::providers::{Provider, RootProvider};
+use alloy::rpc::client::RpcClient;
 use alloy::rpc::types::TransactionRequest;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol;
 use alloy::sol_types::{Eip712Domain, SolCall, SolEvent, SolStruct};
+use alloy::transports::http::reqwest;
 use alloy::transports::{RpcError, TransportErrorKind};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
 
 use super::{
-    unix_now, PaymentKey, PaymentVerifier, PreparedSettlement, SettleError, Settlement, Verified,
-    VerifyError,
+    unix_now, Attempt, PaymentKey, PaymentVerifier, PreparedSettlement, Resent, SettleError,
+    Settlement, Verified, VerifyError,
 };
 use crate::pricing::Offer;
 use crate::x402::{PaymentProof, Reason};
@@ -72,6 +81,9 @@ const VALID_BEFORE_MARGIN: u64 = 6;
 const SETTLE_GAS_LIMIT: u64 = 200_000;
 const FEE_CACHE: Duration = Duration::from_secs(5);
 const RECEIPT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a sent transaction may go without a receipt before its bytes are sent again: a few
+/// blocks on the chains we serve, so a healthy node just answers "already known".
+const RESEND_EVERY: Duration = Duration::from_secs(3);
 
 /// The EIP-3009 authorization of a verified payment, as settlement needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,10 +179,95 @@ fn bad_payload(message: impl Into<String>) -> VerifyError {
     VerifyError::invalid(Reason::InvalidExactEvmPayload, message)
 }
 
-/// The settler's next nonce, cached between settlements.
+/// The settler's nonces. Only ever touched under a synchronous lock with no I/O inside: reading
+/// the node's count happens outside it.
 #[derive(Default)]
 struct NonceState {
+    /// The next nonce never handed out; `None` until read from the node.
     next: Option<u64>,
+    /// Nonces handed out whose transactions were never sent: handed out again first, so no
+    /// later transaction waits behind the gap they would leave.
+    free: BTreeSet<u64>,
+}
+
+impl NonceState {
+    fn take(&mut self) -> Option<u64> {
+        if let Some(n) = self.free.pop_first() {
+            return Some(n);
+        }
+        let n = self.next?;
+        self.next = Some(n + 1);
+        Some(n)
+    }
+
+    /// The node counts `count` transactions from the settler, mined or pending: every nonce below
+    /// is used. Never moves back, so a nonce handed out and not sent yet is never handed out twice.
+    fn sync(&mut self, count: u64) {
+        self.next = Some(self.next.map_or(count, |n| n.max(count)));
+        self.free.retain(|n| *n >= count);
+    }
+
+    /// Takes back a nonce whose transaction was never sent. The highest one handed out just
+    /// rolls the counter back; one below a nonce already handed out is a gap that transaction may
+    /// be queued behind: it is returned as `Gap` for the caller to fill, and stays out of `free`.
+    fn give_back(&mut self, nonce: u64) -> GivenBack {
+        match self.next {
+            Some(next) if next == nonce + 1 => {
+                self.next = Some(nonce);
+                // Nonces given back just below are no gaps any more either.
+                while let Some(n) = self.next.filter(|n| *n > 0).map(|n| n - 1) {
+                    if !self.free.remove(&n) {
+                        break;
+                    }
+                    self.next = Some(n);
+                }
+                GivenBack::RolledBack
+            }
+            Some(next) if nonce < next => GivenBack::Gap,
+            _ => GivenBack::Ignored,
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum GivenBack {
+    RolledBack,
+    Gap,
+    /// Not ours to give back (the counter was re-read since).
+    Ignored,
+}
+
+/// What a node did with a signed transaction we sent it.
+enum Sent {
+    /// It has it: taken now, or it already had it.
+    Accepted,
+    /// It answered with a JSON-RPC error refusing it: not broadcast.
+    Refused { nonce_used: bool, message: String },
+    /// The request never reached it (connection refused): not broadcast.
+    NotDelivered(String),
+    /// The answer was lost (a timeout, an HTTP error status, a cut connection): it may have the
+    /// transaction, or not.
+    Unknown(String),
+}
+
+/// The one place where a node's words decide. `eth_sendRawTransaction` refusals carry no error
+/// code that clients agree on (geth, reth, erigon and anvil mostly answer -32000 with their own
+/// text), so the message is read here, once, into a typed refusal; everything else works on that.
+fn classify_refusal(message: &str) -> Sent {
+    let m = message.to_ascii_lowercase();
+    if m.contains("already known")
+        || m.contains("known transaction")
+        || m.contains("already imported")
+    {
+        return Sent::Accepted;
+    }
+    let nonce_used = m.contains("nonce too low")
+        || m.contains("replacement transaction underpriced")
+        || m.contains("nonce has already been used");
+    Sent::Refused {
+        nonce_used,
+        message: message.to_string(),
+    }
 }
 
 pub struct EvmVerifier {
@@ -180,6 +277,7 @@ pub struct EvmVerifier {
     settler: PrivateKeySigner,
     confirmations: u64,
     nonce: Mutex<NonceState>,
+    /// The last fee estimate and when it was made.
     fees: Mutex<Option<(Instant, u128, u128)>>,
     receipt_poll_start: Duration,
 }
@@ -192,6 +290,8 @@ pub enum EvmSetupError {
     BadKey,
     #[error("`{0}` is not an eip155 network")]
     NotEvm(String),
+    #[error("building the RPC client: {0}")]
+    Client(String),
 }
 
 impl EvmVerifier {
@@ -200,6 +300,7 @@ impl EvmVerifier {
         rpc_url: &str,
         settler_key: &str,
         confirmations: u64,
+        rpc_timeout: Duration,
     ) -> Result<Self, EvmSetupError> {
         let chain_id = network
             .evm_chain_id()
@@ -208,14 +309,21 @@ impl EvmVerifier {
             .parse()
             .map_err(|_| EvmSetupError::BadUrl(rpc_url.to_string()))?;
         let settler: PrivateKeySigner = settler_key.parse().map_err(|_| EvmSetupError::BadKey)?;
+        // The request timeout bounds every RPC call, the body read included: a node that accepts
+        // a request and never answers is an outage (a 503), not a request that hangs for good.
+        let http = reqwest::Client::builder()
+            .timeout(rpc_timeout)
+            .connect_timeout(rpc_timeout)
+            .build()
+            .map_err(|e| EvmSetupError::Client(e.to_string()))?;
         Ok(EvmVerifier {
             chain_id,
             network: network.to_string(),
-            provider: RootProvider::new_http(url),
+            provider: RootProvider::new(RpcClient::new_http_with_client(http, url)),
             settler,
             confirmations: confirmations.max(1),
-            nonce: Mutex::new(NonceState::default()),
-            fees: Mutex::new(None),
+            nonce: Mutex::default(),
+            fees: Mutex::default(),
             // A receipt is ready about 1 ms after broadcast on a fast chain: start polling there,
             // then back off (1, 2, 4 … 250 ms) so slow chains cost few calls.
             receipt_poll_start: Duration::from_millis(1),
@@ -428,18 +536,19 @@ impl EvmVerifier {
     }
 
     async fn fees(&self) -> Result<(u128, u128), SettleError> {
-        let mut cached = self.fees.lock().await;
-        if let Some((at, max_fee, tip)) = *cached {
+        if let Some((at, max_fee, tip)) = *self.fees.lock().expect("not poisoned") {
             if at.elapsed() < FEE_CACHE {
                 return Ok((max_fee, tip));
             }
         }
+        // Estimated without the lock: a slow node must not hold every settlement behind one call.
+        // Concurrent refreshes may each ask; the last answer wins, and any of them is good.
         let est = self
             .provider
             .estimate_eip1559_fees()
             .await
             .map_err(|e| SettleError::Unavailable(scrub(&format!("fee estimate: {e}"))))?;
-        *cached = Some((
+        *self.fees.lock().expect("not poisoned") = Some((
             Instant::now(),
             est.max_fee_per_gas,
             est.max_priority_fee_per_gas,
@@ -447,12 +556,122 @@ impl EvmVerifier {
         Ok((est.max_fee_per_gas, est.max_priority_fee_per_gas))
     }
 
+    /// The settler's next nonce: one given back first, else the counter, read from the node
+    /// (outside the lock) when there is none.
+    async fn take_nonce(&self) -> Result<u64, SettleError> {
+        loop {
+            if let Some(n) = self.nonce.lock().expect("not poisoned").take() {
+                return Ok(n);
+            }
+            let count = self.pending_count().await?;
+            self.nonce.lock().expect("not poisoned").sync(count);
+        }
+    }
+
+    async fn pending_count(&self) -> Result<u64, SettleError> {
+        self.provider
+            .get_transaction_count(self.settler.address())
+            .pending()
+            .await
+            .map_err(|e| SettleError::Unavailable(scrub(&format!("settler nonce: {e}"))))
+    }
+
+    /// Our counter fell behind the node's (its nonce was used): catch up. If the node cannot be
+    /// asked now, the next refusal asks again.
+    async fn resync_nonce(&self) {
+        if let Ok(count) = self.pending_count().await {
+            self.nonce.lock().expect("not poisoned").sync(count);
+        }
+    }
+
+    /// A nonce whose transaction was never sent is taken back; if a later nonce was handed out
+    /// meanwhile, its transaction would wait behind the gap, so the gap is filled at once.
+    async fn give_back(&self, nonce: Option<u64>) {
+        let Some(n) = nonce else { return };
+        let given = self.nonce.lock().expect("not poisoned").give_back(n);
+        if given == GivenBack::Gap {
+            self.fill_gap(n).await;
+        }
+    }
+
+    /// Sends a zero-value transfer from the settler to itself with `nonce`. If that is not sent
+    /// either, the nonce goes to `free`, and the next settlement takes it.
+    async fn fill_gap(&self, nonce: u64) {
+        let sent = match self.fees().await {
+            Ok((max_fee, tip)) => {
+                let mut tx = TxEip1559 {
+                    chain_id: self.chain_id,
+                    nonce,
+                    gas_limit: 21_000,
+                    max_fee_per_gas: max_fee,
+                    max_priority_fee_per_gas: tip,
+                    to: TxKind::Call(self.settler.address()),
+                    value: U256::ZERO,
+                    access_list: Default::default(),
+                    input: Bytes::new(),
+                };
+                match self.settler.sign_transaction_sync(&mut tx) {
+                    Ok(sig) => {
+                        let raw = TxEnvelope::from(tx.into_signed(sig)).encoded_2718();
+                        self.send_raw(&raw.into()).await
+                    }
+                    Err(e) => Sent::NotDelivered(format!("signing: {e}")),
+                }
+            }
+            Err(e) => Sent::NotDelivered(e.to_string()),
+        };
+        match sent {
+            // Taken, or maybe: either way the nonce is spent; a lost filler leaves the gap to
+            // the next settlement's `nonce too low` resync.
+            Sent::Accepted | Sent::Unknown(_) => {
+                tracing::info!(nonce, "filled a settler nonce gap with a self-transfer")
+            }
+            Sent::Refused {
+                nonce_used: true, ..
+            } => self.resync_nonce().await,
+            Sent::Refused { message, .. } | Sent::NotDelivered(message) => {
+                tracing::warn!(nonce, "could not fill a settler nonce gap: {message}");
+                self.nonce.lock().expect("not poisoned").free.insert(nonce);
+            }
+        }
+    }
+
+    /// Sends signed bytes and reads the answer into what it means.
+    async fn send_raw(&self, raw: &Bytes) -> Sent {
+        match self.provider.send_raw_transaction(raw).await {
+            Ok(_) => Sent::Accepted,
+            Err(e) => match e.as_error_resp() {
+                Some(resp) => classify_refusal(&resp.message),
+                None if never_delivered(&e) => {
+                    Sent::NotDelivered(scrub(&format!("{}: {e}", self.network)))
+                }
+                None => Sent::Unknown(scrub(&format!("{}: {e}", self.network))),
+            },
+        }
+    }
+
+    /// Whether the node knows the transaction, pending or mined. A failed lookup says nothing.
+    async fn known(&self, hash: B256) -> bool {
+        matches!(
+            self.provider.get_transaction_by_hash(hash).await,
+            Ok(Some(_))
+        ) || matches!(
+            self.provider.get_transaction_receipt(hash).await,
+            Ok(Some(_))
+        )
+    }
+
+    /// Waits for the receipt of a sent transaction, sending its bytes again every few seconds
+    /// without one (a node may drop a transaction from its pool; the same bytes are harmless if
+    /// it still has them), until it is mined or the wait ends with `Pending`.
     async fn wait_for_receipt(
         &self,
         auth: &EvmAuthorization,
         hash: B256,
+        raw: &Bytes,
     ) -> Result<Settlement, SettleError> {
         let started = Instant::now();
+        let mut last_send = Instant::now();
         let mut poll = self.receipt_poll_start;
         let pending = |message: String| SettleError::Pending {
             transaction: hash.to_string(),
@@ -469,6 +688,26 @@ impl EvmVerifier {
             }
             if started.elapsed() >= RECEIPT_TIMEOUT {
                 return Err(pending("no receipt yet".into()));
+            }
+            if last_send.elapsed() >= RESEND_EVERY {
+                last_send = Instant::now();
+                if let Sent::Refused {
+                    nonce_used: true, ..
+                } = self.send_raw(raw).await
+                {
+                    // A mined transaction used our nonce: ours, mined since the last poll, or
+                    // another, and then ours can never land.
+                    match self.provider.get_transaction_receipt(hash).await {
+                        Ok(Some(r)) => break r,
+                        Ok(None) => {
+                            self.resync_nonce().await;
+                            return Err(SettleError::NotBroadcast {
+                                message: "another transaction took the settlement's nonce".into(),
+                            });
+                        }
+                        Err(_) => {}
+                    }
+                }
             }
             tokio::time::sleep(poll).await;
             poll = (poll * 2).min(Duration::from_millis(250));
@@ -691,16 +930,7 @@ impl PaymentVerifier for EvmVerifier {
     async fn prepare(&self, verified: &Verified) -> Result<PreparedSettlement, SettleError> {
         let auth = &verified.authorization;
         let (max_fee, tip) = self.fees().await?;
-        let mut state = self.nonce.lock().await;
-        let nonce = match state.next {
-            Some(n) => n,
-            None => self
-                .provider
-                .get_transaction_count(self.settler.address())
-                .pending()
-                .await
-                .map_err(|e| SettleError::Unavailable(scrub(&format!("settler nonce: {e}"))))?,
-        };
+        let nonce = self.take_nonce().await?;
         let mut tx = TxEip1559 {
             chain_id: self.chain_id,
             nonce,
@@ -712,25 +942,33 @@ impl PaymentVerifier for EvmVerifier {
             access_list: Default::default(),
             input: auth.calldata(),
         };
-        let sig = self
-            .settler
-            .sign_transaction_sync(&mut tx)
-            .map_err(|e| SettleError::Unavailable(format!("signing: {e}")))?;
+        let sig = match self.settler.sign_transaction_sync(&mut tx) {
+            Ok(sig) => sig,
+            Err(e) => {
+                self.give_back(Some(nonce)).await;
+                return Err(SettleError::Unavailable(format!("signing: {e}")));
+            }
+        };
         let signed = tx.into_signed(sig);
         let hash = *signed.hash();
         let raw = TxEnvelope::from(signed).encoded_2718();
-        state.next = Some(nonce + 1);
         Ok(PreparedSettlement {
             transaction: hash.to_string(),
             raw: alloy::hex::encode_prefixed(raw),
             settler: self.settler.address().to_checksum(None),
+            nonce: Some(nonce),
         })
+    }
+
+    async fn abandon(&self, prepared: &PreparedSettlement) {
+        self.give_back(prepared.nonce).await;
     }
 
     async fn submit(
         &self,
         verified: &Verified,
         prepared: &PreparedSettlement,
+        attempt: Attempt,
     ) -> Result<Settlement, SettleError> {
         let hash: B256 = prepared
             .transaction
@@ -740,29 +978,69 @@ impl PaymentVerifier for EvmVerifier {
             .raw
             .parse()
             .map_err(|_| SettleError::Unavailable("bad prepared transaction".into()))?;
-        if let Err(e) = self.provider.send_raw_transaction(&raw).await {
-            let text = e.to_string().to_ascii_lowercase();
-            let already_sent = text.contains("already known")
-                || text.contains("known transaction")
-                || text.contains("already imported");
-            if !already_sent {
-                // Whatever happened, our idea of the next nonce may be wrong now: re-read it.
-                self.nonce.lock().await.next = None;
-                // It may have landed before (a retry after a crash): the receipt decides.
-                if let Ok(Some(_)) = self.provider.get_transaction_receipt(hash).await {
-                    return self.wait_for_receipt(&verified.authorization, hash).await;
+        let auth = &verified.authorization;
+        match self.send_raw(&raw).await {
+            Sent::Accepted => {}
+            Sent::Refused {
+                nonce_used,
+                message,
+            } => {
+                // It may have landed before (a re-send after a crash, or after a lost answer):
+                // the chain decides, not the refusal.
+                if self.known(hash).await {
+                    return self.wait_for_receipt(auth, hash, &raw).await;
                 }
-                return Err(match e.as_error_resp() {
-                    // The node refused it (nonce too low, underpriced, ...): nothing was broadcast.
-                    Some(resp) => SettleError::Unavailable(scrub(&format!(
-                        "node refused the settlement: {}",
-                        resp.message
-                    ))),
-                    None => SettleError::Unavailable(scrub(&format!("{}: {e}", self.network))),
-                });
+                if nonce_used {
+                    // Our counter is behind the node's: the nonce is gone, catch up.
+                    self.resync_nonce().await;
+                } else if attempt == Attempt::First {
+                    self.give_back(prepared.nonce).await;
+                }
+                return Err(SettleError::NotBroadcast { message });
+            }
+            Sent::NotDelivered(message) if attempt == Attempt::First => {
+                self.give_back(prepared.nonce).await;
+                return Err(SettleError::Unavailable(message));
+            }
+            // An earlier send of these bytes may be in flight, or this one may have reached the
+            // node before its answer was lost: treat it as sent. The wait looks it up by hash
+            // and sends it again until it is mined or the wait ends as `Pending`: never released.
+            Sent::NotDelivered(message) | Sent::Unknown(message) => {
+                tracing::warn!(tx = %hash, "settlement send outcome unknown, looking it up: {message}");
             }
         }
-        self.wait_for_receipt(&verified.authorization, hash).await
+        self.wait_for_receipt(auth, hash, &raw).await
+    }
+
+    async fn resend(&self, raw: &str) -> Result<Resent, VerifyError> {
+        let raw: Bytes = raw
+            .parse()
+            .map_err(|_| VerifyError::Unavailable("stored transaction does not parse".into()))?;
+        match self.send_raw(&raw).await {
+            Sent::Accepted => Ok(Resent::Sent),
+            Sent::Refused {
+                nonce_used: true, ..
+            } => Ok(Resent::NonceUsed),
+            Sent::Refused { message, .. } => Err(VerifyError::Unavailable(format!(
+                "{}: the node refused the stored settlement: {message}",
+                self.network
+            ))),
+            Sent::NotDelivered(message) | Sent::Unknown(message) => {
+                Err(VerifyError::Unavailable(message))
+            }
+        }
+    }
+}
+
+/// Whether a transport error proves the request never reached the node: the connection was
+/// never made. Anything after that (a timeout, a reset, an HTTP error status) may have come after
+/// the node took the request.
+fn never_delivered(e: &RpcError<TransportErrorKind>) -> bool {
+    match e {
+        RpcError::Transport(TransportErrorKind::Custom(inner)) => inner
+            .downcast_ref::<reqwest::Error>()
+            .is_some_and(|r| r.is_connect()),
+        _ => false,
     }
 }
 
@@ -788,4 +1066,70 @@ pub fn token_domain(name: &str, version: &str, chain_id: u64, asset: Address) ->
         Some(asset),
         None,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonces_given_back_are_reused_or_reported_as_gaps() {
+        let mut s = NonceState::default();
+        assert_eq!(s.take(), None, "unknown until read from the node");
+        s.sync(5);
+        assert_eq!((s.take(), s.take(), s.take()), (Some(5), Some(6), Some(7)));
+        // The highest one handed out: the counter rolls back, and the one below it too once it
+        // comes back.
+        assert_eq!(s.give_back(7), GivenBack::RolledBack);
+        assert_eq!(s.next, Some(7));
+        // 5 comes back while 6 is out: a gap, for the caller to fill.
+        assert_eq!(s.give_back(5), GivenBack::Gap);
+        assert!(s.free.is_empty());
+        s.free.insert(5); // the fill failed
+        assert_eq!(s.give_back(6), GivenBack::RolledBack);
+        assert_eq!(s.next, Some(5), "6 rolled back, then 5 with it");
+        assert_eq!(s.take(), Some(5));
+        // A failed fill left 4 free below a counter at 6: handed out first.
+        s.free.insert(4);
+        assert_eq!(s.take(), Some(4));
+        assert_eq!(s.take(), Some(6));
+        // A re-read never moves the counter back and drops free nonces the node has used.
+        s.free.insert(3);
+        s.sync(4);
+        assert_eq!(s.next, Some(7));
+        assert!(s.free.is_empty());
+        s.sync(9);
+        assert_eq!(s.take(), Some(9));
+        assert_eq!(s.give_back(20), GivenBack::Ignored);
+    }
+
+    #[test]
+    fn send_refusals_are_typed() {
+        assert!(matches!(classify_refusal("already known"), Sent::Accepted));
+        assert!(matches!(
+            classify_refusal("transaction already imported"),
+            Sent::Accepted
+        ));
+        assert!(matches!(
+            classify_refusal("nonce too low: next nonce 4, tx nonce 3"),
+            Sent::Refused {
+                nonce_used: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify_refusal("replacement transaction underpriced"),
+            Sent::Refused {
+                nonce_used: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify_refusal("insufficient funds for gas * price + value"),
+            Sent::Refused {
+                nonce_used: false,
+                ..
+            }
+        ));
+    }
 }

@@ -175,15 +175,26 @@ impl PaymentVerifier for Lanes {
         self.pick().await?.verifier.prepare(verified).await
     }
 
+    async fn abandon(&self, prepared: &PreparedSettlement) {
+        // The nonce goes back to the lane that took it.
+        self.signer_of(prepared).verifier.abandon(prepared).await
+    }
+
     async fn submit(
         &self,
         verified: &Verified,
         prepared: &PreparedSettlement,
+        attempt: Attempt,
     ) -> Result<Settlement, SettleError> {
         self.signer_of(prepared)
             .verifier
-            .submit(verified, prepared)
+            .submit(verified, prepared, attempt)
             .await
+    }
+
+    async fn resend(&self, raw: &str) -> Result<Resent, VerifyError> {
+        // Signed bytes go out the same through any lane.
+        self.lanes[0].verifier.resend(raw).await
     }
 }
 

@@ -69,19 +69,31 @@ impl VerifyError {
     }
 }
 
+/// Why a settlement did not land, typed by what it means for the claim: whether money can still
+/// move decides whether the claim may be given back, never the text of an error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SettleError {
-    /// Settlement was refused or reverted on-chain: nothing moved.
+    /// The transaction was mined and reverted, or moved nothing: nothing was charged, and the
+    /// authorization is spent or unusable.
     #[error("{reason}: {message}")]
     Failed {
         reason: Reason,
         message: String,
         transaction: Option<String>,
     },
-    /// The transaction was never broadcast (RPC unreachable): nothing moved, safe to retry.
+    /// Nothing was sent: an RPC call before the send failed or timed out, the database did not
+    /// record the signed transaction, or the connection to the node was refused. Nothing can
+    /// move, so the claim may be given back.
     #[error("settlement unavailable: {0}")]
     Unavailable(String),
-    /// The transaction was broadcast but its outcome is not known yet: it may still land.
+    /// The node answered the send with a JSON-RPC error refusing the transaction (its nonce was
+    /// taken, it was underpriced, ...): it was not broadcast and never will be. Signing anew may
+    /// succeed; the claim may be given back.
+    #[error("settlement refused by the node: {message}")]
+    NotBroadcast { message: String },
+    /// Sent, or maybe sent (the answer to the send was lost: a timeout, a 5xx, a cut connection),
+    /// and not mined yet: it may still land, so the claim is kept and the transaction sent again
+    /// until it lands or its authorization expires.
     #[error("settlement pending: {transaction}: {message}")]
     Pending {
         transaction: String,
@@ -89,8 +101,18 @@ pub enum SettleError {
     },
 }
 
-/// A transaction signed before it is sent, so its hash can be recorded first and the very same
-/// bytes re-sent after a crash instead of a second transaction.
+impl SettleError {
+    /// Whether nothing was broadcast, so nothing can move and the claim may be given back.
+    pub fn nothing_sent(&self) -> bool {
+        matches!(
+            self,
+            SettleError::Unavailable(_) | SettleError::NotBroadcast { .. }
+        )
+    }
+}
+
+/// A transaction signed before it is sent, so its hash (and bytes) can be recorded first and the
+/// very same bytes re-sent after a crash or a drop instead of a second transaction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreparedSettlement {
     pub transaction: String,
@@ -99,6 +121,29 @@ pub struct PreparedSettlement {
     /// Empty in rows written before lanes existed; any lane can broadcast signed bytes.
     #[serde(default)]
     pub settler: String,
+    /// The settler nonce it uses, so it can be given back when the transaction is never sent.
+    /// Absent in settlements queued by older versions.
+    #[serde(default)]
+    pub nonce: Option<u64>,
+}
+
+/// Whether a prepared settlement is sent for the first time, or again (a queued settlement whose
+/// earlier send's outcome is unknown): only a first send that never reached the node proves that
+/// nothing is in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    First,
+    Again,
+}
+
+/// What became of sending a stored settlement transaction again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resent {
+    /// The node has it now (again, or still).
+    Sent,
+    /// Its settler nonce was used by a mined transaction: if that was not this one, it can never
+    /// land.
+    NonceUsed,
 }
 
 /// A token transfer found in a mined transaction.
@@ -172,12 +217,28 @@ pub trait PaymentVerifier: Send + Sync {
     /// Signs the settlement transaction (taking the settler's next nonce) without sending it.
     async fn prepare(&self, verified: &Verified) -> Result<PreparedSettlement, SettleError>;
 
-    /// Broadcasts a prepared settlement (again, if need be) and waits for its outcome.
+    /// A prepared settlement will never be sent (recording it failed): its settler nonce is given
+    /// back, so no later transaction waits behind a gap.
+    async fn abandon(&self, prepared: &PreparedSettlement) {
+        let _ = prepared;
+    }
+
+    /// Broadcasts a prepared settlement and waits for its outcome, sending the same bytes again
+    /// while it is not mined. A `nothing_sent` error has given the settler nonce back.
     async fn submit(
         &self,
         verified: &Verified,
         prepared: &PreparedSettlement,
+        attempt: Attempt,
     ) -> Result<Settlement, SettleError>;
+
+    /// Sends a stored settlement transaction (`raw`, 0x hex) again, for one a node dropped.
+    async fn resend(&self, raw: &str) -> Result<Resent, VerifyError> {
+        let _ = raw;
+        Err(VerifyError::Unavailable(
+            "re-sending is not supported on this network".into(),
+        ))
+    }
 }
 
 /// The verifiers by network.

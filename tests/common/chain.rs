@@ -1,8 +1,11 @@
 //! A real EVM chain for tests: anvil (from npm, installed by scripts/setup.sh) with our EIP-3009
-//! token deployed, behind a JSON-RPC proxy that counts round trips and can play an outage.
+//! token deployed, behind a JSON-RPC proxy that counts round trips and can play an outage, or a
+//! fault on one method (a lost answer, a connection cut, a call that never returns, a dropped
+//! transaction).
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -79,7 +82,22 @@ pub fn now() -> u64 {
     x402_gate::verify::unix_now()
 }
 
-/// A JSON-RPC proxy in front of anvil: counts requests, and answers 503 while `down`.
+/// What the proxy does to a request of one JSON-RPC method while a fault is set for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Forwards the request to anvil, then answers 502: a load balancer that lost the answer.
+    Lose502,
+    /// Forwards the request to anvil, then cuts the connection in the middle of the answer.
+    LoseReset,
+    /// Never answers.
+    Stall,
+    /// `eth_sendRawTransaction` only: answers success (the transaction's hash) without
+    /// forwarding, as a node that accepted the transaction and then dropped it from its pool.
+    Swallow,
+}
+
+/// A JSON-RPC proxy in front of anvil: counts requests, answers 503 while `down`, and plays the
+/// faults set per method.
 pub struct RpcProxy {
     pub url: String,
     pub calls: Arc<AtomicUsize>,
@@ -87,6 +105,8 @@ pub struct RpcProxy {
     pub busy_nanos: Arc<AtomicU64>,
     pub down: Arc<AtomicBool>,
     pub methods: Arc<Mutex<Vec<String>>>,
+    /// Method -> (fault, how many more requests it applies to).
+    faults: Arc<Mutex<HashMap<String, (Fault, usize)>>>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -98,6 +118,7 @@ struct ProxyState {
     busy_nanos: Arc<AtomicU64>,
     down: Arc<AtomicBool>,
     methods: Arc<Mutex<Vec<String>>>,
+    faults: Arc<Mutex<HashMap<String, (Fault, usize)>>>,
 }
 
 async fn forward(State(s): State<ProxyState>, body: AxBytes) -> Response {
@@ -105,7 +126,9 @@ async fn forward(State(s): State<ProxyState>, body: AxBytes) -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, "rpc down").into_response();
     }
     s.calls.fetch_add(1, Ordering::SeqCst);
-    if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+    let mut fault = None;
+    let request = serde_json::from_slice::<Value>(&body).ok();
+    if let Some(v) = &request {
         let mut m = s.methods.lock().unwrap();
         match v {
             Value::Array(items) => m.extend(
@@ -113,8 +136,35 @@ async fn forward(State(s): State<ProxyState>, body: AxBytes) -> Response {
                     .iter()
                     .filter_map(|i| i["method"].as_str().map(String::from)),
             ),
-            v => m.extend(v["method"].as_str().map(String::from)),
+            v => {
+                if let Some(method) = v["method"].as_str() {
+                    m.push(method.to_string());
+                    let mut faults = s.faults.lock().unwrap();
+                    if let Some((f, left)) = faults.get_mut(method) {
+                        if *left > 0 {
+                            *left -= 1;
+                            fault = Some(*f);
+                        }
+                    }
+                }
+            }
         }
+    }
+    match fault {
+        Some(Fault::Stall) => std::future::pending::<()>().await,
+        Some(Fault::Swallow) => {
+            let v = request.unwrap();
+            let raw: Bytes = v["params"][0].as_str().unwrap().parse().unwrap();
+            let hash = alloy::primitives::keccak256(&raw);
+            let answer = json!({"jsonrpc": "2.0", "id": v["id"], "result": hash});
+            return (
+                StatusCode::OK,
+                [("content-type", "application/json")],
+                answer.to_string(),
+            )
+                .into_response();
+        }
+        _ => {}
     }
     let started = std::time::Instant::now();
     let resp = match s
@@ -134,7 +184,20 @@ async fn forward(State(s): State<ProxyState>, body: AxBytes) -> Response {
     };
     s.busy_nanos
         .fetch_add(started.elapsed().as_nanos() as u64, Ordering::SeqCst);
-    resp
+    match fault {
+        Some(Fault::Lose502) => (StatusCode::BAD_GATEWAY, "upstream reset").into_response(),
+        Some(Fault::LoseReset) => {
+            // Headers go out, then the body fails: hyper cuts the connection mid-answer.
+            let cut = futures_util::stream::once(async {
+                Err::<AxBytes, _>(std::io::Error::other("connection reset"))
+            });
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from_stream(cut))
+                .unwrap()
+        }
+        _ => resp,
+    }
 }
 
 impl RpcProxy {
@@ -148,6 +211,7 @@ impl RpcProxy {
         let busy_nanos = Arc::new(AtomicU64::new(0));
         let down = Arc::new(AtomicBool::new(false));
         let methods = Arc::new(Mutex::new(Vec::new()));
+        let faults = Arc::new(Mutex::new(HashMap::new()));
         let state = ProxyState {
             target,
             client: reqwest::Client::new(),
@@ -155,6 +219,7 @@ impl RpcProxy {
             busy_nanos: busy_nanos.clone(),
             down: down.clone(),
             methods: methods.clone(),
+            faults: faults.clone(),
         };
         let app = Router::new().route("/", post(forward)).with_state(state);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -170,8 +235,32 @@ impl RpcProxy {
             busy_nanos,
             down,
             methods,
+            faults,
             runtime: Some(runtime),
         }
+    }
+
+    /// Plays `fault` on the next `times` requests of `method` (`usize::MAX`: until cleared).
+    pub fn set_fault(&self, method: &str, fault: Fault, times: usize) {
+        self.faults
+            .lock()
+            .unwrap()
+            .insert(method.to_string(), (fault, times));
+    }
+
+    /// Ends every fault; requests already stalled stay stalled.
+    pub fn clear_faults(&self) {
+        self.faults.lock().unwrap().clear();
+    }
+
+    /// How many requests of `method` reached the proxy.
+    pub fn count(&self, method: &str) -> usize {
+        self.methods
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| *m == method)
+            .count()
     }
 
     pub fn calls(&self) -> usize {
