@@ -295,6 +295,7 @@ impl ProxyHttp for Gateway {
         ctx.facts.verification = Some((offer.network.to_string(), started.elapsed().as_secs_f64()));
         let mut state = match admission {
             pay::Admission::Admitted(state) => {
+                let state = *state;
                 ctx.facts.attempt = Some("admitted");
                 state
             }

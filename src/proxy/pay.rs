@@ -95,7 +95,7 @@ impl PaymentState {
 /// The outcome of presenting a matched proof.
 #[derive(Debug)]
 pub enum Admission {
-    Admitted(PaymentState),
+    Admitted(Box<PaymentState>),
     /// Not acceptable: 402 with the reason.
     Rejected(Rejection),
     /// Our side failed (RPC, database): 503, nothing claimed.
@@ -169,7 +169,7 @@ pub async fn admit(
         payments.tenants.invalidate(&tenant).await;
     }
     match outcome {
-        Ok(ClaimOutcome::Claimed(claim_id)) => Admission::Admitted(PaymentState {
+        Ok(ClaimOutcome::Claimed(claim_id)) => Admission::Admitted(Box::new(PaymentState {
             network: verified.key.network.clone(),
             receipt_network: match proof {
                 PaymentProof::V1(_) => offer
@@ -186,7 +186,7 @@ pub async fn admit(
             route: route_name,
             stage: Stage::Claimed,
             cache_key: key,
-        }),
+        })),
         Ok(ClaimOutcome::Duplicate) => Admission::Rejected(Rejection::new(
             Reason::DuplicateSettlement,
             "this payment has already been used",
