@@ -611,3 +611,53 @@ async fn a_v1_only_client_from_npm_pays() {
     assert_eq!(s.earned().await, U256::from(PRICE));
     assert_eq!(s.origin.hits("GET /paid/v1?from=npm"), 1);
 }
+
+/// Finding 10: ten authorizations against a balance that covers one were all admitted (under
+/// `deferred`: ten served, one paid; under `after`: nine settlements reverted at our gas). A
+/// payer's unsettled payments are held against its balance.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_authorizations_never_overdraw_a_payer() {
+    let s = setup().await;
+    for path in ["/deferred/overdraw", "/paid/overdraw"] {
+        let payer = new_signer();
+        s.chain.mint(payer.address(), PRICE).await;
+        let resp = client().get(s.gw.url(path)).send().await.unwrap();
+        let v2 = decode_b64_json(resp.headers()["payment-required"].to_str().unwrap());
+        let offer = v2["accepts"][0].clone();
+        let before = s.earned().await;
+        let mut tasks = Vec::new();
+        for _ in 0..10 {
+            let auth = Authorization::for_offer(&offer, payer.address());
+            let header = v2_header(&offer, auth.payload(&auth.sign(&payer)));
+            let url = s.gw.url(path);
+            tasks.push(tokio::spawn(async move {
+                client()
+                    .get(url)
+                    .header("payment-signature", header)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }));
+        }
+        let mut served = 0;
+        for t in tasks {
+            let status = t.await.unwrap();
+            assert!(status == 200 || status == 402, "{path}: {status}");
+            served += (status == 200) as u64;
+        }
+        assert!(
+            served <= 1,
+            "{path}: {served} served against one payment's balance"
+        );
+        assert_eq!(s.origin.hits(path), served as usize, "{path}");
+        // Whatever was served is paid for, and nothing failed on-chain.
+        assert!(
+            eventually(|| async { s.earned().await == before + U256::from(served * PRICE) }).await,
+            "{path}"
+        );
+        let store = Store::connect(&s.gw.database_url).await.unwrap();
+        assert_eq!(store.count_claims("failed").await.unwrap(), 0, "{path}");
+    }
+}

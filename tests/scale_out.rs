@@ -77,8 +77,11 @@ async fn two_instances_settle_concurrently_without_nonce_collisions() {
     let chain = Chain::start().await;
     let up = Upstream::start();
     let pay_to = new_signer().address();
-    let payer = new_signer();
-    chain.mint(payer.address(), 100_000_000).await;
+    // Four payers, as a busy API has many (one payer's unsettled payments are bounded).
+    let payers: Vec<PrivateKeySigner> = (0..4).map(|_| new_signer()).collect();
+    for p in &payers {
+        chain.mint(p.address(), 100_000_000).await;
+    }
     let mut keys = vec![chain.settler_key.clone()];
     keys.extend(chain.extra_settler_keys(1));
     let cfg = config(&up.url(), &chain, &keys, pay_to);
@@ -88,8 +91,8 @@ async fn two_instances_settle_concurrently_without_nonce_collisions() {
     let mut paid = 0u64;
     for round in 0..3 {
         let mut headers = Vec::new();
-        for _ in 0..60 {
-            headers.push(paid_header(&a, "/paid/x", &payer).await);
+        for i in 0..60 {
+            headers.push(paid_header(&a, "/paid/x", &payers[i % 4]).await);
         }
         let mut tasks = Vec::new();
         for (i, h) in headers.into_iter().enumerate() {

@@ -169,30 +169,88 @@ pub async fn admit(
         payments.tenants.invalidate(&tenant).await;
     }
     match outcome {
-        Ok(ClaimOutcome::Claimed(claim_id)) => Admission::Admitted(Box::new(PaymentState {
-            network: verified.key.network.clone(),
-            receipt_network: match proof {
-                PaymentProof::V1(_) => offer
-                    .network
-                    .v1_name()
-                    .map_or_else(|| verified.key.network.clone(), str::to_string),
-                PaymentProof::V2(_) => verified.key.network.clone(),
-            },
-            verified,
-            claim_id,
-            receipt_header,
-            policy: route.config.settle,
-            tenant,
-            route: route_name,
-            stage: Stage::Claimed,
-            cache_key: key,
-        })),
+        Ok(ClaimOutcome::Claimed(claim_id)) => {
+            let state = Box::new(PaymentState {
+                network: verified.key.network.clone(),
+                receipt_network: match proof {
+                    PaymentProof::V1(_) => offer
+                        .network
+                        .v1_name()
+                        .map_or_else(|| verified.key.network.clone(), str::to_string),
+                    PaymentProof::V2(_) => verified.key.network.clone(),
+                },
+                verified,
+                claim_id,
+                receipt_header,
+                policy: route.config.settle,
+                tenant,
+                route: route_name,
+                stage: Stage::Claimed,
+                cache_key: key,
+            });
+            guard_overdraw(payments, verifier.as_ref(), store, state).await
+        }
         Ok(ClaimOutcome::Duplicate) => Admission::Rejected(Rejection::new(
             Reason::DuplicateSettlement,
             "this payment has already been used",
         )),
         Ok(ClaimOutcome::QuotaExceeded) => Admission::QuotaExceeded,
         Err(e) => Admission::Unavailable(format!("database: {e}")),
+    }
+}
+
+/// How many unsettled payments one payer may have of one asset at once.
+pub const MAX_UNSETTLED_PER_PAYER: usize = 64;
+
+/// Holds a payer's unsettled payments against its balance, after its new claim is committed.
+///
+/// Each authorization is simulated alone, so ten signed against a balance that covers one all
+/// verify: under `deferred` all ten would be served and one paid, under `after` nine settlements
+/// would revert at the settler's cost. Counting after the claim is committed (this one included)
+/// means two racing admissions each see the other: at worst both are refused and retried, never
+/// both admitted past the balance. A payer with nothing else in flight costs no RPC call (the
+/// simulation already showed the balance covers this payment).
+async fn guard_overdraw(
+    payments: &Payments,
+    verifier: &dyn crate::verify::PaymentVerifier,
+    store: &crate::store::Store,
+    mut state: Box<PaymentState>,
+) -> Admission {
+    let key = state.verified.key.clone();
+    let limit = MAX_UNSETTLED_PER_PAYER as i64 + 1;
+    let refusal = match store
+        .payer_outstanding(&key.network, &key.asset, &key.payer, limit)
+        .await
+    {
+        Err(e) => Err(format!("database: {e}")),
+        Ok((count, _)) if count > MAX_UNSETTLED_PER_PAYER => Ok(Some(Rejection::new(
+            Reason::TooManyUnsettledPayments,
+            format!(
+                "this payer has {MAX_UNSETTLED_PER_PAYER} payments awaiting settlement; retry once they settle"
+            ),
+        ))),
+        Ok((count, _)) if count <= 1 => Ok(None),
+        Ok((_, owed)) => match verifier.balance_of(&key.asset, &key.payer).await {
+            Ok(Some(balance)) if balance < owed => Ok(Some(Rejection::new(
+                Reason::InvalidExactEvmInsufficientBalance,
+                format!(
+                    "the payer's balance ({balance}) does not cover its unsettled payments ({owed})"
+                ),
+            ))),
+            Ok(_) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    match refusal {
+        Ok(None) => Admission::Admitted(state),
+        Ok(Some(r)) => {
+            release(payments, &mut state, &r.error_text()).await;
+            Admission::Rejected(r)
+        }
+        Err(msg) => {
+            release(payments, &mut state, &msg).await;
+            Admission::Unavailable(msg)
+        }
     }
 }
 

@@ -252,24 +252,6 @@ impl Store {
         Ok(ClaimOutcome::Claimed(row.get::<i64, _>(0)))
     }
 
-    async fn set_status(
-        &self,
-        claim_id: i64,
-        status: ClaimStatus,
-        error: Option<&str>,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE payment_claims SET status = $1, error = $2, updated_at = $3 WHERE id = $4",
-        )
-        .bind(status.as_str())
-        .bind(error)
-        .bind(now())
-        .bind(claim_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
     /// Gives a claim back: the payment was not charged and may be presented again. Only a claim
     /// with no settlement transaction in flight (`claimed`) can be released: a `settling` one may
     /// still land, and a settled, queued or failed one must never become claimable again.
@@ -348,8 +330,67 @@ impl Store {
     /// Marks a claim failed. `why` is stored as shown to tenants: see [`Store::release`].
     pub async fn mark_failed(&self, claim_id: i64, why: &str) -> Result<(), StoreError> {
         let why = redact::with_reason(FAILED_REASON, why);
-        self.set_status(claim_id, ClaimStatus::Failed, Some(&why))
-            .await
+        // Nothing moved, so the tenant's month gets its verified payment back, once: only the
+        // first transition into `failed` counts (a settled claim never fails).
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "UPDATE payment_claims SET status = 'failed', error = $1, updated_at = $2
+             WHERE id = $3 AND status NOT IN ('failed', 'settled', 'released')
+             RETURNING tenant, period",
+        )
+        .bind(&why)
+        .bind(now())
+        .bind(claim_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = row {
+            let (tenant, period): (String, Option<String>) = (row.get(0), row.get(1));
+            if let Some(period) = period {
+                sqlx::query(
+                    "UPDATE usage_counters SET verified = verified - 1
+                     WHERE tenant_id = $1 AND period = $2 AND verified > 0",
+                )
+                .bind(tenant)
+                .bind(period)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A payer's claims of one asset that are not settled yet (claimed, settling or queued), at
+    /// most `limit` of them: how many, and the sum of their amounts. What the payer has promised
+    /// but not yet paid, to hold against its balance.
+    pub async fn payer_outstanding(
+        &self,
+        network: &str,
+        asset: &str,
+        payer: &str,
+        limit: i64,
+    ) -> Result<(usize, u128), StoreError> {
+        let rows = sqlx::query(
+            "SELECT amount FROM payment_claims
+             WHERE network = $1 AND asset = $2 AND payer = $3
+               AND status IN ('claimed', 'settling', 'queued')
+             LIMIT $4",
+        )
+        .bind(network)
+        .bind(asset)
+        .bind(payer)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut sum = 0u128;
+        for r in &rows {
+            let a: String = r.try_get(0)?;
+            let a: u128 = a
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("claim amount `{a}`")))?;
+            sum = sum.saturating_add(a);
+        }
+        Ok((rows.len(), sum))
     }
 
     /// Records a landed settlement in the ledger and marks its claim settled, atomically.

@@ -1012,6 +1012,24 @@ impl PaymentVerifier for EvmVerifier {
         self.wait_for_receipt(auth, hash, &raw).await
     }
 
+    async fn balance_of(&self, asset: &str, owner: &str) -> Result<Option<u128>, VerifyError> {
+        let (Ok(asset), Ok(owner)) = (asset.parse::<Address>(), owner.parse::<Address>()) else {
+            return Err(VerifyError::Unavailable("not EVM addresses".into()));
+        };
+        let tx = TransactionRequest::default()
+            .to(asset)
+            .input(Bytes::from(IEip3009::balanceOfCall { account: owner }.abi_encode()).into());
+        let raw = self
+            .provider
+            .call(tx)
+            .await
+            .map_err(|e| VerifyError::Unavailable(scrub(&format!("balanceOf: {e}"))))?;
+        let balance = IEip3009::balanceOfCall::abi_decode_returns(&raw)
+            .map_err(|e| VerifyError::Unavailable(format!("balanceOf answer: {e}")))?;
+        // A balance past u128 covers anything we could ever hold against it.
+        Ok(Some(u128::try_from(balance).unwrap_or(u128::MAX)))
+    }
+
     async fn resend(&self, raw: &str) -> Result<Resent, VerifyError> {
         let raw: Bytes = raw
             .parse()

@@ -167,6 +167,10 @@ impl PaymentVerifier for Lanes {
         self.lanes[0].verifier.verify(offer, proof).await
     }
 
+    async fn balance_of(&self, asset: &str, owner: &str) -> Result<Option<u128>, VerifyError> {
+        self.lanes[0].verifier.balance_of(asset, owner).await
+    }
+
     async fn ready_to_settle(&self) -> Result<(), SettleError> {
         self.pick().await.map(|_| ())
     }

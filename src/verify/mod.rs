@@ -208,6 +208,13 @@ pub trait PaymentVerifier: Send + Sync {
     /// for a valid proof.
     async fn verify(&self, offer: &Offer, proof: &PaymentProof) -> Result<Verified, VerifyError>;
 
+    /// The balance `owner` holds of `asset`, in atomic units; `None` where the backend cannot
+    /// tell (the overdraw guard is then skipped). One RPC call.
+    async fn balance_of(&self, asset: &str, owner: &str) -> Result<Option<u128>, VerifyError> {
+        let _ = (asset, owner);
+        Ok(None)
+    }
+
     /// Whether this instance can settle on this network now (it holds a settler key). Checked
     /// before a payment is admitted, so an origin never runs for a payment nobody can settle.
     async fn ready_to_settle(&self) -> Result<(), SettleError> {

@@ -32,6 +32,8 @@ pub enum Reason {
     InvalidExactEvmUndeployedSmartWallet,
     /// The same proof was already claimed by another request.
     DuplicateSettlement,
+    /// The payer has as many payments awaiting settlement as one payer may: the next waits.
+    TooManyUnsettledPayments,
     /// Verification is not available for this network in this build or configuration.
     UnexpectedVerifyError,
     // Verification of an already-mined transaction (the verify API).
@@ -71,6 +73,7 @@ impl Reason {
                 "invalid_exact_evm_payload_undeployed_smart_wallet"
             }
             DuplicateSettlement => "duplicate_settlement",
+            TooManyUnsettledPayments => "too_many_unsettled_payments",
             UnexpectedVerifyError => "unexpected_verify_error",
             TxNotFound => "tx_not_found",
             TxFailed => "tx_failed",
