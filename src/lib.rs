@@ -59,6 +59,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod metrics;
+pub mod payments;
 pub mod pricing;
 pub mod proxy;
 pub mod routes;

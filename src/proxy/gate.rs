@@ -5,29 +5,9 @@
 
 use http::HeaderMap;
 
+pub use crate::payments::Rejection;
 use crate::pricing::{Offer, Offers};
 use crate::x402::{self, CodecError, PaymentProof, Reason};
-
-/// Why a payment was not accepted: a stable wire reason plus a message for humans.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    pub reason: Reason,
-    pub message: String,
-}
-
-impl Rejection {
-    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
-        Rejection {
-            reason,
-            message: message.into(),
-        }
-    }
-
-    /// The `error` text of a 402: the stable code first, so scripts can match on it.
-    pub fn error_text(&self) -> String {
-        format!("{}: {}", self.reason, self.message)
-    }
-}
 
 /// What the payment header of a request to a priced route amounts to.
 #[derive(Debug)]

@@ -14,13 +14,12 @@
 //! - `logging`: a claim that was never settled, queued or released (the origin never answered,
 //!   the client went away) is released: not charged.
 //!
-//! May import: routes, pricing, verify, store, settle, cache, x402, config. Decisions live in
-//! `gate.rs` and `pay.rs` as plain functions.
+//! May import: payments, routes, pricing, config, x402. Header decisions live in `gate.rs` as
+//! plain functions; every payment step is `payments`' (this module only adapts it to pingora).
 
 mod ctx;
 pub mod gate;
 pub mod limit;
-pub mod pay;
 pub mod respond;
 
 use std::net::SocketAddr;
@@ -34,9 +33,9 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use crate::payments::{self as pay, Payments, SettleOutcome, Stage};
 pub use ctx::RequestCtx;
 use gate::PaymentCheck;
-use pay::{Payments, SettleOutcome, Stage};
 
 use crate::config::ServerConfig;
 use crate::config::SettlePolicy;

@@ -360,6 +360,30 @@ impl Store {
         Ok(())
     }
 
+    /// Whether a payment of this payer and asset was settled at or after `since` (Unix seconds):
+    /// its transfer may have spent what an earlier balance check saw.
+    pub async fn payer_settled_since(
+        &self,
+        network: &str,
+        asset: &str,
+        payer: &str,
+        since: i64,
+    ) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT 1 FROM payment_claims
+             WHERE network = $1 AND asset = $2 AND payer = $3
+               AND status = 'settled' AND updated_at >= $4
+             LIMIT 1",
+        )
+        .bind(network)
+        .bind(asset)
+        .bind(payer)
+        .bind(since)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
     /// A payer's claims of one asset that are not settled yet (claimed, settling or queued), at
     /// most `limit` of them: how many, and the sum of their amounts. What the payer has promised
     /// but not yet paid, to hold against its balance.

@@ -1,0 +1,185 @@
+//! Admission: a matched proof is verified (or recalled from the cache), claimed exactly once with
+//! the tenant's quota count, and held against the payer's balance.
+
+use super::state::{PaymentState, Stage};
+use super::verify_only::verify_cached;
+use super::{release, Payments, Rejection};
+use crate::pricing::Offer;
+use crate::routes::Route;
+use crate::store::{ClaimContext, ClaimOutcome};
+use crate::verify::VerifyError;
+use crate::x402::{PaymentProof, Reason};
+
+/// The outcome of presenting a matched proof.
+#[derive(Debug)]
+pub enum Admission {
+    Admitted(Box<PaymentState>),
+    /// Not acceptable: 402 with the reason.
+    Rejected(Rejection),
+    /// Our side failed (RPC, database): 503, nothing claimed.
+    Unavailable(String),
+    /// The tenant's monthly verified payments are used up: 429, nothing claimed.
+    QuotaExceeded,
+}
+
+/// Verifies (or recalls) a proof and claims it for this request.
+pub async fn admit(
+    payments: &Payments,
+    route: &Route,
+    offer: &Offer,
+    proof: &PaymentProof,
+    header: &[u8],
+    receipt_header: &'static str,
+    limit: Option<i64>,
+) -> Admission {
+    let Some(verifier) = payments.verifiers.get(&offer.network) else {
+        return Admission::Rejected(Rejection::new(
+            Reason::UnexpectedVerifyError,
+            format!("payments on {} are not verifiable here", offer.network),
+        ));
+    };
+    if let Err(e) = verifier.ready_to_settle().await {
+        return Admission::Unavailable(e.to_string());
+    }
+    let checked = verify_cached(payments, verifier.as_ref(), offer, proof, header).await;
+    let (key, checked_at) = (checked.key, checked.checked_at);
+    let verified = match checked.outcome {
+        Ok(v) => v,
+        Err(VerifyError::Invalid { reason, message }) => {
+            return Admission::Rejected(Rejection::new(reason, message))
+        }
+        Err(VerifyError::Unavailable(msg)) => return Admission::Unavailable(msg),
+    };
+    let store = match payments.store.get().await {
+        Ok(s) => s,
+        Err(e) => return Admission::Unavailable(format!("database: {e}")),
+    };
+    let tenant = route.config.tenant.clone();
+    let route_name = route_name(route);
+    let ctx = ClaimContext {
+        tenant: &tenant,
+        route: &route_name,
+    };
+    let outcome = store.claim(&verified, &ctx, limit).await;
+    // The claim's count is the authority; the cached standing only spares unpaid requests a query
+    // and may lag a second. Refresh it at once only when the limit was hit, so the next request is
+    // refused before it is asked to pay (not after every payment: that is two queries each).
+    if matches!(outcome, Ok(ClaimOutcome::QuotaExceeded)) {
+        payments.tenants.invalidate(&tenant).await;
+    }
+    match outcome {
+        Ok(ClaimOutcome::Claimed(claim_id)) => {
+            let state = Box::new(PaymentState {
+                network: verified.key.network.clone(),
+                receipt_network: match proof {
+                    PaymentProof::V1(_) => offer
+                        .network
+                        .v1_name()
+                        .map_or_else(|| verified.key.network.clone(), str::to_string),
+                    PaymentProof::V2(_) => verified.key.network.clone(),
+                },
+                verified,
+                claim_id,
+                receipt_header,
+                policy: route.config.settle,
+                tenant,
+                route: route_name,
+                stage: Stage::Claimed,
+                cache_key: key,
+            });
+            guard_overdraw(payments, verifier.as_ref(), store, state, checked_at).await
+        }
+        Ok(ClaimOutcome::Duplicate) => Admission::Rejected(Rejection::new(
+            Reason::DuplicateSettlement,
+            "this payment has already been used",
+        )),
+        Ok(ClaimOutcome::QuotaExceeded) => Admission::QuotaExceeded,
+        Err(e) => Admission::Unavailable(format!("database: {e}")),
+    }
+}
+
+/// How many unsettled payments one payer may have of one asset at once.
+pub const MAX_UNSETTLED_PER_PAYER: usize = 64;
+
+/// Holds a payer's unsettled payments against its balance, after its new claim is committed.
+///
+/// Each authorization is simulated alone, so ten signed against a balance that covers one all
+/// verify: under `deferred` all ten would be served and one paid, under `after` nine settlements
+/// would revert at the settler's cost. Counting after the claim is committed (this one included)
+/// means two racing admissions each see the other: at worst both are refused and retried, never
+/// both admitted past the balance. The simulation that verified this payment proved the balance
+/// covered it then; it still does, and no RPC call is needed, unless another payment of this payer
+/// is unsettled, or settled since (its transfer may have spent what the simulation saw).
+async fn guard_overdraw(
+    payments: &Payments,
+    verifier: &dyn crate::verify::PaymentVerifier,
+    store: &crate::store::Store,
+    mut state: Box<PaymentState>,
+    checked_at: i64,
+) -> Admission {
+    let key = state.verified.key.clone();
+    let limit = MAX_UNSETTLED_PER_PAYER as i64 + 1;
+    let refusal = match store
+        .payer_outstanding(&key.network, &key.asset, &key.payer, limit)
+        .await
+    {
+        Err(e) => Err(format!("database: {e}")),
+        Ok((count, _)) if count > MAX_UNSETTLED_PER_PAYER => Ok(Some(Rejection::new(
+            Reason::TooManyUnsettledPayments,
+            format!(
+                "this payer has {MAX_UNSETTLED_PER_PAYER} payments awaiting settlement; retry once they settle"
+            ),
+        ))),
+        Ok((count, owed)) => {
+            let spent_since = match count {
+                0 | 1 => store
+                    .payer_settled_since(&key.network, &key.asset, &key.payer, checked_at)
+                    .await
+                    .map_err(|e| format!("database: {e}")),
+                _ => Ok(true),
+            };
+            match spent_since {
+                Err(e) => Err(e),
+                Ok(false) => Ok(None),
+                Ok(true) => balance_covers(verifier, &key, owed).await,
+            }
+        }
+    };
+    match refusal {
+        Ok(None) => Admission::Admitted(state),
+        Ok(Some(r)) => {
+            release(payments, &mut state, &r.error_text()).await;
+            Admission::Rejected(r)
+        }
+        Err(msg) => {
+            release(payments, &mut state, &msg).await;
+            Admission::Unavailable(msg)
+        }
+    }
+}
+
+/// One balance lookup: `None` when the payer's balance covers what it owes, or the refusal.
+async fn balance_covers(
+    verifier: &dyn crate::verify::PaymentVerifier,
+    key: &crate::verify::PaymentKey,
+    owed: u128,
+) -> Result<Option<Rejection>, String> {
+    match verifier.balance_of(&key.asset, &key.payer).await {
+        Ok(Some(balance)) if balance < owed => Ok(Some(Rejection::new(
+            Reason::InvalidExactEvmInsufficientBalance,
+            format!(
+                "the payer's balance ({balance}) does not cover its unsettled payments ({owed})"
+            ),
+        ))),
+        Ok(_) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The route as it is named in the ledger.
+pub fn route_name(route: &Route) -> String {
+    match &route.config.path {
+        crate::config::PathPattern::Exact(p) => p.clone(),
+        crate::config::PathPattern::Prefix(p) => format!("{p}/*"),
+    }
+}

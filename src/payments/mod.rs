@@ -1,0 +1,72 @@
+//! The payment core: every step of taking a payment, as plain async functions over the chain
+//! backends (`verify`), the store and the verification cache. No transport here: the proxy, the
+//! management API and the background workers are thin adapters that turn these values into
+//! responses, and there is exactly one implementation of each step.
+//!
+//! - `admit.rs`: match is done by the caller; verify (cached), claim atomically with the quota
+//!   count, hold the payer's unsettled payments against its balance.
+//! - `settle.rs`: settle now (sign, record, send, record), enqueue for the deferred worker,
+//!   release (not charged); each also as a detached task that outlives its request.
+//! - `verify_only.rs`: verification without a claim (the verify API, a future facilitator).
+//! - `rules.rs`: which statuses are charged, and what an unanswered request costs.
+//! - `state.rs`: where a payment stands, and its receipts.
+//!
+//! May import: verify, store, cache, tenants, config, pricing, routes, x402. Never proxy, admin,
+//! pingora or axum.
+
+mod admit;
+mod rules;
+mod settle;
+mod state;
+mod verify_only;
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use crate::cache::VerifyCache;
+use crate::store::LazyStore;
+use crate::tenants::TenantDirectory;
+use crate::verify::Verifiers;
+use crate::x402::Reason;
+
+pub use admit::{admit, route_name, Admission, MAX_UNSETTLED_PER_PAYER};
+pub use rules::{is_charged, is_interim, receipt_header_for, unanswered, Unanswered};
+pub use settle::{enqueue, enqueue_detached, release, settle, settle_claim, settle_detached};
+pub use state::{PaymentState, SettleOutcome, Stage};
+pub use verify_only::{verify_only, Verification};
+
+/// Everything the payment steps need: the chain backends, the tenants, the store, the cache.
+pub struct Payments {
+    pub verifiers: Verifiers,
+    pub tenants: Arc<TenantDirectory>,
+    pub store: Arc<LazyStore>,
+    pub cache: VerifyCache,
+    pub queue_wakeup: Arc<Notify>,
+}
+
+/// Why a payment was not accepted: a stable wire reason plus a message for humans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl Rejection {
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Rejection {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// The `error` text of a 402: the stable code first, so scripts can match on it.
+    pub fn error_text(&self) -> String {
+        format!("{}: {}", self.reason, self.message)
+    }
+}
