@@ -4,8 +4,9 @@
 //! Who is calling: [`Operator`] (the `admin.token`, compared in constant time), [`TenantKey`]
 //! (a tenant's API key holding the scope named by its type parameter, see [`needs`]) and
 //! [`OperatorOrKey`]. An `Option<TenantKey>` is `None` only when no credential is presented; a
-//! bad one is still an error. A handler names these before its body, and after its path, so
-//! the checks run in the same order as when each handler called them itself.
+//! bad one is still an error. A handler names these after its path and, when it takes a body,
+//! inside [`AuthedBody`], so the checks run in the same order as when each handler called them
+//! itself.
 
 use std::marker::PhantomData;
 
@@ -174,6 +175,30 @@ impl<S: RequiredScope> FromRequestParts<AdminState> for OperatorOrKey<S> {
         TenantKey::check(state, &parts.headers)
             .await
             .map(OperatorOrKey::Key)
+    }
+}
+
+/// A caller `A` and a body `B`, the body read before the caller is authenticated: the order of a
+/// handler that took its body and then checked credentials, so an unauthenticated request is
+/// still read whole (the admin listener's idle timeout applies to a half-sent body) and still
+/// answered with the credential error before any body error.
+#[derive(Debug)]
+pub struct AuthedBody<A, B>(pub A, pub B);
+
+impl<A, B> FromRequest<AdminState> for AuthedBody<A, B>
+where
+    A: FromRequestParts<AdminState, Rejection = ApiError>,
+    B: FromRequest<AdminState> + Send,
+    B::Rejection: Send,
+    ApiError: From<B::Rejection>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AdminState) -> ApiResult<Self> {
+        let (mut parts, body) = req.into_parts();
+        let b = B::from_request(Request::from_parts(parts.clone(), body), state).await;
+        let a = A::from_request_parts(&mut parts, state).await?;
+        Ok(AuthedBody(a, b?))
     }
 }
 

@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 
-use super::extract::{needs, Operator, OptionalBody, TenantKey};
+use super::extract::{needs, AuthedBody, Operator, OptionalBody, TenantKey};
 use super::tenants::tenant_or_404;
 use super::*;
 use crate::store::now;
@@ -178,8 +178,7 @@ async fn revoke(state: &AdminState, key_id: &str, owner: Option<&str>) -> ApiRes
 pub async fn admin_create_key(
     State(state): State<AdminState>,
     Path(id): Path<String>,
-    _: Operator,
-    OptionalBody(req): OptionalBody<CreateKeyRequest>,
+    AuthedBody(_op, OptionalBody(req)): AuthedBody<Operator, OptionalBody<CreateKeyRequest>>,
 ) -> ApiResult<(StatusCode, Json<NewKey>)> {
     let scopes = check_scopes(req.scopes, &all_scopes())?;
     let expires_at = expiry(req.expires_in_seconds)?;
@@ -205,8 +204,7 @@ pub async fn admin_list_keys(
 pub async fn admin_rotate_key(
     State(state): State<AdminState>,
     Path(key_id): Path<String>,
-    _: Operator,
-    OptionalBody(req): OptionalBody<RotateKeyRequest>,
+    AuthedBody(_op, OptionalBody(req)): AuthedBody<Operator, OptionalBody<RotateKeyRequest>>,
 ) -> ApiResult<Json<RotatedKey>> {
     rotate(&state, &key_id, None, req.grace_seconds).await
 }
@@ -225,8 +223,10 @@ pub async fn admin_revoke_key(
     responses((status = 201, body = NewKey), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)), security(("api_key" = ["keys:write"])))]
 pub async fn own_create_key(
     State(state): State<AdminState>,
-    me: TenantKey<needs::KeysWrite>,
-    OptionalBody(req): OptionalBody<CreateKeyRequest>,
+    AuthedBody(me, OptionalBody(req)): AuthedBody<
+        TenantKey<needs::KeysWrite>,
+        OptionalBody<CreateKeyRequest>,
+    >,
 ) -> ApiResult<(StatusCode, Json<NewKey>)> {
     let scopes = check_scopes(req.scopes, &me.scopes)?;
     let expires_at = expiry(req.expires_in_seconds)?;
@@ -248,8 +248,10 @@ pub async fn own_list_keys(
 pub async fn own_rotate_key(
     State(state): State<AdminState>,
     Path(key_id): Path<String>,
-    me: TenantKey<needs::KeysWrite>,
-    OptionalBody(req): OptionalBody<RotateKeyRequest>,
+    AuthedBody(me, OptionalBody(req)): AuthedBody<
+        TenantKey<needs::KeysWrite>,
+        OptionalBody<RotateKeyRequest>,
+    >,
 ) -> ApiResult<Json<RotatedKey>> {
     rotate(&state, &key_id, Some((&me).into()), req.grace_seconds).await
 }

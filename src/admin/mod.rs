@@ -139,6 +139,13 @@ impl From<TenantError> for ApiError {
     }
 }
 
+/// For extractors that cannot fail, such as `Result<Body<T>, ApiError>`.
+impl From<std::convert::Infallible> for ApiError {
+    fn from(e: std::convert::Infallible) -> Self {
+        match e {}
+    }
+}
+
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl AdminState {

@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 
-use super::extract::{Body, Operator};
+use super::extract::{AuthedBody, Body, Operator};
 use super::keys::{all_scopes, issue_key};
 use super::*;
 use crate::config::parse_address_for;
@@ -64,8 +64,7 @@ pub(super) async fn tenant_or_404(state: &AdminState, id: &str) -> ApiResult<Ten
     security(("admin" = [])))]
 pub async fn create_tenant(
     State(state): State<AdminState>,
-    _: Operator,
-    Body(req): Body<CreateTenantRequest>,
+    AuthedBody(_op, Body(req)): AuthedBody<Operator, Body<CreateTenantRequest>>,
 ) -> ApiResult<(StatusCode, Json<CreatedTenant>)> {
     if !req.email.contains('@') || req.email.len() > 254 {
         return Err(ApiError::bad_request(format!(
@@ -154,8 +153,7 @@ pub async fn get_tenant(
 pub async fn update_tenant(
     State(state): State<AdminState>,
     Path(id): Path<String>,
-    _: Operator,
-    Body(req): Body<UpdateTenantRequest>,
+    AuthedBody(_op, Body(req)): AuthedBody<Operator, Body<UpdateTenantRequest>>,
 ) -> ApiResult<Json<TenantView>> {
     if let Some(tier) = &req.tier {
         check_tier(&state, tier)?;

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 
-use super::extract::{needs, Body, TenantKey};
+use super::extract::{needs, AuthedBody, Body, TenantKey};
 use super::*;
 use crate::pricing::{requirement_eq, Offer};
 use crate::store::{now, period_of};
@@ -71,8 +71,7 @@ fn quota_error(period: &str) -> ApiError {
     security(("api_key" = ["verify"])))]
 pub async fn verify(
     State(state): State<AdminState>,
-    me: TenantKey<needs::Verify>,
-    b: Result<Body<VerifyRequest>, ApiError>,
+    AuthedBody(me, b): AuthedBody<TenantKey<needs::Verify>, Result<Body<VerifyRequest>, ApiError>>,
 ) -> ApiResult<Json<VerifyResult>> {
     let Body(req) = b.map_err(|e| {
         ApiError::bad_request(format!(
