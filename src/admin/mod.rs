@@ -5,8 +5,14 @@
 //! `X-API-Key`), scoped, and only ever to their own data. Paths and shapes of the product's first
 //! design are kept (`/api/v1/x402/admin/create-tenant`, `/api/v1/x402/verify`,
 //! `/api/v1/x402/usage`, `/api/v1/x402/supported-chains`). The OpenAPI document is generated
-//! from this code (utoipa) and served at `/api/v1/openapi.json`. `serve.rs` serves the router with
-//! header-read and idle timeouts.
+//! from this code (utoipa) and served at `/api/v1/openapi.json`.
+//!
+//! This file holds the state, the error answer (`ApiError`, with `From` impls for the errors
+//! handlers meet, so they use `?`), the router and the OpenAPI document. `extract.rs`: who is
+//! calling (`Operator`, `TenantKey<needs::Scope>`, `OperatorOrKey`) and bodies as extractors.
+//! Handlers by resource: `tenants.rs`, `keys.rs`, `payments.rs`, `verify.rs`, `usage.rs`,
+//! `status.rs` (supported chains, health, readiness). `types.rs`: bodies and their OpenAPI
+//! schemas. `serve.rs` serves the router with header-read and idle timeouts.
 //! May import: store, tenants, verify, pricing, routes (reload), config, cache, x402.
 
 mod extract;
