@@ -32,8 +32,9 @@
 //! cache/       moka cache of verification outcomes (never the authority on replay)
 //! tenants/     tenant standing (status, tier, monthly usage) cached briefly; API keys: minting,
 //!              hashing, scoped authentication; constant-time admin credential check
-//! admin/       management API (axum) on admin_listen: handlers.rs, types.rs (bodies and their
-//!              OpenAPI schemas); served as a pingora background service
+//! admin/       management API (axum) on admin_listen: extract.rs (operator/API-key auth and
+//!              bodies as extractors), handlers by resource (tenants, keys, payments, verify,
+//!              usage, status), types.rs (bodies, OpenAPI schemas); a pingora background service
 //! metrics.rs   Prometheus registry of the payment funnel, served on metrics_listen
 //! routes/reload.rs  rebuilds the route table when tenants' tiers or pay_to change
 //! ```

@@ -5,19 +5,42 @@
 //! `X-API-Key`), scoped, and only ever to their own data. Paths and shapes of the product's first
 //! design are kept (`/api/v1/x402/admin/create-tenant`, `/api/v1/x402/verify`,
 //! `/api/v1/x402/usage`, `/api/v1/x402/supported-chains`). The OpenAPI document is generated
-//! from this code (utoipa) and served at `/api/v1/openapi.json`. `serve.rs` serves the router with
-//! header-read and idle timeouts.
+//! from this code (utoipa) and served at `/api/v1/openapi.json`.
+//!
+//! This file holds the state, the error answer (`ApiError`, with `From` impls for the errors
+//! handlers meet, so they use `?`), the router and the OpenAPI document. `extract.rs`: who is
+//! calling (`Operator`, `TenantKey<needs::Scope>`, `OperatorOrKey`) and bodies as extractors.
+//! Handlers by resource: `tenants.rs`, `keys.rs`, `payments.rs`, `verify.rs`, `usage.rs`,
+//! `status.rs` (supported chains, health, readiness). `types.rs`: bodies and their OpenAPI
+//! schemas. `serve.rs` serves the router with header-read and idle timeouts.
 //! May import: store, tenants, verify, pricing, routes (reload), config, cache, x402.
 
-mod handlers;
+mod extract;
+mod keys;
+mod payments;
 mod serve;
+mod status;
+mod tenants;
 mod types;
+mod usage;
+mod verify;
+
+/// Every handler under one name: utoipa tags each operation with the module path written in
+/// `paths(...)` below, so the published document keeps its one tag, `handlers`.
+mod handlers {
+    pub use super::keys::*;
+    pub use super::payments::*;
+    pub use super::status::*;
+    pub use super::tenants::*;
+    pub use super::usage::*;
+    pub use super::verify::*;
+}
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -28,8 +51,8 @@ use utoipa::OpenApi;
 use crate::cache::VerifyCache;
 use crate::config::{Config, Secret};
 use crate::routes::reload::RouteReloader;
-use crate::store::{ApiKeyRecord, LazyStore, Store};
-use crate::tenants::{admin_token_matches, AuthError, KeyAuth, TenantDirectory};
+use crate::store::{LazyStore, Store, StoreError};
+use crate::tenants::{AuthError, KeyAuth, TenantDirectory, TenantError};
 use crate::verify::Verifiers;
 
 pub use types::*;
@@ -108,67 +131,32 @@ impl From<AuthError> for ApiError {
     }
 }
 
-pub type ApiResult<T> = Result<T, ApiError>;
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
+/// The store unreachable or failing: a 503 `unavailable` (the cause is logged, never shown).
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::unavailable(e)
+    }
 }
+
+/// A tenant's standing unreadable: a 503 `unavailable`, like the store it comes from.
+impl From<TenantError> for ApiError {
+    fn from(e: TenantError) -> Self {
+        ApiError::unavailable(e)
+    }
+}
+
+/// For extractors that cannot fail, such as `Result<Body<T>, ApiError>`.
+impl From<std::convert::Infallible> for ApiError {
+    fn from(e: std::convert::Infallible) -> Self {
+        match e {}
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
 
 impl AdminState {
     pub async fn store(&self) -> ApiResult<&Store> {
-        self.store.get().await.map_err(ApiError::unavailable)
-    }
-
-    /// The operator's credential, or an error answer.
-    pub fn require_admin(&self, headers: &HeaderMap) -> ApiResult<()> {
-        let Some(token) = &self.admin_token else {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "admin_disabled",
-                "no admin.token is configured, so the operator endpoints are disabled",
-            ));
-        };
-        let presented = headers
-            .get("x-admin-key")
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| bearer(headers))
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "missing admin credential",
-                )
-            })?;
-        if admin_token_matches(token.expose(), presented) {
-            Ok(())
-        } else {
-            Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "invalid admin credential",
-            ))
-        }
-    }
-
-    /// A tenant's API key carrying `scope`, or an error answer.
-    pub async fn require_key(
-        &self,
-        headers: &HeaderMap,
-        scope: Option<&str>,
-    ) -> ApiResult<ApiKeyRecord> {
-        let secret = headers
-            .get("x-api-key")
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| bearer(headers))
-            .ok_or(AuthError::Missing)?;
-        Ok(self.keys.authenticate(secret, scope).await?)
+        Ok(self.store.get().await?)
     }
 
     /// Re-reads tenants after a change so challenges and quotas follow at once.
