@@ -92,7 +92,13 @@ pub fn build_server(
             holder: holder.clone(),
         },
     ));
-    let worker = SettlementWorker::new(db(), verifiers.clone(), wakeup, metrics.clone(), holder);
+    let worker = SettlementWorker::new(
+        db(),
+        verifiers.clone(),
+        wakeup.clone(),
+        metrics.clone(),
+        holder,
+    );
     server.add_service(pingora::services::background::background_service(
         "settlement reconciler",
         Reconciler {
@@ -109,20 +115,26 @@ pub fn build_server(
         },
     ));
     let admin_db = db();
+    let admin_tenants = Arc::new(TenantDirectory::new(admin_db.clone(), config.tiers.clone()));
     let admin = AdminService {
         listen: config.server.admin_listen,
         state: AdminState {
             config: shared_config.clone(),
             store: admin_db.clone(),
-            tenants: Arc::new(TenantDirectory::new(admin_db.clone(), config.tiers.clone())),
+            tenants: admin_tenants.clone(),
             keys: Arc::new(KeyAuth::new(admin_db.clone())),
             reloader: Arc::new(RouteReloader {
                 config: shared_config,
                 table: routes.clone(),
-                store: admin_db,
+                store: admin_db.clone(),
             }),
-            verifiers,
-            cache: VerifyCache::default(),
+            payments: Arc::new(Payments {
+                verifiers,
+                tenants: admin_tenants,
+                store: admin_db,
+                cache: VerifyCache::default(),
+                queue_wakeup: wakeup,
+            }),
             admin_token: config.admin.token.clone(),
         },
     };

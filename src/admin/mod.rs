@@ -48,12 +48,10 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use utoipa::OpenApi;
 
-use crate::cache::VerifyCache;
 use crate::config::{Config, Secret};
 use crate::routes::reload::RouteReloader;
 use crate::store::{LazyStore, Store, StoreError};
 use crate::tenants::{AuthError, KeyAuth, TenantDirectory, TenantError};
-use crate::verify::Verifiers;
 
 pub use types::*;
 
@@ -65,8 +63,8 @@ pub struct AdminState {
     pub tenants: Arc<TenantDirectory>,
     pub keys: Arc<KeyAuth>,
     pub reloader: Arc<RouteReloader>,
-    pub verifiers: Verifiers,
-    pub cache: VerifyCache,
+    /// The payment core, on this service's own store (the verify API is one of its adapters).
+    pub payments: Arc<crate::payments::Payments>,
     pub admin_token: Option<Secret>,
 }
 

@@ -1,8 +1,8 @@
 //! The verify API (`verify` scope): an x402 payment proof against requirements, or an on-chain
-//! transfer, checked for the caller's tenant and counted against its monthly quota.
+//! transfer, checked for the caller's tenant and counted against its monthly quota. A thin
+//! adapter: the body is parsed here; verifying, caching and counting are `payments`'.
 
 use std::str::FromStr;
-use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -10,8 +10,8 @@ use axum::Json;
 
 use super::extract::{needs, AuthedBody, Body, TenantKey};
 use super::*;
+use crate::payments::{self, TenantCheck, TransferCheck};
 use crate::pricing::{requirement_eq, Offer};
-use crate::store::{now, period_of};
 use crate::verify::VerifyError;
 use crate::x402::{self, AtomicAmount, Network, PaymentProof, PaymentRequirements};
 
@@ -90,8 +90,7 @@ pub async fn verify(
     if !standing.has_quota() {
         return Err(quota_error(&standing.period));
     }
-    let period = period_of(now());
-    let store = state.store().await?;
+    let limit = standing.limit();
     match req {
         VerifyRequest::Payment(p) => {
             let requirements: PaymentRequirements = serde_json::from_value(p.payment_requirements)
@@ -134,52 +133,32 @@ pub async fn verify(
                 amount,
                 requirement: requirements,
             };
-            let Some(verifier) = state.verifiers.get(&network) else {
-                return invalid(VerifyError::invalid(
-                    x402::Reason::UnexpectedVerifyError,
-                    format!("payments on {network} are not verifiable here"),
-                ));
-            };
-            let key = crate::cache::VerifyCache::key(&raw, &offer);
-            if let Some(hit) = state.cache.get(&key).await {
-                return match hit {
-                    Ok(v) => Ok(Json(VerifyResult {
-                        is_valid: true,
-                        invalid_reason: None,
-                        invalid_message: None,
-                        payer: Some(v.payer.clone()),
-                        amount: Some(v.amount.clone()),
-                        asset: Some(offer.asset.address.clone()),
-                        cached: true,
-                    })),
-                    Err(e) => invalid(e).map(|Json(mut r)| {
-                        r.cached = true;
-                        Json(r)
-                    }),
-                };
+            let checked = payments::verify_for_tenant(
+                &state.payments,
+                &me.tenant,
+                limit,
+                &offer,
+                &proof,
+                &raw,
+            )
+            .await;
+            match checked {
+                TenantCheck::Valid { verified, cached } => Ok(Json(VerifyResult {
+                    is_valid: true,
+                    invalid_reason: None,
+                    invalid_message: None,
+                    payer: Some(verified.payer.clone()),
+                    amount: Some(verified.amount.clone()),
+                    asset: Some(offer.asset.address.clone()),
+                    cached,
+                })),
+                TenantCheck::Invalid { error, cached } => invalid(error).map(|Json(mut r)| {
+                    r.cached = cached;
+                    Json(r)
+                }),
+                TenantCheck::Unavailable(msg) => invalid(VerifyError::Unavailable(msg)),
+                TenantCheck::QuotaExceeded => Err(quota_error(&standing.period)),
             }
-            let outcome = verifier.verify(&offer, &proof).await.map(Arc::new);
-            state.cache.put(key, &outcome).await;
-            let v = match outcome {
-                Ok(v) => v,
-                Err(e) => return invalid(e),
-            };
-            if !store
-                .count_verification(&me.tenant, &period, standing.limit())
-                .await?
-            {
-                return Err(quota_error(&period));
-            }
-            state.tenants.invalidate(&me.tenant).await;
-            Ok(Json(VerifyResult {
-                is_valid: true,
-                invalid_reason: None,
-                invalid_message: None,
-                payer: Some(v.payer.clone()),
-                amount: Some(v.amount.clone()),
-                asset: Some(offer.asset.address.clone()),
-                cached: false,
-            }))
         }
         VerifyRequest::Transaction(t) => {
             let network = Network::from_str(&t.chain)
@@ -195,54 +174,29 @@ pub async fn verify(
             let expected: AtomicAmount = t.expected_amount.parse().map_err(|e| {
                 ApiError::bad_request(format!("expected_amount: {e} (atomic units)"))
             })?;
-            let Some(verifier) = state.verifiers.get(&network) else {
-                return invalid(VerifyError::invalid(
-                    x402::Reason::UnexpectedVerifyError,
-                    format!("transactions on {network} are not verifiable here"),
-                ));
+            let transfer = payments::Transfer {
+                network: &network,
+                tx_hash: &t.tx_hash,
+                recipient: &t.recipient,
+                min_amount: expected.0,
+                assets: &net.assets,
             };
-            let facts = match verifier
-                .verify_transfer(&t.tx_hash, &t.recipient, expected.0, &net.assets)
+            match payments::verify_transfer_for_tenant(&state.payments, &me.tenant, limit, transfer)
                 .await
             {
-                Ok(f) => f,
-                Err(e) => return invalid(e),
-            };
-            // Each transaction counts once per tenant.
-            if !store
-                .consume_transaction(
-                    &me.tenant,
-                    network.as_str(),
-                    &facts.transaction,
-                    &facts.payer,
-                    &facts.amount,
-                )
-                .await?
-            {
-                return invalid(VerifyError::invalid(
-                    x402::Reason::TxAlreadyUsed,
-                    "this transaction was already verified for this account",
-                ));
+                TransferCheck::Valid(facts) => Ok(Json(VerifyResult {
+                    is_valid: true,
+                    invalid_reason: None,
+                    invalid_message: None,
+                    payer: Some(facts.payer),
+                    amount: Some(facts.amount),
+                    asset: Some(facts.asset),
+                    cached: false,
+                })),
+                TransferCheck::Invalid(e) => invalid(e),
+                TransferCheck::Unavailable(msg) => invalid(VerifyError::Unavailable(msg)),
+                TransferCheck::QuotaExceeded => Err(quota_error(&standing.period)),
             }
-            if !store
-                .count_verification(&me.tenant, &period, standing.limit())
-                .await?
-            {
-                let _ = store
-                    .unconsume_transaction(&me.tenant, network.as_str(), &facts.transaction)
-                    .await;
-                return Err(quota_error(&period));
-            }
-            state.tenants.invalidate(&me.tenant).await;
-            Ok(Json(VerifyResult {
-                is_valid: true,
-                invalid_reason: None,
-                invalid_message: None,
-                payer: Some(facts.payer),
-                amount: Some(facts.amount),
-                asset: Some(facts.asset),
-                cached: false,
-            }))
         }
     }
 }

@@ -39,7 +39,10 @@ pub use admit::{admit, route_name, Admission, MAX_UNSETTLED_PER_PAYER};
 pub use rules::{is_charged, is_interim, receipt_header_for, unanswered, Unanswered};
 pub use settle::{enqueue, enqueue_detached, release, settle, settle_claim, settle_detached};
 pub use state::{PaymentState, SettleOutcome, Stage};
-pub use verify_only::{verify_only, Verification};
+pub use verify_only::{
+    verify_for_tenant, verify_only, verify_transfer_for_tenant, TenantCheck, Transfer,
+    TransferCheck, Verification,
+};
 
 /// Everything the payment steps need: the chain backends, the tenants, the store, the cache.
 pub struct Payments {

@@ -5,9 +5,11 @@ use std::sync::Arc;
 
 use super::Payments;
 use crate::cache::VerifyCache;
+use crate::config::AssetConfig;
 use crate::pricing::Offer;
-use crate::verify::{PaymentVerifier, Verified, VerifyError};
-use crate::x402::{PaymentProof, Reason};
+use crate::store::{period_of, TransactionUse};
+use crate::verify::{PaymentVerifier, TransferFacts, Verified, VerifyError};
+use crate::x402::{Network, PaymentProof, Reason};
 
 /// A verification outcome, and whether it came from the cache.
 #[derive(Debug, Clone)]
@@ -70,5 +72,144 @@ pub(super) async fn verify_cached(
         cached: false,
         key,
         checked_at: now,
+    }
+}
+
+/// What verifying a proof for a tenant (the verify API) came to.
+#[derive(Debug)]
+pub enum TenantCheck {
+    /// Valid; counted toward the tenant's month unless it was a cached repeat.
+    Valid {
+        verified: Arc<Verified>,
+        cached: bool,
+    },
+    /// Not acceptable, with the backend's reason.
+    Invalid { error: VerifyError, cached: bool },
+    /// The chain could not be asked.
+    Unavailable(String),
+    /// Valid, but the tenant's verified payments of the month are used up: not counted.
+    QuotaExceeded,
+}
+
+/// Verifies a proof for `tenant`, and counts a fresh valid one toward its month (never past
+/// `limit`: one conditional upsert). Cached repeats are answered but not counted again.
+pub async fn verify_for_tenant(
+    payments: &Payments,
+    tenant: &str,
+    limit: Option<i64>,
+    offer: &Offer,
+    proof: &PaymentProof,
+    raw: &[u8],
+) -> TenantCheck {
+    let checked = verify_only(payments, offer, proof, raw).await;
+    let verified = match checked.outcome {
+        Ok(v) => v,
+        Err(VerifyError::Unavailable(msg)) => return TenantCheck::Unavailable(msg),
+        Err(error) => {
+            return TenantCheck::Invalid {
+                error,
+                cached: checked.cached,
+            }
+        }
+    };
+    if checked.cached {
+        return TenantCheck::Valid {
+            verified,
+            cached: true,
+        };
+    }
+    let store = match payments.store.get().await {
+        Ok(s) => s,
+        Err(e) => return TenantCheck::Unavailable(format!("database: {e}")),
+    };
+    let period = period_of(crate::store::now());
+    match store.count_verification(tenant, &period, limit).await {
+        Ok(true) => {
+            payments.tenants.invalidate(tenant).await;
+            TenantCheck::Valid {
+                verified,
+                cached: false,
+            }
+        }
+        Ok(false) => TenantCheck::QuotaExceeded,
+        Err(e) => TenantCheck::Unavailable(format!("database: {e}")),
+    }
+}
+
+/// A mined transfer to look for: at least `min_amount` of one of `assets` to `recipient`.
+#[derive(Debug, Clone, Copy)]
+pub struct Transfer<'a> {
+    pub network: &'a Network,
+    pub tx_hash: &'a str,
+    pub recipient: &'a str,
+    pub min_amount: u128,
+    pub assets: &'a [AssetConfig],
+}
+
+/// What checking a mined transfer for a tenant came to.
+#[derive(Debug)]
+pub enum TransferCheck {
+    /// A transfer of at least the amount, counted once for this tenant.
+    Valid(TransferFacts),
+    Invalid(VerifyError),
+    Unavailable(String),
+    QuotaExceeded,
+}
+
+/// Checks a mined transaction for a transfer of at least `min_amount` of one of `assets` to
+/// `recipient`, and records it for `tenant` with its count, atomically: a transaction counts once
+/// per tenant, and never past `limit`.
+pub async fn verify_transfer_for_tenant(
+    payments: &Payments,
+    tenant: &str,
+    limit: Option<i64>,
+    transfer: Transfer<'_>,
+) -> TransferCheck {
+    let Transfer {
+        network,
+        tx_hash,
+        recipient,
+        min_amount,
+        assets,
+    } = transfer;
+    let Some(verifier) = payments.verifiers.get(network) else {
+        return TransferCheck::Invalid(VerifyError::invalid(
+            Reason::UnexpectedVerifyError,
+            format!("transactions on {network} are not verifiable here"),
+        ));
+    };
+    let facts = match verifier
+        .verify_transfer(tx_hash, recipient, min_amount, assets)
+        .await
+    {
+        Ok(f) => f,
+        Err(VerifyError::Unavailable(msg)) => return TransferCheck::Unavailable(msg),
+        Err(e) => return TransferCheck::Invalid(e),
+    };
+    let store = match payments.store.get().await {
+        Ok(s) => s,
+        Err(e) => return TransferCheck::Unavailable(format!("database: {e}")),
+    };
+    let period = period_of(crate::store::now());
+    let used = store
+        .consume_transaction_counted(
+            tenant,
+            network.as_str(),
+            (&facts.transaction, &facts.payer, &facts.amount),
+            &period,
+            limit,
+        )
+        .await;
+    match used {
+        Ok(TransactionUse::Counted) => {
+            payments.tenants.invalidate(tenant).await;
+            TransferCheck::Valid(facts)
+        }
+        Ok(TransactionUse::AlreadyUsed) => TransferCheck::Invalid(VerifyError::invalid(
+            Reason::TxAlreadyUsed,
+            "this transaction was already verified for this account",
+        )),
+        Ok(TransactionUse::QuotaExceeded) => TransferCheck::QuotaExceeded,
+        Err(e) => TransferCheck::Unavailable(format!("database: {e}")),
     }
 }

@@ -15,7 +15,7 @@ use sqlx::{AnyPool, Row};
 
 pub use tenants::{
     day_string, month_start, period_of, ApiKeyRecord, DailyLine, PaymentFilter, PaymentRecord,
-    RevenueLine, TenantRecord,
+    RevenueLine, TenantRecord, TransactionUse,
 };
 
 use crate::verify::{PreparedSettlement, Settlement, Verified};

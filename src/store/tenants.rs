@@ -20,6 +20,16 @@ pub struct TenantRecord {
     pub updated_at: i64,
 }
 
+/// What became of recording a transaction verified through the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionUse {
+    Counted,
+    /// This tenant verified it before: each transaction counts once.
+    AlreadyUsed,
+    /// The tenant's verified payments of the month are used up; nothing recorded.
+    QuotaExceeded,
+}
+
 /// An API key as stored (never the key itself).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ApiKeyRecord {
@@ -374,19 +384,40 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    pub async fn unconsume_transaction(
+    /// Records a transaction verified through the API and counts it toward the tenant's month,
+    /// in one database transaction: it counts once per tenant, and never past `limit`.
+    pub async fn consume_transaction_counted(
         &self,
         tenant: &str,
         network: &str,
-        tx_hash: &str,
-    ) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM verified_transactions WHERE tenant_id = $1 AND network = $2 AND tx_hash = $3")
-            .bind(tenant)
-            .bind(network)
-            .bind(tx_hash.to_ascii_lowercase())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        facts: (&str, &str, &str),
+        period: &str,
+        limit: Option<i64>,
+    ) -> Result<TransactionUse, StoreError> {
+        let (tx_hash, payer, amount) = facts;
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "INSERT INTO verified_transactions (tenant_id, network, tx_hash, payer, amount, verified_at)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, network, tx_hash) DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(network)
+        .bind(tx_hash.to_ascii_lowercase())
+        .bind(payer)
+        .bind(amount)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(TransactionUse::AlreadyUsed);
+        }
+        if !count_in(&mut *tx, tenant, period, limit).await? {
+            tx.rollback().await?;
+            return Ok(TransactionUse::QuotaExceeded);
+        }
+        tx.commit().await?;
+        Ok(TransactionUse::Counted)
     }
 
     /// Settled revenue of a tenant since `since`, by route, network and asset.
