@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use alloy::primitives::{Address, Bytes, B256, U256};
 use x402_gate::store::{
-    day_string, period_of, ApiKeyRecord, Backend, ClaimContext, ClaimOutcome, PaymentFilter, Store,
-    TenantRecord,
+    day_string, period_of, ApiKeyRecord, Backend, ClaimContext, ClaimOutcome, PaymentFilter,
+    QueueStatus, Store, TenantRecord,
 };
 use x402_gate::verify::evm::EvmAuthorization;
 use x402_gate::verify::{PaymentKey, PreparedSettlement, Settlement, Verified};
@@ -295,7 +295,10 @@ async fn queue_survives_reopening(url: String) {
         .record_settlement(id, &v, &settlement(6), &CTX)
         .await
         .unwrap();
-    store.queue_finish(id, "done", None).await.unwrap();
+    store
+        .queue_finish(id, QueueStatus::Done, None)
+        .await
+        .unwrap();
     assert!(store.due(10).await.unwrap().is_empty());
     assert_eq!(
         store.claim_status(id).await.unwrap().as_deref(),
@@ -588,7 +591,10 @@ async fn leases_have_one_holder(url: String) {
         store.take_queued(id, "b", soon).await.unwrap(),
         "after the lease"
     );
-    store.queue_finish(id, "done", None).await.unwrap();
+    store
+        .queue_finish(id, QueueStatus::Done, None)
+        .await
+        .unwrap();
     assert!(
         !store.take_queued(id, "b", soon).await.unwrap(),
         "done items are never taken"

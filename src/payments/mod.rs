@@ -7,6 +7,7 @@
 //!   count, hold the payer's unsettled payments against its balance.
 //! - `settle.rs`: settle now (sign, record, send, record), enqueue for the deferred worker,
 //!   release (not charged); each also as a detached task that outlives its request.
+//! - `queued.rs`: one attempt at a deferred settlement (the worker schedules them).
 //! - `verify_only.rs`: verification without a claim (the verify API, a future facilitator).
 //! - `rules.rs`: which statuses are charged, and what an unanswered request costs.
 //! - `state.rs`: where a payment stands, and its receipts.
@@ -15,6 +16,7 @@
 //! pingora or axum.
 
 mod admit;
+mod queued;
 mod rules;
 mod settle;
 mod state;
@@ -36,6 +38,7 @@ use crate::verify::Verifiers;
 use crate::x402::Reason;
 
 pub use admit::{admit, route_name, Admission, MAX_UNSETTLED_PER_PAYER};
+pub use queued::{settle_queued, QueuedOutcome};
 pub use rules::{is_charged, is_interim, receipt_header_for, unanswered, Unanswered};
 pub use settle::{enqueue, enqueue_detached, release, settle, settle_claim, settle_detached};
 pub use state::{PaymentState, SettleOutcome, Stage};

@@ -1,11 +1,6 @@
 //! The deferred-settlement worker: a pingora background service that drains the durable queue.
-//!
-//! Each item is signed once and its transaction stored before it is sent; a retry re-sends the
-//! same bytes (or just waits for their receipt), so a restart mid-settlement never pays twice.
-//! Attempts back off exponentially and stop after `MAX_ATTEMPTS`, leaving the item `failed` for
-//! an operator, with its last error; except while a sent transaction's outcome is unknown: that
-//! one is sent again until it lands or its authorization has expired, never abandoned while it
-//! might still move the money.
+//! It only schedules: takes due items (leased, so two instances never work on one), runs each as
+//! its own task, and records metrics; each attempt itself is `payments::settle_queued`.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -17,10 +12,10 @@ use pingora::services::background::BackgroundService;
 use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
-use crate::store::{ClaimContext, LazyStore, QueuedSettlement, Store};
-use crate::verify::{unix_now, Attempt, SettleError, Verifiers};
+use crate::payments::settle_queued;
+use crate::store::{LazyStore, Store};
+use crate::verify::{unix_now, Verifiers};
 
-const MAX_ATTEMPTS: i64 = 8;
 const BATCH: i64 = 64;
 /// Settlements in flight at once; the settler's nonce lock serializes their broadcast anyway.
 const MAX_IN_FLIGHT: usize = 64;
@@ -110,7 +105,7 @@ impl SettlementWorker {
                 let id = item.claim_id;
                 let network = item.verified.key.network.clone();
                 let started = std::time::Instant::now();
-                if let Some(outcome) = process(&store, &verifiers, item).await {
+                if let Some(outcome) = settle_queued(&store, &verifiers, item).await.label() {
                     metrics
                         .settlements
                         .with_label_values(&[&network, "deferred", outcome])
@@ -129,127 +124,6 @@ impl SettlementWorker {
         }
         started
     }
-}
-
-/// Attempts one queued settlement; returns its final outcome (settled, failed) once it has one.
-async fn process(
-    store: &Store,
-    verifiers: &Verifiers,
-    item: QueuedSettlement,
-) -> Option<&'static str> {
-    let id = item.claim_id;
-    let v = &item.verified;
-    let ctx = ClaimContext {
-        tenant: &item.tenant,
-        route: &item.route,
-    };
-    let Some(verifier) = verifiers.get_str(&v.key.network) else {
-        let why = format!("no verifier for {}", v.key.network);
-        let _ = store.mark_failed(id, &why).await;
-        let _ = store.queue_finish(id, "failed", Some(&why)).await;
-        return Some("failed");
-    };
-    let (prepared, attempt) = match &item.prepared {
-        // Sent before (by an earlier attempt or an earlier life of the gateway): send it again.
-        Some(p) => (p.clone(), Attempt::Again),
-        None => {
-            if v.valid_before <= unix_now() {
-                let why = "the authorization expired before it could be settled";
-                let _ = store.mark_failed(id, why).await;
-                let _ = store.queue_finish(id, "failed", Some(why)).await;
-                return Some("failed");
-            }
-            match verifier.prepare(v).await {
-                Ok(p) => {
-                    if let Err(e) = store.queue_prepared(id, &p).await {
-                        // Never sent: give its nonce back so no later settlement waits behind it.
-                        verifier.abandon(&p).await;
-                        tracing::warn!(claim_id = id, "saving a prepared settlement: {e}");
-                        return None;
-                    }
-                    (p, Attempt::First)
-                }
-                Err(e) => return retry(store, &item, &e.to_string(), Retry::Fresh).await,
-            }
-        }
-    };
-    match verifier.submit(v, &prepared, attempt).await {
-        Ok(s) => {
-            if let Err(e) = store.record_settlement(id, v, &s, &ctx).await {
-                tracing::error!(claim_id = id, tx = %s.transaction, "deferred settlement landed but was not recorded: {e}");
-                return None;
-            }
-            let _ = store.queue_finish(id, "done", None).await;
-            tracing::info!(claim_id = id, tx = %s.transaction, "deferred settlement landed");
-            Some("settled")
-        }
-        Err(SettleError::Failed {
-            reason, message, ..
-        }) => {
-            let why = format!("{reason}: {message}");
-            let _ = store.mark_failed(id, &why).await;
-            let _ = store.queue_finish(id, "failed", Some(&why)).await;
-            tracing::warn!(claim_id = id, "deferred settlement failed: {why}");
-            Some("failed")
-        }
-        // Not broadcast and never will be (refused by the node, or it never reached it): the
-        // signed transaction is dropped and the next attempt signs anew.
-        Err(e @ (SettleError::NotBroadcast { .. } | SettleError::Unavailable(_))) => {
-            retry(store, &item, &e.to_string(), Retry::Fresh).await
-        }
-        // Sent, outcome unknown: keep the transaction and send it again later.
-        Err(e @ SettleError::Pending { .. }) => {
-            retry(store, &item, &e.to_string(), Retry::SameTransaction).await
-        }
-    }
-}
-
-/// What the next attempt of a queued settlement starts from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Retry {
-    /// Nothing is in flight: sign anew (the stored transaction, if any, is dropped).
-    Fresh,
-    /// A sent transaction may still land: send the same one again, for as long as its
-    /// authorization can settle, however many attempts that takes.
-    SameTransaction,
-}
-
-/// A sent transaction not mined this long after its authorization expired never will be.
-const EXPIRY_MARGIN: u64 = 60;
-
-async fn retry(
-    store: &Store,
-    item: &QueuedSettlement,
-    error: &str,
-    next: Retry,
-) -> Option<&'static str> {
-    let attempts = item.attempts + 1;
-    let in_flight =
-        next == Retry::SameTransaction && unix_now() <= item.verified.valid_before + EXPIRY_MARGIN;
-    if attempts >= MAX_ATTEMPTS && !in_flight {
-        let why = format!("gave up after {attempts} attempts: {error}");
-        let _ = store.mark_failed(item.claim_id, &why).await;
-        let _ = store
-            .queue_finish(item.claim_id, "failed", Some(&why))
-            .await;
-        tracing::error!(claim_id = item.claim_id, "{why}");
-        return Some("failed");
-    }
-    let backoff = 1i64 << attempts.min(6);
-    let next_at = unix_now() as i64 + backoff;
-    if let Err(e) = store
-        .queue_retry(
-            item.claim_id,
-            attempts,
-            next_at,
-            error,
-            next == Retry::Fresh,
-        )
-        .await
-    {
-        tracing::warn!(claim_id = item.claim_id, "scheduling a retry: {e}");
-    }
-    None
 }
 
 #[async_trait]

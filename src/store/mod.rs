@@ -110,6 +110,27 @@ impl ClaimStatus {
     }
 }
 
+/// Where a deferred settlement stands in the queue (stored as these strings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueStatus {
+    /// Waiting for (another) attempt.
+    Queued,
+    /// Settled and recorded.
+    Done,
+    /// Given up: it never will settle.
+    Failed,
+}
+
+impl QueueStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueStatus::Queued => "queued",
+            QueueStatus::Done => "done",
+            QueueStatus::Failed => "failed",
+        }
+    }
+}
+
 /// A claim whose settlement transaction's outcome was never recorded.
 #[derive(Debug, Clone)]
 pub struct SettlingClaim {
@@ -619,11 +640,11 @@ impl Store {
     pub async fn queue_finish(
         &self,
         claim_id: i64,
-        status: &str,
+        status: QueueStatus,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
         sqlx::query("UPDATE settlement_queue SET status = $1, last_error = $2, updated_at = $3 WHERE claim_id = $4")
-            .bind(status)
+            .bind(status.as_str())
             .bind(error.map(redact::scrub))
             .bind(now())
             .bind(claim_id)
