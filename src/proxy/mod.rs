@@ -18,6 +18,7 @@
 //! plain functions; every payment step is `payments`' (this module only adapts it to pingora).
 
 mod ctx;
+pub mod decide;
 pub mod gate;
 pub mod limit;
 pub mod respond;
@@ -35,12 +36,12 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::payments::{self as pay, Payments, SettleOutcome, Stage};
 pub use ctx::RequestCtx;
-use gate::PaymentCheck;
+use decide::{Presented, Reply, RequestFacts};
 
 use crate::config::ServerConfig;
 use crate::config::SettlePolicy;
 use crate::metrics::Metrics;
-use crate::routes::{normalize_path, RouteTable};
+use crate::routes::RouteTable;
 use crate::x402;
 
 /// Settings the proxy reads on every request, taken from `[server]`.
@@ -102,96 +103,48 @@ const HOP_BY_HOP: &[&str] = &[
     "trailer",
 ];
 
-#[async_trait]
-impl ProxyHttp for Gateway {
-    type CTX = RequestCtx;
-
-    fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::default()
-    }
-
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let origin = &self.settings.cors_allow_origin;
+impl Gateway {
+    /// `request_filter` as a sequence of decisions (`decide.rs`): each step either hands on to the
+    /// next or ends the request with the reply the caller renders. `Ok` forwards the request, with
+    /// its payment admitted (and settled, under `before`) in `ctx`.
+    async fn admit_request(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), Reply> {
         ctx.facts.route = "rejected";
         let req = session.req_header();
-        if gate::header_block_size(&req.headers) > self.settings.max_request_header_bytes {
-            let msg = format!(
-                "request headers exceed {} bytes",
-                self.settings.max_request_header_bytes
-            );
-            respond::json_error(session, 431, "request_header_too_large", &msg, origin).await?;
-            return Ok(true);
-        }
-        if let Err(r) = gate::check_request_line(req.raw_path(), req.method.as_str()) {
-            // A client that sends such a request line gets no second one on this connection.
-            session.set_keepalive(None);
-            respond::json_error(session, r.status, r.code, r.message, origin).await?;
-            return Ok(true);
-        }
-        // Absolute-form targets keep their bytes verbatim in pingora; forward the path we route on.
-        let absolute_form = req.raw_path().first() != Some(&b'/');
-        let path = match normalize_path(req.uri.path()) {
-            Ok(p) => p,
-            Err(e) => {
-                let msg = e.to_string();
-                respond::json_error(session, 400, "bad_path", &msg, origin).await?;
-                return Ok(true);
-            }
-        };
         let host = req
             .headers
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
             .or_else(|| req.uri.host())
             .map(str::to_owned);
-
-        let routes = self.routes.load();
-        if let Some(method) = gate::preflight_method(&req.method, &req.headers) {
-            if let Some(route) = routes.find(host.as_deref(), method, &path) {
-                if !route.is_free() {
-                    let methods = route
-                        .config
-                        .methods
-                        .as_ref()
-                        .map_or_else(|| method.to_string(), |m| m.join(", "));
-                    let requested = req
-                        .headers
-                        .get(http::header::ACCESS_CONTROL_REQUEST_HEADERS)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned);
-                    respond::preflight(session, &methods, requested.as_deref(), origin).await?;
-                    return Ok(true);
-                }
-            }
-        }
-
-        let Some(route) = routes
-            .find(host.as_deref(), req.method.as_str(), &path)
-            .cloned()
-        else {
-            ctx.facts.route = "no_route";
-            let msg = format!("no route for {} {}", req.method, path);
-            respond::json_error(session, 404, "no_route", &msg, origin).await?;
-            return Ok(true);
+        let facts = RequestFacts {
+            raw_target: req.raw_path(),
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            headers: &req.headers,
+            host: host.as_deref(),
+            max_header_bytes: self.settings.max_request_header_bytes,
         };
-        let upgrade =
-            match gate::check_upgrade(&req.headers, !route.is_free(), route.config.allow_upgrade) {
-                Ok(u) => u,
-                Err(r) => {
-                    // The client may already be speaking the new protocol: end the connection.
-                    session.set_keepalive(None);
-                    respond::json_error(session, r.status, r.code, r.message, origin).await?;
-                    return Ok(true);
-                }
-            };
-        if absolute_form || matches!(path, std::borrow::Cow::Owned(_)) {
-            ctx.rewritten_path = Some(path.into_owned());
-        }
-        if upgrade {
+        let routed = decide::route_request(&facts, &self.routes.load()).map_err(|(r, fact)| {
+            ctx.facts.route = fact;
+            r
+        })?;
+        let path_and_query = req
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_string();
+        let header = gate::payment_header(&req.headers).map(|(n, v)| (n, v.to_vec()));
+        if routed.upgrade {
             // Whatever the gateway answers itself (402, 503...), the client may already be
             // speaking the new protocol: never read another request from this connection.
             session.set_keepalive(None);
         }
+        let route = routed.route;
+        ctx.rewritten_path = routed.rewritten_path;
         ctx.client_host = host;
         ctx.route = Some(route.clone());
         // Applies to every body read from here on; a stalled upload gets a 408 (fail_to_proxy).
@@ -199,49 +152,29 @@ impl ProxyHttp for Gateway {
 
         let Some(offers) = route.offers.as_ref() else {
             ctx.facts.route = "free";
-            return Ok(false);
+            return Ok(());
         };
         ctx.facts.route = "priced";
-        // The tenant's standing, before any payment is asked for: never take money we will not
-        // serve.
-        let standing = match self.payments.tenants.state(&route.config.tenant).await {
-            Ok(s) => s,
-            Err(e) => {
+        let standing = self
+            .payments
+            .tenants
+            .state(&route.config.tenant)
+            .await
+            .map_err(|e| {
                 tracing::warn!(tenant = %route.config.tenant, "tenant standing unavailable: {e}");
-                respond::unavailable(
-                    session,
+                Reply::new(decide::Body::Unavailable(
                     "the gateway cannot check this API's plan right now",
-                    None,
-                    origin,
-                )
-                .await?;
-                return Ok(true);
-            }
-        };
-        if !standing.active {
-            ctx.facts.refusal = Some("tenant_suspended");
-            let msg = "this API's account is suspended";
-            respond::json_error(session, 403, "tenant_suspended", msg, origin).await?;
-            return Ok(true);
-        }
-        if !standing.has_quota() {
-            ctx.facts.refusal = Some("tenant_quota_exceeded");
-            respond::quota_exceeded(session, &standing, origin).await?;
-            return Ok(true);
-        }
-        if offers.offers.is_empty() {
-            let msg = "this route cannot be paid on any network its provider's plan allows";
-            respond::json_error(session, 403, "no_payable_network", msg, origin).await?;
-            return Ok(true);
-        }
-        let req = session.req_header();
-        let path_and_query = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+                ))
+            })?;
+        decide::check_standing(&standing, offers).map_err(|(r, refusal)| {
+            ctx.facts.refusal = refusal;
+            r
+        })?;
         ctx.resource_url = gate::resource_url(
             self.settings.public_url.as_deref(),
             ctx.client_host.as_deref(),
-            path_and_query,
+            &path_and_query,
         );
-        let header = gate::payment_header(&req.headers).map(|(n, v)| (n, v.to_vec()));
         let client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -250,33 +183,30 @@ impl ProxyHttp for Gateway {
             if let Some(secs) = self.invalid.blocked_for(ip) {
                 ctx.facts.attempt = Some("rate_limited");
                 let msg = format!("too many invalid payments from this address; retry in {secs} s");
-                respond::json_error(session, 429, "too_many_invalid_payments", &msg, origin)
-                    .await?;
-                return Ok(true);
+                return Err(Reply::error(429, "too_many_invalid_payments", msg));
             }
         }
+        let record_invalid = |invalid: bool| {
+            if let (true, Some(ip)) = (invalid, client_ip) {
+                self.invalid.record_invalid(ip);
+            }
+        };
         let check = gate::check_payment(
             offers,
             header.as_ref().map(|(n, v)| (*n, v.as_slice())),
             self.settings.max_payment_header_bytes,
         );
-        let (offer, proof) = match check {
-            PaymentCheck::Missing => {
-                ctx.facts.challenged = true;
-                let c = offers.challenge(&ctx.resource_url, "Payment required");
-                respond::challenge(session, c, None, origin).await?;
-                return Ok(true);
-            }
-            PaymentCheck::Rejected(r) => {
-                ctx.facts.attempt = Some("invalid");
-                if let Some(ip) = client_ip {
-                    self.invalid.record_invalid(ip);
+        let (offer, proof) = match decide::presented(check, offers, &ctx.resource_url) {
+            Presented::Paid { offer, proof } => (offer, proof),
+            Presented::Refused { reply, invalid } => {
+                if invalid {
+                    ctx.facts.attempt = Some("invalid");
+                } else {
+                    ctx.facts.challenged = true;
                 }
-                let c = offers.challenge(&ctx.resource_url, &r.error_text());
-                respond::challenge(session, c, None, origin).await?;
-                return Ok(true);
+                record_invalid(invalid);
+                return Err(reply);
             }
-            PaymentCheck::Matched { offer, proof, .. } => (offer, proof),
         };
         let header_bytes = header.map(|(_, v)| v).unwrap_or_default();
         let receipt_header = pay::receipt_header_for(&proof);
@@ -292,44 +222,15 @@ impl ProxyHttp for Gateway {
         )
         .await;
         ctx.facts.verification = Some((offer.network.to_string(), started.elapsed().as_secs_f64()));
-        let mut state = match admission {
-            pay::Admission::Admitted(state) => {
-                let state = *state;
-                ctx.facts.attempt = Some("admitted");
-                state
-            }
-            pay::Admission::Rejected(r) => {
-                ctx.facts.attempt = Some(if r.reason == x402::Reason::DuplicateSettlement {
-                    "duplicate"
-                } else {
-                    "invalid"
-                });
-                if let Some(ip) = client_ip {
-                    self.invalid.record_invalid(ip);
-                }
-                let c = offers.challenge(&ctx.resource_url, &r.error_text());
-                respond::challenge(session, c, None, origin).await?;
-                return Ok(true);
-            }
-            pay::Admission::QuotaExceeded => {
-                ctx.facts.attempt = Some("quota_exceeded");
-                respond::quota_exceeded(session, &standing, origin).await?;
-                return Ok(true);
-            }
-            pay::Admission::Unavailable(msg) => {
-                ctx.facts.attempt = Some("unavailable");
-                tracing::warn!(route = %route.config.index, "payment verification unavailable: {msg}");
-                respond::unavailable(
-                    session,
-                    "payment verification is temporarily unavailable",
-                    None,
-                    origin,
-                )
-                .await?;
-                return Ok(true);
-            }
-        };
-        if upgrade {
+        let mut state = decide::admitted(admission, offers, &ctx.resource_url, &standing).map_err(
+            |(reply, fact, invalid)| {
+                ctx.facts.attempt = Some(fact);
+                record_invalid(invalid);
+                reply
+            },
+        )?;
+        ctx.facts.attempt = Some("admitted");
+        if routed.upgrade {
             // A tunnel is paid for before it opens: once the 101 is out, the gateway sees none of
             // what flows through it (and pingora's upgrade hand-off must not wait on a settlement).
             state.policy = SettlePolicy::Before;
@@ -338,39 +239,32 @@ impl ProxyHttp for Gateway {
             let started = std::time::Instant::now();
             let outcome = pay::settle_detached(&self.payments, &mut state).await;
             ctx.facts.settlement = Some((outcome.label(), Some(started.elapsed().as_secs_f64())));
-            match outcome {
-                SettleOutcome::Settled(_) => {}
-                SettleOutcome::Refused(receipt) => {
-                    let error = receipt.error_reason.clone().unwrap_or_default();
-                    let c = offers.challenge(&ctx.resource_url, &error);
-                    respond::challenge(session, c, Some((receipt_header, &receipt)), origin)
-                        .await?;
-                    ctx.payment = Some(state);
-                    return Ok(true);
-                }
-                SettleOutcome::Unavailable(msg) => {
-                    tracing::warn!("settlement unavailable: {msg}");
-                    respond::unavailable(
-                        session,
-                        "settlement is temporarily unavailable",
-                        None,
-                        origin,
-                    )
-                    .await?;
-                    ctx.payment = Some(state);
-                    return Ok(true);
-                }
-                SettleOutcome::Pending(receipt) => {
-                    let msg = "the settlement was sent but is not confirmed yet";
-                    respond::unavailable(session, msg, Some((receipt_header, &receipt)), origin)
-                        .await?;
-                    ctx.payment = Some(state);
-                    return Ok(true);
-                }
-            }
+            let settled = decide::settled(outcome, Some(offers), &ctx.resource_url, receipt_header);
+            ctx.payment = Some(state);
+            settled?;
+            return Ok(());
         }
         ctx.payment = Some(state);
-        Ok(false)
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        match self.admit_request(session, ctx).await {
+            Ok(()) => Ok(false),
+            Err(reply) => {
+                respond::send(session, &reply, &self.settings.cors_allow_origin).await?;
+                Ok(true)
+            }
+        }
     }
 
     async fn upstream_peer(
@@ -506,35 +400,15 @@ impl ProxyHttp for Gateway {
             }
             _ => return Ok(()),
         };
-        let header = state.receipt_header;
-        match outcome {
-            SettleOutcome::Settled(receipt) => {
-                resp.insert_header(header, x402::encode_header(&receipt))?;
+        let offers = ctx.route.as_ref().and_then(|r| r.offers.as_ref());
+        match decide::settled(outcome, offers, &ctx.resource_url, state.receipt_header) {
+            Ok((name, receipt)) => {
+                resp.insert_header(name, x402::encode_header(&receipt))?;
             }
-            SettleOutcome::Refused(receipt) => {
+            Err(reply) => {
                 // None of the origin's answer goes out: the client did not pay for it.
-                let offers = ctx.route.as_ref().and_then(|r| r.offers.as_ref());
-                let error = receipt.error_reason.clone().unwrap_or_default();
-                let body = match offers {
-                    Some(o) => {
-                        let c = o.challenge(&ctx.resource_url, &error);
-                        *resp = respond::challenge_header(&c, Some((header, &receipt)), origin)?;
-                        c.body
-                    }
-                    None => Vec::new(),
-                };
-                ctx.replacement_body = Some(body.into());
-            }
-            SettleOutcome::Unavailable(msg) => {
-                tracing::warn!("settlement unavailable: {msg}");
-                let body = respond::unavailable_body("settlement is temporarily unavailable");
-                *resp = respond::unavailable_header(body.len(), None, origin)?;
-                ctx.replacement_body = Some(body);
-            }
-            SettleOutcome::Pending(receipt) => {
-                let body =
-                    respond::unavailable_body("the settlement was sent but is not confirmed yet");
-                *resp = respond::unavailable_header(body.len(), Some((header, &receipt)), origin)?;
+                let (header, body) = respond::render(&reply, origin)?;
+                *resp = header;
                 ctx.replacement_body = Some(body);
             }
         }
@@ -649,16 +523,13 @@ impl ProxyHttp for Gateway {
             _ => (500, "internal_error", "the gateway failed".to_string()),
         };
         if code > 0 && session.response_written().is_none() {
-            let origin = self.settings.cors_allow_origin.clone();
             // Money that already moved (`before`) is receipted on every answer, errors included.
             let receipt = ctx.payment.as_ref().and_then(|p| match &p.stage {
                 Stage::Settled(s) => Some((p.receipt_header, p.receipt_ok(&s.transaction))),
                 _ => None,
             });
-            let receipt = receipt.as_ref().map(|(h, r)| (*h, r));
-            if let Err(err) =
-                respond::json_error_with_receipt(session, code, name, &message, receipt, &origin)
-                    .await
+            let reply = Reply::error(code, name, message).with_receipt(receipt);
+            if let Err(err) = respond::send(session, &reply, &self.settings.cors_allow_origin).await
             {
                 tracing::debug!("could not write the error response: {err}");
             }

@@ -1,12 +1,14 @@
-//! The one place that writes the gateway's own responses: 402 challenges, JSON errors (404, 400,
-//! 408, 431, 502, 503) and CORS preflights. Every one carries the CORS headers, because a browser
-//! client that cannot read a 402's headers cannot pay.
+//! The one renderer of the gateway's own responses (`render`, `send`): 402 challenges, JSON
+//! errors (400, 403, 404, 408, 429, 431, 502, 503) and CORS preflights, each a `decide::Reply`.
+//! Every one carries the CORS headers, because a browser client that cannot read a 402's headers
+//! cannot pay.
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::Result;
 
+use super::decide::{Body, Reply};
 use crate::pricing::Challenge;
 use crate::x402::{self, SettlementResponse};
 
@@ -47,16 +49,6 @@ pub fn challenge_header(
     Ok(resp)
 }
 
-pub async fn challenge(
-    session: &mut Session,
-    c: Challenge,
-    receipt: Receipt<'_>,
-    allow_origin: &str,
-) -> Result<()> {
-    let resp = challenge_header(&c, receipt, allow_origin)?;
-    write(session, resp, Bytes::from(c.body)).await
-}
-
 /// How long a client should wait before retrying after a 503 of ours.
 pub const RETRY_AFTER_SECONDS: &str = "5";
 
@@ -88,40 +80,72 @@ pub fn unavailable_body(message: &str) -> Bytes {
     )
 }
 
-pub async fn unavailable(
-    session: &mut Session,
-    message: &str,
-    receipt: Receipt<'_>,
-    allow_origin: &str,
-) -> Result<()> {
-    let body = unavailable_body(message);
-    let resp = unavailable_header(body.len(), receipt, allow_origin)?;
-    write(session, resp, body).await
+async fn write(session: &mut Session, resp: ResponseHeader, body: Bytes) -> Result<()> {
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
 }
 
-/// A JSON error `{"error": code, "message": ...}`.
-pub async fn json_error(
-    session: &mut Session,
-    status: u16,
-    code: &str,
-    message: &str,
-    allow_origin: &str,
-) -> Result<()> {
-    json_error_with_receipt(session, status, code, message, None, allow_origin).await
+/// The one renderer of the gateway's own answers: a `Reply` as a response header and its body.
+pub fn render(reply: &Reply, allow_origin: &str) -> Result<(ResponseHeader, Bytes)> {
+    let receipt = reply.receipt.as_deref().map(|(h, r)| (*h, r));
+    let (mut resp, body) = match &reply.body {
+        Body::Challenge(c) => (
+            challenge_header(c, receipt, allow_origin)?,
+            Bytes::from(c.body.clone()),
+        ),
+        Body::Unavailable(message) => {
+            let body = unavailable_body(message);
+            (unavailable_header(body.len(), receipt, allow_origin)?, body)
+        }
+        Body::Error {
+            status,
+            code,
+            message,
+        } => error_parts(
+            *status,
+            serde_json::json!({"error": code, "message": message}),
+            receipt,
+            allow_origin,
+        )?,
+        Body::QuotaExceeded { period, limit } => error_parts(
+            429,
+            serde_json::json!({
+                "error": "tenant_quota_exceeded",
+                "message": "this API has used its verified payments for the month; try again next month",
+                "period": period,
+                "limit": limit,
+            }),
+            receipt,
+            allow_origin,
+        )?,
+        Body::Preflight { methods, requested } => {
+            let mut resp = ResponseHeader::build(204, Some(7))?;
+            resp.insert_header("access-control-allow-origin", allow_origin)?;
+            resp.insert_header("access-control-allow-methods", methods.as_str())?;
+            let headers = match requested {
+                Some(extra) if !extra.trim().is_empty() => format!("{ALLOW_HEADERS}, {extra}"),
+                _ => ALLOW_HEADERS.to_string(),
+            };
+            resp.insert_header("access-control-allow-headers", headers)?;
+            resp.insert_header("access-control-expose-headers", EXPOSE_HEADERS)?;
+            resp.insert_header("access-control-max-age", "600")?;
+            resp.insert_header("content-length", "0")?;
+            (resp, Bytes::new())
+        }
+    };
+    if reply.close {
+        resp.insert_header("connection", "close")?;
+    }
+    Ok((resp, body))
 }
 
-/// A JSON error that also carries a receipt: a payer whose money moved gets its receipt on every
-/// answer, the gateway's own errors included (an unreachable origin after a `before` settlement).
-pub async fn json_error_with_receipt(
-    session: &mut Session,
+fn error_parts(
     status: u16,
-    code: &str,
-    message: &str,
+    json: serde_json::Value,
     receipt: Receipt<'_>,
     allow_origin: &str,
-) -> Result<()> {
-    let body = serde_json::to_vec(&serde_json::json!({"error": code, "message": message}))
-        .expect("json serializes");
+) -> Result<(ResponseHeader, Bytes)> {
+    let body = serde_json::to_vec(&json).expect("json serializes");
     let mut resp = ResponseHeader::build(status, Some(6))?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;
@@ -130,51 +154,17 @@ pub async fn json_error_with_receipt(
         resp.insert_header(name, x402::encode_header(r))?;
     }
     add_cors(&mut resp, allow_origin)?;
-    write(session, resp, Bytes::from(body)).await
+    Ok((resp, Bytes::from(body)))
 }
 
-pub async fn preflight(
-    session: &mut Session,
-    allow_methods: &str,
-    requested_headers: Option<&str>,
-    allow_origin: &str,
-) -> Result<()> {
-    let mut resp = ResponseHeader::build(204, Some(7))?;
-    resp.insert_header("access-control-allow-origin", allow_origin)?;
-    resp.insert_header("access-control-allow-methods", allow_methods)?;
-    let headers = match requested_headers {
-        Some(extra) if !extra.trim().is_empty() => format!("{ALLOW_HEADERS}, {extra}"),
-        _ => ALLOW_HEADERS.to_string(),
-    };
-    resp.insert_header("access-control-allow-headers", headers)?;
-    resp.insert_header("access-control-expose-headers", EXPOSE_HEADERS)?;
-    resp.insert_header("access-control-max-age", "600")?;
-    resp.insert_header("content-length", "0")?;
-    session.write_response_header(Box::new(resp), true).await
-}
-
-async fn write(session: &mut Session, resp: ResponseHeader, body: Bytes) -> Result<()> {
-    session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(body), true).await
-}
-
-/// 429 for a tenant whose monthly verified payments are used up; asked before any payment.
-pub async fn quota_exceeded(
-    session: &mut Session,
-    standing: &crate::tenants::TenantState,
-    allow_origin: &str,
-) -> Result<()> {
-    let body = serde_json::to_vec(&serde_json::json!({
-        "error": "tenant_quota_exceeded",
-        "message": "this API has used its verified payments for the month; try again next month",
-        "period": standing.period,
-        "limit": standing.limit(),
-    }))
-    .expect("json serializes");
-    let mut resp = ResponseHeader::build(429, Some(5))?;
-    resp.insert_header("content-type", "application/json")?;
-    resp.insert_header("content-length", body.len().to_string())?;
-    resp.insert_header("cache-control", "no-store")?;
-    add_cors(&mut resp, allow_origin)?;
-    write(session, resp, Bytes::from(body)).await
+/// Writes a reply as the whole answer to the request.
+pub async fn send(session: &mut Session, reply: &Reply, allow_origin: &str) -> Result<()> {
+    if reply.close {
+        session.set_keepalive(None);
+    }
+    let (resp, body) = render(reply, allow_origin)?;
+    if body.is_empty() {
+        return session.write_response_header(Box::new(resp), true).await;
+    }
+    write(session, resp, body).await
 }
