@@ -23,7 +23,7 @@
 //! proxy/       impl ProxyHttp: ctx.rs (per-request state), gate.rs (header decisions as plain
 //!              functions), pay.rs (verify/claim/settle steps as values), respond.rs (the one
 //!              place that writes 402/4xx/5xx, receipts and CORS)
-//! verify/      trait PaymentVerifier; evm.rs: EIP-3009 verification and settlement on alloy
+//! verify/      trait ChainBackend; evm.rs: EIP-3009 verification and settlement on alloy
 //! store/       sqlx over SQLite or Postgres: consume-once claims, settlement ledger, deferred
 //!              queue; LazyStore opens a pool in the runtime that uses it
 //! settle/      settle_claim (sign, record tx hash and bytes, send, record); worker.rs: the
@@ -67,5 +67,4 @@ pub mod routes;
 pub mod settle;
 pub mod store;
 pub mod tenants;
-pub mod verify;
 pub mod x402;

@@ -5,12 +5,12 @@
 use std::sync::Arc;
 
 use alloy::primitives::{Address, Bytes, B256, U256};
+use x402_gate::payments::chain::{PaymentKey, PreparedSettlement, Settlement, Verified};
+use x402_gate::payments::evm::EvmAuthorization;
 use x402_gate::store::{
     day_string, period_of, ApiKeyRecord, Backend, ClaimContext, ClaimOutcome, PaymentFilter,
     QueueStatus, Store, TenantRecord,
 };
-use x402_gate::verify::evm::EvmAuthorization;
-use x402_gate::verify::{PaymentKey, PreparedSettlement, Settlement, Verified};
 
 const CTX: ClaimContext<'static> = ClaimContext {
     tenant: "acme",
@@ -429,7 +429,7 @@ async fn quota_admits_exactly_the_limit_under_concurrency(url: String) {
             .count(),
         40
     );
-    let period = period_of(x402_gate::verify::unix_now() as i64);
+    let period = period_of(x402_gate::payments::chain::unix_now() as i64);
     assert_eq!(a.usage("acme", &period).await.unwrap(), 10);
     // A refused claim left no row behind: the same proof can pay once there is room.
     assert_eq!(a.count_claims("claimed").await.unwrap(), 10);
@@ -490,7 +490,7 @@ async fn revenue_and_daily_series(store: Store) {
     assert_eq!(days[0].payments, 3);
     assert_eq!(
         days[0].day,
-        day_string(x402_gate::verify::unix_now() as i64 / 86_400)
+        day_string(x402_gate::payments::chain::unix_now() as i64 / 86_400)
     );
     let page = store
         .payments(&PaymentFilter {
@@ -523,7 +523,7 @@ async fn revenue_and_daily_series(store: Store) {
 }
 
 fn now() -> u64 {
-    x402_gate::verify::unix_now()
+    x402_gate::payments::chain::unix_now()
 }
 
 /// Settler keys and queue items are leased: one holder at a time, taken over only once the

@@ -10,8 +10,8 @@ use std::time::Duration;
 use moka::future::Cache;
 use sha2::{Digest, Sha256};
 
+use crate::payments::chain::{unix_now, Verified, VerifyError};
 use crate::pricing::Offer;
-use crate::verify::{unix_now, Verified, VerifyError};
 
 /// How long a successful verification is reused. Short: the payer can move funds meanwhile, and
 /// settlement re-checks on-chain anyway.

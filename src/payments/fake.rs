@@ -12,9 +12,9 @@ use std::sync::Mutex;
 use alloy::primitives::{Address, Bytes, B256, U256};
 use async_trait::async_trait;
 
+use crate::payments::chain::*;
+use crate::payments::evm::EvmAuthorization;
 use crate::pricing::Offer;
-use crate::verify::evm::EvmAuthorization;
-use crate::verify::*;
 use crate::x402::PaymentProof;
 
 pub const PAYER: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
@@ -72,7 +72,7 @@ impl FakeChain {
 }
 
 #[async_trait]
-impl PaymentVerifier for FakeChain {
+impl ChainBackend for FakeChain {
     async fn verify(&self, _offer: &Offer, proof: &PaymentProof) -> Result<Verified, VerifyError> {
         self.verifications.fetch_add(1, Ordering::SeqCst);
         if let Some(e) = self.verify_errors.lock().unwrap().pop_front() {

@@ -15,6 +15,10 @@
 //! May import: verify, store, cache, tenants, config, pricing, routes, x402. Never proxy, admin,
 //! pingora or axum.
 
+pub mod chain;
+pub mod evm;
+pub mod lanes;
+
 mod admit;
 mod queued;
 mod rules;
@@ -32,9 +36,9 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use crate::cache::VerifyCache;
+use crate::payments::chain::ChainBackends;
 use crate::store::LazyStore;
 use crate::tenants::TenantDirectory;
-use crate::verify::Verifiers;
 use crate::x402::Reason;
 
 pub use admit::{admit, route_name, Admission, MAX_UNSETTLED_PER_PAYER};
@@ -49,7 +53,7 @@ pub use verify_only::{
 
 /// Everything the payment steps need: the chain backends, the tenants, the store, the cache.
 pub struct Payments {
-    pub verifiers: Verifiers,
+    pub backends: ChainBackends,
     pub tenants: Arc<TenantDirectory>,
     pub store: Arc<LazyStore>,
     pub cache: VerifyCache,

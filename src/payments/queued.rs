@@ -5,8 +5,8 @@
 //! transaction's outcome is unknown: that one is sent again until it lands or its authorization
 //! has expired, never abandoned while it might still move the money.
 
+use crate::payments::chain::{unix_now, Attempt, ChainBackends, SettleError};
 use crate::store::{ClaimContext, QueueStatus, QueuedSettlement, Store};
-use crate::verify::{unix_now, Attempt, SettleError, Verifiers};
 
 const MAX_ATTEMPTS: i64 = 8;
 
@@ -35,7 +35,7 @@ impl QueuedOutcome {
 /// Attempts one queued settlement: settles it, fails it for good, or schedules another attempt.
 pub async fn settle_queued(
     store: &Store,
-    verifiers: &Verifiers,
+    backends: &ChainBackends,
     item: QueuedSettlement,
 ) -> QueuedOutcome {
     let id = item.claim_id;
@@ -44,7 +44,7 @@ pub async fn settle_queued(
         tenant: &item.tenant,
         route: &item.route,
     };
-    let Some(verifier) = verifiers.get_str(&v.key.network) else {
+    let Some(verifier) = backends.get_str(&v.key.network) else {
         let why = format!("no verifier for {}", v.key.network);
         let _ = store.mark_failed(id, &why).await;
         let _ = store

@@ -18,7 +18,7 @@ pub use tenants::{
     RevenueLine, TenantRecord, TransactionUse,
 };
 
-use crate::verify::{PreparedSettlement, Settlement, Verified};
+use crate::payments::chain::{PreparedSettlement, Settlement, Verified};
 use crate::x402::redact;
 
 /// The reason code stored with a released claim's text when the text brings none of its own.
@@ -186,7 +186,7 @@ pub struct ClaimContext<'a> {
 }
 
 pub(crate) fn now() -> i64 {
-    crate::verify::unix_now() as i64
+    crate::payments::chain::unix_now() as i64
 }
 
 impl Store {

@@ -1,11 +1,8 @@
-//! Who pays: `PaymentVerifier` verifies a proof against our own offer and settles it on-chain.
+//! Who pays: `ChainBackend` verifies a proof against our own offer and settles it on-chain.
 //!
-//! One verifier per network, kept in a `Verifiers` registry keyed by CAIP-2 id. `evm.rs` is the
+//! One verifier per network, kept in a `ChainBackends` registry keyed by CAIP-2 id. `evm.rs` is the
 //! EVM `exact` scheme (EIP-3009) on alloy; alloy stays inside it.
 //! May import: x402, config, pricing (for `Offer`). Never store, proxy or admin.
-
-pub mod evm;
-pub mod lanes;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,7 +35,7 @@ pub struct Verified {
     /// Unix seconds after which the authorization can no longer settle.
     pub valid_before: u64,
     /// Scheme-specific settlement data (for EVM: the authorization and signature).
-    pub authorization: evm::EvmAuthorization,
+    pub authorization: super::evm::EvmAuthorization,
 }
 
 /// A settlement that landed on-chain.
@@ -173,7 +170,7 @@ pub enum TxOutcome {
 }
 
 #[async_trait]
-pub trait PaymentVerifier: Send + Sync {
+pub trait ChainBackend: Send + Sync {
     /// Looks up a settlement transaction we sent for the payment `from` -> `value` of `asset`.
     async fn settlement_outcome(
         &self,
@@ -248,22 +245,22 @@ pub trait PaymentVerifier: Send + Sync {
     }
 }
 
-/// The verifiers by network.
+/// The backends by network.
 #[derive(Clone, Default)]
-pub struct Verifiers {
-    by_network: HashMap<Network, Arc<dyn PaymentVerifier>>,
+pub struct ChainBackends {
+    by_network: HashMap<Network, Arc<dyn ChainBackend>>,
 }
 
-impl Verifiers {
-    pub fn insert(&mut self, network: Network, verifier: Arc<dyn PaymentVerifier>) {
+impl ChainBackends {
+    pub fn insert(&mut self, network: Network, verifier: Arc<dyn ChainBackend>) {
         self.by_network.insert(network, verifier);
     }
 
-    pub fn get(&self, network: &Network) -> Option<&Arc<dyn PaymentVerifier>> {
+    pub fn get(&self, network: &Network) -> Option<&Arc<dyn ChainBackend>> {
         self.by_network.get(network)
     }
 
-    pub fn get_str(&self, network: &str) -> Option<&Arc<dyn PaymentVerifier>> {
+    pub fn get_str(&self, network: &str) -> Option<&Arc<dyn ChainBackend>> {
         self.by_network
             .iter()
             .find(|(n, _)| n.as_str() == network)

@@ -39,9 +39,9 @@ use alloy::transports::{RpcError, TransportErrorKind};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    unix_now, Attempt, PaymentKey, PaymentVerifier, PreparedSettlement, Resent, SettleError,
-    Settlement, Verified, VerifyError,
+use crate::payments::chain::{
+    unix_now, Attempt, ChainBackend, PaymentKey, PreparedSettlement, Resent, SettleError,
+    Settlement, TransferFacts, TxOutcome, Verified, VerifyError,
 };
 use crate::pricing::Offer;
 use crate::x402::{PaymentProof, Reason};
@@ -270,7 +270,7 @@ fn classify_refusal(message: &str) -> Sent {
     }
 }
 
-pub struct EvmVerifier {
+pub struct EvmBackend {
     chain_id: u64,
     network: String,
     provider: RootProvider,
@@ -294,7 +294,7 @@ pub enum EvmSetupError {
     Client(String),
 }
 
-impl EvmVerifier {
+impl EvmBackend {
     pub fn new(
         network: &crate::x402::Network,
         rpc_url: &str,
@@ -316,7 +316,7 @@ impl EvmVerifier {
             .connect_timeout(rpc_timeout)
             .build()
             .map_err(|e| EvmSetupError::Client(e.to_string()))?;
-        Ok(EvmVerifier {
+        Ok(EvmBackend {
             chain_id,
             network: network.to_string(),
             provider: RootProvider::new(RpcClient::new_http_with_client(http, url)),
@@ -769,14 +769,14 @@ fn revert_text(e: &RpcError<TransportErrorKind>) -> Option<String> {
 }
 
 #[async_trait]
-impl PaymentVerifier for EvmVerifier {
+impl ChainBackend for EvmBackend {
     async fn settlement_outcome(
         &self,
         tx_hash: &str,
         asset: &str,
         from: &str,
         value: &str,
-    ) -> Result<super::TxOutcome, VerifyError> {
+    ) -> Result<TxOutcome, VerifyError> {
         let bad = |what: &str| VerifyError::Unavailable(format!("stored {what} does not parse"));
         let hash: B256 = tx_hash.parse().map_err(|_| bad("tx hash"))?;
         let asset: Address = asset.parse().map_err(|_| bad("asset"))?;
@@ -784,7 +784,7 @@ impl PaymentVerifier for EvmVerifier {
         let value = U256::from_str_radix(value, 10).map_err(|_| bad("amount"))?;
         let receipt = match self.provider.get_transaction_receipt(hash).await {
             Ok(Some(r)) => r,
-            Ok(None) => return Ok(super::TxOutcome::NotFound),
+            Ok(None) => return Ok(TxOutcome::NotFound),
             Err(e) => {
                 return Err(VerifyError::Unavailable(scrub(&format!(
                     "{}: {e}",
@@ -793,7 +793,7 @@ impl PaymentVerifier for EvmVerifier {
             }
         };
         if !receipt.status() {
-            return Ok(super::TxOutcome::Failed(
+            return Ok(TxOutcome::Failed(
                 "the settlement transaction reverted".into(),
             ));
         }
@@ -804,7 +804,7 @@ impl PaymentVerifier for EvmVerifier {
                 .filter(|t| t.from == from && t.value == value)
         });
         Ok(match transfer {
-            Some(t) => super::TxOutcome::Landed {
+            Some(t) => TxOutcome::Landed {
                 settlement: Settlement {
                     transaction: hash.to_string(),
                     block_number: receipt.block_number.unwrap_or_default(),
@@ -813,9 +813,7 @@ impl PaymentVerifier for EvmVerifier {
                 },
                 pay_to: t.to.to_checksum(None),
             },
-            None => {
-                super::TxOutcome::Failed("the transaction has no matching Transfer event".into())
-            }
+            None => TxOutcome::Failed("the transaction has no matching Transfer event".into()),
         })
     }
 
@@ -825,7 +823,7 @@ impl PaymentVerifier for EvmVerifier {
         recipient: &str,
         min_amount: u128,
         assets: &[crate::config::AssetConfig],
-    ) -> Result<super::TransferFacts, VerifyError> {
+    ) -> Result<TransferFacts, VerifyError> {
         let hash: B256 = tx_hash
             .parse()
             .map_err(|_| bad_payload(format!("`{tx_hash}` is not a transaction hash")))?;
@@ -893,7 +891,7 @@ impl PaymentVerifier for EvmVerifier {
                 format!("{confirmations} of {} confirmations", self.confirmations),
             ));
         }
-        Ok(super::TransferFacts {
+        Ok(TransferFacts {
             transaction: hash.to_string(),
             network: self.network.clone(),
             payer: from.to_checksum(None),
