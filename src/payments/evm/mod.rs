@@ -20,6 +20,10 @@
 //! as ERC-1271 smart-wallet signatures and checked by simulating the `bytes` overload. EIP-6492
 //! (counterfactual, undeployed wallets) is refused with a clear reason.
 
+mod payload;
+
+pub use payload::{EvmAuthorization, PayloadError, CHAIN, PAYLOAD_VERSION};
+
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -37,7 +41,7 @@ use alloy::sol_types::{Eip712Domain, SolCall, SolEvent, SolStruct};
 use alloy::transports::http::reqwest;
 use alloy::transports::{RpcError, TransportErrorKind};
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::payments::chain::{
     unix_now, Attempt, ChainBackend, PaymentKey, PreparedSettlement, Resent, SettleError,
@@ -84,55 +88,6 @@ const RECEIPT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a sent transaction may go without a receipt before its bytes are sent again: a few
 /// blocks on the chains we serve, so a healthy node just answers "already known".
 const RESEND_EVERY: Duration = Duration::from_secs(3);
-
-/// The EIP-3009 authorization of a verified payment, as settlement needs it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EvmAuthorization {
-    pub chain_id: u64,
-    pub asset: Address,
-    pub from: Address,
-    pub to: Address,
-    pub value: U256,
-    pub valid_after: U256,
-    pub valid_before: U256,
-    pub nonce: B256,
-    /// 65-byte EOA signatures are stored normalized to low-s (on-chain ecrecover wrappers
-    /// reject high-s); others are passed as they came to the `bytes` overload.
-    pub signature: Bytes,
-}
-
-impl EvmAuthorization {
-    fn calldata(&self) -> Bytes {
-        if self.signature.len() == 65 {
-            let sig = Signature::from_raw(&self.signature).expect("stored signatures parse");
-            IEip3009::transferWithAuthorization_0Call {
-                from: self.from,
-                to: self.to,
-                value: self.value,
-                validAfter: self.valid_after,
-                validBefore: self.valid_before,
-                nonce: self.nonce,
-                v: 27 + sig.v() as u8,
-                r: sig.r().into(),
-                s: sig.s().into(),
-            }
-            .abi_encode()
-            .into()
-        } else {
-            IEip3009::transferWithAuthorization_1Call {
-                from: self.from,
-                to: self.to,
-                value: self.value,
-                validAfter: self.valid_after,
-                validBefore: self.valid_before,
-                nonce: self.nonce,
-                signature: self.signature.clone(),
-            }
-            .abi_encode()
-            .into()
-        }
-    }
-}
 
 /// What an EIP-3009 payload looks like on the wire.
 #[derive(Debug, Deserialize)]
@@ -920,13 +875,20 @@ impl ChainBackend for EvmBackend {
             payer: auth.from.to_checksum(None),
             pay_to: auth.to.to_checksum(None),
             amount: auth.value.to_string(),
-            valid_before: auth.valid_before.try_into().unwrap_or(u64::MAX),
-            authorization: auth,
+            expires_at: auth.valid_before.try_into().unwrap_or(u64::MAX),
+            scheme_payload: auth.to_payload(),
         })
     }
 
     async fn prepare(&self, verified: &Verified) -> Result<PreparedSettlement, SettleError> {
-        let auth = &verified.authorization;
+        // Nothing is signed yet: a payload that cannot be read can never settle.
+        let auth = &EvmAuthorization::from_payload(&verified.scheme_payload).map_err(|e| {
+            SettleError::Failed {
+                reason: Reason::InvalidExactEvmPayload,
+                message: e.to_string(),
+                transaction: None,
+            }
+        })?;
         let (max_fee, tip) = self.fees().await?;
         let nonce = self.take_nonce().await?;
         let mut tx = TxEip1559 {
@@ -976,7 +938,14 @@ impl ChainBackend for EvmBackend {
             .raw
             .parse()
             .map_err(|_| SettleError::Unavailable("bad prepared transaction".into()))?;
-        let auth = &verified.authorization;
+        // `prepare` read this very payload; should it fail now, the signed transaction may be in
+        // flight all the same (an `Again`), so the claim is kept, never given back.
+        let auth = &EvmAuthorization::from_payload(&verified.scheme_payload).map_err(|e| {
+            SettleError::Pending {
+                transaction: prepared.transaction.clone(),
+                message: e.to_string(),
+            }
+        })?;
         match self.send_raw(&raw).await {
             Sent::Accepted => {}
             Sent::Refused {
