@@ -7,7 +7,7 @@
 //! keys are never shared. Verification needs no key (it simulates from any address), so any lane
 //! verifies.
 //!
-//! May import: verify. The leases themselves (the store) are `settle::leases`' business; this
+//! May import: payments::chain, pricing, x402. The leases themselves (the store) are `settle::leases`' business; this
 //! module only reads the board it writes.
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,5 +1,5 @@
 //! The payment core: every step of taking a payment, as plain async functions over the chain
-//! backends (`verify`), the store and the verification cache. No transport here: the proxy, the
+//! backends (`chain.rs`), the store and the verification cache. No transport here: the proxy, the
 //! management API and the background workers are thin adapters that turn these values into
 //! responses, and there is exactly one implementation of each step.
 //!
@@ -12,7 +12,13 @@
 //! - `rules.rs`: which statuses are charged, and what an unanswered request costs.
 //! - `state.rs`: where a payment stands, and its receipts.
 //!
-//! May import: verify, store, cache, tenants, config, pricing, routes, x402. Never proxy, admin,
+//! The chain seam lives here too: `chain.rs` (trait `ChainBackend` and its chain-neutral value
+//! types), the backends `evm/` (alloy only there) and `fake.rs` (unit tests), and `lanes.rs`
+//! (several settler keys behind one backend). Those import only each other, pricing, config and
+//! x402, never the core, store or cache, so store and cache can use the value types without
+//! reaching a backend.
+//!
+//! May import: store, cache, tenants, config, pricing, routes, x402. Never proxy, admin,
 //! pingora or axum.
 
 pub mod chain;

@@ -19,6 +19,10 @@
 //! 65-byte signatures are EOA signatures and must recover to `from`. Longer signatures are taken
 //! as ERC-1271 smart-wallet signatures and checked by simulating the `bytes` overload. EIP-6492
 //! (counterfactual, undeployed wallets) is refused with a clear reason.
+//!
+//! `payload.rs` carries the verified authorization to settlement as a chain-neutral
+//! `SchemePayload`, the only form that leaves this backend.
+//! May import: payments::chain, pricing, config, x402. alloy is used here and nowhere else.
 
 mod payload;
 
