@@ -17,6 +17,9 @@ use crate::admin::{AdminService, AdminState};
 use crate::cache::VerifyCache;
 use crate::config::{Config, NetworkSigner};
 use crate::metrics::{Metrics, MetricsService};
+use crate::payments::chain::ChainBackends;
+use crate::payments::evm::EvmBackend;
+use crate::payments::lanes::{Lane, LaneBoard, Lanes};
 use crate::payments::Payments;
 use crate::pricing::TenantTerms;
 use crate::proxy::{Gateway, ProxySettings};
@@ -27,9 +30,6 @@ use crate::settle::reconcile::Reconciler;
 use crate::settle::worker::SettlementWorker;
 use crate::store::{LazyStore, Store, TenantRecord};
 use crate::tenants::{KeyAuth, TenantDirectory};
-use crate::verify::evm::EvmVerifier;
-use crate::verify::lanes::{Lane, LaneBoard, Lanes};
-use crate::verify::Verifiers;
 
 /// Process-level options from the command line.
 #[derive(Debug, Default, Clone)]
@@ -63,13 +63,13 @@ pub fn build_server(
 
     let shared_config = Arc::new(config.clone());
     let routes = Arc::new(ArcSwap::from_pointee(RouteTable::build_with(config, terms)));
-    let (verifiers, leased) = build_verifiers(config)?;
+    let (backends, leased) = build_backends(config)?;
     let wakeup = Arc::new(tokio::sync::Notify::new());
     // Each service opens its own pool, in its own runtime (see `LazyStore`).
     let db = || Arc::new(LazyStore::new(&config.database.url));
     let proxy_db = db();
     let payments = Arc::new(Payments {
-        verifiers: verifiers.clone(),
+        backends: backends.clone(),
         tenants: Arc::new(TenantDirectory::new(proxy_db.clone(), config.tiers.clone())),
         store: proxy_db,
         cache: VerifyCache::default(),
@@ -94,7 +94,7 @@ pub fn build_server(
     ));
     let worker = SettlementWorker::new(
         db(),
-        verifiers.clone(),
+        backends.clone(),
         wakeup.clone(),
         metrics.clone(),
         holder,
@@ -103,7 +103,7 @@ pub fn build_server(
         "settlement reconciler",
         Reconciler {
             store: db(),
-            verifiers: verifiers.clone(),
+            backends: backends.clone(),
         },
     ));
     server.add_service(pingora::services::background::background_service(
@@ -129,7 +129,7 @@ pub fn build_server(
                 store: admin_db.clone(),
             }),
             payments: Arc::new(Payments {
-                verifiers,
+                backends,
                 tenants: admin_tenants,
                 store: admin_db,
                 cache: VerifyCache::default(),
@@ -164,8 +164,8 @@ pub fn build_server(
 
 /// One verifier per configured network that this build can verify: for EVM, one lane per
 /// settler key behind `Lanes`, and the networks whose keys the lease keeper must lease.
-pub fn build_verifiers(config: &Config) -> anyhow::Result<(Verifiers, Vec<LeasedNetwork>)> {
-    let mut verifiers = Verifiers::default();
+pub fn build_backends(config: &Config) -> anyhow::Result<(ChainBackends, Vec<LeasedNetwork>)> {
+    let mut backends = ChainBackends::default();
     let mut leased = Vec::new();
     for (network, net) in &config.networks {
         match &net.signer {
@@ -175,7 +175,7 @@ pub fn build_verifiers(config: &Config) -> anyhow::Result<(Verifiers, Vec<Leased
             } => {
                 let mut lanes = Vec::new();
                 for key in settler_keys {
-                    let v = EvmVerifier::new(
+                    let v = EvmBackend::new(
                         network,
                         &net.rpc_url,
                         key.expose(),
@@ -196,7 +196,7 @@ pub fn build_verifiers(config: &Config) -> anyhow::Result<(Verifiers, Vec<Leased
                     settlers: settlers.iter().map(|s| s.to_ascii_lowercase()).collect(),
                     board: board.clone(),
                 });
-                verifiers.insert(
+                backends.insert(
                     network.clone(),
                     Arc::new(Lanes::new(network.to_string(), lanes, board)),
                 );
@@ -206,7 +206,7 @@ pub fn build_verifiers(config: &Config) -> anyhow::Result<(Verifiers, Vec<Leased
             }
         }
     }
-    Ok((verifiers, leased))
+    Ok((backends, leased))
 }
 
 /// Opens the database once at start, so a wrong URL or a failed migration stops the gateway

@@ -3,7 +3,7 @@
 //!
 //! An unpaid request to a priced route gets a 402 challenge (the v2 `PAYMENT-REQUIRED` header and
 //! the v1 JSON body). A paid retry is matched against the route's own requirements, verified
-//! (EVM `exact`/EIP-3009: locally, then one `eth_call`), claimed exactly once in the store, and
+//! (by the network's chain backend; EVM `exact`/EIP-3009: locally, then one `eth_call`), claimed exactly once in the store, and
 //! settled on-chain before, after or deferred from the origin's answer, with a `PAYMENT-RESPONSE`
 //! receipt. Free routes are proxied untouched.
 //!
@@ -20,15 +20,24 @@
 //!              keys before they are stored, logged or shown
 //! routes/      route table: (host, method, normalized path) -> route; path normalization
 //! pricing/     price -> byte-stable PaymentRequirements per route; challenges; proof matching
-//! proxy/       impl ProxyHttp: ctx.rs (per-request state), gate.rs (header decisions as plain
-//!              functions), pay.rs (verify/claim/settle steps as values), respond.rs (the one
-//!              place that writes 402/4xx/5xx, receipts and CORS)
-//! verify/      trait PaymentVerifier; evm.rs: EIP-3009 verification and settlement on alloy
+//! proxy/       impl ProxyHttp, an adapter over payments: ctx.rs (per-request state), gate.rs
+//!              (header decisions as plain functions), respond.rs (the one place that writes
+//!              402/4xx/5xx, receipts and CORS)
+//! payments/    the transport-free payment core: admit (verify via the cache, atomic claim with
+//!              the quota count), settle, enqueue, release, the queued attempt, verify-only and
+//!              transfer lookup; state.rs, rules.rs
+//!   chain.rs   trait ChainBackend and its chain-neutral value types: PaymentKey, Verified with
+//!              an opaque, chain-tagged, versioned SchemePayload; ChainBackends by network
+//!   evm/       the EVM backend (EIP-3009 verification and settlement on alloy); payload.rs:
+//!              EvmAuthorization <-> SchemePayload, every stored layout
+//!   lanes.rs   several settler keys of one network behind one backend, per held lease
+//!   fake.rs    a scripted backend for the core's unit tests (tests.rs)
 //! store/       sqlx over SQLite or Postgres: consume-once claims, settlement ledger, deferred
-//!              queue; LazyStore opens a pool in the runtime that uses it
-//! settle/      settle_claim (sign, record tx hash and bytes, send, record); worker.rs: the
-//!              deferred settlement background service; reconcile.rs: records settlements whose
-//!              outcome was never seen (crash, slow receipt) and re-sends dropped ones
+//!              queue (queue_format.rs: its versioned stored format); LazyStore opens a pool in
+//!              the runtime that uses it
+//! settle/      background services: worker.rs (deferred settlements, one attempt each via
+//!              payments), reconcile.rs (records settlements whose outcome was never seen, re-sends
+//!              dropped ones), leases.rs (settler-key and queue leases)
 //! cache/       moka cache of verification outcomes (never the authority on replay)
 //! tenants/     tenant standing (status, tier, monthly usage) cached briefly; API keys: minting,
 //!              hashing, scoped authentication; constant-time admin credential check
@@ -42,16 +51,20 @@
 //! # Dependency rules
 //!
 //! ```text
-//! main -> app -> { proxy, admin, settle::{worker, reconcile}, routes::reload, metrics }
-//! proxy -> routes, pricing, verify, store, settle, cache, tenants, metrics, x402
-//! admin -> store, tenants, verify, pricing, routes (reload), cache, x402   (never proxy)
-//! tenants -> store, config
-//! settle -> verify, store, metrics     store -> verify (value types)    verify -> pricing, x402
-//! routes -> pricing -> config -> x402; routes::reload -> store    x402 imports nothing internal
-//! pingora stays in app, proxy and the background services; alloy in verify/evm; sqlx in
-//! store; moka in cache, tenants and proxy::limit; axum in admin and metrics; prometheus in
-//! metrics; governor in proxy::limit. alloy-primitives (pure types: addresses, hex) is also
-//! used by config (EIP-55 checksums) and tenants (hex).
+//! main -> app -> { proxy, admin, settle::{worker, reconcile, leases}, routes::reload, metrics }
+//! proxy -> payments, routes, pricing, tenants, metrics, config, x402   (never store or a backend)
+//! admin -> payments, store, tenants, pricing, routes (reload), config, x402   (never proxy)
+//! settle -> payments, store, metrics
+//! payments (core) -> payments::chain, store, cache, tenants, routes, pricing, config, x402
+//! payments::{chain, lanes, evm} -> pricing, config, x402   (never store, cache, proxy, admin)
+//! store -> payments::chain (value types only), x402      cache -> payments::chain, pricing
+//! tenants -> store, config      routes -> pricing -> config -> x402; routes::reload -> store
+//! x402 imports nothing internal
+//! pingora stays in app, proxy and the background services; alloy in payments::evm only; sqlx in
+//! store; moka in
+//! cache, tenants and proxy::limit; axum in admin and metrics; prometheus in metrics; governor
+//! in proxy::limit. alloy-primitives (pure types) is also used by config, for EIP-55 address
+//! checksums.
 //! ```
 
 pub mod admin;
@@ -67,5 +80,4 @@ pub mod routes;
 pub mod settle;
 pub mod store;
 pub mod tenants;
-pub mod verify;
 pub mod x402;

@@ -736,6 +736,109 @@ async fn deferred_settlements_survive_a_restart_and_land_once() {
     drop(gw);
 }
 
+/// A deferred settlement queued by the version whose queue stored the alloy `EvmAuthorization`
+/// in alloy's serde form (stored format 1, before migration 0005) lands after the upgrade: the
+/// row is read as a chain-neutral payment with an `evm` payload of layout 0, and settled once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_settlement_queued_in_the_old_stored_format_lands_after_an_upgrade() {
+    use x402_gate::payments::chain::{PaymentKey, Verified};
+    use x402_gate::payments::evm::EvmAuthorization;
+    use x402_gate::store::ClaimContext;
+    let Durable {
+        chain,
+        up: _up,
+        pay_to,
+        payer,
+        cfg,
+        db_url,
+        _dir,
+    } = durable_setup().await;
+    let gw = Gateway::start_with_db(&cfg, &db_url);
+    let offer = offer(&gw, "/deferred/old").await;
+    drop(gw);
+
+    let auth = Authorization::for_offer(&offer, payer.address());
+    let sig = auth.sign(&payer);
+    let key = json!({
+        "network": offer["network"],
+        "asset": format!("{:#x}", auth.asset),
+        "payer": format!("{:#x}", auth.from),
+        "nonce": format!("{:#x}", auth.nonce),
+    });
+    // The old version's row, field for field as its serde wrote it (uint256 as 0x hex).
+    let format_1 = json!({
+        "key": key,
+        "payer": auth.from.to_checksum(None),
+        "pay_to": auth.to.to_checksum(None),
+        "amount": auth.value.to_string(),
+        "valid_before": auth.valid_before,
+        "authorization": {
+            "chain_id": auth.chain_id,
+            "asset": format!("{:#x}", auth.asset),
+            "from": format!("{:#x}", auth.from),
+            "to": format!("{:#x}", auth.to),
+            "value": format!("{:#x}", auth.value),
+            "valid_after": format!("{:#x}", U256::from(auth.valid_after)),
+            "valid_before": format!("{:#x}", U256::from(auth.valid_before)),
+            "nonce": format!("{:#x}", auth.nonce),
+            "signature": format!("0x{}", alloy::hex::encode(&sig)),
+        }
+    });
+    // Its claim, as the old version made it (the claim's columns did not change).
+    let db = Store::connect(&db_url).await.unwrap();
+    let claimed = Verified {
+        key: serde_json::from_value::<PaymentKey>(key).unwrap(),
+        payer: auth.from.to_checksum(None),
+        pay_to: auth.to.to_checksum(None),
+        amount: auth.value.to_string(),
+        expires_at: auth.valid_before,
+        scheme_payload: EvmAuthorization {
+            chain_id: auth.chain_id,
+            asset: auth.asset,
+            from: auth.from,
+            to: auth.to,
+            value: auth.value,
+            valid_after: U256::from(auth.valid_after),
+            valid_before: U256::from(auth.valid_before),
+            nonce: auth.nonce,
+            signature: sig.clone().into(),
+        }
+        .to_payload(),
+    };
+    let ctx = ClaimContext {
+        tenant: "acme",
+        route: "/deferred/*",
+    };
+    let id = db.claim(&claimed, &ctx, None).await.unwrap().id().unwrap();
+    let raw = sqlx::SqlitePool::connect(&db_url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO settlement_queue (claim_id, verified, status, attempts, next_attempt_at, created_at, updated_at)
+         VALUES (?1, ?2, 'queued', 0, 0, 0, 0)",
+    )
+    .bind(id)
+    .bind(format_1.to_string())
+    .execute(&raw)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE payment_claims SET status = 'queued' WHERE id = ?1")
+        .bind(id)
+        .execute(&raw)
+        .await
+        .unwrap();
+    raw.close().await;
+
+    // The upgraded gateway's worker settles it.
+    let gw = Gateway::start_with_db(&cfg, &db_url);
+    wait_for(|| async { db.ledger(10).await.unwrap().len() == 1 }).await;
+    assert_eq!(chain.balance(pay_to).await, U256::from(PRICE));
+    assert!(chain.authorization_used(payer.address(), auth.nonce).await);
+    assert_eq!(
+        db.claim_status(id).await.unwrap().as_deref(),
+        Some("settled")
+    );
+    drop(gw);
+}
+
 async fn wait_for<F, Fut>(mut cond: F)
 where
     F: FnMut() -> Fut,

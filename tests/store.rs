@@ -4,13 +4,15 @@
 
 use std::sync::Arc;
 
-use alloy::primitives::{Address, Bytes, B256, U256};
+use alloy::primitives::{Bytes, B256, U256};
+use x402_gate::payments::chain::{
+    PaymentKey, PreparedSettlement, SchemePayload, Settlement, Verified,
+};
+use x402_gate::payments::evm::EvmAuthorization;
 use x402_gate::store::{
     day_string, period_of, ApiKeyRecord, Backend, ClaimContext, ClaimOutcome, PaymentFilter,
     QueueStatus, Store, TenantRecord,
 };
-use x402_gate::verify::evm::EvmAuthorization;
-use x402_gate::verify::{PaymentKey, PreparedSettlement, Settlement, Verified};
 
 const CTX: ClaimContext<'static> = ClaimContext {
     tenant: "acme",
@@ -67,39 +69,41 @@ fn rand_suffix() -> String {
     format!("{:x}{:x}", n, std::process::id())
 }
 
+/// The EIP-3009 authorization of the test payment with this nonce.
+fn authorization(nonce: u8) -> EvmAuthorization {
+    EvmAuthorization {
+        chain_id: 84532,
+        asset: "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+            .parse()
+            .unwrap(),
+        from: "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+            .parse()
+            .unwrap(),
+        to: "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
+            .parse()
+            .unwrap(),
+        value: U256::from(10_000),
+        valid_after: U256::ZERO,
+        valid_before: U256::from(4_000_000_000u64),
+        nonce: B256::with_last_byte(nonce),
+        signature: Bytes::from(vec![1u8; 65]),
+    }
+}
+
 fn verified(nonce: u8) -> Verified {
-    let from: Address = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
-        .parse()
-        .unwrap();
-    let to: Address = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
-        .parse()
-        .unwrap();
-    let asset: Address = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
-        .parse()
-        .unwrap();
-    let nonce = B256::with_last_byte(nonce);
+    let auth = authorization(nonce);
     Verified {
         key: PaymentKey {
             network: "eip155:84532".into(),
-            asset: format!("{asset:#x}"),
-            payer: format!("{from:#x}"),
-            nonce: format!("{nonce:#x}"),
+            asset: format!("{:#x}", auth.asset),
+            payer: format!("{:#x}", auth.from),
+            nonce: format!("{:#x}", auth.nonce),
         },
-        payer: from.to_checksum(None),
-        pay_to: to.to_checksum(None),
+        payer: auth.from.to_checksum(None),
+        pay_to: auth.to.to_checksum(None),
         amount: "10000".into(),
-        valid_before: 4_000_000_000,
-        authorization: EvmAuthorization {
-            chain_id: 84532,
-            asset,
-            from,
-            to,
-            value: U256::from(10_000),
-            valid_after: U256::ZERO,
-            valid_before: U256::from(4_000_000_000u64),
-            nonce,
-            signature: Bytes::from(vec![1u8; 65]),
-        },
+        expires_at: 4_000_000_000,
+        scheme_payload: auth.to_payload(),
     }
 }
 
@@ -306,6 +310,67 @@ async fn queue_survives_reopening(url: String) {
     );
 }
 
+/// A deferred settlement queued by the version before stored format 2 (its `verified` JSON held
+/// the alloy `EvmAuthorization` in alloy's serde form) is read back as today's chain-neutral
+/// `Verified`, and the EVM backend parses its payload into the very authorization it was.
+async fn format_1_queue_rows_are_upgraded_on_read(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let v = verified(11);
+    let id = store.claim(&v, &CTX, None).await.unwrap().id().unwrap();
+    // Written as the previous version wrote it: its JSON, its columns (no `format`), its SQL.
+    let format_1 = r#"{"key":{"network":"eip155:84532","asset":"0x5fbdb2315678afecb367f032d93f642f64180aa3","payer":"0x70997970c51812dc3a010c7d01b50e0d17dc79c8","nonce":"0x000000000000000000000000000000000000000000000000000000000000000b"},"payer":"0x70997970C51812dc3A010C7d01b50e0d17dc79C8","pay_to":"0x209693Bc6afc0C5328bA36FaF03C514EF312287C","amount":"10000","valid_before":4000000000,"authorization":{"chain_id":84532,"asset":"0x5fbdb2315678afecb367f032d93f642f64180aa3","from":"0x70997970c51812dc3a010c7d01b50e0d17dc79c8","to":"0x209693bc6afc0c5328ba36faf03c514ef312287c","value":"0x2710","valid_after":"0x0","valid_before":"0xee6b2800","nonce":"0x000000000000000000000000000000000000000000000000000000000000000b","signature":"0x0101010101010101010101010101010101010101010101010101010101010101010101010101010101010101010101010101010101010101010101010101010101"}}"#;
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO settlement_queue (claim_id, verified, status, attempts, next_attempt_at, created_at, updated_at)
+         VALUES ($1, $2, 'queued', 0, 0, 0, 0)",
+    )
+    .bind(id)
+    .bind(format_1)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE payment_claims SET status = 'queued' WHERE id = $1")
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+
+    let due = store.due(10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    let got = &due[0].verified;
+    assert_eq!(
+        got.scheme_payload,
+        SchemePayload {
+            chain: "evm".into(),
+            v: 0,
+            data: serde_json::from_str::<serde_json::Value>(format_1).unwrap()["authorization"]
+                .clone(),
+        }
+    );
+    // Everything but the payload's layout is what today's version would have queued.
+    assert_eq!(
+        Verified {
+            scheme_payload: v.scheme_payload.clone(),
+            ..got.clone()
+        },
+        v
+    );
+    assert_eq!(
+        EvmAuthorization::from_payload(&got.scheme_payload).unwrap(),
+        authorization(11),
+        "the EVM backend settles it as the authorization it was"
+    );
+    // Rows written now are format 2 and read back as they were written.
+    let w = verified(12);
+    let wid = store.claim(&w, &CTX, None).await.unwrap().id().unwrap();
+    store.enqueue(wid, &w).await.unwrap();
+    let due = store.due(10).await.unwrap();
+    assert_eq!(due.len(), 2);
+    assert_eq!(due.iter().find(|d| d.claim_id == wid).unwrap().verified, w);
+}
+
 fn tenant(id: &str) -> TenantRecord {
     TenantRecord {
         id: id.into(),
@@ -429,7 +494,7 @@ async fn quota_admits_exactly_the_limit_under_concurrency(url: String) {
             .count(),
         40
     );
-    let period = period_of(x402_gate::verify::unix_now() as i64);
+    let period = period_of(x402_gate::payments::chain::unix_now() as i64);
     assert_eq!(a.usage("acme", &period).await.unwrap(), 10);
     // A refused claim left no row behind: the same proof can pay once there is room.
     assert_eq!(a.count_claims("claimed").await.unwrap(), 10);
@@ -490,7 +555,7 @@ async fn revenue_and_daily_series(store: Store) {
     assert_eq!(days[0].payments, 3);
     assert_eq!(
         days[0].day,
-        day_string(x402_gate::verify::unix_now() as i64 / 86_400)
+        day_string(x402_gate::payments::chain::unix_now() as i64 / 86_400)
     );
     let page = store
         .payments(&PaymentFilter {
@@ -523,7 +588,7 @@ async fn revenue_and_daily_series(store: Store) {
 }
 
 fn now() -> u64 {
-    x402_gate::verify::unix_now()
+    x402_gate::payments::chain::unix_now()
 }
 
 /// Settler keys and queue items are leased: one holder at a time, taken over only once the
@@ -640,6 +705,9 @@ async fn run(name: &str, url: String) {
             revenue_and_daily_series(Store::connect(&url).await.unwrap()).await
         }
         "leases_have_one_holder" => leases_have_one_holder(url).await,
+        "format_1_queue_rows_are_upgraded_on_read" => {
+            format_1_queue_rows_are_upgraded_on_read(url).await
+        }
         other => panic!("unknown test {other}"),
     }
 }
@@ -652,5 +720,6 @@ on_both_backends!(
     tenants_keys_and_transactions,
     quota_admits_exactly_the_limit_under_concurrency,
     revenue_and_daily_series,
-    leases_have_one_holder
+    leases_have_one_holder,
+    format_1_queue_rows_are_upgraded_on_read
 );

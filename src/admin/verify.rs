@@ -10,9 +10,9 @@ use axum::Json;
 
 use super::extract::{needs, AuthedBody, Body, TenantKey};
 use super::*;
+use crate::payments::chain::VerifyError;
 use crate::payments::{self, TenantCheck, TransferCheck};
 use crate::pricing::{requirement_eq, Offer};
-use crate::verify::VerifyError;
 use crate::x402::{self, AtomicAmount, Network, PaymentProof, PaymentRequirements};
 
 fn invalid(e: VerifyError) -> ApiResult<Json<VerifyResult>> {

@@ -2,7 +2,7 @@
 //! the RPC round trip of verification; the store's claim still decides whether a proof is served.
 //! A proof whose claim was released or whose settlement failed is forgotten here, so presenting it
 //! again is checked on-chain again (the payer may have spent or cancelled it meanwhile).
-//! May import: verify (value types), pricing, x402.
+//! May import: payments::chain (value types only, never a backend), pricing, x402.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,8 +10,8 @@ use std::time::Duration;
 use moka::future::Cache;
 use sha2::{Digest, Sha256};
 
+use crate::payments::chain::{unix_now, Verified, VerifyError};
 use crate::pricing::Offer;
-use crate::verify::{unix_now, Verified, VerifyError};
 
 /// How long a successful verification is reused. Short: the payer can move funds meanwhile, and
 /// settlement re-checks on-chain anyway.
@@ -58,7 +58,7 @@ impl VerifyCache {
     /// A remembered outcome. A valid one is only returned while the authorization has time left.
     pub async fn get(&self, key: &[u8; 32]) -> Option<Result<Arc<Verified>, VerifyError>> {
         if let Some(v) = self.valid.get(key).await {
-            if v.valid_before >= unix_now() + 6 {
+            if v.expires_at >= unix_now() + 6 {
                 return Some(Ok(v));
             }
             self.valid.invalidate(key).await;

@@ -4,10 +4,10 @@
 use super::state::{PaymentState, Stage};
 use super::verify_only::verify_cached;
 use super::{release, Payments, Rejection};
+use crate::payments::chain::VerifyError;
 use crate::pricing::Offer;
 use crate::routes::Route;
 use crate::store::{ClaimContext, ClaimOutcome};
-use crate::verify::VerifyError;
 use crate::x402::{PaymentProof, Reason};
 
 /// The outcome of presenting a matched proof.
@@ -32,7 +32,7 @@ pub async fn admit(
     receipt_header: &'static str,
     limit: Option<i64>,
 ) -> Admission {
-    let Some(verifier) = payments.verifiers.get(&offer.network) else {
+    let Some(verifier) = payments.backends.get(&offer.network) else {
         return Admission::Rejected(Rejection::new(
             Reason::UnexpectedVerifyError,
             format!("payments on {} are not verifiable here", offer.network),
@@ -112,7 +112,7 @@ pub const MAX_UNSETTLED_PER_PAYER: usize = 64;
 /// is unsettled, or settled since (its transfer may have spent what the simulation saw).
 async fn guard_overdraw(
     payments: &Payments,
-    verifier: &dyn crate::verify::PaymentVerifier,
+    verifier: &dyn crate::payments::chain::ChainBackend,
     store: &crate::store::Store,
     mut state: Box<PaymentState>,
     checked_at: i64,
@@ -160,8 +160,8 @@ async fn guard_overdraw(
 
 /// One balance lookup: `None` when the payer's balance covers what it owes, or the refusal.
 async fn balance_covers(
-    verifier: &dyn crate::verify::PaymentVerifier,
-    key: &crate::verify::PaymentKey,
+    verifier: &dyn crate::payments::chain::ChainBackend,
+    key: &crate::payments::chain::PaymentKey,
     owed: u128,
 ) -> Result<Option<Rejection>, String> {
     match verifier.balance_of(&key.asset, &key.payer).await {

@@ -9,16 +9,21 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use alloy::primitives::{Address, Bytes, B256, U256};
 use async_trait::async_trait;
 
+use crate::payments::chain::*;
 use crate::pricing::Offer;
-use crate::verify::evm::EvmAuthorization;
-use crate::verify::*;
 use crate::x402::PaymentProof;
 
 pub const PAYER: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
+pub const PAY_TO: &str = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C";
+pub const ASSET: &str = "0x036cbd53842c5426634e7929541ec2318f3dcf7e";
 pub const AMOUNT: u128 = 10_000;
+
+/// A 32-byte value with `n` as its last byte, as 0x hex (a nonce or a transaction hash).
+fn hex32(n: u8) -> String {
+    format!("0x{n:064x}")
+}
 
 #[derive(Default)]
 pub struct FakeChain {
@@ -37,42 +42,29 @@ pub struct FakeChain {
 
 impl FakeChain {
     pub fn verified(nonce: u8) -> Verified {
-        let from: Address = PAYER.parse().unwrap();
-        let to: Address = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
-            .parse()
-            .unwrap();
-        let asset: Address = "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
-            .parse()
-            .unwrap();
-        let nonce = B256::with_last_byte(nonce);
         Verified {
             key: PaymentKey {
                 network: "eip155:84532".into(),
-                asset: format!("{asset:#x}"),
-                payer: format!("{from:#x}"),
-                nonce: format!("{nonce:#x}"),
+                asset: ASSET.into(),
+                payer: PAYER.to_ascii_lowercase(),
+                nonce: hex32(nonce),
             },
-            payer: from.to_checksum(None),
-            pay_to: to.to_checksum(None),
+            payer: PAYER.into(),
+            pay_to: PAY_TO.into(),
             amount: AMOUNT.to_string(),
-            valid_before: 4_000_000_000,
-            authorization: EvmAuthorization {
-                chain_id: 84532,
-                asset,
-                from,
-                to,
-                value: U256::from(AMOUNT),
-                valid_after: U256::ZERO,
-                valid_before: U256::from(4_000_000_000u64),
-                nonce,
-                signature: Bytes::from(vec![1u8; 65]),
+            expires_at: 4_000_000_000,
+            // Opaque to the core: nothing but this fake reads it.
+            scheme_payload: SchemePayload {
+                chain: "fake".into(),
+                v: 1,
+                data: serde_json::json!({ "nonce": nonce }),
             },
         }
     }
 }
 
 #[async_trait]
-impl PaymentVerifier for FakeChain {
+impl ChainBackend for FakeChain {
     async fn verify(&self, _offer: &Offer, proof: &PaymentProof) -> Result<Verified, VerifyError> {
         self.verifications.fetch_add(1, Ordering::SeqCst);
         if let Some(e) = self.verify_errors.lock().unwrap().pop_front() {
@@ -99,7 +91,7 @@ impl PaymentVerifier for FakeChain {
     async fn prepare(&self, _verified: &Verified) -> Result<PreparedSettlement, SettleError> {
         let n = self.prepared.fetch_add(1, Ordering::SeqCst) + 1;
         Ok(PreparedSettlement {
-            transaction: format!("{:#x}", B256::with_last_byte(n as u8)),
+            transaction: hex32(n as u8),
             raw: "0x00".into(),
             settler: String::new(),
             nonce: Some(n),

@@ -1,5 +1,5 @@
 //! The payment core: every step of taking a payment, as plain async functions over the chain
-//! backends (`verify`), the store and the verification cache. No transport here: the proxy, the
+//! backends (`chain.rs`), the store and the verification cache. No transport here: the proxy, the
 //! management API and the background workers are thin adapters that turn these values into
 //! responses, and there is exactly one implementation of each step.
 //!
@@ -12,8 +12,18 @@
 //! - `rules.rs`: which statuses are charged, and what an unanswered request costs.
 //! - `state.rs`: where a payment stands, and its receipts.
 //!
-//! May import: verify, store, cache, tenants, config, pricing, routes, x402. Never proxy, admin,
+//! The chain seam lives here too: `chain.rs` (trait `ChainBackend` and its chain-neutral value
+//! types), the backends `evm/` (alloy only there) and `fake.rs` (unit tests), and `lanes.rs`
+//! (several settler keys behind one backend). Those import only each other, pricing, config and
+//! x402, never the core, store or cache, so store and cache can use the value types without
+//! reaching a backend.
+//!
+//! May import: store, cache, tenants, config, pricing, routes, x402. Never proxy, admin,
 //! pingora or axum.
+
+pub mod chain;
+pub mod evm;
+pub mod lanes;
 
 mod admit;
 mod queued;
@@ -32,9 +42,9 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use crate::cache::VerifyCache;
+use crate::payments::chain::ChainBackends;
 use crate::store::LazyStore;
 use crate::tenants::TenantDirectory;
-use crate::verify::Verifiers;
 use crate::x402::Reason;
 
 pub use admit::{admit, route_name, Admission, MAX_UNSETTLED_PER_PAYER};
@@ -49,7 +59,7 @@ pub use verify_only::{
 
 /// Everything the payment steps need: the chain backends, the tenants, the store, the cache.
 pub struct Payments {
-    pub verifiers: Verifiers,
+    pub backends: ChainBackends,
     pub tenants: Arc<TenantDirectory>,
     pub store: Arc<LazyStore>,
     pub cache: VerifyCache,

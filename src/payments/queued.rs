@@ -5,8 +5,8 @@
 //! transaction's outcome is unknown: that one is sent again until it lands or its authorization
 //! has expired, never abandoned while it might still move the money.
 
+use crate::payments::chain::{unix_now, Attempt, ChainBackends, SettleError};
 use crate::store::{ClaimContext, QueueStatus, QueuedSettlement, Store};
-use crate::verify::{unix_now, Attempt, SettleError, Verifiers};
 
 const MAX_ATTEMPTS: i64 = 8;
 
@@ -35,7 +35,7 @@ impl QueuedOutcome {
 /// Attempts one queued settlement: settles it, fails it for good, or schedules another attempt.
 pub async fn settle_queued(
     store: &Store,
-    verifiers: &Verifiers,
+    backends: &ChainBackends,
     item: QueuedSettlement,
 ) -> QueuedOutcome {
     let id = item.claim_id;
@@ -44,7 +44,7 @@ pub async fn settle_queued(
         tenant: &item.tenant,
         route: &item.route,
     };
-    let Some(verifier) = verifiers.get_str(&v.key.network) else {
+    let Some(verifier) = backends.get_str(&v.key.network) else {
         let why = format!("no verifier for {}", v.key.network);
         let _ = store.mark_failed(id, &why).await;
         let _ = store
@@ -56,7 +56,7 @@ pub async fn settle_queued(
         // Sent before (by an earlier attempt or an earlier life of the gateway): send it again.
         Some(p) => (p.clone(), Attempt::Again),
         None => {
-            if v.valid_before <= unix_now() {
+            if v.expires_at <= unix_now() {
                 let why = "the authorization expired before it could be settled";
                 let _ = store.mark_failed(id, why).await;
                 let _ = store.queue_finish(id, QueueStatus::Failed, Some(why)).await;
@@ -125,7 +125,7 @@ const EXPIRY_MARGIN: u64 = 60;
 async fn retry(store: &Store, item: &QueuedSettlement, error: &str, next: Retry) -> QueuedOutcome {
     let attempts = item.attempts + 1;
     let in_flight =
-        next == Retry::SameTransaction && unix_now() <= item.verified.valid_before + EXPIRY_MARGIN;
+        next == Retry::SameTransaction && unix_now() <= item.verified.expires_at + EXPIRY_MARGIN;
     if attempts >= MAX_ATTEMPTS && !in_flight {
         let why = format!("gave up after {attempts} attempts: {error}");
         let _ = store.mark_failed(item.claim_id, &why).await;

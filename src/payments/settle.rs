@@ -12,12 +12,12 @@ use std::sync::Arc;
 
 use super::state::{PaymentState, SettleOutcome, Stage};
 use super::Payments;
+use crate::payments::chain::{Attempt, ChainBackend, SettleError, Settlement, Verified};
 use crate::store::{ClaimContext, Store};
-use crate::verify::{Attempt, PaymentVerifier, SettleError, Settlement, Verified};
 
 /// Settles an admitted payment now.
 pub async fn settle(payments: &Payments, state: &mut PaymentState) -> SettleOutcome {
-    let Some(verifier) = payments.verifiers.get_str(&state.network) else {
+    let Some(verifier) = payments.backends.get_str(&state.network) else {
         return SettleOutcome::Unavailable(format!("no verifier for {}", state.network));
     };
     let store = match payments.store.get().await {
@@ -153,7 +153,7 @@ async fn finish_detached(
 
 /// Settles one claimed payment now and records it in the ledger.
 pub async fn settle_claim(
-    verifier: &dyn PaymentVerifier,
+    verifier: &dyn ChainBackend,
     store: &Store,
     claim_id: i64,
     verified: &Verified,

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use crate::config::SettlePolicy;
+use crate::payments::chain::{Settlement, Verified};
 use crate::store::ClaimContext;
-use crate::verify::{Settlement, Verified};
 use crate::x402::SettlementResponse;
 
 /// Where a claimed payment stands.

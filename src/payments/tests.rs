@@ -11,9 +11,9 @@ use tokio::sync::Notify;
 use super::fake::{FakeChain, AMOUNT};
 use super::*;
 use crate::config::Config;
+use crate::payments::chain::{SettleError, VerifyError};
 use crate::routes::{Route, RouteTable};
 use crate::store::{LazyStore, Store, TenantRecord};
-use crate::verify::{SettleError, VerifyError};
 use crate::x402::{PaymentPayloadV1, PaymentProof};
 
 struct Pipeline {
@@ -69,10 +69,10 @@ price = "$0.01"
             .await
             .unwrap();
         let chain = Arc::new(FakeChain::default());
-        let mut verifiers = crate::verify::Verifiers::default();
-        verifiers.insert("eip155:84532".parse().unwrap(), chain.clone());
+        let mut backends = crate::payments::chain::ChainBackends::default();
+        backends.insert("eip155:84532".parse().unwrap(), chain.clone());
         let payments = Arc::new(Payments {
-            verifiers,
+            backends,
             tenants: Arc::new(crate::tenants::TenantDirectory::new(
                 store.clone(),
                 config.tiers.clone(),

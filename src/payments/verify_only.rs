@@ -6,9 +6,9 @@ use std::sync::Arc;
 use super::Payments;
 use crate::cache::VerifyCache;
 use crate::config::AssetConfig;
+use crate::payments::chain::{ChainBackend, TransferFacts, Verified, VerifyError};
 use crate::pricing::Offer;
 use crate::store::{period_of, TransactionUse};
-use crate::verify::{PaymentVerifier, TransferFacts, Verified, VerifyError};
 use crate::x402::{Network, PaymentProof, Reason};
 
 /// A verification outcome, and whether it came from the cache.
@@ -34,7 +34,7 @@ pub async fn verify_only(
     proof: &PaymentProof,
     raw: &[u8],
 ) -> Verification {
-    let Some(verifier) = payments.verifiers.get(&offer.network) else {
+    let Some(verifier) = payments.backends.get(&offer.network) else {
         return Verification {
             outcome: Err(VerifyError::invalid(
                 Reason::UnexpectedVerifyError,
@@ -50,7 +50,7 @@ pub async fn verify_only(
 
 pub(super) async fn verify_cached(
     payments: &Payments,
-    verifier: &dyn PaymentVerifier,
+    verifier: &dyn ChainBackend,
     offer: &Offer,
     proof: &PaymentProof,
     raw: &[u8],
@@ -172,7 +172,7 @@ pub async fn verify_transfer_for_tenant(
         min_amount,
         assets,
     } = transfer;
-    let Some(verifier) = payments.verifiers.get(network) else {
+    let Some(verifier) = payments.backends.get(network) else {
         return TransferCheck::Invalid(VerifyError::invalid(
             Reason::UnexpectedVerifyError,
             format!("transactions on {network} are not verifiable here"),

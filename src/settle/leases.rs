@@ -18,8 +18,8 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
+use crate::payments::lanes::LaneBoard;
 use crate::store::{Backend, LazyStore, Store};
-use crate::verify::lanes::LaneBoard;
 
 /// How long a lease lasts without renewal.
 pub const LEASE_SECONDS: i64 = 15;
@@ -130,7 +130,7 @@ impl LeaseKeeper {
         i: usize,
     ) -> Result<bool, crate::store::StoreError> {
         let asked = Instant::now();
-        let expires = crate::verify::unix_now() as i64 + LEASE_SECONDS;
+        let expires = crate::payments::chain::unix_now() as i64 + LEASE_SECONDS;
         let ok = store
             .lease_settler(&n.network, &n.settlers[i], &self.holder, expires)
             .await?;

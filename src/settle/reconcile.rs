@@ -16,8 +16,8 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
+use crate::payments::chain::{unix_now, ChainBackend, ChainBackends, Resent, TxOutcome};
 use crate::store::{LazyStore, SettlingClaim, Store};
-use crate::verify::{unix_now, PaymentVerifier, Resent, TxOutcome, Verifiers};
 
 const INTERVAL: Duration = Duration::from_secs(15);
 /// Longer than a request waits for a receipt (60 s) and re-signs once, so in-flight settlements
@@ -31,7 +31,7 @@ const EXPIRY_MARGIN: i64 = 60;
 
 pub struct Reconciler {
     pub store: Arc<LazyStore>,
-    pub verifiers: Verifiers,
+    pub backends: ChainBackends,
 }
 
 impl Reconciler {
@@ -48,7 +48,7 @@ impl Reconciler {
         let mut resolved = 0;
         let mut resent = Vec::new();
         for c in claims {
-            let Some(verifier) = self.verifiers.get_str(&c.network) else {
+            let Some(verifier) = self.backends.get_str(&c.network) else {
                 continue;
             };
             match resolve(store, verifier.as_ref(), &c, true).await {
@@ -60,7 +60,7 @@ impl Reconciler {
         if !resent.is_empty() {
             tokio::time::sleep(RESENT_SETTLE).await;
             for c in resent {
-                if let Some(verifier) = self.verifiers.get_str(&c.network) {
+                if let Some(verifier) = self.backends.get_str(&c.network) {
                     if resolve(store, verifier.as_ref(), &c, false).await == Step::Resolved {
                         resolved += 1;
                     }
@@ -85,7 +85,7 @@ enum Step {
 /// mined again when `resend` and its authorization can still settle.
 async fn resolve(
     store: &Store,
-    verifier: &dyn PaymentVerifier,
+    verifier: &dyn ChainBackend,
     c: &SettlingClaim,
     resend: bool,
 ) -> Step {

@@ -12,9 +12,9 @@ use pingora::services::background::BackgroundService;
 use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
+use crate::payments::chain::{unix_now, ChainBackends};
 use crate::payments::settle_queued;
 use crate::store::{LazyStore, Store};
-use crate::verify::{unix_now, Verifiers};
 
 const BATCH: i64 = 64;
 /// Settlements in flight at once; the settler's nonce lock serializes their broadcast anyway.
@@ -26,7 +26,7 @@ const ITEM_LEASE_SECONDS: i64 = 180;
 
 pub struct SettlementWorker {
     pub store: Arc<LazyStore>,
-    pub verifiers: Verifiers,
+    pub backends: ChainBackends,
     /// Rung by the proxy when it queues a settlement, so the worker starts at once.
     pub wakeup: Arc<Notify>,
     /// Claims being settled right now: each item runs as its own task (one waiting a minute
@@ -40,14 +40,14 @@ pub struct SettlementWorker {
 impl SettlementWorker {
     pub fn new(
         store: Arc<LazyStore>,
-        verifiers: Verifiers,
+        backends: ChainBackends,
         wakeup: Arc<Notify>,
         metrics: Arc<Metrics>,
         holder: String,
     ) -> Self {
         SettlementWorker {
             store,
-            verifiers,
+            backends,
             wakeup,
             in_flight: Default::default(),
             metrics,
@@ -97,7 +97,7 @@ impl SettlementWorker {
             }
             started += 1;
             let store = store.clone();
-            let verifiers = self.verifiers.clone();
+            let backends = self.backends.clone();
             let in_flight = self.in_flight.clone();
             let wakeup = self.wakeup.clone();
             let metrics = self.metrics.clone();
@@ -105,7 +105,7 @@ impl SettlementWorker {
                 let id = item.claim_id;
                 let network = item.verified.key.network.clone();
                 let started = std::time::Instant::now();
-                if let Some(outcome) = settle_queued(&store, &verifiers, item).await.label() {
+                if let Some(outcome) = settle_queued(&store, &backends, item).await.label() {
                     metrics
                         .settlements
                         .with_label_values(&[&network, "deferred", outcome])

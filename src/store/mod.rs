@@ -5,9 +5,11 @@
 //! state). Every statement is in the SQL both speak (`ON CONFLICT`, `RETURNING`, `$n`
 //! parameters); only the migrations differ, in `migrations/sqlite` and `migrations/postgres`.
 //! The store is the authority on replay: caches may answer "valid", only a claim here admits.
-//! May import: verify (its value types), x402.
+//! The deferred queue's stored format is versioned: `queue_format.rs`.
+//! May import: payments::chain (the chain-neutral value types, never a chain backend), x402.
 
 mod leases;
+pub mod queue_format;
 mod tenants;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -18,7 +20,7 @@ pub use tenants::{
     RevenueLine, TenantRecord, TransactionUse,
 };
 
-use crate::verify::{PreparedSettlement, Settlement, Verified};
+use crate::payments::chain::{PreparedSettlement, Settlement, Verified};
 use crate::x402::redact;
 
 /// The reason code stored with a released claim's text when the text brings none of its own.
@@ -186,7 +188,7 @@ pub struct ClaimContext<'a> {
 }
 
 pub(crate) fn now() -> i64 {
-    crate::verify::unix_now() as i64
+    crate::payments::chain::unix_now() as i64
 }
 
 impl Store {
@@ -256,7 +258,7 @@ impl Store {
         .bind(ctx.tenant)
         .bind(ctx.route)
         .bind(&v.amount)
-        .bind(v.valid_before.min(i64::MAX as u64) as i64)
+        .bind(v.expires_at.min(i64::MAX as u64) as i64)
         .bind(t)
         .bind(&period)
         .fetch_optional(&mut *tx)
@@ -556,15 +558,16 @@ impl Store {
     /// Queues a deferred settlement; durable once this returns.
     pub async fn enqueue(&self, claim_id: i64, v: &Verified) -> Result<(), StoreError> {
         let t = now();
-        let json = serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let json = queue_format::encode(v)?;
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO settlement_queue (claim_id, verified, status, attempts, next_attempt_at, created_at, updated_at)
-             VALUES ($1, $2, 'queued', 0, $3, $3, $3)
+            "INSERT INTO settlement_queue (claim_id, verified, format, status, attempts, next_attempt_at, created_at, updated_at)
+             VALUES ($1, $2, $3, 'queued', 0, $4, $4, $4)
              ON CONFLICT (claim_id) DO NOTHING",
         )
         .bind(claim_id)
         .bind(json)
+        .bind(queue_format::CURRENT)
         .bind(t)
         .execute(&mut *tx)
         .await?;
@@ -580,7 +583,7 @@ impl Store {
     /// Deferred settlements due now, oldest first.
     pub async fn due(&self, limit: i64) -> Result<Vec<QueuedSettlement>, StoreError> {
         let rows = sqlx::query(
-            "SELECT q.claim_id, q.verified, q.attempts, q.prepared, c.tenant, c.route
+            "SELECT q.claim_id, q.verified, q.attempts, q.prepared, c.tenant, c.route, q.format
              FROM settlement_queue q JOIN payment_claims c ON c.id = q.claim_id
              WHERE q.status = 'queued' AND q.next_attempt_at <= $1
              ORDER BY q.next_attempt_at, q.claim_id
@@ -704,8 +707,7 @@ fn queued_from_row(r: &AnyRow) -> Result<QueuedSettlement, StoreError> {
     let prepared: Option<String> = r.get(3);
     Ok(QueuedSettlement {
         claim_id: r.get(0),
-        verified: serde_json::from_str(&verified)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        verified: queue_format::decode(r.get(6), &verified)?,
         attempts: r.get(2),
         prepared: prepared
             .map(|p| serde_json::from_str(&p))

@@ -125,11 +125,22 @@ pub struct MintedKey {
 fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf).expect("the OS random source is available");
-    alloy_primitives::hex::encode(buf)
+    hex(&buf)
 }
 
 pub fn hash_key(secret: &str) -> String {
-    alloy_primitives::hex::encode(Sha256::digest(secret.as_bytes()))
+    hex(&Sha256::digest(secret.as_bytes()))
+}
+
+/// Lower-case hex, without a prefix.
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Mints a key for `tenant` with `scopes`, expiring at `expires_at` (Unix seconds) if given.

@@ -28,7 +28,7 @@ use axum::Router;
 use base64::Engine;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use x402_gate::verify::evm::{sign_authorization, token_domain, TransferWithAuthorization};
+use x402_gate::payments::evm::{sign_authorization, token_domain, TransferWithAuthorization};
 
 pub const CHAIN_ID: u64 = 84532;
 pub const TOKEN_NAME: &str = "USD Coin";
@@ -79,7 +79,7 @@ pub fn new_signer() -> PrivateKeySigner {
 }
 
 pub fn now() -> u64 {
-    x402_gate::verify::unix_now()
+    x402_gate::payments::chain::unix_now()
 }
 
 /// What the proxy does to a request of one JSON-RPC method while a fault is set for it.

@@ -19,6 +19,14 @@
 //! 65-byte signatures are EOA signatures and must recover to `from`. Longer signatures are taken
 //! as ERC-1271 smart-wallet signatures and checked by simulating the `bytes` overload. EIP-6492
 //! (counterfactual, undeployed wallets) is refused with a clear reason.
+//!
+//! `payload.rs` carries the verified authorization to settlement as a chain-neutral
+//! `SchemePayload`, the only form that leaves this backend.
+//! May import: payments::chain, pricing, config, x402. alloy is used here and nowhere else.
+
+mod payload;
+
+pub use payload::{EvmAuthorization, PayloadError, CHAIN, PAYLOAD_VERSION};
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -37,11 +45,11 @@ use alloy::sol_types::{Eip712Domain, SolCall, SolEvent, SolStruct};
 use alloy::transports::http::reqwest;
 use alloy::transports::{RpcError, TransportErrorKind};
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use super::{
-    unix_now, Attempt, PaymentKey, PaymentVerifier, PreparedSettlement, Resent, SettleError,
-    Settlement, Verified, VerifyError,
+use crate::payments::chain::{
+    unix_now, Attempt, ChainBackend, PaymentKey, PreparedSettlement, Resent, SettleError,
+    Settlement, TransferFacts, TxOutcome, Verified, VerifyError,
 };
 use crate::pricing::Offer;
 use crate::x402::{PaymentProof, Reason};
@@ -84,55 +92,6 @@ const RECEIPT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a sent transaction may go without a receipt before its bytes are sent again: a few
 /// blocks on the chains we serve, so a healthy node just answers "already known".
 const RESEND_EVERY: Duration = Duration::from_secs(3);
-
-/// The EIP-3009 authorization of a verified payment, as settlement needs it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EvmAuthorization {
-    pub chain_id: u64,
-    pub asset: Address,
-    pub from: Address,
-    pub to: Address,
-    pub value: U256,
-    pub valid_after: U256,
-    pub valid_before: U256,
-    pub nonce: B256,
-    /// 65-byte EOA signatures are stored normalized to low-s (on-chain ecrecover wrappers
-    /// reject high-s); others are passed as they came to the `bytes` overload.
-    pub signature: Bytes,
-}
-
-impl EvmAuthorization {
-    fn calldata(&self) -> Bytes {
-        if self.signature.len() == 65 {
-            let sig = Signature::from_raw(&self.signature).expect("stored signatures parse");
-            IEip3009::transferWithAuthorization_0Call {
-                from: self.from,
-                to: self.to,
-                value: self.value,
-                validAfter: self.valid_after,
-                validBefore: self.valid_before,
-                nonce: self.nonce,
-                v: 27 + sig.v() as u8,
-                r: sig.r().into(),
-                s: sig.s().into(),
-            }
-            .abi_encode()
-            .into()
-        } else {
-            IEip3009::transferWithAuthorization_1Call {
-                from: self.from,
-                to: self.to,
-                value: self.value,
-                validAfter: self.valid_after,
-                validBefore: self.valid_before,
-                nonce: self.nonce,
-                signature: self.signature.clone(),
-            }
-            .abi_encode()
-            .into()
-        }
-    }
-}
 
 /// What an EIP-3009 payload looks like on the wire.
 #[derive(Debug, Deserialize)]
@@ -270,7 +229,7 @@ fn classify_refusal(message: &str) -> Sent {
     }
 }
 
-pub struct EvmVerifier {
+pub struct EvmBackend {
     chain_id: u64,
     network: String,
     provider: RootProvider,
@@ -294,7 +253,7 @@ pub enum EvmSetupError {
     Client(String),
 }
 
-impl EvmVerifier {
+impl EvmBackend {
     pub fn new(
         network: &crate::x402::Network,
         rpc_url: &str,
@@ -316,7 +275,7 @@ impl EvmVerifier {
             .connect_timeout(rpc_timeout)
             .build()
             .map_err(|e| EvmSetupError::Client(e.to_string()))?;
-        Ok(EvmVerifier {
+        Ok(EvmBackend {
             chain_id,
             network: network.to_string(),
             provider: RootProvider::new(RpcClient::new_http_with_client(http, url)),
@@ -769,14 +728,14 @@ fn revert_text(e: &RpcError<TransportErrorKind>) -> Option<String> {
 }
 
 #[async_trait]
-impl PaymentVerifier for EvmVerifier {
+impl ChainBackend for EvmBackend {
     async fn settlement_outcome(
         &self,
         tx_hash: &str,
         asset: &str,
         from: &str,
         value: &str,
-    ) -> Result<super::TxOutcome, VerifyError> {
+    ) -> Result<TxOutcome, VerifyError> {
         let bad = |what: &str| VerifyError::Unavailable(format!("stored {what} does not parse"));
         let hash: B256 = tx_hash.parse().map_err(|_| bad("tx hash"))?;
         let asset: Address = asset.parse().map_err(|_| bad("asset"))?;
@@ -784,7 +743,7 @@ impl PaymentVerifier for EvmVerifier {
         let value = U256::from_str_radix(value, 10).map_err(|_| bad("amount"))?;
         let receipt = match self.provider.get_transaction_receipt(hash).await {
             Ok(Some(r)) => r,
-            Ok(None) => return Ok(super::TxOutcome::NotFound),
+            Ok(None) => return Ok(TxOutcome::NotFound),
             Err(e) => {
                 return Err(VerifyError::Unavailable(scrub(&format!(
                     "{}: {e}",
@@ -793,7 +752,7 @@ impl PaymentVerifier for EvmVerifier {
             }
         };
         if !receipt.status() {
-            return Ok(super::TxOutcome::Failed(
+            return Ok(TxOutcome::Failed(
                 "the settlement transaction reverted".into(),
             ));
         }
@@ -804,7 +763,7 @@ impl PaymentVerifier for EvmVerifier {
                 .filter(|t| t.from == from && t.value == value)
         });
         Ok(match transfer {
-            Some(t) => super::TxOutcome::Landed {
+            Some(t) => TxOutcome::Landed {
                 settlement: Settlement {
                     transaction: hash.to_string(),
                     block_number: receipt.block_number.unwrap_or_default(),
@@ -813,9 +772,7 @@ impl PaymentVerifier for EvmVerifier {
                 },
                 pay_to: t.to.to_checksum(None),
             },
-            None => {
-                super::TxOutcome::Failed("the transaction has no matching Transfer event".into())
-            }
+            None => TxOutcome::Failed("the transaction has no matching Transfer event".into()),
         })
     }
 
@@ -825,7 +782,7 @@ impl PaymentVerifier for EvmVerifier {
         recipient: &str,
         min_amount: u128,
         assets: &[crate::config::AssetConfig],
-    ) -> Result<super::TransferFacts, VerifyError> {
+    ) -> Result<TransferFacts, VerifyError> {
         let hash: B256 = tx_hash
             .parse()
             .map_err(|_| bad_payload(format!("`{tx_hash}` is not a transaction hash")))?;
@@ -893,7 +850,7 @@ impl PaymentVerifier for EvmVerifier {
                 format!("{confirmations} of {} confirmations", self.confirmations),
             ));
         }
-        Ok(super::TransferFacts {
+        Ok(TransferFacts {
             transaction: hash.to_string(),
             network: self.network.clone(),
             payer: from.to_checksum(None),
@@ -922,13 +879,20 @@ impl PaymentVerifier for EvmVerifier {
             payer: auth.from.to_checksum(None),
             pay_to: auth.to.to_checksum(None),
             amount: auth.value.to_string(),
-            valid_before: auth.valid_before.try_into().unwrap_or(u64::MAX),
-            authorization: auth,
+            expires_at: auth.valid_before.try_into().unwrap_or(u64::MAX),
+            scheme_payload: auth.to_payload(),
         })
     }
 
     async fn prepare(&self, verified: &Verified) -> Result<PreparedSettlement, SettleError> {
-        let auth = &verified.authorization;
+        // Nothing is signed yet: a payload that cannot be read can never settle.
+        let auth = &EvmAuthorization::from_payload(&verified.scheme_payload).map_err(|e| {
+            SettleError::Failed {
+                reason: Reason::InvalidExactEvmPayload,
+                message: e.to_string(),
+                transaction: None,
+            }
+        })?;
         let (max_fee, tip) = self.fees().await?;
         let nonce = self.take_nonce().await?;
         let mut tx = TxEip1559 {
@@ -978,7 +942,14 @@ impl PaymentVerifier for EvmVerifier {
             .raw
             .parse()
             .map_err(|_| SettleError::Unavailable("bad prepared transaction".into()))?;
-        let auth = &verified.authorization;
+        // `prepare` read this very payload; should it fail now, the signed transaction may be in
+        // flight all the same (an `Again`), so the claim is kept, never given back.
+        let auth = &EvmAuthorization::from_payload(&verified.scheme_payload).map_err(|e| {
+            SettleError::Pending {
+                transaction: prepared.transaction.clone(),
+                message: e.to_string(),
+            }
+        })?;
         match self.send_raw(&raw).await {
             Sent::Accepted => {}
             Sent::Refused {

@@ -1,11 +1,15 @@
-//! Who pays: `PaymentVerifier` verifies a proof against our own offer and settles it on-chain.
+//! The chain seam: `ChainBackend`, one per chain family (and network), verifies a proof against
+//! our own offer and settles it; its value types are chain-neutral.
 //!
-//! One verifier per network, kept in a `Verifiers` registry keyed by CAIP-2 id. `evm.rs` is the
-//! EVM `exact` scheme (EIP-3009) on alloy; alloy stays inside it.
-//! May import: x402, config, pricing (for `Offer`). Never store, proxy or admin.
-
-pub mod evm;
-pub mod lanes;
+//! Everything here names no chain library: a payment's identity (`PaymentKey`), who pays whom how
+//! much until when (`Verified`), and an opaque `SchemePayload` that only the backend that made it
+//! parses. The store keeps these values (the deferred queue stores `Verified` as JSON), so their
+//! serde form is an on-disk format: change it only with a new stored version.
+//!
+//! Backends live beside this module: `evm/` (the EVM `exact` scheme, EIP-3009, on alloy; alloy
+//! stays inside it), `lanes.rs` (several settler keys of one network behind one backend), and
+//! `fake.rs` for unit tests. `ChainBackends` is the registry keyed by CAIP-2 id.
+//! May import: x402, config, pricing (for `Offer`). Never store, cache, proxy or admin.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,29 +20,55 @@ use serde::{Deserialize, Serialize};
 use crate::pricing::Offer;
 use crate::x402::{Network, PaymentProof, Reason};
 
-/// The identity of a payment for consume-once: EVM `(network, asset, payer, nonce)`.
+/// The identity of a payment for consume-once: the one tuple that names a payment on its chain,
+/// whatever the chain. The store's UNIQUE key is these four columns, so a proof presented twice
+/// is one payment. Each backend says what its parts are:
+/// - EVM `exact` (EIP-3009): `(network, token address, authorization.from, authorization nonce)`,
+///   lower-case 0x hex, so `0xAbC` and `0xabc` are one payment;
+/// - a signature-identified chain (e.g. Solana): `(network, mint, payer, transaction signature)`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PaymentKey {
+    /// CAIP-2 id.
     pub network: String,
-    /// Lower-case hex for EVM, so `0xAbC` and `0xabc` are one payment.
+    /// The asset paid in (token contract, mint), as the backend normalizes it.
     pub asset: String,
+    /// Who pays, as the backend normalizes it.
     pub payer: String,
+    /// What makes this payment unique for this payer and asset.
     pub nonce: String,
 }
 
+/// Scheme-specific settlement data (for EVM: the signed EIP-3009 authorization), opaque to
+/// everything but the backend of its `chain`, which makes it in `verify` and parses it to settle.
+///
+/// Stored in the deferred queue, so it is tagged and versioned: `{"chain":"evm","v":1,
+/// "data":{...}}`. A backend reads every `v` it ever wrote and writes only its newest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemePayload {
+    /// The chain family whose backend parses `data` (`"evm"`, ...).
+    pub chain: String,
+    /// The version of `data`'s layout within that chain family.
+    pub v: u32,
+    /// The backend's own data: JSON of strings and integers, never a library's serde form.
+    pub data: serde_json::Value,
+}
+
 /// A proof that passed verification: everything settlement needs, serializable so a deferred
-/// settlement survives a restart.
+/// settlement survives a restart. The deferred queue stores it as JSON (stored format 2, see
+/// `store`); its fields are chain-neutral, the scheme's own data is in `scheme_payload`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verified {
     pub key: PaymentKey,
+    /// The payer as shown to people (for EVM: EIP-55 checksummed).
     pub payer: String,
+    /// Who is paid, as shown to people.
     pub pay_to: String,
     /// Atomic units, decimal.
     pub amount: String,
-    /// Unix seconds after which the authorization can no longer settle.
-    pub valid_before: u64,
-    /// Scheme-specific settlement data (for EVM: the authorization and signature).
-    pub authorization: evm::EvmAuthorization,
+    /// Unix seconds after which the payment can no longer settle (EIP-3009 `validBefore`).
+    pub expires_at: u64,
+    /// What only the backend parses: for EVM, the authorization and its signature.
+    pub scheme_payload: SchemePayload,
 }
 
 /// A settlement that landed on-chain.
@@ -173,7 +203,7 @@ pub enum TxOutcome {
 }
 
 #[async_trait]
-pub trait PaymentVerifier: Send + Sync {
+pub trait ChainBackend: Send + Sync {
     /// Looks up a settlement transaction we sent for the payment `from` -> `value` of `asset`.
     async fn settlement_outcome(
         &self,
@@ -248,22 +278,22 @@ pub trait PaymentVerifier: Send + Sync {
     }
 }
 
-/// The verifiers by network.
+/// The backends by network.
 #[derive(Clone, Default)]
-pub struct Verifiers {
-    by_network: HashMap<Network, Arc<dyn PaymentVerifier>>,
+pub struct ChainBackends {
+    by_network: HashMap<Network, Arc<dyn ChainBackend>>,
 }
 
-impl Verifiers {
-    pub fn insert(&mut self, network: Network, verifier: Arc<dyn PaymentVerifier>) {
+impl ChainBackends {
+    pub fn insert(&mut self, network: Network, verifier: Arc<dyn ChainBackend>) {
         self.by_network.insert(network, verifier);
     }
 
-    pub fn get(&self, network: &Network) -> Option<&Arc<dyn PaymentVerifier>> {
+    pub fn get(&self, network: &Network) -> Option<&Arc<dyn ChainBackend>> {
         self.by_network.get(network)
     }
 
-    pub fn get_str(&self, network: &str) -> Option<&Arc<dyn PaymentVerifier>> {
+    pub fn get_str(&self, network: &str) -> Option<&Arc<dyn ChainBackend>> {
         self.by_network
             .iter()
             .find(|(n, _)| n.as_str() == network)

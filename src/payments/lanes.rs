@@ -7,7 +7,7 @@
 //! keys are never shared. Verification needs no key (it simulates from any address), so any lane
 //! verifies.
 //!
-//! May import: verify. The leases themselves (the store) are `settle::leases`' business; this
+//! May import: payments::chain, pricing, x402. The leases themselves (the store) are `settle::leases`' business; this
 //! module only reads the board it writes.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use super::*;
+use super::chain::*;
+use crate::pricing::Offer;
+use crate::x402::PaymentProof;
 
 /// How long `prepare` waits for the first round of leases at start before it gives up.
 const FIRST_LEASE_WAIT: Duration = Duration::from_secs(5);
@@ -77,10 +79,10 @@ impl LaneBoard {
 /// One lane: a settler address and the verifier that signs with its key.
 pub struct Lane {
     pub settler: String,
-    pub verifier: Arc<dyn PaymentVerifier>,
+    pub verifier: Arc<dyn ChainBackend>,
 }
 
-/// A network's lanes behind one `PaymentVerifier`: settles through a lane this instance holds.
+/// A network's lanes behind one `ChainBackend`: settles through a lane this instance holds.
 pub struct Lanes {
     network: String,
     lanes: Vec<Lane>,
@@ -136,7 +138,7 @@ impl Lanes {
 }
 
 #[async_trait]
-impl PaymentVerifier for Lanes {
+impl ChainBackend for Lanes {
     async fn settlement_outcome(
         &self,
         tx_hash: &str,

@@ -1,0 +1,11 @@
+-- The stored format of a deferred settlement (settlement_queue.verified), so it can change
+-- without breaking rows already queued. The gateway reads every format and writes the newest:
+--   1: JSON of the verified payment whose "authorization" was the EVM backend's alloy struct in
+--      alloy's serde form (uint256 as 0x hex): an on-disk format defined by a library. Upgraded
+--      on read: "authorization" becomes the scheme payload {"chain":"evm","v":0,"data":...} and
+--      "valid_before" becomes "expires_at".
+--   2: JSON of the chain-neutral verified payment: key, payer, pay_to, amount, expires_at and an
+--      opaque scheme_payload {"chain", "v", "data"} that only its chain backend parses.
+-- Rows queued before this migration get format 1 (the default). Nothing is rewritten in SQL: the
+-- conversion is code tested on both backends, and a row is never half converted.
+ALTER TABLE settlement_queue ADD COLUMN format BIGINT NOT NULL DEFAULT 1;
