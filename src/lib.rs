@@ -3,9 +3,9 @@
 //!
 //! An unpaid request to a priced route gets a 402 challenge (the v2 `PAYMENT-REQUIRED` header and
 //! the v1 JSON body). A paid retry is matched against the route's own requirements, verified
-//! (by the network's chain backend; EVM `exact`/EIP-3009: locally, then one `eth_call`), claimed exactly once in the store, and
-//! settled on-chain before, after or deferred from the origin's answer, with a `PAYMENT-RESPONSE`
-//! receipt. Free routes are proxied untouched.
+//! by the network's chain backend (EVM `exact`/EIP-3009: locally, then one `eth_call`), claimed
+//! exactly once in the store, and settled on-chain before, after or deferred from the origin's
+//! answer, with a `PAYMENT-RESPONSE` receipt. Free routes are proxied untouched.
 //!
 //! # Layout
 //!
@@ -20,12 +20,14 @@
 //!              keys before they are stored, logged or shown
 //! routes/      route table: (host, method, normalized path) -> route; path normalization
 //! pricing/     price -> byte-stable PaymentRequirements per route; challenges; proof matching
-//! proxy/       impl ProxyHttp, an adapter over payments: ctx.rs (per-request state), gate.rs
-//!              (header decisions as plain functions), respond.rs (the one place that writes
-//!              402/4xx/5xx, receipts and CORS)
-//! payments/    the transport-free payment core: admit (verify via the cache, atomic claim with
-//!              the quota count), settle, enqueue, release, the queued attempt, verify-only and
-//!              transfer lookup; state.rs, rules.rs
+//! proxy/       impl ProxyHttp, an adapter over payments: decide.rs (request facts -> the next
+//!              step or a Reply, as plain functions), gate.rs (request-line, upgrade and payment
+//!              header checks), respond.rs (the one renderer of Replies: 402/4xx/5xx, receipts,
+//!              CORS), ctx.rs (per-request state), limit.rs (invalid payments per client IP)
+//! payments/    the transport-free payment core: admit.rs (verify via the cache, atomic claim
+//!              with the quota count, overdraw guard), settle.rs (settle, enqueue, release),
+//!              queued.rs (one deferred attempt), verify_only.rs (verify API, transfer lookup),
+//!              rules.rs (what is charged), state.rs (typed stages and receipts)
 //!   chain.rs   trait ChainBackend and its chain-neutral value types: PaymentKey, Verified with
 //!              an opaque, chain-tagged, versioned SchemePayload; ChainBackends by network
 //!   evm/       the EVM backend (EIP-3009 verification and settlement on alloy); payload.rs:
@@ -61,8 +63,7 @@
 //! tenants -> store, config      routes -> pricing -> config -> x402; routes::reload -> store
 //! x402 imports nothing internal
 //! pingora stays in app, proxy and the background services; alloy in payments::evm only; sqlx in
-//! store; moka in
-//! cache, tenants and proxy::limit; axum in admin and metrics; prometheus in metrics; governor
+//! store; moka in cache, tenants and proxy::limit; axum in admin and metrics; prometheus in metrics; governor
 //! in proxy::limit. alloy-primitives (pure types) is also used by config, for EIP-55 address
 //! checksums.
 //! ```

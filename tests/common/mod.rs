@@ -201,6 +201,10 @@ impl Gateway {
 
     /// Starts the gateway on the database at `url` (to restart on the same state).
     pub fn start_with_db(toml: &str, database_url: &str) -> Gateway {
+        // X402_TEST_LOG=warn,x402_gate=debug shows the gateway's logs when chasing a failure.
+        if let Ok(filter) = std::env::var("X402_TEST_LOG") {
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+        }
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
