@@ -74,7 +74,7 @@ async fn pay(gw: &Gateway, path: &str, header: String) -> (u16, String) {
 /// served and settled by exactly one transfer, with no 503.
 #[tokio::test(flavor = "multi_thread")]
 async fn two_instances_settle_concurrently_without_nonce_collisions() {
-    let chain = Chain::start().await;
+    let chain = Chain::start_busy().await;
     let up = Upstream::start();
     let pay_to = new_signer().address();
     // Four payers, as a busy API has many (one payer's unsettled payments are bounded).
@@ -132,7 +132,7 @@ async fn two_instances_settle_concurrently_without_nonce_collisions() {
 /// colliding; when the holder stops, the other takes the key over.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_key_is_never_shared_and_moves_when_its_holder_stops() {
-    let chain = Chain::start().await;
+    let chain = Chain::start_busy().await;
     let up = Upstream::start();
     let pay_to = new_signer().address();
     let payer = new_signer();
@@ -172,7 +172,7 @@ async fn a_key_is_never_shared_and_moves_when_its_holder_stops() {
 /// A key whose holder died (its lease row stays) is usable again once the lease lapses.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_instances_key_is_taken_after_its_lease() {
-    let chain = Chain::start().await;
+    let chain = Chain::start_busy().await;
     let up = Upstream::start();
     let pay_to = new_signer().address();
     let payer = new_signer();

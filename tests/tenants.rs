@@ -961,7 +961,7 @@ async fn the_openapi_document_describes_every_endpoint() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn instances_sharing_postgres_admit_a_proof_once_and_never_pass_a_quota() {
-    let chain = Chain::start().await;
+    let chain = Chain::start_busy().await;
     let up = Upstream::start();
     let pay_to = new_signer().address();
     let payer = new_signer();

@@ -299,8 +299,22 @@ fn artifact(name: &str) -> Bytes {
 
 impl Chain {
     pub async fn start() -> Chain {
+        Self::start_with(&[]).await
+    }
+
+    /// A chain that also mines a block every second, as a real chain does, besides mining each
+    /// transaction as it arrives. Tests with many concurrent settlements need it: automine mines
+    /// one block per arriving transaction, so transactions that arrive ahead of a lower nonce
+    /// wait in anvil's pool for the next arrival, and after the last one nothing mines them (a
+    /// real chain's next block would).
+    pub async fn start_busy() -> Chain {
+        Self::start_with(&["--block-time", "1", "--mixed-mining"]).await
+    }
+
+    async fn start_with(args: &[&str]) -> Chain {
         let anvil = Anvil::at(anvil_path())
             .chain_id(CHAIN_ID)
+            .args(args.iter().copied())
             .try_spawn()
             .expect("anvil starts (run scripts/setup.sh to install it)");
         let provider = ProviderBuilder::new()
