@@ -64,8 +64,7 @@
 //! x402 imports nothing internal
 //! pingora stays in app, proxy and the background services; alloy in payments::evm only; sqlx in
 //! store; moka in cache, tenants and proxy::limit; axum in admin and metrics; prometheus in metrics; governor
-//! in proxy::limit. alloy-primitives (pure types) is also used by config, for EIP-55 address
-//! checksums.
+//! in proxy::limit. config checks EIP-55 checksums with sha3's keccak, not with alloy.
 //! ```
 
 pub mod admin;

@@ -9,8 +9,6 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use alloy_primitives::Address;
-
 use super::env::key_segment;
 use super::raw::*;
 use super::*;
@@ -941,13 +939,29 @@ fn parse_evm_address(a: &str) -> Result<String, String> {
     }
     let mixed = body.bytes().any(|b| b.is_ascii_lowercase())
         && body.bytes().any(|b| b.is_ascii_uppercase());
-    let address = if mixed {
-        Address::parse_checksummed(a, None)
-            .map_err(|_| format!("`{a}` has a wrong EIP-55 checksum (a typo?)"))?
-    } else {
-        Address::from_str(a).map_err(|err| format!("`{a}`: {err}"))?
-    };
-    Ok(address.to_checksum(None))
+    let checksummed = eip55(&body.to_ascii_lowercase());
+    if mixed && checksummed[2..] != *body {
+        return Err(format!("`{a}` has a wrong EIP-55 checksum (a typo?)"));
+    }
+    Ok(checksummed)
+}
+
+/// The EIP-55 mixed-case form of a lower-case 40-digit hex address: a letter is upper-cased where
+/// the matching nibble of the keccak-256 of the lower-case hex is 8 or more.
+fn eip55(lower: &str) -> String {
+    use sha3::{Digest, Keccak256};
+    let hash = Keccak256::digest(lower.as_bytes());
+    let mut out = String::with_capacity(42);
+    out.push_str("0x");
+    for (i, c) in lower.chars().enumerate() {
+        let nibble = (hash[i / 2] >> if i % 2 == 0 { 4 } else { 0 }) & 0x0f;
+        out.push(if nibble >= 8 {
+            c.to_ascii_uppercase()
+        } else {
+            c
+        });
+    }
+    out
 }
 
 fn is_solana_address(a: &str) -> bool {
@@ -960,5 +974,25 @@ pub fn parse_address_for(network: &Network, a: &str) -> Result<String, String> {
         Namespace::Eip155 => parse_evm_address(a),
         Namespace::Solana if is_solana_address(a) => Ok(a.to_string()),
         Namespace::Solana => Err(format!("`{a}` is not a base58 Solana address")),
+    }
+}
+
+#[cfg(test)]
+mod checksum_tests {
+    use super::*;
+
+    #[test]
+    fn eip55_vectors_from_the_eip() {
+        for a in [
+            "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+            "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359",
+            "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB",
+            "0xD1220A0cf47c7B9Be7A2E6BA89F429762e7b9aDb",
+        ] {
+            assert_eq!(eip55(&a[2..].to_ascii_lowercase()), a);
+            assert_eq!(parse_evm_address(a).unwrap(), a);
+            assert_eq!(parse_evm_address(&a.to_ascii_lowercase()).unwrap(), a);
+        }
+        assert!(parse_evm_address("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD").is_err());
     }
 }
