@@ -42,7 +42,7 @@ pub async fn admit(
         return Admission::Unavailable(e.to_string());
     }
     let checked = verify_cached(payments, verifier.as_ref(), offer, proof, header).await;
-    let (key, checked_at) = (checked.key, checked.checked_at);
+    let (key, checked_at_ms) = (checked.key, checked.checked_at_ms);
     let verified = match checked.outcome {
         Ok(v) => v,
         Err(VerifyError::Invalid { reason, message }) => {
@@ -87,7 +87,7 @@ pub async fn admit(
                 stage: Stage::Claimed,
                 cache_key: key,
             });
-            guard_overdraw(payments, verifier.as_ref(), store, state, checked_at).await
+            guard_overdraw(payments, verifier.as_ref(), store, state, checked_at_ms).await
         }
         Ok(ClaimOutcome::Duplicate) => Admission::Rejected(Rejection::new(
             Reason::DuplicateSettlement,
@@ -115,7 +115,7 @@ async fn guard_overdraw(
     verifier: &dyn crate::payments::chain::ChainBackend,
     store: &crate::store::Store,
     mut state: Box<PaymentState>,
-    checked_at: i64,
+    checked_at_ms: i64,
 ) -> Admission {
     let key = state.verified.key.clone();
     let limit = MAX_UNSETTLED_PER_PAYER as i64 + 1;
@@ -133,7 +133,7 @@ async fn guard_overdraw(
         Ok((count, owed)) => {
             let spent_since = match count {
                 0 | 1 => store
-                    .payer_settled_since(&key.network, &key.asset, &key.payer, checked_at)
+                    .payer_settled_since(&key.network, &key.asset, &key.payer, checked_at_ms)
                     .await
                     .map_err(|e| format!("database: {e}")),
                 _ => Ok(true),

@@ -36,6 +36,7 @@ pub struct FakeChain {
     /// The payer's balance; `None`: unknown.
     pub balance: Mutex<Option<u128>>,
     pub verifications: AtomicU64,
+    pub balance_lookups: AtomicU64,
     pub prepared: AtomicU64,
     pub abandoned: AtomicU64,
 }
@@ -78,6 +79,7 @@ impl ChainBackend for FakeChain {
     }
 
     async fn balance_of(&self, _asset: &str, _owner: &str) -> Result<Option<u128>, VerifyError> {
+        self.balance_lookups.fetch_add(1, Ordering::SeqCst);
         Ok(*self.balance.lock().unwrap())
     }
 

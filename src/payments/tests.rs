@@ -208,17 +208,35 @@ async fn a_payers_unsettled_payments_are_held_against_its_balance() {
         SettleOutcome::Settled(_)
     ));
     let mut second = p.admitted(2).await;
+    // Proof 3 is checked on-chain now, while the second is still unsettled...
+    let offer = &p.route.offers.as_ref().unwrap().offers[0];
+    let proof3 = PaymentProof::V1(PaymentPayloadV1 {
+        x402_version: 1,
+        scheme: "exact".into(),
+        network: "base-sepolia".into(),
+        payload: json!({ "nonce": 3 }),
+    });
+    assert!(verify_only(&p.payments, offer, &proof3, b"proof-3")
+        .await
+        .outcome
+        .is_ok());
+    // ...then the second settles and spends the balance that check saw.
     assert!(matches!(
         settle(&p.payments, &mut second).await,
         SettleOutcome::Settled(_)
     ));
-    // Nothing unsettled, but a settlement since this proof was checked may have spent the balance
-    // its simulation saw: asked again, and refused when it no longer covers the payment.
     *p.chain.balance.lock().unwrap() = Some(AMOUNT / 2);
+    let lookups = p.chain.balance_lookups.load(Ordering::SeqCst);
     assert_eq!(
         reason(&p.admit(3).await),
-        Reason::InvalidExactEvmInsufficientBalance
+        Reason::InvalidExactEvmInsufficientBalance,
+        "asked again: a settlement since its check may have spent it"
     );
+    assert_eq!(p.chain.balance_lookups.load(Ordering::SeqCst), lookups + 1);
+    // A payment checked after the last settlement, with nothing else in flight, costs no lookup.
+    *p.chain.balance.lock().unwrap() = Some(10 * AMOUNT);
+    p.admitted(4).await;
+    assert_eq!(p.chain.balance_lookups.load(Ordering::SeqCst), lookups + 1);
 }
 
 #[tokio::test]

@@ -18,13 +18,13 @@ pub struct Verification {
     pub cached: bool,
     /// The cache key of this proof for this offer (forgotten when its claim is released).
     pub key: [u8; 32],
-    /// When the chain was asked (Unix seconds; for a cached outcome, as early as it could have
-    /// been): what it showed may have changed since.
-    pub checked_at: i64,
+    /// When the chain was asked (Unix milliseconds; for a cached outcome, as early as it could
+    /// have been): what it showed may have changed since.
+    pub checked_at_ms: i64,
 }
 
-/// How old a cached outcome can be (the cache keeps valid ones 30 s), plus a second of rounding.
-const CACHE_AGE_BOUND: i64 = 31;
+/// How old a cached outcome can be: the cache keeps valid ones 30 s.
+const CACHE_AGE_BOUND_MS: i64 = 30_000;
 
 /// Verifies `proof` against `offer` with the network's backend, or recalls the outcome (valid
 /// 30 s, invalid 5 s). `raw` is the proof as presented, the cache's identity of it.
@@ -42,7 +42,7 @@ pub async fn verify_only(
             )),
             cached: false,
             key: VerifyCache::key(raw, offer),
-            checked_at: crate::store::now(),
+            checked_at_ms: crate::store::now_ms(),
         };
     };
     verify_cached(payments, verifier.as_ref(), offer, proof, raw).await
@@ -56,13 +56,13 @@ pub(super) async fn verify_cached(
     raw: &[u8],
 ) -> Verification {
     let key = VerifyCache::key(raw, offer);
-    let now = crate::store::now();
+    let now_ms = crate::store::now_ms();
     if let Some(hit) = payments.cache.get(&key).await {
         return Verification {
             outcome: hit,
             cached: true,
             key,
-            checked_at: now - CACHE_AGE_BOUND,
+            checked_at_ms: now_ms - CACHE_AGE_BOUND_MS,
         };
     }
     let fresh = verifier.verify(offer, proof).await.map(Arc::new);
@@ -71,7 +71,7 @@ pub(super) async fn verify_cached(
         outcome: fresh,
         cached: false,
         key,
-        checked_at: now,
+        checked_at_ms: now_ms,
     }
 }
 

@@ -187,6 +187,14 @@ pub struct ClaimContext<'a> {
     pub route: &'a str,
 }
 
+/// Unix milliseconds now.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 pub(crate) fn now() -> i64 {
     crate::payments::chain::unix_now() as i64
 }
@@ -383,25 +391,26 @@ impl Store {
         Ok(())
     }
 
-    /// Whether a payment of this payer and asset was settled at or after `since` (Unix seconds):
-    /// its transfer may have spent what an earlier balance check saw.
+    /// Whether a payment of this payer and asset was settled at or after `since_ms` (Unix
+    /// milliseconds): its transfer may have spent what an earlier balance check saw. Instances
+    /// sharing a database compare their clocks here: keep them synchronized (NTP).
     pub async fn payer_settled_since(
         &self,
         network: &str,
         asset: &str,
         payer: &str,
-        since: i64,
+        since_ms: i64,
     ) -> Result<bool, StoreError> {
         let row = sqlx::query(
             "SELECT 1 FROM payment_claims
              WHERE network = $1 AND asset = $2 AND payer = $3
-               AND status = 'settled' AND updated_at >= $4
+               AND status = 'settled' AND settled_at_ms >= $4
              LIMIT 1",
         )
         .bind(network)
         .bind(asset)
         .bind(payer)
-        .bind(since)
+        .bind(since_ms)
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.is_some())
@@ -488,11 +497,14 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "UPDATE payment_claims SET status = 'settled', tx_hash = $1, error = NULL, updated_at = $2 WHERE id = $3",
+            "UPDATE payment_claims SET status = 'settled', tx_hash = $1, error = NULL, updated_at = $2,
+                settled_at_ms = $4
+             WHERE id = $3",
         )
         .bind(&row.settlement.transaction)
         .bind(t)
         .bind(row.claim_id)
+        .bind(now_ms())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
