@@ -11,7 +11,7 @@ use x402_gate::payments::chain::{
 use x402_gate::payments::evm::EvmAuthorization;
 use x402_gate::store::{
     day_string, period_of, ApiKeyRecord, Backend, ClaimContext, ClaimOutcome, PaymentFilter,
-    QueueStatus, Store, TenantRecord,
+    QueueStatus, Store, TenantRecord, TransactionUse,
 };
 
 const CTX: ClaimContext<'static> = ClaimContext {
@@ -454,18 +454,36 @@ async fn tenants_keys_and_transactions(store: Store) {
     assert!(!store.key("key_1").await.unwrap().unwrap().is_live(0));
     assert_eq!(store.keys_of("acme").await.unwrap().len(), 1);
 
-    assert!(store
-        .consume_transaction("acme", "eip155:84532", "0xAB", "0x1", "10")
-        .await
-        .unwrap());
-    assert!(!store
-        .consume_transaction("acme", "eip155:84532", "0xab", "0x1", "10")
-        .await
-        .unwrap());
-    assert!(store
-        .consume_transaction("other", "eip155:84532", "0xab", "0x1", "10")
-        .await
-        .unwrap());
+    // A transaction counts once per tenant (whatever the hash's case), never past the limit.
+    let period = period_of(x402_gate::payments::chain::unix_now() as i64);
+    let used = |tenant: &'static str, tx: &'static str, limit: Option<i64>| {
+        let store = store.clone();
+        let period = period.clone();
+        async move {
+            store
+                .consume_transaction_counted(
+                    tenant,
+                    "eip155:84532",
+                    (tx, "0x1", "10"),
+                    &period,
+                    limit,
+                )
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(used("acme", "0xAB", None).await, TransactionUse::Counted);
+    assert_eq!(
+        used("acme", "0xab", None).await,
+        TransactionUse::AlreadyUsed
+    );
+    assert_eq!(used("other", "0xab", None).await, TransactionUse::Counted);
+    // At the limit nothing is recorded: the same transaction counts once the limit allows.
+    assert_eq!(
+        used("other", "0xcd", Some(1)).await,
+        TransactionUse::QuotaExceeded
+    );
+    assert_eq!(used("other", "0xcd", None).await, TransactionUse::Counted);
 }
 
 async fn quota_admits_exactly_the_limit_under_concurrency(url: String) {

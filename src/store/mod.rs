@@ -187,6 +187,26 @@ pub struct ClaimContext<'a> {
     pub route: &'a str,
 }
 
+/// Gives a claim's verified payment back to its tenant's month, inside the transaction that
+/// moved the claim to `released` or `failed` (`row`: its `tenant, period`).
+async fn uncount(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    row: &AnyRow,
+) -> Result<(), StoreError> {
+    let (tenant, period): (String, Option<String>) = (row.try_get(0)?, row.try_get(1)?);
+    if let Some(period) = period {
+        sqlx::query(
+            "UPDATE usage_counters SET verified = verified - 1
+             WHERE tenant_id = $1 AND period = $2 AND verified > 0",
+        )
+        .bind(tenant)
+        .bind(period)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
 /// Unix milliseconds now.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -306,17 +326,7 @@ impl Store {
             tx.rollback().await?;
             return Ok(false);
         };
-        let (tenant, period): (String, Option<String>) = (row.get(0), row.get(1));
-        if let Some(period) = period {
-            sqlx::query(
-                "UPDATE usage_counters SET verified = verified - 1
-                 WHERE tenant_id = $1 AND period = $2 AND verified > 0",
-            )
-            .bind(tenant)
-            .bind(period)
-            .execute(&mut *tx)
-            .await?;
-        }
+        uncount(&mut tx, &row).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -375,17 +385,7 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(row) = row {
-            let (tenant, period): (String, Option<String>) = (row.get(0), row.get(1));
-            if let Some(period) = period {
-                sqlx::query(
-                    "UPDATE usage_counters SET verified = verified - 1
-                     WHERE tenant_id = $1 AND period = $2 AND verified > 0",
-                )
-                .bind(tenant)
-                .bind(period)
-                .execute(&mut *tx)
-                .await?;
-            }
+            uncount(&mut tx, &row).await?;
         }
         tx.commit().await?;
         Ok(())

@@ -360,30 +360,6 @@ impl Store {
         count_in(&self.pool, tenant, period, limit).await
     }
 
-    /// Records a transaction verified through the API; `false` if this tenant already used it.
-    pub async fn consume_transaction(
-        &self,
-        tenant: &str,
-        network: &str,
-        tx_hash: &str,
-        payer: &str,
-        amount: &str,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO verified_transactions (tenant_id, network, tx_hash, payer, amount, verified_at)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, network, tx_hash) DO NOTHING",
-        )
-        .bind(tenant)
-        .bind(network)
-        .bind(tx_hash.to_ascii_lowercase())
-        .bind(payer)
-        .bind(amount)
-        .bind(now())
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
     /// Records a transaction verified through the API and counts it toward the tenant's month,
     /// in one database transaction: it counts once per tenant, and never past `limit`.
     pub async fn consume_transaction_counted(
