@@ -11,7 +11,10 @@
 //!
 //! ```text
 //! main.rs      thin synchronous main: parse the CLI, load the config, run
-//! cli.rs       clap command line (--config, --check, pingora process flags)
+//! cli.rs       clap command line (--config, --check, --log-format, --version with the build,
+//!              pingora process flags)
+//! logging.rs   the tracing subscriber (text or JSON, RUST_LOG), request ids and their span,
+//!              the access-log target
 //! app.rs       the one wiring module: Config -> RouteTable -> pingora Server and services
 //! config/      raw.rs (serde mirror of the TOML), env.rs (${VAR} expansion),
 //!              validate.rs (raw -> typed Config, every error with its key path), tests.rs
@@ -53,7 +56,7 @@
 //! # Dependency rules
 //!
 //! ```text
-//! main -> app -> { proxy, admin, settle::{worker, reconcile, leases}, routes::reload, metrics }
+//! main -> logging, app -> { proxy, admin, settle::{worker, reconcile, leases}, routes::reload, metrics }
 //! proxy -> payments, routes, pricing, tenants, metrics, config, x402   (never store or a backend)
 //! admin -> payments, store, tenants, pricing, routes (reload), config, x402   (never proxy)
 //! settle -> payments, store, metrics
@@ -72,6 +75,7 @@ pub mod app;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod logging;
 pub mod metrics;
 pub mod payments;
 pub mod pricing;
