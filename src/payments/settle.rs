@@ -36,6 +36,7 @@ pub async fn settle(payments: &Payments, state: &mut PaymentState) -> SettleOutc
     .await
     {
         Ok(s) => {
+            tracing::debug!(claim_id = state.claim_id, tx = %s.transaction, "payment settled");
             let receipt = state.receipt_ok(&s.transaction);
             state.stage = Stage::Settled(s);
             SettleOutcome::Settled(receipt)

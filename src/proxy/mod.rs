@@ -270,6 +270,7 @@ impl ProxyHttp for Gateway {
             match self.admit_request(session, ctx).await {
                 Ok(()) => Ok(false),
                 Err(reply) => {
+                    tracing::debug!(body = reply.body.kind(), "answered by the gateway");
                     let origin = &self.settings.cors_allow_origin;
                     respond::send(session, &reply, origin, &ctx.request_id).await?;
                     Ok(true)
