@@ -57,8 +57,10 @@
 //!
 //! ```text
 //! main -> logging, app -> { proxy, admin, settle::{worker, reconcile, leases}, routes::reload, metrics }
-//! proxy -> payments, routes, pricing, tenants, metrics, config, x402   (never store or a backend)
-//! admin -> payments, store, tenants, pricing, routes (reload), config, x402   (never proxy)
+//! proxy -> payments, routes, pricing, tenants, metrics, logging, config, x402   (never store or a
+//!          backend)
+//! admin -> payments, store, tenants, pricing, routes (reload), logging, config, x402   (never proxy)
+//! logging -> config
 //! settle -> payments, store, metrics
 //! payments (core) -> payments::chain, store, cache, tenants, routes, pricing, config, x402
 //! payments::{chain, lanes, evm} -> pricing, config, x402   (never store, cache, proxy, admin)
@@ -66,8 +68,9 @@
 //! tenants -> store, config      routes -> pricing -> config -> x402; routes::reload -> store
 //! x402 imports nothing internal
 //! pingora stays in app, proxy and the background services; alloy in payments::evm only; sqlx in
-//! store; moka in cache, tenants and proxy::limit; axum in admin and metrics; prometheus in metrics; governor
-//! in proxy::limit. config checks EIP-55 checksums with sha3's keccak, not with alloy.
+//! store; moka in cache, tenants and proxy::limit; axum in admin and metrics; prometheus in
+//! metrics; governor in proxy::limit; tracing-subscriber in logging. config checks EIP-55
+//! checksums with sha3's keccak, not with alloy.
 //! ```
 
 pub mod admin;
