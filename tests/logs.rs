@@ -43,7 +43,9 @@ impl Capture {
             EnvFilter::new("warn,x402_gate=trace"),
             move || writer.clone(),
         );
-        tracing::subscriber::set_global_default(subscriber).expect("the first subscriber");
+        // Also routes the `log` records pingora writes (its error lines) into the capture.
+        tracing_subscriber::util::SubscriberInitExt::try_init(subscriber)
+            .expect("the first subscriber");
         capture
     }
 
@@ -137,13 +139,18 @@ async fn request_ids_on_every_line_one_access_line_and_no_secrets() {
     let chain = Chain::start().await;
     let up = Upstream::start();
     let pay_to = new_signer().address();
-    let cfg = evm_config(
+    let mut cfg = evm_config(
         &up.url(),
         &chain.rpc.url,
         &chain.settler_key,
         &chain.token.to_checksum(None),
         &pay_to.to_checksum(None),
     );
+    // An upstream that refuses connections: pingora writes an error line of its own.
+    cfg.push_str(&format!(
+        "\n[[routes]]\ntenant = \"acme\"\npath = \"/down/*\"\nupstream = \"http://127.0.0.1:{}\"\nprice = \"free\"\n",
+        free_port()
+    ));
     let gw = Gateway::start(&cfg);
     let payer = new_signer();
     chain.mint(payer.address(), 1_000_000).await;
@@ -325,6 +332,25 @@ async fn request_ids_on_every_line_one_access_line_and_no_secrets() {
         Some(&"x".repeat(129))
     );
     assert_eq!(resp.status(), 201);
+
+    // The upstream is down: a 502 of ours, and pingora's error line names the request by our
+    // summary (no query string), with its id.
+    let (resp, access) = request!(
+        "upstream down",
+        http.get(gw.url("/down/x?token=down-secret-77")),
+        Some("down-1")
+    );
+    assert_eq!(resp.status(), 502);
+    assert_eq!(access.json["status"], 502);
+    secrets.push(("query-string token (502)", "down-secret-77".to_string()));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !logs.text().contains("GET /down/x, request_id: down-1") {
+        assert!(
+            Instant::now() < deadline,
+            "pingora's error line names the request id"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // Every line of request work in a request's window carries that request's id, and each
     // request has exactly one access line.

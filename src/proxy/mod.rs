@@ -338,6 +338,23 @@ impl ProxyHttp for Gateway {
         .instrument(span)
         .await
     }
+    /// What pingora's own error lines say about the request. Its default is the request line
+    /// with the query string (which can carry secrets) and `Host`; ours is the method, the
+    /// normalized path without its query, and the request id that ties the line to the rest.
+    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
+        let req = session.req_header();
+        let path = ctx
+            .rewritten_path
+            .as_deref()
+            .unwrap_or_else(|| req.uri.path());
+        format!(
+            "{} {}, request_id: {}",
+            req.method,
+            truncated(path, 256),
+            ctx.request_id
+        )
+    }
+
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
