@@ -1,14 +1,25 @@
-//! Command line: `x402-gate --config FILE [--check]`, plus the pingora process flags that make
+//! Command line: `x402-gate --config FILE [--check] [--log-format text|json]`, `--version`, plus the pingora process flags that make
 //! sense for an operator (daemonize, zero-downtime upgrade).
 
 use std::path::PathBuf;
 
 use clap::Parser;
 
+use crate::config::LogFormat;
+
+/// `--version`: the crate version and the build (git commit when built from a checkout, target,
+/// profile), from `build.rs`.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("X402_GATE_BUILD"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "x402-gate",
-    version,
+    version = VERSION,
     about = "x402 payment gateway: a pingora reverse proxy that charges per request"
 )]
 pub struct Cli {
@@ -27,4 +38,9 @@ pub struct Cli {
     /// Take over the listening sockets of a running instance (pingora graceful upgrade).
     #[arg(short, long)]
     pub upgrade: bool,
+
+    /// Log line format: `text` (human-readable) or `json` (one object a line). Overrides
+    /// `server.log_format`. `RUST_LOG` sets the levels.
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
 }

@@ -11,7 +11,10 @@
 //!
 //! ```text
 //! main.rs      thin synchronous main: parse the CLI, load the config, run
-//! cli.rs       clap command line (--config, --check, pingora process flags)
+//! cli.rs       clap command line (--config, --check, --log-format, --version with the build,
+//!              pingora process flags)
+//! logging.rs   the tracing subscriber (text or JSON, RUST_LOG), request ids and their span,
+//!              the access-log target
 //! app.rs       the one wiring module: Config -> RouteTable -> pingora Server and services
 //! config/      raw.rs (serde mirror of the TOML), env.rs (${VAR} expansion),
 //!              validate.rs (raw -> typed Config, every error with its key path), tests.rs
@@ -53,9 +56,11 @@
 //! # Dependency rules
 //!
 //! ```text
-//! main -> app -> { proxy, admin, settle::{worker, reconcile, leases}, routes::reload, metrics }
-//! proxy -> payments, routes, pricing, tenants, metrics, config, x402   (never store or a backend)
-//! admin -> payments, store, tenants, pricing, routes (reload), config, x402   (never proxy)
+//! main -> logging, app -> { proxy, admin, settle::{worker, reconcile, leases}, routes::reload, metrics }
+//! proxy -> payments, routes, pricing, tenants, metrics, logging, config, x402   (never store or a
+//!          backend)
+//! admin -> payments, store, tenants, pricing, routes (reload), logging, config, x402   (never proxy)
+//! logging -> config
 //! settle -> payments, store, metrics
 //! payments (core) -> payments::chain, store, cache, tenants, routes, pricing, config, x402
 //! payments::{chain, lanes, evm} -> pricing, config, x402   (never store, cache, proxy, admin)
@@ -63,8 +68,9 @@
 //! tenants -> store, config      routes -> pricing -> config -> x402; routes::reload -> store
 //! x402 imports nothing internal
 //! pingora stays in app, proxy and the background services; alloy in payments::evm only; sqlx in
-//! store; moka in cache, tenants and proxy::limit; axum in admin and metrics; prometheus in metrics; governor
-//! in proxy::limit. config checks EIP-55 checksums with sha3's keccak, not with alloy.
+//! store; moka in cache, tenants and proxy::limit; axum in admin and metrics; prometheus in
+//! metrics; governor in proxy::limit; tracing-subscriber in logging. config checks EIP-55
+//! checksums with sha3's keccak, not with alloy.
 //! ```
 
 pub mod admin;
@@ -72,6 +78,7 @@ pub mod app;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod logging;
 pub mod metrics;
 pub mod payments;
 pub mod pricing;

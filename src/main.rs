@@ -7,16 +7,19 @@ use clap::Parser;
 use x402_gate::app::{self, RunOptions};
 use x402_gate::cli::Cli;
 use x402_gate::config::Config;
+use x402_gate::logging;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,pingora_core=warn,pingora_proxy=warn".into()),
-        )
-        .init();
     let cli = Cli::parse();
-    let config = match Config::load(&cli.config) {
+    // The format may come from the file, so logging starts once it is read; until then nothing
+    // logs (a refused file is reported on stderr below).
+    let config = Config::load(&cli.config);
+    let format = cli
+        .log_format
+        .or_else(|| config.as_ref().ok().map(|c| c.server.log_format))
+        .unwrap_or_default();
+    let _ = logging::init(format);
+    let config = match config {
         Ok(c) => c,
         Err(errors) => {
             eprintln!("{}: {} error(s)", cli.config.display(), errors.0.len());

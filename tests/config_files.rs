@@ -75,3 +75,33 @@ colour = "blue"
         assert!(stderr.contains(expected), "missing `{expected}` in:\n{stderr}");
     }
 }
+
+#[test]
+fn version_names_the_build() {
+    let out = Command::new(env!("CARGO_BIN_EXE_x402-gate"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let expected = format!("x402-gate {} (", env!("CARGO_PKG_VERSION"));
+    assert!(text.starts_with(&expected), "{text}");
+    // The build: the target triple and the profile, and the commit when built from a checkout.
+    assert!(
+        text.contains("-linux-") || text.contains("-apple-") || text.contains("-windows-"),
+        "{text}"
+    );
+    assert!(text.contains("debug") || text.contains("release"), "{text}");
+}
+
+#[test]
+fn log_format_is_validated_with_its_key_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[server]\nlog_format = \"xml\"\n").unwrap();
+    let out = check(&path);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("server.log_format"), "{stderr}");
+    assert!(stderr.contains("text, json"), "{stderr}");
+}

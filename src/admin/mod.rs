@@ -13,7 +13,7 @@
 //! Handlers by resource: `tenants.rs`, `keys.rs`, `payments.rs`, `verify.rs`, `usage.rs`,
 //! `status.rs` (supported chains, health, readiness). `types.rs`: bodies and their OpenAPI
 //! schemas. `serve.rs` serves the router with header-read and idle timeouts.
-//! May import: store, tenants, verify, pricing, routes (reload), config, cache, x402.
+//! May import: store, tenants, verify, pricing, routes (reload), config, cache, logging, x402.
 
 mod extract;
 mod keys;
@@ -48,7 +48,10 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use utoipa::OpenApi;
 
+use tracing::Instrument;
+
 use crate::config::{Config, Secret};
+use crate::logging;
 use crate::routes::reload::RouteReloader;
 use crate::store::{LazyStore, Store, StoreError};
 use crate::tenants::{AuthError, KeyAuth, TenantDirectory, TenantError};
@@ -249,7 +252,42 @@ pub fn router(state: AdminState) -> Router {
             )
         })
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .layer(axum::middleware::from_fn(request_log))
         .with_state(state)
+}
+
+/// Each management request runs in a `request` span with its id (the caller's sane
+/// `X-Request-Id`, or a fresh one), answers with that id, and ends with one access line. No
+/// header value is logged: they carry the admin token and API keys.
+async fn request_log(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let id = logging::request_id(req.headers());
+    let span = logging::request_span(&id);
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let started = std::time::Instant::now();
+    async move {
+        let mut resp = next.run(req).await;
+        if let Ok(value) = axum::http::HeaderValue::from_str(&id) {
+            resp.headers_mut().insert(logging::REQUEST_ID_HEADER, value);
+        }
+        tracing::info!(
+            target: "x402_gate::access",
+            listener = "admin",
+            method = method.as_str(),
+            path = path.as_str(),
+            route = route.as_deref(),
+            status = resp.status().as_u16(),
+            total_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+            "request"
+        );
+        resp
+    }
+    .instrument(span)
+    .await
 }
 
 /// The management API as a pingora background service, listening on `admin_listen`.

@@ -110,6 +110,28 @@ pub struct ServerConfig {
     pub cors_allow_origin: String,
     /// Invalid payments one client IP may present per minute before it gets 429s.
     pub invalid_payments_per_minute: u32,
+    /// How log lines are written: human-readable text (the default) or one JSON object a line.
+    pub log_format: LogFormat,
+}
+
+/// `server.log_format`; the `--log-format` flag overrides it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("`{other}` is not one of text, json")),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -38,6 +38,7 @@ pub struct RawServer {
     pub body_read_timeout_seconds: Option<u64>,
     pub cors_allow_origin: Option<String>,
     pub invalid_payments_per_minute: Option<u32>,
+    pub log_format: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -404,3 +404,17 @@ fn rpc_timeout_defaults_to_ten_seconds_and_must_be_positive() {
         "at least 1",
     );
 }
+
+#[test]
+fn log_format_defaults_to_text_and_is_validated() {
+    let c = Config::from_toml(&valid(), &env).unwrap();
+    assert_eq!(c.server.log_format, LogFormat::Text);
+    let json = valid().replace("[server]", "[server]\nlog_format = \"json\"");
+    let c = Config::from_toml(&json, &env).unwrap();
+    assert_eq!(c.server.log_format, LogFormat::Json);
+    assert_refused(
+        &valid().replace("[server]", "[server]\nlog_format = \"JSON\""),
+        "server.log_format",
+        "not one of text, json",
+    );
+}

@@ -198,7 +198,14 @@ fn server(raw: RawServer, e: &mut Errors) -> ServerConfig {
     if body_secs == 0 {
         e.push("server.body_read_timeout_seconds", "must be at least 1");
     }
+    let log_format = raw.log_format.map_or(LogFormat::Text, |f| {
+        f.parse().unwrap_or_else(|msg| {
+            e.push("server.log_format", msg);
+            LogFormat::Text
+        })
+    });
     ServerConfig {
+        log_format,
         listen,
         admin_listen,
         metrics_listen,

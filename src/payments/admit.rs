@@ -69,6 +69,7 @@ pub async fn admit(
     }
     match outcome {
         Ok(ClaimOutcome::Claimed(claim_id)) => {
+            tracing::debug!(claim_id, network = %verified.key.network, %tenant, "payment claimed");
             let state = Box::new(PaymentState {
                 network: verified.key.network.clone(),
                 receipt_network: match proof {

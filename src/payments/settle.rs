@@ -10,6 +10,8 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use super::state::{PaymentState, SettleOutcome, Stage};
 use super::Payments;
 use crate::payments::chain::{Attempt, ChainBackend, SettleError, Settlement, Verified};
@@ -34,6 +36,7 @@ pub async fn settle(payments: &Payments, state: &mut PaymentState) -> SettleOutc
     .await
     {
         Ok(s) => {
+            tracing::debug!(claim_id = state.claim_id, tx = %s.transaction, "payment settled");
             let receipt = state.receipt_ok(&s.transaction);
             state.stage = Stage::Settled(s);
             SettleOutcome::Settled(receipt)
@@ -115,10 +118,14 @@ pub async fn release(payments: &Payments, state: &mut PaymentState, why: &str) {
 pub async fn settle_detached(payments: &Arc<Payments>, state: &mut PaymentState) -> SettleOutcome {
     let (p, mut s) = (payments.clone(), state.clone());
     state.stage = Stage::Settling;
-    let task = tokio::spawn(async move {
-        let outcome = settle(&p, &mut s).await;
-        (s.stage, outcome)
-    });
+    // The task logs in the caller's span (the request's, with its id).
+    let task = tokio::spawn(
+        async move {
+            let outcome = settle(&p, &mut s).await;
+            (s.stage, outcome)
+        }
+        .instrument(tracing::Span::current()),
+    );
     finish_detached(state, task).await
 }
 
@@ -126,10 +133,13 @@ pub async fn settle_detached(payments: &Arc<Payments>, state: &mut PaymentState)
 pub async fn enqueue_detached(payments: &Arc<Payments>, state: &mut PaymentState) -> SettleOutcome {
     let (p, mut s) = (payments.clone(), state.clone());
     state.stage = Stage::Settling;
-    let task = tokio::spawn(async move {
-        let outcome = enqueue(&p, &mut s).await;
-        (s.stage, outcome)
-    });
+    let task = tokio::spawn(
+        async move {
+            let outcome = enqueue(&p, &mut s).await;
+            (s.stage, outcome)
+        }
+        .instrument(tracing::Span::current()),
+    );
     finish_detached(state, task).await
 }
 

@@ -6,10 +6,18 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::pay::PaymentState;
+use crate::logging;
 use crate::routes::Route;
 
 #[derive(Debug, Default)]
 pub struct RequestCtx {
+    /// This request's id (the client's sane `X-Request-Id`, or a fresh one): sent upstream and
+    /// back to the client. Empty until the first phase that sees the request sets it.
+    pub request_id: String,
+    /// The `request` span carrying `request_id`; each phase runs in it (see `span`).
+    pub span: Option<tracing::Span>,
+    /// When the gateway first saw the request, for the access line's total time.
+    pub started: Option<std::time::Instant>,
     /// The matched route; `None` until matched, and for requests answered by the gateway itself.
     pub route: Option<Arc<Route>>,
     /// The normalized path, when it differs from what the client sent; forwarded instead.
@@ -28,8 +36,26 @@ pub struct RequestCtx {
     pub forwarded: bool,
     /// Set once the replacement body went out, so the rest of the origin's body is dropped.
     pub body_replaced: bool,
-    /// What happened, for the metrics written in `logging`.
+    /// What happened, for the metrics and the access line written in `logging`.
     pub facts: Facts,
+}
+
+impl RequestCtx {
+    /// Sets the request id, its span and the start time, once: the first phase to see the
+    /// request does it (`request_filter`, or `fail_to_proxy`/`logging` for a request that never
+    /// got there).
+    pub fn start(&mut self, headers: &http::HeaderMap) {
+        if self.request_id.is_empty() {
+            self.request_id = logging::request_id(headers);
+            self.span = Some(logging::request_span(&self.request_id));
+        }
+        self.started.get_or_insert_with(std::time::Instant::now);
+    }
+
+    /// The request's span (none before `start`).
+    pub fn span(&self) -> tracing::Span {
+        self.span.clone().unwrap_or_else(tracing::Span::none)
+    }
 }
 
 /// Facts about a request, recorded where decisions are made and turned into metrics in

@@ -40,6 +40,19 @@ pub enum Body {
     },
 }
 
+impl Body {
+    /// What kind of answer this is, for logs (never its contents).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Body::Error { code, .. } => code,
+            Body::Challenge(_) => "challenge",
+            Body::Unavailable(_) => "payment_unavailable",
+            Body::QuotaExceeded { .. } => "tenant_quota_exceeded",
+            Body::Preflight { .. } => "preflight",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub body: Body,

@@ -37,9 +37,12 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use crate::payments::{self as pay, Payments, SettleOutcome, Stage};
 pub use ctx::RequestCtx;
 use decide::{Presented, Reply, RequestFacts};
+use tracing::Instrument;
 
-use crate::config::ServerConfig;
+use crate::logging::REQUEST_ID_HEADER;
+
 use crate::config::SettlePolicy;
+use crate::config::{PathPattern, ServerConfig};
 use crate::metrics::Metrics;
 use crate::routes::RouteTable;
 use crate::x402;
@@ -254,17 +257,28 @@ impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::default()
+        RequestCtx {
+            started: Some(std::time::Instant::now()),
+            ..RequestCtx::default()
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        match self.admit_request(session, ctx).await {
-            Ok(()) => Ok(false),
-            Err(reply) => {
-                respond::send(session, &reply, &self.settings.cors_allow_origin).await?;
-                Ok(true)
+        ctx.start(&session.req_header().headers);
+        let span = ctx.span();
+        async {
+            match self.admit_request(session, ctx).await {
+                Ok(()) => Ok(false),
+                Err(reply) => {
+                    tracing::debug!(body = reply.body.kind(), "answered by the gateway");
+                    let origin = &self.settings.cors_allow_origin;
+                    respond::send(session, &reply, origin, &ctx.request_id).await?;
+                    Ok(true)
+                }
             }
         }
+        .instrument(span)
+        .await
     }
 
     async fn upstream_peer(
@@ -272,32 +286,8 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let route = ctx
-            .route
-            .as_ref()
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route in context"))?;
-        let up = &route.config.upstream;
-        let addr: SocketAddr = match up.host.parse::<std::net::IpAddr>() {
-            Ok(ip) => SocketAddr::new(ip, up.port),
-            // pingora's HttpPeer::new resolves synchronously and panics on failure: resolve here,
-            // asynchronously, and turn a failure into a 502.
-            Err(_) => tokio::net::lookup_host((up.host.as_str(), up.port))
-                .await
-                .ok()
-                .and_then(|mut addrs| addrs.next())
-                .ok_or_else(|| {
-                    Error::explain(
-                        ErrorType::ConnectNoRoute,
-                        format!("cannot resolve upstream host {}", up.host),
-                    )
-                    .into_up()
-                })?,
-        };
-        let mut peer = HttpPeer::new(addr, up.tls, up.host.clone());
-        peer.options.connection_timeout = Some(Duration::from_secs(5));
-        peer.options.total_connection_timeout = Some(Duration::from_secs(10));
-        peer.options.read_timeout = Some(Duration::from_secs(60));
-        Ok(Box::new(peer))
+        let span = ctx.span();
+        peer_for(ctx).instrument(span).await
     }
 
     async fn upstream_request_filter(
@@ -306,47 +296,8 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(path) = &ctx.rewritten_path {
-            let pq = match upstream.uri.query() {
-                Some(q) => format!("{path}?{q}"),
-                None => path.clone(),
-            };
-            let uri = http::Uri::builder()
-                .path_and_query(pq)
-                .build()
-                .map_err(|e| Error::because(ErrorType::InternalError, "rewriting path", e))?;
-            upstream.set_uri(uri);
-        }
-        if let Some(route) = &ctx.route {
-            upstream.insert_header(http::header::HOST, route.config.upstream.authority())?;
-        }
-        if let Some(host) = &ctx.client_host {
-            upstream.insert_header("x-forwarded-host", host.as_str())?;
-        }
-        upstream.insert_header("x-forwarded-proto", "http")?;
-        if let Some(ip) = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip())
-        {
-            let xff = match upstream
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prev) => format!("{prev}, {ip}"),
-                None => ip.to_string(),
-            };
-            upstream.insert_header("x-forwarded-for", xff)?;
-        }
-        // From here the origin may act on the request: a paid request whose client leaves now is
-        // charged (see `logging`).
-        ctx.forwarded = true;
-        // The origin must never see a proof it could replay elsewhere.
-        upstream.remove_header(x402::PAYMENT_SIGNATURE);
-        upstream.remove_header(x402::X_PAYMENT);
-        strip_hop_by_hop(upstream);
-        Ok(())
+        let span = ctx.span();
+        span.in_scope(|| forward_headers(session, upstream, ctx))
     }
 
     async fn response_filter(
@@ -355,6 +306,116 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if !ctx.request_id.is_empty() {
+            // The origin's own id, if it sent one, gives way to the one the client knows.
+            resp.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+        }
+        let span = ctx.span();
+        self.answer(resp, ctx).instrument(span).await
+    }
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if ctx.replacement_body.is_some() || ctx.body_replaced {
+            // The first call carries our body; every later chunk of the origin's is dropped.
+            *body = ctx.replacement_body.take();
+            ctx.body_replaced = true;
+        }
+        Ok(None)
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        ctx.start(&session.req_header().headers);
+        let span = ctx.span();
+        async {
+            self.finish(e, ctx).await;
+            access_line(session, e, ctx);
+        }
+        .instrument(span)
+        .await
+    }
+    /// What pingora's own error lines say about the request. Its default is the request line
+    /// with the query string (which can carry secrets) and `Host`; ours is the method, the
+    /// normalized path without its query, and the request id that ties the line to the rest.
+    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
+        let req = session.req_header();
+        let path = ctx
+            .rewritten_path
+            .as_deref()
+            .unwrap_or_else(|| req.uri.path());
+        format!(
+            "{} {}, request_id: {}",
+            req.method,
+            truncated(path, 256),
+            ctx.request_id
+        )
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        ctx.start(&session.req_header().headers);
+        let span = ctx.span();
+        self.fail(session, e, ctx).instrument(span).await
+    }
+}
+
+impl Gateway {
+    /// `fail_to_proxy`, in the request's span.
+    async fn fail(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let (code, name, message) = match (e.esource(), e.etype()) {
+            (_, ErrorType::HTTPStatus(code)) => (*code, "error", "request failed".to_string()),
+            (ErrorSource::Downstream, ErrorType::ReadTimedout) => (
+                408,
+                "request_timeout",
+                "the request body was not received in time".to_string(),
+            ),
+            (
+                ErrorSource::Downstream,
+                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
+            ) => (0, "", String::new()),
+            (ErrorSource::Downstream, _) => (400, "bad_request", e.to_string()),
+            (ErrorSource::Upstream, _) => (
+                502,
+                "bad_gateway",
+                "the upstream could not be reached or failed to answer".to_string(),
+            ),
+            _ => (500, "internal_error", "the gateway failed".to_string()),
+        };
+        if code > 0 && session.response_written().is_none() {
+            // Money that already moved (`before`) is receipted on every answer, errors included.
+            let receipt = ctx.payment.as_ref().and_then(|p| match &p.stage {
+                Stage::Settled(s) => Some((p.receipt_header, p.receipt_ok(&s.transaction))),
+                _ => None,
+            });
+            let reply = Reply::error(code, name, message).with_receipt(receipt);
+            if let Err(err) = respond::send(
+                session,
+                &reply,
+                &self.settings.cors_allow_origin,
+                &ctx.request_id,
+            )
+            .await
+            {
+                tracing::debug!("could not write the error response: {err}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// `response_filter`, in the request's span: settle `after` or queue `deferred` when the
+    /// origin's status is charged, release when not; the receipt, or a 402 instead of the answer.
+    async fn answer(&self, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
         resp.remove_header("keep-alive");
         resp.remove_header("proxy-connection");
         let status = resp.status.as_u16();
@@ -407,7 +468,7 @@ impl ProxyHttp for Gateway {
             }
             Err(reply) => {
                 // None of the origin's answer goes out: the client did not pay for it.
-                let (header, body) = respond::render(&reply, origin)?;
+                let (header, body) = respond::render(&reply, origin, &ctx.request_id)?;
                 *resp = header;
                 ctx.replacement_body = Some(body);
             }
@@ -415,22 +476,9 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    fn response_body_filter(
-        &self,
-        _session: &mut Session,
-        body: &mut Option<bytes::Bytes>,
-        _end_of_stream: bool,
-        ctx: &mut RequestCtx,
-    ) -> Result<Option<Duration>> {
-        if ctx.replacement_body.is_some() || ctx.body_replaced {
-            // The first call carries our body; every later chunk of the origin's is dropped.
-            *body = ctx.replacement_body.take();
-            ctx.body_replaced = true;
-        }
-        Ok(None)
-    }
-
-    async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+    /// `logging`, in the request's span: an unanswered claim is charged or released, then the
+    /// request's metrics.
+    async fn finish(&self, e: Option<&Error>, ctx: &mut RequestCtx) {
         if let Some(state) = ctx.payment.as_mut() {
             if state.stage == Stage::Claimed {
                 let client_left = e.is_some_and(|e| e.esource() == &ErrorSource::Downstream);
@@ -496,49 +544,6 @@ impl ProxyHttp for Gateway {
             }
         }
     }
-
-    async fn fail_to_proxy(
-        &self,
-        session: &mut Session,
-        e: &Error,
-        ctx: &mut RequestCtx,
-    ) -> FailToProxy {
-        let (code, name, message) = match (e.esource(), e.etype()) {
-            (_, ErrorType::HTTPStatus(code)) => (*code, "error", "request failed".to_string()),
-            (ErrorSource::Downstream, ErrorType::ReadTimedout) => (
-                408,
-                "request_timeout",
-                "the request body was not received in time".to_string(),
-            ),
-            (
-                ErrorSource::Downstream,
-                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
-            ) => (0, "", String::new()),
-            (ErrorSource::Downstream, _) => (400, "bad_request", e.to_string()),
-            (ErrorSource::Upstream, _) => (
-                502,
-                "bad_gateway",
-                "the upstream could not be reached or failed to answer".to_string(),
-            ),
-            _ => (500, "internal_error", "the gateway failed".to_string()),
-        };
-        if code > 0 && session.response_written().is_none() {
-            // Money that already moved (`before`) is receipted on every answer, errors included.
-            let receipt = ctx.payment.as_ref().and_then(|p| match &p.stage {
-                Stage::Settled(s) => Some((p.receipt_header, p.receipt_ok(&s.transaction))),
-                _ => None,
-            });
-            let reply = Reply::error(code, name, message).with_receipt(receipt);
-            if let Err(err) = respond::send(session, &reply, &self.settings.cors_allow_origin).await
-            {
-                tracing::debug!("could not write the error response: {err}");
-            }
-        }
-        FailToProxy {
-            error_code: code,
-            can_reuse_downstream: false,
-        }
-    }
 }
 
 fn strip_hop_by_hop(req: &mut RequestHeader) {
@@ -562,4 +567,153 @@ fn strip_hop_by_hop(req: &mut RequestHeader) {
     if !upgrade {
         req.remove_header(&http::header::CONNECTION);
     }
+}
+
+/// The peer from `ctx.route` only (this runs again on a retry).
+async fn peer_for(ctx: &RequestCtx) -> Result<Box<HttpPeer>> {
+    let route = ctx
+        .route
+        .as_ref()
+        .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route in context"))?;
+    let up = &route.config.upstream;
+    let addr: SocketAddr = match up.host.parse::<std::net::IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, up.port),
+        // pingora's HttpPeer::new resolves synchronously and panics on failure: resolve here,
+        // asynchronously, and turn a failure into a 502.
+        Err(_) => tokio::net::lookup_host((up.host.as_str(), up.port))
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| {
+                Error::explain(
+                    ErrorType::ConnectNoRoute,
+                    format!("cannot resolve upstream host {}", up.host),
+                )
+                .into_up()
+            })?,
+    };
+    let mut peer = HttpPeer::new(addr, up.tls, up.host.clone());
+    peer.options.connection_timeout = Some(Duration::from_secs(5));
+    peer.options.total_connection_timeout = Some(Duration::from_secs(10));
+    peer.options.read_timeout = Some(Duration::from_secs(60));
+    Ok(Box::new(peer))
+}
+
+/// The request as the origin sees it: the normalized path, its `Host`, `X-Forwarded-*` and the
+/// request id; no payment proof and no hop-by-hop header.
+fn forward_headers(
+    session: &Session,
+    upstream: &mut RequestHeader,
+    ctx: &mut RequestCtx,
+) -> Result<()> {
+    if let Some(path) = &ctx.rewritten_path {
+        let pq = match upstream.uri.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path.clone(),
+        };
+        let uri = http::Uri::builder()
+            .path_and_query(pq)
+            .build()
+            .map_err(|e| Error::because(ErrorType::InternalError, "rewriting path", e))?;
+        upstream.set_uri(uri);
+    }
+    if let Some(route) = &ctx.route {
+        upstream.insert_header(http::header::HOST, route.config.upstream.authority())?;
+    }
+    if let Some(host) = &ctx.client_host {
+        upstream.insert_header("x-forwarded-host", host.as_str())?;
+    }
+    upstream.insert_header("x-forwarded-proto", "http")?;
+    if !ctx.request_id.is_empty() {
+        upstream.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+    }
+    if let Some(ip) = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+    {
+        let xff = match upstream
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(prev) => format!("{prev}, {ip}"),
+            None => ip.to_string(),
+        };
+        upstream.insert_header("x-forwarded-for", xff)?;
+    }
+    // From here the origin may act on the request: a paid request whose client leaves now is
+    // charged (see `logging`).
+    ctx.forwarded = true;
+    // The origin must never see a proof it could replay elsewhere.
+    upstream.remove_header(x402::PAYMENT_SIGNATURE);
+    upstream.remove_header(x402::X_PAYMENT);
+    strip_hop_by_hop(upstream);
+    Ok(())
+}
+
+/// The one access-log line of a request, written last. The path is the normalized one without
+/// its query (which can carry secrets); no header but the request id (in the span) is logged.
+fn access_line(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
+    let req = session.req_header();
+    let path = ctx
+        .rewritten_path
+        .as_deref()
+        .unwrap_or_else(|| req.uri.path());
+    let route = ctx.route.as_ref().map(|r| match &r.config.path {
+        PathPattern::Exact(p) => p.clone(),
+        PathPattern::Prefix(p) => format!("{}/*", p.trim_end_matches('/')),
+    });
+    let f = &ctx.facts;
+    let payment = f
+        .attempt
+        .or(f.challenged.then_some("challenged"))
+        .or(f.refusal);
+    let settlement = match (&ctx.payment, f.settlement) {
+        (Some(p), _) if p.stage == Stage::Released => Some("released"),
+        (_, Some((label, _))) => Some(label),
+        _ => None,
+    };
+    let network = ctx
+        .payment
+        .as_ref()
+        .map(|p| p.network.as_str())
+        .or(f.verification.as_ref().map(|(n, _)| n.as_str()));
+    let ms = |secs: f64| (secs * 1e6).round() / 1e3;
+    let total_ms = ctx.started.map(|t| ms(t.elapsed().as_secs_f64()));
+    let client = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip().to_string());
+    tracing::info!(
+        target: "x402_gate::access",
+        method = req.method.as_str(),
+        path = truncated(path, 256),
+        route = route.as_deref(),
+        kind = f.route,
+        tenant = ctx.route.as_ref().map(|r| r.config.tenant.as_str()),
+        status = session.response_written().map(|h| h.status.as_u16()),
+        payment,
+        refusal = f.refusal,
+        settlement,
+        network,
+        total_ms,
+        verify_ms = f.verification.as_ref().map(|(_, s)| ms(*s)),
+        settle_ms = f.settlement.and_then(|(_, s)| s).map(ms),
+        client = client.as_deref(),
+        error = e.map(|e| e.etype().as_str()),
+        "request"
+    );
+}
+
+/// At most `max` bytes of `s`, cut on a character boundary.
+fn truncated(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }

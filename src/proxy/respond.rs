@@ -1,6 +1,6 @@
 //! The one renderer of the gateway's own responses (`render`, `send`): 402 challenges, JSON
 //! errors (400, 403, 404, 408, 429, 431, 502, 503) and CORS preflights, each a `decide::Reply`.
-//! Every one carries the CORS headers, because a browser client that cannot read a 402's headers
+//! Every one carries the request id and the CORS headers, because a browser client that cannot read a 402's headers
 //! cannot pay.
 
 use bytes::Bytes;
@@ -9,6 +9,7 @@ use pingora::proxy::Session;
 use pingora::Result;
 
 use super::decide::{Body, Reply};
+use crate::logging::REQUEST_ID_HEADER;
 use crate::pricing::Challenge;
 use crate::x402::{self, SettlementResponse};
 
@@ -85,8 +86,13 @@ async fn write(session: &mut Session, resp: ResponseHeader, body: Bytes) -> Resu
     session.write_response_body(Some(body), true).await
 }
 
-/// The one renderer of the gateway's own answers: a `Reply` as a response header and its body.
-pub fn render(reply: &Reply, allow_origin: &str) -> Result<(ResponseHeader, Bytes)> {
+/// The one renderer of the gateway's own answers: a `Reply` as a response header and its body,
+/// which carries the request's id like every answer.
+pub fn render(
+    reply: &Reply,
+    allow_origin: &str,
+    request_id: &str,
+) -> Result<(ResponseHeader, Bytes)> {
     let receipt = reply.receipt.as_deref().map(|(h, r)| (*h, r));
     let (mut resp, body) = match &reply.body {
         Body::Challenge(c) => (
@@ -136,6 +142,9 @@ pub fn render(reply: &Reply, allow_origin: &str) -> Result<(ResponseHeader, Byte
     if reply.close {
         resp.insert_header("connection", "close")?;
     }
+    if !request_id.is_empty() {
+        resp.insert_header(REQUEST_ID_HEADER, request_id)?;
+    }
     Ok((resp, body))
 }
 
@@ -158,11 +167,16 @@ fn error_parts(
 }
 
 /// Writes a reply as the whole answer to the request.
-pub async fn send(session: &mut Session, reply: &Reply, allow_origin: &str) -> Result<()> {
+pub async fn send(
+    session: &mut Session,
+    reply: &Reply,
+    allow_origin: &str,
+    request_id: &str,
+) -> Result<()> {
     if reply.close {
         session.set_keepalive(None);
     }
-    let (resp, body) = render(reply, allow_origin)?;
+    let (resp, body) = render(reply, allow_origin, request_id)?;
     if body.is_empty() {
         return session.write_response_header(Box::new(resp), true).await;
     }

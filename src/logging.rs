@@ -1,0 +1,135 @@
+//! Logs: the process's `tracing` subscriber (human-readable text or one JSON object a line,
+//! filtered by `RUST_LOG`), and request ids, which tie every line of one request together.
+//!
+//! A request id comes from the client's `X-Request-Id` when it is sane (1-128 characters of
+//! `[A-Za-z0-9._:-]`: nothing that could forge a log line or smuggle a secret-looking blob), and
+//! is generated otherwise. The proxy and the management API each open a `request` span carrying
+//! it, so every line written while the request is served, the payment core's included, names it.
+//!
+//! The one access line per request is written at target `x402_gate::access` (see `ACCESS`).
+//! Nothing here ever logs a header value other than the request id.
+//!
+//! May import: config (the format). tracing-subscriber stays here and in `main`.
+
+use tracing::Subscriber;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// The request header that carries the request id, both ways.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// The target of the one access-log line per request.
+pub const ACCESS: &str = "x402_gate::access";
+/// The filter when `RUST_LOG` is unset.
+pub const DEFAULT_FILTER: &str = "info,pingora_core=warn,pingora_proxy=warn";
+
+const MAX_REQUEST_ID: usize = 128;
+
+/// The filter from `RUST_LOG`, or `DEFAULT_FILTER`.
+pub fn env_filter() -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_FILTER.into())
+}
+
+/// A subscriber writing `format` lines that pass `filter` to `writer`. `main` installs it with
+/// stderr; tests install it with a buffer.
+pub fn subscriber<W>(
+    format: LogFormat,
+    filter: EnvFilter,
+    writer: W,
+) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => Box::new(builder.finish()),
+        // Span fields (the request id) go in `span` and `spans`; the event's own fields at the
+        // top level, next to `message`, so a log shipper can index them directly.
+        LogFormat::Json => Box::new(
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(true)
+                .finish(),
+        ),
+    }
+}
+
+/// Installs the process-wide subscriber on stderr (and routes the `log` crate's records, which
+/// pingora writes, through it). Fails only if one was installed already.
+pub fn init(format: LogFormat) -> Result<(), tracing_subscriber::util::TryInitError> {
+    use tracing_subscriber::util::SubscriberInitExt;
+    subscriber(format, env_filter(), std::io::stderr).try_init()
+}
+
+/// Whether a client-sent request id may be used as is.
+pub fn is_sane_request_id(id: &str) -> bool {
+    (1..=MAX_REQUEST_ID).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// The client's request id when it sent exactly one sane `X-Request-Id`, else a fresh one.
+pub fn request_id(headers: &http::HeaderMap) -> String {
+    let mut sent = headers.get_all(REQUEST_ID_HEADER).iter();
+    match (sent.next(), sent.next()) {
+        (Some(v), None) => match v.to_str() {
+            Ok(id) if is_sane_request_id(id) => id.to_string(),
+            _ => new_request_id(),
+        },
+        _ => new_request_id(),
+    }
+}
+
+/// 16 random bytes, hex: unguessable and unique enough to find one request among billions.
+pub fn new_request_id() -> String {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).expect("the OS random source is available");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The span every line of one request is written in.
+pub fn request_span(request_id: &str) -> tracing::Span {
+    tracing::info_span!("request", request_id = %request_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sane_ids_are_kept_and_others_replaced() {
+        for ok in ["a", "req-1", "01J9Z:abc.def_x", &"x".repeat(128)] {
+            assert!(is_sane_request_id(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            &"x".repeat(129),
+            "has space",
+            "new\nline",
+            "quote\"",
+            "{json}",
+            "ключ",
+            "a/b",
+        ] {
+            assert!(!is_sane_request_id(bad), "{bad:?}");
+        }
+        let mut h = http::HeaderMap::new();
+        h.insert(REQUEST_ID_HEADER, "client-id-7".parse().unwrap());
+        assert_eq!(request_id(&h), "client-id-7");
+        h.insert(REQUEST_ID_HEADER, "not sane!".parse().unwrap());
+        let generated = request_id(&h);
+        assert_eq!(generated.len(), 32);
+        assert!(generated.bytes().all(|b| b.is_ascii_hexdigit()));
+        // Two ids are ambiguous: neither is trusted.
+        h.insert(REQUEST_ID_HEADER, "one".parse().unwrap());
+        h.append(REQUEST_ID_HEADER, "two".parse().unwrap());
+        assert_ne!(request_id(&h), "one");
+        assert_ne!(new_request_id(), new_request_id());
+    }
+}
