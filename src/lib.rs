@@ -72,6 +72,7 @@ pub mod app;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod health;
 pub mod metrics;
 pub mod payments;
 pub mod pricing;

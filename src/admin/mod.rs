@@ -13,7 +13,7 @@
 //! Handlers by resource: `tenants.rs`, `keys.rs`, `payments.rs`, `verify.rs`, `usage.rs`,
 //! `status.rs` (supported chains, health, readiness). `types.rs`: bodies and their OpenAPI
 //! schemas. `serve.rs` serves the router with header-read and idle timeouts.
-//! May import: store, tenants, verify, pricing, routes (reload), config, cache, x402.
+//! May import: store, tenants, verify, pricing, routes (reload), config, cache, health, x402.
 
 mod extract;
 mod keys;
@@ -66,6 +66,8 @@ pub struct AdminState {
     /// The payment core, on this service's own store (the verify API is one of its adapters).
     pub payments: Arc<crate::payments::Payments>,
     pub admin_token: Option<Secret>,
+    /// What the health probe saw, for `/ready`.
+    pub health: Arc<crate::health::HealthBoard>,
 }
 
 /// An error answer: `{"error": code, "message": ...}` with its status.

@@ -139,6 +139,22 @@ impl Lanes {
 
 #[async_trait]
 impl ChainBackend for Lanes {
+    /// Every lane's settler balance (held or not: the keys are this config's, so the set stays
+    /// bounded), each marked with whether this instance holds it now.
+    async fn probe(&self) -> Result<ChainHealth, VerifyError> {
+        let held = self.board.held_now();
+        let mut out = ChainHealth::default();
+        for (i, lane) in self.lanes.iter().enumerate() {
+            let h = lane.verifier.probe().await?;
+            out.height = out.height.max(h.height);
+            out.settlers.extend(h.settlers.into_iter().map(|mut s| {
+                s.held = held.contains(&i);
+                s
+            }));
+        }
+        Ok(out)
+    }
+
     async fn settlement_outcome(
         &self,
         tx_hash: &str,
