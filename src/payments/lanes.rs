@@ -142,6 +142,8 @@ impl ChainBackend for Lanes {
     /// Every lane's settler balance (held or not: the keys are this config's, so the set stays
     /// bounded), each marked with whether this instance holds it now.
     async fn probe(&self) -> Result<ChainHealth, VerifyError> {
+        // Which keys are held is known after the first round of leasing (at once after it).
+        self.board.wait_ready().await;
         let held = self.board.held_now();
         let mut out = ChainHealth::default();
         for (i, lane) in self.lanes.iter().enumerate() {
