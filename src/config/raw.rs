@@ -69,9 +69,17 @@ pub struct RawNetwork {
     pub fee_payer_key: Option<String>,
     pub confirmations: Option<u64>,
     pub rpc_timeout_seconds: Option<u64>,
-    pub min_settler_balance: Option<String>,
+    pub min_settler_balance: Option<RawCoins>,
     #[serde(default)]
     pub assets: Vec<RawAsset>,
+}
+
+/// An amount of a chain's native coin: a string of whole coins; a number is refused with a hint.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawCoins {
+    Text(String),
+    Number(f64),
 }
 
 #[derive(Debug, Deserialize)]

@@ -358,14 +358,26 @@ fn networks(raw: BTreeMap<String, RawNetwork>, e: &mut Errors) -> BTreeMap<Netwo
         if rpc_timeout_seconds == 0 {
             e.push(format!("{path}.rpc_timeout_seconds"), "must be at least 1");
         }
-        let min_settler_balance = net.min_settler_balance.as_deref().and_then(|text| {
+        let min_settler_balance = net.min_settler_balance.and_then(|raw| {
+            let key = format!("{path}.min_settler_balance");
+            let text = match raw {
+                RawCoins::Text(text) => text,
+                RawCoins::Number(n) => {
+                    // A float cannot say 0.1 exactly; amounts of money are strings.
+                    e.push(
+                        key,
+                        format!("write it as a string of whole coins, e.g. \"{n}\""),
+                    );
+                    return None;
+                }
+            };
             // ETH has 18 decimals, SOL 9.
             let decimals = match network.namespace() {
                 Namespace::Eip155 => 18,
                 Namespace::Solana => 9,
             };
-            parse_native_amount(text, decimals)
-                .map_err(|m| e.push(format!("{path}.min_settler_balance"), m))
+            parse_native_amount(&text, decimals)
+                .map_err(|m| e.push(key, m))
                 .ok()
         });
         let signer = match network.namespace() {
