@@ -46,16 +46,20 @@
 //! admin/       management API (axum) on admin_listen: extract.rs (operator/API-key auth and
 //!              bodies as extractors), handlers by resource (tenants, keys, payments, verify,
 //!              usage, status), types.rs (bodies, OpenAPI schemas); a pingora background service
-//! metrics.rs   Prometheus registry of the payment funnel, served on metrics_listen
+//! metrics.rs   Prometheus registry of the payment funnel and health gauges, on metrics_listen
+//! health.rs    background probe of every network's RPC and settler gas balances
+//!              (ChainBackend::probe) onto a HealthBoard that admin's /ready judges
 //! routes/reload.rs  rebuilds the route table when tenants' tiers or pay_to change
 //! ```
 //!
 //! # Dependency rules
 //!
 //! ```text
-//! main -> app -> { proxy, admin, settle::{worker, reconcile, leases}, routes::reload, metrics }
+//! main -> app -> { proxy, admin, settle::{worker, reconcile, leases}, routes::reload, health,
+//!                  metrics }
 //! proxy -> payments, routes, pricing, tenants, metrics, config, x402   (never store or a backend)
-//! admin -> payments, store, tenants, pricing, routes (reload), config, x402   (never proxy)
+//! admin -> payments, store, tenants, pricing, routes (reload), config, health, x402   (never proxy)
+//! health -> payments::chain, config, metrics
 //! settle -> payments, store, metrics
 //! payments (core) -> payments::chain, store, cache, tenants, routes, pricing, config, x402
 //! payments::{chain, lanes, evm} -> pricing, config, x402   (never store, cache, proxy, admin)
