@@ -118,6 +118,15 @@ impl HealthBoard {
         }
     }
 
+    /// Counts an answer the node gave on the payment path at `at` as fresh as a probe's (the
+    /// balances and the last probe error stay as they are).
+    pub fn note_answer(&self, network: &str, at: Instant) {
+        let mut nets = self.networks.lock().expect("not poisoned");
+        if let Some(n) = nets.get_mut(network) {
+            n.last_success = n.last_success.max(Some(at));
+        }
+    }
+
     /// Whether `n`'s RPC answered within `health.rpc_max_age_seconds` of `now`.
     pub fn rpc_fresh(&self, n: &NetworkHealth, now: Instant) -> bool {
         n.last_success
@@ -167,6 +176,11 @@ impl HealthProbe {
                 tracing::warn!(%network, "health probe: {e}");
             }
             self.board.record(&network, now, outcome);
+        }
+        for (network, backend) in &self.backends {
+            if let Some(at) = backend.last_answer() {
+                self.board.note_answer(network, at);
+            }
         }
         self.publish(now);
     }
@@ -260,5 +274,12 @@ mod tests {
         assert_eq!(n.last_error.as_deref(), Some("down"));
         assert_eq!(n.settlers.len(), 2);
         assert_eq!(n.height, Some(7));
+        // A payment-path answer later than the last probe's counts; an older one changes nothing.
+        let t5 = t0 + Duration::from_secs(5);
+        b.note_answer("eip155:1", t5);
+        b.note_answer("eip155:1", t0);
+        let n = &b.snapshot()[0];
+        assert_eq!(n.last_success, Some(t5));
+        assert!(b.rpc_fresh(n, t0 + Duration::from_secs(15)));
     }
 }

@@ -231,6 +231,13 @@ pub trait ChainBackend: Send + Sync {
         Ok(ChainHealth::default())
     }
 
+    /// When a call on the payment path last got an answer from the RPC (a verification, a
+    /// settlement, a balance or transaction lookup that succeeded), so readiness counts the
+    /// traffic it already has as proof the node answers. `None`: not tracked.
+    fn last_answer(&self) -> Option<std::time::Instant> {
+        None
+    }
+
     /// Looks up a settlement transaction we sent for the payment `from` -> `value` of `asset`.
     async fn settlement_outcome(
         &self,
