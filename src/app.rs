@@ -16,6 +16,7 @@ use arc_swap::ArcSwap;
 use crate::admin::{AdminService, AdminState};
 use crate::cache::VerifyCache;
 use crate::config::{Config, NetworkSigner};
+use crate::health::{HealthBoard, HealthProbe};
 use crate::metrics::{Metrics, MetricsService};
 use crate::payments::chain::ChainBackends;
 use crate::payments::evm::EvmBackend;
@@ -76,6 +77,33 @@ pub fn build_server(
         queue_wakeup: wakeup.clone(),
     });
     let metrics = Arc::new(Metrics::new());
+    // Readiness: every configured network is on the board; those with a backend are probed.
+    let health_board = Arc::new(HealthBoard::new(
+        config.health.clone(),
+        &config
+            .networks
+            .iter()
+            .map(|(n, net)| {
+                (
+                    n.to_string(),
+                    backends.get(n).is_some(),
+                    net.min_settler_balance,
+                )
+            })
+            .collect::<Vec<_>>(),
+    ));
+    server.add_service(pingora::services::background::background_service(
+        "health probe",
+        HealthProbe {
+            board: health_board.clone(),
+            backends: config
+                .networks
+                .keys()
+                .filter_map(|n| backends.get(n).map(|b| (n.to_string(), b.clone())))
+                .collect(),
+            metrics: metrics.clone(),
+        },
+    ));
     server.add_service(pingora::services::background::background_service(
         "metrics",
         MetricsService {
@@ -136,6 +164,7 @@ pub fn build_server(
                 queue_wakeup: wakeup,
             }),
             admin_token: config.admin.token.clone(),
+            health: health_board,
         },
     };
     server.add_service(pingora::services::background::background_service(

@@ -49,17 +49,22 @@
 //! admin/       management API (axum) on admin_listen: extract.rs (operator/API-key auth and
 //!              bodies as extractors), handlers by resource (tenants, keys, payments, verify,
 //!              usage, status), types.rs (bodies, OpenAPI schemas); a pingora background service
-//! metrics.rs   Prometheus registry of the payment funnel, served on metrics_listen
+//! metrics.rs   Prometheus registry of the payment funnel and health gauges, on metrics_listen
+//! health.rs    background probe of every network's RPC and settler gas balances
+//!              (ChainBackend::probe) onto a HealthBoard that admin's /ready judges
 //! routes/reload.rs  rebuilds the route table when tenants' tiers or pay_to change
 //! ```
 //!
 //! # Dependency rules
 //!
 //! ```text
-//! main -> logging, app -> { proxy, admin, settle::{worker, reconcile, leases}, routes::reload, metrics }
+//! main -> logging, app -> { proxy, admin, settle::{worker, reconcile, leases}, routes::reload,
+//!                           health, metrics }
 //! proxy -> payments, routes, pricing, tenants, metrics, logging, config, x402   (never store or a
 //!          backend)
-//! admin -> payments, store, tenants, pricing, routes (reload), logging, config, x402   (never proxy)
+//! admin -> payments, store, tenants, pricing, routes (reload), health, logging, config, x402
+//!          (never proxy)
+//! health -> payments::chain, config, metrics
 //! logging -> config
 //! settle -> payments, store, metrics
 //! payments (core) -> payments::chain, store, cache, tenants, routes, pricing, config, x402
@@ -78,6 +83,7 @@ pub mod app;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod health;
 pub mod logging;
 pub mod metrics;
 pub mod payments;

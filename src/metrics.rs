@@ -13,6 +13,15 @@
 //! - `x402_settlement_duration_seconds{network}` and `x402_verification_duration_seconds{network}`;
 //! - `x402_tenant_refusals_total{reason}`: tenant_suspended, tenant_quota_exceeded before a
 //!   challenge.
+//!
+//! Health (written by the probe in `health.rs`; one series per configured network and settler
+//! key, so the label sets stay bounded by the config):
+//! - `x402_rpc_up{network}`: 1 while the network's RPC answered a probe within
+//!   `health.rpc_max_age_seconds`, else 0;
+//! - `x402_settler_balance_wei{network,settler}`: each settler key's gas balance, in the chain's
+//!   smallest native unit (wei on EVM);
+//! - `x402_settler_below_floor{network,settler}`: 1 when that balance is below the network's
+//!   `min_settler_balance`, else 0 (always 0 without a floor).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,7 +30,8 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -34,6 +44,9 @@ pub struct Metrics {
     pub settlement_seconds: HistogramVec,
     pub verification_seconds: HistogramVec,
     pub tenant_refusals: IntCounterVec,
+    pub rpc_up: IntGaugeVec,
+    pub settler_balance: GaugeVec,
+    pub settler_below_floor: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -76,7 +89,36 @@ impl Metrics {
         registry
             .register(Box::new(challenges.clone()))
             .expect("unique metric");
+        let int_gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let settler_balance = GaugeVec::new(
+            Opts::new(
+                "x402_settler_balance_wei",
+                "Gas balance of each settler key, in the chain's smallest native unit",
+            ),
+            &["network", "settler"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(settler_balance.clone()))
+            .expect("unique metric");
         Metrics {
+            rpc_up: int_gauge(
+                "x402_rpc_up",
+                "1 while the network's RPC answered a health probe recently",
+                &["network"],
+            ),
+            settler_balance,
+            settler_below_floor: int_gauge(
+                "x402_settler_below_floor",
+                "1 when a settler's gas balance is below the network's min_settler_balance",
+                &["network", "settler"],
+            ),
             requests: counter("x402_requests_total", "Requests by route kind", &["route"]),
             challenges,
             attempts: counter(

@@ -13,7 +13,8 @@
 //! Handlers by resource: `tenants.rs`, `keys.rs`, `payments.rs`, `verify.rs`, `usage.rs`,
 //! `status.rs` (supported chains, health, readiness). `types.rs`: bodies and their OpenAPI
 //! schemas. `serve.rs` serves the router with header-read and idle timeouts.
-//! May import: store, tenants, verify, pricing, routes (reload), config, cache, logging, x402.
+//! May import: payments, store, tenants, pricing, routes (reload), config, health, logging,
+//! x402.
 
 mod extract;
 mod keys;
@@ -69,6 +70,8 @@ pub struct AdminState {
     /// The payment core, on this service's own store (the verify API is one of its adapters).
     pub payments: Arc<crate::payments::Payments>,
     pub admin_token: Option<Secret>,
+    /// What the health probe saw, for `/ready`.
+    pub health: Arc<crate::health::HealthBoard>,
 }
 
 /// An error answer: `{"error": code, "message": ...}` with its status.

@@ -330,3 +330,53 @@ pub struct SupportedChains {
 pub struct Status {
     pub status: String,
 }
+
+/// `/ready`'s answer, with HTTP 200 when `status` is `ready` or `degraded` and 503 when it is
+/// `not_ready`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// ready | degraded (serving, with warnings) | not_ready
+    pub status: String,
+    /// Why it is not ready: each a short sentence naming the store or the network.
+    pub reasons: Vec<String>,
+    /// What degrades it without making it unready (a settler below its floor).
+    pub warnings: Vec<String>,
+    pub store: StoreHealth,
+    pub networks: Vec<NetworkReadiness>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StoreHealth {
+    pub ok: bool,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NetworkReadiness {
+    /// CAIP-2 id.
+    pub network: String,
+    /// Whether this build probes it (false: no backend for its chain family; it takes no
+    /// payment and does not count against readiness).
+    pub checked: bool,
+    /// Whether its RPC answered within `health.rpc_max_age_seconds`.
+    pub rpc_ok: bool,
+    /// Seconds since its RPC last answered a probe; absent if it never did.
+    pub last_answer_seconds_ago: Option<f64>,
+    /// The last probe's error, if the last probe failed.
+    pub error: Option<String>,
+    /// The latest block the node reported.
+    pub block: Option<u64>,
+    /// `min_settler_balance` in the smallest native unit (wei), decimal; absent without a floor.
+    pub min_settler_balance: Option<String>,
+    pub settlers: Vec<SettlerReadiness>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SettlerReadiness {
+    pub settler: String,
+    /// Gas balance in the smallest native unit (wei), decimal.
+    pub balance: String,
+    /// Whether this instance holds the key's lease (signs with it now).
+    pub held: bool,
+    pub below_floor: bool,
+}

@@ -86,6 +86,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub database: DatabaseConfig,
     pub admin: AdminConfig,
+    pub health: HealthConfig,
     pub networks: BTreeMap<Network, NetworkConfig>,
     pub tiers: BTreeMap<String, Tier>,
     pub tenants: Vec<TenantConfig>,
@@ -150,12 +151,26 @@ pub struct AdminConfig {
     pub idle_timeout: Duration,
 }
 
+/// How readiness (`/ready` on the management API) is judged.
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    /// How often each network's RPC is probed (block number, settler balances).
+    pub probe_interval: Duration,
+    /// A network whose RPC has not answered a probe for longer than this makes `/ready` false.
+    pub rpc_max_age: Duration,
+    /// How long `/ready` waits for the store to answer its cheap query.
+    pub store_timeout: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct NetworkConfig {
     pub network: Network,
     pub rpc_url: String,
     /// Bounds every call to `rpc_url`; one that takes longer is an outage (a 503).
     pub rpc_timeout: Duration,
+    /// The gas balance below which a settler is reported (`/ready`, metrics), in the chain's
+    /// smallest native unit (wei on EVM, lamports on Solana). Configured in whole-coin units.
+    pub min_settler_balance: Option<u128>,
     pub signer: NetworkSigner,
     pub assets: Vec<AssetConfig>,
 }

@@ -17,6 +17,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub admin: RawAdmin,
     #[serde(default)]
+    pub health: RawHealth,
+    #[serde(default)]
     pub networks: BTreeMap<String, RawNetwork>,
     #[serde(default)]
     pub tiers: BTreeMap<String, RawTier>,
@@ -53,6 +55,13 @@ pub struct RawAdmin {
     pub idle_timeout_seconds: Option<u64>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+pub struct RawHealth {
+    pub probe_interval_seconds: Option<u64>,
+    pub rpc_max_age_seconds: Option<u64>,
+    pub store_timeout_seconds: Option<u64>,
+}
+
 #[derive(Debug, Deserialize)]
 pub struct RawNetwork {
     pub rpc_url: Option<String>,
@@ -61,8 +70,17 @@ pub struct RawNetwork {
     pub fee_payer_key: Option<String>,
     pub confirmations: Option<u64>,
     pub rpc_timeout_seconds: Option<u64>,
+    pub min_settler_balance: Option<RawCoins>,
     #[serde(default)]
     pub assets: Vec<RawAsset>,
+}
+
+/// An amount of a chain's native coin: a string of whole coins; a number is refused with a hint.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawCoins {
+    Text(String),
+    Number(f64),
 }
 
 #[derive(Debug, Deserialize)]

@@ -418,3 +418,88 @@ fn log_format_defaults_to_text_and_is_validated() {
         "not one of text, json",
     );
 }
+
+#[test]
+fn health_defaults_and_bounds() {
+    use std::time::Duration;
+    let config = Config::from_toml(&valid(), &env).unwrap();
+    assert_eq!(config.health.probe_interval, Duration::from_secs(5));
+    assert_eq!(config.health.rpc_max_age, Duration::from_secs(30));
+    assert_eq!(config.health.store_timeout, Duration::from_secs(2));
+    let with = |body: &str| format!("{}\n[health]\n{body}\n", valid());
+    let config = Config::from_toml(
+        &with("probe_interval_seconds = 1\nrpc_max_age_seconds = 2\nstore_timeout_seconds = 5"),
+        &env,
+    )
+    .unwrap();
+    assert_eq!(config.health.rpc_max_age, Duration::from_secs(2));
+    assert_refused(
+        &with("probe_interval_seconds = 0"),
+        "health.probe_interval_seconds",
+        "between 1 and",
+    );
+    assert_refused(
+        &with("probe_interval_seconds = 10\nrpc_max_age_seconds = 10"),
+        "health.rpc_max_age_seconds",
+        "longer than health.probe_interval_seconds (10)",
+    );
+    assert_refused(
+        &with("store_timeout_seconds = 61"),
+        "health.store_timeout_seconds",
+        "between 1 and 60",
+    );
+}
+
+#[test]
+fn min_settler_balance_is_whole_coins_in_a_string() {
+    let net_line = "rpc_url = \"http://127.0.0.1:8545\"";
+    let with =
+        |v: &str| valid().replace(net_line, &format!("{net_line}\nmin_settler_balance = {v}"));
+    let floor = |v: &str| {
+        Config::from_toml(&with(v), &env)
+            .unwrap()
+            .networks
+            .values()
+            .next()
+            .unwrap()
+            .min_settler_balance
+    };
+    assert_eq!(
+        Config::from_toml(&valid(), &env)
+            .unwrap()
+            .networks
+            .values()
+            .next()
+            .unwrap()
+            .min_settler_balance,
+        None
+    );
+    assert_eq!(floor("\"0.01\""), Some(10_000_000_000_000_000));
+    assert_eq!(floor("\"2\""), Some(2_000_000_000_000_000_000));
+    assert_eq!(floor("\".5\""), Some(500_000_000_000_000_000));
+    assert_eq!(floor("\"0.000000000000000001\""), Some(1));
+    let path = "networks.\"eip155:84532\".min_settler_balance";
+    assert_refused(
+        &with("\"0.0000000000000000001\""),
+        path,
+        "more than 18 decimals",
+    );
+    assert_refused(&with("\"1e-3\""), path, "not an amount in whole coins");
+    assert_refused(&with("\"-1\""), path, "not an amount in whole coins");
+    assert_refused(&with("\".\""), path, "not an amount in whole coins");
+    assert_refused(&with("\"999999999999999999999999\""), path, "too large");
+    // A TOML number is refused: a float cannot say 0.1 exactly.
+    assert_refused(
+        &with("0.01"),
+        path,
+        "write it as a string of whole coins, e.g. \"0.01\"",
+    );
+}
+
+#[test]
+fn native_amounts_use_the_chains_decimals() {
+    use super::validate::parse_native_amount;
+    assert_eq!(parse_native_amount("1.5", 9), Ok(1_500_000_000));
+    assert!(parse_native_amount("1.0000000001", 9).is_err());
+    assert!(parse_native_amount("", 18).is_err());
+}

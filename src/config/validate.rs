@@ -102,6 +102,7 @@ pub fn validate(raw: RawConfig, errors: Vec<ConfigError>) -> (Option<Config>, Ve
             &mut e,
         ),
     };
+    let health = health(raw.health, &mut e);
     let networks = networks(raw.networks, &mut e);
     let tiers = tiers(raw.tiers, &mut e);
     let tenants = tenants(raw.tenants, &tiers, &mut e);
@@ -110,6 +111,7 @@ pub fn validate(raw: RawConfig, errors: Vec<ConfigError>) -> (Option<Config>, Ve
         server,
         database,
         admin,
+        health,
         networks,
         tiers,
         tenants,
@@ -258,6 +260,86 @@ fn admin_token(token: Option<String>, e: &mut Errors) -> Option<Secret> {
     Some(Secret::new(token))
 }
 
+const DEFAULT_PROBE_INTERVAL: u64 = 5;
+const DEFAULT_RPC_MAX_AGE: u64 = 30;
+const DEFAULT_STORE_TIMEOUT: u64 = 2;
+
+fn health(raw: RawHealth, e: &mut Errors) -> HealthConfig {
+    let mut secs = |key: &str, value: Option<u64>, default: u64, max: u64| -> u64 {
+        let v = value.unwrap_or(default);
+        if !(1..=max).contains(&v) {
+            e.push(
+                format!("health.{key}"),
+                format!("must be between 1 and {max}"),
+            );
+            return default;
+        }
+        v
+    };
+    let interval = secs(
+        "probe_interval_seconds",
+        raw.probe_interval_seconds,
+        DEFAULT_PROBE_INTERVAL,
+        3600,
+    );
+    let max_age = secs(
+        "rpc_max_age_seconds",
+        raw.rpc_max_age_seconds,
+        DEFAULT_RPC_MAX_AGE,
+        86400,
+    );
+    let store = secs(
+        "store_timeout_seconds",
+        raw.store_timeout_seconds,
+        DEFAULT_STORE_TIMEOUT,
+        60,
+    );
+    if max_age <= interval {
+        // One probe late would make the gateway flap between ready and not.
+        e.push(
+            "health.rpc_max_age_seconds",
+            format!("must be longer than health.probe_interval_seconds ({interval})"),
+        );
+    }
+    HealthConfig {
+        probe_interval: Duration::from_secs(interval),
+        rpc_max_age: Duration::from_secs(max_age),
+        store_timeout: Duration::from_secs(store),
+    }
+}
+
+/// A native-coin amount written in whole coins (`"0.05"` ETH) -> the smallest unit (wei), with
+/// `decimals` digits after the point at most.
+pub fn parse_native_amount(text: &str, decimals: u32) -> Result<u128, String> {
+    let text = text.trim();
+    let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() && frac.is_empty() || !digits(whole) || !digits(frac) {
+        return Err(format!(
+            "`{text}` is not an amount in whole coins like \"0.01\""
+        ));
+    }
+    if frac.len() > decimals as usize {
+        return Err(format!("`{text}` has more than {decimals} decimals"));
+    }
+    let scale = 10u128.pow(decimals);
+    let too_big = || format!("`{text}` is too large");
+    let whole: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| too_big())?
+    };
+    let frac: u128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse::<u128>().map_err(|_| too_big())? * 10u128.pow(decimals - frac.len() as u32)
+    };
+    whole
+        .checked_mul(scale)
+        .and_then(|w| w.checked_add(frac))
+        .ok_or_else(too_big)
+}
+
 fn networks(raw: BTreeMap<String, RawNetwork>, e: &mut Errors) -> BTreeMap<Network, NetworkConfig> {
     let mut out = BTreeMap::new();
     for (key, net) in raw {
@@ -283,6 +365,28 @@ fn networks(raw: BTreeMap<String, RawNetwork>, e: &mut Errors) -> BTreeMap<Netwo
         if rpc_timeout_seconds == 0 {
             e.push(format!("{path}.rpc_timeout_seconds"), "must be at least 1");
         }
+        let min_settler_balance = net.min_settler_balance.and_then(|raw| {
+            let key = format!("{path}.min_settler_balance");
+            let text = match raw {
+                RawCoins::Text(text) => text,
+                RawCoins::Number(n) => {
+                    // A float cannot say 0.1 exactly; amounts of money are strings.
+                    e.push(
+                        key,
+                        format!("write it as a string of whole coins, e.g. \"{n}\""),
+                    );
+                    return None;
+                }
+            };
+            // ETH has 18 decimals, SOL 9.
+            let decimals = match network.namespace() {
+                Namespace::Eip155 => 18,
+                Namespace::Solana => 9,
+            };
+            parse_native_amount(&text, decimals)
+                .map_err(|m| e.push(key, m))
+                .ok()
+        });
         let signer = match network.namespace() {
             Namespace::Eip155 => {
                 if net.fee_payer_key.is_some() {
@@ -371,6 +475,7 @@ fn networks(raw: BTreeMap<String, RawNetwork>, e: &mut Errors) -> BTreeMap<Netwo
                 network,
                 rpc_url,
                 rpc_timeout: Duration::from_secs(rpc_timeout_seconds.max(1)),
+                min_settler_balance,
                 signer,
                 assets,
             },

@@ -202,8 +202,42 @@ pub enum TxOutcome {
     NotFound,
 }
 
+/// What a health probe of a network's RPC saw.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ChainHealth {
+    /// The latest block (slot) the node reported, when the backend reads one.
+    pub height: Option<u64>,
+    /// The gas balance of each settler key the backend signs with.
+    pub settlers: Vec<SettlerFunds>,
+}
+
+/// One settler key's native balance (what pays its gas).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettlerFunds {
+    /// The settler's address, as shown to people (EVM: EIP-55 checksummed).
+    pub settler: String,
+    /// In the chain's smallest native unit (wei on EVM).
+    pub balance: u128,
+    /// Whether this instance may sign with it now (it holds the key's lease).
+    pub held: bool,
+}
+
 #[async_trait]
 pub trait ChainBackend: Send + Sync {
+    /// One cheap round trip to the network's RPC, for readiness: the latest block and the
+    /// settlers' gas balances. The default (a backend with nothing to ask) answers at once with
+    /// nothing known, which counts as an answer.
+    async fn probe(&self) -> Result<ChainHealth, VerifyError> {
+        Ok(ChainHealth::default())
+    }
+
+    /// When a call on the payment path last got an answer from the RPC (a verification, a
+    /// settlement, a balance or transaction lookup that succeeded), so readiness counts the
+    /// traffic it already has as proof the node answers. `None`: not tracked.
+    fn last_answer(&self) -> Option<std::time::Instant> {
+        None
+    }
+
     /// Looks up a settlement transaction we sent for the payment `from` -> `value` of `asset`.
     async fn settlement_outcome(
         &self,

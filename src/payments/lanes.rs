@@ -88,6 +88,8 @@ pub struct Lanes {
     lanes: Vec<Lane>,
     board: Arc<LaneBoard>,
     next: AtomicUsize,
+    /// When a payment-path call last got an answer from the node (see `last_answer`).
+    answered: Mutex<Option<Instant>>,
 }
 
 impl Lanes {
@@ -98,6 +100,7 @@ impl Lanes {
             lanes,
             board,
             next: AtomicUsize::new(0),
+            answered: Mutex::new(None),
         }
     }
 
@@ -128,6 +131,14 @@ impl Lanes {
         Ok(&self.lanes[i])
     }
 
+    /// Notes that the node answered, when `ok`; passes `result` on.
+    fn noted<T, E>(&self, result: Result<T, E>, ok: impl Fn(&T) -> bool) -> Result<T, E> {
+        if result.as_ref().is_ok_and(ok) {
+            *self.answered.lock().expect("not poisoned") = Some(Instant::now());
+        }
+        result
+    }
+
     /// The lane that signed `prepared`, or the first one (any lane can broadcast signed bytes).
     fn signer_of(&self, prepared: &PreparedSettlement) -> &Lane {
         self.lanes
@@ -139,6 +150,24 @@ impl Lanes {
 
 #[async_trait]
 impl ChainBackend for Lanes {
+    /// Every lane's settler balance (held or not: the keys are this config's, so the set stays
+    /// bounded), each marked with whether this instance holds it now.
+    async fn probe(&self) -> Result<ChainHealth, VerifyError> {
+        // Which keys are held is known after the first round of leasing (at once after it).
+        self.board.wait_ready().await;
+        let held = self.board.held_now();
+        let mut out = ChainHealth::default();
+        for (i, lane) in self.lanes.iter().enumerate() {
+            let h = lane.verifier.probe().await?;
+            out.height = out.height.max(h.height);
+            out.settlers.extend(h.settlers.into_iter().map(|mut s| {
+                s.held = held.contains(&i);
+                s
+            }));
+        }
+        Ok(out)
+    }
+
     async fn settlement_outcome(
         &self,
         tx_hash: &str,
@@ -146,10 +175,11 @@ impl ChainBackend for Lanes {
         from: &str,
         value: &str,
     ) -> Result<TxOutcome, VerifyError> {
-        self.lanes[0]
+        let outcome = self.lanes[0]
             .verifier
             .settlement_outcome(tx_hash, asset, from, value)
-            .await
+            .await;
+        self.noted(outcome, |_| true)
     }
 
     async fn verify_transfer(
@@ -159,18 +189,27 @@ impl ChainBackend for Lanes {
         min_amount: u128,
         assets: &[crate::config::AssetConfig],
     ) -> Result<TransferFacts, VerifyError> {
-        self.lanes[0]
+        let facts = self.lanes[0]
             .verifier
             .verify_transfer(tx_hash, recipient, min_amount, assets)
-            .await
+            .await;
+        self.noted(facts, |_| true)
     }
 
     async fn verify(&self, offer: &Offer, proof: &PaymentProof) -> Result<Verified, VerifyError> {
-        self.lanes[0].verifier.verify(offer, proof).await
+        // A valid proof was simulated on the node (`verify` makes that round trip last).
+        let verified = self.lanes[0].verifier.verify(offer, proof).await;
+        self.noted(verified, |_| true)
     }
 
     async fn balance_of(&self, asset: &str, owner: &str) -> Result<Option<u128>, VerifyError> {
-        self.lanes[0].verifier.balance_of(asset, owner).await
+        let balance = self.lanes[0].verifier.balance_of(asset, owner).await;
+        // `None` is a backend that did not ask.
+        self.noted(balance, |b| b.is_some())
+    }
+
+    fn last_answer(&self) -> Option<Instant> {
+        *self.answered.lock().expect("not poisoned")
     }
 
     async fn ready_to_settle(&self) -> Result<(), SettleError> {
@@ -192,10 +231,12 @@ impl ChainBackend for Lanes {
         prepared: &PreparedSettlement,
         attempt: Attempt,
     ) -> Result<Settlement, SettleError> {
-        self.signer_of(prepared)
+        let settled = self
+            .signer_of(prepared)
             .verifier
             .submit(verified, prepared, attempt)
-            .await
+            .await;
+        self.noted(settled, |_| true)
     }
 
     async fn resend(&self, raw: &str) -> Result<Resent, VerifyError> {
@@ -225,5 +266,31 @@ mod tests {
         tokio::time::timeout(Duration::from_millis(100), board.wait_ready())
             .await
             .unwrap();
+    }
+}
+
+#[cfg(test)]
+mod answer_tests {
+    use super::*;
+    use crate::payments::fake::FakeChain;
+
+    #[tokio::test]
+    async fn payment_path_answers_count_as_the_node_answering() {
+        let fake = Arc::new(FakeChain::default());
+        let lanes = Lanes::new(
+            "eip155:84532".into(),
+            vec![Lane {
+                settler: "0xA".into(),
+                verifier: fake.clone(),
+            }],
+            Arc::new(LaneBoard::new(1)),
+        );
+        // Unknown balance: the backend asked nobody.
+        lanes.balance_of("0xT", "0xP").await.unwrap();
+        assert_eq!(lanes.last_answer(), None);
+        *fake.balance.lock().unwrap() = Some(5);
+        let before = Instant::now();
+        lanes.balance_of("0xT", "0xP").await.unwrap();
+        assert!(lanes.last_answer().is_some_and(|t| t >= before));
     }
 }

@@ -48,8 +48,8 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use crate::payments::chain::{
-    unix_now, Attempt, ChainBackend, PaymentKey, PreparedSettlement, Resent, SettleError,
-    Settlement, TransferFacts, TxOutcome, Verified, VerifyError,
+    unix_now, Attempt, ChainBackend, ChainHealth, PaymentKey, PreparedSettlement, Resent,
+    SettleError, Settlement, SettlerFunds, TransferFacts, TxOutcome, Verified, VerifyError,
 };
 use crate::pricing::Offer;
 use crate::x402::{PaymentProof, Reason};
@@ -981,6 +981,29 @@ impl ChainBackend for EvmBackend {
             }
         }
         self.wait_for_receipt(auth, hash, &raw).await
+    }
+
+    async fn probe(&self) -> Result<ChainHealth, VerifyError> {
+        let height = self
+            .provider
+            .get_block_number()
+            .await
+            .map_err(|e| VerifyError::Unavailable(scrub(&format!("eth_blockNumber: {e}"))))?;
+        let address = self.settler.address();
+        let balance = self
+            .provider
+            .get_balance(address)
+            .await
+            .map_err(|e| VerifyError::Unavailable(scrub(&format!("eth_getBalance: {e}"))))?;
+        Ok(ChainHealth {
+            height: Some(height),
+            settlers: vec![SettlerFunds {
+                settler: address.to_checksum(None),
+                // Past u128 is more gas than anyone holds.
+                balance: u128::try_from(balance).unwrap_or(u128::MAX),
+                held: true,
+            }],
+        })
     }
 
     async fn balance_of(&self, asset: &str, owner: &str) -> Result<Option<u128>, VerifyError> {
