@@ -33,8 +33,9 @@
 //!              rules.rs (what is charged), state.rs (typed stages and receipts)
 //!   chain.rs   trait ChainBackend and its chain-neutral value types: PaymentKey, Verified with
 //!              an opaque, chain-tagged, versioned SchemePayload; ChainBackends by network
-//!   evm/       the EVM backend (EIP-3009 verification and settlement on alloy); payload.rs:
-//!              EvmAuthorization <-> SchemePayload, every stored layout
+//!   evm/       the EVM backend (EIP-3009 verification and settlement on alloy): verify.rs
+//!              (local checks, simulation, diagnosis), nonce.rs (settler nonces), send.rs
+//!              (sending, lookups, receipt wait); payload.rs: EvmAuthorization <-> SchemePayload
 //!   lanes.rs   several settler keys of one network behind one backend, per held lease
 //!   fake.rs    a scripted backend for the core's unit tests (tests.rs)
 //! store/       sqlx over SQLite or Postgres: consume-once claims, settlement ledger, deferred

@@ -1,0 +1,206 @@
+//! Sending signed settlements and waiting for them: what a node's answer means (`Sent`), lookups
+//! by hash, and the receipt wait that sends the same bytes again while none comes.
+
+use super::*;
+
+/// What a node did with a signed transaction we sent it.
+pub(super) enum Sent {
+    /// It has it: taken now, or it already had it.
+    Accepted,
+    /// It answered with a JSON-RPC error refusing it: not broadcast.
+    Refused { nonce_used: bool, message: String },
+    /// The request never reached it (connection refused): not broadcast.
+    NotDelivered(String),
+    /// The answer was lost (a timeout, an HTTP error status, a cut connection): it may have the
+    /// transaction, or not.
+    Unknown(String),
+}
+
+/// The one place where a node's words decide. `eth_sendRawTransaction` refusals carry no error
+/// code that clients agree on (geth, reth, erigon and anvil mostly answer -32000 with their own
+/// text), so the message is read here, once, into a typed refusal; everything else works on that.
+pub(super) fn classify_refusal(message: &str) -> Sent {
+    let m = message.to_ascii_lowercase();
+    if m.contains("already known")
+        || m.contains("known transaction")
+        || m.contains("already imported")
+    {
+        return Sent::Accepted;
+    }
+    let nonce_used = m.contains("nonce too low")
+        || m.contains("replacement transaction underpriced")
+        || m.contains("nonce has already been used");
+    Sent::Refused {
+        nonce_used,
+        message: message.to_string(),
+    }
+}
+
+/// Whether a transport error proves the request never reached the node: the connection was
+/// never made. Anything after that (a timeout, a reset, an HTTP error status) may have come after
+/// the node took the request.
+pub(super) fn never_delivered(e: &RpcError<TransportErrorKind>) -> bool {
+    match e {
+        RpcError::Transport(TransportErrorKind::Custom(inner)) => inner
+            .downcast_ref::<reqwest::Error>()
+            .is_some_and(|r| r.is_connect()),
+        _ => false,
+    }
+}
+
+impl EvmBackend {
+    /// Sends signed bytes and reads the answer into what it means.
+    pub(super) async fn send_raw(&self, raw: &Bytes) -> Sent {
+        match self.provider.send_raw_transaction(raw).await {
+            Ok(_) => Sent::Accepted,
+            Err(e) => match e.as_error_resp() {
+                Some(resp) => classify_refusal(&resp.message),
+                None if never_delivered(&e) => {
+                    Sent::NotDelivered(scrub(&format!("{}: {e}", self.network)))
+                }
+                None => Sent::Unknown(scrub(&format!("{}: {e}", self.network))),
+            },
+        }
+    }
+
+    /// Whether the node knows the transaction, pending or mined. A failed lookup says nothing.
+    pub(super) async fn known(&self, hash: B256) -> bool {
+        matches!(
+            self.provider.get_transaction_by_hash(hash).await,
+            Ok(Some(_))
+        ) || matches!(
+            self.provider.get_transaction_receipt(hash).await,
+            Ok(Some(_))
+        )
+    }
+
+    /// Waits for the receipt of a sent transaction, sending its bytes again every few seconds
+    /// without one (a node may drop a transaction from its pool; the same bytes are harmless if
+    /// it still has them), until it is mined or the wait ends with `Pending`.
+    pub(super) async fn wait_for_receipt(
+        &self,
+        auth: &EvmAuthorization,
+        hash: B256,
+        raw: &Bytes,
+    ) -> Result<Settlement, SettleError> {
+        let started = Instant::now();
+        let mut last_send = Instant::now();
+        let mut poll = self.receipt_poll_start;
+        let pending = |message: String| SettleError::Pending {
+            transaction: hash.to_string(),
+            message,
+        };
+        let receipt = loop {
+            match self.provider.get_transaction_receipt(hash).await {
+                Ok(Some(r)) => break r,
+                Ok(None) => {}
+                Err(e) if started.elapsed() >= RECEIPT_TIMEOUT => {
+                    return Err(pending(scrub(&format!("receipt: {e}"))))
+                }
+                Err(_) => {}
+            }
+            if started.elapsed() >= RECEIPT_TIMEOUT {
+                return Err(pending("no receipt yet".into()));
+            }
+            if last_send.elapsed() >= RESEND_EVERY {
+                last_send = Instant::now();
+                if let Sent::Refused {
+                    nonce_used: true, ..
+                } = self.send_raw(raw).await
+                {
+                    // A mined transaction used our nonce: ours, mined since the last poll, or
+                    // another, and then ours can never land.
+                    match self.provider.get_transaction_receipt(hash).await {
+                        Ok(Some(r)) => break r,
+                        Ok(None) => {
+                            self.resync_nonce().await;
+                            return Err(SettleError::NotBroadcast {
+                                message: "another transaction took the settlement's nonce".into(),
+                            });
+                        }
+                        Err(_) => {}
+                    }
+                }
+            }
+            tokio::time::sleep(poll).await;
+            poll = (poll * 2).min(Duration::from_millis(250));
+        };
+        let tx = hash.to_string();
+        if !receipt.status() {
+            return Err(SettleError::Failed {
+                reason: Reason::InvalidExactEvmTransactionFailed,
+                message: "the settlement transaction reverted".into(),
+                transaction: Some(tx),
+            });
+        }
+        let transferred = receipt.inner.logs().iter().any(|log| {
+            log.address() == auth.asset
+                && IEip3009::Transfer::decode_log_data(log.data())
+                    .is_ok_and(|t| t.from == auth.from && t.to == auth.to && t.value == auth.value)
+        });
+        if !transferred {
+            return Err(SettleError::Failed {
+                reason: Reason::InvalidExactEvmTransferEventMismatch,
+                message: "the transaction has no matching Transfer event".into(),
+                transaction: Some(tx),
+            });
+        }
+        let block = receipt.block_number.unwrap_or_default();
+        if self.confirmations > 1 {
+            let target = block + self.confirmations - 1;
+            loop {
+                match self.provider.get_block_number().await {
+                    Ok(n) if n >= target => break,
+                    _ if started.elapsed() >= RECEIPT_TIMEOUT => {
+                        return Err(pending(format!(
+                            "waiting for {} confirmations",
+                            self.confirmations
+                        )))
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(250)).await,
+                }
+            }
+        }
+        Ok(Settlement {
+            transaction: tx,
+            block_number: block,
+            network: self.network.clone(),
+            payer: auth.from.to_checksum(None),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_refusals_are_typed() {
+        assert!(matches!(classify_refusal("already known"), Sent::Accepted));
+        assert!(matches!(
+            classify_refusal("transaction already imported"),
+            Sent::Accepted
+        ));
+        assert!(matches!(
+            classify_refusal("nonce too low: next nonce 4, tx nonce 3"),
+            Sent::Refused {
+                nonce_used: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify_refusal("replacement transaction underpriced"),
+            Sent::Refused {
+                nonce_used: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify_refusal("insufficient funds for gas * price + value"),
+            Sent::Refused {
+                nonce_used: false,
+                ..
+            }
+        ));
+    }
+}

@@ -1,0 +1,198 @@
+//! Verification of an EIP-3009 proof: every local check first (so a bad proof costs no RPC call),
+//! then one simulation, and a diagnosis of its revert into the most precise reason.
+
+use super::*;
+
+impl EvmBackend {
+    /// All checks that need no chain access.
+    pub fn check_locally(
+        &self,
+        offer: &Offer,
+        proof: &PaymentProof,
+        now: u64,
+    ) -> Result<EvmAuthorization, VerifyError> {
+        let payload: ExactEvmPayload = serde_json::from_value(proof.payload().clone())
+            .map_err(|e| bad_payload(format!("not an EIP-3009 payload: {e}")))?;
+        let a = &payload.authorization;
+        let parse_addr = |field: &str, s: &str| -> Result<Address, VerifyError> {
+            s.parse::<Address>()
+                .map_err(|_| bad_payload(format!("{field} `{s}` is not an address")))
+        };
+        let from = parse_addr("from", &a.from)?;
+        let to = parse_addr("to", &a.to)?;
+        let value = a.value.to_u256("value")?;
+        let valid_after = a.valid_after.to_u256("validAfter")?;
+        let valid_before = a.valid_before.to_u256("validBefore")?;
+        let nonce: B256 = a
+            .nonce
+            .parse()
+            .map_err(|_| bad_payload("nonce is not 32 bytes of hex"))?;
+        let signature: Bytes = payload
+            .signature
+            .parse()
+            .map_err(|_| bad_payload("signature is not hex"))?;
+        let asset: Address = offer
+            .asset
+            .address
+            .parse()
+            .map_err(|_| bad_payload("asset misconfigured"))?;
+        let pay_to: Address = offer
+            .pay_to
+            .parse()
+            .map_err(|_| bad_payload("payTo misconfigured"))?;
+
+        if to != pay_to {
+            return Err(VerifyError::invalid(
+                Reason::InvalidExactEvmRecipientMismatch,
+                format!("authorization.to is {to}, this route pays {pay_to}"),
+            ));
+        }
+        let amount = U256::from(offer.amount.0);
+        if value != amount {
+            return Err(VerifyError::invalid(
+                Reason::InvalidExactEvmAuthorizationValue,
+                format!("authorization.value is {value}, the price is exactly {amount}"),
+            ));
+        }
+        if valid_before < U256::from(now + VALID_BEFORE_MARGIN) {
+            return Err(VerifyError::invalid(
+                Reason::InvalidExactEvmValidBefore,
+                format!("the authorization expires at {valid_before}; it must be valid until at least {}", now + VALID_BEFORE_MARGIN),
+            ));
+        }
+        if valid_after > U256::from(now) {
+            return Err(VerifyError::invalid(
+                Reason::InvalidExactEvmValidAfter,
+                format!("the authorization is not valid before {valid_after} (now {now})"),
+            ));
+        }
+
+        let signature = if signature.ends_with(&EIP6492_MAGIC) {
+            return Err(VerifyError::invalid(
+                Reason::InvalidExactEvmUndeployedSmartWallet,
+                "EIP-6492 signatures of undeployed smart wallets are not accepted; deploy the wallet first",
+            ));
+        } else if signature.len() == 65 || signature.len() == 64 {
+            let sig = if signature.len() == 65 {
+                Signature::from_raw(&signature)
+            } else {
+                Ok(Signature::from_erc2098(&signature))
+            }
+            .map_err(|e| {
+                VerifyError::invalid(
+                    Reason::InvalidExactEvmSignature,
+                    format!("malformed signature: {e}"),
+                )
+            })?;
+            let sig = sig.normalize_s().unwrap_or(sig);
+            let message = TransferWithAuthorization {
+                from,
+                to,
+                value,
+                validAfter: valid_after,
+                validBefore: valid_before,
+                nonce,
+            };
+            let hash = message.eip712_signing_hash(&self.domain(offer, asset));
+            let signer = sig.recover_address_from_prehash(&hash).ok();
+            if signer != Some(from) {
+                return Err(VerifyError::invalid(
+                    Reason::InvalidExactEvmSignature,
+                    format!(
+                        "the signature does not recover to {from} over the EIP-712 domain {{name: {:?}, version: {:?}, chainId: {}, verifyingContract: {asset}}}",
+                        offer.asset.eip712.as_ref().map(|d| d.0.as_str()).unwrap_or(""),
+                        offer.asset.eip712.as_ref().map(|d| d.1.as_str()).unwrap_or(""),
+                        self.chain_id
+                    ),
+                ));
+            }
+            Bytes::from(sig.as_bytes().to_vec())
+        } else {
+            // ERC-1271: verified by the token itself during simulation.
+            signature
+        };
+        Ok(EvmAuthorization {
+            chain_id: self.chain_id,
+            asset,
+            from,
+            to,
+            value,
+            valid_after,
+            valid_before,
+            nonce,
+            signature,
+        })
+    }
+
+    /// Runs the transfer as the settler would, without sending it.
+    pub(super) async fn simulate(
+        &self,
+        auth: &EvmAuthorization,
+    ) -> Result<(), RpcError<TransportErrorKind>> {
+        let tx = TransactionRequest::default()
+            .from(self.settler.address())
+            .to(auth.asset)
+            .input(auth.calldata().into());
+        self.provider.call(tx).await.map(|_| ())
+    }
+
+    /// Maps a reverted simulation to the most precise reason we can find.
+    pub(super) async fn diagnose(
+        &self,
+        offer: &Offer,
+        auth: &EvmAuthorization,
+        revert: String,
+    ) -> VerifyError {
+        let lower = revert.to_ascii_lowercase();
+        let reason = if lower.contains("used or canceled") || lower.contains("used or cancelled") {
+            Some(Reason::InvalidExactEvmNonceAlreadyUsed)
+        } else if lower.contains("not yet valid") {
+            Some(Reason::InvalidExactEvmValidAfter)
+        } else if lower.contains("expired") {
+            Some(Reason::InvalidExactEvmValidBefore)
+        } else if lower.contains("exceeds balance") || lower.contains("insufficient") {
+            Some(Reason::InvalidExactEvmInsufficientBalance)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return VerifyError::invalid(reason, revert);
+        }
+        // A signature rejected on-chain that verified locally means a wrong EIP-712 domain in our
+        // config far more often than a bad client: say which part differs.
+        let call = |data: Vec<u8>| {
+            let tx = TransactionRequest::default()
+                .to(auth.asset)
+                .input(Bytes::from(data).into());
+            self.provider.call(tx)
+        };
+        if let Some((want_name, want_version)) = &offer.asset.eip712 {
+            if let Ok(raw) = call(IEip3009::nameCall {}.abi_encode()).await {
+                if let Ok(name) = IEip3009::nameCall::abi_decode_returns(&raw) {
+                    if &name != want_name {
+                        return VerifyError::invalid(
+                            Reason::InvalidExactEvmTokenNameMismatch,
+                            format!(
+                                "the token's name() is {name:?}, the config says {want_name:?}"
+                            ),
+                        );
+                    }
+                }
+            }
+            if let Ok(raw) = call(IEip3009::versionCall {}.abi_encode()).await {
+                if let Ok(version) = IEip3009::versionCall::abi_decode_returns(&raw) {
+                    if &version != want_version {
+                        return VerifyError::invalid(
+                            Reason::InvalidExactEvmTokenVersionMismatch,
+                            format!("the token's version() is {version:?}, the config says {want_version:?}"),
+                        );
+                    }
+                }
+            }
+        }
+        if lower.contains("invalid signature") {
+            return VerifyError::invalid(Reason::InvalidExactEvmSignature, revert);
+        }
+        VerifyError::invalid(Reason::InvalidExactEvmSimulationFailed, revert)
+    }
+}
