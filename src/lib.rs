@@ -26,7 +26,9 @@
 //! proxy/       impl ProxyHttp, an adapter over payments: decide.rs (request facts -> the next
 //!              step or a Reply, as plain functions), gate.rs (request-line, upgrade and payment
 //!              header checks), respond.rs (the one renderer of Replies: 402/4xx/5xx, receipts,
-//!              CORS), ctx.rs (per-request state), limit.rs (invalid payments per client IP)
+//!              CORS), admit.rs (request_filter's steps), forward.rs (peer, upstream headers),
+//!              phases.rs (answer, failure, end of request), ctx.rs (per-request state),
+//!              limit.rs (invalid payments per client IP)
 //! payments/    the transport-free payment core: admit.rs (verify via the cache, atomic claim
 //!              with the quota count, overdraw guard), settle.rs (settle, enqueue, release),
 //!              queued.rs (one deferred attempt), verify_only.rs (verify API, transfer lookup),

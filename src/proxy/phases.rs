@@ -1,0 +1,259 @@
+//! The phases after the origin answered or failed: the answer's payment (settle, queue or
+//! release, and the receipt), the gateway's own error answers, and the end of each request
+//! (unanswered claims, metrics, the access line).
+
+use super::*;
+
+impl Gateway {
+    /// `fail_to_proxy`, in the request's span.
+    pub(super) async fn fail(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let (code, name, message) = match (e.esource(), e.etype()) {
+            (_, ErrorType::HTTPStatus(code)) => (*code, "error", "request failed".to_string()),
+            (ErrorSource::Downstream, ErrorType::ReadTimedout) => (
+                408,
+                "request_timeout",
+                "the request body was not received in time".to_string(),
+            ),
+            (
+                ErrorSource::Downstream,
+                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
+            ) => (0, "", String::new()),
+            (ErrorSource::Downstream, _) => (400, "bad_request", e.to_string()),
+            (ErrorSource::Upstream, _) => (
+                502,
+                "bad_gateway",
+                "the upstream could not be reached or failed to answer".to_string(),
+            ),
+            _ => (500, "internal_error", "the gateway failed".to_string()),
+        };
+        if code > 0 && session.response_written().is_none() {
+            // Money that already moved (`before`) is receipted on every answer, errors included.
+            let receipt = ctx.payment.as_ref().and_then(|p| match &p.stage {
+                Stage::Settled(s) => Some((p.receipt_header, p.receipt_ok(&s.transaction))),
+                _ => None,
+            });
+            let reply = Reply::error(code, name, message).with_receipt(receipt);
+            if let Err(err) = respond::send(
+                session,
+                &reply,
+                &self.settings.cors_allow_origin,
+                &ctx.request_id,
+            )
+            .await
+            {
+                tracing::debug!("could not write the error response: {err}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// `response_filter`, in the request's span: settle `after` or queue `deferred` when the
+    /// origin's status is charged, release when not; the receipt, or a 402 instead of the answer.
+    pub(super) async fn answer(
+        &self,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        resp.remove_header("keep-alive");
+        resp.remove_header("proxy-connection");
+        let status = resp.status.as_u16();
+        if pay::is_interim(status) {
+            // 100 Continue, 103 Early Hints: not the origin's answer; only the final one decides.
+            return Ok(());
+        }
+        let origin = &self.settings.cors_allow_origin;
+        if ctx.route.as_ref().is_some_and(|r| !r.is_free()) {
+            respond::add_cors(resp, origin)?;
+        }
+        let Some(state) = ctx.payment.as_mut() else {
+            return Ok(());
+        };
+        let charged = ctx
+            .route
+            .as_ref()
+            .is_some_and(|r| pay::is_charged(&r.config, status));
+        let outcome = match (&state.stage, state.policy) {
+            (Stage::Settled(s), _) => SettleOutcome::Settled(state.receipt_ok(&s.transaction)),
+            (Stage::Claimed, _) if !charged => {
+                // A status the route does not charge for (4xx, 5xx by default): pass it through,
+                // charge nothing, and give the proof back for a retry.
+                pay::release(&self.payments, state, &format!("origin answered {status}")).await;
+                return Ok(());
+            }
+            (Stage::Claimed, SettlePolicy::Deferred) => {
+                let outcome = pay::enqueue_detached(&self.payments, state).await;
+                let label = if matches!(outcome, SettleOutcome::Settled(_)) {
+                    "queued"
+                } else {
+                    outcome.label()
+                };
+                ctx.facts.settlement = Some((label, None));
+                outcome
+            }
+            (Stage::Claimed, _) => {
+                let started = std::time::Instant::now();
+                let outcome = pay::settle_detached(&self.payments, state).await;
+                ctx.facts.settlement =
+                    Some((outcome.label(), Some(started.elapsed().as_secs_f64())));
+                outcome
+            }
+            _ => return Ok(()),
+        };
+        let offers = ctx.route.as_ref().and_then(|r| r.offers.as_ref());
+        match decide::settled(outcome, offers, &ctx.resource_url, state.receipt_header) {
+            Ok((name, receipt)) => {
+                resp.insert_header(name, x402::encode_header(&receipt))?;
+            }
+            Err(reply) => {
+                // None of the origin's answer goes out: the client did not pay for it.
+                let (header, body) = respond::render(&reply, origin, &ctx.request_id)?;
+                *resp = header;
+                ctx.replacement_body = Some(body);
+            }
+        }
+        Ok(())
+    }
+
+    /// `logging`, in the request's span: an unanswered claim is charged or released, then the
+    /// request's metrics.
+    pub(super) async fn finish(&self, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(state) = ctx.payment.as_mut() {
+            if state.stage == Stage::Claimed {
+                let client_left = e.is_some_and(|e| e.esource() == &ErrorSource::Downstream);
+                match pay::unanswered(ctx.forwarded, client_left) {
+                    pay::Unanswered::Charge => {
+                        // The origin has the request and may act on it; releasing here would let
+                        // one proof run it again and again by hanging up each time.
+                        let outcome = if state.policy == SettlePolicy::Deferred {
+                            pay::enqueue_detached(&self.payments, state).await
+                        } else {
+                            pay::settle_detached(&self.payments, state).await
+                        };
+                        ctx.facts.settlement = Some((outcome.label(), None));
+                    }
+                    pay::Unanswered::Release => {
+                        pay::release(&self.payments, state, "the origin never answered").await
+                    }
+                }
+            }
+        }
+        let m = &self.metrics;
+        let f = &ctx.facts;
+        if !f.route.is_empty() {
+            m.requests.with_label_values(&[f.route]).inc();
+        }
+        if f.challenged {
+            m.challenges.inc();
+        }
+        if let Some(a) = f.attempt {
+            m.attempts.with_label_values(&[a]).inc();
+        }
+        if let Some(r) = f.refusal {
+            m.tenant_refusals.with_label_values(&[r]).inc();
+        }
+        if let Some((network, secs)) = &f.verification {
+            m.verification_seconds
+                .with_label_values(&[network])
+                .observe(*secs);
+        }
+        if let Some(state) = &ctx.payment {
+            m.verified
+                .with_label_values(&[&state.tenant, &state.network])
+                .inc();
+            let policy = match state.policy {
+                SettlePolicy::Before => "before",
+                SettlePolicy::After => "after",
+                SettlePolicy::Deferred => "deferred",
+            };
+            let outcome = match (&state.stage, f.settlement) {
+                (Stage::Released, _) => Some("released"),
+                (_, Some((label, _))) => Some(label),
+                _ => None,
+            };
+            if let Some(outcome) = outcome {
+                m.settlements
+                    .with_label_values(&[&state.network, policy, outcome])
+                    .inc();
+            }
+            if let Some((_, Some(secs))) = f.settlement {
+                m.settlement_seconds
+                    .with_label_values(&[&state.network])
+                    .observe(secs);
+            }
+        }
+    }
+}
+
+/// The one access-log line of a request, written last. The path is the normalized one without
+/// its query (which can carry secrets); no header but the request id (in the span) is logged.
+pub(super) fn access_line(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
+    let req = session.req_header();
+    let path = ctx
+        .rewritten_path
+        .as_deref()
+        .unwrap_or_else(|| req.uri.path());
+    let route = ctx.route.as_ref().map(|r| match &r.config.path {
+        PathPattern::Exact(p) => p.clone(),
+        PathPattern::Prefix(p) => format!("{}/*", p.trim_end_matches('/')),
+    });
+    let f = &ctx.facts;
+    let payment = f
+        .attempt
+        .or(f.challenged.then_some("challenged"))
+        .or(f.refusal);
+    let settlement = match (&ctx.payment, f.settlement) {
+        (Some(p), _) if p.stage == Stage::Released => Some("released"),
+        (_, Some((label, _))) => Some(label),
+        _ => None,
+    };
+    let network = ctx
+        .payment
+        .as_ref()
+        .map(|p| p.network.as_str())
+        .or(f.verification.as_ref().map(|(n, _)| n.as_str()));
+    let ms = |secs: f64| (secs * 1e6).round() / 1e3;
+    let total_ms = ctx.started.map(|t| ms(t.elapsed().as_secs_f64()));
+    let client = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip().to_string());
+    tracing::info!(
+        target: "x402_gate::access",
+        method = req.method.as_str(),
+        path = truncated(path, 256),
+        route = route.as_deref(),
+        kind = f.route,
+        tenant = ctx.route.as_ref().map(|r| r.config.tenant.as_str()),
+        status = session.response_written().map(|h| h.status.as_u16()),
+        payment,
+        refusal = f.refusal,
+        settlement,
+        network,
+        total_ms,
+        verify_ms = f.verification.as_ref().map(|(_, s)| ms(*s)),
+        settle_ms = f.settlement.and_then(|(_, s)| s).map(ms),
+        client = client.as_deref(),
+        error = e.map(|e| e.etype().as_str()),
+        "request"
+    );
+}
+
+/// At most `max` bytes of `s`, cut on a character boundary.
+pub(super) fn truncated(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
