@@ -40,9 +40,9 @@
 //!              (sending, lookups, receipt wait); payload.rs: EvmAuthorization <-> SchemePayload
 //!   lanes.rs   several settler keys of one network behind one backend, per held lease
 //!   fake.rs    a scripted backend for the core's unit tests (tests.rs)
-//! store/       sqlx over SQLite or Postgres: consume-once claims, settlement ledger, deferred
-//!              queue (queue_format.rs: its versioned stored format); LazyStore opens a pool in
-//!              the runtime that uses it
+//! store/       sqlx over SQLite or Postgres: consume-once claims (mod.rs), ledger.rs, queue.rs
+//!              (queue_format.rs: its versioned stored format), leases.rs, tenants.rs; LazyStore
+//!              opens a pool in the runtime that uses it
 //! settle/      background services: worker.rs (deferred settlements, one attempt each via
 //!              payments), reconcile.rs (records settlements whose outcome was never seen, re-sends
 //!              dropped ones), leases.rs (settler-key and queue leases)

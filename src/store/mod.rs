@@ -5,10 +5,15 @@
 //! state). Every statement is in the SQL both speak (`ON CONFLICT`, `RETURNING`, `$n`
 //! parameters); only the migrations differ, in `migrations/sqlite` and `migrations/postgres`.
 //! The store is the authority on replay: caches may answer "valid", only a claim here admits.
-//! The deferred queue's stored format is versioned: `queue_format.rs`.
+//! This file: the types and the claim lifecycle (claim, release, settling, failed); `ledger.rs`:
+//! the settlement ledger and the reconciler's lookups; `queue.rs`: the deferred queue, whose
+//! stored format is versioned (`queue_format.rs`); `leases.rs`: settler-key and queue-item leases;
+//! `tenants.rs`: tenants, API keys, usage counters and verified transactions.
 //! May import: payments::chain (the chain-neutral value types, never a chain backend), x402.
 
 mod leases;
+mod ledger;
+mod queue;
 pub mod queue_format;
 mod tenants;
 
@@ -449,225 +454,6 @@ impl Store {
         Ok((rows.len(), sum))
     }
 
-    /// Records a landed settlement in the ledger and marks its claim settled, atomically.
-    /// Recording the same claim twice is a no-op.
-    pub async fn record_settlement(
-        &self,
-        claim_id: i64,
-        v: &Verified,
-        s: &Settlement,
-        ctx: &ClaimContext<'_>,
-    ) -> Result<(), StoreError> {
-        self.write_ledger(LedgerRow {
-            claim_id,
-            network: &v.key.network,
-            asset: &v.key.asset,
-            payer: &v.payer,
-            pay_to: &v.pay_to,
-            amount: &v.amount,
-            settlement: s,
-            tenant: ctx.tenant,
-            route: ctx.route,
-        })
-        .await
-    }
-
-    /// The one ledger write: the settlement row (at most one per claim) and the claim marked
-    /// settled, in one transaction.
-    async fn write_ledger(&self, row: LedgerRow<'_>) -> Result<(), StoreError> {
-        let t = now();
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO settlements
-                (claim_id, network, asset, payer, pay_to, amount, tx_hash, block_number, tenant, route, settled_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-             ON CONFLICT (claim_id) DO NOTHING",
-        )
-        .bind(row.claim_id)
-        .bind(row.network)
-        .bind(row.asset)
-        .bind(row.payer)
-        .bind(row.pay_to)
-        .bind(row.amount)
-        .bind(&row.settlement.transaction)
-        .bind(row.settlement.block_number as i64)
-        .bind(row.tenant)
-        .bind(row.route)
-        .bind(t)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE payment_claims SET status = 'settled', tx_hash = $1, error = NULL, updated_at = $2,
-                settled_at_ms = $4
-             WHERE id = $3",
-        )
-        .bind(&row.settlement.transaction)
-        .bind(t)
-        .bind(row.claim_id)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Claims left `settling` (a transaction was signed and maybe sent, no outcome recorded)
-    /// last touched at or before `older_than`, outside the deferred queue (its worker owns those).
-    pub async fn settling_claims(
-        &self,
-        older_than: i64,
-        limit: i64,
-    ) -> Result<Vec<SettlingClaim>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT c.id, c.network, c.asset, c.payer, c.amount, c.tenant, c.route, c.tx_hash, c.valid_before, c.tx_raw
-             FROM payment_claims c
-             WHERE c.status = 'settling' AND c.tx_hash IS NOT NULL AND c.updated_at <= $1
-               AND NOT EXISTS (SELECT 1 FROM settlement_queue q WHERE q.claim_id = c.id)
-             ORDER BY c.id LIMIT $2",
-        )
-        .bind(older_than)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| SettlingClaim {
-                claim_id: r.get(0),
-                network: r.get(1),
-                asset: r.get(2),
-                payer: r.get(3),
-                amount: r.get(4),
-                tenant: r.get(5),
-                route: r.get(6),
-                tx_hash: r.get(7),
-                valid_before: r.get(8),
-                tx_raw: r.get(9),
-            })
-            .collect())
-    }
-
-    /// Records a settlement found after the fact for a `settling` claim.
-    pub async fn record_reconciled(
-        &self,
-        c: &SettlingClaim,
-        pay_to: &str,
-        s: &Settlement,
-    ) -> Result<(), StoreError> {
-        self.write_ledger(LedgerRow {
-            claim_id: c.claim_id,
-            network: &c.network,
-            asset: &c.asset,
-            payer: &s.payer,
-            pay_to,
-            amount: &c.amount,
-            settlement: s,
-            tenant: &c.tenant,
-            route: &c.route,
-        })
-        .await
-    }
-
-    /// Queues a deferred settlement; durable once this returns.
-    pub async fn enqueue(&self, claim_id: i64, v: &Verified) -> Result<(), StoreError> {
-        let t = now();
-        let json = queue_format::encode(v)?;
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO settlement_queue (claim_id, verified, format, status, attempts, next_attempt_at, created_at, updated_at)
-             VALUES ($1, $2, $3, 'queued', 0, $4, $4, $4)
-             ON CONFLICT (claim_id) DO NOTHING",
-        )
-        .bind(claim_id)
-        .bind(json)
-        .bind(queue_format::CURRENT)
-        .bind(t)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE payment_claims SET status = 'queued', updated_at = $1 WHERE id = $2")
-            .bind(t)
-            .bind(claim_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Deferred settlements due now, oldest first.
-    pub async fn due(&self, limit: i64) -> Result<Vec<QueuedSettlement>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT q.claim_id, q.verified, q.attempts, q.prepared, c.tenant, c.route, q.format
-             FROM settlement_queue q JOIN payment_claims c ON c.id = q.claim_id
-             WHERE q.status = 'queued' AND q.next_attempt_at <= $1
-             ORDER BY q.next_attempt_at, q.claim_id
-             LIMIT $2",
-        )
-        .bind(now())
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(queued_from_row).collect()
-    }
-
-    /// Saves the signed transaction of a deferred settlement before it is sent.
-    pub async fn queue_prepared(
-        &self,
-        claim_id: i64,
-        p: &PreparedSettlement,
-    ) -> Result<(), StoreError> {
-        let json = serde_json::to_string(p).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        sqlx::query(
-            "UPDATE settlement_queue SET prepared = $1, updated_at = $2 WHERE claim_id = $3",
-        )
-        .bind(json)
-        .bind(now())
-        .bind(claim_id)
-        .execute(&self.pool)
-        .await?;
-        self.mark_settling(claim_id, p).await
-    }
-
-    /// Schedules another attempt; `forget_prepared` drops a signed tx that can no longer land
-    /// (its settler nonce was taken by another transaction).
-    pub async fn queue_retry(
-        &self,
-        claim_id: i64,
-        attempts: i64,
-        next_at: i64,
-        error: &str,
-        forget_prepared: bool,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE settlement_queue SET attempts = $1, next_attempt_at = $2, last_error = $3,
-                prepared = CASE WHEN $4 = 1 THEN NULL ELSE prepared END, updated_at = $5
-             WHERE claim_id = $6",
-        )
-        .bind(attempts)
-        .bind(next_at)
-        .bind(redact::scrub(error))
-        .bind(forget_prepared as i64)
-        .bind(now())
-        .bind(claim_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn queue_finish(
-        &self,
-        claim_id: i64,
-        status: QueueStatus,
-        error: Option<&str>,
-    ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE settlement_queue SET status = $1, last_error = $2, updated_at = $3 WHERE claim_id = $4")
-            .bind(status.as_str())
-            .bind(error.map(redact::scrub))
-            .bind(now())
-            .bind(claim_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
     /// The status of a claim, by id.
     pub async fn claim_status(&self, claim_id: i64) -> Result<Option<String>, StoreError> {
         let row = sqlx::query("SELECT status FROM payment_claims WHERE id = $1")
@@ -685,49 +471,6 @@ impl Store {
             .await?;
         Ok(row.get::<i64, _>(0))
     }
-
-    /// The ledger, newest first.
-    pub async fn ledger(&self, limit: i64) -> Result<Vec<LedgerEntry>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT claim_id, network, asset, payer, pay_to, amount, tx_hash, block_number, tenant, route, settled_at
-             FROM settlements ORDER BY id DESC LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| LedgerEntry {
-                claim_id: r.get(0),
-                network: r.get(1),
-                asset: r.get(2),
-                payer: r.get(3),
-                pay_to: r.get(4),
-                amount: r.get(5),
-                tx_hash: r.get(6),
-                block_number: r.get(7),
-                tenant: r.get(8),
-                route: r.get(9),
-                settled_at: r.get(10),
-            })
-            .collect())
-    }
-}
-
-fn queued_from_row(r: &AnyRow) -> Result<QueuedSettlement, StoreError> {
-    let verified: String = r.get(1);
-    let prepared: Option<String> = r.get(3);
-    Ok(QueuedSettlement {
-        claim_id: r.get(0),
-        verified: queue_format::decode(r.get(6), &verified)?,
-        attempts: r.get(2),
-        prepared: prepared
-            .map(|p| serde_json::from_str(&p))
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        tenant: r.get(4),
-        route: r.get(5),
-    })
 }
 
 /// A store opened on first use, in the runtime that first uses it: a sqlx pool's sockets belong

@@ -1,0 +1,152 @@
+//! The settlement ledger: one row per settlement that landed, written with its claim's move to
+//! `settled` in one transaction; and the claims whose outcome was never recorded, for the
+//! reconciler.
+
+use super::*;
+
+impl Store {
+    /// Records a landed settlement in the ledger and marks its claim settled, atomically.
+    /// Recording the same claim twice is a no-op.
+    pub async fn record_settlement(
+        &self,
+        claim_id: i64,
+        v: &Verified,
+        s: &Settlement,
+        ctx: &ClaimContext<'_>,
+    ) -> Result<(), StoreError> {
+        self.write_ledger(LedgerRow {
+            claim_id,
+            network: &v.key.network,
+            asset: &v.key.asset,
+            payer: &v.payer,
+            pay_to: &v.pay_to,
+            amount: &v.amount,
+            settlement: s,
+            tenant: ctx.tenant,
+            route: ctx.route,
+        })
+        .await
+    }
+
+    /// The one ledger write: the settlement row (at most one per claim) and the claim marked
+    /// settled, in one transaction.
+    pub(super) async fn write_ledger(&self, row: LedgerRow<'_>) -> Result<(), StoreError> {
+        let t = now();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO settlements
+                (claim_id, network, asset, payer, pay_to, amount, tx_hash, block_number, tenant, route, settled_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             ON CONFLICT (claim_id) DO NOTHING",
+        )
+        .bind(row.claim_id)
+        .bind(row.network)
+        .bind(row.asset)
+        .bind(row.payer)
+        .bind(row.pay_to)
+        .bind(row.amount)
+        .bind(&row.settlement.transaction)
+        .bind(row.settlement.block_number as i64)
+        .bind(row.tenant)
+        .bind(row.route)
+        .bind(t)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE payment_claims SET status = 'settled', tx_hash = $1, error = NULL, updated_at = $2,
+                settled_at_ms = $4
+             WHERE id = $3",
+        )
+        .bind(&row.settlement.transaction)
+        .bind(t)
+        .bind(row.claim_id)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Claims left `settling` (a transaction was signed and maybe sent, no outcome recorded)
+    /// last touched at or before `older_than`, outside the deferred queue (its worker owns those).
+    pub async fn settling_claims(
+        &self,
+        older_than: i64,
+        limit: i64,
+    ) -> Result<Vec<SettlingClaim>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT c.id, c.network, c.asset, c.payer, c.amount, c.tenant, c.route, c.tx_hash, c.valid_before, c.tx_raw
+             FROM payment_claims c
+             WHERE c.status = 'settling' AND c.tx_hash IS NOT NULL AND c.updated_at <= $1
+               AND NOT EXISTS (SELECT 1 FROM settlement_queue q WHERE q.claim_id = c.id)
+             ORDER BY c.id LIMIT $2",
+        )
+        .bind(older_than)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| SettlingClaim {
+                claim_id: r.get(0),
+                network: r.get(1),
+                asset: r.get(2),
+                payer: r.get(3),
+                amount: r.get(4),
+                tenant: r.get(5),
+                route: r.get(6),
+                tx_hash: r.get(7),
+                valid_before: r.get(8),
+                tx_raw: r.get(9),
+            })
+            .collect())
+    }
+
+    /// Records a settlement found after the fact for a `settling` claim.
+    pub async fn record_reconciled(
+        &self,
+        c: &SettlingClaim,
+        pay_to: &str,
+        s: &Settlement,
+    ) -> Result<(), StoreError> {
+        self.write_ledger(LedgerRow {
+            claim_id: c.claim_id,
+            network: &c.network,
+            asset: &c.asset,
+            payer: &s.payer,
+            pay_to,
+            amount: &c.amount,
+            settlement: s,
+            tenant: &c.tenant,
+            route: &c.route,
+        })
+        .await
+    }
+
+    /// The ledger, newest first.
+    pub async fn ledger(&self, limit: i64) -> Result<Vec<LedgerEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT claim_id, network, asset, payer, pay_to, amount, tx_hash, block_number, tenant, route, settled_at
+             FROM settlements ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| LedgerEntry {
+                claim_id: r.get(0),
+                network: r.get(1),
+                asset: r.get(2),
+                payer: r.get(3),
+                pay_to: r.get(4),
+                amount: r.get(5),
+                tx_hash: r.get(6),
+                block_number: r.get(7),
+                tenant: r.get(8),
+                route: r.get(9),
+                settled_at: r.get(10),
+            })
+            .collect())
+    }
+}

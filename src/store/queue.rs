@@ -1,0 +1,123 @@
+//! The deferred-settlement queue: written before the response goes out, so a queued payment
+//! survives a restart; its signed transaction is stored before it is sent.
+
+use super::*;
+
+impl Store {
+    /// Queues a deferred settlement; durable once this returns.
+    pub async fn enqueue(&self, claim_id: i64, v: &Verified) -> Result<(), StoreError> {
+        let t = now();
+        let json = queue_format::encode(v)?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO settlement_queue (claim_id, verified, format, status, attempts, next_attempt_at, created_at, updated_at)
+             VALUES ($1, $2, $3, 'queued', 0, $4, $4, $4)
+             ON CONFLICT (claim_id) DO NOTHING",
+        )
+        .bind(claim_id)
+        .bind(json)
+        .bind(queue_format::CURRENT)
+        .bind(t)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE payment_claims SET status = 'queued', updated_at = $1 WHERE id = $2")
+            .bind(t)
+            .bind(claim_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deferred settlements due now, oldest first.
+    pub async fn due(&self, limit: i64) -> Result<Vec<QueuedSettlement>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT q.claim_id, q.verified, q.attempts, q.prepared, c.tenant, c.route, q.format
+             FROM settlement_queue q JOIN payment_claims c ON c.id = q.claim_id
+             WHERE q.status = 'queued' AND q.next_attempt_at <= $1
+             ORDER BY q.next_attempt_at, q.claim_id
+             LIMIT $2",
+        )
+        .bind(now())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(queued_from_row).collect()
+    }
+
+    /// Saves the signed transaction of a deferred settlement before it is sent.
+    pub async fn queue_prepared(
+        &self,
+        claim_id: i64,
+        p: &PreparedSettlement,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(p).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query(
+            "UPDATE settlement_queue SET prepared = $1, updated_at = $2 WHERE claim_id = $3",
+        )
+        .bind(json)
+        .bind(now())
+        .bind(claim_id)
+        .execute(&self.pool)
+        .await?;
+        self.mark_settling(claim_id, p).await
+    }
+
+    /// Schedules another attempt; `forget_prepared` drops a signed tx that can no longer land
+    /// (its settler nonce was taken by another transaction).
+    pub async fn queue_retry(
+        &self,
+        claim_id: i64,
+        attempts: i64,
+        next_at: i64,
+        error: &str,
+        forget_prepared: bool,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE settlement_queue SET attempts = $1, next_attempt_at = $2, last_error = $3,
+                prepared = CASE WHEN $4 = 1 THEN NULL ELSE prepared END, updated_at = $5
+             WHERE claim_id = $6",
+        )
+        .bind(attempts)
+        .bind(next_at)
+        .bind(redact::scrub(error))
+        .bind(forget_prepared as i64)
+        .bind(now())
+        .bind(claim_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn queue_finish(
+        &self,
+        claim_id: i64,
+        status: QueueStatus,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE settlement_queue SET status = $1, last_error = $2, updated_at = $3 WHERE claim_id = $4")
+            .bind(status.as_str())
+            .bind(error.map(redact::scrub))
+            .bind(now())
+            .bind(claim_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+fn queued_from_row(r: &AnyRow) -> Result<QueuedSettlement, StoreError> {
+    let verified: String = r.get(1);
+    let prepared: Option<String> = r.get(3);
+    Ok(QueuedSettlement {
+        claim_id: r.get(0),
+        verified: queue_format::decode(r.get(6), &verified)?,
+        attempts: r.get(2),
+        prepared: prepared
+            .map(|p| serde_json::from_str(&p))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        tenant: r.get(4),
+        route: r.get(5),
+    })
+}
