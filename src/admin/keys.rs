@@ -7,7 +7,6 @@ use axum::http::StatusCode;
 use axum::Json;
 
 use super::extract::{needs, AuthedBody, Operator, OptionalBody, TenantKey};
-use super::tenants::tenant_or_404;
 use super::*;
 use crate::store::now;
 use crate::tenants::{mint_key, DEFAULT_ROTATION_GRACE_SECONDS, SCOPES};
@@ -182,7 +181,7 @@ pub async fn admin_create_key(
 ) -> ApiResult<(StatusCode, Json<NewKey>)> {
     let scopes = check_scopes(req.scopes, &all_scopes())?;
     let expires_at = expiry(req.expires_in_seconds)?;
-    tenant_or_404(&state, &id).await?;
+    state.tenant_or_404(&id).await?;
     let key = issue_key(&state, &id, scopes, expires_at).await?;
     Ok((StatusCode::CREATED, Json(key)))
 }
@@ -194,7 +193,7 @@ pub async fn admin_list_keys(
     Path(id): Path<String>,
     _: Operator,
 ) -> ApiResult<Json<Vec<KeyView>>> {
-    tenant_or_404(&state, &id).await?;
+    state.tenant_or_404(&id).await?;
     let keys = state.store().await?.keys_of(&id).await?;
     Ok(Json(keys.into_iter().map(Into::into).collect()))
 }

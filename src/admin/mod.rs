@@ -170,6 +170,15 @@ impl AdminState {
             tracing::warn!("reloading routes after a tenant change: {e}");
         }
     }
+
+    /// A tenant by id, or 404 (every per-tenant handler starts here).
+    pub(crate) async fn tenant_or_404(&self, id: &str) -> ApiResult<crate::store::TenantRecord> {
+        self.store()
+            .await?
+            .tenant(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("tenant"))
+    }
 }
 
 #[derive(OpenApi)]

@@ -50,15 +50,6 @@ fn slug(s: &str) -> String {
     out.trim_matches('-').to_string()
 }
 
-pub(super) async fn tenant_or_404(state: &AdminState, id: &str) -> ApiResult<TenantRecord> {
-    state
-        .store()
-        .await?
-        .tenant(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("tenant"))
-}
-
 #[utoipa::path(post, path = "/api/v1/x402/admin/create-tenant", request_body = CreateTenantRequest,
     responses((status = 201, body = CreatedTenant), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("admin" = [])))]
@@ -119,7 +110,7 @@ pub async fn create_tenant(
         ));
     }
     let key = issue_key(&state, &id, all_scopes(), None).await?;
-    let tenant = tenant_or_404(&state, &id).await?;
+    let tenant = state.tenant_or_404(&id).await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedTenant {
@@ -145,7 +136,7 @@ pub async fn get_tenant(
     Path(id): Path<String>,
     _: Operator,
 ) -> ApiResult<Json<TenantView>> {
-    Ok(Json(tenant_or_404(&state, &id).await?.into()))
+    Ok(Json(state.tenant_or_404(&id).await?.into()))
 }
 
 #[utoipa::path(patch, path = "/api/v1/x402/admin/tenants/{id}", params(("id" = String, Path)), request_body = UpdateTenantRequest,
@@ -174,7 +165,7 @@ pub async fn update_tenant(
         return Err(ApiError::not_found("tenant"));
     }
     state.tenants_changed(&id).await;
-    Ok(Json(tenant_or_404(&state, &id).await?.into()))
+    Ok(Json(state.tenant_or_404(&id).await?.into()))
 }
 
 async fn set_status(state: &AdminState, id: &str, status: &str) -> ApiResult<Json<TenantView>> {
@@ -186,7 +177,7 @@ async fn set_status(state: &AdminState, id: &str, status: &str) -> ApiResult<Jso
         return Err(ApiError::not_found("tenant"));
     }
     state.tenants_changed(id).await;
-    Ok(Json(tenant_or_404(state, id).await?.into()))
+    Ok(Json(state.tenant_or_404(id).await?.into()))
 }
 
 #[utoipa::path(post, path = "/api/v1/x402/admin/tenants/{id}/suspend", params(("id" = String, Path)),
