@@ -1,7 +1,7 @@
 //! The pingora `ProxyHttp` implementation: one concern per phase.
 //!
-//! - `request_filter`: header-size cap -> path normalization -> CORS preflight -> route match ->
-//!   free routes pass -> payment header check -> verify (cached) -> atomic claim -> settle now if
+//! - `request_filter`: rate limit per client IP -> header-size cap -> path normalization -> CORS preflight -> route match ->
+//!   rate limit per tenant -> free routes pass -> payment header check -> verify (cached) -> atomic claim -> settle now if
 //!   the route settles `before`. Every refusal is written by `respond.rs`, then the phase returns
 //!   `Ok(true)` so nothing reaches the upstream.
 //! - `upstream_peer`: the peer from `ctx.route` only.
@@ -44,6 +44,7 @@ use crate::logging::REQUEST_ID_HEADER;
 use crate::config::SettlePolicy;
 use crate::config::{PathPattern, ServerConfig};
 use crate::metrics::Metrics;
+use crate::ratelimit::{RateLimiter, Scope};
 use crate::routes::RouteTable;
 use crate::x402;
 
@@ -74,6 +75,8 @@ impl From<&ServerConfig> for ProxySettings {
 pub struct Gateway {
     routes: Arc<ArcSwap<RouteTable>>,
     invalid: limit::InvalidPaymentLimiter,
+    /// `[rate_limit]`'s proxy limits (per client IP, per tenant).
+    limits: Arc<RateLimiter>,
     settings: ProxySettings,
     payments: Arc<Payments>,
     metrics: Arc<Metrics>,
@@ -85,10 +88,12 @@ impl Gateway {
         settings: ProxySettings,
         payments: Arc<Payments>,
         metrics: Arc<Metrics>,
+        limits: Arc<RateLimiter>,
     ) -> Self {
         Gateway {
             routes,
             invalid: limit::InvalidPaymentLimiter::new(settings.invalid_payments_per_minute),
+            limits,
             settings,
             payments,
             metrics,
@@ -116,6 +121,16 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<(), Reply> {
         ctx.facts.route = "rejected";
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        if let Some(ip) = client_ip.filter(|_| self.limits.limits(Scope::ProxyIp)) {
+            self.limits
+                .check(Scope::ProxyIp, &ip.to_string())
+                .await
+                .map_err(decide::rate_limited)?;
+        }
         let req = session.req_header();
         let host = req
             .headers
@@ -147,6 +162,10 @@ impl Gateway {
             session.set_keepalive(None);
         }
         let route = routed.route;
+        self.limits
+            .check(Scope::ProxyTenant, &route.config.tenant)
+            .await
+            .map_err(decide::rate_limited)?;
         ctx.rewritten_path = routed.rewritten_path;
         ctx.client_host = host;
         ctx.route = Some(route.clone());
@@ -178,10 +197,6 @@ impl Gateway {
             ctx.client_host.as_deref(),
             &path_and_query,
         );
-        let client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
         if let (Some(_), Some(ip)) = (&header, client_ip) {
             if let Some(secs) = self.invalid.blocked_for(ip) {
                 ctx.facts.attempt = Some("rate_limited");
