@@ -77,8 +77,8 @@
 //! x402 imports nothing internal
 //! pingora stays in app, proxy and the background services; alloy in payments::evm only; sqlx in
 //! store; moka in cache, tenants and proxy::limit; axum in admin and metrics; prometheus in
-//! metrics; governor in proxy::limit and ratelimit; redis in ratelimit; tracing-subscriber in logging. config checks EIP-55
-//! checksums with sha3's keccak, not with alloy.
+//! metrics; governor in proxy::limit and ratelimit; redis in ratelimit; tracing-subscriber in
+//! logging. config checks EIP-55 checksums with sha3's keccak, not with alloy.
 //! ```
 
 pub mod admin;

@@ -66,7 +66,10 @@ async fn get(url: String) -> reqwest::Response {
 async fn proxy_limits_per_ip_and_per_tenant_in_process() {
     let up = Upstream::start();
     // Per IP: every request of this client counts, whatever the route.
-    let gw = Gateway::start(&config(&up.url(), "proxy.per_ip = { rate = 0.5, burst = 3 }"));
+    let gw = Gateway::start(&config(
+        &up.url(),
+        "proxy.per_ip = { rate = 0.5, burst = 3 }",
+    ));
     assert_eq!(get(gw.url("/free/a")).await.status(), 201);
     assert_eq!(get(gw.url("/beta/a")).await.status(), 201);
     assert_eq!(get(gw.url("/paid/a")).await.status(), 402);
@@ -140,10 +143,15 @@ async fn usage(gw: &Gateway, key: &str) -> reqwest::Response {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_limits_per_ip_and_per_tenant_in_process() {
     let up = Upstream::start();
-    let gw = Gateway::start(&config(&up.url(), "admin.per_ip = { rate = 0.5, burst = 3 }"));
+    let gw = Gateway::start(&config(
+        &up.url(),
+        "admin.per_ip = { rate = 0.5, burst = 3 }",
+    ));
     for _ in 0..3 {
         assert_eq!(
-            operator_get(&gw, "/api/v1/x402/admin/tenants").await.status(),
+            operator_get(&gw, "/api/v1/x402/admin/tenants")
+                .await
+                .status(),
             200
         );
     }
@@ -175,7 +183,9 @@ async fn admin_limits_per_ip_and_per_tenant_in_process() {
     // The operator is not a tenant.
     for _ in 0..4 {
         assert_eq!(
-            operator_get(&gw, "/api/v1/x402/admin/tenants").await.status(),
+            operator_get(&gw, "/api/v1/x402/admin/tenants")
+                .await
+                .status(),
             200
         );
     }
@@ -243,6 +253,8 @@ async fn two_instances_share_one_tenant_limit_through_redis() {
                     429 => {
                         refused.fetch_add(1, Ordering::SeqCst);
                         per_instance.1 += 1;
+                        // Gentle on a shared machine: the point is many attempts, not a flood.
+                        tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                     s => panic!("unexpected status {s}"),
                 }
@@ -262,6 +274,7 @@ async fn two_instances_share_one_tenant_limit_through_redis() {
     let admitted = admitted.load(Ordering::SeqCst) as f64;
     let refused = refused.load(Ordering::SeqCst);
     let bound = rate * elapsed + burst;
+    eprintln!("admitted {admitted}, refused {refused} in {elapsed:.2} s (bound {bound:.1}; a {on_a:?}, b {on_b:?})");
     assert!(
         admitted <= bound + 1.0,
         "{admitted} admitted in {elapsed:.2} s; the shared limit allows {bound:.1} \

@@ -521,7 +521,13 @@ fn rate_limits_are_optional_and_validated_with_their_paths() {
     )
     .unwrap();
     let rl = &config.rate_limit;
-    assert_eq!(rl.proxy_per_ip, Some(RateLimit { rate: 2.5, burst: 3 }));
+    assert_eq!(
+        rl.proxy_per_ip,
+        Some(RateLimit {
+            rate: 2.5,
+            burst: 3
+        })
+    );
     assert_eq!(
         rl.proxy_per_tenant,
         Some(RateLimit {
@@ -530,10 +536,19 @@ fn rate_limits_are_optional_and_validated_with_their_paths() {
         })
     );
     assert_eq!(rl.admin_per_ip, None);
-    assert_eq!(rl.admin_per_tenant, Some(RateLimit { rate: 0.5, burst: 1 }));
+    assert_eq!(
+        rl.admin_per_tenant,
+        Some(RateLimit {
+            rate: 0.5,
+            burst: 1
+        })
+    );
     assert_eq!(rl.namespace.as_deref(), Some("eu-1"));
     assert_eq!(rl.redis_timeout, Duration::from_millis(50));
-    assert!(format!("{rl:?}").contains("Secret(***)"), "the URL is a secret");
+    assert!(
+        format!("{rl:?}").contains("Secret(***)"),
+        "the URL is a secret"
+    );
     assert_refused(
         &with("proxy.per_ip = { burst = 3 }"),
         "rate_limit.proxy.per_ip.rate",

@@ -1,9 +1,10 @@
 //! The pingora `ProxyHttp` implementation: one concern per phase.
 //!
-//! - `request_filter`: rate limit per client IP -> header-size cap -> path normalization -> CORS preflight -> route match ->
-//!   rate limit per tenant -> free routes pass -> payment header check -> verify (cached) -> atomic claim -> settle now if
-//!   the route settles `before`. Every refusal is written by `respond.rs`, then the phase returns
-//!   `Ok(true)` so nothing reaches the upstream.
+//! - `request_filter`: rate limit per client IP -> header-size cap -> path normalization -> CORS
+//!   preflight -> route match -> rate limit per tenant -> free routes pass -> payment header
+//!   check -> verify (cached) -> atomic claim -> settle now if the route settles `before`. Every
+//!   refusal is written by `respond.rs`, then the phase returns `Ok(true)` so nothing reaches
+//!   the upstream.
 //! - `upstream_peer`: the peer from `ctx.route` only.
 //! - `upstream_request_filter`: forward the normalized path, rewrite `Host`, add `X-Forwarded-*`,
 //!   strip payment and hop-by-hop headers.
@@ -162,13 +163,13 @@ impl Gateway {
             session.set_keepalive(None);
         }
         let route = routed.route;
+        ctx.rewritten_path = routed.rewritten_path;
+        ctx.client_host = host;
+        ctx.route = Some(route.clone());
         self.limits
             .check(Scope::ProxyTenant, &route.config.tenant)
             .await
             .map_err(decide::rate_limited)?;
-        ctx.rewritten_path = routed.rewritten_path;
-        ctx.client_host = host;
-        ctx.route = Some(route.clone());
         // Applies to every body read from here on; a stalled upload gets a 408 (fail_to_proxy).
         session.set_read_timeout(Some(self.settings.body_read_timeout));
 
