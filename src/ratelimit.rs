@@ -83,8 +83,10 @@ const LOCAL_MAX_KEYS: usize = 100_000;
 /// GCRA on the server's clock, in microseconds. KEYS[1]: the key; ARGV[1]: the emission interval
 /// (µs per request); ARGV[2]: the burst. Returns {1, 0} when admitted, {0, wait_µs} when not.
 /// The theoretical arrival time is stored as an integer string (Lua's own number formatting
-/// would round it) and expires when it is in the past.
+/// would round it) and expires when it is in the past. `replicate_commands` lets Redis before 5
+/// write after reading `TIME` (later versions always replicate a script's effects).
 const GCRA_LUA: &str = r#"
+if redis.replicate_commands then pcall(redis.replicate_commands) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])

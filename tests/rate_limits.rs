@@ -328,4 +328,26 @@ async fn redis_unreachable_falls_back_to_local_limits() {
         metric(&m, "x402_rate_limited_total{scope=\"proxy_tenant\"}"),
         1.0
     );
+    drop(gw);
+
+    // A Redis that accepts connections and never answers: the timeout decides, then local limits.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gw = Gateway::start(&config(
+        &up.url(),
+        &format!(
+            "redis_url = \"redis://{}\"\nredis_timeout_ms = 50\n\
+             proxy.per_tenant = {{ rate = 0.5, burst = 2 }}",
+            silent.local_addr().unwrap()
+        ),
+    ));
+    let started = Instant::now();
+    assert_eq!(get(gw.url("/free/a")).await.status(), 201);
+    assert_eq!(get(gw.url("/free/b")).await.status(), 201);
+    assert_limited(get(gw.url("/free/c")).await, 2).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a silent Redis costs at most its timeout, then is left alone for a while"
+    );
+    let m = gw.metrics().await;
+    assert!(metric(&m, "x402_rate_limit_fallback_total") >= 3.0, "{m}");
 }
