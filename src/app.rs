@@ -24,6 +24,7 @@ use crate::payments::lanes::{Lane, LaneBoard, Lanes};
 use crate::payments::Payments;
 use crate::pricing::TenantTerms;
 use crate::proxy::{Gateway, ProxySettings};
+use crate::ratelimit::RateLimiter;
 use crate::routes::reload::{terms_from_records, RouteReloader};
 use crate::routes::RouteTable;
 use crate::settle::leases::{instance_id, LeaseKeeper, LeasedNetwork};
@@ -165,6 +166,7 @@ pub fn build_server(
             }),
             admin_token: config.admin.token.clone(),
             health: health_board,
+            limits: Arc::new(RateLimiter::new(&config.rate_limit, metrics.clone())),
         },
     };
     server.add_service(pingora::services::background::background_service(
@@ -179,7 +181,8 @@ pub fn build_server(
         routes,
         ProxySettings::from(&config.server),
         payments,
-        metrics,
+        metrics.clone(),
+        Arc::new(RateLimiter::new(&config.rate_limit, metrics.clone())),
     );
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,

@@ -52,6 +52,8 @@
 //! admin/       management API (axum) on admin_listen: extract.rs (operator/API-key auth and
 //!              bodies as extractors), handlers by resource (tenants, keys, payments, verify,
 //!              usage, status), types.rs (bodies, OpenAPI schemas); a pingora background service
+//! ratelimit.rs request rates per client IP and per tenant (proxy and admin): governor in
+//!              process, or GCRA in one Lua script on a shared Redis, falling back to local
 //! metrics.rs   Prometheus registry of the payment funnel and health gauges, on metrics_listen
 //! health.rs    background probe of every network's RPC and settler gas balances
 //!              (ChainBackend::probe) onto a HealthBoard that admin's /ready judges
@@ -63,10 +65,11 @@
 //! ```text
 //! main -> logging, app -> { proxy, admin, settle::{worker, reconcile, leases}, routes::reload,
 //!                           health, metrics }
-//! proxy -> payments, routes, pricing, tenants, metrics, logging, config, x402   (never store or a
-//!          backend)
-//! admin -> payments, store, tenants, pricing, routes (reload), health, logging, config, x402
-//!          (never proxy)
+//! proxy -> payments, routes, pricing, tenants, metrics, ratelimit, logging, config, x402   (never
+//!          store or a backend)
+//! admin -> payments, store, tenants, pricing, routes (reload), health, ratelimit, logging, config,
+//!          x402 (never proxy)
+//! ratelimit -> config, metrics
 //! health -> payments::chain, config, metrics
 //! logging -> config
 //! settle -> payments, store, metrics
@@ -77,8 +80,8 @@
 //! x402 imports nothing internal
 //! pingora stays in app, proxy and the background services; alloy in payments::evm only; sqlx in
 //! store; moka in cache, tenants and proxy::limit; axum in admin and metrics; prometheus in
-//! metrics; governor in proxy::limit; tracing-subscriber in logging. config checks EIP-55
-//! checksums with sha3's keccak, not with alloy.
+//! metrics; governor in proxy::limit and ratelimit; redis in ratelimit; tracing-subscriber in
+//! logging. config checks EIP-55 checksums with sha3's keccak, not with alloy.
 //! ```
 
 pub mod admin;
@@ -92,6 +95,7 @@ pub mod metrics;
 pub mod payments;
 pub mod pricing;
 pub mod proxy;
+pub mod ratelimit;
 pub mod routes;
 pub mod settle;
 pub mod store;

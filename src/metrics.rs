@@ -22,6 +22,12 @@
 //!   smallest native unit (wei on EVM);
 //! - `x402_settler_below_floor{network,settler}`: 1 when that balance is below the network's
 //!   `min_settler_balance`, else 0 (always 0 without a floor).
+//!
+//! Rate limits (`[rate_limit]`, see `ratelimit.rs`):
+//! - `x402_rate_limited_total{scope}`: 429 `rate_limited` answers by limit (proxy_ip,
+//!   proxy_tenant, admin_ip, admin_tenant);
+//! - `x402_rate_limit_fallback_total`: decisions the local limiter took because Redis was down or
+//!   slow.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,6 +53,8 @@ pub struct Metrics {
     pub rpc_up: IntGaugeVec,
     pub settler_balance: GaugeVec,
     pub settler_below_floor: IntGaugeVec,
+    pub rate_limited: IntCounterVec,
+    pub rate_limit_fallback: IntCounter,
 }
 
 impl Default for Metrics {
@@ -107,7 +115,21 @@ impl Metrics {
         registry
             .register(Box::new(settler_balance.clone()))
             .expect("unique metric");
+        let rate_limit_fallback = IntCounter::new(
+            "x402_rate_limit_fallback_total",
+            "Rate limit decisions taken by the local limiter because Redis was unavailable",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(rate_limit_fallback.clone()))
+            .expect("unique metric");
         Metrics {
+            rate_limited: counter(
+                "x402_rate_limited_total",
+                "Requests refused with a 429 rate_limited, by limit",
+                &["scope"],
+            ),
+            rate_limit_fallback,
             rpc_up: int_gauge(
                 "x402_rpc_up",
                 "1 while the network's RPC answered a health probe recently",

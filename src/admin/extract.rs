@@ -19,6 +19,7 @@ use axum::Json;
 use serde::de::DeserializeOwned;
 
 use super::{AdminState, ApiError, ApiResult};
+use crate::ratelimit::Scope;
 use crate::tenants::{admin_token_matches, AuthError};
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -112,7 +113,8 @@ pub mod needs {
 }
 
 /// A tenant's API key (`Authorization: Bearer` or `X-API-Key`), valid now and holding `S`'s
-/// scope. The scope is checked by `KeyAuth::authenticate` itself, before the key is marked used.
+/// scope. The scope is checked by `KeyAuth::authenticate` itself, before the key is marked used;
+/// then the tenant's `rate_limit.admin.per_tenant` limit (a 429 `rate_limited` when over it).
 #[derive(Debug, Clone)]
 pub struct TenantKey<S = needs::AnyScope> {
     pub tenant: String,
@@ -128,6 +130,12 @@ impl<S: RequiredScope> TenantKey<S> {
             .or_else(|| bearer(headers))
             .ok_or(AuthError::Missing)?;
         let record = state.keys.authenticate(secret, S::SCOPE).await?;
+        // `rate_limit.admin.per_tenant`: every key of a tenant counts toward its one limit.
+        state
+            .limits
+            .check(Scope::AdminTenant, &record.tenant_id)
+            .await
+            .map_err(ApiError::rate_limited)?;
         Ok(TenantKey {
             tenant: record.tenant_id,
             scopes: record.scopes,

@@ -53,6 +53,7 @@ use tracing::Instrument;
 
 use crate::config::{Config, Secret};
 use crate::logging;
+use crate::ratelimit::{RateLimiter, Scope};
 use crate::routes::reload::RouteReloader;
 use crate::store::{LazyStore, Store, StoreError};
 use crate::tenants::{AuthError, KeyAuth, TenantDirectory, TenantError};
@@ -72,6 +73,8 @@ pub struct AdminState {
     pub admin_token: Option<Secret>,
     /// What the health probe saw, for `/ready`.
     pub health: Arc<crate::health::HealthBoard>,
+    /// `[rate_limit]`'s management API limits (per client IP, per authenticated tenant).
+    pub limits: Arc<RateLimiter>,
 }
 
 /// An error answer: `{"error": code, "message": ...}` with its status.
@@ -80,6 +83,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for `Retry-After` (a 429 `rate_limited`).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -88,6 +93,19 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+    /// A 429 `rate_limited` with `Retry-After`: over a `[rate_limit]` limit.
+    pub fn rate_limited(limited: crate::ratelimit::Limited) -> Self {
+        let secs = limited.retry_after;
+        ApiError {
+            retry_after: Some(secs),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many requests; retry in {secs} s"),
+            )
         }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -112,14 +130,19 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut resp = (
             self.status,
             Json(ErrorBody {
                 error: self.code.to_string(),
                 message: self.message,
             }),
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        resp
     }
 }
 
@@ -264,8 +287,34 @@ pub fn router(state: AdminState) -> Router {
             )
         })
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limit_per_ip,
+        ))
         .layer(axum::middleware::from_fn(request_log))
         .with_state(state)
+}
+
+/// `rate_limit.admin.per_ip`, before anything else is read. `/health` and `/ready` are left out:
+/// load balancers and orchestrators poll them.
+async fn limit_per_ip(
+    axum::extract::State(state): axum::extract::State<AdminState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path();
+    if state.limits.limits(Scope::AdminIp) && path != "/health" && path != "/ready" {
+        let ip = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        if let Some(ip) = ip {
+            if let Err(limited) = state.limits.check(Scope::AdminIp, &ip.to_string()).await {
+                return ApiError::rate_limited(limited).into_response();
+            }
+        }
+    }
+    next.run(req).await
 }
 
 /// Each management request runs in a `request` span with its id (the caller's sane

@@ -45,9 +45,9 @@ pub async fn serve(
     let (done_tx, done_rx) = watch::channel(());
     let mut shutdown = pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     if !is_connection_error(&e) {
                         // Out of file descriptors and the like: back off rather than spin.
@@ -60,7 +60,14 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let io = TokioIo::new(IdleTimeout::new(stream, timeouts.idle));
-        let service = TowerToHyperService::new(app.clone());
+        // The client's address, for per-IP rate limits (`ConnectInfo`, as axum::serve sets it).
+        let inner = TowerToHyperService::new(app.clone());
+        let service =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                hyper::service::Service::call(&inner, req)
+            });
         let mut stop = stop_rx.clone();
         let done = done_rx.clone();
         tokio::spawn(async move {

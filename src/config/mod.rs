@@ -91,6 +91,53 @@ pub struct Config {
     pub tiers: BTreeMap<String, Tier>,
     pub tenants: Vec<TenantConfig>,
     pub routes: Vec<RouteConfig>,
+    pub rate_limit: RateLimitConfig,
+}
+
+/// `[rate_limit]`: request rates per client IP and per tenant, on the proxy and on the
+/// management API. Every limit is optional (absent: no limit).
+#[derive(Debug, Clone)]
+pub struct RateLimitConfig {
+    pub proxy_per_ip: Option<RateLimit>,
+    pub proxy_per_tenant: Option<RateLimit>,
+    pub admin_per_ip: Option<RateLimit>,
+    pub admin_per_tenant: Option<RateLimit>,
+    /// Limits shared by every instance through this Redis; without it each instance counts alone.
+    pub redis_url: Option<Secret>,
+    /// Extra key namespace: keys are `x402:rl:<namespace>:<scope>:<key>` (or without it).
+    pub namespace: Option<String>,
+    /// How long one Redis call may take before the local limiter decides instead.
+    pub redis_timeout: Duration,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            proxy_per_ip: None,
+            proxy_per_tenant: None,
+            admin_per_ip: None,
+            admin_per_tenant: None,
+            redis_url: None,
+            namespace: None,
+            redis_timeout: Duration::from_millis(100),
+        }
+    }
+}
+
+impl RateLimitConfig {
+    pub fn any(&self) -> bool {
+        self.proxy_per_ip.is_some()
+            || self.proxy_per_tenant.is_some()
+            || self.admin_per_ip.is_some()
+            || self.admin_per_tenant.is_some()
+    }
+}
+
+/// A rate in requests per second with bursts of up to `burst` requests.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub rate: f64,
+    pub burst: u32,
 }
 
 #[derive(Debug, Clone)]

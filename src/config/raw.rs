@@ -26,6 +26,31 @@ pub struct RawConfig {
     pub tenants: Vec<RawTenant>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub rate_limit: RawRateLimitSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRateLimitSection {
+    pub redis_url: Option<String>,
+    pub namespace: Option<String>,
+    pub redis_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub proxy: RawRateScopes,
+    #[serde(default)]
+    pub admin: RawRateScopes,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRateScopes {
+    pub per_ip: Option<RawRate>,
+    pub per_tenant: Option<RawRate>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRate {
+    pub rate: Option<f64>,
+    pub burst: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

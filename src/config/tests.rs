@@ -503,3 +503,85 @@ fn native_amounts_use_the_chains_decimals() {
     assert!(parse_native_amount("1.0000000001", 9).is_err());
     assert!(parse_native_amount("", 18).is_err());
 }
+
+#[test]
+fn rate_limits_are_optional_and_validated_with_their_paths() {
+    use std::time::Duration;
+    let config = Config::from_toml(&valid(), &env).unwrap();
+    assert!(!config.rate_limit.any(), "no limit unless configured");
+    assert!(config.rate_limit.redis_url.is_none());
+    let with = |body: &str| format!("{}\n[rate_limit]\n{body}\n", valid());
+    let config = Config::from_toml(
+        &with(
+            "redis_url = \"redis://127.0.0.1:6379/0\"\nnamespace = \"eu-1\"\nredis_timeout_ms = 50\n\
+             proxy.per_ip = { rate = 2.5 }\nproxy.per_tenant = { rate = 10, burst = 40 }\n\
+             admin.per_tenant = { rate = 0.5, burst = 1 }",
+        ),
+        &env,
+    )
+    .unwrap();
+    let rl = &config.rate_limit;
+    assert_eq!(
+        rl.proxy_per_ip,
+        Some(RateLimit {
+            rate: 2.5,
+            burst: 3
+        })
+    );
+    assert_eq!(
+        rl.proxy_per_tenant,
+        Some(RateLimit {
+            rate: 10.0,
+            burst: 40
+        })
+    );
+    assert_eq!(rl.admin_per_ip, None);
+    assert_eq!(
+        rl.admin_per_tenant,
+        Some(RateLimit {
+            rate: 0.5,
+            burst: 1
+        })
+    );
+    assert_eq!(rl.namespace.as_deref(), Some("eu-1"));
+    assert_eq!(rl.redis_timeout, Duration::from_millis(50));
+    assert!(
+        format!("{rl:?}").contains("Secret(***)"),
+        "the URL is a secret"
+    );
+    assert_refused(
+        &with("proxy.per_ip = { burst = 3 }"),
+        "rate_limit.proxy.per_ip.rate",
+        "is required",
+    );
+    assert_refused(
+        &with("admin.per_ip = { rate = 0 }"),
+        "rate_limit.admin.per_ip.rate",
+        "above 0",
+    );
+    assert_refused(
+        &with("admin.per_tenant = { rate = 1, burst = 0 }"),
+        "rate_limit.admin.per_tenant.burst",
+        "between 1 and",
+    );
+    assert_refused(
+        &with("redis_url = \"http://127.0.0.1:6379\""),
+        "rate_limit.redis_url",
+        "must start with redis://",
+    );
+    assert_refused(
+        &with("namespace = \"a b\""),
+        "rate_limit.namespace",
+        "letters, digits",
+    );
+    assert_refused(
+        &with("redis_timeout_ms = 0"),
+        "rate_limit.redis_timeout_ms",
+        "between 1 and 10000",
+    );
+    assert_refused(
+        &with("proxy.per_ip = { rate = 1, brust = 2 }"),
+        "rate_limit.proxy.per_ip.brust",
+        "unknown key",
+    );
+}

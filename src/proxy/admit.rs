@@ -13,6 +13,16 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<(), Reply> {
         ctx.facts.route = "rejected";
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        if let Some(ip) = client_ip.filter(|_| self.limits.limits(Scope::ProxyIp)) {
+            self.limits
+                .check(Scope::ProxyIp, &ip.to_string())
+                .await
+                .map_err(decide::rate_limited)?;
+        }
         let req = session.req_header();
         let host = req
             .headers
@@ -47,6 +57,10 @@ impl Gateway {
         ctx.rewritten_path = routed.rewritten_path;
         ctx.client_host = host;
         ctx.route = Some(route.clone());
+        self.limits
+            .check(Scope::ProxyTenant, &route.config.tenant)
+            .await
+            .map_err(decide::rate_limited)?;
         // Applies to every body read from here on; a stalled upload gets a 408 (fail_to_proxy).
         session.set_read_timeout(Some(self.settings.body_read_timeout));
 
@@ -75,10 +89,6 @@ impl Gateway {
             ctx.client_host.as_deref(),
             &path_and_query,
         );
-        let client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
         if let (Some(_), Some(ip)) = (&header, client_ip) {
             if let Some(secs) = self.invalid.blocked_for(ip) {
                 ctx.facts.attempt = Some("rate_limited");

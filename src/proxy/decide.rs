@@ -33,6 +33,8 @@ pub enum Body {
     Unavailable(&'static str),
     /// 429 `tenant_quota_exceeded`, with the period and its limit.
     QuotaExceeded { period: String, limit: Option<i64> },
+    /// 429 `rate_limited` with `Retry-After`: over a `[rate_limit]` limit.
+    RateLimited { retry_after: u64 },
     /// 204 to a CORS preflight of a priced route.
     Preflight {
         methods: String,
@@ -48,6 +50,7 @@ impl Body {
             Body::Challenge(_) => "challenge",
             Body::Unavailable(_) => "payment_unavailable",
             Body::QuotaExceeded { .. } => "tenant_quota_exceeded",
+            Body::RateLimited { .. } => "rate_limited",
             Body::Preflight { .. } => "preflight",
         }
     }
@@ -189,6 +192,13 @@ pub fn check_standing(
         return Err((Reply::error(403, "no_payable_network", msg), None));
     }
     Ok(())
+}
+
+/// The answer to a request over a rate limit.
+pub fn rate_limited(limited: crate::ratelimit::Limited) -> Reply {
+    Reply::new(Body::RateLimited {
+        retry_after: limited.retry_after,
+    })
 }
 
 fn quota_reply(standing: &TenantState) -> Reply {

@@ -1,10 +1,11 @@
 //! The pingora `ProxyHttp` implementation, an adapter over `payments`: one concern per phase.
 //!
-//! - `request_filter` (`admit.rs`): the request's decisions (`decide.rs`) in order: header-size
-//!   cap, request line, path normalization, CORS preflight, route match, upgrade; free routes
-//!   pass; tenant standing, payment header, verify (cached), atomic claim, settle now if the route
-//!   settles `before`. Every refusal is a `Reply` rendered by `respond.rs`, then the phase returns
-//!   `Ok(true)` so nothing reaches the upstream.
+//! - `request_filter` (`admit.rs`): the request's decisions (`decide.rs`) in order: rate limit
+//!   per client IP, header-size cap, request line, path normalization, CORS preflight, route
+//!   match, upgrade, rate limit per tenant; free routes pass; tenant standing, payment header,
+//!   verify (cached), atomic claim, settle now if the route settles `before`. Every refusal is a
+//!   `Reply` rendered by `respond.rs`, then the phase returns `Ok(true)` so nothing reaches the
+//!   upstream.
 //! - `upstream_peer`, `upstream_request_filter` (`forward.rs`): the peer from `ctx.route` only;
 //!   the routed path, `Host`, `X-Forwarded-*`, the request id; no payment or hop-by-hop header.
 //! - `response_filter` (`phases.rs`): interim answers pass untouched; on the final one, settle
@@ -50,6 +51,7 @@ use crate::logging::REQUEST_ID_HEADER;
 use crate::config::SettlePolicy;
 use crate::config::{PathPattern, ServerConfig};
 use crate::metrics::Metrics;
+use crate::ratelimit::{RateLimiter, Scope};
 use crate::routes::RouteTable;
 use crate::x402;
 
@@ -80,6 +82,8 @@ impl From<&ServerConfig> for ProxySettings {
 pub struct Gateway {
     routes: Arc<ArcSwap<RouteTable>>,
     invalid: limit::InvalidPaymentLimiter,
+    /// `[rate_limit]`'s proxy limits (per client IP, per tenant).
+    limits: Arc<RateLimiter>,
     settings: ProxySettings,
     payments: Arc<Payments>,
     metrics: Arc<Metrics>,
@@ -91,10 +95,12 @@ impl Gateway {
         settings: ProxySettings,
         payments: Arc<Payments>,
         metrics: Arc<Metrics>,
+        limits: Arc<RateLimiter>,
     ) -> Self {
         Gateway {
             routes,
             invalid: limit::InvalidPaymentLimiter::new(settings.invalid_payments_per_minute),
+            limits,
             settings,
             payments,
             metrics,

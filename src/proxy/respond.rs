@@ -1,5 +1,5 @@
 //! The one renderer of the gateway's own responses (`render`, `send`): 402 challenges, JSON
-//! errors (400, 403, 404, 408, 429, 431, 502, 503) and CORS preflights, each a `decide::Reply`.
+//! errors (400, 403, 404, 408, 429 with `Retry-After` when rate limited, 431, 502, 503) and CORS preflights, each a `decide::Reply`.
 //! Every one carries the request id and the CORS headers, because a browser client that cannot read a 402's headers
 //! cannot pay.
 
@@ -124,6 +124,19 @@ pub fn render(
             receipt,
             allow_origin,
         )?,
+        Body::RateLimited { retry_after } => {
+            let (mut resp, body) = error_parts(
+                429,
+                serde_json::json!({
+                    "error": "rate_limited",
+                    "message": format!("too many requests; retry in {retry_after} s"),
+                }),
+                receipt,
+                allow_origin,
+            )?;
+            resp.insert_header("retry-after", retry_after.to_string())?;
+            (resp, body)
+        }
         Body::Preflight { methods, requested } => {
             let mut resp = ResponseHeader::build(204, Some(7))?;
             resp.insert_header("access-control-allow-origin", allow_origin)?;
