@@ -17,7 +17,8 @@
 //!              the access-log target
 //! app.rs       the one wiring module: Config -> RouteTable -> pingora Server and services
 //! config/      raw.rs (serde mirror of the TOML), env.rs (${VAR} expansion),
-//!              validate.rs (raw -> typed Config, every error with its key path), tests.rs
+//!              validate/ (raw -> typed Config, every error with its key path: mod.rs,
+//!              networks.rs, routes.rs, limits.rs), tests.rs
 //! x402/        PURE wire protocol: v1/v2 types, base64 header codec, CAIP-2 networks,
 //!              atomic amounts, wire reason codes; redact.rs: error texts scrubbed of URLs and
 //!              keys before they are stored, logged or shown
