@@ -1,5 +1,5 @@
 //! Configuration: the TOML surface (raw.rs), `${VAR}` expansion (env.rs), and validation into the
-//! typed `Config` (validate.rs) that the rest of the gateway uses.
+//! typed `Config` (validate/) that the rest of the gateway uses.
 //!
 //! Loading never stops at the first mistake: every error is collected with its key path
 //! (`routes[2].price: ...`), so an operator fixes a file in one pass. May import: x402.

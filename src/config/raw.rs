@@ -1,5 +1,5 @@
 //! The serde mirror of the TOML file: exactly the user-facing surface of config.md, loosely typed.
-//! Nothing here is trusted; `validate.rs` turns it into the typed `Config` or a list of errors.
+//! Nothing here is trusted; `validate/` turns it into the typed `Config` or a list of errors.
 //!
 //! Unknown keys are not refused by serde (which would stop at the first); `mod.rs` collects all of
 //! them with `serde_ignored` and reports each with its path.
