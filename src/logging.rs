@@ -41,8 +41,23 @@ pub fn subscriber<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
+    subscriber_with(format, filter, writer, false)
+}
+
+/// `subscriber`, with terminal colours when `ansi` (only ever for a terminal: escape codes in a
+/// log file or a journal are noise).
+fn subscriber_with<W>(
+    format: LogFormat,
+    filter: EnvFilter,
+    writer: W,
+    ansi: bool,
+) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(writer);
     match format {
         LogFormat::Text => Box::new(builder.finish()),
@@ -62,8 +77,10 @@ where
 /// Installs the process-wide subscriber on stderr (and routes the `log` crate's records, which
 /// pingora writes, through it). Fails only if one was installed already.
 pub fn init(format: LogFormat) -> Result<(), tracing_subscriber::util::TryInitError> {
+    use std::io::IsTerminal;
     use tracing_subscriber::util::SubscriberInitExt;
-    subscriber(format, env_filter(), std::io::stderr).try_init()
+    let ansi = std::io::stderr().is_terminal();
+    subscriber_with(format, env_filter(), std::io::stderr, ansi).try_init()
 }
 
 /// Whether a client-sent request id may be used as is.
