@@ -121,30 +121,19 @@ async fn guard_overdraw(
     let key = state.verified.key.clone();
     let limit = MAX_UNSETTLED_PER_PAYER as i64 + 1;
     let refusal = match store
-        .payer_outstanding(&key.network, &key.asset, &key.payer, limit)
+        .payer_exposure(&key.network, &key.asset, &key.payer, checked_at_ms, limit)
         .await
     {
         Err(e) => Err(format!("database: {e}")),
-        Ok((count, _)) if count > MAX_UNSETTLED_PER_PAYER => Ok(Some(Rejection::new(
+        Ok(x) if x.unsettled > MAX_UNSETTLED_PER_PAYER => Ok(Some(Rejection::new(
             Reason::TooManyUnsettledPayments,
             format!(
                 "this payer has {MAX_UNSETTLED_PER_PAYER} payments awaiting settlement; retry once they settle"
             ),
         ))),
-        Ok((count, owed)) => {
-            let spent_since = match count {
-                0 | 1 => store
-                    .payer_settled_since(&key.network, &key.asset, &key.payer, checked_at_ms)
-                    .await
-                    .map_err(|e| format!("database: {e}")),
-                _ => Ok(true),
-            };
-            match spent_since {
-                Err(e) => Err(e),
-                Ok(false) => Ok(None),
-                Ok(true) => balance_covers(verifier, &key, owed).await,
-            }
-        }
+        // This one alone, and nothing settled since its check: the simulation still holds.
+        Ok(x) if x.unsettled <= 1 && !x.settled_since => Ok(None),
+        Ok(x) => balance_covers(verifier, &key, x.owed).await,
     };
     match refusal {
         Ok(None) => Admission::Admitted(state),

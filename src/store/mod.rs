@@ -185,6 +185,17 @@ impl ClaimOutcome {
     }
 }
 
+/// A payer's unsettled payments of one asset (see `Store::payer_exposure`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PayerExposure {
+    /// How many claims are not settled yet.
+    pub unsettled: usize,
+    /// Their sum, in atomic units.
+    pub owed: u128,
+    /// Whether a payment was settled since the time asked about.
+    pub settled_since: bool,
+}
+
 /// Where a claim was made and for what, recorded with it.
 #[derive(Debug, Clone)]
 pub struct ClaimContext<'a> {
@@ -396,62 +407,54 @@ impl Store {
         Ok(())
     }
 
-    /// Whether a payment of this payer and asset was settled at or after `since_ms` (Unix
-    /// milliseconds): its transfer may have spent what an earlier balance check saw. Instances
-    /// sharing a database compare their clocks here: keep them synchronized (NTP).
-    pub async fn payer_settled_since(
+    /// What a payer has promised but not yet paid in one asset, to hold against its balance, in
+    /// one round trip: its unsettled claims (claimed, settling or queued; at most `limit` of them),
+    /// how many and their sum, and whether a payment of its was settled at or after `since_ms`
+    /// (Unix milliseconds), whose transfer may have spent what an earlier balance check saw.
+    /// Instances sharing a database compare their clocks here: keep them synchronized (NTP).
+    pub async fn payer_exposure(
         &self,
         network: &str,
         asset: &str,
         payer: &str,
         since_ms: i64,
-    ) -> Result<bool, StoreError> {
-        let row = sqlx::query(
-            "SELECT 1 FROM payment_claims
-             WHERE network = $1 AND asset = $2 AND payer = $3
-               AND status = 'settled' AND settled_at_ms >= $4
-             LIMIT 1",
+        limit: i64,
+    ) -> Result<PayerExposure, StoreError> {
+        let rows = sqlx::query(
+            "SELECT o.amount, 'unsettled' AS kind FROM (
+                 SELECT amount FROM payment_claims
+                 WHERE network = $1 AND asset = $2 AND payer = $3
+                   AND status IN ('claimed', 'settling', 'queued')
+                 LIMIT $5) o
+             UNION ALL
+             SELECT '0', 'settled' FROM (
+                 SELECT 1 AS one FROM payment_claims
+                 WHERE network = $1 AND asset = $2 AND payer = $3
+                   AND status = 'settled' AND settled_at_ms >= $4
+                 LIMIT 1) s",
         )
         .bind(network)
         .bind(asset)
         .bind(payer)
         .bind(since_ms)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.is_some())
-    }
-
-    /// A payer's claims of one asset that are not settled yet (claimed, settling or queued), at
-    /// most `limit` of them: how many, and the sum of their amounts. What the payer has promised
-    /// but not yet paid, to hold against its balance.
-    pub async fn payer_outstanding(
-        &self,
-        network: &str,
-        asset: &str,
-        payer: &str,
-        limit: i64,
-    ) -> Result<(usize, u128), StoreError> {
-        let rows = sqlx::query(
-            "SELECT amount FROM payment_claims
-             WHERE network = $1 AND asset = $2 AND payer = $3
-               AND status IN ('claimed', 'settling', 'queued')
-             LIMIT $4",
-        )
-        .bind(network)
-        .bind(asset)
-        .bind(payer)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        let mut sum = 0u128;
+        let mut exposure = PayerExposure::default();
         for r in &rows {
+            let kind: String = r.try_get(1)?;
+            if kind == "settled" {
+                exposure.settled_since = true;
+                continue;
+            }
             let a: String = r.try_get(0)?;
             let a: u128 = a
                 .parse()
                 .map_err(|_| StoreError::Corrupt(format!("claim amount `{a}`")))?;
-            sum = sum.saturating_add(a);
+            exposure.unsettled += 1;
+            exposure.owed = exposure.owed.saturating_add(a);
         }
-        Ok((rows.len(), sum))
+        Ok(exposure)
     }
 
     /// The status of a claim, by id.
