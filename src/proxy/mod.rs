@@ -128,7 +128,7 @@ impl ProxyHttp for Gateway {
                 Err(reply) => {
                     tracing::debug!(body = reply.body.kind(), "answered by the gateway");
                     let origin = &self.settings.cors_allow_origin;
-                    respond::send(session, &reply, origin, &ctx.request_id).await?;
+                    respond::send(session, reply, origin, &ctx.request_id).await?;
                     Ok(true)
                 }
             }

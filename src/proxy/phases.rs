@@ -40,7 +40,7 @@ impl Gateway {
             let reply = Reply::error(code, name, message).with_receipt(receipt);
             if let Err(err) = respond::send(
                 session,
-                &reply,
+                reply,
                 &self.settings.cors_allow_origin,
                 &ctx.request_id,
             )
@@ -114,7 +114,7 @@ impl Gateway {
             }
             Err(reply) => {
                 // None of the origin's answer goes out: the client did not pay for it.
-                let (header, body) = respond::render(&reply, origin, &ctx.request_id)?;
+                let (header, body) = respond::render(reply, origin, &ctx.request_id)?;
                 *resp = header;
                 ctx.replacement_body = Some(body);
             }

@@ -88,16 +88,22 @@ async fn write(session: &mut Session, resp: ResponseHeader, body: Bytes) -> Resu
 
 /// The one renderer of the gateway's own answers: a `Reply` as a response header and its body,
 /// which carries the request's id like every answer.
+/// Takes the reply by value: a challenge's precomputed body moves into the response, uncopied.
 pub fn render(
-    reply: &Reply,
+    reply: Reply,
     allow_origin: &str,
     request_id: &str,
 ) -> Result<(ResponseHeader, Bytes)> {
-    let receipt = reply.receipt.as_deref().map(|(h, r)| (*h, r));
-    let (mut resp, body) = match &reply.body {
+    let Reply {
+        body: reply_body,
+        receipt,
+        close,
+    } = reply;
+    let receipt = receipt.as_deref().map(|(h, r)| (*h, r));
+    let (mut resp, body) = match reply_body {
         Body::Challenge(c) => (
-            challenge_header(c, receipt, allow_origin)?,
-            Bytes::from(c.body.clone()),
+            challenge_header(&c, receipt, allow_origin)?,
+            Bytes::from(c.body),
         ),
         Body::Unavailable(message) => {
             let body = unavailable_body(message);
@@ -108,7 +114,7 @@ pub fn render(
             code,
             message,
         } => error_parts(
-            *status,
+            status,
             serde_json::json!({"error": code, "message": message}),
             receipt,
             allow_origin,
@@ -152,7 +158,7 @@ pub fn render(
             (resp, Bytes::new())
         }
     };
-    if reply.close {
+    if close {
         resp.insert_header("connection", "close")?;
     }
     if !request_id.is_empty() {
@@ -182,7 +188,7 @@ fn error_parts(
 /// Writes a reply as the whole answer to the request.
 pub async fn send(
     session: &mut Session,
-    reply: &Reply,
+    reply: Reply,
     allow_origin: &str,
     request_id: &str,
 ) -> Result<()> {
