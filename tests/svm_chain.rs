@@ -456,3 +456,242 @@ async fn outage_stall_and_swallow() {
     assert_eq!(chain.token_balance(&pay_to, &chain.mint()), 1_000);
     assert_eq!(chain.count("sendTransaction"), 3);
 }
+
+/// What the tiny paywall below saw and did.
+#[derive(Default)]
+struct Paywall {
+    /// The `PAYMENT-SIGNATURE` (v2) or `X-PAYMENT` (v1) headers it was paid with.
+    proofs: Vec<String>,
+    /// The signatures of the transactions it settled.
+    settled: Vec<solana_signature::Signature>,
+}
+
+/// A server that charges for `/v2` and `/v1` as an x402 resource server with a facilitator of its
+/// own would: a 402 with the offer, then on the retry the client's transaction, co-signed by the
+/// chain's fee payer, sent through the facade and confirmed, and a 200 with the receipt.
+fn paywall(
+    chain: &SvmChain,
+    offer: serde_json::Value,
+    v1_offer: serde_json::Value,
+) -> (String, std::sync::Arc<std::sync::Mutex<Paywall>>) {
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+    use base64::Engine;
+    let b64 =
+        |v: &serde_json::Value| base64::engine::general_purpose::STANDARD.encode(v.to_string());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Paywall::default()));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let fee_payer = std::sync::Arc::new(chain.fee_payer());
+    let (rpc_url, state) = (chain.rpc_url(), seen.clone());
+    let handler = move |version: u8, headers: HeaderMap| {
+        let (offer, v1_offer, state) = (offer.clone(), v1_offer.clone(), state.clone());
+        let fee_payer = fee_payer.clone();
+        let rpc = RpcClient::new_with_commitment(rpc_url.clone(), CommitmentConfig::confirmed());
+        let url = format!("{base}/v{version}", base = "http://paywall.test");
+        async move {
+            let proof_header = if version == 2 {
+                "payment-signature"
+            } else {
+                "x-payment"
+            };
+            let Some(proof) = headers.get(proof_header).and_then(|v| v.to_str().ok()) else {
+                let required = serde_json::json!({
+                    "x402Version": 2,
+                    "error": "Payment required",
+                    "resource": {"url": url, "description": "test", "mimeType": "text/plain"},
+                    "accepts": [offer],
+                    "extensions": {},
+                });
+                let v1_body = serde_json::json!({
+                    "x402Version": 1, "error": "X-PAYMENT header is required", "accepts": [v1_offer],
+                });
+                let mut h = HeaderMap::new();
+                h.insert("content-type", "application/json".parse().unwrap());
+                if version == 2 {
+                    h.insert("payment-required", b64(&required).parse().unwrap());
+                    return (StatusCode::PAYMENT_REQUIRED, h, "{}".to_string()).into_response();
+                }
+                return (StatusCode::PAYMENT_REQUIRED, h, v1_body.to_string()).into_response();
+            };
+            state.lock().unwrap().proofs.push(proof.to_string());
+            let mut tx = tx_of_header(proof);
+            cosign(&mut tx, &fee_payer);
+            let sig = rpc.send_and_confirm_transaction(&tx).await.unwrap();
+            state.lock().unwrap().settled.push(sig);
+            let receipt = serde_json::json!({
+                "success": true,
+                "transaction": sig.to_string(),
+                "network": if version == 2 { DEVNET } else { "solana-devnet" },
+                "payer": tx.message.static_account_keys()[1].to_string(),
+            });
+            let name = if version == 2 {
+                "payment-response"
+            } else {
+                "x-payment-response"
+            };
+            let mut h = HeaderMap::new();
+            h.insert(name, b64(&receipt).parse().unwrap());
+            (StatusCode::OK, h, "paid content".to_string()).into_response()
+        }
+    };
+    let h2 = handler.clone();
+    let app = axum::Router::new()
+        .route("/v2", axum::routing::get(move |h: HeaderMap| h2(2, h)))
+        .route("/v1", axum::routing::get(move |h: HeaderMap| handler(1, h)));
+    tokio::spawn(async move {
+        let l = tokio::net::TcpListener::from_std(listener).unwrap();
+        axum::serve(l, app).await.unwrap()
+    });
+    (base, seen)
+}
+
+/// Runs tools/x402-svm-pay.mjs against `url`; its JSON output.
+async fn npm_pay(url: &str, payer: &solana_keypair::Keypair, rpc_url: &str) -> serde_json::Value {
+    let out = tokio::process::Command::new("node")
+        .arg(common::repo_path("tools/x402-svm-pay.mjs"))
+        .arg(url)
+        .arg(payer.to_base58_string())
+        .arg(rpc_url)
+        .output()
+        .await
+        .expect("node runs (scripts/setup.sh installs it)");
+    assert!(
+        out.status.success(),
+        "the client failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Checks a client's transaction is the section-5 layout for `offer` paid by `payer`: v0, fee payer
+/// first and unsigned, compute limit and price, TransferChecked payer ATA -> payTo ATA with the
+/// payer as authority, a memo of 32 hex characters; the payer's signature valid.
+fn assert_exact_layout(
+    tx: &solana_transaction::versioned::VersionedTransaction,
+    chain: &SvmChain,
+    offer: &serde_json::Value,
+    payer: &solana_pubkey::Pubkey,
+) {
+    let msg = &tx.message;
+    assert!(
+        matches!(msg, solana_message::VersionedMessage::V0(_)),
+        "a v0 message"
+    );
+    let keys = msg.static_account_keys();
+    let fee_payer = chain.fee_payer_pubkey();
+    assert_eq!(keys[0], fee_payer);
+    assert_eq!(msg.header().num_required_signatures, 2);
+    assert_eq!(keys[1], *payer);
+    assert_eq!(tx.signatures[0], solana_signature::Signature::default());
+    assert!(signed_by(tx, payer));
+    let ixs = msg.instructions();
+    assert_eq!(ixs.len(), 4, "limit, price, transfer, memo");
+    let program = |i: usize| keys[ixs[i].program_id_index as usize];
+    let account = |i: usize, j: usize| keys[ixs[i].accounts[j] as usize];
+    assert_eq!(program(0), COMPUTE_BUDGET_PROGRAM);
+    assert_eq!(ixs[0].data, set_compute_unit_limit(COMPUTE_UNIT_LIMIT).data);
+    assert_eq!(program(1), COMPUTE_BUDGET_PROGRAM);
+    assert_eq!(ixs[1].data, set_compute_unit_price(COMPUTE_UNIT_PRICE).data);
+    let mint: solana_pubkey::Pubkey = offer["asset"].as_str().unwrap().parse().unwrap();
+    let pay_to: solana_pubkey::Pubkey = offer["payTo"].as_str().unwrap().parse().unwrap();
+    let token = chain.token_program(&mint);
+    assert_eq!(program(2), token);
+    let amount: u64 = offer["amount"].as_str().unwrap().parse().unwrap();
+    let expected = transfer_checked(
+        &token,
+        &ata(payer, &mint, &token),
+        &mint,
+        &ata(&pay_to, &mint, &token),
+        payer,
+        amount,
+        DECIMALS,
+    );
+    assert_eq!(ixs[2].data, expected.data);
+    for (j, meta) in expected.accounts.iter().enumerate() {
+        assert_eq!(account(2, j), meta.pubkey);
+    }
+    assert_eq!(program(3), MEMO_PROGRAM);
+    assert!(ixs[3].accounts.is_empty());
+    assert_eq!(ixs[3].data.len(), 32);
+    assert!(ixs[3].data.iter().all(|b| b.is_ascii_hexdigit()));
+    // Ours builds the same instructions (the account order in the message may differ).
+    let ours = chain.payment(offer, payer).message();
+    assert_eq!(ours.static_account_keys().len(), keys.len());
+    let resolve = |m: &solana_message::VersionedMessage| -> Vec<_> {
+        let k = m.static_account_keys();
+        m.instructions()
+            .iter()
+            .take(3)
+            .map(|ix| {
+                let accounts: Vec<_> = ix.accounts.iter().map(|a| k[*a as usize]).collect();
+                (k[ix.program_id_index as usize], accounts, ix.data.clone())
+            })
+            .collect()
+    };
+    assert_eq!(resolve(&ours), resolve(msg));
+}
+
+/// The reference npm client (@x402/fetch + @x402/svm 2.27) pays a v2 and a v1 challenge on the
+/// test SVM: it reads the mint and the blockhash from the facade, builds the section-5
+/// transaction, and the paywall's co-signed send moves the tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_npm_client_pays_on_the_test_svm() {
+    let chain = SvmChain::start();
+    let payer = chain.new_payer(1_000_000);
+    let pay_to = chain.new_recipient();
+    let offer = chain.offer(10_000, &chain.mint(), &pay_to);
+    let v1_offer = serde_json::json!({
+        "scheme": "exact",
+        "network": "solana-devnet",
+        "maxAmountRequired": "20000",
+        "resource": "http://paywall.test/v1",
+        "description": "test",
+        "mimeType": "text/plain",
+        "payTo": pay_to.to_string(),
+        "maxTimeoutSeconds": 60,
+        "asset": chain.mint_2022().to_string(),
+        "extra": {"feePayer": chain.fee_payer_pubkey().to_string()},
+    });
+    chain.mint_to(&payer.pubkey(), &chain.mint_2022(), 1_000_000);
+    let (base, seen) = paywall(&chain, offer.clone(), v1_offer.clone());
+
+    // v2, SPL Token.
+    let result = npm_pay(&format!("{base}/v2"), &payer, &chain.rpc_url()).await;
+    assert_eq!(result["status"], 200, "{result}");
+    assert_eq!(result["body"], "paid content");
+    assert_eq!(result["receipt"]["success"], true, "{result}");
+    let (proof, sig) = {
+        let s = seen.lock().unwrap();
+        (s.proofs[0].clone(), s.settled[0])
+    };
+    assert_eq!(result["receipt"]["transaction"], sig.to_string());
+    let envelope = decode_b64_json(&proof);
+    assert_eq!(envelope["x402Version"], 2);
+    assert_eq!(envelope["accepted"], offer, "the client echoes the offer");
+    let tx = tx_of_header(&proof);
+    assert_exact_layout(&tx, &chain, &offer, &payer.pubkey());
+    assert_eq!(chain.token_balance(&pay_to, &chain.mint()), 10_000);
+    assert_eq!(chain.token_balance(&payer.pubkey(), &chain.mint()), 990_000);
+    assert_eq!(
+        chain.sol_balance(&payer.pubkey()),
+        0,
+        "the payer paid no fee"
+    );
+    // What it read from the chain: the mint and a blockhash (plus the paywall's own calls).
+    assert!(chain.count("getAccountInfo") >= 1);
+    assert!(chain.count("getLatestBlockhash") >= 1);
+
+    // v1, Token-2022.
+    let result = npm_pay(&format!("{base}/v1"), &payer, &chain.rpc_url()).await;
+    assert_eq!(result["status"], 200, "{result}");
+    assert_eq!(result["receipt"]["success"], true, "{result}");
+    let proof = seen.lock().unwrap().proofs[1].clone();
+    let envelope = decode_b64_json(&proof);
+    assert_eq!(envelope["x402Version"], 1);
+    assert_eq!(envelope["network"], "solana-devnet");
+    let v1_as_v2 = chain.offer(20_000, &chain.mint_2022(), &pay_to);
+    assert_exact_layout(&tx_of_header(&proof), &chain, &v1_as_v2, &payer.pubkey());
+    assert_eq!(chain.token_balance(&pay_to, &chain.mint_2022()), 20_000);
+}

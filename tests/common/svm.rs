@@ -14,6 +14,8 @@
 //! - `jsonParsed` account data is answered as base64 (what a validator does for accounts it cannot
 //!   parse), `base64+zstd` as plain base64 (what it does when compression fails), and v0 address-table lookups are not resolved for balances;
 //! - commitment and minContextSlot are ignored.
+//!
+//! X402_TEST_SVM_LOG=1 prints every JSON-RPC request it gets to stderr.
 
 #![allow(dead_code)]
 
@@ -735,6 +737,9 @@ fn answer_one(shared: &Shared, request: Value) -> (Value, Option<String>) {
         return (json!({"jsonrpc": "2.0", "error": e, "id": id}), None);
     };
     let method = method.to_string();
+    if std::env::var_os("X402_TEST_SVM_LOG").is_some() {
+        eprintln!("svm rpc <- {request}");
+    }
     *shared
         .faults
         .lock()
