@@ -695,3 +695,113 @@ async fn the_reference_npm_client_pays_on_the_test_svm() {
     assert_exact_layout(&tx_of_header(&proof), &chain, &v1_as_v2, &payer.pubkey());
     assert_eq!(chain.token_balance(&pay_to, &chain.mint_2022()), 20_000);
 }
+
+/// The builder's knobs build what they say, and the chain shows why a facilitator must refuse
+/// some of them: the fee payer as a Memo account or as the transfer authority lands happily once
+/// the fee payer co-signs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payment_knobs_and_what_the_chain_makes_of_them() {
+    let chain = SvmChain::start();
+    let rpc = client(&chain);
+    let fee_payer = chain.fee_payer();
+    let payer = chain.new_payer(100_000);
+    let pay_to = chain.new_recipient();
+    let offer = chain.offer(1_000, &chain.mint(), &pay_to);
+    let base = chain.payment(&offer, &payer.pubkey());
+    let n_ixs = |p: &SvmPayment| p.message().instructions().len();
+    assert_eq!(n_ixs(&base), 4);
+
+    // The fee a validator would charge: 2 signatures and 20,000 CU at 1 µlamport.
+    let solana_message::VersionedMessage::V0(v0) = base.message() else {
+        panic!("v0 by default")
+    };
+    let fee = rpc.get_fee_for_message(&v0).await.unwrap();
+    assert_eq!(fee, 10_001);
+
+    let legacy = SvmPayment {
+        legacy: true,
+        ..base.clone()
+    };
+    assert!(matches!(
+        legacy.message(),
+        solana_message::VersionedMessage::Legacy(_)
+    ));
+    let no_limit = SvmPayment {
+        compute_unit_limit: None,
+        ..base.clone()
+    };
+    assert_eq!(n_ixs(&no_limit), 3);
+    let pricey = SvmPayment {
+        compute_unit_price: Some(MAX_COMPUTE_UNIT_PRICE + 1),
+        ..base.clone()
+    };
+    assert_eq!(
+        pricey.message().instructions()[1].data,
+        set_compute_unit_price(5_000_001).data
+    );
+    let extra = base.clone().with_extra(memo_instruction(b"second", &[]));
+    assert_eq!(n_ixs(&extra), 5);
+    let no_memo = SvmPayment {
+        memo: None,
+        ..base.clone()
+    };
+    assert_eq!(n_ixs(&no_memo), 3);
+    let wrong = SvmPayment {
+        amount: 999,
+        decimals: 9,
+        ..base.clone()
+    };
+    let sim = rpc
+        .simulate_transaction_with_config(
+            &wrong.sign(&payer),
+            RpcSimulateTransactionConfig {
+                sig_verify: false,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .value;
+    assert!(sim.err.is_some(), "wrong decimals fail on chain");
+    // A memo the seller set is used verbatim.
+    let mut with_memo = offer.clone();
+    with_memo["extra"]["memo"] = "order-42".into();
+    let p = chain.payment(&with_memo, &payer.pubkey());
+    assert_eq!(p.memo.as_deref(), Some(&b"order-42"[..]));
+    // Two payments of the same offer differ (the random memo).
+    assert_ne!(
+        chain.payment(&offer, &payer.pubkey()).sign(&payer).message,
+        base.sign(&payer).message
+    );
+
+    // The fee payer in the Memo's accounts: lands once co-signed (a Memo that checks a signer
+    // needs more than the client's 20,000 CU).
+    let sneaky = SvmPayment {
+        compute_unit_limit: Some(200_000),
+        ..base.clone().fee_payer_in_memo()
+    };
+    let mut tx = sneaky.sign(&payer);
+    let memo_ix = &tx.message.instructions()[3];
+    assert_eq!(
+        tx.message.static_account_keys()[memo_ix.accounts[0] as usize],
+        chain.fee_payer_pubkey()
+    );
+    cosign(&mut tx, &fee_payer);
+    let slot = chain.slot();
+    rpc.send_and_confirm_transaction(&tx).await.unwrap();
+    assert!(chain.slot() > slot, "a landed transaction moves the slot");
+
+    // The fee payer as transfer authority: it moves the fee payer's own tokens.
+    chain.mint_to(&chain.fee_payer_pubkey(), &chain.mint(), 5_000);
+    let drain = base.clone().fee_payer_as_authority();
+    let mut tx = drain.sign(&payer);
+    assert!(!signed_by(&tx, &payer.pubkey()), "the payer is no signer now");
+    assert_eq!(tx.message.header().num_required_signatures, 1);
+    cosign(&mut tx, &fee_payer);
+    rpc.send_and_confirm_transaction(&tx).await.unwrap();
+    assert_eq!(
+        chain.token_balance(&chain.fee_payer_pubkey(), &chain.mint()),
+        4_000
+    );
+    assert_eq!(chain.token_balance(&pay_to, &chain.mint()), 2_000);
+}

@@ -164,7 +164,8 @@ impl SvmPayment {
         }
     }
 
-    /// The transaction signed by `signer` (normally the payer) only; other slots left default.
+    /// The transaction signed by `signer` (normally the payer) only, if it is a required signer;
+    /// other slots left default.
     pub fn sign(&self, signer: &Keypair) -> VersionedTransaction {
         partial_sign(self.message(), &[signer])
     }
@@ -241,15 +242,17 @@ pub fn memo_instruction(data: &[u8], signers: &[Pubkey]) -> Instruction {
     Instruction::new_with_bytes(MEMO_PROGRAM, data, accounts)
 }
 
-/// A transaction of `message` signed by `signers` only: the other signature slots stay default
-/// (all zeros), as a client's partially signed transaction has them.
+/// A transaction of `message` signed by those of `signers` it requires (others are skipped): the
+/// other signature slots stay default (all zeros), as a client's partially signed transaction has
+/// them.
 pub fn partial_sign(message: VersionedMessage, signers: &[&Keypair]) -> VersionedTransaction {
     let n = message.header().num_required_signatures as usize;
+    let required = message.static_account_keys()[..n].to_vec();
     let mut tx = VersionedTransaction {
         signatures: vec![Signature::default(); n],
         message,
     };
-    for s in signers {
+    for s in signers.iter().filter(|s| required.contains(&s.pubkey())) {
         sign_slot(&mut tx, s);
     }
     tx
