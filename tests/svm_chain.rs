@@ -795,7 +795,10 @@ async fn payment_knobs_and_what_the_chain_makes_of_them() {
     chain.mint_to(&chain.fee_payer_pubkey(), &chain.mint(), 5_000);
     let drain = base.clone().fee_payer_as_authority();
     let mut tx = drain.sign(&payer);
-    assert!(!signed_by(&tx, &payer.pubkey()), "the payer is no signer now");
+    assert!(
+        !signed_by(&tx, &payer.pubkey()),
+        "the payer is no signer now"
+    );
     assert_eq!(tx.message.header().num_required_signatures, 1);
     cosign(&mut tx, &fee_payer);
     rpc.send_and_confirm_transaction(&tx).await.unwrap();
