@@ -779,3 +779,78 @@ price = "$0.01"
         .clone();
     assert_eq!(solana["allowed"], false, "{mine}");
 }
+
+/// The settlement landed, but the gateway never saw its confirmation (the status replies were
+/// lost) before it went down: on restart the reconciler finds the transaction and records it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_settlement_whose_confirmation_was_not_seen_is_reconciled_on_restart() {
+    let chain = SvmChain::start();
+    let up = Upstream::start();
+    let pay_to = chain.new_recipient();
+    let payer = chain.new_payer(1_000_000);
+    let cfg = svm_config(&up.url(), &chain, &pay_to, "rpc_timeout_seconds = 1");
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}", dir.path().join("gate.db").display());
+    let gw = Gateway::start_with_db(&cfg, &db_url);
+    let offer = offer_in(&gw, "/paid/crash", &chain.mint()).await;
+    let header = chain.payment(&offer, &payer.pubkey()).header(&offer, &payer);
+
+    chain.set_stall("getSignatureStatuses", Duration::from_secs(60));
+    let req = client()
+        .get(gw.url("/paid/crash"))
+        .header("payment-signature", header);
+    let pending = tokio::spawn(async move { req.send().await });
+    // The transfer lands; the gateway cannot see it.
+    wait_for(|| async { chain.token_balance(&pay_to, &chain.mint()) == PRICE }).await;
+    let db = Store::connect(&db_url).await.unwrap();
+    assert_eq!(db.count_claims("settling").await.unwrap(), 1);
+    drop(gw);
+    pending.abort();
+    assert!(db.ledger(10).await.unwrap().is_empty(), "nothing recorded yet");
+
+    chain.clear_stalls();
+    let _gw = Gateway::start_with_db(&cfg, &db_url);
+    wait_for(|| async { db.ledger(10).await.unwrap().len() == 1 }).await;
+    let entry = &db.ledger(10).await.unwrap()[0];
+    assert_eq!(entry.pay_to, pay_to.to_string());
+    assert_eq!(entry.payer, payer.pubkey().to_string());
+    assert_eq!(entry.amount, PRICE.to_string());
+    let sig: Signature = entry.tx_hash.parse().unwrap();
+    assert_eq!(chain.landed(&sig), Some(Ok(())));
+    assert_eq!(db.count_claims("settled").await.unwrap(), 1);
+    assert_eq!(chain.token_balance(&pay_to, &chain.mint()), PRICE, "paid once");
+}
+
+/// A settlement sent but dropped by the node before the gateway went down: on restart the
+/// reconciler sends the same bytes again, and they land once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_settlement_is_sent_again_after_a_restart() {
+    let chain = SvmChain::start();
+    let up = Upstream::start();
+    let pay_to = chain.new_recipient();
+    let payer = chain.new_payer(1_000_000);
+    let cfg = svm_config(&up.url(), &chain, &pay_to, "");
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}", dir.path().join("gate.db").display());
+    let gw = Gateway::start_with_db(&cfg, &db_url);
+    let offer = offer_in(&gw, "/paid/dropped", &chain.mint()).await;
+    let header = chain.payment(&offer, &payer.pubkey()).header(&offer, &payer);
+
+    chain.set_swallow(true);
+    let req = client()
+        .get(gw.url("/paid/dropped"))
+        .header("payment-signature", header);
+    let pending = tokio::spawn(async move { req.send().await });
+    wait_for(|| async { chain.count("sendTransaction") >= 1 }).await;
+    drop(gw);
+    pending.abort();
+    let db = Store::connect(&db_url).await.unwrap();
+    assert!(db.ledger(10).await.unwrap().is_empty());
+    assert_eq!(chain.token_balance(&pay_to, &chain.mint()), 0);
+
+    chain.set_swallow(false);
+    let _gw = Gateway::start_with_db(&cfg, &db_url);
+    wait_for(|| async { db.ledger(10).await.unwrap().len() == 1 }).await;
+    assert_eq!(chain.token_balance(&pay_to, &chain.mint()), PRICE);
+    assert_eq!(db.count_claims("settled").await.unwrap(), 1);
+}

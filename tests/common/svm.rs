@@ -116,6 +116,8 @@ struct Shared {
     faults: Mutex<Faults>,
     down: AtomicBool,
     swallow: AtomicBool,
+    /// Time spent answering (stalls excluded): the chain's share of a benchmark's latency.
+    busy_nanos: std::sync::atomic::AtomicU64,
 }
 
 /// litesvm behind our JSON-RPC server, with two mints and a funded fee payer.
@@ -163,6 +165,7 @@ impl SvmChain {
             faults: Mutex::new(Faults::default()),
             down: AtomicBool::new(false),
             swallow: AtomicBool::new(false),
+            busy_nanos: std::sync::atomic::AtomicU64::new(0),
         });
         shared.ledger.lock().unwrap().set_slot(1);
 
@@ -377,6 +380,11 @@ impl SvmChain {
     pub fn count(&self, method: &str) -> usize {
         let faults = self.shared.faults.lock().unwrap();
         faults.counts.get(method).copied().unwrap_or(0)
+    }
+
+    /// Time the server spent answering so far (stalls excluded).
+    pub fn busy(&self) -> Duration {
+        Duration::from_nanos(self.shared.busy_nanos.load(Ordering::SeqCst))
     }
 
     /// All requests, of every method.
@@ -692,6 +700,7 @@ async fn serve(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
             return reply(json!({"jsonrpc": "2.0", "error": e, "id": null}));
         }
     };
+    let started = std::time::Instant::now();
     let (answer, methods) = match request {
         Value::Array(items) => {
             let mut out = Vec::new();
@@ -708,6 +717,9 @@ async fn serve(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
             (a, m.into_iter().collect())
         }
     };
+    shared
+        .busy_nanos
+        .fetch_add(started.elapsed().as_nanos() as u64, Ordering::SeqCst);
     let stall = {
         let faults = shared.faults.lock().unwrap();
         methods
