@@ -38,7 +38,7 @@ use serde_json::{json, Value};
 use solana_account::{Account, ReadableAccount};
 use solana_hash::Hash;
 use solana_keypair::Keypair;
-use solana_message::{AccountMeta, Instruction, VersionedMessage};
+use solana_message::{Instruction, VersionedMessage};
 use solana_pubkey::Pubkey;
 use solana_rpc_client_api::config::{
     RpcAccountInfoConfig, RpcSendTransactionConfig, RpcSignatureStatusConfig,
@@ -95,6 +95,7 @@ struct Landed {
     pre_token: Vec<UiTransactionTokenBalance>,
     post_token: Vec<UiTransactionTokenBalance>,
     logs: Vec<String>,
+    inner: Vec<UiInnerInstructions>,
     units: u64,
 }
 
@@ -623,6 +624,7 @@ impl Ledger {
             post_balances: self.lamports(&keys),
             pre_token,
             post_token: self.token_balances(&keys),
+            inner: inner_instructions(&meta),
             logs: meta.logs,
             units: meta.compute_units_consumed,
         };
@@ -1032,7 +1034,7 @@ fn ui_account(
 }
 
 /// A transaction param as the validator decodes it (base58 unless told base64).
-fn decode_tx(
+fn decode_wire_tx(
     data: &str,
     encoding: Option<UiTransactionEncoding>,
 ) -> Result<VersionedTransaction, RpcError> {
@@ -1088,7 +1090,7 @@ fn inner_instructions(meta: &litesvm::types::TransactionMetadata) -> Vec<UiInner
 fn simulate_transaction(ledger: &mut Ledger, params: &[Value]) -> Result<Value, RpcError> {
     let data: String = required(params, 0)?;
     let config: RpcSimulateTransactionConfig = param(params, 1)?.unwrap_or_default();
-    let mut tx = decode_tx(&data, config.encoding)?;
+    let mut tx = decode_wire_tx(&data, config.encoding)?;
     let mut replacement = None;
     if config.replace_recent_blockhash {
         if config.sig_verify {
@@ -1150,8 +1152,8 @@ fn simulate_transaction(ledger: &mut Ledger, params: &[Value]) -> Result<Value, 
 fn send_transaction(ledger: &mut Ledger, params: &[Value]) -> Result<Value, RpcError> {
     let data: String = required(params, 0)?;
     let config: RpcSendTransactionConfig = param(params, 1)?.unwrap_or_default();
-    let tx = decode_tx(&data, config.encoding)?;
-    let sig = tx.signatures[0];
+    let tx = decode_wire_tx(&data, config.encoding)?;
+    let sig = tx.signatures.first().copied().unwrap_or_default();
     if !config.skip_preflight {
         if !tx.verify_with_results().iter().all(|ok| *ok) {
             return Err(custom(
@@ -1191,8 +1193,9 @@ fn send_transaction(ledger: &mut Ledger, params: &[Value]) -> Result<Value, RpcE
 fn swallowed(params: &[Value]) -> Result<Value, RpcError> {
     let data: String = required(params, 0)?;
     let config: RpcSendTransactionConfig = param(params, 1)?.unwrap_or_default();
-    let tx = decode_tx(&data, config.encoding)?;
-    Ok(json!(tx.signatures[0].to_string()))
+    let tx = decode_wire_tx(&data, config.encoding)?;
+    let sig = tx.signatures.first().copied().unwrap_or_default();
+    Ok(json!(sig.to_string()))
 }
 
 fn get_transaction(ledger: &mut Ledger, params: &[Value]) -> Result<Value, RpcError> {
@@ -1241,7 +1244,7 @@ fn get_transaction(ledger: &mut Ledger, params: &[Value]) -> Result<Value, RpcEr
         fee: l.fee,
         pre_balances: l.pre_balances.clone(),
         post_balances: l.post_balances.clone(),
-        inner_instructions: OptionSerializer::Some(vec![]),
+        inner_instructions: OptionSerializer::Some(l.inner.clone()),
         log_messages: OptionSerializer::Some(l.logs.clone()),
         pre_token_balances: OptionSerializer::Some(l.pre_token.clone()),
         post_token_balances: OptionSerializer::Some(l.post_token.clone()),
@@ -1292,14 +1295,5 @@ fn ui_transaction(tx: &VersionedTransaction) -> UiTransaction {
                 .collect(),
             address_table_lookups: lookups,
         }),
-    }
-}
-
-/// An instruction with `program` and plain accounts (for memo and extra instructions).
-pub fn instruction(program: Pubkey, accounts: Vec<AccountMeta>, data: Vec<u8>) -> Instruction {
-    Instruction {
-        program_id: program,
-        accounts,
-        data,
     }
 }
