@@ -38,7 +38,7 @@ use serde_json::{json, Value};
 use solana_account::{Account, ReadableAccount};
 use solana_hash::Hash;
 use solana_keypair::Keypair;
-use solana_message::{Instruction, VersionedMessage};
+use solana_message::{AccountMeta, Instruction, VersionedMessage};
 use solana_pubkey::Pubkey;
 use solana_rpc_client_api::config::{
     RpcAccountInfoConfig, RpcSendTransactionConfig, RpcSignatureStatusConfig,
@@ -1295,5 +1295,14 @@ fn ui_transaction(tx: &VersionedTransaction) -> UiTransaction {
                 .collect(),
             address_table_lookups: lookups,
         }),
+    }
+}
+
+/// An instruction with `program` and plain accounts (for memo and extra instructions).
+pub fn instruction(program: Pubkey, accounts: Vec<AccountMeta>, data: Vec<u8>) -> Instruction {
+    Instruction {
+        program_id: program,
+        accounts,
+        data,
     }
 }
