@@ -95,6 +95,7 @@ struct Landed {
     pre_token: Vec<UiTransactionTokenBalance>,
     post_token: Vec<UiTransactionTokenBalance>,
     logs: Vec<String>,
+    inner: Vec<UiInnerInstructions>,
     units: u64,
 }
 
@@ -631,6 +632,7 @@ impl Ledger {
             post_balances: self.lamports(&keys),
             pre_token,
             post_token: self.token_balances(&keys),
+            inner: inner_instructions(&meta),
             logs: meta.logs,
             units: meta.compute_units_consumed,
         };
@@ -1044,7 +1046,7 @@ fn ui_account(
 }
 
 /// A transaction param as the validator decodes it (base58 unless told base64).
-fn decode_tx(
+fn decode_wire_tx(
     data: &str,
     encoding: Option<UiTransactionEncoding>,
 ) -> Result<VersionedTransaction, RpcError> {
@@ -1100,7 +1102,7 @@ fn inner_instructions(meta: &litesvm::types::TransactionMetadata) -> Vec<UiInner
 fn simulate_transaction(ledger: &mut Ledger, params: &[Value]) -> Result<Value, RpcError> {
     let data: String = required(params, 0)?;
     let config: RpcSimulateTransactionConfig = param(params, 1)?.unwrap_or_default();
-    let mut tx = decode_tx(&data, config.encoding)?;
+    let mut tx = decode_wire_tx(&data, config.encoding)?;
     let mut replacement = None;
     if config.replace_recent_blockhash {
         if config.sig_verify {
@@ -1162,8 +1164,8 @@ fn simulate_transaction(ledger: &mut Ledger, params: &[Value]) -> Result<Value, 
 fn send_transaction(ledger: &mut Ledger, params: &[Value]) -> Result<Value, RpcError> {
     let data: String = required(params, 0)?;
     let config: RpcSendTransactionConfig = param(params, 1)?.unwrap_or_default();
-    let tx = decode_tx(&data, config.encoding)?;
-    let sig = tx.signatures[0];
+    let tx = decode_wire_tx(&data, config.encoding)?;
+    let sig = tx.signatures.first().copied().unwrap_or_default();
     if !config.skip_preflight {
         if !tx.verify_with_results().iter().all(|ok| *ok) {
             return Err(custom(
@@ -1203,8 +1205,9 @@ fn send_transaction(ledger: &mut Ledger, params: &[Value]) -> Result<Value, RpcE
 fn swallowed(params: &[Value]) -> Result<Value, RpcError> {
     let data: String = required(params, 0)?;
     let config: RpcSendTransactionConfig = param(params, 1)?.unwrap_or_default();
-    let tx = decode_tx(&data, config.encoding)?;
-    Ok(json!(tx.signatures[0].to_string()))
+    let tx = decode_wire_tx(&data, config.encoding)?;
+    let sig = tx.signatures.first().copied().unwrap_or_default();
+    Ok(json!(sig.to_string()))
 }
 
 fn get_transaction(ledger: &mut Ledger, params: &[Value]) -> Result<Value, RpcError> {
@@ -1253,7 +1256,7 @@ fn get_transaction(ledger: &mut Ledger, params: &[Value]) -> Result<Value, RpcEr
         fee: l.fee,
         pre_balances: l.pre_balances.clone(),
         post_balances: l.post_balances.clone(),
-        inner_instructions: OptionSerializer::Some(vec![]),
+        inner_instructions: OptionSerializer::Some(l.inner.clone()),
         log_messages: OptionSerializer::Some(l.logs.clone()),
         pre_token_balances: OptionSerializer::Some(l.pre_token.clone()),
         post_token_balances: OptionSerializer::Some(l.post_token.clone()),
