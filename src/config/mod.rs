@@ -17,7 +17,7 @@ use std::time::Duration;
 use crate::x402::{AtomicAmount, Network};
 
 pub use env::expand_str;
-pub use validate::parse_address_for;
+pub use validate::{api_route, parse_address_for};
 
 /// One configuration error, with the key path it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
