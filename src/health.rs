@@ -118,6 +118,18 @@ impl HealthBoard {
         }
     }
 
+    /// A reloaded `min_settler_balance` for `network`; the balances seen last are judged
+    /// against it at once.
+    pub fn set_floor(&self, network: &str, floor: Option<u128>) {
+        let mut nets = self.networks.lock().expect("not poisoned");
+        if let Some(n) = nets.get_mut(network) {
+            n.floor = floor;
+            for s in &mut n.settlers {
+                s.below_floor = floor.is_some_and(|f| s.balance < f);
+            }
+        }
+    }
+
     /// Counts an answer the node gave on the payment path at `at` as fresh as a probe's (the
     /// balances and the last probe error stay as they are).
     pub fn note_answer(&self, network: &str, at: Instant) {
@@ -186,6 +198,15 @@ impl HealthProbe {
     }
 
     fn publish(&self, now: Instant) {
+        for (network, backend) in &self.backends {
+            for (settler, nonce) in backend.settler_nonces() {
+                self.metrics
+                    .ops
+                    .settler_nonce
+                    .with_label_values(&[network.as_str(), settler.as_str()])
+                    .set(nonce.min(i64::MAX as u64) as i64);
+            }
+        }
         for n in self.board.snapshot().iter().filter(|n| n.checked) {
             let up = self.board.rpc_fresh(n, now);
             self.metrics
@@ -202,6 +223,11 @@ impl HealthProbe {
                     .settler_below_floor
                     .with_label_values(&labels)
                     .set(s.below_floor as i64);
+                self.metrics
+                    .ops
+                    .lane_held
+                    .with_label_values(&labels)
+                    .set(s.held as i64);
                 if s.below_floor {
                     tracing::warn!(network = %n.network, settler = %s.settler, balance = %s.balance, "settler gas balance below min_settler_balance");
                 }

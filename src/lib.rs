@@ -102,6 +102,7 @@ pub mod payments;
 pub mod pricing;
 pub mod proxy;
 pub mod ratelimit;
+pub mod reload;
 pub mod routes;
 pub mod settle;
 pub mod store;
