@@ -1,7 +1,8 @@
 //! The health probe: a background service that asks every configured network's RPC, every
 //! `health.probe_interval_seconds`, for its latest block and the gas balance of each settler key
 //! (`ChainBackend::probe`), and writes what it saw on a `HealthBoard` that `/ready` reads and in
-//! the health metrics.
+//! the health metrics (with each lane's lease and next nonce, `ChainBackend::settler_nonces`).
+//! A config reload changes the gas floors in place (`set_floor`).
 //!
 //! Readiness is judged from the board when asked (`admin::status`), so a probe that hangs or a
 //! node that went away shows as an answer growing old, not as a stale "ok".

@@ -320,6 +320,17 @@ async fn an_embedded_gateway_without_a_file_answers_409() {
     let (status, body) = reload(&gw).await;
     assert_eq!(status, 409);
     assert_eq!(body["error"], "reload_unavailable");
+    // The endpoint and its answer are in the OpenAPI document.
+    let doc: Value = client()
+        .get(gw.admin_url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["paths"]["/api/v1/x402/admin/reload"]["post"].is_object());
+    assert!(doc["components"]["schemas"]["ReloadReport"].is_object());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -169,12 +169,22 @@ pub fn sha(data: &[u8]) -> String {
 
 /// A free local port. pingora binds inside `run`, so the test reserves a port and hands it over;
 /// the window between the two is tiny and the OS does not reuse ports that fast.
+/// Never the same port twice in one test process: the OS may hand a just-released port out again
+/// at once, and a gateway given one port for two listeners refuses its own config.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// The real gateway, running in this process until dropped.
