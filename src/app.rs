@@ -328,6 +328,9 @@ pub fn run(
     options: RunOptions,
     shutdown: Option<Box<dyn ShutdownSignalWatch + Send + Sync>>,
 ) -> anyhow::Result<()> {
+    if options.reload_on_sighup {
+        crate::reload::catch_sighup().context("handling SIGHUP")?;
+    }
     let terms = prepare_database(&config)?;
     let server = build_server(&config, &options, &terms).context("building the server")?;
     tracing::info!(listen = %config.server.listen, routes = config.routes.len(), "x402-gate starting");

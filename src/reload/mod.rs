@@ -222,6 +222,18 @@ impl ConfigReloader {
     }
 }
 
+/// Makes SIGHUP harmless from now on: its default action kills the process, and a reload asked
+/// for while the gateway is still starting (`systemctl reload` right after `start`) must not. The
+/// handler tokio installs stays for the life of the process; until the reload service listens,
+/// a SIGHUP does nothing.
+pub fn catch_sighup() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    rt.block_on(async { signal(SignalKind::hangup()).map(drop) })
+}
+
 type Request = oneshot::Sender<ReloadReport>;
 
 /// Asks the reload service for a reload and waits for its report.
