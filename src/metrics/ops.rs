@@ -83,7 +83,8 @@ impl Ops {
         };
         let cache = counter(
             "x402_verification_cache_total",
-            "Payment verifications answered from the cache (hit) or by the chain backend (miss)",
+            "Verification cache lookups: hit (answered from the cache) or miss (verified by the \
+             chain backend, or joined a verification of the same proof under way)",
             &["result"],
         );
         let build_info = int_gauge(

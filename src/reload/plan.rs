@@ -8,8 +8,8 @@
 //!
 //! Restart: what the process binds or opens at start: listeners, `threads`, `log_format`,
 //! `database.url`, the management listener's timeouts, `[health]`, and each network's RPC client
-//! and settler keys (`rpc_url`, `rpc_timeout_seconds`, settler keys, `confirmations`; networks
-//! added or removed). Their running values are kept in the effective config, so what the gateway
+//! and settler keys (`rpc_url`, `rpc_timeout_seconds`, settler keys, `confirmations`; Solana's
+//! `fee_payer_key` and `commitment`; networks added or removed). Their running values are kept in the effective config, so what the gateway
 //! reports and serves stays what it runs. A network added to the file is left out until then (no
 //! route offers a network without its backend); one removed from the file is no longer offered,
 //! and its backend keeps running (queued settlements on it still land) until the restart.
@@ -153,7 +153,31 @@ pub fn plan(running: &Config, file: Config) -> Plan {
                         confirmations != old_confirmations,
                     );
                 }
-                (a, b) => keep(&format!("{p}.fee_payer_key"), chain, a != b),
+                (
+                    NetworkSigner::Solana {
+                        fee_payer_key,
+                        commitment,
+                        ..
+                    },
+                    NetworkSigner::Solana {
+                        fee_payer_key: old_key,
+                        commitment: old_commitment,
+                        ..
+                    },
+                ) => {
+                    keep(
+                        &format!("{p}.fee_payer_key"),
+                        chain,
+                        fee_payer_key != old_key,
+                    );
+                    keep(
+                        &format!("{p}.commitment"),
+                        chain,
+                        commitment != old_commitment,
+                    );
+                }
+                // One CAIP-2 id is one chain family: the signer's kind cannot change.
+                (a, b) => keep(&format!("{p}.settler_keys"), chain, a != b),
             }
             net.rpc_url = old.rpc_url.clone();
             net.rpc_timeout = old.rpc_timeout;
