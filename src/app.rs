@@ -146,11 +146,13 @@ pub fn build_server(
             backends: backends.clone(),
         },
     ));
+    let api_routes = Arc::new(crate::routes::api::ApiRoutes::default());
     let route_reloader = |store: Arc<LazyStore>| RouteReloader {
         config: shared_config.clone(),
         table: routes.clone(),
         store,
         rebuilding: rebuilding.clone(),
+        api: api_routes.clone(),
     };
     server.add_service(pingora::services::background::background_service(
         "tenant terms",

@@ -17,6 +17,7 @@
 //! May import: payments, store, tenants, pricing, routes (reload), reload (its handle and
 //! report), config, health, logging, x402.
 
+mod api_routes;
 mod extract;
 mod keys;
 mod payments;
@@ -31,6 +32,7 @@ mod verify;
 /// Every handler under one name: utoipa tags each operation with the module path written in
 /// `paths(...)` below, so the published document keeps its one tag, `handlers`.
 mod handlers {
+    pub use super::api_routes::*;
     pub use super::keys::*;
     pub use super::payments::*;
     pub use super::reload::*;
@@ -241,6 +243,11 @@ impl AdminState {
         handlers::supported_chains,
         handlers::health,
         handlers::ready,
+        handlers::list_routes,
+        handlers::create_route,
+        handlers::update_route,
+        handlers::delete_route,
+        handlers::set_namespace,
     )
 )]
 pub struct ApiDoc;
@@ -276,6 +283,15 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/api/v1/x402/admin/payments", get(list_payments))
         .route("/api/v1/x402/admin/reload", post(reload_config))
+        .route(
+            "/api/v1/x402/admin/tenants/{id}/namespace",
+            axum::routing::put(set_namespace),
+        )
+        .route("/api/v1/x402/routes", get(list_routes).post(create_route))
+        .route(
+            "/api/v1/x402/routes/{id}",
+            axum::routing::patch(update_route).delete(delete_route),
+        )
         .route("/api/v1/x402/keys", post(own_create_key).get(own_list_keys))
         .route("/api/v1/x402/keys/{key_id}/rotate", post(own_rotate_key))
         .route("/api/v1/x402/keys/{key_id}/revoke", post(own_revoke_key))

@@ -92,6 +92,17 @@ pub struct Config {
     pub tenants: Vec<TenantConfig>,
     pub routes: Vec<RouteConfig>,
     pub rate_limit: RateLimitConfig,
+    pub routes_api: RoutesApiConfig,
+}
+
+/// `[routes_api]`: routes tenants write through the management API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutesApiConfig {
+    /// How many routes one tenant may write (0: tenants write none; the operator still can).
+    pub max_routes_per_tenant: u64,
+    /// Upstream hosts or addresses a tenant's route may reach although they are internal
+    /// (loopback, private, link-local); matched as written, case-insensitively.
+    pub upstream_allow: Vec<String>,
 }
 
 /// `[rate_limit]`: request rates per client IP and per tenant, on the proxy and on the
@@ -347,6 +358,9 @@ pub enum Price {
 pub struct RouteConfig {
     /// Position in the file, for messages and metrics labels.
     pub index: usize,
+    /// The route's id when it was written through the management API (its upstream is then
+    /// checked against `[routes_api]` at every connection); `None` for the file's routes.
+    pub api_id: Option<String>,
     pub tenant: String,
     /// Lower-case, without port.
     pub host: Option<String>,

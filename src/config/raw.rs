@@ -28,6 +28,15 @@ pub struct RawConfig {
     pub routes: Vec<RawRoute>,
     #[serde(default)]
     pub rate_limit: RawRateLimitSection,
+    #[serde(default)]
+    pub routes_api: RawRoutesApi,
+}
+
+/// `[routes_api]`: routes tenants write through the management API.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRoutesApi {
+    pub max_routes_per_tenant: Option<u64>,
+    pub upstream_allow: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

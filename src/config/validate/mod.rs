@@ -125,6 +125,28 @@ pub fn validate(raw: RawConfig, errors: Vec<ConfigError>) -> (Option<Config>, Ve
     let tenants = tenants(raw.tenants, &tiers, &mut e);
     let routes = routes(raw.routes, &networks, &tiers, &tenants, &mut e);
     let rate_limit = rate_limit(raw.rate_limit, &mut e);
+    let routes_api = RoutesApiConfig {
+        max_routes_per_tenant: raw.routes_api.max_routes_per_tenant.unwrap_or(50),
+        upstream_allow: raw
+            .routes_api
+            .upstream_allow
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, h)| {
+                let h = h.trim().to_ascii_lowercase();
+                if h.is_empty() || h.contains('/') || h.contains(' ') {
+                    e.push(
+                        format!("routes_api.upstream_allow[{i}]"),
+                        "must be a host name or an IP address, without scheme or port",
+                    );
+                    None
+                } else {
+                    Some(h)
+                }
+            })
+            .collect(),
+    };
     let config = Config {
         server,
         database,
@@ -135,6 +157,7 @@ pub fn validate(raw: RawConfig, errors: Vec<ConfigError>) -> (Option<Config>, Ve
         tenants,
         routes,
         rate_limit,
+        routes_api,
     };
     let ok = e.0.is_empty();
     (ok.then_some(config), e.0)
