@@ -32,6 +32,7 @@ use crate::settle::reconcile::Reconciler;
 use crate::settle::worker::SettlementWorker;
 use crate::store::{LazyStore, Store, TenantRecord};
 use crate::tenants::{KeyAuth, TenantDirectory};
+use crate::tls::{CertReloader, EdgeCert};
 
 /// Process-level options from the command line.
 #[derive(Debug, Default, Clone)]
@@ -50,6 +51,9 @@ pub fn build_server(
     let conf = ServerConf {
         threads: config.server.threads,
         daemon: options.daemon,
+        // Graceful upgrade (`--upgrade`): the new process receives the listening sockets here.
+        upgrade_sock: config.server.upgrade_sock.display().to_string(),
+        pid_file: config.server.pid_file.display().to_string(),
         // SIGTERM: stop accepting, let in-flight requests (and their settlements) finish.
         grace_period_seconds: Some(5),
         graceful_shutdown_timeout_seconds: Some(10),
@@ -189,9 +193,40 @@ pub fn build_server(
         gateway,
         "x402-gate proxy",
     );
-    proxy.add_tcp(&config.server.listen.to_string());
+    add_public_listeners(&mut server, &mut proxy, config)?;
     server.add_service(proxy);
     Ok(server)
+}
+
+/// The public listener: plain TCP, or TLS (with HTTP/2 by ALPN) when `[server.tls]` is set; with
+/// `server.tls.listen`, both. The certificate is loaded now, so a bad pair stops the start.
+fn add_public_listeners(
+    server: &mut Server,
+    proxy: &mut pingora::services::listening::Service<pingora::proxy::HttpProxy<Gateway>>,
+    config: &Config,
+) -> anyhow::Result<()> {
+    let Some(tls) = &config.server.tls else {
+        proxy.add_tcp(&config.server.listen.to_string());
+        return Ok(());
+    };
+    let cert = Arc::new(EdgeCert::load(tls).context("server.tls")?);
+    let tls_listen = match tls.listen {
+        Some(addr) => {
+            proxy.add_tcp(&config.server.listen.to_string());
+            addr
+        }
+        None => config.server.listen,
+    };
+    proxy.add_tls_with_settings(
+        &tls_listen.to_string(),
+        None,
+        cert.listener_settings(tls.http2)?,
+    );
+    server.add_service(pingora::services::background::background_service(
+        "TLS certificate reloader",
+        CertReloader { cert },
+    ));
+    Ok(())
 }
 
 /// One verifier per configured network that this build can verify: for EVM, one lane per

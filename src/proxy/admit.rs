@@ -56,6 +56,8 @@ impl Gateway {
         let route = routed.route;
         ctx.rewritten_path = routed.rewritten_path;
         ctx.client_host = host;
+        // On h2 too: every stream of a TLS connection carries the connection's TLS digest.
+        ctx.client_tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         ctx.route = Some(route.clone());
         self.limits
             .check(Scope::ProxyTenant, &route.config.tenant)
@@ -86,6 +88,7 @@ impl Gateway {
         })?;
         ctx.resource_url = gate::resource_url(
             self.settings.public_url.as_deref(),
+            ctx.client_tls,
             ctx.client_host.as_deref(),
             &path_and_query,
         );
