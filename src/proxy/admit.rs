@@ -28,7 +28,9 @@ impl Gateway {
             .headers
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri.host())
+            // HTTP/2 carries the host in `:authority` (pingora refuses userinfo there): keep its
+            // port, as `Host` would have it.
+            .or_else(|| req.uri.authority().map(|a| a.as_str()))
             .map(str::to_owned);
         let facts = RequestFacts {
             raw_target: req.raw_path(),
