@@ -20,14 +20,15 @@ use crate::health::{HealthBoard, HealthProbe};
 use crate::metrics::{Metrics, MetricsService};
 use crate::payments::chain::ChainBackends;
 use crate::payments::evm::EvmBackend;
-use crate::payments::lanes::{Lane, LaneBoard, Lanes};
+use crate::payments::lanes::{Lane, LaneBoard, Lanes, FIRST_LEASE_WAIT};
 use crate::payments::Payments;
 use crate::pricing::TenantTerms;
+use crate::proxy::drain::DrainWatch;
 use crate::proxy::{Gateway, ProxySettings};
 use crate::ratelimit::RateLimiter;
 use crate::routes::reload::{terms_from_records, RouteReloader};
 use crate::routes::RouteTable;
-use crate::settle::leases::{instance_id, LeaseKeeper, LeasedNetwork};
+use crate::settle::leases::{instance_id, LeaseKeeper, LeasedNetwork, SigningLock, HANDOVER_WAIT};
 use crate::settle::reconcile::Reconciler;
 use crate::settle::worker::SettlementWorker;
 use crate::store::{LazyStore, Store, TenantRecord};
@@ -69,7 +70,7 @@ pub fn build_server(
 
     let shared_config = Arc::new(config.clone());
     let routes = Arc::new(ArcSwap::from_pointee(RouteTable::build_with(config, terms)));
-    let (backends, leased) = build_backends(config)?;
+    let (backends, leased) = build_backends(config, options)?;
     let wakeup = Arc::new(tokio::sync::Notify::new());
     // Each service opens its own pool, in its own runtime (see `LazyStore`).
     let db = || Arc::new(LazyStore::new(&config.database.url));
@@ -123,6 +124,11 @@ pub fn build_server(
             store: db(),
             networks: leased,
             holder: holder.clone(),
+            signing_lock: SigningLock::for_database(&config.database.url),
+            handover_until: options
+                .upgrade
+                .then(|| std::time::Instant::now() + HANDOVER_WAIT),
+            waiting_logged: Default::default(),
         },
     ));
     let worker = SettlementWorker::new(
@@ -188,6 +194,10 @@ pub fn build_server(
         metrics.clone(),
         Arc::new(RateLimiter::new(&config.rate_limit, metrics.clone())),
     );
+    server.add_service(pingora::services::background::background_service(
+        "drain watch",
+        DrainWatch::new(server.watch_execution_phase(), gateway.draining()),
+    ));
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         gateway,
@@ -231,7 +241,17 @@ fn add_public_listeners(
 
 /// One verifier per configured network that this build can verify: for EVM, one lane per
 /// settler key behind `Lanes`, and the networks whose keys the lease keeper must lease.
-pub fn build_backends(config: &Config) -> anyhow::Result<(ChainBackends, Vec<LeasedNetwork>)> {
+pub fn build_backends(
+    config: &Config,
+    options: &RunOptions,
+) -> anyhow::Result<(ChainBackends, Vec<LeasedNetwork>)> {
+    // Taking over from a running process (`--upgrade`), payments wait for its keys for as long as
+    // it may take to drain, instead of failing as those of an instance without keys.
+    let first_wait = if options.upgrade {
+        HANDOVER_WAIT
+    } else {
+        FIRST_LEASE_WAIT
+    };
     let mut backends = ChainBackends::default();
     let mut leased = Vec::new();
     for (network, net) in &config.networks {
@@ -257,7 +277,7 @@ pub fn build_backends(config: &Config) -> anyhow::Result<(ChainBackends, Vec<Lea
                 }
                 let settlers: Vec<String> = lanes.iter().map(|l| l.settler.clone()).collect();
                 tracing::info!(%network, settlers = ?settlers, "EVM payments enabled");
-                let board = Arc::new(LaneBoard::new(lanes.len()));
+                let board = Arc::new(LaneBoard::with_first_wait(lanes.len(), first_wait));
                 leased.push(LeasedNetwork {
                     network: network.to_string(),
                     settlers: settlers.iter().map(|s| s.to_ascii_lowercase()).collect(),

@@ -93,6 +93,7 @@ pub mod config;
 pub mod health;
 pub mod logging;
 pub mod metrics;
+pub mod net;
 pub mod payments;
 pub mod pricing;
 pub mod proxy;
