@@ -59,19 +59,30 @@
 //! health.rs    background probe of every network's RPC and settler gas balances
 //!              (ChainBackend::probe) onto a HealthBoard that admin's /ready judges
 //! routes/reload.rs  rebuilds the route table when tenants' tiers or pay_to change
+//! tls/         TLS at the edge: certs.rs (PEM files -> a checked rustls key pair, the resolver
+//!              every handshake asks), mod.rs (pingora listener settings with ALPN h2/http1.1,
+//!              the reloader service: SIGHUP and content changes)
+//! reporting.rs Sentry: panics and error-level events, scrubbed of every configured secret and
+//!              of anything URL- or key-shaped before they leave; its tracing layer
+//! net.rs       SO_REUSEPORT listeners for the management API and metrics, so the new process
+//!              of a graceful upgrade binds them while the old one drains
+//! proxy/drain.rs  `Connection: close` on every answer once a graceful upgrade or termination
+//!              began
 //! ```
 //!
 //! # Dependency rules
 //!
 //! ```text
-//! main -> logging, app -> { proxy, admin, settle::{worker, reconcile, leases}, routes::reload,
-//!                           health, metrics }
+//! main -> logging, reporting, app -> { proxy, admin, settle::{worker, reconcile, leases},
+//!                           routes::reload, health, metrics, tls }
 //! proxy -> payments, routes, pricing, tenants, metrics, ratelimit, logging, config, x402   (never
 //!          store or a backend)
 //! admin -> payments, store, tenants, pricing, routes (reload), health, ratelimit, logging, config,
 //!          x402 (never proxy)
 //! ratelimit -> config, metrics
 //! health -> payments::chain, config, metrics
+//! tls -> config (config -> tls::certs, to check the files at --check); reporting -> config, cli,
+//!        x402; logging -> reporting (its layer); admin, metrics -> net
 //! logging -> config
 //! settle -> payments, store, metrics
 //! payments (core) -> payments::chain, store, cache, tenants, routes, pricing, config, x402
@@ -82,7 +93,8 @@
 //! pingora stays in app, proxy and the background services; alloy in payments::evm only; sqlx in
 //! store; moka in cache, tenants and proxy::limit; axum in admin and metrics; prometheus in
 //! metrics; governor in proxy::limit and ratelimit; redis in ratelimit; tracing-subscriber in
-//! logging. config checks EIP-55 checksums with sha3's keccak, not with alloy.
+//! logging and reporting; sentry in reporting (and config, to parse a DSN); rustls in tls.
+//! config checks EIP-55 checksums with sha3's keccak, not with alloy.
 //! ```
 
 pub mod admin;
