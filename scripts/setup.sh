@@ -27,9 +27,10 @@ command -v cc >/dev/null 2>&1 || need+=(gcc)
 [ "${X402_SETUP_SKIP_TEST_TOOLS:-}" = "1" ] && exit 0
 
 # Test tools from npm, pinned in tools/package-lock.json: anvil (a real EVM node), solc-js and
-# the reference x402 client (@x402/fetch).
+# the reference x402 clients (@x402/fetch with @x402/evm and @x402/svm).
 command -v npm >/dev/null 2>&1 || apt_install nodejs npm
 if [ ! -x tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil ] \
+   || [ ! -d tools/node_modules/@x402/svm ] \
    || [ tools/package-lock.json -nt tools/node_modules/.package-lock.json ]; then
   echo "setup: installing test tools (tools/package.json) with npm"
   (cd tools && npm ci --no-audit --no-fund --loglevel=error)

@@ -21,6 +21,7 @@ use crate::metrics::{Metrics, MetricsService};
 use crate::payments::chain::ChainBackends;
 use crate::payments::evm::EvmBackend;
 use crate::payments::lanes::{Lane, LaneBoard, Lanes, FIRST_LEASE_WAIT};
+use crate::payments::svm::SvmBackend;
 use crate::payments::Payments;
 use crate::pricing::TenantTerms;
 use crate::proxy::drain::DrainWatch;
@@ -288,8 +289,23 @@ pub fn build_backends(
                     Arc::new(Lanes::new(network.to_string(), lanes, board)),
                 );
             }
-            NetworkSigner::Solana { .. } => {
-                tracing::warn!(%network, "Solana verification is not in this build: its payments are refused with a 402");
+            NetworkSigner::Solana {
+                fee_payer_key,
+                commitment,
+                ..
+            } => {
+                // No lease: Solana has no settler nonce, so instances may co-sign with one fee
+                // payer at once; each payment is claimed once in the shared store.
+                let v = SvmBackend::new(
+                    network,
+                    &net.rpc_url,
+                    fee_payer_key.expose(),
+                    *commitment,
+                    net.rpc_timeout,
+                )
+                .with_context(|| format!("networks.\"{network}\""))?;
+                tracing::info!(%network, fee_payer = %v.fee_payer(), commitment = commitment.as_str(), "Solana payments enabled");
+                backends.insert(network.clone(), Arc::new(v));
             }
         }
     }

@@ -39,6 +39,10 @@
 //!   evm/       the EVM backend (EIP-3009 verification and settlement on alloy): verify.rs
 //!              (local checks, simulation, diagnosis), nonce.rs (settler nonces), send.rs
 //!              (sending, lookups, receipt wait); payload.rs: EvmAuthorization <-> SchemePayload
+//!   svm/       the Solana backend (the `exact` SVM scheme on the agave 3.1 client crates):
+//!              verify.rs (every local check, pure), send.rs (co-signed send, confirmation to
+//!              the commitment, lookups), payload.rs (the stored form), client.rs (a paying
+//!              client's transaction, for tests and benchmarks), tests.rs
 //!   lanes.rs   several settler keys of one network behind one backend, per held lease
 //!   fake.rs    a scripted backend for the core's unit tests (tests.rs)
 //! store/       sqlx over SQLite or Postgres: consume-once claims (mod.rs), ledger.rs, queue.rs
@@ -47,7 +51,8 @@
 //! settle/      background services: worker.rs (deferred settlements, one attempt each via
 //!              payments), reconcile.rs (records settlements whose outcome was never seen, re-sends
 //!              dropped ones), leases.rs (settler-key and queue leases)
-//! cache/       moka cache of verification outcomes (never the authority on replay)
+//! cache/       moka cache of verification outcomes (never the authority on replay); concurrent
+//!              presentations of one proof share one verification
 //! tenants/     tenant standing (status, tier, monthly usage) cached briefly; API keys: minting,
 //!              hashing, scoped authentication; constant-time admin credential check
 //! admin/       management API (axum) on admin_listen: extract.rs (operator/API-key auth and

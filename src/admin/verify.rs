@@ -101,7 +101,11 @@ pub async fn verify(
             let asset = net
                 .assets
                 .iter()
-                .find(|a| a.address.eq_ignore_ascii_case(&requirements.asset))
+                .find(|a| match network.namespace() {
+                    x402::Namespace::Eip155 => a.address.eq_ignore_ascii_case(&requirements.asset),
+                    // Base58: case is part of the address.
+                    x402::Namespace::Solana => a.address == requirements.asset,
+                })
                 .ok_or_else(|| {
                     ApiError::bad_request(format!(
                         "asset {} is not configured on {network}",

@@ -19,11 +19,20 @@ const VALID_TTL: Duration = Duration::from_secs(30);
 /// How long an invalid proof is remembered, so a client hammering with garbage costs no RPC.
 const INVALID_TTL: Duration = Duration::from_secs(5);
 const CAPACITY: u64 = 100_000;
+/// Longer than any verification (RPC timeouts bound them); only a vanished one lives this long.
+const IN_FLIGHT_TTL: Duration = Duration::from_secs(120);
+
+/// One verification under way, shared by every request presenting the same proof meanwhile.
+pub type InFlight = Arc<tokio::sync::OnceCell<Result<Arc<Verified>, VerifyError>>>;
 
 #[derive(Clone)]
 pub struct VerifyCache {
     valid: Cache<[u8; 32], Arc<Verified>>,
     invalid: Cache<[u8; 32], VerifyError>,
+    /// Verifications under way: twenty concurrent copies of one proof cost one RPC round trip,
+    /// not twenty (a replay storm is not an amplifier against our node). The TTL only bounds an
+    /// entry whose verifying request vanished; a finished one is removed at once.
+    in_flight: Cache<[u8; 32], InFlight>,
 }
 
 impl Default for VerifyCache {
@@ -36,6 +45,10 @@ impl Default for VerifyCache {
             invalid: Cache::builder()
                 .max_capacity(CAPACITY)
                 .time_to_live(INVALID_TTL)
+                .build(),
+            in_flight: Cache::builder()
+                .max_capacity(CAPACITY)
+                .time_to_live(IN_FLIGHT_TTL)
                 .build(),
         }
     }
@@ -70,6 +83,21 @@ impl VerifyCache {
     pub async fn invalidate(&self, key: &[u8; 32]) {
         self.valid.invalidate(key).await;
         self.invalid.invalidate(key).await;
+    }
+
+    /// The verification of `key` under way, joined, or a new one to run: whoever runs the cell's
+    /// initializer verifies; everyone else waits for its outcome. If the runner's request is
+    /// dropped mid-way, a waiter takes over (tokio's `OnceCell`).
+    pub async fn in_flight(&self, key: [u8; 32]) -> InFlight {
+        self.in_flight
+            .get_with(key, async { Arc::new(tokio::sync::OnceCell::new()) })
+            .await
+    }
+
+    /// The verification of `key` finished and its outcome is stored (or was an outage): the
+    /// next presentation starts from the caches again.
+    pub async fn finished(&self, key: &[u8; 32]) {
+        self.in_flight.invalidate(key).await;
     }
 
     pub async fn put(&self, key: [u8; 32], outcome: &Result<Arc<Verified>, VerifyError>) {

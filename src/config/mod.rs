@@ -264,7 +264,28 @@ pub enum NetworkSigner {
     Solana {
         fee_payer_key: Secret,
         fee_payer: String,
+        /// How final a settlement must be before it counts (and the origin runs, under `before`).
+        commitment: SolanaCommitment,
     },
+}
+
+/// The Solana commitment a settlement is confirmed to (`commitment = "confirmed"` by default).
+/// `processed` is not offered: a processed block can still be dropped, and a payment that
+/// vanishes after its request was served is money lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SolanaCommitment {
+    #[default]
+    Confirmed,
+    Finalized,
+}
+
+impl SolanaCommitment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SolanaCommitment::Confirmed => "confirmed",
+            SolanaCommitment::Finalized => "finalized",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -13,7 +13,8 @@
 //! - `state.rs`: where a payment stands, and its receipts.
 //!
 //! The chain seam lives here too: `chain.rs` (trait `ChainBackend` and its chain-neutral value
-//! types), the backends `evm/` (alloy only there) and `fake.rs` (unit tests), and `lanes.rs`
+//! types), the backends `evm/` (alloy only there), `svm/` (the solana crates only there) and
+//! `fake.rs` (unit tests), and `lanes.rs`
 //! (several settler keys behind one backend). Those import only each other, pricing, config and
 //! x402, never the core, store or cache, so store and cache can use the value types without
 //! reaching a backend.
@@ -24,6 +25,7 @@
 pub mod chain;
 pub mod evm;
 pub mod lanes;
+pub mod svm;
 
 mod admit;
 mod queued;

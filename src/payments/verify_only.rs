@@ -65,13 +65,33 @@ pub(super) async fn verify_cached(
             checked_at_ms: now_ms - CACHE_AGE_BOUND_MS,
         };
     }
-    let fresh = verifier.verify(offer, proof).await.map(Arc::new);
-    payments.cache.put(key, &fresh).await;
+    // Concurrent presentations of one proof share one verification.
+    let ran = std::sync::atomic::AtomicBool::new(false);
+    let cell = payments.cache.in_flight(key).await;
+    let outcome = cell
+        .get_or_init(|| async {
+            ran.store(true, std::sync::atomic::Ordering::Relaxed);
+            let fresh = verifier.verify(offer, proof).await.map(Arc::new);
+            payments.cache.put(key, &fresh).await;
+            fresh
+        })
+        .await
+        .clone();
+    let ran = ran.load(std::sync::atomic::Ordering::Relaxed);
+    if ran {
+        payments.cache.finished(&key).await;
+    }
+    // A joined outcome counts as remembered: the verify API counts a proof once, and its age
+    // is bounded as a cached one's.
     Verification {
-        outcome: fresh,
-        cached: false,
+        outcome,
+        cached: !ran,
         key,
-        checked_at_ms: now_ms,
+        checked_at_ms: if ran {
+            now_ms
+        } else {
+            now_ms - CACHE_AGE_BOUND_MS
+        },
     }
 }
 

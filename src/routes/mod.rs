@@ -7,6 +7,7 @@
 //! May import: config, pricing, x402.
 
 pub mod reload;
+pub mod upstream;
 
 use std::borrow::Cow;
 use std::sync::Arc;

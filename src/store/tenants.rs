@@ -361,7 +361,8 @@ impl Store {
     }
 
     /// Records a transaction verified through the API and counts it toward the tenant's month,
-    /// in one database transaction: it counts once per tenant, and never past `limit`.
+    /// in one database transaction (`facts.0`, the transaction id, in its backend's canonical
+    /// form): it counts once per tenant, and never past `limit`.
     pub async fn consume_transaction_counted(
         &self,
         tenant: &str,
@@ -378,7 +379,9 @@ impl Store {
         )
         .bind(tenant)
         .bind(network)
-        .bind(tx_hash.to_ascii_lowercase())
+        // As the backend wrote it, canonical for its chain: EVM hashes are lower-case hex
+        // already, and Solana signatures are base58, where case matters.
+        .bind(tx_hash)
         .bind(payer)
         .bind(amount)
         .bind(now())

@@ -30,6 +30,40 @@ pub enum Reason {
     InvalidExactEvmTransactionFailed,
     InvalidExactEvmTransferEventMismatch,
     InvalidExactEvmUndeployedSmartWallet,
+    // SVM `exact` (names from the TS reference, `@x402/svm` 2.27 facilitator errors).
+    /// The offer's `extra.feePayer` is missing from the transaction's echoed requirement.
+    InvalidExactSvmMissingFeePayer,
+    /// `extra.feePayer` is not our fee payer.
+    InvalidExactSvmFeePayerNotManaged,
+    /// The transaction's fee payer (account 0) is not our fee payer.
+    InvalidExactSvmFeePayerMismatch,
+    /// The transaction is not one we can check: too large, lookup tables, trailing bytes.
+    InvalidExactSvmTransaction,
+    InvalidExactSvmCouldNotBeDecoded,
+    InvalidExactSvmSignatureInvalid,
+    InvalidExactSvmExcessiveSigners,
+    InvalidExactSvmInstructionsLength,
+    InvalidExactSvmComputeLimit,
+    InvalidExactSvmComputeLimitTooHigh,
+    InvalidExactSvmComputePrice,
+    InvalidExactSvmComputePriceTooHigh,
+    InvalidExactSvmNoTransfer,
+    InvalidExactSvmFeePayerTransferring,
+    /// The spec's stricter rule: our fee payer may appear in no instruction's accounts.
+    InvalidExactSvmFeePayerInInstruction,
+    InvalidExactSvmMintMismatch,
+    InvalidExactSvmRecipientMismatch,
+    InvalidExactSvmAmountMismatch,
+    InvalidExactSvmDecimalsMismatch,
+    InvalidExactSvmUnknownFourthInstruction,
+    InvalidExactSvmUnknownFifthInstruction,
+    InvalidExactSvmUnknownSixthInstruction,
+    InvalidExactSvmUnknownSeventhInstruction,
+    InvalidExactSvmSimulationFailed,
+    /// The settlement transaction failed on chain, or its blockhash expired unsent: nothing moved.
+    InvalidExactSvmTransactionFailed,
+    /// The payer's token account lacks the amount (x402's general code).
+    InsufficientFunds,
     /// The same proof was already claimed by another request.
     DuplicateSettlement,
     /// The payer has as many payments awaiting settlement as one payer may: the next waits.
@@ -72,6 +106,32 @@ impl Reason {
             InvalidExactEvmUndeployedSmartWallet => {
                 "invalid_exact_evm_payload_undeployed_smart_wallet"
             }
+            InvalidExactSvmMissingFeePayer => "invalid_exact_svm_payload_missing_fee_payer",
+            InvalidExactSvmFeePayerNotManaged => "invalid_exact_svm_fee_payer_not_managed_by_facilitator",
+            InvalidExactSvmFeePayerMismatch => "invalid_exact_svm_fee_payer_mismatch",
+            InvalidExactSvmTransaction => "invalid_exact_svm_payload_transaction",
+            InvalidExactSvmCouldNotBeDecoded => "invalid_exact_svm_payload_transaction_could_not_be_decoded",
+            InvalidExactSvmSignatureInvalid => "invalid_exact_svm_payload_signature_invalid",
+            InvalidExactSvmExcessiveSigners => "invalid_exact_svm_payload_excessive_signers",
+            InvalidExactSvmInstructionsLength => "invalid_exact_svm_payload_transaction_instructions_length",
+            InvalidExactSvmComputeLimit => "invalid_exact_svm_payload_transaction_instructions_compute_limit_instruction",
+            InvalidExactSvmComputeLimitTooHigh => "invalid_exact_svm_payload_transaction_instructions_compute_limit_instruction_too_high",
+            InvalidExactSvmComputePrice => "invalid_exact_svm_payload_transaction_instructions_compute_price_instruction",
+            InvalidExactSvmComputePriceTooHigh => "invalid_exact_svm_payload_transaction_instructions_compute_price_instruction_too_high",
+            InvalidExactSvmNoTransfer => "invalid_exact_svm_payload_no_transfer_instruction",
+            InvalidExactSvmFeePayerTransferring => "invalid_exact_svm_payload_transaction_fee_payer_transferring_funds",
+            InvalidExactSvmFeePayerInInstruction => "invalid_exact_svm_payload_transaction_fee_payer_included_in_instruction_accounts",
+            InvalidExactSvmMintMismatch => "invalid_exact_svm_payload_mint_mismatch",
+            InvalidExactSvmRecipientMismatch => "invalid_exact_svm_payload_recipient_mismatch",
+            InvalidExactSvmAmountMismatch => "invalid_exact_svm_payload_amount_mismatch",
+            InvalidExactSvmDecimalsMismatch => "invalid_exact_svm_payload_decimals_mismatch",
+            InvalidExactSvmUnknownFourthInstruction => "invalid_exact_svm_payload_unknown_fourth_instruction",
+            InvalidExactSvmUnknownFifthInstruction => "invalid_exact_svm_payload_unknown_fifth_instruction",
+            InvalidExactSvmUnknownSixthInstruction => "invalid_exact_svm_payload_unknown_sixth_instruction",
+            InvalidExactSvmUnknownSeventhInstruction => "invalid_exact_svm_payload_unknown_seventh_instruction",
+            InvalidExactSvmSimulationFailed => "invalid_exact_svm_transaction_simulation_failed",
+            InvalidExactSvmTransactionFailed => "invalid_exact_svm_transaction_failed",
+            InsufficientFunds => "insufficient_funds",
             DuplicateSettlement => "duplicate_settlement",
             TooManyUnsettledPayments => "too_many_unsettled_payments",
             UnexpectedVerifyError => "unexpected_verify_error",

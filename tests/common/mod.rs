@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod chain;
+pub mod svm;
+pub mod svm_pay;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;

@@ -87,6 +87,12 @@ pub(super) fn networks(
         });
         let signer = match network.namespace() {
             Namespace::Eip155 => {
+                if net.commitment.is_some() {
+                    e.push(
+                        format!("{path}.commitment"),
+                        "is for Solana networks; EVM networks use confirmations",
+                    );
+                }
                 if net.fee_payer_key.is_some() {
                     e.push(
                         format!("{path}.fee_payer_key"),
@@ -129,6 +135,23 @@ pub(super) fn networks(
                         "is for EVM networks; Solana networks use fee_payer_key",
                     );
                 }
+                if net.confirmations.is_some() {
+                    e.push(
+                        format!("{path}.confirmations"),
+                        "is for EVM networks; Solana networks use commitment (\"confirmed\" or \"finalized\")",
+                    );
+                }
+                let commitment = match net.commitment.as_deref() {
+                    None | Some("confirmed") => SolanaCommitment::Confirmed,
+                    Some("finalized") => SolanaCommitment::Finalized,
+                    Some(other) => {
+                        e.push(
+                            format!("{path}.commitment"),
+                            format!("`{other}` is not one of confirmed, finalized"),
+                        );
+                        SolanaCommitment::Confirmed
+                    }
+                };
                 let key = net.fee_payer_key.unwrap_or_default();
                 let fee_payer = match bs58::decode(&key).into_vec() {
                     Ok(bytes) if bytes.len() == 64 => bs58::encode(&bytes[32..]).into_string(),
@@ -143,6 +166,7 @@ pub(super) fn networks(
                 NetworkSigner::Solana {
                     fee_payer_key: Secret::new(key),
                     fee_payer,
+                    commitment,
                 }
             }
         };
