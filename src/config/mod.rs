@@ -17,7 +17,7 @@ use std::time::Duration;
 use crate::x402::{AtomicAmount, Network};
 
 pub use env::expand_str;
-pub use validate::parse_address_for;
+pub use validate::{api_route, parse_address_for};
 
 /// One configuration error, with the key path it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,7 +81,7 @@ impl fmt::Debug for Secret {
 }
 
 /// The validated configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub server: ServerConfig,
     pub database: DatabaseConfig,
@@ -97,7 +97,7 @@ pub struct Config {
 
 /// `[sentry]`: where panics and error-level events are reported. Without a DSN (here or in
 /// `SENTRY_DSN`) nothing is sent anywhere.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SentryConfig {
     /// A secret: the DSN's key lets anyone post events to the project.
     pub dsn: Option<Secret>,
@@ -107,7 +107,7 @@ pub struct SentryConfig {
 }
 
 /// `[server.tls]`: the public listener terminates TLS with this certificate.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TlsConfig {
     pub files: crate::tls::CertFiles,
     /// A second, TLS listener beside the plain `server.listen`; `None`: `server.listen` itself
@@ -119,7 +119,7 @@ pub struct TlsConfig {
 
 /// `[rate_limit]`: request rates per client IP and per tenant, on the proxy and on the
 /// management API. Every limit is optional (absent: no limit).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RateLimitConfig {
     pub proxy_per_ip: Option<RateLimit>,
     pub proxy_per_tenant: Option<RateLimit>,
@@ -163,7 +163,7 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
@@ -211,12 +211,12 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DatabaseConfig {
     pub url: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AdminConfig {
     pub token: Option<Secret>,
     /// How long the management listener waits for a request's complete head (from the first
@@ -228,7 +228,7 @@ pub struct AdminConfig {
 }
 
 /// How readiness (`/ready` on the management API) is judged.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HealthConfig {
     /// How often each network's RPC is probed (block number, settler balances).
     pub probe_interval: Duration,
@@ -238,7 +238,7 @@ pub struct HealthConfig {
     pub store_timeout: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NetworkConfig {
     pub network: Network,
     pub rpc_url: String,
@@ -251,7 +251,7 @@ pub struct NetworkConfig {
     pub assets: Vec<AssetConfig>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum NetworkSigner {
     /// Hex private keys of the hot wallets that submit EVM settlements and pay their gas
     /// (`settler_key`, then `settler_keys`). Each is one nonce lane; instances sharing a database
@@ -288,7 +288,7 @@ impl SolanaCommitment {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AssetConfig {
     pub symbol: String,
     /// EVM: the EIP-55 checksummed token address. Solana: the mint, base58.
@@ -313,7 +313,7 @@ impl Tier {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TenantConfig {
     pub id: String,
     pub name: String,
@@ -372,7 +372,7 @@ pub enum Price {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
     /// Position in the file, for messages and metrics labels.
     pub index: usize,

@@ -79,9 +79,12 @@ pub(super) fn tls(
                 None
             }
         });
+    // Absolute, so the reloader finds them after a daemon changed its working directory; not
+    // canonical: certbot's `live/` paths are symlinks that a renewal repoints.
+    let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
     let files = CertFiles {
-        cert: cert?,
-        key: key?,
+        cert: absolute(cert?),
+        key: absolute(key?),
     };
     if let Err(err) = files.load() {
         e.push(

@@ -14,11 +14,13 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+mod api_route;
 mod edge;
 mod limits;
 mod networks;
 mod routes;
 
+pub use api_route::api_route;
 use limits::{health, rate_limit};
 use networks::networks;
 pub use networks::parse_address_for;
