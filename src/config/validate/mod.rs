@@ -6,7 +6,8 @@
 //!
 //! This file: the entry point, `[server]`, `[database]`, `[admin]`, tiers and tenants;
 //! `networks.rs`: networks, assets and address formats; `routes.rs`: routes and the networks each
-//! is paid on; `limits.rs`: `[rate_limit]` and `[health]`.
+//! is paid on; `limits.rs`: `[rate_limit]` and `[health]`; `edge.rs`: `[server.tls]` (the certificate files are
+//! read and checked), the upgrade socket and pid file, `[sentry]`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 mod api_route;
+mod edge;
 mod limits;
 mod networks;
 mod routes;
@@ -147,6 +149,7 @@ pub fn validate(raw: RawConfig, errors: Vec<ConfigError>) -> (Option<Config>, Ve
             })
             .collect(),
     };
+    let sentry = edge::sentry(raw.sentry, &mut e);
     let config = Config {
         server,
         database,
@@ -158,6 +161,7 @@ pub fn validate(raw: RawConfig, errors: Vec<ConfigError>) -> (Option<Config>, Ve
         routes,
         rate_limit,
         routes_api,
+        sentry,
     };
     let ok = e.0.is_empty();
     (ok.then_some(config), e.0)
@@ -248,7 +252,13 @@ fn server(raw: RawServer, e: &mut Errors) -> ServerConfig {
             LogFormat::Text
         })
     });
+    let tls = edge::tls(raw.tls, &named, e);
+    let upgrade_sock = edge::upgrade_sock(raw.upgrade_sock, e);
+    let pid_file = edge::pid_file(raw.pid_file, e);
     ServerConfig {
+        tls,
+        upgrade_sock,
+        pid_file,
         log_format,
         listen,
         admin_listen,
