@@ -168,6 +168,7 @@ pub fn build_server(
             admin_token: config.admin.token.clone(),
             health: health_board,
             limits: Arc::new(RateLimiter::new(&config.rate_limit, metrics.clone())),
+            sessions: Default::default(),
         },
     };
     server.add_service(pingora::services::background::background_service(
