@@ -37,7 +37,7 @@ if [ ! -x tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil ] \
 fi
 
 # The dashboard's toolchain (Vite, TypeScript) and playwright-core, pinned in
-# dashboard/package-lock.json: tests/web_dashboard.rs rebuilds dashboard/dist to check the committed
+# dashboard/package-lock.json: tests/dashboard.rs rebuilds dashboard/dist to check the committed
 # build is current, and drives the browser with playwright-core. (Building the gateway needs none
 # of this: the built dashboard is committed and embedded.)
 if [ ! -f dashboard/node_modules/vite/bin/vite.js ] \

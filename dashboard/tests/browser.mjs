@@ -1,5 +1,5 @@
 // The dashboard in a real browser: Debian's chromium driven by playwright-core, against a real
-// gateway on which tests/web_dashboard.rs has made real payments. Run by that test with:
+// gateway on which tests/dashboard.rs has made real payments. Run by that test with:
 //   DASH_URL        the dashboard (http://admin-listener/dashboard/)
 //   TENANT, TENANT_KEY, ADMIN_TOKEN, EXPECT_PAYMENTS (settled payments made before)
 //   GATEWAY_URL, UPSTREAM_URL, PAYER_KEY, PAY_SCRIPT (to pay a route made in the dashboard)
