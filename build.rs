@@ -1,7 +1,7 @@
-//! Build metadata for `--version`: the git commit when built from a checkout (nothing breaks
-//! without git or outside a repository), the target triple and the profile. And the dashboard:
-//! every file of `dashboard/dist` (built from `dashboard/src` by Vite and committed), embedded
-//! with `include_bytes!` so the binary is the whole product.
+//! Build metadata for `--version` and the `x402_build_info` metric: the git commit when built
+//! from a checkout (nothing breaks without git or outside a repository), the target triple and
+//! the profile. And the dashboard: every file of `dashboard/dist` (built from `dashboard/src` by
+//! Vite and committed), embedded with `include_bytes!` so the binary is the whole product.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -77,6 +77,11 @@ fn main() {
     }
     let target = std::env::var("TARGET").unwrap_or_default();
     let profile = std::env::var("PROFILE").unwrap_or_default();
+    // The commit alone, for the `x402_build_info` metric.
+    println!(
+        "cargo:rustc-env=X402_GATE_COMMIT_ID={}",
+        commit.as_deref().unwrap_or("unknown")
+    );
     let build = match commit {
         Some(c) => format!("commit {c}, {target}, {profile}"),
         None => format!("{target}, {profile}"),

@@ -24,6 +24,7 @@ pub async fn supported_chains(
     };
     let chains = state
         .config
+        .load()
         .networks
         .values()
         .map(|n| ChainView {

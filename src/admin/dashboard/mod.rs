@@ -60,7 +60,7 @@ fn unauthorized(message: &str) -> ApiError {
 /// Who `token` signs in as: the operator, or the tenant of a live API key (with its scopes).
 async fn principal_for(state: &AdminState, token: &str) -> ApiResult<(Principal, Vec<String>)> {
     let token = token.trim();
-    if let Some(admin) = &state.admin_token {
+    if let Some(admin) = &state.config.load().admin.token {
         if admin_token_matches(admin.expose(), token) {
             return Ok((Principal::Operator, super::keys::all_scopes()));
         }
