@@ -13,11 +13,14 @@
 //! Handlers by resource: `tenants.rs`, `keys.rs`, `payments.rs`, `verify.rs`, `usage.rs`,
 //! `status.rs` (supported chains, health, readiness), `reload.rs` (config reload). `types.rs`:
 //! bodies and their OpenAPI schemas. `serve.rs` serves the router with header-read and idle
-//! timeouts.
+//! timeouts. `dashboard/`: the embedded single-page dashboard at `/dashboard` and its cookie
+//! sessions, which the extractors accept in place of a credential header (with a CSRF token on
+//! every change).
 //! May import: payments, store, tenants, pricing, routes (reload), reload (its handle and
 //! report), config, health, logging, x402.
 
 mod api_routes;
+pub mod dashboard;
 mod extract;
 mod keys;
 mod payments;
@@ -86,6 +89,8 @@ pub struct AdminState {
     /// Runs config reloads (`POST /api/v1/x402/admin/reload`); `None` when the gateway was not
     /// started from a file.
     pub reload: Option<crate::reload::ReloadHandle>,
+    /// The dashboard's sign-in sessions (this instance's memory).
+    pub sessions: Arc<dashboard::session::Sessions>,
 }
 
 /// An error answer: `{"error": code, "message": ...}` with its status.
@@ -228,6 +233,7 @@ impl AdminState {
         handlers::update_tenant,
         handlers::suspend_tenant,
         handlers::activate_tenant,
+        handlers::list_tiers,
         handlers::admin_create_key,
         handlers::admin_list_keys,
         handlers::admin_rotate_key,
@@ -257,6 +263,7 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/api/v1/x402/admin/create-tenant", post(create_tenant))
         .route("/api/v1/x402/admin/tenants", get(list_tenants))
+        .route("/api/v1/x402/admin/tiers", get(list_tiers))
         .route(
             "/api/v1/x402/admin/tenants/{id}",
             get(get_tenant).patch(update_tenant),
@@ -304,6 +311,7 @@ pub fn router(state: AdminState) -> Router {
             "/api/v1/openapi.json",
             get(|| async { Json(ApiDoc::openapi()) }),
         )
+        .merge(dashboard::routes())
         .fallback(|| async { ApiError::not_found("endpoint") })
         // Unused methods get a JSON 405 too, not an empty body.
         .method_not_allowed_fallback(|| async {
