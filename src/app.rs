@@ -71,9 +71,10 @@ pub fn build_server(
     // Each service opens its own pool, in its own runtime (see `LazyStore`).
     let db = || Arc::new(LazyStore::new(&config.database.url));
     let proxy_db = db();
+    let proxy_tenants = Arc::new(TenantDirectory::new(proxy_db.clone(), config.tiers.clone()));
     let payments = Arc::new(Payments {
         backends: backends.clone(),
-        tenants: Arc::new(TenantDirectory::new(proxy_db.clone(), config.tiers.clone())),
+        tenants: proxy_tenants.clone(),
         store: proxy_db,
         cache: VerifyCache::default(),
         queue_wakeup: wakeup.clone(),
@@ -145,7 +146,9 @@ pub fn build_server(
         },
     ));
     let admin_db = db();
-    let admin_tenants = Arc::new(TenantDirectory::new(admin_db.clone(), config.tiers.clone()));
+    // Sharing the proxy's cached standings: a tier changed through the management API (by the
+    // operator, a Stripe webhook or an x402 plan payment) applies to the next proxied request.
+    let admin_tenants = Arc::new(proxy_tenants.sharing(admin_db.clone()));
     let admin = AdminService {
         listen: config.server.admin_listen,
         state: AdminState {
@@ -168,6 +171,7 @@ pub fn build_server(
             admin_token: config.admin.token.clone(),
             health: health_board,
             limits: Arc::new(RateLimiter::new(&config.rate_limit, metrics.clone())),
+            billing: Arc::new(crate::admin::Billing::new(config)),
         },
     };
     server.add_service(pingora::services::background::background_service(

@@ -92,6 +92,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod billing;
 pub mod cache;
 pub mod cli;
 pub mod config;

@@ -11,11 +11,13 @@
 //! handlers meet, so they use `?`), the router and the OpenAPI document. `extract.rs`: who is
 //! calling (`Operator`, `TenantKey<needs::Scope>`, `OperatorOrKey`) and bodies as extractors.
 //! Handlers by resource: `tenants.rs`, `keys.rs`, `payments.rs`, `verify.rs`, `usage.rs`,
-//! `status.rs` (supported chains, health, readiness). `types.rs`: bodies and their OpenAPI
+//! `status.rs` (supported chains, health, readiness), `billing.rs` (the Stripe webhook, Checkout,
+//! plans paid with x402). `types.rs`: bodies and their OpenAPI
 //! schemas. `serve.rs` serves the router with header-read and idle timeouts.
-//! May import: payments, store, tenants, pricing, routes (reload), config, health, logging,
-//! x402.
+//! May import: payments, store, tenants, pricing, billing, routes (reload), config, health,
+//! logging, x402.
 
+mod billing;
 mod extract;
 mod keys;
 mod payments;
@@ -29,6 +31,7 @@ mod verify;
 /// Every handler under one name: utoipa tags each operation with the module path written in
 /// `paths(...)` below, so the published document keeps its one tag, `handlers`.
 mod handlers {
+    pub use super::billing::*;
     pub use super::keys::*;
     pub use super::payments::*;
     pub use super::status::*;
@@ -58,6 +61,7 @@ use crate::routes::reload::RouteReloader;
 use crate::store::{LazyStore, Store, StoreError};
 use crate::tenants::{AuthError, KeyAuth, TenantDirectory, TenantError};
 
+pub use billing::Billing;
 pub use types::*;
 
 /// What the handlers share.
@@ -75,6 +79,8 @@ pub struct AdminState {
     pub health: Arc<crate::health::HealthBoard>,
     /// `[rate_limit]`'s management API limits (per client IP, per authenticated tenant).
     pub limits: Arc<RateLimiter>,
+    /// `[billing]`: the x402 plans' offers and Stripe's client.
+    pub billing: Arc<Billing>,
 }
 
 /// An error answer: `{"error": code, "message": ...}` with its status.
@@ -208,7 +214,7 @@ impl AdminState {
 #[openapi(
     info(
         title = "x402-gate management API",
-        description = "Tenants, API keys, usage and payment verification."
+        description = "Tenants, API keys, usage, payment verification and plan billing."
     ),
     paths(
         handlers::create_tenant,
@@ -231,6 +237,10 @@ impl AdminState {
         handlers::supported_chains,
         handlers::health,
         handlers::ready,
+        handlers::stripe_webhook,
+        handlers::checkout,
+        handlers::upgrade,
+        handlers::billing,
     )
 )]
 pub struct ApiDoc;
@@ -271,6 +281,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/x402/verify", post(verify))
         .route("/api/v1/x402/usage", get(usage))
         .route("/api/v1/x402/supported-chains", get(supported_chains))
+        .route("/api/v1/x402/billing", get(billing))
+        .route("/api/v1/x402/billing/stripe/webhook", post(stripe_webhook))
+        .route("/api/v1/x402/billing/checkout", post(checkout))
+        .route(crate::billing::plans::UPGRADE_PATH, post(upgrade))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route(

@@ -78,6 +78,17 @@ impl TenantDirectory {
         }
     }
 
+    /// A directory over another store (another service's pool, in its own runtime) sharing this
+    /// one's cached standings: a change made through either (the management API changing a tier)
+    /// is forgotten by both at once, so the proxy applies the new limits on its next request.
+    pub fn sharing(&self, store: Arc<LazyStore>) -> Self {
+        TenantDirectory {
+            store,
+            tiers: self.tiers.clone(),
+            states: self.states.clone(),
+        }
+    }
+
     pub fn tiers(&self) -> &BTreeMap<String, Tier> {
         &self.tiers
     }

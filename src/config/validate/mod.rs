@@ -6,13 +6,14 @@
 //!
 //! This file: the entry point, `[server]`, `[database]`, `[admin]`, tiers and tenants;
 //! `networks.rs`: networks, assets and address formats; `routes.rs`: routes and the networks each
-//! is paid on; `limits.rs`: `[rate_limit]` and `[health]`.
+//! is paid on; `limits.rs`: `[rate_limit]` and `[health]`; `billing.rs`: `[billing]`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+mod billing;
 mod limits;
 mod networks;
 mod routes;
@@ -123,6 +124,7 @@ pub fn validate(raw: RawConfig, errors: Vec<ConfigError>) -> (Option<Config>, Ve
     let tenants = tenants(raw.tenants, &tiers, &mut e);
     let routes = routes(raw.routes, &networks, &tiers, &tenants, &mut e);
     let rate_limit = rate_limit(raw.rate_limit, &mut e);
+    let billing = billing::billing(raw.billing, &networks, &tiers, &mut e);
     let config = Config {
         server,
         database,
@@ -133,6 +135,7 @@ pub fn validate(raw: RawConfig, errors: Vec<ConfigError>) -> (Option<Config>, Ve
         tenants,
         routes,
         rate_limit,
+        billing,
     };
     let ok = e.0.is_empty();
     (ok.then_some(config), e.0)
