@@ -17,7 +17,7 @@ use super::*;
 use crate::billing::plans::{PlanOffers, OPERATOR_LEDGER, UPGRADE_PATH};
 use crate::billing::stripe::{self, CheckoutError, Ignored, StripeClient};
 use crate::config::Config;
-use crate::payments::{self, Admission, PaymentCheck, Payee, SettleOutcome};
+use crate::payments::{self, Admission, Payee, PaymentCheck, SettleOutcome};
 use crate::pricing::Offers;
 use crate::store::{BillingRecord, StripeApplied};
 use crate::x402::SettlementResponse;
@@ -290,7 +290,9 @@ pub async fn upgrade(
         presented,
         state.config.server.max_payment_header_bytes,
     ) {
-        PaymentCheck::Missing => return Ok(payment_required(offers, &url, "Payment required", None)),
+        PaymentCheck::Missing => {
+            return Ok(payment_required(offers, &url, "Payment required", None))
+        }
         PaymentCheck::Rejected(r) => {
             return Ok(payment_required(offers, &url, &r.error_text(), None))
         }
@@ -317,9 +319,7 @@ pub async fn upgrade(
     .await;
     let payment = match admission {
         Admission::Admitted(p) => *p,
-        Admission::Rejected(r) => {
-            return Ok(payment_required(offers, &url, &r.error_text(), None))
-        }
+        Admission::Rejected(r) => return Ok(payment_required(offers, &url, &r.error_text(), None)),
         Admission::Unavailable(msg) => {
             tracing::warn!(tenant = %tenant.id, "plan payment unavailable: {msg}");
             return Err(ApiError::new(
@@ -342,7 +342,9 @@ pub async fn upgrade(
         let mut payment = payment;
         let outcome = payments::settle(&task_state.payments, &mut payment).await;
         let applied = match &outcome {
-            SettleOutcome::Settled(_) => Some(apply_plan(&task_state, &tenant_id, &tier, period).await),
+            SettleOutcome::Settled(_) => {
+                Some(apply_plan(&task_state, &tenant_id, &tier, period).await)
+            }
             _ => None,
         };
         (outcome, applied)
@@ -454,7 +456,10 @@ pub struct BillingView {
 /// The caller's plan and how it is billed, and what it can buy.
 #[utoipa::path(get, path = "/api/v1/x402/billing", responses((status = 200, body = BillingView), (status = 401, body = ErrorBody)),
     security(("api_key" = [])))]
-pub async fn billing(State(state): State<AdminState>, me: TenantKey) -> ApiResult<Json<BillingView>> {
+pub async fn billing(
+    State(state): State<AdminState>,
+    me: TenantKey,
+) -> ApiResult<Json<BillingView>> {
     let tenant = state.tenant_or_404(&me.tenant).await?;
     let record: Option<BillingRecord> = state.store().await?.billing(&tenant.id).await?;
     let billing = &state.config.billing;

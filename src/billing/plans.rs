@@ -75,7 +75,10 @@ fn plan_route(plans: &X402PlansConfig, tier: &str, price: &str) -> RouteConfig {
         price: Price::Usd(price.to_string()),
         networks: vec![plans.network.clone()],
         networks_listed: Some(vec![plans.network.clone()]),
-        description: format!("The `{tier}` plan for {} days", plans.period.as_secs() / 86_400),
+        description: format!(
+            "The `{tier}` plan for {} days",
+            plans.period.as_secs() / 86_400
+        ),
         mime_type: "application/json".into(),
         // Settled before the tier changes: the plan is only ever granted for money that moved.
         settle: SettlePolicy::Before,

@@ -234,7 +234,10 @@ pub fn interpret(
     let (tenant, subscription, customer, tier, status) = match event.event_type.as_str() {
         "customer.subscription.created" | "customer.subscription.updated" => {
             let listed = subscription_prices(obj);
-            let tier = listed.iter().find_map(|p| prices.get(p)).map(String::as_str);
+            let tier = listed
+                .iter()
+                .find_map(|p| prices.get(p))
+                .map(String::as_str);
             let status = obj["status"].as_str().unwrap_or_default();
             let (tier, status) = subscription_effect(status, tier, &listed)?;
             (
@@ -320,10 +323,7 @@ pub fn checkout_form(
         ("mode", "subscription".to_string()),
         ("line_items[0][price]", price.to_string()),
         ("line_items[0][quantity]", "1".to_string()),
-        (
-            "success_url",
-            cfg.success_url.clone().unwrap_or_default(),
-        ),
+        ("success_url", cfg.success_url.clone().unwrap_or_default()),
         ("cancel_url", cfg.cancel_url.clone().unwrap_or_default()),
         ("client_reference_id", tenant.to_string()),
         ("subscription_data[metadata][tenant_id]", tenant.to_string()),
@@ -519,7 +519,10 @@ mod tests {
         assert_eq!(u.created, 100);
 
         let trial = interpret(
-            &event("customer.subscription.updated", sub("trialing", "price_pro")),
+            &event(
+                "customer.subscription.updated",
+                sub("trialing", "price_pro"),
+            ),
             &table(),
         )
         .unwrap();
@@ -528,11 +531,17 @@ mod tests {
             (Some("pro"), BillingStatus::Active)
         );
         let past_due = interpret(
-            &event("customer.subscription.updated", sub("past_due", "price_pro")),
+            &event(
+                "customer.subscription.updated",
+                sub("past_due", "price_pro"),
+            ),
             &table(),
         )
         .unwrap();
-        assert_eq!((past_due.tier, past_due.status), (None, BillingStatus::PastDue));
+        assert_eq!(
+            (past_due.tier, past_due.status),
+            (None, BillingStatus::PastDue)
+        );
         for lapsed in ["unpaid", "canceled", "incomplete_expired", "paused"] {
             let u = interpret(
                 &event("customer.subscription.updated", sub(lapsed, "price_pro")),
@@ -546,7 +555,10 @@ mod tests {
             );
         }
         let deleted = interpret(
-            &event("customer.subscription.deleted", sub("canceled", "price_gone")),
+            &event(
+                "customer.subscription.deleted",
+                sub("canceled", "price_gone"),
+            ),
             &table(),
         )
         .unwrap();
@@ -565,7 +577,10 @@ mod tests {
         );
         assert_eq!(
             interpret(
-                &event("customer.subscription.created", sub("incomplete", "price_pro")),
+                &event(
+                    "customer.subscription.created",
+                    sub("incomplete", "price_pro")
+                ),
                 &t
             ),
             Err(Ignored::NotPaidYet("incomplete".into()))

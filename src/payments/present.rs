@@ -86,4 +86,3 @@ pub fn check_payment<'a>(
         )),
     }
 }
-

@@ -129,8 +129,8 @@ pub fn preflight_method<'h>(method: &http::Method, headers: &'h HeaderMap) -> Op
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::x402::Reason;
     use crate::routes::RouteTable;
+    use crate::x402::Reason;
     use base64::Engine;
     use serde_json::json;
 

@@ -243,7 +243,10 @@ impl Store {
     }
 
     /// How many Stripe events with this id were recorded (0 or 1), and their outcome.
-    pub async fn billing_event_outcome(&self, event_id: &str) -> Result<Option<String>, StoreError> {
+    pub async fn billing_event_outcome(
+        &self,
+        event_id: &str,
+    ) -> Result<Option<String>, StoreError> {
         let row = sqlx::query("SELECT outcome FROM billing_events WHERE event_id = $1")
             .bind(event_id)
             .fetch_optional(&self.pool)

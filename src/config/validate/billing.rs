@@ -163,7 +163,10 @@ fn x402_plans(
     };
     let pay_to = match (&network, raw.pay_to) {
         (_, None) => {
-            e.push("billing.x402.pay_to", "is required (the operator's address)");
+            e.push(
+                "billing.x402.pay_to",
+                "is required (the operator's address)",
+            );
             None
         }
         (Some(n), Some(addr)) => match parse_address_for(n, &addr) {
