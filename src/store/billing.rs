@@ -1,5 +1,5 @@
 //! Plan billing: Stripe events applied once each and never out of order, x402-paid periods, and
-//! where each billed tenant's plan stands (`tenant_billing`, migration 0007).
+//! where each billed tenant's plan stands (`tenant_billing`, migration 0008).
 
 use sqlx::Row;
 
