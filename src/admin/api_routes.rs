@@ -317,15 +317,17 @@ pub async fn create_route(
         .map_err(ApiError::from)?
     {
         RouteWrite::Done => {}
-        RouteWrite::LimitReached => return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "route_limit_reached",
-            format!(
+        RouteWrite::LimitReached => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "route_limit_reached",
+                format!(
                 "this tenant has {} routes, as many as [routes_api] max_routes_per_tenant allows",
                 config.routes_api.max_routes_per_tenant
             ),
-        )
-        .into()),
+            )
+            .into())
+        }
         RouteWrite::NotFound => unreachable!("an insert finds nothing missing"),
     }
     rebuild(&state).await;

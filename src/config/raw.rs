@@ -32,6 +32,7 @@ pub struct RawConfig {
     pub routes_api: RawRoutesApi,
     #[serde(default)]
     pub sentry: RawSentry,
+    #[serde(default)]
     pub billing: RawBilling,
 }
 

@@ -116,24 +116,25 @@ impl UpstreamPolicy {
         self.allow.iter().any(|a| a.eq_ignore_ascii_case(host))
     }
 
-    /// Checks every address `host` resolved to; the first refused one refuses the host.
+    /// Checks every address `host` resolved to; the first refused one refuses the host. The
+    /// gateway's own listeners are refused whatever the allowlist says: allowing a backend on
+    /// 127.0.0.1 must not open the management API to tenants.
     pub fn check_addrs(&self, host: &str, addrs: &[SocketAddr]) -> Result<(), UpstreamError> {
-        if self.allows_host(host) {
-            return Ok(());
-        }
+        let host_allowed = self.allows_host(host);
         for addr in addrs {
-            if self
-                .allow
-                .iter()
-                .any(|a| a.parse::<IpAddr>() == Ok(addr.ip()))
-            {
-                continue;
-            }
             let own = self.own.iter().any(|o| {
-                o.port() == addr.port() && (o.ip() == addr.ip() || o.ip().is_unspecified())
+                o.port() == addr.port()
+                    && (o.ip() == addr.ip() || o.ip().is_unspecified() || addr.ip().is_loopback())
             });
             let why = if own {
                 Some(Forbidden::OwnListener)
+            } else if host_allowed
+                || self
+                    .allow
+                    .iter()
+                    .any(|a| a.parse::<IpAddr>() == Ok(addr.ip()))
+            {
+                None
             } else {
                 classify(addr.ip())
             };

@@ -23,8 +23,8 @@ mod tenants;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
-pub use routes::{ApiRouteRecord, Namespace, RouteWrite};
 pub use billing::{BillingRecord, BillingStatus, StripeApplied, StripeUpdate};
+pub use routes::{ApiRouteRecord, Namespace, RouteWrite};
 pub use tenants::{
     day_string, month_start, period_of, ApiKeyRecord, DailyLine, PaymentFilter, PaymentRecord,
     RevenueLine, TenantRecord, TransactionUse,

@@ -15,8 +15,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 mod api_route;
-mod edge;
 mod billing;
+mod edge;
 mod limits;
 mod networks;
 mod routes;
