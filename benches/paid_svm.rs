@@ -153,7 +153,9 @@ price = "free"
     let max_before = *before_forward.iter().max().unwrap();
     let min_before = *before_forward.iter().min().unwrap();
 
-    println!("x402-gate paid-path benchmark (Solana): {n} fresh payments, sequential, settle=after");
+    println!(
+        "x402-gate paid-path benchmark (Solana): {n} fresh payments, sequential, settle=after"
+    );
     println!(
         "chain: litesvm behind the tests' JSON-RPC server, slots {slot0}..{}",
         chain.slot()

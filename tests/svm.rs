@@ -793,7 +793,9 @@ async fn a_settlement_whose_confirmation_was_not_seen_is_reconciled_on_restart()
     let db_url = format!("sqlite://{}", dir.path().join("gate.db").display());
     let gw = Gateway::start_with_db(&cfg, &db_url);
     let offer = offer_in(&gw, "/paid/crash", &chain.mint()).await;
-    let header = chain.payment(&offer, &payer.pubkey()).header(&offer, &payer);
+    let header = chain
+        .payment(&offer, &payer.pubkey())
+        .header(&offer, &payer);
 
     chain.set_stall("getSignatureStatuses", Duration::from_secs(60));
     let req = client()
@@ -806,7 +808,10 @@ async fn a_settlement_whose_confirmation_was_not_seen_is_reconciled_on_restart()
     assert_eq!(db.count_claims("settling").await.unwrap(), 1);
     drop(gw);
     pending.abort();
-    assert!(db.ledger(10).await.unwrap().is_empty(), "nothing recorded yet");
+    assert!(
+        db.ledger(10).await.unwrap().is_empty(),
+        "nothing recorded yet"
+    );
 
     chain.clear_stalls();
     let _gw = Gateway::start_with_db(&cfg, &db_url);
@@ -818,7 +823,11 @@ async fn a_settlement_whose_confirmation_was_not_seen_is_reconciled_on_restart()
     let sig: Signature = entry.tx_hash.parse().unwrap();
     assert_eq!(chain.landed(&sig), Some(Ok(())));
     assert_eq!(db.count_claims("settled").await.unwrap(), 1);
-    assert_eq!(chain.token_balance(&pay_to, &chain.mint()), PRICE, "paid once");
+    assert_eq!(
+        chain.token_balance(&pay_to, &chain.mint()),
+        PRICE,
+        "paid once"
+    );
 }
 
 /// A settlement sent but dropped by the node before the gateway went down: on restart the
@@ -834,7 +843,9 @@ async fn a_dropped_settlement_is_sent_again_after_a_restart() {
     let db_url = format!("sqlite://{}", dir.path().join("gate.db").display());
     let gw = Gateway::start_with_db(&cfg, &db_url);
     let offer = offer_in(&gw, "/paid/dropped", &chain.mint()).await;
-    let header = chain.payment(&offer, &payer.pubkey()).header(&offer, &payer);
+    let header = chain
+        .payment(&offer, &payer.pubkey())
+        .header(&offer, &payer);
 
     chain.set_swallow(true);
     let req = client()
