@@ -138,6 +138,7 @@ pub struct RotatedKey {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentsQuery {
     pub tenant: Option<String>,
