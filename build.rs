@@ -1,4 +1,4 @@
-//! Build metadata for `--version`: the git commit when built from a checkout (nothing breaks
+//! Build metadata for `--version` and the `x402_build_info` metric: the git commit when built from a checkout (nothing breaks
 //! without git or outside a repository), the target triple and the profile.
 
 use std::process::Command;
@@ -35,6 +35,11 @@ fn main() {
     }
     let target = std::env::var("TARGET").unwrap_or_default();
     let profile = std::env::var("PROFILE").unwrap_or_default();
+    // The commit alone, for the `x402_build_info` metric.
+    println!(
+        "cargo:rustc-env=X402_GATE_COMMIT_ID={}",
+        commit.as_deref().unwrap_or("unknown")
+    );
     let build = match commit {
         Some(c) => format!("commit {c}, {target}, {profile}"),
         None => format!("{target}, {profile}"),

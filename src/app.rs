@@ -4,6 +4,7 @@
 //! pingora owns its runtimes: `run` is synchronous and blocks until shutdown.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -18,20 +19,21 @@ use crate::cache::VerifyCache;
 use crate::config::{Config, NetworkSigner};
 use crate::health::{HealthBoard, HealthProbe};
 use crate::metrics::{Metrics, MetricsService};
-use crate::payments::chain::ChainBackends;
+use crate::payments::chain::{ChainBackends, RpcObserver};
 use crate::payments::evm::EvmBackend;
 use crate::payments::lanes::{Lane, LaneBoard, Lanes};
 use crate::payments::svm::SvmBackend;
 use crate::payments::Payments;
 use crate::pricing::TenantTerms;
-use crate::proxy::{Gateway, ProxySettings};
+use crate::proxy::{Gateway, ProxyLive};
 use crate::ratelimit::RateLimiter;
-use crate::routes::reload::{terms_from_records, RouteReloader};
+use crate::reload::{ConfigReloader, LiveParts, ReloadService};
+use crate::routes::reload::{sync_config_tenants, RouteReloader};
 use crate::routes::RouteTable;
 use crate::settle::leases::{instance_id, LeaseKeeper, LeasedNetwork};
 use crate::settle::reconcile::Reconciler;
 use crate::settle::worker::SettlementWorker;
-use crate::store::{LazyStore, Store, TenantRecord};
+use crate::store::{LazyStore, Store};
 use crate::tenants::{KeyAuth, TenantDirectory};
 
 /// Process-level options from the command line.
@@ -39,6 +41,11 @@ use crate::tenants::{KeyAuth, TenantDirectory};
 pub struct RunOptions {
     pub daemon: bool,
     pub upgrade: bool,
+    /// The file the config was read from: what a reload reads again. Without it the
+    /// management API's reload answers 409.
+    pub config_file: Option<PathBuf>,
+    /// Reload on SIGHUP (the real binary; an embedded gateway leaves the process's signals).
+    pub reload_on_sighup: bool,
 }
 
 /// Builds the pingora server with every service the config asks for. `terms` are the tenants'
@@ -64,21 +71,24 @@ pub fn build_server(
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let shared_config = Arc::new(config.clone());
+    let shared_config = Arc::new(ArcSwap::from_pointee(config.clone()));
     let routes = Arc::new(ArcSwap::from_pointee(RouteTable::build_with(config, terms)));
-    let (backends, leased) = build_backends(config)?;
+    // Every rebuild of the route table (tenant refresh, admin change, config reload) takes it.
+    let rebuilding = Arc::new(tokio::sync::Mutex::new(()));
+    let metrics = Arc::new(Metrics::new());
+    let (backends, leased) = build_backends(config, Some(metrics.clone()))?;
     let wakeup = Arc::new(tokio::sync::Notify::new());
     // Each service opens its own pool, in its own runtime (see `LazyStore`).
     let db = || Arc::new(LazyStore::new(&config.database.url));
     let proxy_db = db();
+    let proxy_tenants = Arc::new(TenantDirectory::new(proxy_db.clone(), config.tiers.clone()));
     let payments = Arc::new(Payments {
         backends: backends.clone(),
-        tenants: Arc::new(TenantDirectory::new(proxy_db.clone(), config.tiers.clone())),
+        tenants: proxy_tenants.clone(),
         store: proxy_db,
-        cache: VerifyCache::default(),
+        cache: VerifyCache::with_metrics(metrics.clone()),
         queue_wakeup: wakeup.clone(),
     });
-    let metrics = Arc::new(Metrics::new());
     // Readiness: every configured network is on the board; those with a backend are probed.
     let health_board = Arc::new(HealthBoard::new(
         config.health.clone(),
@@ -136,16 +146,50 @@ pub fn build_server(
             backends: backends.clone(),
         },
     ));
+    let route_reloader = |store: Arc<LazyStore>| RouteReloader {
+        config: shared_config.clone(),
+        table: routes.clone(),
+        store,
+        rebuilding: rebuilding.clone(),
+    };
     server.add_service(pingora::services::background::background_service(
         "tenant terms",
-        RouteReloader {
-            config: shared_config.clone(),
-            table: routes.clone(),
-            store: db(),
-        },
+        route_reloader(db()),
     ));
+    let proxy_live = Arc::new(ArcSwap::from_pointee(ProxyLive::new(
+        &config.server,
+        Arc::new(RateLimiter::new(&config.rate_limit, metrics.clone())),
+    )));
+    let admin_limits = Arc::new(ArcSwap::from_pointee(RateLimiter::new(
+        &config.rate_limit,
+        metrics.clone(),
+    )));
     let admin_db = db();
     let admin_tenants = Arc::new(TenantDirectory::new(admin_db.clone(), config.tiers.clone()));
+    // Reloads run in their own service, one at a time, with their own pool.
+    let reload = options.config_file.as_ref().map(|path| {
+        let reload_db = db();
+        let (service, handle) = ReloadService::new(
+            ConfigReloader {
+                path: path.clone(),
+                store: reload_db.clone(),
+                parts: LiveParts {
+                    routes: route_reloader(reload_db),
+                    tenants: vec![proxy_tenants.clone(), admin_tenants.clone()],
+                    proxy: proxy_live.clone(),
+                    admin_limits: admin_limits.clone(),
+                    health: health_board.clone(),
+                },
+                metrics: metrics.clone(),
+            },
+            options.reload_on_sighup,
+        );
+        server.add_service(pingora::services::background::background_service(
+            "config reload",
+            service,
+        ));
+        handle
+    });
     let admin = AdminService {
         listen: config.server.admin_listen,
         state: AdminState {
@@ -153,21 +197,17 @@ pub fn build_server(
             store: admin_db.clone(),
             tenants: admin_tenants.clone(),
             keys: Arc::new(KeyAuth::new(admin_db.clone())),
-            reloader: Arc::new(RouteReloader {
-                config: shared_config,
-                table: routes.clone(),
-                store: admin_db.clone(),
-            }),
+            reloader: Arc::new(route_reloader(admin_db.clone())),
             payments: Arc::new(Payments {
                 backends,
                 tenants: admin_tenants,
                 store: admin_db,
-                cache: VerifyCache::default(),
+                cache: VerifyCache::with_metrics(metrics.clone()),
                 queue_wakeup: wakeup,
             }),
-            admin_token: config.admin.token.clone(),
             health: health_board,
-            limits: Arc::new(RateLimiter::new(&config.rate_limit, metrics.clone())),
+            limits: admin_limits,
+            reload,
         },
     };
     server.add_service(pingora::services::background::background_service(
@@ -178,13 +218,7 @@ pub fn build_server(
         "deferred settlements",
         worker,
     ));
-    let gateway = Gateway::new(
-        routes,
-        ProxySettings::from(&config.server),
-        payments,
-        metrics.clone(),
-        Arc::new(RateLimiter::new(&config.rate_limit, metrics.clone())),
-    );
+    let gateway = Gateway::new(routes, proxy_live, payments, metrics.clone());
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         gateway,
@@ -197,7 +231,10 @@ pub fn build_server(
 
 /// One verifier per configured network that this build can verify: for EVM, one lane per
 /// settler key behind `Lanes`, and the networks whose keys the lease keeper must lease.
-pub fn build_backends(config: &Config) -> anyhow::Result<(ChainBackends, Vec<LeasedNetwork>)> {
+pub fn build_backends(
+    config: &Config,
+    rpc_observer: Option<Arc<dyn RpcObserver>>,
+) -> anyhow::Result<(ChainBackends, Vec<LeasedNetwork>)> {
     let mut backends = ChainBackends::default();
     let mut leased = Vec::new();
     for (network, net) in &config.networks {
@@ -208,12 +245,13 @@ pub fn build_backends(config: &Config) -> anyhow::Result<(ChainBackends, Vec<Lea
             } => {
                 let mut lanes = Vec::new();
                 for key in settler_keys {
-                    let v = EvmBackend::new(
+                    let v = EvmBackend::observed(
                         network,
                         &net.rpc_url,
                         key.expose(),
                         *confirmations,
                         net.rpc_timeout,
+                        rpc_observer.clone(),
                     )
                     .with_context(|| format!("networks.\"{network}\""))?;
                     lanes.push(Lane {
@@ -268,27 +306,7 @@ pub fn prepare_database(config: &Config) -> anyhow::Result<HashMap<String, Tenan
         .build()?;
     rt.block_on(async {
         let store = Store::connect(url).await?;
-        for t in &config.tenants {
-            store
-                .upsert_config_tenant(&TenantRecord {
-                    id: t.id.clone(),
-                    name: t.name.clone(),
-                    email: t.email.clone(),
-                    tier: t.tier.clone(),
-                    status: "active".into(),
-                    pay_to: t
-                        .pay_to
-                        .iter()
-                        .map(|(n, a)| (n.to_string(), a.clone()))
-                        .collect(),
-                    source: "config".into(),
-                    created_at: 0,
-                    updated_at: 0,
-                })
-                .await?;
-        }
-        let records = store.tenants().await?;
-        Ok::<_, crate::store::StoreError>(terms_from_records(config, &records))
+        sync_config_tenants(&store, config).await
     })
     .with_context(|| format!("database.url `{}`", redact_url(url)))
 }
@@ -310,6 +328,9 @@ pub fn run(
     options: RunOptions,
     shutdown: Option<Box<dyn ShutdownSignalWatch + Send + Sync>>,
 ) -> anyhow::Result<()> {
+    if options.reload_on_sighup {
+        crate::reload::catch_sighup().context("handling SIGHUP")?;
+    }
     let terms = prepare_database(&config)?;
     let server = build_server(&config, &options, &terms).context("building the server")?;
     tracing::info!(listen = %config.server.listen, routes = config.routes.len(), "x402-gate starting");

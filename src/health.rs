@@ -1,7 +1,8 @@
 //! The health probe: a background service that asks every configured network's RPC, every
 //! `health.probe_interval_seconds`, for its latest block and the gas balance of each settler key
 //! (`ChainBackend::probe`), and writes what it saw on a `HealthBoard` that `/ready` reads and in
-//! the health metrics.
+//! the health metrics (with each lane's lease and next nonce, `ChainBackend::settler_nonces`).
+//! A config reload changes the gas floors in place (`set_floor`).
 //!
 //! Readiness is judged from the board when asked (`admin::status`), so a probe that hangs or a
 //! node that went away shows as an answer growing old, not as a stale "ok".
@@ -118,6 +119,18 @@ impl HealthBoard {
         }
     }
 
+    /// A reloaded `min_settler_balance` for `network`; the balances seen last are judged
+    /// against it at once.
+    pub fn set_floor(&self, network: &str, floor: Option<u128>) {
+        let mut nets = self.networks.lock().expect("not poisoned");
+        if let Some(n) = nets.get_mut(network) {
+            n.floor = floor;
+            for s in &mut n.settlers {
+                s.below_floor = floor.is_some_and(|f| s.balance < f);
+            }
+        }
+    }
+
     /// Counts an answer the node gave on the payment path at `at` as fresh as a probe's (the
     /// balances and the last probe error stay as they are).
     pub fn note_answer(&self, network: &str, at: Instant) {
@@ -186,6 +199,15 @@ impl HealthProbe {
     }
 
     fn publish(&self, now: Instant) {
+        for (network, backend) in &self.backends {
+            for (settler, nonce) in backend.settler_nonces() {
+                self.metrics
+                    .ops
+                    .settler_nonce
+                    .with_label_values(&[network.as_str(), settler.as_str()])
+                    .set(nonce.min(i64::MAX as u64) as i64);
+            }
+        }
         for n in self.board.snapshot().iter().filter(|n| n.checked) {
             let up = self.board.rpc_fresh(n, now);
             self.metrics
@@ -202,6 +224,11 @@ impl HealthProbe {
                     .settler_below_floor
                     .with_label_values(&labels)
                     .set(s.below_floor as i64);
+                self.metrics
+                    .ops
+                    .lane_held
+                    .with_label_values(&labels)
+                    .set(s.held as i64);
                 if s.below_floor {
                     tracing::warn!(network = %n.network, settler = %s.settler, balance = %s.balance, "settler gas balance below min_settler_balance");
                 }

@@ -15,21 +15,24 @@
 //!              pingora process flags)
 //! logging.rs   the tracing subscriber (text or JSON, RUST_LOG), request ids and their span,
 //!              the access-log target
-//! app.rs       the one wiring module: Config -> RouteTable -> pingora Server and services
+//! app.rs       the one wiring module: Config -> RouteTable -> pingora Server and services;
+//!              the swappable state a reload replaces (config, route table, ProxyLive, limiters)
 //! config/      raw.rs (serde mirror of the TOML), env.rs (${VAR} expansion),
 //!              validate/ (raw -> typed Config, every error with its key path: mod.rs,
 //!              networks.rs, routes.rs, limits.rs), tests.rs
 //! x402/        PURE wire protocol: v1/v2 types, base64 header codec, CAIP-2 networks,
 //!              atomic amounts, wire reason codes; redact.rs: error texts scrubbed of URLs and
 //!              keys before they are stored, logged or shown
-//! routes/      route table: (host, method, normalized path) -> route; path normalization
+//! routes/      route table: (host, method, normalized path) -> route; path normalization;
+//!              each route's label for metrics; rebuilds carry superseded offers over
 //! pricing/     price -> byte-stable PaymentRequirements per route; challenges; proof matching
+//!              (and quotes from before a price change, honoured for their timeout)
 //! proxy/       impl ProxyHttp, an adapter over payments: decide.rs (request facts -> the next
 //!              step or a Reply, as plain functions), gate.rs (request-line, upgrade and payment
 //!              header checks), respond.rs (the one renderer of Replies: 402/4xx/5xx, receipts,
 //!              CORS), admit.rs (request_filter's steps), forward.rs (peer, upstream headers),
-//!              phases.rs (answer, failure, end of request), ctx.rs (per-request state),
-//!              limit.rs (invalid payments per client IP)
+//!              phases.rs (answer, failure, end of request, metrics), ctx.rs (per-request
+//!              state, the request's ProxyLive snapshot), limit.rs (invalid payments per IP)
 //! payments/    the transport-free payment core: admit.rs (verify via the cache, atomic claim
 //!              with the quota count, overdraw guard), settle.rs (settle, enqueue, release),
 //!              queued.rs (one deferred attempt), verify_only.rs (verify API, transfer lookup),
@@ -38,7 +41,8 @@
 //!              an opaque, chain-tagged, versioned SchemePayload; ChainBackends by network
 //!   evm/       the EVM backend (EIP-3009 verification and settlement on alloy): verify.rs
 //!              (local checks, simulation, diagnosis), nonce.rs (settler nonces), send.rs
-//!              (sending, lookups, receipt wait); payload.rs: EvmAuthorization <-> SchemePayload
+//!              (sending, lookups, receipt wait); payload.rs: EvmAuthorization <-> SchemePayload;
+//!              observe.rs: a tower layer timing every RPC call for an RpcObserver (metrics)
 //!   svm/       the Solana backend (the `exact` SVM scheme on the agave 3.1 client crates):
 //!              verify.rs (every local check, pure), send.rs (co-signed send, confirmation to
 //!              the commitment, lookups), payload.rs (the stored form), client.rs (a paying
@@ -57,37 +61,49 @@
 //!              hashing, scoped authentication; constant-time admin credential check
 //! admin/       management API (axum) on admin_listen: extract.rs (operator/API-key auth and
 //!              bodies as extractors), handlers by resource (tenants, keys, payments, verify,
-//!              usage, status), types.rs (bodies, OpenAPI schemas); a pingora background service
+//!              usage, status, reload), types.rs (bodies, OpenAPI schemas); a pingora
+//!              background service
 //! ratelimit.rs request rates per client IP and per tenant (proxy and admin): governor in
 //!              process, or GCRA in one Lua script on a shared Redis, falling back to local
-//! metrics.rs   Prometheus registry of the payment funnel and health gauges, on metrics_listen
+//! metrics/     Prometheus registry, on metrics_listen: mod.rs (the payment funnel, health and
+//!              rate-limit series), ops.rs (RPC calls, verification cache, origins by route,
+//!              deferred queue, settler lanes, config reloads, build info; the RpcObserver)
+//! reload/      config reload (SIGHUP, POST /api/v1/x402/admin/reload): plan.rs (running config
+//!              + file -> what changes live, what waits for a restart, as a plain function),
+//!              mod.rs (validate, write tenants, swap; ReloadService runs them one at a time)
 //! health.rs    background probe of every network's RPC and settler gas balances
-//!              (ChainBackend::probe) onto a HealthBoard that admin's /ready judges
-//! routes/reload.rs  rebuilds the route table when tenants' tiers or pay_to change
+//!              (ChainBackend::probe) onto a HealthBoard that admin's /ready judges; publishes
+//!              the settler gauges (balances, floors, lanes held, next nonces)
+//! routes/reload.rs  rebuilds the route table when tenants' tiers or pay_to change, or the
+//!              config is reloaded (one lock for every rebuild); writes the file's tenants
 //! ```
 //!
 //! # Dependency rules
 //!
 //! ```text
 //! main -> logging, app -> { proxy, admin, settle::{worker, reconcile, leases}, routes::reload,
-//!                           health, metrics }
+//!                           health, metrics, reload }
+//! reload -> config, routes (reload), tenants, proxy (ProxyLive), ratelimit, health, store,
+//!           metrics, x402
 //! proxy -> payments, routes, pricing, tenants, metrics, ratelimit, logging, config, x402   (never
 //!          store or a backend)
-//! admin -> payments, store, tenants, pricing, routes (reload), health, ratelimit, logging, config,
-//!          x402 (never proxy)
+//! admin -> payments, store, tenants, pricing, routes (reload), reload (handle, report), health,
+//!          ratelimit, logging, config, x402 (never proxy)
 //! ratelimit -> config, metrics
 //! health -> payments::chain, config, metrics
 //! logging -> config
 //! settle -> payments, store, metrics
 //! payments (core) -> payments::chain, store, cache, tenants, routes, pricing, config, x402
 //! payments::{chain, lanes, evm} -> pricing, config, x402   (never store, cache, proxy, admin)
-//! store -> payments::chain (value types only), x402      cache -> payments::chain, pricing
+//! store -> payments::chain (value types only), x402
+//! cache -> payments::chain, pricing, metrics      metrics -> payments::chain (RpcObserver)
 //! tenants -> store, config      routes -> pricing -> config -> x402; routes::reload -> store
 //! x402 imports nothing internal
 //! pingora stays in app, proxy and the background services; alloy in payments::evm only; sqlx in
 //! store; moka in cache, tenants and proxy::limit; axum in admin and metrics; prometheus in
 //! metrics; governor in proxy::limit and ratelimit; redis in ratelimit; tracing-subscriber in
-//! logging. config checks EIP-55 checksums with sha3's keccak, not with alloy.
+//! logging; tower (the Layer/Service traits) in payments::evm. config checks EIP-55 checksums
+//! with sha3's keccak, not with alloy.
 //! ```
 
 pub mod admin;
@@ -102,6 +118,7 @@ pub mod payments;
 pub mod pricing;
 pub mod proxy;
 pub mod ratelimit;
+pub mod reload;
 pub mod routes;
 pub mod settle;
 pub mod store;

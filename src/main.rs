@@ -39,9 +39,14 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    // Reloads read the same file again; relative to where we started (a daemon changes its
+    // working directory).
+    let config_file = std::fs::canonicalize(&cli.config).unwrap_or(cli.config.clone());
     let options = RunOptions {
         daemon: cli.daemon,
         upgrade: cli.upgrade,
+        config_file: Some(config_file),
+        reload_on_sighup: true,
     };
     match app::run(config, options, None) {
         Ok(()) => ExitCode::SUCCESS,

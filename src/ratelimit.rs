@@ -117,6 +117,9 @@ struct Shared {
 }
 
 pub struct RateLimiter {
+    /// The limits this limiter enforces (a config reload builds a new limiter only when they
+    /// change, so counts survive reloads that leave them alone).
+    config: RateLimitConfig,
     local: [Option<Local>; 4],
     shared: Option<Shared>,
     metrics: Arc<Metrics>,
@@ -162,9 +165,26 @@ impl RateLimiter {
                     }
                 });
         RateLimiter {
+            config: config.clone(),
             local,
             shared,
             metrics,
+        }
+    }
+
+    /// The limits it was built for.
+    pub fn config(&self) -> &RateLimitConfig {
+        &self.config
+    }
+
+    /// The limiter for a reloaded `config`: this one when the limits are the same (its counts
+    /// and Redis connection kept), a new one otherwise (local counts start afresh; shared ones in
+    /// Redis carry on under the same keys).
+    pub fn reloaded(self: &Arc<Self>, config: &RateLimitConfig) -> Arc<Self> {
+        if &self.config == config {
+            self.clone()
+        } else {
+            Arc::new(Self::new(config, self.metrics.clone()))
         }
     }
 

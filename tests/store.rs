@@ -684,6 +684,86 @@ async fn leases_have_one_holder(url: String) {
     );
 }
 
+/// API routes: a per-tenant limit that holds under concurrent inserts, writes scoped to a tenant,
+/// every change moving the version, and namespaces upserted.
+async fn api_routes_and_namespaces(url: String) {
+    use x402_gate::store::{Namespace, RouteWrite};
+    let store = Store::connect(&url).await.unwrap();
+    let v0 = store.route_version().await.unwrap();
+    let spec = |p: &str| serde_json::json!({"path": p, "upstream": "https://example.com", "price": "$0.01"});
+    // Twenty concurrent inserts against a limit of 5: exactly 5 land.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let url = url.clone();
+        let spec = spec(&format!("/r{i}"));
+        tasks.push(tokio::spawn(async move {
+            let store = Store::connect(&url).await.unwrap();
+            store
+                .insert_api_route(&format!("r_{i:016x}"), "acme", &spec, 5)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut done = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            RouteWrite::Done => done += 1,
+            RouteWrite::LimitReached => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(done, 5);
+    let routes = store.api_routes(Some("acme")).await.unwrap();
+    assert_eq!(routes.len(), 5);
+    assert!(store.api_routes(Some("other")).await.unwrap().is_empty());
+    let id = routes[0].id.clone();
+    assert!(store.route_version().await.unwrap() > v0);
+
+    // Another tenant can neither change nor delete it; its own tenant and the operator can.
+    let v1 = store.route_version().await.unwrap();
+    assert_eq!(
+        store
+            .update_api_route(&id, Some("other"), &spec("/x"))
+            .await
+            .unwrap(),
+        RouteWrite::NotFound
+    );
+    assert_eq!(
+        store.delete_api_route(&id, Some("other")).await.unwrap(),
+        RouteWrite::NotFound
+    );
+    assert_eq!(
+        store
+            .update_api_route(&id, Some("acme"), &spec("/changed"))
+            .await
+            .unwrap(),
+        RouteWrite::Done
+    );
+    assert_eq!(
+        store.api_route(&id).await.unwrap().unwrap().spec["path"],
+        "/changed"
+    );
+    assert!(store.route_version().await.unwrap() > v1);
+    assert_eq!(
+        store.delete_api_route(&id, None).await.unwrap(),
+        RouteWrite::Done
+    );
+    assert!(store.api_route(&id).await.unwrap().is_none());
+
+    assert_eq!(store.namespace("acme").await.unwrap(), Namespace::default());
+    let ns = Namespace {
+        hosts: vec!["acme.example".into()],
+        path_prefix: Some("/acme".into()),
+    };
+    store.set_namespace("acme", &ns).await.unwrap();
+    store.set_namespace("acme", &ns).await.unwrap();
+    assert_eq!(store.namespace("acme").await.unwrap(), ns);
+    assert_eq!(
+        store.namespaces().await.unwrap(),
+        vec![("acme".to_string(), ns)]
+    );
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),*) => {
         mod sqlite {
@@ -726,6 +806,7 @@ async fn run(name: &str, url: String) {
         "format_1_queue_rows_are_upgraded_on_read" => {
             format_1_queue_rows_are_upgraded_on_read(url).await
         }
+        "api_routes_and_namespaces" => api_routes_and_namespaces(url).await,
         other => panic!("unknown test {other}"),
     }
 }
@@ -739,5 +820,6 @@ on_both_backends!(
     quota_admits_exactly_the_limit_under_concurrency,
     revenue_and_daily_series,
     leases_have_one_holder,
-    format_1_queue_rows_are_upgraded_on_read
+    format_1_queue_rows_are_upgraded_on_read,
+    api_routes_and_namespaces
 );

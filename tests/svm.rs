@@ -865,3 +865,127 @@ async fn a_dropped_settlement_is_sent_again_after_a_restart() {
     assert_eq!(chain.token_balance(&pay_to, &chain.mint()), PRICE);
     assert_eq!(db.count_claims("settled").await.unwrap(), 1);
 }
+
+async fn ready(gw: &Gateway) -> (u16, Value) {
+    let resp = client().get(gw.admin_url("/ready")).send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap())
+}
+
+async fn ready_until(gw: &Gateway, want: u16) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = ready(gw).await;
+        if status == want {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/ready stayed {status}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+const FAST_PROBE: &str =
+    "min_settler_balance = \"1\"\n[health]\nprobe_interval_seconds = 1\nrpc_max_age_seconds = 2";
+
+/// `/ready` probes the Solana RPC (slot, the fee payer's SOL against its floor) and follows an
+/// outage; an RPC of another cluster is never ready.
+#[tokio::test(flavor = "multi_thread")]
+async fn ready_follows_the_solana_rpc_and_its_cluster() {
+    let s = setup_with(FAST_PROBE);
+    let body = ready_until(&s.gw, 200).await;
+    let net = &body["networks"][0];
+    assert_eq!(net["network"], DEVNET, "{body}");
+    assert_eq!(net["checked"], true);
+    let fee_payer = &net["settlers"][0];
+    assert_eq!(fee_payer["settler"], s.chain.fee_payer_pubkey().to_string());
+    assert_eq!(
+        fee_payer["balance"],
+        s.chain.sol_balance(&s.chain.fee_payer_pubkey()).to_string()
+    );
+    assert_eq!(fee_payer["below_floor"], false);
+    s.chain.set_down(true);
+    ready_until(&s.gw, 503).await;
+    s.chain.set_down(false);
+    ready_until(&s.gw, 200).await;
+
+    // The same config against a chain that says it is mainnet.
+    let other = SvmChain::start_with_genesis("5eykt4UsFv8P8NJdTREpY1vzqKqZKvdpKuc147dw2N9d");
+    let up = Upstream::start();
+    let gw = Gateway::start(&svm_config(
+        &up.url(),
+        &other,
+        &other.new_recipient(),
+        FAST_PROBE,
+    ));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, body) = ready(&gw).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.to_string().contains("genesis"), "{body}");
+}
+
+/// Ten payments signed against a balance that covers one, presented at once under `deferred`
+/// (answered before settlement): each simulates fine alone, and one is served.
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_payments_against_one_payments_balance_are_served_once() {
+    let s = setup();
+    let poor = s.chain.new_payer(PRICE);
+    let offer = offer_for(&s, "/deferred/overdraw").await;
+    let headers: Vec<String> = (0..10)
+        .map(|_| {
+            s.chain
+                .payment(&offer, &poor.pubkey())
+                .header(&offer, &poor)
+        })
+        .collect();
+    let mut tasks = Vec::new();
+    for h in headers {
+        let req = client()
+            .get(s.gw.url("/deferred/overdraw"))
+            .header("payment-signature", h);
+        tasks.push(tokio::spawn(async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let error = resp
+                .headers()
+                .get("payment-required")
+                .map(|h| decode_b64_json(h.to_str().unwrap())["error"].to_string());
+            (status, error)
+        }));
+    }
+    let mut served = 0;
+    for t in tasks {
+        let (status, error) = t.await.unwrap();
+        match status {
+            201 => served += 1,
+            402 => assert!(
+                error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("insufficient_funds")
+                        || e.contains("too_many")
+                        || e.contains("simulation_failed")),
+                "{error:?}"
+            ),
+            other => panic!("unexpected {other}"),
+        }
+    }
+    // Racing admissions each see the others: at worst all are refused (and may retry), never
+    // more served than the balance pays for.
+    assert!(served <= 1, "{served} served against one payment's balance");
+    let want = served as u64 * PRICE;
+    wait_for(|| async { s.chain.token_balance(&s.pay_to, &s.chain.mint()) == want }).await;
+    wait_for(|| async { store(&s.gw).await.ledger(10).await.unwrap().len() == served }).await;
+    assert_eq!(s.up.hits(), served);
+    // Once nothing is in flight, the balance pays for the next payment.
+    let resp = get_paid(
+        &s.gw,
+        "/deferred/overdraw",
+        &s.chain
+            .payment(&offer, &poor.pubkey())
+            .header(&offer, &poor),
+    )
+    .await;
+    assert_eq!(resp.status(), if served == 0 { 201 } else { 402 });
+}

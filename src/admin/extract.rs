@@ -39,7 +39,9 @@ pub struct Operator;
 
 impl Operator {
     fn check(state: &AdminState, headers: &HeaderMap) -> ApiResult<Operator> {
-        let Some(token) = &state.admin_token else {
+        // The running config's token: a reload that changes it applies to the next request.
+        let config = state.config.load();
+        let Some(token) = &config.admin.token else {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "admin_disabled",
@@ -133,6 +135,7 @@ impl<S: RequiredScope> TenantKey<S> {
         // `rate_limit.admin.per_tenant`: every key of a tenant counts toward its one limit.
         state
             .limits
+            .load_full()
             .check(Scope::AdminTenant, &record.tenant_id)
             .await
             .map_err(ApiError::rate_limited)?;

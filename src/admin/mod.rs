@@ -11,14 +11,16 @@
 //! handlers meet, so they use `?`), the router and the OpenAPI document. `extract.rs`: who is
 //! calling (`Operator`, `TenantKey<needs::Scope>`, `OperatorOrKey`) and bodies as extractors.
 //! Handlers by resource: `tenants.rs`, `keys.rs`, `payments.rs`, `verify.rs`, `usage.rs`,
-//! `status.rs` (supported chains, health, readiness). `types.rs`: bodies and their OpenAPI
-//! schemas. `serve.rs` serves the router with header-read and idle timeouts.
-//! May import: payments, store, tenants, pricing, routes (reload), config, health, logging,
-//! x402.
+//! `status.rs` (supported chains, health, readiness), `reload.rs` (config reload). `types.rs`:
+//! bodies and their OpenAPI schemas. `serve.rs` serves the router with header-read and idle
+//! timeouts.
+//! May import: payments, store, tenants, pricing, routes (reload), reload (its handle and
+//! report), config, health, logging, x402.
 
 mod extract;
 mod keys;
 mod payments;
+mod reload;
 mod serve;
 mod status;
 mod tenants;
@@ -31,6 +33,7 @@ mod verify;
 mod handlers {
     pub use super::keys::*;
     pub use super::payments::*;
+    pub use super::reload::*;
     pub use super::status::*;
     pub use super::tenants::*;
     pub use super::usage::*;
@@ -51,7 +54,9 @@ use utoipa::OpenApi;
 
 use tracing::Instrument;
 
-use crate::config::{Config, Secret};
+use arc_swap::ArcSwap;
+
+use crate::config::Config;
 use crate::logging;
 use crate::ratelimit::{RateLimiter, Scope};
 use crate::routes::reload::RouteReloader;
@@ -63,18 +68,22 @@ pub use types::*;
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AdminState {
-    pub config: Arc<Config>,
+    /// The running config (a reload swaps it; `admin.token` is read from it per request).
+    pub config: Arc<ArcSwap<Config>>,
     pub store: Arc<LazyStore>,
     pub tenants: Arc<TenantDirectory>,
     pub keys: Arc<KeyAuth>,
     pub reloader: Arc<RouteReloader>,
     /// The payment core, on this service's own store (the verify API is one of its adapters).
     pub payments: Arc<crate::payments::Payments>,
-    pub admin_token: Option<Secret>,
     /// What the health probe saw, for `/ready`.
     pub health: Arc<crate::health::HealthBoard>,
-    /// `[rate_limit]`'s management API limits (per client IP, per authenticated tenant).
-    pub limits: Arc<RateLimiter>,
+    /// `[rate_limit]`'s management API limits (per client IP, per authenticated tenant); a
+    /// reload swaps them.
+    pub limits: Arc<ArcSwap<RateLimiter>>,
+    /// Runs config reloads (`POST /api/v1/x402/admin/reload`); `None` when the gateway was not
+    /// started from a file.
+    pub reload: Option<crate::reload::ReloadHandle>,
 }
 
 /// Every `error` code the API answers with, and its status. Published as the `enum` of
@@ -93,6 +102,7 @@ pub const ERROR_CODES: &[(&str, u16)] = &[
     ("method_not_allowed", 405),
     ("tenant_exists", 409),
     ("key_not_live", 409),
+    ("reload_unavailable", 409),
     ("tenant_quota_exceeded", 429),
     ("rate_limited", 429),
     ("unavailable", 503),
@@ -248,6 +258,7 @@ impl AdminState {
         handlers::admin_rotate_key,
         handlers::admin_revoke_key,
         handlers::list_payments,
+        handlers::reload_config,
         handlers::own_create_key,
         handlers::own_list_keys,
         handlers::own_rotate_key,
@@ -413,6 +424,7 @@ pub fn router(state: AdminState) -> Router {
             post(admin_revoke_key),
         )
         .route("/api/v1/x402/admin/payments", get(list_payments))
+        .route("/api/v1/x402/admin/reload", post(reload_config))
         .route("/api/v1/x402/keys", post(own_create_key).get(own_list_keys))
         .route("/api/v1/x402/keys/{key_id}/rotate", post(own_rotate_key))
         .route("/api/v1/x402/keys/{key_id}/revoke", post(own_revoke_key))
@@ -451,13 +463,14 @@ async fn limit_per_ip(
     next: axum::middleware::Next,
 ) -> Response {
     let path = req.uri().path();
-    if state.limits.limits(Scope::AdminIp) && path != "/health" && path != "/ready" {
+    let limits = state.limits.load_full();
+    if limits.limits(Scope::AdminIp) && path != "/health" && path != "/ready" {
         let ip = req
             .extensions()
             .get::<axum::extract::ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
         if let Some(ip) = ip {
-            if let Err(limited) = state.limits.check(Scope::AdminIp, &ip.to_string()).await {
+            if let Err(limited) = limits.check(Scope::AdminIp, &ip.to_string()).await {
                 return ApiError::rate_limited(limited).into_response();
             }
         }
@@ -520,9 +533,10 @@ impl BackgroundService for AdminService {
         let stop = async move {
             let _ = shutdown.changed().await;
         };
+        let config = self.state.config.load_full();
         let timeouts = serve::Timeouts {
-            header_read: self.state.config.admin.header_read_timeout,
-            idle: self.state.config.admin.idle_timeout,
+            header_read: config.admin.header_read_timeout,
+            idle: config.admin.idle_timeout,
         };
         serve::serve(listener, app, timeouts, stop).await;
     }

@@ -25,6 +25,7 @@ pub async fn supported_chains(
     };
     let chains = state
         .config
+        .load()
         .networks
         .values()
         .map(|n| ChainView {
@@ -113,9 +114,15 @@ pub fn judge(board: &HealthBoard, now: Instant, store: Result<(), String>) -> Re
             });
         }
         if let Some(floor) = n.floor {
+            // The chain's smallest native unit, which balances and floors are kept in.
+            let unit = if n.network.starts_with("solana:") {
+                "lamports"
+            } else {
+                "wei"
+            };
             for s in n.settlers.iter().filter(|s| s.below_floor) {
                 warnings.push(format!(
-                    "{}: settler {} holds {} wei, below min_settler_balance {floor} wei",
+                    "{}: settler {} holds {} {unit}, below min_settler_balance {floor} {unit}",
                     n.network, s.settler, s.balance
                 ));
             }

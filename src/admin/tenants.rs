@@ -16,10 +16,11 @@ use crate::store::{now, TenantRecord};
 use crate::x402::Network;
 
 fn check_tier(state: &AdminState, tier: &str) -> ApiResult<()> {
-    if state.config.tiers.contains_key(tier) {
+    let config = state.config.load();
+    if config.tiers.contains_key(tier) {
         Ok(())
     } else {
-        let known: Vec<_> = state.config.tiers.keys().map(String::as_str).collect();
+        let known: Vec<_> = config.tiers.keys().map(String::as_str).collect();
         Err(ApiError::bad_request(format!(
             "unknown tier `{tier}` (known: {})",
             known.join(", ")

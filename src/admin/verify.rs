@@ -40,7 +40,7 @@ fn invalid(e: VerifyError) -> ApiResult<Json<VerifyResult>> {
 
 /// The configuration of a network the caller's tier allows, or why it cannot be used.
 fn allowed_network<'s>(
-    state: &'s AdminState,
+    config: &'s crate::config::Config,
     standing: &crate::tenants::TenantState,
     network: &Network,
 ) -> ApiResult<&'s crate::config::NetworkConfig> {
@@ -51,7 +51,7 @@ fn allowed_network<'s>(
             format!("tier `{}` does not allow {network}", standing.tier.name),
         ));
     }
-    state.config.networks.get(network).ok_or_else(|| {
+    config.networks.get(network).ok_or_else(|| {
         ApiError::bad_request(format!(
             "network {network} is not configured on this gateway"
         ))
@@ -94,13 +94,14 @@ pub async fn verify(
         return Err(quota_error(&standing.period));
     }
     let limit = standing.limit();
+    let config = state.config.load_full();
     match req {
         VerifyRequest::Payment(p) => {
             let requirements: PaymentRequirements = serde_json::from_value(p.payment_requirements)
                 .map_err(|e| ApiError::bad_request(format!("paymentRequirements: {e}")))?;
             let network = Network::from_str(&requirements.network)
                 .map_err(|e| ApiError::bad_request(format!("paymentRequirements.network: {e}")))?;
-            let net = allowed_network(&state, &standing, &network)?;
+            let net = allowed_network(&config, &standing, &network)?;
             let asset = net
                 .assets
                 .iter()
@@ -177,7 +178,7 @@ pub async fn verify(
                         t.chain
                     ))
                 })?;
-            let net = allowed_network(&state, &standing, &network)?;
+            let net = allowed_network(&config, &standing, &network)?;
             let expected: AtomicAmount = t.expected_amount.parse().map_err(|e| {
                 ApiError::bad_request(format!("expected_amount: {e} (atomic units)"))
             })?;

@@ -2,7 +2,8 @@
 //! the RPC round trip of verification; the store's claim still decides whether a proof is served.
 //! A proof whose claim was released or whose settlement failed is forgotten here, so presenting it
 //! again is checked on-chain again (the payer may have spent or cancelled it meanwhile).
-//! May import: payments::chain (value types only, never a backend), pricing, x402.
+//! Lookups are counted in `x402_verification_cache_total{result}` when built `with_metrics`.
+//! May import: payments::chain (value types only, never a backend), pricing, metrics, x402.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use moka::future::Cache;
 use sha2::{Digest, Sha256};
 
+use crate::metrics::Metrics;
 use crate::payments::chain::{unix_now, Verified, VerifyError};
 use crate::pricing::Offer;
 
@@ -33,6 +35,7 @@ pub struct VerifyCache {
     /// not twenty (a replay storm is not an amplifier against our node). The TTL only bounds an
     /// entry whose verifying request vanished; a finished one is removed at once.
     in_flight: Cache<[u8; 32], InFlight>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Default for VerifyCache {
@@ -50,11 +53,20 @@ impl Default for VerifyCache {
                 .max_capacity(CAPACITY)
                 .time_to_live(IN_FLIGHT_TTL)
                 .build(),
+            metrics: None,
         }
     }
 }
 
 impl VerifyCache {
+    /// A cache whose lookups are counted (hits and misses) in `metrics`.
+    pub fn with_metrics(metrics: Arc<Metrics>) -> Self {
+        VerifyCache {
+            metrics: Some(metrics),
+            ..Self::default()
+        }
+    }
+
     /// The key of a proof presented for an offer: the header bytes and what they were checked
     /// against, so one proof checked against two different prices is two entries.
     pub fn key(header: &[u8], offer: &Offer) -> [u8; 32] {
@@ -70,6 +82,17 @@ impl VerifyCache {
 
     /// A remembered outcome. A valid one is only returned while the authorization has time left.
     pub async fn get(&self, key: &[u8; 32]) -> Option<Result<Arc<Verified>, VerifyError>> {
+        let found = self.lookup(key).await;
+        if let Some(m) = &self.metrics {
+            match found {
+                Some(_) => m.ops.cache_hit.inc(),
+                None => m.ops.cache_miss.inc(),
+            }
+        }
+        found
+    }
+
+    async fn lookup(&self, key: &[u8; 32]) -> Option<Result<Arc<Verified>, VerifyError>> {
         if let Some(v) = self.valid.get(key).await {
             if v.expires_at >= unix_now() + 6 {
                 return Some(Ok(v));

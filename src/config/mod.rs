@@ -17,7 +17,7 @@ use std::time::Duration;
 use crate::x402::{AtomicAmount, Network};
 
 pub use env::expand_str;
-pub use validate::parse_address_for;
+pub use validate::{api_route, parse_address_for};
 
 /// One configuration error, with the key path it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,7 +81,7 @@ impl fmt::Debug for Secret {
 }
 
 /// The validated configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub server: ServerConfig,
     pub database: DatabaseConfig,
@@ -96,7 +96,7 @@ pub struct Config {
 
 /// `[rate_limit]`: request rates per client IP and per tenant, on the proxy and on the
 /// management API. Every limit is optional (absent: no limit).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RateLimitConfig {
     pub proxy_per_ip: Option<RateLimit>,
     pub proxy_per_tenant: Option<RateLimit>,
@@ -140,7 +140,7 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
@@ -182,12 +182,12 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DatabaseConfig {
     pub url: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AdminConfig {
     pub token: Option<Secret>,
     /// How long the management listener waits for a request's complete head (from the first
@@ -199,7 +199,7 @@ pub struct AdminConfig {
 }
 
 /// How readiness (`/ready` on the management API) is judged.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HealthConfig {
     /// How often each network's RPC is probed (block number, settler balances).
     pub probe_interval: Duration,
@@ -209,7 +209,7 @@ pub struct HealthConfig {
     pub store_timeout: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NetworkConfig {
     pub network: Network,
     pub rpc_url: String,
@@ -222,7 +222,7 @@ pub struct NetworkConfig {
     pub assets: Vec<AssetConfig>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum NetworkSigner {
     /// Hex private keys of the hot wallets that submit EVM settlements and pay their gas
     /// (`settler_key`, then `settler_keys`). Each is one nonce lane; instances sharing a database
@@ -259,7 +259,7 @@ impl SolanaCommitment {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AssetConfig {
     pub symbol: String,
     /// EVM: the EIP-55 checksummed token address. Solana: the mint, base58.
@@ -284,7 +284,7 @@ impl Tier {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TenantConfig {
     pub id: String,
     pub name: String,
@@ -343,7 +343,7 @@ pub enum Price {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
     /// Position in the file, for messages and metrics labels.
     pub index: usize,

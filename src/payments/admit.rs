@@ -156,7 +156,15 @@ async fn balance_covers(
 ) -> Result<Option<Rejection>, String> {
     match verifier.balance_of(&key.asset, &key.payer).await {
         Ok(Some(balance)) if balance < owed => Ok(Some(Rejection::new(
-            Reason::InvalidExactEvmInsufficientBalance,
+            // Each scheme's own code for it, as its clients know it.
+            match key
+                .network
+                .parse::<crate::x402::Network>()
+                .map(|n| n.namespace())
+            {
+                Ok(crate::x402::Namespace::Solana) => Reason::InsufficientFunds,
+                _ => Reason::InvalidExactEvmInsufficientBalance,
+            },
             format!(
                 "the payer's balance ({balance}) does not cover its unsettled payments ({owed})"
             ),

@@ -222,6 +222,34 @@ pub struct SettlerFunds {
     pub held: bool,
 }
 
+/// How one RPC call ended, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RpcOutcome {
+    /// The node answered with a result.
+    Ok,
+    /// The node answered with a JSON-RPC error (a revert, a refused transaction...).
+    RpcError,
+    /// No answer: a connection error, a timeout, an HTTP error status.
+    TransportError,
+}
+
+impl RpcOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RpcOutcome::Ok => "ok",
+            RpcOutcome::RpcError => "rpc_error",
+            RpcOutcome::TransportError => "transport_error",
+        }
+    }
+}
+
+/// Told of every RPC call a backend makes (the gateway's metrics implement it). It runs on every
+/// call, so it must be cheap and never block. `method` is one of a fixed set (`other` for the
+/// rest), so label sets stay bounded.
+pub trait RpcObserver: Send + Sync {
+    fn rpc_call(&self, network: &str, method: &'static str, outcome: RpcOutcome, seconds: f64);
+}
+
 #[async_trait]
 pub trait ChainBackend: Send + Sync {
     /// One cheap round trip to the network's RPC, for readiness: the latest block and the
@@ -236,6 +264,12 @@ pub trait ChainBackend: Send + Sync {
     /// traffic it already has as proof the node answers. `None`: not tracked.
     fn last_answer(&self) -> Option<std::time::Instant> {
         None
+    }
+
+    /// The next nonce each settler key (lane) will sign with, where this instance knows it (it
+    /// has settled with that key since it started): `(settler, nonce)`. For metrics.
+    fn settler_nonces(&self) -> Vec<(String, u64)> {
+        Vec::new()
     }
 
     /// Looks up a settlement transaction we sent for the payment `from` -> `value` of `asset`.

@@ -212,6 +212,13 @@ impl ChainBackend for Lanes {
         *self.answered.lock().expect("not poisoned")
     }
 
+    fn settler_nonces(&self) -> Vec<(String, u64)> {
+        self.lanes
+            .iter()
+            .flat_map(|l| l.verifier.settler_nonces())
+            .collect()
+    }
+
     async fn ready_to_settle(&self) -> Result<(), SettleError> {
         self.pick().await.map(|_| ())
     }

@@ -7,6 +7,7 @@ use base64::Engine;
 use serde_json::json;
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use crate::config::{AssetConfig, Config, NetworkSigner, Price, RouteConfig, SettlePolicy, Tier};
 use crate::x402::{
@@ -39,6 +40,9 @@ pub struct Offers {
     v2_tail: String,
     /// Each v1 `accepts` entry split around its `resource` value.
     v1_entries: Vec<(String, String)>,
+    /// Offers this route made before a reload changed their price, still accepted from v2 clients
+    /// until the deadline (see `superseding`). Never part of a challenge.
+    honoured: Vec<(Instant, Offer)>,
 }
 
 /// A marker that cannot occur in serialized requirements, used to split them into fragments.
@@ -158,7 +162,48 @@ impl Offers {
             v2_resource_tail,
             v2_tail,
             v1_entries,
+            honoured: Vec::new(),
         })
+    }
+
+    /// These offers, still accepting what `previous` (the same route before a reload or a
+    /// tenant change) offered where only the price or `maxTimeoutSeconds` changed: a client
+    /// quoted before the change and paying within that quote's `maxTimeoutSeconds` is served at
+    /// the price it was quoted, instead of a 402 that breaks its flow. An offer whose network,
+    /// asset, recipient or token domain is no longer offered is never honoured: a payout address
+    /// changed because it is compromised must stop being paid at once.
+    pub fn superseding(mut self, previous: &Offers, now: Instant) -> Offers {
+        let fresh = previous.offers.iter().map(|o| {
+            let ttl = Duration::from_secs(o.requirement.max_timeout_seconds);
+            (now + ttl, o)
+        });
+        let still = previous
+            .honoured
+            .iter()
+            .filter(|(until, _)| *until > now)
+            .map(|(until, o)| (*until, o));
+        for (until, old) in fresh.chain(still) {
+            let ns = old.network.namespace();
+            let current = |o: &&Offer| requirement_eq(&o.requirement, &old.requirement, ns);
+            let same_terms = |o: &Offer| {
+                o.network == old.network
+                    && same_address(&o.requirement.asset, &old.requirement.asset, ns)
+                    && same_address(&o.pay_to, &old.pay_to, ns)
+                    && o.requirement.extra == old.requirement.extra
+            };
+            let known = self
+                .honoured
+                .iter()
+                .any(|(_, h)| requirement_eq(&h.requirement, &old.requirement, ns));
+            if self.offers.iter().any(|o| current(&o))
+                || known
+                || !self.offers.iter().any(same_terms)
+            {
+                continue;
+            }
+            self.honoured.push((until, old.clone()));
+        }
+        self
     }
 
     /// Builds the 402 for `resource_url`, with `error` as the human-readable reason.
@@ -196,10 +241,18 @@ impl Offers {
     /// network, first asset on that network.
     pub fn match_proof(&self, proof: &PaymentProof) -> Option<&Offer> {
         match proof {
-            PaymentProof::V2(p) => self
-                .offers
-                .iter()
-                .find(|o| requirement_eq(&o.requirement, &p.accepted, o.network.namespace())),
+            PaymentProof::V2(p) => {
+                let eq =
+                    |o: &&Offer| requirement_eq(&o.requirement, &p.accepted, o.network.namespace());
+                self.offers.iter().find(eq).or_else(|| {
+                    let now = Instant::now();
+                    self.honoured
+                        .iter()
+                        .filter(|(until, _)| *until > now)
+                        .map(|(_, o)| o)
+                        .find(eq)
+                })
+            }
             PaymentProof::V1(PaymentPayloadV1 {
                 scheme, network, ..
             }) => {
@@ -218,10 +271,7 @@ pub fn requirement_eq(
     theirs: &PaymentRequirements,
     ns: Namespace,
 ) -> bool {
-    let addr_eq = |a: &str, b: &str| match ns {
-        Namespace::Eip155 => a.eq_ignore_ascii_case(b),
-        Namespace::Solana => a == b,
-    };
+    let addr_eq = |a: &str, b: &str| same_address(a, b, ns);
     ours.scheme == theirs.scheme
         && ours.network == theirs.network
         && ours.amount == theirs.amount
@@ -229,6 +279,14 @@ pub fn requirement_eq(
         && addr_eq(&ours.pay_to, &theirs.pay_to)
         && ours.max_timeout_seconds == theirs.max_timeout_seconds
         && ours.extra == theirs.extra
+}
+
+/// Whether two addresses are the same: EVM hex case-insensitively, base58 exactly.
+fn same_address(a: &str, b: &str, ns: Namespace) -> bool {
+    match ns {
+        Namespace::Eip155 => a.eq_ignore_ascii_case(b),
+        Namespace::Solana => a == b,
+    }
 }
 
 fn offers_on(
@@ -334,5 +392,73 @@ description = "Quotes \" and \\ and unicode é"
         assert_eq!(v1.accepts[0].network, "base-sepolia");
         // Byte-for-byte what serde writes for the same values.
         assert_eq!(serde_json::to_vec(&v1).unwrap(), c.body);
+    }
+
+    fn offers_for(price: &str, pay_to: &str) -> Offers {
+        let text = format!(
+            r#"
+[networks."eip155:84532"]
+rpc_url = "http://127.0.0.1:8545"
+settler_key = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+assets = [{{ symbol = "USDC", address = "0x036CbD53842c5426634e7929541eC2318f3dCF7e", decimals = 6, eip712_name = "USDC", eip712_version = "2" }}]
+[[tenants]]
+id = "acme"
+pay_to = {{ "eip155:84532" = "{pay_to}" }}
+[[routes]]
+tenant = "acme"
+path = "/paid"
+upstream = "http://127.0.0.1:1"
+price = "{price}"
+"#
+        );
+        let config = Config::from_toml(&text, &|_| None).unwrap();
+        let terms = TenantTerms::from_config(&config, "acme").unwrap();
+        Offers::for_route(&config.routes[0], &config, &terms).unwrap()
+    }
+
+    fn paying(offer: &Offer) -> PaymentProof {
+        PaymentProof::V2(Box::new(crate::x402::PaymentPayload {
+            x402_version: 2,
+            resource: None,
+            accepted: offer.requirement.clone(),
+            payload: json!({}),
+            extensions: None,
+        }))
+    }
+
+    const PAY_TO: &str = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C";
+    const OTHER_PAY_TO: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
+
+    #[test]
+    fn a_quote_from_before_a_price_change_is_honoured_for_its_timeout() {
+        let old = offers_for("$0.01", PAY_TO);
+        let quoted = paying(&old.offers[0]);
+        let now = Instant::now();
+        let new = offers_for("$0.02", PAY_TO).superseding(&old, now);
+        let matched = new
+            .match_proof(&quoted)
+            .expect("the old quote is still payable");
+        assert_eq!(matched.amount.to_string(), "10000", "at the price quoted");
+        // Never offered again: the challenge lists the new price only.
+        let challenge = new.challenge("http://x/paid", "e");
+        let v2: crate::x402::PaymentRequired =
+            serde_json::from_slice(&crate::x402::codec::decode_base64(&challenge.header).unwrap())
+                .unwrap();
+        assert_eq!(v2.accepts.len(), 1);
+        assert_eq!(v2.accepts[0].amount, "20000");
+        // Carried through a further rebuild, with its own deadline.
+        let again = offers_for("$0.02", PAY_TO).superseding(&new, now + Duration::from_secs(1));
+        assert!(again.match_proof(&quoted).is_some());
+        // Past its maxTimeoutSeconds (60 by default) it is refused.
+        let stale = offers_for("$0.02", PAY_TO).superseding(&old, now - Duration::from_secs(61));
+        assert!(stale.match_proof(&quoted).is_none());
+    }
+
+    #[test]
+    fn a_quote_to_a_replaced_payout_address_is_never_honoured() {
+        let old = offers_for("$0.01", PAY_TO);
+        let quoted = paying(&old.offers[0]);
+        let new = offers_for("$0.01", OTHER_PAY_TO).superseding(&old, Instant::now());
+        assert!(new.match_proof(&quoted).is_none());
     }
 }

@@ -13,12 +13,13 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<(), Reply> {
         ctx.facts.route = "rejected";
+        let live = self.live(ctx);
         let client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        if let Some(ip) = client_ip.filter(|_| self.limits.limits(Scope::ProxyIp)) {
-            self.limits
+        if let Some(ip) = client_ip.filter(|_| live.limits.limits(Scope::ProxyIp)) {
+            live.limits
                 .check(Scope::ProxyIp, &ip.to_string())
                 .await
                 .map_err(decide::rate_limited)?;
@@ -36,7 +37,7 @@ impl Gateway {
             path: req.uri.path(),
             headers: &req.headers,
             host: host.as_deref(),
-            max_header_bytes: self.settings.max_request_header_bytes,
+            max_header_bytes: live.settings.max_request_header_bytes,
         };
         let routed = decide::route_request(&facts, &self.routes.load()).map_err(|(r, fact)| {
             ctx.facts.route = fact;
@@ -57,12 +58,12 @@ impl Gateway {
         ctx.rewritten_path = routed.rewritten_path;
         ctx.client_host = host;
         ctx.route = Some(route.clone());
-        self.limits
+        live.limits
             .check(Scope::ProxyTenant, &route.config.tenant)
             .await
             .map_err(decide::rate_limited)?;
         // Applies to every body read from here on; a stalled upload gets a 408 (fail_to_proxy).
-        session.set_read_timeout(Some(self.settings.body_read_timeout));
+        session.set_read_timeout(Some(live.settings.body_read_timeout));
 
         let Some(offers) = route.offers.as_ref() else {
             ctx.facts.route = "free";
@@ -85,12 +86,12 @@ impl Gateway {
             r
         })?;
         ctx.resource_url = gate::resource_url(
-            self.settings.public_url.as_deref(),
+            live.settings.public_url.as_deref(),
             ctx.client_host.as_deref(),
             &path_and_query,
         );
         if let (Some(_), Some(ip)) = (&header, client_ip) {
-            if let Some(secs) = self.invalid.blocked_for(ip) {
+            if let Some(secs) = live.invalid.blocked_for(ip) {
                 ctx.facts.attempt = Some("rate_limited");
                 let msg = format!("too many invalid payments from this address; retry in {secs} s");
                 return Err(Reply::error(429, "too_many_invalid_payments", msg));
@@ -98,13 +99,13 @@ impl Gateway {
         }
         let record_invalid = |invalid: bool| {
             if let (true, Some(ip)) = (invalid, client_ip) {
-                self.invalid.record_invalid(ip);
+                live.invalid.record_invalid(ip);
             }
         };
         let check = gate::check_payment(
             offers,
             header.as_ref().map(|(n, v)| (*n, v.as_slice())),
-            self.settings.max_payment_header_bytes,
+            live.settings.max_payment_header_bytes,
         );
         let (offer, proof) = match decide::presented(check, offers, &ctx.resource_url) {
             Presented::Paid { offer, proof } => (offer, proof),

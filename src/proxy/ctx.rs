@@ -9,7 +9,7 @@ use super::pay::PaymentState;
 use crate::logging;
 use crate::routes::Route;
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct RequestCtx {
     /// This request's id (the client's sane `X-Request-Id`, or a fresh one): sent upstream and
     /// back to the client. Empty until the first phase that sees the request sets it.
@@ -18,6 +18,9 @@ pub struct RequestCtx {
     pub span: Option<tracing::Span>,
     /// When the gateway first saw the request, for the access line's total time.
     pub started: Option<std::time::Instant>,
+    /// The live settings this request runs under (a config reload mid-request changes nothing
+    /// for it).
+    pub live: Option<Arc<super::ProxyLive>>,
     /// The matched route; `None` until matched, and for requests answered by the gateway itself.
     pub route: Option<Arc<Route>>,
     /// The normalized path, when it differs from what the client sent; forwarded instead.
@@ -34,6 +37,9 @@ pub struct RequestCtx {
     /// Set when the request was handed to the origin: from then on a paid request is charged
     /// even if its client leaves before the answer.
     pub forwarded: bool,
+    /// When the request was handed to `upstream_peer` (connecting, then forwarding), for the
+    /// origin's latency.
+    pub upstream_started: Option<std::time::Instant>,
     /// Set once the replacement body went out, so the rest of the origin's body is dropped.
     pub body_replaced: bool,
     /// What happened, for the metrics and the access line written in `logging`.
@@ -74,4 +80,18 @@ pub struct Facts {
     pub verification: Option<(String, f64)>,
     /// Settlement outcome and, when a transaction was attempted, its seconds.
     pub settlement: Option<(&'static str, Option<f64>)>,
+    /// The origin's answer: its status class (`2xx`...) or `error`, and, when it answered, the
+    /// seconds from `upstream_peer` to its response head.
+    pub upstream: Option<(&'static str, Option<f64>)>,
+}
+
+/// The label of an origin's final status: its class.
+pub fn status_class(status: u16) -> &'static str {
+    match status / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    }
 }

@@ -49,7 +49,7 @@ use tracing::Instrument;
 use crate::logging::REQUEST_ID_HEADER;
 
 use crate::config::SettlePolicy;
-use crate::config::{PathPattern, ServerConfig};
+use crate::config::{PathPattern, RateLimitConfig, ServerConfig};
 use crate::metrics::Metrics;
 use crate::ratelimit::{RateLimiter, Scope};
 use crate::routes::RouteTable;
@@ -79,12 +79,51 @@ impl From<&ServerConfig> for ProxySettings {
     }
 }
 
+/// What a config reload changes in the proxy, swapped as one: each request takes a snapshot in
+/// its first phase and keeps it to its end.
+pub struct ProxyLive {
+    pub settings: ProxySettings,
+    /// Invalid payments per client IP (`server.invalid_payments_per_minute`).
+    pub invalid: Arc<limit::InvalidPaymentLimiter>,
+    /// `[rate_limit]`'s proxy limits (per client IP, per tenant).
+    pub limits: Arc<RateLimiter>,
+}
+
+impl ProxyLive {
+    pub fn new(server: &ServerConfig, limits: Arc<RateLimiter>) -> Self {
+        let settings = ProxySettings::from(server);
+        ProxyLive {
+            invalid: Arc::new(limit::InvalidPaymentLimiter::new(
+                settings.invalid_payments_per_minute,
+            )),
+            settings,
+            limits,
+        }
+    }
+
+    /// The state for a reloaded config, keeping the limiters (and their counts) whose settings
+    /// did not change.
+    pub fn reloaded(&self, server: &ServerConfig, rate_limit: &RateLimitConfig) -> Self {
+        let settings = ProxySettings::from(server);
+        let invalid =
+            if settings.invalid_payments_per_minute == self.settings.invalid_payments_per_minute {
+                self.invalid.clone()
+            } else {
+                Arc::new(limit::InvalidPaymentLimiter::new(
+                    settings.invalid_payments_per_minute,
+                ))
+            };
+        ProxyLive {
+            settings,
+            invalid,
+            limits: self.limits.reloaded(rate_limit),
+        }
+    }
+}
+
 pub struct Gateway {
     routes: Arc<ArcSwap<RouteTable>>,
-    invalid: limit::InvalidPaymentLimiter,
-    /// `[rate_limit]`'s proxy limits (per client IP, per tenant).
-    limits: Arc<RateLimiter>,
-    settings: ProxySettings,
+    live: Arc<ArcSwap<ProxyLive>>,
     payments: Arc<Payments>,
     metrics: Arc<Metrics>,
 }
@@ -92,19 +131,23 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(
         routes: Arc<ArcSwap<RouteTable>>,
-        settings: ProxySettings,
+        live: Arc<ArcSwap<ProxyLive>>,
         payments: Arc<Payments>,
         metrics: Arc<Metrics>,
-        limits: Arc<RateLimiter>,
     ) -> Self {
         Gateway {
             routes,
-            invalid: limit::InvalidPaymentLimiter::new(settings.invalid_payments_per_minute),
-            limits,
-            settings,
+            live,
             payments,
             metrics,
         }
+    }
+
+    /// The request's snapshot of the live settings (taken by its first phase).
+    fn live(&self, ctx: &mut RequestCtx) -> Arc<ProxyLive> {
+        ctx.live
+            .get_or_insert_with(|| self.live.load_full())
+            .clone()
     }
 }
 
@@ -115,6 +158,7 @@ impl ProxyHttp for Gateway {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             started: Some(std::time::Instant::now()),
+            live: Some(self.live.load_full()),
             ..RequestCtx::default()
         }
     }
@@ -127,7 +171,8 @@ impl ProxyHttp for Gateway {
                 Ok(()) => Ok(false),
                 Err(reply) => {
                     tracing::debug!(body = reply.body.kind(), "answered by the gateway");
-                    let origin = &self.settings.cors_allow_origin;
+                    let live = self.live(ctx);
+                    let origin = &live.settings.cors_allow_origin;
                     respond::send(session, reply, origin, &ctx.request_id).await?;
                     Ok(true)
                 }
@@ -142,6 +187,7 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
+        ctx.upstream_started = Some(std::time::Instant::now());
         let span = ctx.span();
         peer_for(ctx).instrument(span).await
     }

@@ -24,6 +24,14 @@ impl Gateway {
                 ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
             ) => (0, "", String::new()),
             (ErrorSource::Downstream, _) => (400, "bad_request", e.to_string()),
+            (ErrorSource::Upstream, _) if ctx.route.is_some() => {
+                ctx.facts.upstream = Some(("error", None));
+                (
+                    502,
+                    "bad_gateway",
+                    "the upstream could not be reached or failed to answer".to_string(),
+                )
+            }
             (ErrorSource::Upstream, _) => (
                 502,
                 "bad_gateway",
@@ -38,10 +46,11 @@ impl Gateway {
                 _ => None,
             });
             let reply = Reply::error(code, name, message).with_receipt(receipt);
+            let live = self.live(ctx);
             if let Err(err) = respond::send(
                 session,
                 reply,
-                &self.settings.cors_allow_origin,
+                &live.settings.cors_allow_origin,
                 &ctx.request_id,
             )
             .await
@@ -69,7 +78,10 @@ impl Gateway {
             // 100 Continue, 103 Early Hints: not the origin's answer; only the final one decides.
             return Ok(());
         }
-        let origin = &self.settings.cors_allow_origin;
+        let waited = ctx.upstream_started.map(|t| t.elapsed().as_secs_f64());
+        ctx.facts.upstream = Some((super::ctx::status_class(status), waited));
+        let live = self.live(ctx);
+        let origin = &live.settings.cors_allow_origin;
         if ctx.route.as_ref().is_some_and(|r| !r.is_free()) {
             respond::add_cors(resp, origin)?;
         }
@@ -149,6 +161,18 @@ impl Gateway {
         let f = &ctx.facts;
         if !f.route.is_empty() {
             m.requests.with_label_values(&[f.route]).inc();
+        }
+        if let (Some((status, waited)), Some(route)) = (f.upstream, &ctx.route) {
+            m.ops
+                .upstream_responses
+                .with_label_values(&[&route.label, status])
+                .inc();
+            if let Some(secs) = waited {
+                m.ops
+                    .upstream_seconds
+                    .with_label_values(&[&route.label])
+                    .observe(secs);
+            }
         }
         if f.challenged {
             m.challenges.inc();

@@ -7,11 +7,13 @@
 //! May import: config, pricing, x402.
 
 pub mod reload;
+pub mod upstream;
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use crate::config::{Config, PathPattern, RouteConfig};
 use crate::pricing::{Offers, TenantTerms};
@@ -21,11 +23,33 @@ use crate::pricing::{Offers, TenantTerms};
 pub struct Route {
     pub config: RouteConfig,
     pub offers: Option<Offers>,
+    /// The route as metrics and logs name it: its host (if any) and path pattern as configured
+    /// (`/paid/*`, `api.example.com/v1/*`), never a request's own path.
+    pub label: String,
 }
 
 impl Route {
     pub fn is_free(&self) -> bool {
         self.offers.is_none()
+    }
+
+    /// Whether `other` is the same route of another table (same tenant, host, methods and path),
+    /// so offers can carry over from one to the other.
+    fn same_as(&self, other: &Route) -> bool {
+        let (a, b) = (&self.config, &other.config);
+        a.tenant == b.tenant && a.host == b.host && a.path == b.path && a.methods == b.methods
+    }
+}
+
+/// A route's name for metrics and logs: `host` + pattern as configured.
+pub fn route_label(config: &RouteConfig) -> String {
+    let pattern = match &config.path {
+        PathPattern::Exact(p) => p.clone(),
+        PathPattern::Prefix(p) => format!("{}/*", p.trim_end_matches('/')),
+    };
+    match &config.host {
+        Some(host) => format!("{host}{pattern}"),
+        None => pattern,
     }
 }
 
@@ -71,10 +95,35 @@ impl RouteTable {
                 Arc::new(Route {
                     config: r.clone(),
                     offers: t.and_then(|t| Offers::for_route(r, config, &t)),
+                    label: route_label(r),
                 })
             })
             .collect();
         RouteTable { routes }
+    }
+
+    /// `build_with`, replacing `previous`: a route that was in it keeps accepting, for a while,
+    /// what it offered there (`Offers::superseding`), so a client quoted just before a price
+    /// change is not refused.
+    pub fn rebuild(
+        config: &Config,
+        terms: &HashMap<String, TenantTerms>,
+        previous: &RouteTable,
+        now: Instant,
+    ) -> Self {
+        let mut table = Self::build_with(config, terms);
+        for route in &mut table.routes {
+            let old = previous
+                .routes
+                .iter()
+                .find(|o| o.same_as(route))
+                .and_then(|o| o.offers.as_ref());
+            let (Some(old), Some(r)) = (old, Arc::get_mut(route)) else {
+                continue;
+            };
+            r.offers = r.offers.take().map(|o| o.superseding(old, now));
+        }
+        table
     }
 
     pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {

@@ -1,10 +1,14 @@
 //! Rebuilds the route table when tenants change through the management API (at once, in this
-//! instance) or in another instance sharing the database (every few seconds, in the background).
+//! instance), in another instance sharing the database (every few seconds, in the background),
+//! or when the config file is reloaded (`reload::`).
+//!
+//! Every rebuild of one table goes through one lock, reading the config inside it, so a rebuild
+//! that started from an older config or older terms can never overwrite a newer table.
 
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -14,7 +18,7 @@ use pingora::services::background::BackgroundService;
 use super::RouteTable;
 use crate::config::Config;
 use crate::pricing::TenantTerms;
-use crate::store::{LazyStore, StoreError, TenantRecord};
+use crate::store::{LazyStore, Store, StoreError, TenantRecord};
 use crate::x402::Network;
 
 const REFRESH: Duration = Duration::from_secs(5);
@@ -43,20 +47,68 @@ pub fn terms_from_records(
         .collect()
 }
 
+/// Creates or updates the tenants `config` declares (name, email, tier and pay_to follow the
+/// file; a suspension made through the API is kept), and returns every tenant's terms. At start
+/// and on every config reload.
+pub async fn sync_config_tenants(
+    store: &Store,
+    config: &Config,
+) -> Result<HashMap<String, TenantTerms>, StoreError> {
+    for t in &config.tenants {
+        store
+            .upsert_config_tenant(&TenantRecord {
+                id: t.id.clone(),
+                name: t.name.clone(),
+                email: t.email.clone(),
+                tier: t.tier.clone(),
+                status: "active".into(),
+                pay_to: t
+                    .pay_to
+                    .iter()
+                    .map(|(n, a)| (n.to_string(), a.clone()))
+                    .collect(),
+                source: "config".into(),
+                created_at: 0,
+                updated_at: 0,
+            })
+            .await?;
+    }
+    let records = store.tenants().await?;
+    Ok(terms_from_records(config, &records))
+}
+
 pub struct RouteReloader {
-    pub config: Arc<Config>,
+    /// The running config; a config reload swaps it (through `install`).
+    pub config: Arc<ArcSwap<Config>>,
     pub table: Arc<ArcSwap<RouteTable>>,
     pub store: Arc<LazyStore>,
+    /// Shared by every reloader of `table`.
+    pub rebuilding: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl RouteReloader {
+    /// Rebuilds the table from the running config and the tenants' terms in the store.
     pub async fn reload(&self) -> Result<(), StoreError> {
+        let _one_at_a_time = self.rebuilding.lock().await;
         let store = self.store.get().await?;
         let records = store.tenants().await?;
-        let terms = terms_from_records(&self.config, &records);
-        self.table
-            .store(Arc::new(RouteTable::build_with(&self.config, &terms)));
+        let config = self.config.load_full();
+        let terms = terms_from_records(&config, &records);
+        self.swap_table(&config, &terms);
         Ok(())
+    }
+
+    /// Runs with `config` from now on: swaps it in and rebuilds the table under it with `terms`.
+    pub async fn install(&self, config: Arc<Config>, terms: &HashMap<String, TenantTerms>) {
+        let _one_at_a_time = self.rebuilding.lock().await;
+        self.config.store(config.clone());
+        self.swap_table(&config, terms);
+    }
+
+    fn swap_table(&self, config: &Config, terms: &HashMap<String, TenantTerms>) {
+        let previous = self.table.load();
+        let table = RouteTable::rebuild(config, terms, &previous, Instant::now());
+        self.table.store(Arc::new(table));
     }
 }
 

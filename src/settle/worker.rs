@@ -23,6 +23,8 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 /// How long a worker owns a queue item it took: longer than one attempt can take (a receipt
 /// wait of 60 s plus RPC timeouts), so another instance only takes it after this one died.
 const ITEM_LEASE_SECONDS: i64 = 180;
+/// How often the queue's depth and age are read for the metrics.
+const STATS_EVERY: Duration = Duration::from_secs(5);
 
 pub struct SettlementWorker {
     pub store: Arc<LazyStore>,
@@ -124,11 +126,25 @@ impl SettlementWorker {
         }
         started
     }
+
+    /// Publishes the queue's depth and the age of its oldest item.
+    pub async fn publish_stats(&self, store: &Store) {
+        match store.queue_stats().await {
+            Ok((depth, oldest)) => {
+                let ops = &self.metrics.ops;
+                ops.queue_depth.set(depth);
+                let age = oldest.map_or(0, |t| (unix_now() as i64 - t).max(0));
+                ops.queue_oldest_age.set(age as f64);
+            }
+            Err(e) => tracing::debug!("deferred settlements: reading the queue's size: {e}"),
+        }
+    }
 }
 
 #[async_trait]
 impl BackgroundService for SettlementWorker {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut stats_at: Option<std::time::Instant> = None;
         loop {
             if *shutdown.borrow() {
                 return;
@@ -136,6 +152,10 @@ impl BackgroundService for SettlementWorker {
             match self.store.get().await {
                 Ok(store) => {
                     self.dispatch(store).await;
+                    if stats_at.is_none_or(|t| t.elapsed() >= STATS_EVERY) {
+                        self.publish_stats(store).await;
+                        stats_at = Some(std::time::Instant::now());
+                    }
                 }
                 Err(e) => tracing::warn!("deferred settlements: database unavailable: {e}"),
             }

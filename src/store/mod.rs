@@ -15,11 +15,13 @@ mod leases;
 mod ledger;
 mod queue;
 pub mod queue_format;
+mod routes;
 mod tenants;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+pub use routes::{ApiRouteRecord, Namespace, RouteWrite};
 pub use tenants::{
     day_string, month_start, period_of, ApiKeyRecord, DailyLine, PaymentFilter, PaymentRecord,
     RevenueLine, TenantRecord, TransactionUse,

@@ -45,6 +45,17 @@ impl Store {
         rows.iter().map(queued_from_row).collect()
     }
 
+    /// How many deferred settlements wait in the queue, and when the oldest was queued (Unix
+    /// seconds), for metrics. One indexed query.
+    pub async fn queue_stats(&self) -> Result<(i64, Option<i64>), StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*), MIN(created_at) FROM settlement_queue WHERE status = 'queued'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.get(0), row.get(1)))
+    }
+
     /// Saves the signed transaction of a deferred settlement before it is sent.
     pub async fn queue_prepared(
         &self,

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use moka::future::Cache;
 use moka::sync::Cache as SyncCache;
 use sha2::{Digest, Sha256};
@@ -60,7 +61,8 @@ pub enum TenantError {
 /// and the claim re-checks the quota atomically anyway.
 pub struct TenantDirectory {
     store: Arc<LazyStore>,
-    tiers: BTreeMap<String, Tier>,
+    /// The tiers of the running config; a config reload swaps them (`set_tiers`).
+    tiers: ArcSwap<BTreeMap<String, Tier>>,
     /// Sync cache of shared values: a hit on the 402 path is a lock-free read and a refcount,
     /// no allocation.
     states: SyncCache<String, Arc<TenantState>>,
@@ -70,7 +72,7 @@ impl TenantDirectory {
     pub fn new(store: Arc<LazyStore>, tiers: BTreeMap<String, Tier>) -> Self {
         TenantDirectory {
             store,
-            tiers,
+            tiers: ArcSwap::from_pointee(tiers),
             states: SyncCache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(1))
@@ -78,8 +80,15 @@ impl TenantDirectory {
         }
     }
 
-    pub fn tiers(&self) -> &BTreeMap<String, Tier> {
-        &self.tiers
+    pub fn tiers(&self) -> Arc<BTreeMap<String, Tier>> {
+        self.tiers.load_full()
+    }
+
+    /// The tiers of a reloaded config: every cached standing is forgotten, so the next request
+    /// of each tenant is judged under its new tier.
+    pub fn set_tiers(&self, tiers: BTreeMap<String, Tier>) {
+        self.tiers.store(Arc::new(tiers));
+        self.states.invalidate_all();
     }
 
     pub async fn state(&self, tenant: &str) -> Result<Arc<TenantState>, TenantError> {
@@ -93,12 +102,17 @@ impl TenantDirectory {
             .ok_or_else(|| TenantError::Unknown(tenant.to_string()))?;
         let period = period_of(crate::store::now());
         let used = store.usage(tenant, &period).await?;
-        let tier = self.tiers.get(&record.tier).cloned().unwrap_or(Tier {
-            // A tier removed from the config since: nothing is allowed until it is fixed.
-            name: record.tier.clone(),
-            monthly_verifications: Some(0),
-            networks: Vec::new(),
-        });
+        let tier = self
+            .tiers
+            .load()
+            .get(&record.tier)
+            .cloned()
+            .unwrap_or(Tier {
+                // A tier removed from the config since: nothing is allowed until it is fixed.
+                name: record.tier.clone(),
+                monthly_verifications: Some(0),
+                networks: Vec::new(),
+            });
         let state = Arc::new(TenantState {
             active: record.status == "active",
             tier,

@@ -169,12 +169,22 @@ pub fn sha(data: &[u8]) -> String {
 
 /// A free local port. pingora binds inside `run`, so the test reserves a port and hands it over;
 /// the window between the two is tiny and the OS does not reuse ports that fast.
+/// Never the same port twice in one test process: the OS may hand a just-released port out again
+/// at once, and a gateway given one port for two listeners refuses its own config.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// The real gateway, running in this process until dropped.
@@ -185,6 +195,8 @@ pub struct Gateway {
     pub admin_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     pub database_url: String,
+    /// The config file it was started from (`start_from_file`), which a reload reads again.
+    pub config_file: Option<PathBuf>,
     stop: tokio::sync::watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
     _dir: Option<tempfile::TempDir>,
@@ -203,6 +215,38 @@ impl Gateway {
 
     /// Starts the gateway on the database at `url` (to restart on the same state).
     pub fn start_with_db(toml: &str, database_url: &str) -> Gateway {
+        Self::launch(toml, database_url, None)
+    }
+
+    /// Starts the gateway from a config file (in a fresh temp directory, with a fresh SQLite
+    /// database), as the binary does: `reload_config` can then rewrite it and reload.
+    pub fn start_from_file(toml: &str) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("gate.db").display());
+        let file = dir.path().join("gate.toml");
+        let mut gw = Self::launch(toml, &url, Some(file));
+        gw._dir = Some(dir);
+        gw
+    }
+
+    /// `toml` with this gateway's addresses and database in place of the placeholders.
+    pub fn render(&self, toml: &str) -> String {
+        render(
+            toml,
+            self.addr,
+            self.admin_addr,
+            self.metrics_addr,
+            &self.database_url,
+        )
+    }
+
+    /// Rewrites the config file (placeholders filled as at start) for the next reload.
+    pub fn write_config(&self, toml: &str) {
+        let file = self.config_file.as_ref().expect("started from a file");
+        std::fs::write(file, self.render(toml)).unwrap();
+    }
+
+    fn launch(toml: &str, database_url: &str, file: Option<PathBuf>) -> Gateway {
         // X402_TEST_LOG=warn,x402_gate=debug shows the gateway's logs when chasing a failure.
         if let Ok(filter) = std::env::var("X402_TEST_LOG") {
             let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
@@ -210,22 +254,18 @@ impl Gateway {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut text = toml
-            .replace("{listen}", &addr.to_string())
-            .replace("{admin}", &admin_addr.to_string())
-            .replace("{metrics}", &metrics_addr.to_string());
-        if !text.contains("[database]") {
-            text.push_str(&format!("\n[database]\nurl = \"{database_url}\"\n"));
-        }
+        let text = render(toml, addr, admin_addr, metrics_addr, database_url);
         let config = Config::from_toml(&text, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+        if let Some(file) = &file {
+            std::fs::write(file, &text).unwrap();
+        }
+        let options = RunOptions {
+            config_file: file.clone(),
+            ..RunOptions::default()
+        };
         let (stop, rx) = tokio::sync::watch::channel(false);
         let thread = std::thread::spawn(move || {
-            app::run(
-                config,
-                RunOptions::default(),
-                Some(Box::new(ChannelShutdown(rx))),
-            )
-            .unwrap();
+            app::run(config, options, Some(Box::new(ChannelShutdown(rx)))).unwrap();
         });
         let deadline = Instant::now() + Duration::from_secs(20);
         // The management API is a background service that binds on its own schedule: a test
@@ -248,6 +288,7 @@ impl Gateway {
             admin_addr,
             metrics_addr,
             database_url: database_url.to_string(),
+            config_file: file,
             stop,
             thread: Some(thread),
             _dir: None,
@@ -278,6 +319,25 @@ impl Gateway {
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin_addr)
     }
+}
+
+/// `toml` with `{listen}`, `{admin}`, `{metrics}` filled in, and a `[database]` pointing at
+/// `database_url` unless it has one.
+fn render(
+    toml: &str,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    metrics: SocketAddr,
+    database_url: &str,
+) -> String {
+    let mut text = toml
+        .replace("{listen}", &addr.to_string())
+        .replace("{admin}", &admin.to_string())
+        .replace("{metrics}", &metrics.to_string());
+    if !text.contains("[database]") {
+        text.push_str(&format!("\n[database]\nurl = \"{database_url}\"\n"));
+    }
+    text
 }
 
 impl Drop for Gateway {

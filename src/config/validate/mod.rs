@@ -13,10 +13,12 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+mod api_route;
 mod limits;
 mod networks;
 mod routes;
 
+pub use api_route::api_route;
 use limits::{health, rate_limit};
 use networks::networks;
 pub use networks::parse_address_for;

@@ -27,6 +27,7 @@
 //! May import: payments::chain, pricing, config, x402. alloy is used here and nowhere else.
 
 mod nonce;
+mod observe;
 mod payload;
 mod send;
 mod verify;
@@ -37,7 +38,7 @@ use send::Sent;
 pub use payload::{EvmAuthorization, PayloadError, CHAIN, PAYLOAD_VERSION};
 
 use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use alloy::consensus::{SignableTransaction, TxEip1559, TxEnvelope};
@@ -45,7 +46,7 @@ use alloy::eips::eip2718::Encodable2718;
 use alloy::network::TxSignerSync;
 use alloy::primitives::{Address, Bytes, Signature, TxKind, B256, U256};
 use alloy::providers::{Provider, RootProvider};
-use alloy::rpc::client::RpcClient;
+use alloy::rpc::client::{ClientBuilder, RpcClient};
 use alloy::rpc::types::TransactionRequest;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol;
@@ -57,7 +58,8 @@ use serde::Deserialize;
 
 use crate::payments::chain::{
     unix_now, Attempt, ChainBackend, ChainHealth, PaymentKey, PreparedSettlement, Resent,
-    SettleError, Settlement, SettlerFunds, TransferFacts, TxOutcome, Verified, VerifyError,
+    RpcObserver, SettleError, Settlement, SettlerFunds, TransferFacts, TxOutcome, Verified,
+    VerifyError,
 };
 use crate::pricing::Offer;
 use crate::x402::{PaymentProof, Reason};
@@ -178,6 +180,25 @@ impl EvmBackend {
         confirmations: u64,
         rpc_timeout: Duration,
     ) -> Result<Self, EvmSetupError> {
+        Self::observed(
+            network,
+            rpc_url,
+            settler_key,
+            confirmations,
+            rpc_timeout,
+            None,
+        )
+    }
+
+    /// `new`, with every RPC call told to `observer` (metrics).
+    pub fn observed(
+        network: &crate::x402::Network,
+        rpc_url: &str,
+        settler_key: &str,
+        confirmations: u64,
+        rpc_timeout: Duration,
+        observer: Option<Arc<dyn RpcObserver>>,
+    ) -> Result<Self, EvmSetupError> {
         let chain_id = network
             .evm_chain_id()
             .ok_or_else(|| EvmSetupError::NotEvm(network.to_string()))?;
@@ -192,10 +213,19 @@ impl EvmBackend {
             .connect_timeout(rpc_timeout)
             .build()
             .map_err(|e| EvmSetupError::Client(e.to_string()))?;
+        let client = match observer {
+            Some(observer) => ClientBuilder::default()
+                .layer(observe::ObserveLayer {
+                    network: network.to_string().into(),
+                    observer,
+                })
+                .http_with_client(http, url),
+            None => RpcClient::new_http_with_client(http, url),
+        };
         Ok(EvmBackend {
             chain_id,
             network: network.to_string(),
-            provider: RootProvider::new(RpcClient::new_http_with_client(http, url)),
+            provider: RootProvider::new(client),
             settler,
             confirmations: confirmations.max(1),
             nonce: Mutex::default(),
@@ -532,6 +562,13 @@ impl ChainBackend for EvmBackend {
                 held: true,
             }],
         })
+    }
+
+    fn settler_nonces(&self) -> Vec<(String, u64)> {
+        self.next_nonce()
+            .map(|n| (self.settler.address().to_checksum(None), n))
+            .into_iter()
+            .collect()
     }
 
     async fn balance_of(&self, asset: &str, owner: &str) -> Result<Option<u128>, VerifyError> {

@@ -63,6 +63,12 @@ pub(super) enum GivenBack {
 }
 
 impl EvmBackend {
+    /// The next nonce this settler would hand out, once it was read from the node.
+    pub(super) fn next_nonce(&self) -> Option<u64> {
+        let state = self.nonce.lock().expect("not poisoned");
+        state.free.first().copied().or(state.next)
+    }
+
     /// The settler's next nonce: one given back first, else the counter, read from the node
     /// (outside the lock) when there is none.
     pub(super) async fn take_nonce(&self) -> Result<u64, SettleError> {

@@ -76,6 +76,10 @@ pub struct SvmBackend {
     /// The token program that owns each mint, learned once (for the overdraw guard's balance).
     token_programs: Mutex<HashMap<Pubkey, Pubkey>>,
     confirm_poll_start: Duration,
+    /// The CAIP-2 reference: the first 32 characters of the cluster's genesis hash.
+    cluster: String,
+    /// Whether the RPC was seen to serve that cluster (asked until it has).
+    cluster_checked: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +120,8 @@ impl SvmBackend {
             // A local validator confirms in about a millisecond, a real cluster in 0.5 to 1 s:
             // start polling fast, then back off (1, 2, 4 … 200 ms).
             confirm_poll_start: Duration::from_millis(1),
+            cluster: network.reference().to_string(),
+            cluster_checked: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -374,6 +380,27 @@ impl ChainBackend for SvmBackend {
     }
 
     async fn probe(&self) -> Result<ChainHealth, VerifyError> {
+        // An rpc_url of another cluster (mainnet behind a devnet network, say) would have the
+        // gateway offer one cluster and settle on another: not ready until it is the right one.
+        if !self
+            .cluster_checked
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            let genesis = self
+                .rpc
+                .get_genesis_hash()
+                .await
+                .map_err(|e| self.unavailable("getGenesisHash", &e))?
+                .to_string();
+            if !genesis.starts_with(&self.cluster) {
+                return Err(VerifyError::Unavailable(format!(
+                    "{}: rpc_url serves the cluster whose genesis hash is {genesis}, not this network",
+                    self.network
+                )));
+            }
+            self.cluster_checked
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let slot = self
             .rpc
             .get_slot()

@@ -28,6 +28,22 @@
 //!   proxy_tenant, admin_ip, admin_tenant);
 //! - `x402_rate_limit_fallback_total`: decisions the local limiter took because Redis was down or
 //!   slow.
+//!
+//! Operations (`ops.rs`, in `Metrics::ops`): `x402_rpc_calls_total{network,method,outcome}` and
+//! `x402_rpc_call_duration_seconds{network,method}` (every JSON-RPC call, timed under alloy's
+//! client); `x402_verification_cache_total{result}`; `x402_upstream_responses_total{route,status}`
+//! and `x402_upstream_duration_seconds{route}` (route: the configured pattern, never the request's
+//! path); `x402_deferred_queue_depth` and `x402_deferred_queue_oldest_age_seconds`;
+//! `x402_settler_lane_held{network,settler}` and `x402_settler_next_nonce{network,settler}`;
+//! `x402_config_reloads_total{result}`, `x402_config_last_reload_success`,
+//! `x402_config_last_reload_timestamp_seconds`, `x402_config_restart_required`; and
+//! `x402_build_info{version,commit}`.
+//!
+//! May import: payments::chain (the `RpcObserver` trait it implements).
+
+mod ops;
+
+pub use ops::{unix_seconds, Ops, COMMIT};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,6 +71,8 @@ pub struct Metrics {
     pub settler_below_floor: IntGaugeVec,
     pub rate_limited: IntCounterVec,
     pub rate_limit_fallback: IntCounter,
+    /// RPC, cache, origins, queue, lanes, reloads, build.
+    pub ops: Ops,
 }
 
 impl Default for Metrics {
@@ -74,10 +92,7 @@ impl Metrics {
             c
         };
         // Settlement on a fast chain takes milliseconds, on a slow one seconds.
-        let buckets = vec![
-            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            60.0,
-        ];
+        let buckets = ops::BUCKETS.to_vec();
         let histogram = |name: &str, help: &str| {
             let h = HistogramVec::new(
                 HistogramOpts::new(name, help).buckets(buckets.clone()),
@@ -171,6 +186,7 @@ impl Metrics {
                 "Priced requests refused for the tenant's standing",
                 &["reason"],
             ),
+            ops: Ops::register(&registry),
             registry,
         }
     }
