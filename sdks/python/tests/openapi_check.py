@@ -66,6 +66,9 @@ class Checker:
     def compare(self, schema: Dict[str, Any], tp: Any, where: str, required: bool = True) -> None:
         """That the Python type ``tp`` holds what ``schema`` describes."""
         ref = self.ref_name(schema)
+        if ref and not {"properties", "allOf"} & self.schemas.get(ref, {}).keys():
+            # A named scalar, such as a string enum (ReloadResult): compared as itself.
+            return self.compare(self.schemas.get(ref, {}), tp, f"{where} ({ref})", required)
         if ref:
             model = MODELS.get(ref)
             if not (isinstance(tp, type) and issubclass(tp, Model)):

@@ -21,6 +21,7 @@ from x402_gate import (
     NewKey,
     NotFoundError,
     QuotaExceededError,
+    ReloadUnavailableError,
     ScopeNotHeldError,
     TenantExistsError,
     TenantSuspendedError,
@@ -300,6 +301,11 @@ def test_each_error_kind(admin, new_tenant, gate):
     with pytest.raises(TenantExistsError) as e:
         admin.create_tenant("again@sdk.test", "free", id=created.tenant.id)
     assert (e.value.status, e.value.code) == (409, "tenant_exists")
+
+    # 409: a reload of a gateway not started from a file (the test's gateway was not).
+    with pytest.raises(ReloadUnavailableError) as e:
+        admin.reload_config()
+    assert (e.value.status, e.value.code) == (409, "reload_unavailable")
 
     # Every one of them is an ApiError.
     assert issubclass(TenantExistsError, ApiError)

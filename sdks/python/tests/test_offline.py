@@ -187,6 +187,28 @@ def test_ready_returns_not_ready_instead_of_raising():
     assert len(script.requests) == 1
 
 
+def test_a_refused_reload_is_returned_and_a_503_error_raised():
+    report = {
+        "result": "invalid",
+        "file": "/etc/x402-gate/production.toml",
+        "applied": [],
+        "restart_required": [{"path": "server.threads", "reason": "bound at start"}],
+        "errors": [{"path": "routes[0].price", "message": "not a price"}],
+    }
+    script = Script(httpx.Response(422, json=report), error(503, "unavailable"))
+    with client(script, admin_token="a") as c:
+        r = c.reload_config()
+        assert (r.result, bool(r), r.errors[0].path, r.restart_required[0].path) == (
+            "invalid",
+            False,
+            "routes[0].price",
+            "server.threads",
+        )
+        with pytest.raises(UnavailableError):
+            c.reload_config()
+    assert script.requests[0].headers["x-admin-key"] == "a"
+
+
 def test_the_context_managers_close_their_connections():
     with client(Script()) as c:
         pass

@@ -42,6 +42,8 @@ export type Asset = Schemas["AssetView"];
 export type HealthStatus = Schemas["Status"];
 /** `/ready`'s answer: `ready`, `degraded` (serving, with warnings) or `not_ready`. */
 export type Readiness = Schemas["Readiness"];
+/** What a config reload did: `applied`, `invalid` (with the file's `errors`) or `failed`. */
+export type ReloadReport = Schemas["ReloadReport"];
 export type CreateTenantRequest = Schemas["CreateTenantRequest"];
 export type UpdateTenantRequest = Schemas["UpdateTenantRequest"];
 export type CreateKeyRequest = Schemas["CreateKeyRequest"];
@@ -87,6 +89,7 @@ export const OPERATIONS = {
   getSupportedChains: { operationId: "supported_chains", method: "get", path: "/api/v1/x402/supported-chains", auth: "optional_key" },
   health: { operationId: "health", method: "get", path: "/health", auth: "none" },
   ready: { operationId: "ready", method: "get", path: "/ready", auth: "none" },
+  reloadConfig: { operationId: "reload_config", method: "post", path: "/api/v1/x402/admin/reload", auth: "admin" },
 } as const satisfies Record<string, OperationSpec>;
 
 // Every entry's method must be one the document has for its path.
@@ -318,6 +321,16 @@ export class X402Client {
     return this.#call(OPERATIONS.ready, {}, { okStatuses: [503], retry: false });
   }
 
+  // The configuration (operator).
+
+  /** Re-reads the gateway's config file, as SIGHUP does. A refused file (422, `result: "invalid"`
+   * with every error in `errors`) or one the database could not take (503, `"failed"`) resolves
+   * with the report: nothing changed, and the running config keeps serving. Throws
+   * `ReloadUnavailableError` if the gateway was not started from a file. */
+  reloadConfig(): Promise<ReloadReport> {
+    return this.#call(OPERATIONS.reloadConfig, {}, { okStatuses: [422, 503] });
+  }
+
   /** The OpenAPI document the gateway serves (`/api/v1/openapi.json`). */
   openapi(): Promise<Record<string, unknown>> {
     return this.#send("GET", "/api/v1/openapi.json", {}, undefined, true, []) as Promise<Record<string, unknown>>;
@@ -412,7 +425,11 @@ export class X402Client {
           // Not JSON: kept as text.
         }
       }
-      if (resp.ok || okStatuses.includes(resp.status)) {
+      // An error status listed in okStatuses carries the operation's answer (a `not_ready`
+      // readiness, a refused reload), unless its body is the API's error shape.
+      const answered = okStatuses.includes(resp.status) && isJson && typeof parsed === "object"
+        && parsed !== null && !("error" in parsed);
+      if (resp.ok || answered) {
         if (!isJson) throw new ProtocolError(`${method} ${url}: ${resp.status} with a body that is not JSON`);
         return parsed;
       }

@@ -119,6 +119,11 @@ export class KeyNotLiveError extends ConflictError {
   override name = "KeyNotLiveError";
 }
 
+/** 409 `reload_unavailable`: the gateway was not started from a config file. */
+export class ReloadUnavailableError extends ConflictError {
+  override name = "ReloadUnavailableError";
+}
+
 /** 429: a quota or a rate limit. */
 export class TooManyRequestsError extends ApiError {
   override name = "TooManyRequestsError";
@@ -163,6 +168,7 @@ export const ERROR_CLASSES: { readonly [C in ErrorCode]: readonly [number, ApiEr
   method_not_allowed: [405, MethodNotAllowedError],
   tenant_exists: [409, TenantExistsError],
   key_not_live: [409, KeyNotLiveError],
+  reload_unavailable: [409, ReloadUnavailableError],
   tenant_quota_exceeded: [429, QuotaExceededError],
   rate_limited: [429, RateLimitedError],
   unavailable: [503, UnavailableError],

@@ -66,6 +66,22 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/x402/admin/reload": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["reload_config"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/x402/admin/tenants": {
         parameters: {
             query?: never;
@@ -336,8 +352,14 @@ export interface components {
              * @description Stable snake_case code.
              * @enum {string}
              */
-            error: "bad_request" | "unauthorized" | "insufficient_scope" | "scope_not_held" | "admin_disabled" | "tenant_suspended" | "network_not_allowed" | "not_found" | "method_not_allowed" | "tenant_exists" | "key_not_live" | "tenant_quota_exceeded" | "rate_limited" | "unavailable" | "verification_unavailable";
+            error: "bad_request" | "unauthorized" | "insufficient_scope" | "scope_not_held" | "admin_disabled" | "tenant_suspended" | "network_not_allowed" | "not_found" | "method_not_allowed" | "tenant_exists" | "key_not_live" | "reload_unavailable" | "tenant_quota_exceeded" | "rate_limited" | "unavailable" | "verification_unavailable";
             message: string;
+        };
+        /** @description One error of a refused file. */
+        FileError: {
+            message: string;
+            /** @description The key path (`routes[2].price`), empty for the file as a whole. */
+            path: string;
         };
         KeyView: {
             /** Format: int64 */
@@ -415,6 +437,14 @@ export interface components {
             payments: components["schemas"]["PaymentView"][];
         };
         /**
+         * @description A change that waits for a restart: its key path and why. Never carries the values (URLs and
+         *     keys are secrets).
+         */
+        Pending: {
+            path: string;
+            reason: string;
+        };
+        /**
          * @description `/ready`'s answer, with HTTP 200 when `status` is `ready` or `degraded` and 503 when it is
          *     `not_ready`.
          */
@@ -428,6 +458,28 @@ export interface components {
             /** @description What degrades it without making it unready (a settler below its floor). */
             warnings: string[];
         };
+        /** @description What a reload did: the answer of the management endpoint, and what SIGHUP logs. */
+        ReloadReport: {
+            /** @description Key paths now running with the file's values (`routes[3]`, `tenants."acme"`...). */
+            applied: string[];
+            /** @description Why the file was refused (`invalid`): every error with its key path. */
+            errors: components["schemas"]["FileError"][];
+            /** @description The file that was read. */
+            file: string;
+            /** @description Why a valid file could not be applied (`failed`). */
+            message?: string | null;
+            /**
+             * @description Changes in the file that take effect only after a restart or graceful upgrade; until
+             *     then their running values stay.
+             */
+            restart_required: components["schemas"]["Pending"][];
+            result: components["schemas"]["ReloadResult"];
+        };
+        /**
+         * @description How a reload ended.
+         * @enum {string}
+         */
+        ReloadResult: "applied" | "invalid" | "failed";
         RevenueView: {
             /** @description Atomic units. */
             amount: string;
@@ -850,6 +902,80 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    reload_config: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description applied; `restart_required` lists what waits for a restart */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReloadReport"];
+                };
+            };
+            /** @description `unauthorized`: a missing, unknown, expired or revoked credential */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `insufficient_scope` (the key lacks the operation's scope), `admin_disabled` (no admin.token configured), or a refusal of the operation itself */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the gateway was not started from a config file */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the file has errors; nothing changed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReloadReport"];
+                };
+            };
+            /** @description `rate_limited`: over a `[rate_limit]` limit (see `Retry-After`) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the database could not take the file's tenants; nothing changed */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReloadReport"];
                 };
             };
         };

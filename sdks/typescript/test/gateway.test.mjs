@@ -12,6 +12,7 @@ import {
   NetworkNotAllowedError,
   NotFoundError,
   QuotaExceededError,
+  ReloadUnavailableError,
   ScopeNotHeldError,
   TenantExistsError,
   TenantSuspendedError,
@@ -242,7 +243,8 @@ describe("against the real gateway", { skip: skipUnlessLive }, () => {
     // A field the API does not know is refused, not ignored (the types would not allow it).
     await rejects(a.createTenantKey(created.tenant.id, { scope: ["verify"] }), BadRequestError, 400);
 
-    // 409.
+    // 409: a reload of a gateway not started from a file (the test's gateway was not).
+    await rejects(a.reloadConfig(), ReloadUnavailableError, 409, "reload_unavailable");
     await rejects(
       a.createTenant({ email: "again@sdk.test", tier: "free", id: created.tenant.id }),
       TenantExistsError,

@@ -139,6 +139,23 @@ test("ready returns not_ready instead of throwing; a non-JSON success is a Proto
   await assert.rejects(c.health(), ProtocolError);
 });
 
+test("a refused reload resolves with its report; a 503 error body throws", async () => {
+  const report = {
+    result: "invalid",
+    file: "/etc/x402-gate/production.toml",
+    applied: [],
+    restart_required: [{ path: "server.threads", reason: "bound at start" }],
+    errors: [{ path: "routes[0].price", message: "not a price" }],
+  };
+  const s = script(json(422, report), error(503, "unavailable"));
+  const c = client(s, { adminToken: "a" });
+  const r = await c.reloadConfig();
+  assert.deepEqual([r.result, r.errors[0].path, r.restart_required[0].path], ["invalid", "routes[0].price", "server.threads"]);
+  await assert.rejects(c.reloadConfig(), UnavailableError);
+  assert.equal(s.requests[0].headers["x-admin-key"], "a");
+  assert.equal(s.requests[0].method, "POST");
+});
+
 test("a request that takes longer than timeoutMs is a TransportError", async () => {
   // A server that never answers (the timer keeps the test's event loop alive meanwhile).
   const slow = (url, init) =>

@@ -8,7 +8,7 @@ document the gateway serves.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, TypeVar
+from typing import Callable, Dict, Optional, Tuple, TypeVar
 
 F = TypeVar("F", bound=Callable)
 
@@ -31,6 +31,9 @@ class Operation:
     retry: bool = False
     #: The OpenAPI schema of the request body, when the method sends one.
     body: Optional[str] = None
+    #: Error statuses whose body is the operation's answer, returned rather than raised (unless
+    #: the body is the API's error shape): /ready's 503, a reload's 422 and 503.
+    answers: Tuple[int, ...] = ()
 
 
 def _op(op_id: str, method: str, path: str, auth: str, body: Optional[str] = None) -> Operation:
@@ -60,7 +63,8 @@ OPERATIONS: Dict[str, Operation] = {
         _op("supported_chains", "GET", "/api/v1/x402/supported-chains", OPTIONAL_KEY),
         _op("health", "GET", "/health", NONE),
         # A 503 from /ready is an answer (not_ready), not a failure to retry.
-        Operation("ready", "GET", "/ready", NONE, retry=False),
+        Operation("ready", "GET", "/ready", NONE, retry=False, answers=(503,)),
+        Operation("reload_config", "POST", "/api/v1/x402/admin/reload", ADMIN, answers=(422, 503)),
     ]
 }
 

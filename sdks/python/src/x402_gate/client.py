@@ -33,6 +33,7 @@ from .models import (
     Payment,
     PaymentsPage,
     Readiness,
+    ReloadReport,
     RotatedKey,
     SupportedChains,
     Tenant,
@@ -140,11 +141,13 @@ class _Base:
         return base / 2 + random.uniform(0, base / 2)
 
     def _answer(self, op: Operation, resp: httpx.Response, returns: Any) -> Any:
-        ok = 200 <= resp.status_code < 300 or (op.operation_id == "ready" and resp.status_code == 503)
         try:
             body: Any = resp.json() if resp.content else None
         except (json.JSONDecodeError, UnicodeDecodeError):
             body = resp.text
+        ok = 200 <= resp.status_code < 300 or (
+            resp.status_code in op.answers and isinstance(body, dict) and "error" not in body
+        )
         if not ok:
             raise error_from_response(resp.status_code, body, resp.headers)
         if returns is None:
@@ -469,6 +472,17 @@ class X402Client(_Base):
         check ``.is_ready`` or ``.status``."""
         return self._send(self.ready)
 
+    # The configuration (operator).
+
+    @operation("reload_config")
+    def reload_config(self) -> ReloadReport:
+        """Re-reads the gateway's config file, as SIGHUP does. A refused file (422, ``result``
+        ``invalid`` with every ``errors`` entry) or one the database could not take (503,
+        ``failed``) is returned, not raised: nothing changed then, and the running config keeps
+        serving. Raises :class:`ReloadUnavailableError` if the gateway was not started from a
+        file."""
+        return self._send(self.reload_config)
+
     def openapi(self) -> Dict[str, Any]:
         """The OpenAPI document the gateway serves (``/api/v1/openapi.json``)."""
         op = Operation("openapi", "GET", "/api/v1/openapi.json", "none", retry=True)
@@ -720,6 +734,11 @@ class AsyncX402Client(_Base):
     async def ready(self) -> Readiness:
         """See :meth:`X402Client.ready`."""
         return await self._send(self.ready)
+
+    @operation("reload_config")
+    async def reload_config(self) -> ReloadReport:
+        """See :meth:`X402Client.reload_config`."""
+        return await self._send(self.reload_config)
 
     async def openapi(self) -> Dict[str, Any]:
         """See :meth:`X402Client.openapi`."""

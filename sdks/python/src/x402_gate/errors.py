@@ -39,6 +39,7 @@ __all__ = [
     "ConflictError",
     "TenantExistsError",
     "KeyNotLiveError",
+    "ReloadUnavailableError",
     "TooManyRequestsError",
     "QuotaExceededError",
     "RateLimitedError",
@@ -191,6 +192,12 @@ class KeyNotLiveError(ConflictError):
     """409 ``key_not_live``: a revoked or expired key cannot be rotated."""
 
     code = "key_not_live"
+
+
+class ReloadUnavailableError(ConflictError):
+    """409 ``reload_unavailable``: the gateway was not started from a config file."""
+
+    code = "reload_unavailable"
 
 
 class TooManyRequestsError(ApiError):

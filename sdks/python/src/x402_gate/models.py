@@ -39,6 +39,9 @@ __all__ = [
     "SettlerReadiness",
     "NetworkReadiness",
     "Readiness",
+    "PendingChange",
+    "ConfigProblem",
+    "ReloadReport",
     "MODELS",
     "parse",
 ]
@@ -383,6 +386,49 @@ class Readiness(Model):
         return self.status != "not_ready"
 
 
+@dataclass(frozen=True, kw_only=True)
+class PendingChange(Model):
+    """A change in the config file that waits for a restart (its key path and why)."""
+
+    __schema__ = "Pending"
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConfigProblem(Model):
+    """One error of a config file the gateway refused to reload (a model, not an exception)."""
+
+    __schema__ = "FileError"
+    #: The key path (``routes[2].price``), empty for the file as a whole.
+    path: str
+    message: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReloadReport(Model):
+    """What a config reload did: ``applied``, ``invalid`` (the file's ``errors``; nothing
+    changed) or ``failed`` (the database could not take the file's tenants; nothing changed).
+
+    ``bool(report)`` is whether it was applied.
+    """
+
+    __schema__ = "ReloadReport"
+    #: ``applied``, ``invalid`` or ``failed``.
+    result: str
+    #: The file that was read.
+    file: str
+    #: Key paths now running with the file's values (``routes[3]``, ``tenants."acme"``, …).
+    applied: List[str]
+    restart_required: List[PendingChange]
+    errors: List[ConfigProblem]
+    #: Why a valid file could not be applied (``failed``).
+    message: Optional[str] = None
+
+    def __bool__(self) -> bool:
+        return self.result == "applied"
+
+
 #: Every model, by the OpenAPI schema it mirrors.
 MODELS: Dict[str, Type[Model]] = {
     cls.__schema__: cls
@@ -406,5 +452,8 @@ MODELS: Dict[str, Type[Model]] = {
         SettlerReadiness,
         NetworkReadiness,
         Readiness,
+        PendingChange,
+        ConfigProblem,
+        ReloadReport,
     ]
 }
