@@ -21,20 +21,22 @@ use crate::health::{HealthBoard, HealthProbe};
 use crate::metrics::{Metrics, MetricsService};
 use crate::payments::chain::{ChainBackends, RpcObserver};
 use crate::payments::evm::EvmBackend;
-use crate::payments::lanes::{Lane, LaneBoard, Lanes};
+use crate::payments::lanes::{Lane, LaneBoard, Lanes, FIRST_LEASE_WAIT};
 use crate::payments::svm::SvmBackend;
 use crate::payments::Payments;
 use crate::pricing::TenantTerms;
+use crate::proxy::drain::DrainWatch;
 use crate::proxy::{Gateway, ProxyLive};
 use crate::ratelimit::RateLimiter;
 use crate::reload::{ConfigReloader, LiveParts, ReloadService};
 use crate::routes::reload::{sync_config_tenants, RouteReloader};
 use crate::routes::RouteTable;
-use crate::settle::leases::{instance_id, LeaseKeeper, LeasedNetwork};
+use crate::settle::leases::{instance_id, LeaseKeeper, LeasedNetwork, SigningLock, HANDOVER_WAIT};
 use crate::settle::reconcile::Reconciler;
 use crate::settle::worker::SettlementWorker;
 use crate::store::{LazyStore, Store};
 use crate::tenants::{KeyAuth, TenantDirectory};
+use crate::tls::{CertReloader, EdgeCert};
 
 /// Process-level options from the command line.
 #[derive(Debug, Default, Clone)]
@@ -58,6 +60,9 @@ pub fn build_server(
     let conf = ServerConf {
         threads: config.server.threads,
         daemon: options.daemon,
+        // Graceful upgrade (`--upgrade`): the new process receives the listening sockets here.
+        upgrade_sock: config.server.upgrade_sock.display().to_string(),
+        pid_file: config.server.pid_file.display().to_string(),
         // SIGTERM: stop accepting, let in-flight requests (and their settlements) finish.
         grace_period_seconds: Some(5),
         graceful_shutdown_timeout_seconds: Some(10),
@@ -76,7 +81,7 @@ pub fn build_server(
     // Every rebuild of the route table (tenant refresh, admin change, config reload) takes it.
     let rebuilding = Arc::new(tokio::sync::Mutex::new(()));
     let metrics = Arc::new(Metrics::new());
-    let (backends, leased) = build_backends(config, Some(metrics.clone()))?;
+    let (backends, leased) = build_backends(config, options, Some(metrics.clone()))?;
     let wakeup = Arc::new(tokio::sync::Notify::new());
     // Each service opens its own pool, in its own runtime (see `LazyStore`).
     let db = || Arc::new(LazyStore::new(&config.database.url));
@@ -130,6 +135,11 @@ pub fn build_server(
             store: db(),
             networks: leased,
             holder: holder.clone(),
+            signing_lock: SigningLock::for_database(&config.database.url),
+            handover_until: options
+                .upgrade
+                .then(|| std::time::Instant::now() + HANDOVER_WAIT),
+            waiting_logged: Default::default(),
         },
     ));
     let worker = SettlementWorker::new(
@@ -146,11 +156,13 @@ pub fn build_server(
             backends: backends.clone(),
         },
     ));
+    let api_routes = Arc::new(crate::routes::api::ApiRoutes::default());
     let route_reloader = |store: Arc<LazyStore>| RouteReloader {
         config: shared_config.clone(),
         table: routes.clone(),
         store,
         rebuilding: rebuilding.clone(),
+        api: api_routes.clone(),
     };
     server.add_service(pingora::services::background::background_service(
         "tenant terms",
@@ -219,22 +231,65 @@ pub fn build_server(
         worker,
     ));
     let gateway = Gateway::new(routes, proxy_live, payments, metrics.clone());
+    server.add_service(pingora::services::background::background_service(
+        "drain watch",
+        DrainWatch::new(server.watch_execution_phase(), gateway.draining()),
+    ));
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         gateway,
         "x402-gate proxy",
     );
-    proxy.add_tcp(&config.server.listen.to_string());
+    add_public_listeners(&mut server, &mut proxy, config)?;
     server.add_service(proxy);
     Ok(server)
+}
+
+/// The public listener: plain TCP, or TLS (with HTTP/2 by ALPN) when `[server.tls]` is set; with
+/// `server.tls.listen`, both. The certificate is loaded now, so a bad pair stops the start.
+fn add_public_listeners(
+    server: &mut Server,
+    proxy: &mut pingora::services::listening::Service<pingora::proxy::HttpProxy<Gateway>>,
+    config: &Config,
+) -> anyhow::Result<()> {
+    let Some(tls) = &config.server.tls else {
+        proxy.add_tcp(&config.server.listen.to_string());
+        return Ok(());
+    };
+    let cert = Arc::new(EdgeCert::load(tls).context("server.tls")?);
+    let tls_listen = match tls.listen {
+        Some(addr) => {
+            proxy.add_tcp(&config.server.listen.to_string());
+            addr
+        }
+        None => config.server.listen,
+    };
+    proxy.add_tls_with_settings(
+        &tls_listen.to_string(),
+        None,
+        cert.listener_settings(tls.http2)?,
+    );
+    server.add_service(pingora::services::background::background_service(
+        "TLS certificate reloader",
+        CertReloader { cert },
+    ));
+    Ok(())
 }
 
 /// One verifier per configured network that this build can verify: for EVM, one lane per
 /// settler key behind `Lanes`, and the networks whose keys the lease keeper must lease.
 pub fn build_backends(
     config: &Config,
+    options: &RunOptions,
     rpc_observer: Option<Arc<dyn RpcObserver>>,
 ) -> anyhow::Result<(ChainBackends, Vec<LeasedNetwork>)> {
+    // Taking over from a running process (`--upgrade`), payments wait for its keys for as long as
+    // it may take to drain, instead of failing as those of an instance without keys.
+    let first_wait = if options.upgrade {
+        HANDOVER_WAIT
+    } else {
+        FIRST_LEASE_WAIT
+    };
     let mut backends = ChainBackends::default();
     let mut leased = Vec::new();
     for (network, net) in &config.networks {
@@ -261,7 +316,7 @@ pub fn build_backends(
                 }
                 let settlers: Vec<String> = lanes.iter().map(|l| l.settler.clone()).collect();
                 tracing::info!(%network, settlers = ?settlers, "EVM payments enabled");
-                let board = Arc::new(LaneBoard::new(lanes.len()));
+                let board = Arc::new(LaneBoard::with_first_wait(lanes.len(), first_wait));
                 leased.push(LeasedNetwork {
                     network: network.to_string(),
                     settlers: settlers.iter().map(|s| s.to_ascii_lowercase()).collect(),

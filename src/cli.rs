@@ -31,11 +31,13 @@ pub struct Cli {
     #[arg(long)]
     pub check: bool,
 
-    /// Run in the background (pingora daemon mode).
+    /// Run in the background (pingora daemon mode); the process id goes to `server.pid_file`.
     #[arg(short, long)]
     pub daemon: bool,
 
-    /// Take over the listening sockets of a running instance (pingora graceful upgrade).
+    /// Take over the listening sockets of a running instance (pingora graceful upgrade): wait
+    /// on `server.upgrade_sock` for them, then send the old process SIGQUIT. Its settler keys
+    /// are used only once it has exited (see the README's "Upgrades without downtime").
     #[arg(short, long)]
     pub upgrade: bool,
 

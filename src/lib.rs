@@ -76,13 +76,22 @@
 //!              the settler gauges (balances, floors, lanes held, next nonces)
 //! routes/reload.rs  rebuilds the route table when tenants' tiers or pay_to change, or the
 //!              config is reloaded (one lock for every rebuild); writes the file's tenants
+//! tls/         TLS at the edge: certs.rs (PEM files -> a checked rustls key pair, the resolver
+//!              every handshake asks), mod.rs (pingora listener settings with ALPN h2/http1.1,
+//!              the reloader service: SIGHUP and content changes)
+//! reporting.rs Sentry: panics and error-level events, scrubbed of every configured secret and
+//!              of anything URL- or key-shaped before they leave; its tracing layer
+//! net.rs       SO_REUSEPORT listeners for the management API and metrics, so the new process
+//!              of a graceful upgrade binds them while the old one drains
+//! proxy/drain.rs  `Connection: close` on every answer once a graceful upgrade or termination
+//!              began
 //! ```
 //!
 //! # Dependency rules
 //!
 //! ```text
-//! main -> logging, app -> { proxy, admin, settle::{worker, reconcile, leases}, routes::reload,
-//!                           health, metrics, reload }
+//! main -> logging, reporting, app -> { proxy, admin, settle::{worker, reconcile, leases},
+//!                           routes::reload, health, metrics, reload, tls }
 //! reload -> config, routes (reload), tenants, proxy (ProxyLive), ratelimit, health, store,
 //!           metrics, x402
 //! proxy -> payments, routes, pricing, tenants, metrics, ratelimit, logging, config, x402   (never
@@ -91,6 +100,8 @@
 //!          ratelimit, logging, config, x402 (never proxy)
 //! ratelimit -> config, metrics
 //! health -> payments::chain, config, metrics
+//! tls -> config (config -> tls::certs, to check the files at --check); reporting -> config, cli,
+//!        x402; logging -> reporting (its layer); admin, metrics -> net
 //! logging -> config
 //! settle -> payments, store, metrics
 //! payments (core) -> payments::chain, store, cache, tenants, routes, pricing, config, x402
@@ -102,8 +113,9 @@
 //! pingora stays in app, proxy and the background services; alloy in payments::evm only; sqlx in
 //! store; moka in cache, tenants and proxy::limit; axum in admin and metrics; prometheus in
 //! metrics; governor in proxy::limit and ratelimit; redis in ratelimit; tracing-subscriber in
-//! logging; tower (the Layer/Service traits) in payments::evm. config checks EIP-55 checksums
-//! with sha3's keccak, not with alloy.
+//! logging and reporting; sentry in reporting (and config, to parse a DSN); rustls in tls; tower
+//! (the Layer/Service traits) in payments::evm. config checks EIP-55 checksums with sha3's
+//! keccak, not with alloy.
 //! ```
 
 pub mod admin;
@@ -114,13 +126,16 @@ pub mod config;
 pub mod health;
 pub mod logging;
 pub mod metrics;
+pub mod net;
 pub mod payments;
 pub mod pricing;
 pub mod proxy;
 pub mod ratelimit;
 pub mod reload;
+pub mod reporting;
 pub mod routes;
 pub mod settle;
 pub mod store;
 pub mod tenants;
+pub mod tls;
 pub mod x402;

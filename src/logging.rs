@@ -9,7 +9,8 @@
 //! The one access line per request is written at target `x402_gate::access` (see `ACCESS`).
 //! Nothing here ever logs a header value other than the request id.
 //!
-//! May import: config (the format). tracing-subscriber stays here and in `main`.
+//! May import: config (the format), reporting (its tracing layer). tracing-subscriber stays here
+//! and in `main`.
 
 use tracing::Subscriber;
 use tracing_subscriber::fmt::MakeWriter;
@@ -41,26 +42,46 @@ pub fn subscriber<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    subscriber_with(format, filter, writer, false)
+    subscriber_with(format, filter, writer, false, false)
+}
+
+/// `subscriber` with error reporting's layer (`reporting::tracing_layer`): tests of reporting
+/// install it with a buffer.
+pub fn reporting_subscriber<W>(
+    format: LogFormat,
+    filter: EnvFilter,
+    writer: W,
+) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    subscriber_with(format, filter, writer, false, true)
 }
 
 /// `subscriber`, with terminal colours when `ansi` (only ever for a terminal: escape codes in a
-/// log file or a journal are noise).
+/// log file or a journal are noise), and with error reporting's layer when `report`.
 fn subscriber_with<W>(
     format: LogFormat,
     filter: EnvFilter,
     writer: W,
     ansi: bool,
+    report: bool,
 ) -> Box<dyn Subscriber + Send + Sync>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
+    use tracing_subscriber::layer::SubscriberExt;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
         .with_writer(writer);
+    // `Option<Layer>` is a layer: without reporting, nothing is added to any event's path.
     match format {
-        LogFormat::Text => Box::new(builder.finish()),
+        LogFormat::Text => Box::new(
+            builder
+                .finish()
+                .with(report.then(crate::reporting::tracing_layer)),
+        ),
         // Span fields (the request id) go in `span` and `spans`; the event's own fields at the
         // top level, next to `message`, so a log shipper can index them directly.
         LogFormat::Json => Box::new(
@@ -69,18 +90,20 @@ where
                 .flatten_event(true)
                 .with_current_span(true)
                 .with_span_list(true)
-                .finish(),
+                .finish()
+                .with(report.then(crate::reporting::tracing_layer)),
         ),
     }
 }
 
 /// Installs the process-wide subscriber on stderr (and routes the `log` crate's records, which
-/// pingora writes, through it). Fails only if one was installed already.
-pub fn init(format: LogFormat) -> Result<(), tracing_subscriber::util::TryInitError> {
+/// pingora writes, through it), with error reporting's layer when `report` (a Sentry DSN is
+/// configured). Fails only if one was installed already.
+pub fn init(format: LogFormat, report: bool) -> Result<(), tracing_subscriber::util::TryInitError> {
     use std::io::IsTerminal;
     use tracing_subscriber::util::SubscriberInitExt;
     let ansi = std::io::stderr().is_terminal();
-    subscriber_with(format, env_filter(), std::io::stderr, ansi).try_init()
+    subscriber_with(format, env_filter(), std::io::stderr, ansi, report).try_init()
 }
 
 /// Whether a client-sent request id may be used as is.

@@ -7,7 +7,7 @@ use clap::Parser;
 use x402_gate::app::{self, RunOptions};
 use x402_gate::cli::Cli;
 use x402_gate::config::Config;
-use x402_gate::logging;
+use x402_gate::{logging, reporting};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -18,7 +18,12 @@ fn main() -> ExitCode {
         .log_format
         .or_else(|| config.as_ref().ok().map(|c| c.server.log_format))
         .unwrap_or_default();
-    let _ = logging::init(format);
+    let dsn = config
+        .as_ref()
+        .ok()
+        .filter(|_| !cli.check)
+        .and_then(|c| reporting::dsn(&c.sentry));
+    let _ = logging::init(format, dsn.is_some());
     let config = match config {
         Ok(c) => c,
         Err(errors) => {
@@ -39,6 +44,22 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    // Before any other thread exists (see `reporting::init`). pingora's daemon mode forks later,
+    // and the sending thread would not survive the fork: no reporting there.
+    let _reporting = match dsn {
+        Some(_) if cli.daemon => {
+            tracing::warn!("error reporting is off under --daemon; run in the foreground under a supervisor (systemd) to report to Sentry");
+            None
+        }
+        Some(dsn) => match reporting::init(&config, &dsn) {
+            Ok(guard) => Some(guard),
+            Err(e) => {
+                eprintln!("x402-gate: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        None => None,
+    };
     // Reloads read the same file again; relative to where we started (a daemon changes its
     // working directory).
     let config_file = std::fs::canonicalize(&cli.config).unwrap_or(cli.config.clone());

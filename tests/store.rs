@@ -472,10 +472,20 @@ async fn tenants_keys_and_transactions(store: Store) {
                 .unwrap()
         }
     };
-    assert_eq!(used("acme", "0xAB", None).await, TransactionUse::Counted);
+    // Ids are kept as the backend wrote them (its canonical form: lower-case hex on EVM, base58,
+    // where case matters, on Solana): the store compares them exactly.
+    assert_eq!(used("acme", "0xab", None).await, TransactionUse::Counted);
     assert_eq!(
         used("acme", "0xab", None).await,
         TransactionUse::AlreadyUsed
+    );
+    let sig =
+        "5VERv8NMvzbJMEkV8xnrLkEaWRtSz9CosKDYjCJjBRnbJLgp8uirBgmQpjKhoR4tjF3ZpRzrFmBV6UjKdiSZkQUW";
+    assert_eq!(used("acme", sig, None).await, TransactionUse::Counted);
+    assert_eq!(
+        used("acme", "5verv8nmvzbjmekv8xnrlkeawrtsz9coskdyjcjjbrnbjlgp8uirbgmqpjkhor4tjf3zprzrfmbv6ujkdiszkquw", None).await,
+        TransactionUse::Counted,
+        "two base58 signatures differing in case are two transactions"
     );
     assert_eq!(used("other", "0xab", None).await, TransactionUse::Counted);
     // At the limit nothing is recorded: the same transaction counts once the limit allows.

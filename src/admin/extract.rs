@@ -111,6 +111,8 @@ pub mod needs {
         KeysWrite = Some("keys:write");
         /// `payments:read`: the tenant's own payments.
         PaymentsRead = Some("payments:read");
+        /// `routes:write`: the tenant's own routes.
+        RoutesWrite = Some("routes:write");
     }
 }
 

@@ -17,6 +17,7 @@
 //! May import: payments, store, tenants, pricing, routes (reload), reload (its handle and
 //! report), config, health, logging, x402.
 
+mod api_routes;
 mod extract;
 mod keys;
 mod payments;
@@ -31,6 +32,7 @@ mod verify;
 /// Every handler under one name: utoipa tags each operation with the module path written in
 /// `paths(...)` below, so the published document keeps its one tag, `handlers`.
 mod handlers {
+    pub use super::api_routes::*;
     pub use super::keys::*;
     pub use super::payments::*;
     pub use super::reload::*;
@@ -103,6 +105,11 @@ pub const ERROR_CODES: &[(&str, u16)] = &[
     ("tenant_exists", 409),
     ("key_not_live", 409),
     ("reload_unavailable", 409),
+    ("route_limit_reached", 409),
+    ("namespace_taken", 409),
+    ("config_route", 403),
+    // A route that does not validate: also answered with `fields` (`InvalidRoute`).
+    ("invalid_route", 400),
     ("tenant_quota_exceeded", 429),
     ("rate_limited", 429),
     ("unavailable", 503),
@@ -268,6 +275,11 @@ impl AdminState {
         handlers::supported_chains,
         handlers::health,
         handlers::ready,
+        handlers::list_routes,
+        handlers::create_route,
+        handlers::update_route,
+        handlers::delete_route,
+        handlers::set_namespace,
     ),
     modifiers(&Documented)
 )]
@@ -425,6 +437,15 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/api/v1/x402/admin/payments", get(list_payments))
         .route("/api/v1/x402/admin/reload", post(reload_config))
+        .route(
+            "/api/v1/x402/admin/tenants/{id}/namespace",
+            axum::routing::put(set_namespace),
+        )
+        .route("/api/v1/x402/routes", get(list_routes).post(create_route))
+        .route(
+            "/api/v1/x402/routes/{id}",
+            axum::routing::patch(update_route).delete(delete_route),
+        )
         .route("/api/v1/x402/keys", post(own_create_key).get(own_list_keys))
         .route("/api/v1/x402/keys/{key_id}/rotate", post(own_rotate_key))
         .route("/api/v1/x402/keys/{key_id}/revoke", post(own_revoke_key))
@@ -521,7 +542,8 @@ pub struct AdminService {
 #[async_trait]
 impl BackgroundService for AdminService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let listener = match tokio::net::TcpListener::bind(self.listen).await {
+        // Shared with the successor of a graceful upgrade (see `net`).
+        let listener = match crate::net::bind_shared(self.listen) {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(listen = %self.listen, "the management API cannot listen: {e}");

@@ -92,6 +92,40 @@ pub struct Config {
     pub tenants: Vec<TenantConfig>,
     pub routes: Vec<RouteConfig>,
     pub rate_limit: RateLimitConfig,
+    pub routes_api: RoutesApiConfig,
+    pub sentry: SentryConfig,
+}
+
+/// `[routes_api]`: routes tenants write through the management API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutesApiConfig {
+    /// How many routes one tenant may write (0: tenants write none; the operator still can).
+    pub max_routes_per_tenant: u64,
+    /// Upstream hosts or addresses a tenant's route may reach although they are internal
+    /// (loopback, private, link-local); matched as written, case-insensitively.
+    pub upstream_allow: Vec<String>,
+}
+
+/// `[sentry]`: where panics and error-level events are reported. Without a DSN (here or in
+/// `SENTRY_DSN`) nothing is sent anywhere.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SentryConfig {
+    /// A secret: the DSN's key lets anyone post events to the project.
+    pub dsn: Option<Secret>,
+    pub environment: Option<String>,
+    /// The share of error events sent, 0.0 to 1.0.
+    pub sample_rate: f32,
+}
+
+/// `[server.tls]`: the public listener terminates TLS with this certificate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConfig {
+    pub files: crate::tls::CertFiles,
+    /// A second, TLS listener beside the plain `server.listen`; `None`: `server.listen` itself
+    /// speaks TLS.
+    pub listen: Option<SocketAddr>,
+    /// Offer HTTP/2 (ALPN `h2`) as well as HTTP/1.1.
+    pub http2: bool,
 }
 
 /// `[rate_limit]`: request rates per client IP and per tenant, on the proxy and on the
@@ -160,6 +194,12 @@ pub struct ServerConfig {
     pub invalid_payments_per_minute: u32,
     /// How log lines are written: human-readable text (the default) or one JSON object a line.
     pub log_format: LogFormat,
+    /// TLS (and HTTP/2) on the public listener.
+    pub tls: Option<TlsConfig>,
+    /// Where a process started with `--upgrade` receives the listening sockets of the running one.
+    pub upgrade_sock: std::path::PathBuf,
+    /// Where the process id is written in daemon mode (`--daemon`).
+    pub pid_file: std::path::PathBuf,
 }
 
 /// `server.log_format`; the `--log-format` flag overrides it.
@@ -347,6 +387,9 @@ pub enum Price {
 pub struct RouteConfig {
     /// Position in the file, for messages and metrics labels.
     pub index: usize,
+    /// The route's id when it was written through the management API (its upstream is then
+    /// checked against `[routes_api]` at every connection); `None` for the file's routes.
+    pub api_id: Option<String>,
     pub tenant: String,
     /// Lower-case, without port.
     pub host: Option<String>,

@@ -28,6 +28,34 @@ pub struct RawConfig {
     pub routes: Vec<RawRoute>,
     #[serde(default)]
     pub rate_limit: RawRateLimitSection,
+    #[serde(default)]
+    pub routes_api: RawRoutesApi,
+    #[serde(default)]
+    pub sentry: RawSentry,
+}
+
+/// `[routes_api]`: routes tenants write through the management API.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRoutesApi {
+    pub max_routes_per_tenant: Option<u64>,
+    pub upstream_allow: Option<Vec<String>>,
+}
+
+/// `[sentry]`: error reporting.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawSentry {
+    pub dsn: Option<String>,
+    pub environment: Option<String>,
+    pub sample_rate: Option<f32>,
+}
+
+/// `[server.tls]`: TLS on the public listener.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawTls {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub listen: Option<String>,
+    pub http2: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -66,6 +94,9 @@ pub struct RawServer {
     pub cors_allow_origin: Option<String>,
     pub invalid_payments_per_minute: Option<u32>,
     pub log_format: Option<String>,
+    pub upgrade_sock: Option<String>,
+    pub pid_file: Option<String>,
+    pub tls: Option<RawTls>,
 }
 
 #[derive(Debug, Default, Deserialize)]

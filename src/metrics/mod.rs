@@ -210,7 +210,8 @@ pub struct MetricsService {
 #[async_trait]
 impl BackgroundService for MetricsService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let listener = match tokio::net::TcpListener::bind(self.listen).await {
+        // Shared with the successor of a graceful upgrade (see `net`).
+        let listener = match crate::net::bind_shared(self.listen) {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(listen = %self.listen, "the metrics endpoint cannot listen: {e}");

@@ -22,7 +22,7 @@ use crate::pricing::Offer;
 use crate::x402::PaymentProof;
 
 /// How long `prepare` waits for the first round of leases at start before it gives up.
-const FIRST_LEASE_WAIT: Duration = Duration::from_secs(5);
+pub const FIRST_LEASE_WAIT: Duration = Duration::from_secs(5);
 
 /// Which lanes this instance holds, and until when (a lease not renewed in time stops being used
 /// before another instance can take it).
@@ -31,13 +31,22 @@ pub struct LaneBoard {
     held: Mutex<Vec<Option<Instant>>>,
     /// Becomes true after the first round of leasing, so early payments wait for it.
     ready: watch::Sender<bool>,
+    /// How long a payment waits for that round: longer while a graceful upgrade hands the keys
+    /// over from the process being replaced.
+    first_wait: Duration,
 }
 
 impl LaneBoard {
     pub fn new(lanes: usize) -> Self {
+        Self::with_first_wait(lanes, FIRST_LEASE_WAIT)
+    }
+
+    /// A board whose payments wait up to `first_wait` for the first keys.
+    pub fn with_first_wait(lanes: usize, first_wait: Duration) -> Self {
         LaneBoard {
             held: Mutex::new(vec![None; lanes]),
             ready: watch::Sender::new(false),
+            first_wait,
         }
     }
 
@@ -72,7 +81,7 @@ impl LaneBoard {
 
     async fn wait_ready(&self) {
         let mut rx = self.ready.subscribe();
-        let _ = tokio::time::timeout(FIRST_LEASE_WAIT, rx.wait_for(|r| *r)).await;
+        let _ = tokio::time::timeout(self.first_wait, rx.wait_for(|r| *r)).await;
     }
 }
 

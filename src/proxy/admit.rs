@@ -29,7 +29,9 @@ impl Gateway {
             .headers
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri.host())
+            // HTTP/2 carries the host in `:authority` (pingora refuses userinfo there): keep its
+            // port, as `Host` would have it.
+            .or_else(|| req.uri.authority().map(|a| a.as_str()))
             .map(str::to_owned);
         let facts = RequestFacts {
             raw_target: req.raw_path(),
@@ -57,6 +59,8 @@ impl Gateway {
         let route = routed.route;
         ctx.rewritten_path = routed.rewritten_path;
         ctx.client_host = host;
+        // On h2 too: every stream of a TLS connection carries the connection's TLS digest.
+        ctx.client_tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         ctx.route = Some(route.clone());
         live.limits
             .check(Scope::ProxyTenant, &route.config.tenant)
@@ -87,6 +91,7 @@ impl Gateway {
         })?;
         ctx.resource_url = gate::resource_url(
             live.settings.public_url.as_deref(),
+            ctx.client_tls,
             ctx.client_host.as_deref(),
             &path_and_query,
         );

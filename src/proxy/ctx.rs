@@ -27,6 +27,9 @@ pub struct RequestCtx {
     pub rewritten_path: Option<String>,
     /// The client's `Host`, for `X-Forwarded-Host` once `Host` is rewritten to the upstream's.
     pub client_host: Option<String>,
+    /// The client reached us over TLS: `X-Forwarded-Proto: https`, and `https://` in
+    /// `resource.url` when no `public_url` is set.
+    pub client_tls: bool,
     /// `resource.url` of this request, for challenges written after the origin answered.
     pub resource_url: String,
     /// The payment admitted for this request, and where its settlement stands.

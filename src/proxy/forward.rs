@@ -89,7 +89,9 @@ pub(super) fn forward_headers(
     if let Some(host) = &ctx.client_host {
         upstream.insert_header("x-forwarded-host", host.as_str())?;
     }
-    upstream.insert_header("x-forwarded-proto", "http")?;
+    // What the client used, replacing any value it sent: the origin may trust this one.
+    let proto = if ctx.client_tls { "https" } else { "http" };
+    upstream.insert_header("x-forwarded-proto", proto)?;
     if !ctx.request_id.is_empty() {
         upstream.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
     }

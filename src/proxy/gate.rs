@@ -183,12 +183,19 @@ pub fn header_block_size(headers: &HeaderMap) -> usize {
         .sum()
 }
 
-/// `resource.url` for a challenge: the configured public base, or the request's `Host`.
-pub fn resource_url(public_url: Option<&str>, host: Option<&str>, path_and_query: &str) -> String {
+/// `resource.url` for a challenge: the configured public base, or the request's `Host` with the
+/// scheme the client used (`https` when it came over TLS).
+pub fn resource_url(
+    public_url: Option<&str>,
+    tls: bool,
+    host: Option<&str>,
+    path_and_query: &str,
+) -> String {
+    let scheme = if tls { "https" } else { "http" };
     match (public_url, host) {
         (Some(base), _) => format!("{base}{path_and_query}"),
-        (None, Some(host)) => format!("http://{host}{path_and_query}"),
-        (None, None) => format!("http://localhost{path_and_query}"),
+        (None, Some(host)) => format!("{scheme}://{host}{path_and_query}"),
+        (None, None) => format!("{scheme}://localhost{path_and_query}"),
     }
 }
 
@@ -359,9 +366,16 @@ price = "$0.01"
     #[test]
     fn resource_urls() {
         assert_eq!(
-            resource_url(Some("https://api.x"), Some("h"), "/a?b=1"),
+            resource_url(Some("https://api.x"), false, Some("h"), "/a?b=1"),
             "https://api.x/a?b=1"
         );
-        assert_eq!(resource_url(None, Some("h:8080"), "/a"), "http://h:8080/a");
+        assert_eq!(
+            resource_url(None, false, Some("h:8080"), "/a"),
+            "http://h:8080/a"
+        );
+        assert_eq!(
+            resource_url(None, true, Some("api.x"), "/a"),
+            "https://api.x/a"
+        );
     }
 }

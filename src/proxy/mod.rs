@@ -17,11 +17,14 @@
 //! - `logging` (`phases.rs`): a claim still undecided is charged if its request reached the origin
 //!   and the client left, released otherwise; metrics; one access line.
 //!
+//! - `drain.rs`: answers close their connections once a graceful upgrade or termination began.
+//!
 //! May import: payments, routes, pricing, tenants, metrics, logging, config, x402.
 
 mod admit;
 mod ctx;
 pub mod decide;
+pub mod drain;
 mod forward;
 pub mod gate;
 pub mod limit;
@@ -126,6 +129,8 @@ pub struct Gateway {
     live: Arc<ArcSwap<ProxyLive>>,
     payments: Arc<Payments>,
     metrics: Arc<Metrics>,
+    /// Raised before a graceful upgrade hands over (see `drain`).
+    draining: drain::Draining,
 }
 
 impl Gateway {
@@ -140,7 +145,13 @@ impl Gateway {
             live,
             payments,
             metrics,
+            draining: drain::Draining::default(),
         }
+    }
+
+    /// The flag `drain::DrainWatch` raises for this proxy.
+    pub fn draining(&self) -> drain::Draining {
+        self.draining.clone()
     }
 
     /// The request's snapshot of the live settings (taken by its first phase).
@@ -165,6 +176,10 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.start(&session.req_header().headers);
+        if self.draining.is_set() {
+            // HTTP/1.1: `Connection: close` on the answer (see `drain`); a no-op on HTTP/2.
+            session.set_keepalive(None);
+        }
         let span = ctx.span();
         async {
             match self.admit_request(session, ctx).await {

@@ -73,12 +73,36 @@ pub fn plan(running: &Config, file: Config) -> Plan {
         s.metrics_listen = r.metrics_listen;
         s.threads = r.threads;
         s.log_format = r.log_format;
+        // The certificate files' content is re-read by the TLS reloader on its own; which files,
+        // and the TLS listener itself, are set up at start.
+        keep(
+            "server.tls",
+            "the TLS listener is set up at start: takes effect after a restart or graceful \
+             upgrade (the certificate files' content reloads by itself)",
+            s.tls != r.tls,
+        );
+        keep(
+            "server.upgrade_sock",
+            RESTART,
+            s.upgrade_sock != r.upgrade_sock,
+        );
+        keep("server.pid_file", RESTART, s.pid_file != r.pid_file);
+        s.tls = r.tls.clone();
+        s.upgrade_sock = r.upgrade_sock.clone();
+        s.pid_file = r.pid_file.clone();
         keep(
             "database.url",
             "every service holds its own pool: takes effect after a restart or graceful upgrade",
             eff.database != running.database,
         );
         eff.database = running.database.clone();
+        keep(
+            "sentry",
+            "error reporting starts with the process: takes effect after a restart or graceful \
+             upgrade",
+            eff.sentry != running.sentry,
+        );
+        eff.sentry = running.sentry.clone();
         let (a, r) = (&mut eff.admin, &running.admin);
         keep(
             "admin.header_read_timeout_seconds",

@@ -6,6 +6,7 @@
 //! catch-all, and reach an origin that decodes them into the priced resource without payment.
 //! May import: config, pricing, x402.
 
+pub mod api;
 pub mod reload;
 pub mod upstream;
 
@@ -84,9 +85,20 @@ impl RouteTable {
     /// The table with some tenants' terms (tier, pay_to) taken from `terms` instead of the
     /// config: how changes made through the management API reach the challenges.
     pub fn build_with(config: &Config, terms: &HashMap<String, TenantTerms>) -> Self {
+        Self::build_all(config, &[], terms)
+    }
+
+    /// The file's routes, then the routes written through the management API (`api`, already
+    /// validated and inside their tenants' namespaces): the operator's routes match first.
+    pub fn build_all(
+        config: &Config,
+        api: &[RouteConfig],
+        terms: &HashMap<String, TenantTerms>,
+    ) -> Self {
         let routes = config
             .routes
             .iter()
+            .chain(api)
             .map(|r| {
                 let t = terms
                     .get(&r.tenant)
@@ -107,11 +119,12 @@ impl RouteTable {
     /// change is not refused.
     pub fn rebuild(
         config: &Config,
+        api: &[RouteConfig],
         terms: &HashMap<String, TenantTerms>,
         previous: &RouteTable,
         now: Instant,
     ) -> Self {
-        let mut table = Self::build_with(config, terms);
+        let mut table = Self::build_all(config, api, terms);
         for route in &mut table.routes {
             let old = previous
                 .routes

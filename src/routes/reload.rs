@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
+use super::api::{self, ApiRoutes, Snapshot};
 use super::RouteTable;
 use crate::config::Config;
 use crate::pricing::TenantTerms;
@@ -22,6 +23,7 @@ use crate::store::{LazyStore, Store, StoreError, TenantRecord};
 use crate::x402::Network;
 
 const REFRESH: Duration = Duration::from_secs(5);
+const ROUTES_CHECK: Duration = Duration::from_secs(1);
 
 /// The tenants' current terms as the store has them.
 pub fn terms_from_records(
@@ -84,6 +86,8 @@ pub struct RouteReloader {
     pub store: Arc<LazyStore>,
     /// Shared by every reloader of `table`.
     pub rebuilding: Arc<tokio::sync::Mutex<()>>,
+    /// The API routes as last read, shared by every reloader of `table`.
+    pub api: Arc<ApiRoutes>,
 }
 
 impl RouteReloader {
@@ -91,23 +95,56 @@ impl RouteReloader {
     pub async fn reload(&self) -> Result<(), StoreError> {
         let _one_at_a_time = self.rebuilding.lock().await;
         let store = self.store.get().await?;
+        // The version first: a change committed while the rest is read moves it again, and the
+        // next check rebuilds once more.
+        let version = store.route_version().await?;
         let records = store.tenants().await?;
+        let routes = store.api_routes(None).await?;
+        let namespaces = store.namespaces().await?.into_iter().collect();
         let config = self.config.load_full();
         let terms = terms_from_records(&config, &records);
-        self.swap_table(&config, &terms);
+        let api = api::compile(&config, &routes, &records, &namespaces);
+        *self.api.last.lock().expect("not poisoned") = Snapshot {
+            version: Some(version),
+            records: routes,
+            namespaces,
+            tenants: records,
+        };
+        self.swap_table(&config, &api, &terms);
         Ok(())
+    }
+
+    /// Rebuilds when the API routes changed in the store since they were last read (by this
+    /// instance or another): one cheap read when nothing did.
+    pub async fn reload_if_routes_changed(&self) -> Result<bool, StoreError> {
+        let store = self.store.get().await?;
+        let version = store.route_version().await?;
+        let seen = self.api.last.lock().expect("not poisoned").version;
+        if seen == Some(version) {
+            return Ok(false);
+        }
+        self.reload().await?;
+        Ok(true)
     }
 
     /// Runs with `config` from now on: swaps it in and rebuilds the table under it with `terms`.
     pub async fn install(&self, config: Arc<Config>, terms: &HashMap<String, TenantTerms>) {
         let _one_at_a_time = self.rebuilding.lock().await;
         self.config.store(config.clone());
-        self.swap_table(&config, terms);
+        // The API routes as last read, validated again under the new config.
+        let snap = self.api.last.lock().expect("not poisoned").clone();
+        let api = api::compile(&config, &snap.records, &snap.tenants, &snap.namespaces);
+        self.swap_table(&config, &api, terms);
     }
 
-    fn swap_table(&self, config: &Config, terms: &HashMap<String, TenantTerms>) {
+    fn swap_table(
+        &self,
+        config: &Config,
+        api: &[crate::config::RouteConfig],
+        terms: &HashMap<String, TenantTerms>,
+    ) {
         let previous = self.table.load();
-        let table = RouteTable::rebuild(config, terms, &previous, Instant::now());
+        let table = RouteTable::rebuild(config, api, terms, &previous, Instant::now());
         self.table.store(Arc::new(table));
     }
 }
@@ -115,12 +152,26 @@ impl RouteReloader {
 #[async_trait]
 impl BackgroundService for RouteReloader {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        // Route writes are noticed within a second (one cheap read of the change counter);
+        // tenant terms (tier, pay_to) are refreshed every few seconds.
+        let mut since_full = Duration::ZERO;
+        // At once: the API routes join the file's as soon as the gateway runs.
+        if let Err(e) = self.reload().await {
+            tracing::warn!("loading routes and tenant terms: {e}");
+        }
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
-                _ = tokio::time::sleep(REFRESH) => {
-                    if let Err(e) = self.reload().await {
-                        tracing::warn!("refreshing tenant terms: {e}");
+                _ = tokio::time::sleep(ROUTES_CHECK) => {
+                    since_full += ROUTES_CHECK;
+                    let done = if since_full >= REFRESH {
+                        since_full = Duration::ZERO;
+                        self.reload().await.map(|_| true)
+                    } else {
+                        self.reload_if_routes_changed().await
+                    };
+                    if let Err(e) = done {
+                        tracing::warn!("refreshing routes and tenant terms: {e}");
                     }
                 }
             }

@@ -21,7 +21,13 @@ pub const KEY_PREFIX: &str = "x402_live_";
 /// Characters of the random part stored in clear to find a key's row.
 const LOOKUP_LEN: usize = 12;
 /// The scopes a key can carry.
-pub const SCOPES: &[&str] = &["verify", "usage:read", "keys:write", "payments:read"];
+pub const SCOPES: &[&str] = &[
+    "verify",
+    "usage:read",
+    "keys:write",
+    "payments:read",
+    "routes:write",
+];
 /// How long a rotated key keeps working by default.
 pub const DEFAULT_ROTATION_GRACE_SECONDS: i64 = 24 * 3600;
 

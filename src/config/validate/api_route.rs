@@ -4,10 +4,11 @@
 
 use super::*;
 
-/// Validates `spec` (a `[[routes]]` entry as JSON) as a route of `tenant` under `config`.
+/// Validates `spec` (a `[[routes]]` entry as JSON) as the route `id` of `tenant` under `config`.
 /// `index` is its position in the route table, for labels. Unknown fields are errors, as they
 /// are in the file.
 pub fn api_route(
+    id: &str,
     spec: &serde_json::Value,
     config: &Config,
     tenant: &TenantConfig,
@@ -67,6 +68,7 @@ pub fn api_route(
     }
     let mut route = out.pop().expect("one valid route in, one out");
     route.index = index;
+    route.api_id = Some(id.to_string());
     Ok(route)
 }
 
@@ -105,9 +107,10 @@ assets = [{ symbol = "USDC", address = "0x036CbD53842c5426634e7929541eC2318f3dCF
     #[test]
     fn a_valid_route_is_what_the_file_would_make() {
         let spec = serde_json::json!({"path": "/v1/*", "upstream": "https://api.example.com", "price": "$0.01", "methods": ["get"]});
-        let r = api_route(&spec, &config(), &tenant(), 7).unwrap();
+        let r = api_route("r_1", &spec, &config(), &tenant(), 7).unwrap();
         assert_eq!(r.tenant, "acme");
         assert_eq!(r.index, 7);
+        assert_eq!(r.api_id.as_deref(), Some("r_1"));
         assert_eq!(r.path, PathPattern::Prefix("/v1".into()));
         assert_eq!(r.methods, Some(vec!["GET".into(), "HEAD".into()]));
         assert_eq!(r.networks.len(), 1);
@@ -116,7 +119,7 @@ assets = [{ symbol = "USDC", address = "0x036CbD53842c5426634e7929541eC2318f3dCF
     #[test]
     fn every_error_comes_with_its_field() {
         let spec = serde_json::json!({"path": "v1", "upstream": "ftp://x", "price": "ten", "methods": ["GET", "NO PE"]});
-        let errors = api_route(&spec, &config(), &tenant(), 0).unwrap_err();
+        let errors = api_route("r_1", &spec, &config(), &tenant(), 0).unwrap_err();
         let fields: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
         for f in ["path", "upstream", "price", "methods[1]"] {
             assert!(fields.contains(&f), "{f} in {fields:?}");
@@ -129,10 +132,17 @@ assets = [{ symbol = "USDC", address = "0x036CbD53842c5426634e7929541eC2318f3dCF
         )
         .unwrap_err();
         assert_eq!(errors[0].path, "colour");
-        let errors =
-            api_route(&serde_json::json!({"path": 5}), &config(), &tenant(), 0).unwrap_err();
+        let errors = api_route(
+            "r_1",
+            &serde_json::json!({"path": 5}),
+            &config(),
+            &tenant(),
+            0,
+        )
+        .unwrap_err();
         assert_eq!(errors[0].path, "path");
         let errors = api_route(
+            "r_1",
             &serde_json::json!({"tenant": "other", "path": "/x"}),
             &config(),
             &tenant(),

@@ -6,7 +6,8 @@
 //!
 //! This file: the entry point, `[server]`, `[database]`, `[admin]`, tiers and tenants;
 //! `networks.rs`: networks, assets and address formats; `routes.rs`: routes and the networks each
-//! is paid on; `limits.rs`: `[rate_limit]` and `[health]`.
+//! is paid on; `limits.rs`: `[rate_limit]` and `[health]`; `edge.rs`: `[server.tls]` (the certificate files are
+//! read and checked), the upgrade socket and pid file, `[sentry]`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 mod api_route;
+mod edge;
 mod limits;
 mod networks;
 mod routes;
@@ -125,6 +127,29 @@ pub fn validate(raw: RawConfig, errors: Vec<ConfigError>) -> (Option<Config>, Ve
     let tenants = tenants(raw.tenants, &tiers, &mut e);
     let routes = routes(raw.routes, &networks, &tiers, &tenants, &mut e);
     let rate_limit = rate_limit(raw.rate_limit, &mut e);
+    let routes_api = RoutesApiConfig {
+        max_routes_per_tenant: raw.routes_api.max_routes_per_tenant.unwrap_or(50),
+        upstream_allow: raw
+            .routes_api
+            .upstream_allow
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, h)| {
+                let h = h.trim().to_ascii_lowercase();
+                if h.is_empty() || h.contains('/') || h.contains(' ') {
+                    e.push(
+                        format!("routes_api.upstream_allow[{i}]"),
+                        "must be a host name or an IP address, without scheme or port",
+                    );
+                    None
+                } else {
+                    Some(h)
+                }
+            })
+            .collect(),
+    };
+    let sentry = edge::sentry(raw.sentry, &mut e);
     let config = Config {
         server,
         database,
@@ -135,6 +160,8 @@ pub fn validate(raw: RawConfig, errors: Vec<ConfigError>) -> (Option<Config>, Ve
         tenants,
         routes,
         rate_limit,
+        routes_api,
+        sentry,
     };
     let ok = e.0.is_empty();
     (ok.then_some(config), e.0)
@@ -225,7 +252,13 @@ fn server(raw: RawServer, e: &mut Errors) -> ServerConfig {
             LogFormat::Text
         })
     });
+    let tls = edge::tls(raw.tls, &named, e);
+    let upgrade_sock = edge::upgrade_sock(raw.upgrade_sock, e);
+    let pid_file = edge::pid_file(raw.pid_file, e);
     ServerConfig {
+        tls,
+        upgrade_sock,
+        pid_file,
         log_format,
         listen,
         admin_listen,

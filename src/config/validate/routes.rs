@@ -156,6 +156,7 @@ pub(super) fn routes(
         };
         if let (Some(upstream), Some(_), true) = (upstream, tenant, e.0.len() == before) {
             out.push(RouteConfig {
+                api_id: None,
                 index,
                 tenant: tenant_id,
                 host,
