@@ -1,7 +1,48 @@
-//! Build metadata for `--version` and the `x402_build_info` metric: the git commit when built from a checkout (nothing breaks
-//! without git or outside a repository), the target triple and the profile.
+//! Build metadata for `--version` and the `x402_build_info` metric: the git commit when built
+//! from a checkout (nothing breaks without git or outside a repository), the target triple and
+//! the profile. And the dashboard: every file of `dashboard/dist` (built from `dashboard/src` by
+//! Vite and committed), embedded with `include_bytes!` so the binary is the whole product.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// Writes `$OUT_DIR/dashboard_assets.rs`: `ASSETS`, each file of `dashboard/dist` by its path
+/// relative to it (empty when there is no build; the dashboard then says so).
+fn embed_dashboard() {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboard/dist");
+    println!("cargo:rerun-if-changed={}", root.display());
+    let mut files = Vec::new();
+    walk(&root, &mut files);
+    files.sort();
+    let mut code = String::from("pub static ASSETS: &[(&str, &[u8])] = &[\n");
+    for f in &files {
+        let rel = f
+            .strip_prefix(&root)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
+        code.push_str(&format!(
+            "    ({rel:?}, include_bytes!({:?})),\n",
+            f.display().to_string()
+        ));
+    }
+    code.push_str("];\n");
+    let out = Path::new(&std::env::var("OUT_DIR").unwrap()).join("dashboard_assets.rs");
+    std::fs::write(out, code).unwrap();
+}
 
 fn git(args: &[&str]) -> Option<String> {
     let out = Command::new("git").args(args).output().ok()?;
@@ -14,6 +55,7 @@ fn git(args: &[&str]) -> Option<String> {
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    embed_dashboard();
     println!("cargo:rerun-if-env-changed=X402_GATE_COMMIT");
     // A packager without the .git directory can still name the commit.
     let commit = std::env::var("X402_GATE_COMMIT")

@@ -61,6 +61,19 @@ if [ ! -x "$ts/node_modules/.bin/tsc" ] \
   echo "setup: installing the TypeScript SDK's build and test tools ($ts/package.json) with npm"
   (cd "$ts" && npm ci --no-audit --no-fund --loglevel=error)
 fi
+# The dashboard's toolchain (Vite, TypeScript) and playwright-core, pinned in
+# dashboard/package-lock.json: tests/dashboard.rs rebuilds dashboard/dist to check the committed
+# build is current, and drives the browser with playwright-core. (Building the gateway needs none
+# of this: the built dashboard is committed and embedded.)
+if [ ! -f dashboard/node_modules/vite/bin/vite.js ] \
+   || [ ! -d dashboard/node_modules/playwright-core ] \
+   || [ dashboard/package-lock.json -nt dashboard/node_modules/.package-lock.json ]; then
+  echo "setup: installing the dashboard's toolchain (dashboard/package.json) with npm"
+  (cd dashboard && npm ci --no-audit --no-fund --loglevel=error)
+fi
+# A real browser for the dashboard's tests: Debian's chromium (playwright-core drives it; no
+# browser is downloaded by npm).
+command -v chromium >/dev/null 2>&1 || apt_install chromium
 
 # Postgres for the store suite: X402_TEST_DATABASE_URL, or a local server on 127.0.0.1:5432
 # with trust auth and a database `test` (started, or installed and configured, if absent).

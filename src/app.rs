@@ -220,6 +220,7 @@ pub fn build_server(
             health: health_board,
             limits: admin_limits,
             reload,
+            sessions: Default::default(),
         },
     };
     server.add_service(pingora::services::background::background_service(

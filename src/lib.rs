@@ -59,10 +59,12 @@
 //!              presentations of one proof share one verification
 //! tenants/     tenant standing (status, tier, monthly usage) cached briefly; API keys: minting,
 //!              hashing, scoped authentication; constant-time admin credential check
-//! admin/       management API (axum) on admin_listen: extract.rs (operator/API-key auth and
-//!              bodies as extractors), handlers by resource (tenants, keys, payments, verify,
-//!              usage, status, reload), types.rs (bodies, OpenAPI schemas); a pingora
-//!              background service
+//! admin/       management API (axum) on admin_listen: extract.rs (operator/API-key auth, or a
+//!              dashboard session with its CSRF token, and bodies as extractors), handlers by
+//!              resource (tenants, keys, payments, verify, usage, status, reload), types.rs
+//!              (bodies, OpenAPI schemas); dashboard/ (the embedded single-page dashboard at
+//!              /dashboard: assets.rs serves dashboard/dist as build.rs embedded it, session.rs
+//!              the server-side sign-in sessions); a pingora background service
 //! ratelimit.rs request rates per client IP and per tenant (proxy and admin): governor in
 //!              process, or GCRA in one Lua script on a shared Redis, falling back to local
 //! metrics/     Prometheus registry, on metrics_listen: mod.rs (the payment funnel, health and

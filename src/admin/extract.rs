@@ -3,7 +3,11 @@
 //!
 //! Who is calling: [`Operator`] (the `admin.token`, compared in constant time), [`TenantKey`]
 //! (a tenant's API key holding the scope named by its type parameter, see [`needs`]) and
-//! [`OperatorOrKey`]. An `Option<TenantKey>` is `None` only when no credential is presented; a
+//! [`OperatorOrKey`]. A request with no credential header may instead carry a dashboard session
+//! cookie (`dashboard/session.rs`): it stands for the credential its user signed in with, and a
+//! state-changing request on it must carry the session's CSRF token (`X-CSRF-Token`), or it is a
+//! 403 `csrf_failed`. Credential headers are never sent by a browser on its own, so requests with
+//! them need no CSRF token and work exactly as before. An `Option<TenantKey>` is `None` only when no credential is presented; a
 //! bad one is still an error. A handler names these after its path and, when it takes a body,
 //! inside [`AuthedBody`], so the checks run in the same order as when each handler called them
 //! itself.
@@ -14,10 +18,11 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequestParts, Query, Request};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::Json;
 use serde::de::DeserializeOwned;
 
+use super::dashboard::session::{self, Principal, Session};
 use super::{AdminState, ApiError, ApiResult};
 use crate::ratelimit::Scope;
 use crate::tenants::{admin_token_matches, AuthError};
@@ -33,12 +38,66 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// The operator, authenticated with `admin.token` (`X-Admin-Key` or `Authorization: Bearer`).
+/// Whether the request names a credential of its own (then any session cookie is ignored).
+fn has_credential_header(headers: &HeaderMap) -> bool {
+    headers.contains_key("x-admin-key")
+        || headers.contains_key("x-api-key")
+        || headers.contains_key(AUTHORIZATION)
+}
+
+/// The dashboard session a request without credential headers carries: `None` without a session
+/// cookie; a 401 for a session that is unknown, expired or signed out; a 403 `csrf_failed` for a
+/// state-changing request without the session's CSRF token.
+pub(super) fn session_of(state: &AdminState, parts: &Parts) -> ApiResult<Option<Session>> {
+    if has_credential_header(&parts.headers) {
+        return Ok(None);
+    }
+    let Some(id) = session::cookie_id(&parts.headers) else {
+        return Ok(None);
+    };
+    let found = state.sessions.get(id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "session_expired",
+            "the dashboard session has ended; sign in again",
+        )
+    })?;
+    let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if !safe {
+        let presented = parts
+            .headers
+            .get(session::CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !found.csrf_matches(presented) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "csrf_failed",
+                "a change made with a dashboard session needs the session's X-CSRF-Token header",
+            ));
+        }
+    }
+    Ok(Some(found))
+}
+
+/// The operator, authenticated with `admin.token` (`X-Admin-Key` or `Authorization: Bearer`),
+/// or a dashboard session signed in with it.
 #[derive(Debug, Clone, Copy)]
 pub struct Operator;
 
 impl Operator {
-    fn check(state: &AdminState, headers: &HeaderMap) -> ApiResult<Operator> {
+    fn check(state: &AdminState, parts: &Parts) -> ApiResult<Operator> {
+        if let Some(s) = session_of(state, parts)? {
+            return match s.principal {
+                Principal::Operator => Ok(Operator),
+                Principal::Tenant { .. } => Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "operator_only",
+                    "this needs the operator; the dashboard is signed in with a tenant's key",
+                )),
+            };
+        }
+        let headers = &parts.headers;
         // The running config's token: a reload that changes it applies to the next request.
         let config = state.config.load();
         let Some(token) = &config.admin.token else {
@@ -75,7 +134,7 @@ impl FromRequestParts<AdminState> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AdminState) -> ApiResult<Self> {
-        Operator::check(state, &parts.headers)
+        Operator::check(state, parts)
     }
 }
 
@@ -127,12 +186,32 @@ pub struct TenantKey<S = needs::AnyScope> {
 }
 
 impl<S: RequiredScope> TenantKey<S> {
-    async fn check(state: &AdminState, headers: &HeaderMap) -> ApiResult<Self> {
-        let secret = headers
-            .get("x-api-key")
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| bearer(headers))
-            .ok_or(AuthError::Missing)?;
+    async fn check(state: &AdminState, parts: &Parts) -> ApiResult<Self> {
+        // A dashboard session holds its key server-side: it is authenticated again here, so a
+        // key revoked or expired since sign-in ends its session's access at once.
+        let from_session = match session_of(state, parts)? {
+            Some(Session {
+                principal: Principal::Tenant { key, .. },
+                ..
+            }) => Some(key),
+            Some(_) => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "tenant_only",
+                    "this acts for a tenant's key; the dashboard is signed in as the operator",
+                ))
+            }
+            None => None,
+        };
+        let headers = &parts.headers;
+        let secret = match &from_session {
+            Some(key) => key.expose(),
+            None => headers
+                .get("x-api-key")
+                .and_then(|v| v.to_str().ok())
+                .or_else(|| bearer(headers))
+                .ok_or(AuthError::Missing)?,
+        };
         let record = state.keys.authenticate(secret, S::SCOPE).await?;
         // `rate_limit.admin.per_tenant`: every key of a tenant counts toward its one limit.
         state
@@ -153,19 +232,25 @@ impl<S: RequiredScope> FromRequestParts<AdminState> for TenantKey<S> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AdminState) -> ApiResult<Self> {
-        Self::check(state, &parts.headers).await
+        Self::check(state, parts).await
     }
 }
 
-/// `None` when neither `X-API-Key` nor `Authorization` is sent; a key that is sent must be valid.
+/// `None` when neither `X-API-Key` nor `Authorization` is sent (nor a tenant's dashboard
+/// session); a key that is sent must be valid.
 impl<S: RequiredScope> OptionalFromRequestParts<AdminState> for TenantKey<S> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AdminState) -> ApiResult<Option<Self>> {
         if parts.headers.contains_key("x-api-key") || parts.headers.contains_key(AUTHORIZATION) {
-            Self::check(state, &parts.headers).await.map(Some)
-        } else {
-            Ok(None)
+            return Self::check(state, parts).await.map(Some);
+        }
+        match session_of(state, parts)? {
+            Some(Session {
+                principal: Principal::Tenant { .. },
+                ..
+            }) => Self::check(state, parts).await.map(Some),
+            _ => Ok(None),
         }
     }
 }
@@ -182,12 +267,10 @@ impl<S: RequiredScope> FromRequestParts<AdminState> for OperatorOrKey<S> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AdminState) -> ApiResult<Self> {
-        if Operator::check(state, &parts.headers).is_ok() {
+        if Operator::check(state, parts).is_ok() {
             return Ok(OperatorOrKey::Operator);
         }
-        TenantKey::check(state, &parts.headers)
-            .await
-            .map(OperatorOrKey::Key)
+        TenantKey::check(state, parts).await.map(OperatorOrKey::Key)
     }
 }
 

@@ -13,11 +13,14 @@
 //! Handlers by resource: `tenants.rs`, `keys.rs`, `payments.rs`, `verify.rs`, `usage.rs`,
 //! `status.rs` (supported chains, health, readiness), `reload.rs` (config reload). `types.rs`:
 //! bodies and their OpenAPI schemas. `serve.rs` serves the router with header-read and idle
-//! timeouts.
+//! timeouts. `dashboard/`: the embedded single-page dashboard at `/dashboard` and its cookie
+//! sessions, which the extractors accept in place of a credential header (with a CSRF token on
+//! every change).
 //! May import: payments, store, tenants, pricing, routes (reload), reload (its handle and
 //! report), config, health, logging, x402.
 
 mod api_routes;
+pub mod dashboard;
 mod extract;
 mod keys;
 mod payments;
@@ -86,6 +89,8 @@ pub struct AdminState {
     /// Runs config reloads (`POST /api/v1/x402/admin/reload`); `None` when the gateway was not
     /// started from a file.
     pub reload: Option<crate::reload::ReloadHandle>,
+    /// The dashboard's sign-in sessions (this instance's memory).
+    pub sessions: Arc<dashboard::session::Sessions>,
 }
 
 /// Every `error` code the API answers with, and its status. Published as the `enum` of
@@ -110,6 +115,12 @@ pub const ERROR_CODES: &[(&str, u16)] = &[
     ("config_route", 403),
     // A route that does not validate: also answered with `fields` (`InvalidRoute`).
     ("invalid_route", 400),
+    // The dashboard's session cookie (dashboard/session.rs), never met with a credential header.
+    ("session_expired", 401),
+    ("csrf_failed", 403),
+    ("operator_only", 403),
+    ("tenant_only", 403),
+    ("dashboard_not_built", 503),
     ("tenant_quota_exceeded", 429),
     ("rate_limited", 429),
     ("unavailable", 503),
@@ -260,6 +271,7 @@ impl AdminState {
         handlers::update_tenant,
         handlers::suspend_tenant,
         handlers::activate_tenant,
+        handlers::list_tiers,
         handlers::admin_create_key,
         handlers::admin_list_keys,
         handlers::admin_rotate_key,
@@ -411,6 +423,7 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/api/v1/x402/admin/create-tenant", post(create_tenant))
         .route("/api/v1/x402/admin/tenants", get(list_tenants))
+        .route("/api/v1/x402/admin/tiers", get(list_tiers))
         .route(
             "/api/v1/x402/admin/tenants/{id}",
             get(get_tenant).patch(update_tenant),
@@ -458,6 +471,7 @@ pub fn router(state: AdminState) -> Router {
             "/api/v1/openapi.json",
             get(|| async { Json(ApiDoc::openapi()) }),
         )
+        .merge(dashboard::routes())
         .fallback(|| async { ApiError::not_found("endpoint") })
         // Unused methods get a JSON 405 too, not an empty body.
         .method_not_allowed_fallback(|| async {

@@ -200,3 +200,20 @@ pub async fn activate_tenant(
 ) -> ApiResult<Json<TenantView>> {
     set_status(&state, &id, "active").await
 }
+
+#[utoipa::path(get, path = "/api/v1/x402/admin/tiers", responses((status = 200, body = [TierView])), security(("admin" = [])))]
+pub async fn list_tiers(State(state): State<AdminState>, _: Operator) -> Json<Vec<TierView>> {
+    Json(
+        state
+            .config
+            .load()
+            .tiers
+            .values()
+            .map(|t| TierView {
+                name: t.name.clone(),
+                monthly_verifications: t.monthly_verifications,
+                networks: t.networks.clone(),
+            })
+            .collect(),
+    )
+}

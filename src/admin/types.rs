@@ -60,6 +60,16 @@ impl From<TenantRecord> for TenantView {
     }
 }
 
+/// A plan (tier) of the config.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TierView {
+    pub name: String,
+    /// null: unlimited.
+    pub monthly_verifications: Option<u64>,
+    /// CAIP-2 ids or patterns (`solana:*`, `*`).
+    pub networks: Vec<String>,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct KeyView {
     pub id: String,
@@ -287,6 +297,13 @@ impl From<DailyLine> for DayView {
             payments: d.payments,
         }
     }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    /// The operator's choice of tenant (required for it); a tenant key may name only its own.
+    pub tenant: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
