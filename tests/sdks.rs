@@ -5,7 +5,8 @@
 //! send, and then runs the SDK's own test suite as a child process (pytest; `npm test`: tsc, then
 //! `node --test`) with the management API's address, the admin token, the paid transaction and
 //! the signed payment in `X402_GATE_*` variables. The SDK suites create tenants and keys, read
-//! usage after the payment, verify the payment and the transaction, rotate and revoke keys, meet
+//! usage after the payment, verify the payment and the transaction, rotate and revoke keys, write
+//! routes in a namespace (to this test's origin, which `[routes_api] upstream_allow` opens), meet
 //! each error kind, and fail when the served OpenAPI document and the SDK disagree. A suite that
 //! fails prints its output here. `scripts/setup.sh` installs what they run (a Python venv in
 //! `sdks/python/.venv`, `sdks/typescript/node_modules`).
@@ -29,7 +30,7 @@ const MAINNET_USDC: &str = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48";
 /// The gateway with one paid request already made through it.
 struct Stack {
     _chain: Chain,
-    _up: Upstream,
+    up: Upstream,
     gw: Gateway,
     pay_to: Address,
     payer: PrivateKeySigner,
@@ -66,6 +67,10 @@ assets = [{{ symbol = "USDC", address = "{MAINNET_USDC}", decimals = 6, eip712_n
 [tiers.tiny]
 monthly_verifications = 1
 networks = ["eip155:84532"]
+
+# The SDK suites write routes to the test's own origin on loopback.
+[routes_api]
+upstream_allow = ["127.0.0.1"]
 
 [[tenants]]
 id = "acme"
@@ -128,7 +133,7 @@ impl Stack {
         let tx_hash = paid["tx_hash"].as_str().unwrap().to_string();
         Stack {
             _chain: chain,
-            _up: up,
+            up,
             gw,
             pay_to,
             payer,
@@ -157,6 +162,7 @@ impl Stack {
             ("X402_GATE_PAYER", self.payer.address().to_checksum(None)),
             ("X402_GATE_NETWORK", "eip155:84532".to_string()),
             ("X402_GATE_DENIED_NETWORK", "eip155:1".to_string()),
+            ("X402_GATE_UPSTREAM", self.up.url()),
             ("X402_GATE_PAYMENT", payment.to_string()),
         ]
     }

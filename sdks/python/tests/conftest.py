@@ -30,6 +30,8 @@ class Gate:
     denied_network: str
     #: A signed payment nobody has verified yet: {"paymentPayload", "paymentRequirements"}.
     payment: Dict[str, Any]
+    #: An origin routes may point at (allowed by the gateway's [routes_api] upstream_allow).
+    upstream: str
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +50,7 @@ def gate() -> Gate:
         network=env["X402_GATE_NETWORK"],
         denied_network=env["X402_GATE_DENIED_NETWORK"],
         payment=json.loads(env["X402_GATE_PAYMENT"]),
+        upstream=env["X402_GATE_UPSTREAM"],
     )
 
 

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 from x402_gate import AsyncX402Client, X402Client
 from x402_gate._operations import ADMIN, ADMIN_OR_KEY, KEY, NONE, OPERATIONS, OPTIONAL_KEY
-from x402_gate.errors import ERROR_CLASSES, STATUS_CLASSES
+from x402_gate.errors import ERROR_BODIES, ERROR_CLASSES, STATUS_CLASSES
 from x402_gate.models import MODELS, Model, json_name
 
 METHODS = ("get", "put", "post", "delete", "patch")
@@ -197,6 +197,11 @@ class Checker:
         if body_schema is None:
             if body:
                 self.problem(f"{where}: the SDK sends {body}, the document takes no body")
+        elif body_schema.get("type") == "object" and "properties" not in body_schema:
+            # A free-form object (a route's fields): the method takes it whole, as `spec`.
+            if body != "object":
+                self.problem(f"{where}: the document's body is a free-form object, the SDK sends {body}")
+            expected["spec"] = (body_schema, True)
         else:
             ref = self.ref_name(body_schema)
             refs = {ref} if ref else set()
@@ -226,6 +231,10 @@ class Checker:
             self.problem(f"{where}: expected one 2xx answer, the document has {[c for c, _ in ok]}")
             return
         schema = ok[0][1].get("content", {}).get("application/json", {}).get("schema")
+        if ok[0][0] == "204" and schema is None:
+            if hints["return"] is not type(None):
+                self.problem(f"{where}: answers 204 (no body), the SDK returns {hints['return']!r}")
+            return
         if schema is None:
             self.problem(f"{where}: the 2xx answer has no JSON schema")
             return
@@ -282,8 +291,21 @@ class Checker:
         for _, (method, path, spec) in self.operations().items():
             for status, r in spec.get("responses", {}).items():
                 schema = r.get("content", {}).get("application/json", {}).get("schema", {})
-                if self.ref_name(schema) == "ErrorBody" and int(status) not in STATUS_CLASSES:
+                ref = self.ref_name(schema)
+                if status.startswith("2") or ref is None or ref in MODELS:
+                    continue  # an answer (or /ready's and a reload's reports)
+                if int(status) not in STATUS_CLASSES:
                     self.problem(f"{method} {path}: answers {status}, which has no exception class")
+                if ref != "ErrorBody" and ref not in ERROR_BODIES:
+                    self.problem(f"{method} {path}: answers {status} with {ref}, not an error body the SDK reads")
+        # Error bodies with more than `error` and `message`: each field is an attribute.
+        for name, (cls, attrs) in ERROR_BODIES.items():
+            props, required = self.flatten(name)
+            extra = props.keys() - {"error", "message"}
+            for prop in extra ^ attrs.keys():
+                self.problem(f"{name}.{prop}: the document and {cls.__name__}'s attributes disagree")
+            for prop in extra & attrs.keys():
+                self.compare(props[prop], attrs[prop], f"{name}.{prop}", required=prop in required)
 
 
 def problems(doc: Dict[str, Any]) -> List[str]:

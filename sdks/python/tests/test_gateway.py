@@ -13,15 +13,19 @@ from x402_gate import (
     ApiKey,
     AsyncX402Client,
     BadRequestError,
+    ConfigRouteError,
     CreatedTenant,
     ForbiddenError,
     InsufficientScopeError,
+    InvalidRouteError,
     KeyNotLiveError,
+    NamespaceTakenError,
     NetworkNotAllowedError,
     NewKey,
     NotFoundError,
     QuotaExceededError,
     ReloadUnavailableError,
+    Route,
     ScopeNotHeldError,
     TenantExistsError,
     TenantSuspendedError,
@@ -32,7 +36,7 @@ from x402_gate import (
     X402Client,
 )
 
-ALL_SCOPES = ["verify", "usage:read", "keys:write", "payments:read"]
+ALL_SCOPES = ["verify", "usage:read", "keys:write", "payments:read", "routes:write"]
 
 
 def tenant_client(gate, key: str) -> X402Client:
@@ -109,6 +113,14 @@ def test_usage_and_payments_after_a_real_payment(admin, gate):
         # A key reaches only its own tenant's payments.
         with pytest.raises(NotFoundError):
             me.list_payments(tenant="someone-else")
+
+    # The operator reads any tenant's usage, naming it.
+    assert admin.get_usage(tenant=gate.paid_tenant).verified == usage.verified
+    with pytest.raises(BadRequestError):
+        admin.get_usage()
+    tiers = {t.name: t for t in admin.list_tiers()}
+    assert tiers["free"].monthly_verifications == 1000
+    assert tiers["tiny"].monthly_verifications == 1 and tiers["tiny"].networks == [gate.network]
 
     # The operator sees them too, a page at a time.
     page = admin.list_payments(tenant=gate.paid_tenant, status="settled", limit=1)
@@ -216,6 +228,53 @@ def test_create_list_rotate_and_revoke_keys(admin, new_tenant, gate):
     with tenant_client(gate, op_rotated.new_key.key) as c:
         with pytest.raises(UnauthorizedError):
             c.verify_transaction(gate.paid_tx, gate.network, "1", gate.pay_to)
+
+
+def test_routes_and_namespaces(admin, new_tenant, gate):
+    created = new_tenant(pay_to={gate.network: gate.pay_to})
+    tid = created.tenant.id
+    ns = admin.set_namespace(tid, path_prefix=f"/{tid}")
+    assert (ns.path_prefix, ns.hosts) == (f"/{tid}", [])
+    with tenant_client(gate, created.api_key.key) as me:
+        route = me.create_route({"path": f"/{tid}/data/*", "upstream": gate.upstream, "price": "$0.01"})
+        assert isinstance(route, Route)
+        assert (route.tenant, route.source) == (tid, "api")
+        assert route.id.startswith("r_") and route.spec["price"] == "$0.01"
+        assert route.id in [r.id for r in me.list_routes().routes]
+        changed = me.update_route(route.id, {"price": "$0.02", "settle": "before"})
+        assert (changed.spec["price"], changed.spec["settle"]) == ("$0.02", "before")
+
+        # A route that does not validate: every field's error.
+        with pytest.raises(InvalidRouteError) as e:
+            me.create_route({"path": f"/{tid}/x", "upstream": gate.upstream, "price": "lots"})
+        assert (e.value.status, e.value.code) == (400, "invalid_route")
+        assert "price" in [f.field for f in e.value.fields]
+        assert isinstance(e.value, BadRequestError)
+        # Outside its namespace.
+        with pytest.raises(InvalidRouteError):
+            me.create_route({"path": "/elsewhere/*", "upstream": gate.upstream, "price": "$0.01"})
+
+        me.delete_route(route.id)
+        with pytest.raises(NotFoundError):
+            me.delete_route(route.id)
+        assert route.id not in [r.id for r in me.list_routes().routes]
+
+    # The operator sees the file's routes too, and cannot change them here.
+    config_routes = [r for r in admin.list_routes(tenant=gate.paid_tenant).routes if r.source == "config"]
+    assert config_routes and config_routes[0].spec["path"] == "/paid/*"
+    with pytest.raises(ConfigRouteError) as e:
+        admin.update_route(config_routes[0].id, {"price": "$9"})
+    assert (e.value.status, e.value.code) == (403, "config_route")
+    # The operator writes for any tenant, naming it.
+    made = admin.create_route({"tenant": tid, "path": f"/{tid}/op", "upstream": gate.upstream, "price": "free"})
+    assert made.tenant == tid
+    admin.delete_route(made.id)
+
+    # A prefix another tenant holds.
+    other = new_tenant()
+    with pytest.raises(NamespaceTakenError) as e:
+        admin.set_namespace(other.tenant.id, path_prefix=f"/{tid}")
+    assert (e.value.status, e.value.code) == (409, "namespace_taken")
 
 
 def test_supported_chains_with_and_without_a_key(new_tenant, gate):
@@ -335,6 +394,7 @@ async def test_the_async_client(gate):
             await admin.get_tenant("no-such-tenant-" + tag)
         payments = [p async for p in admin.iter_payments(tenant=gate.paid_tenant, page_size=1)]
         assert gate.paid_tx in [p.tx_hash for p in payments]
+        assert (await admin.list_routes(tenant=gate.paid_tenant)).routes
         assert (await admin.health()).status == "ok"
         assert (await admin.ready()).is_ready
 

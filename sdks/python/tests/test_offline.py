@@ -12,6 +12,7 @@ from x402_gate import (
     ApiError,
     AsyncX402Client,
     ForbiddenError,
+    InvalidRouteError,
     NotFoundError,
     ProtocolError,
     RateLimitedError,
@@ -149,7 +150,8 @@ def test_each_operation_sends_its_credential():
     admin, own, usage, pay_admin, pay_key, health = script.requests
     assert admin.headers["x-admin-key"] == "adm" and "authorization" not in admin.headers
     assert own.headers["authorization"] == "Bearer x402_live_k" and "x-admin-key" not in own.headers
-    assert usage.headers["authorization"] == "Bearer x402_live_k"
+    # The operator's credential first where either will do (usage, payments).
+    assert usage.headers["x-admin-key"] == "adm" and "authorization" not in usage.headers
     assert pay_admin.headers["x-admin-key"] == "adm"
     assert dict(pay_admin.url.params) == {"tenant": "t", "limit": "5"}
     assert pay_key.headers["authorization"] == "Bearer x402_live_k"
@@ -207,6 +209,18 @@ def test_a_refused_reload_is_returned_and_a_503_error_raised():
         with pytest.raises(UnavailableError):
             c.reload_config()
     assert script.requests[0].headers["x-admin-key"] == "a"
+
+
+def test_a_204_returns_none_and_an_invalid_route_carries_its_fields():
+    body = {"error": "invalid_route", "message": "price: bad", "fields": [{"field": "price", "message": "bad"}]}
+    script = Script(httpx.Response(204), httpx.Response(400, json=body))
+    with client(script, api_key="k") as c:
+        assert c.delete_route("r_1") is None
+        with pytest.raises(InvalidRouteError) as e:
+            c.create_route({"price": "x"})
+    assert [(f.field, f.message) for f in e.value.fields] == [("price", "bad")]
+    assert script.requests[0].method == "DELETE"
+    assert json.loads(script.requests[1].content) == {"price": "x"}
 
 
 def test_the_context_managers_close_their_connections():

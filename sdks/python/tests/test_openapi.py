@@ -50,9 +50,9 @@ def test_the_check_catches_drift(served):
     caught(field_retyped, "PaymentView.amount: integer")
 
     def new_operation(d):
-        d["paths"]["/api/v1/x402/routes"] = {"get": {"operationId": "list_routes", "responses": {}}}
+        d["paths"]["/api/v1/x402/webhooks"] = {"get": {"operationId": "list_webhooks", "responses": {}}}
 
-    caught(new_operation, "list_routes")
+    caught(new_operation, "list_webhooks")
 
     def new_body_field(d):
         schemas(d)["CreateKeyRequest"]["properties"]["note"] = {"type": ["string", "null"]}

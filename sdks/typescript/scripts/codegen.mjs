@@ -18,6 +18,7 @@ export async function fetchDocument(base) {
 
 /** The text of src/schema.ts for `doc`. */
 export async function generateSchema(doc) {
-  const ast = await openapiTS(doc, { silent: true });
+  // A free-form object (a payment payload, a route's fields) is Record<string, unknown>.
+  const ast = await openapiTS(doc, { silent: true, emptyObjectsUnknown: true });
   return HEADER + "\n" + astToString(ast);
 }

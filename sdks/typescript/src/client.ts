@@ -42,6 +42,15 @@ export type Asset = Schemas["AssetView"];
 export type HealthStatus = Schemas["Status"];
 /** `/ready`'s answer: `ready`, `degraded` (serving, with warnings) or `not_ready`. */
 export type Readiness = Schemas["Readiness"];
+/** A plan of the gateway's config. */
+export type Tier = Schemas["TierView"];
+/** A route: its fields as a `[[routes]]` entry writes them (`spec`), and where it comes from. */
+export type Route = Schemas["RouteView"];
+export type RouteList = Schemas["RouteList"];
+/** Where a tenant's routes may live: host names, and a path prefix for host-less routes. */
+export type Namespace = Schemas["NamespaceBody"];
+/** A route's fields, as a `[[routes]]` entry writes them (`path`, `upstream`, `price`, …). */
+export type RouteSpec = Record<string, unknown>;
 /** What a config reload did: `applied`, `invalid` (with the file's `errors`) or `failed`. */
 export type ReloadReport = Schemas["ReloadReport"];
 export type CreateTenantRequest = Schemas["CreateTenantRequest"];
@@ -55,7 +64,7 @@ export type PaymentsQuery = NonNullable<paths["/api/v1/x402/admin/payments"]["ge
 /** Who authenticates an operation. */
 export type Auth = "admin" | "key" | "admin_or_key" | "optional_key" | "none";
 
-type Method = "get" | "post" | "patch";
+type Method = "get" | "post" | "patch" | "put" | "delete";
 
 interface OperationSpec<P extends keyof paths = keyof paths, M extends Method = Method> {
   readonly operationId: string;
@@ -85,11 +94,17 @@ export const OPERATIONS = {
   revokeKey: { operationId: "own_revoke_key", method: "post", path: "/api/v1/x402/keys/{key_id}/revoke", auth: "key" },
   verifyPayment: { operationId: "verify", method: "post", path: "/api/v1/x402/verify", auth: "key" },
   verifyTransaction: { operationId: "verify", method: "post", path: "/api/v1/x402/verify", auth: "key" },
-  getUsage: { operationId: "usage", method: "get", path: "/api/v1/x402/usage", auth: "key" },
+  getUsage: { operationId: "usage", method: "get", path: "/api/v1/x402/usage", auth: "admin_or_key" },
+  listTiers: { operationId: "list_tiers", method: "get", path: "/api/v1/x402/admin/tiers", auth: "admin" },
   getSupportedChains: { operationId: "supported_chains", method: "get", path: "/api/v1/x402/supported-chains", auth: "optional_key" },
   health: { operationId: "health", method: "get", path: "/health", auth: "none" },
   ready: { operationId: "ready", method: "get", path: "/ready", auth: "none" },
   reloadConfig: { operationId: "reload_config", method: "post", path: "/api/v1/x402/admin/reload", auth: "admin" },
+  listRoutes: { operationId: "list_routes", method: "get", path: "/api/v1/x402/routes", auth: "admin_or_key" },
+  createRoute: { operationId: "create_route", method: "post", path: "/api/v1/x402/routes", auth: "admin_or_key" },
+  updateRoute: { operationId: "update_route", method: "patch", path: "/api/v1/x402/routes/{id}", auth: "admin_or_key" },
+  deleteRoute: { operationId: "delete_route", method: "delete", path: "/api/v1/x402/routes/{id}", auth: "admin_or_key" },
+  setNamespace: { operationId: "set_namespace", method: "put", path: "/api/v1/x402/admin/tenants/{id}/namespace", auth: "admin" },
 } as const satisfies Record<string, OperationSpec>;
 
 // Every entry's method must be one the document has for its path.
@@ -299,10 +314,16 @@ export class X402Client {
 
   // Usage (a key with usage:read), chains, health.
 
-  /** The caller's tenant's usage this UTC month: verified payments, limit, remaining, revenue by
-   * route, network and asset, and a daily series. */
-  getUsage(): Promise<Usage> {
-    return this.#call(OPERATIONS.getUsage, {});
+  /** A tenant's usage this UTC month: verified payments, limit, remaining, revenue by route,
+   * network and asset, and a daily series. With an API key, its own tenant's; the operator names
+   * the `tenant`. */
+  getUsage(query: { tenant?: string } = {}): Promise<Usage> {
+    return this.#call(OPERATIONS.getUsage, { query });
+  }
+
+  /** The plans (tiers) of the gateway's config: limits and networks (operator). */
+  listTiers(): Promise<Tier[]> {
+    return this.#call(OPERATIONS.listTiers, {});
   }
 
   /** The networks and assets the gateway accepts; with an API key, `allowed` says which the
@@ -319,6 +340,38 @@ export class X402Client {
   /** Readiness. A 503 `not_ready` is returned, not thrown: check `status`. */
   ready(): Promise<Readiness> {
     return this.#call(OPERATIONS.ready, {}, { okStatuses: [503], retry: false });
+  }
+
+  // Routes (a key with routes:write for its own; the operator for any tenant).
+
+  /** Routes: with an API key, its tenant's (the file's and the API's); for the operator, every
+   * tenant's, or `tenant`'s. */
+  listRoutes(query: { tenant?: string } = {}): Promise<RouteList> {
+    return this.#call(OPERATIONS.listRoutes, { query });
+  }
+
+  /** Creates a route from its fields (`{path: "/acme/data/*", upstream: "https://api.acme.test",
+   * price: "$0.01"}`; the operator adds `tenant`). It must lie in the tenant's namespace
+   * (`setNamespace`). Throws `InvalidRouteError` with each field's error in `fields`. */
+  createRoute(spec: RouteSpec): Promise<Route> {
+    return this.#call(OPERATIONS.createRoute, { body: spec });
+  }
+
+  /** Changes some of a route's fields (`{price: "$0.02"}`). The file's routes (`config:…`) throw
+   * `ConfigRouteError`. */
+  updateRoute(id: string, spec: RouteSpec): Promise<Route> {
+    return this.#call(OPERATIONS.updateRoute, { path: { id }, body: spec });
+  }
+
+  /** Deletes a route written through the API. */
+  async deleteRoute(id: string): Promise<void> {
+    await this.#call(OPERATIONS.deleteRoute, { path: { id } });
+  }
+
+  /** Sets where a tenant's routes may live (operator). Throws `NamespaceTakenError` if another
+   * tenant holds one of the hosts or the prefix. */
+  setNamespace(id: string, namespace: Namespace): Promise<Namespace> {
+    return this.#call(OPERATIONS.setNamespace, { path: { id }, body: namespace });
   }
 
   // The configuration (operator).
@@ -429,6 +482,7 @@ export class X402Client {
       // readiness, a refused reload), unless its body is the API's error shape.
       const answered = okStatuses.includes(resp.status) && isJson && typeof parsed === "object"
         && parsed !== null && !("error" in parsed);
+      if (resp.status === 204) return undefined;
       if (resp.ok || answered) {
         if (!isJson) throw new ProtocolError(`${method} ${url}: ${resp.status} with a body that is not JSON`);
         return parsed;

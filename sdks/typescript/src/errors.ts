@@ -63,12 +63,31 @@ export class ApiError extends X402Error {
 export class BadRequestError extends ApiError {
   override name = "BadRequestError";
 }
-/** The API answers every validation failure with a 400 `bad_request`. */
+/** The API answers a validation failure with a 400 `bad_request` (`invalid_route` for routes). */
 export { BadRequestError as ValidationError };
+
+/** One field's error in a route that does not validate. */
+export type RouteFieldError = components["schemas"]["FieldError"];
+
+/** 400 `invalid_route`: a route that does not validate; `fields` has each field's error. */
+export class InvalidRouteError extends BadRequestError {
+  override name = "InvalidRouteError";
+  readonly fields: RouteFieldError[];
+  constructor(message: string, init: ApiErrorInit) {
+    super(message, init);
+    const body = init.body as { fields?: unknown } | null | undefined;
+    this.fields = Array.isArray(body?.fields) ? (body.fields as RouteFieldError[]) : [];
+  }
+}
 
 /** 401 `unauthorized`: a missing, unknown, expired or revoked credential. */
 export class UnauthorizedError extends ApiError {
   override name = "UnauthorizedError";
+}
+
+/** 401 `session_expired`: a dashboard session cookie that is no longer valid. */
+export class SessionExpiredError extends UnauthorizedError {
+  override name = "SessionExpiredError";
 }
 
 /** 403: authenticated, but not allowed. Each reason has its own subclass. */
@@ -94,6 +113,23 @@ export class TenantSuspendedError extends ForbiddenError {
 /** 403 `network_not_allowed`: the tenant's tier does not allow the network. */
 export class NetworkNotAllowedError extends ForbiddenError {
   override name = "NetworkNotAllowedError";
+}
+
+/** 403 `config_route`: the config file's routes are read-only through the API. */
+export class ConfigRouteError extends ForbiddenError {
+  override name = "ConfigRouteError";
+}
+/** 403 `csrf_failed`: a change made with a dashboard session but without its CSRF token. */
+export class CsrfFailedError extends ForbiddenError {
+  override name = "CsrfFailedError";
+}
+/** 403 `operator_only`: a tenant's dashboard session asked for an operator endpoint. */
+export class OperatorOnlyError extends ForbiddenError {
+  override name = "OperatorOnlyError";
+}
+/** 403 `tenant_only`: the operator's dashboard session asked for a tenant endpoint. */
+export class TenantOnlyError extends ForbiddenError {
+  override name = "TenantOnlyError";
 }
 
 /** 404 `not_found`: no such tenant, key or endpoint (or not the caller's). */
@@ -124,6 +160,15 @@ export class ReloadUnavailableError extends ConflictError {
   override name = "ReloadUnavailableError";
 }
 
+/** 409 `route_limit_reached`: the tenant has `[routes_api] max_routes_per_tenant` routes. */
+export class RouteLimitReachedError extends ConflictError {
+  override name = "RouteLimitReachedError";
+}
+/** 409 `namespace_taken`: another tenant holds one of the hosts or the path prefix. */
+export class NamespaceTakenError extends ConflictError {
+  override name = "NamespaceTakenError";
+}
+
 /** 429: a quota or a rate limit. */
 export class TooManyRequestsError extends ApiError {
   override name = "TooManyRequestsError";
@@ -150,6 +195,11 @@ export class VerificationUnavailableError extends ServiceUnavailableError {
   override name = "VerificationUnavailableError";
 }
 
+/** 503 `dashboard_not_built`: the gateway was built without its dashboard. */
+export class DashboardNotBuiltError extends ServiceUnavailableError {
+  override name = "DashboardNotBuiltError";
+}
+
 type ApiErrorClass = new (message: string, init: ApiErrorInit) => ApiError;
 
 /**
@@ -173,6 +223,15 @@ export const ERROR_CLASSES: { readonly [C in ErrorCode]: readonly [number, ApiEr
   rate_limited: [429, RateLimitedError],
   unavailable: [503, UnavailableError],
   verification_unavailable: [503, VerificationUnavailableError],
+  route_limit_reached: [409, RouteLimitReachedError],
+  namespace_taken: [409, NamespaceTakenError],
+  config_route: [403, ConfigRouteError],
+  invalid_route: [400, InvalidRouteError],
+  session_expired: [401, SessionExpiredError],
+  csrf_failed: [403, CsrfFailedError],
+  operator_only: [403, OperatorOnlyError],
+  tenant_only: [403, TenantOnlyError],
+  dashboard_not_built: [503, DashboardNotBuiltError],
 };
 
 /** The class of each status, for codes this SDK does not know. */

@@ -146,6 +146,22 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/x402/admin/tenants/{id}/namespace": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put: operations["set_namespace"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/x402/admin/tenants/{id}/suspend": {
         parameters: {
             query?: never;
@@ -156,6 +172,22 @@ export interface paths {
         get?: never;
         put?: never;
         post: operations["suspend_tenant"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/x402/admin/tiers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["list_tiers"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -208,6 +240,38 @@ export interface paths {
         options?: never;
         head?: never;
         patch?: never;
+        trace?: never;
+    };
+    "/api/v1/x402/routes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["list_routes"];
+        put?: never;
+        post: operations["create_route"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/x402/routes/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        delete: operations["delete_route"];
+        options?: never;
+        head?: never;
+        patch: operations["update_route"];
         trace?: never;
     };
     "/api/v1/x402/supported-chains": {
@@ -352,7 +416,12 @@ export interface components {
              * @description Stable snake_case code.
              * @enum {string}
              */
-            error: "bad_request" | "unauthorized" | "insufficient_scope" | "scope_not_held" | "admin_disabled" | "tenant_suspended" | "network_not_allowed" | "not_found" | "method_not_allowed" | "tenant_exists" | "key_not_live" | "reload_unavailable" | "tenant_quota_exceeded" | "rate_limited" | "unavailable" | "verification_unavailable";
+            error: "bad_request" | "unauthorized" | "insufficient_scope" | "scope_not_held" | "admin_disabled" | "tenant_suspended" | "network_not_allowed" | "not_found" | "method_not_allowed" | "tenant_exists" | "key_not_live" | "reload_unavailable" | "route_limit_reached" | "namespace_taken" | "config_route" | "invalid_route" | "session_expired" | "csrf_failed" | "operator_only" | "tenant_only" | "dashboard_not_built" | "tenant_quota_exceeded" | "rate_limited" | "unavailable" | "verification_unavailable";
+            message: string;
+        };
+        /** @description A field's validation error. */
+        FieldError: {
+            field: string;
             message: string;
         };
         /** @description One error of a refused file. */
@@ -360,6 +429,12 @@ export interface components {
             message: string;
             /** @description The key path (`routes[2].price`), empty for the file as a whole. */
             path: string;
+        };
+        /** @description 400 `invalid_route`, with every field's error. */
+        InvalidRoute: {
+            error: string;
+            fields: components["schemas"]["FieldError"][];
+            message: string;
         };
         KeyView: {
             /** Format: int64 */
@@ -376,6 +451,12 @@ export interface components {
             revoked_at?: number | null;
             scopes: string[];
             tenant_id: string;
+        };
+        NamespaceBody: {
+            /** @description Host names the tenant's routes may match (lower-cased). */
+            hosts?: string[];
+            /** @description A path prefix (`/acme`) the tenant's host-less routes must live under. */
+            path_prefix?: string | null;
         };
         NetworkReadiness: {
             /**
@@ -501,6 +582,24 @@ export interface components {
             new_key: components["schemas"]["NewKey"];
             old_key: components["schemas"]["KeyView"];
         };
+        RouteList: {
+            routes: components["schemas"]["RouteView"][];
+        };
+        /** @description A route as the API shows it: its fields as written, plus where it comes from. */
+        RouteView: {
+            /** @description `r_…` for API routes; `config:<index>` for the file's. */
+            id: string;
+            /**
+             * @description Whether the route is in the table this instance serves (an API route that no longer
+             *     validates under the running config is kept but not served).
+             */
+            served: boolean;
+            /** @description `api` (written through this API) or `config` (the file's; read-only here). */
+            source: string;
+            /** @description The route's fields, as a `[[routes]]` entry writes them. */
+            spec: Record<string, unknown>;
+            tenant: string;
+        };
         SettlerReadiness: {
             /** @description Gas balance in the smallest native unit (wei), decimal. */
             balance: string;
@@ -537,6 +636,17 @@ export interface components {
             /** Format: int64 */
             updated_at: number;
         };
+        /** @description A plan (tier) of the config. */
+        TierView: {
+            /**
+             * Format: int64
+             * @description null: unlimited.
+             */
+            monthly_verifications?: number | null;
+            name: string;
+            /** @description CAIP-2 ids or patterns (`solana:*`, `*`). */
+            networks: string[];
+        };
         UpdateTenantRequest: {
             name?: string | null;
             pay_to?: {
@@ -562,8 +672,8 @@ export interface components {
             verified: number;
         };
         VerifyPaymentRequest: {
-            paymentPayload: Record<string, never>;
-            paymentRequirements: Record<string, never>;
+            paymentPayload: Record<string, unknown>;
+            paymentRequirements: Record<string, unknown>;
             /** Format: int32 */
             x402Version?: number | null;
         };
@@ -1384,6 +1494,84 @@ export interface operations {
             };
         };
     };
+    set_namespace: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NamespaceBody"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NamespaceBody"];
+                };
+            };
+            /** @description `unauthorized`: a missing, unknown, expired or revoked credential */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `insufficient_scope` (the key lacks the operation's scope), `admin_disabled` (no admin.token configured), or a refusal of the operation itself */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `namespace_taken`: another tenant holds a host or prefix */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `rate_limited`: over a `[rate_limit]` limit (see `Retry-After`) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unavailable`: the database does not answer; retry shortly */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     suspend_tenant: {
         parameters: {
             query?: never;
@@ -1422,6 +1610,61 @@ export interface operations {
                 };
             };
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `rate_limited`: over a `[rate_limit]` limit (see `Retry-After`) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unavailable`: the database does not answer; retry shortly */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_tiers: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TierView"][];
+                };
+            };
+            /** @description `unauthorized`: a missing, unknown, expired or revoked credential */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `insufficient_scope` (the key lacks the operation's scope), `admin_disabled` (no admin.token configured), or a refusal of the operation itself */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1720,6 +1963,280 @@ export interface operations {
             };
         };
     };
+    list_routes: {
+        parameters: {
+            query?: {
+                /** @description The operator's filter: one tenant's routes. */
+                tenant?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RouteList"];
+                };
+            };
+            /** @description `unauthorized`: a missing, unknown, expired or revoked credential */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `insufficient_scope` (the key lacks the operation's scope), `admin_disabled` (no admin.token configured), or a refusal of the operation itself */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `rate_limited`: over a `[rate_limit]` limit (see `Retry-After`) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unavailable`: the database does not answer; retry shortly */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_route: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": Record<string, unknown>;
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RouteView"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["InvalidRoute"];
+                };
+            };
+            /** @description `unauthorized`: a missing, unknown, expired or revoked credential */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `insufficient_scope` (the key lacks the operation's scope), `admin_disabled` (no admin.token configured), or a refusal of the operation itself */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `route_limit_reached`: the tenant has as many routes as it may */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `rate_limited`: over a `[rate_limit]` limit (see `Retry-After`) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unavailable`: the database does not answer; retry shortly */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_route: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description `unauthorized`: a missing, unknown, expired or revoked credential */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `config_route`: the file's routes are read-only here */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `rate_limited`: over a `[rate_limit]` limit (see `Retry-After`) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unavailable`: the database does not answer; retry shortly */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    update_route: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": Record<string, unknown>;
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RouteView"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["InvalidRoute"];
+                };
+            };
+            /** @description `unauthorized`: a missing, unknown, expired or revoked credential */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `config_route`: the file's routes are read-only here */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `rate_limited`: over a `[rate_limit]` limit (see `Retry-After`) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unavailable`: the database does not answer; retry shortly */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     supported_chains: {
         parameters: {
             query?: never;
@@ -1759,7 +2276,10 @@ export interface operations {
     };
     usage: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description The operator's choice of tenant (required for it); a tenant key may name only its own. */
+                tenant?: string;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -1774,6 +2294,14 @@ export interface operations {
                     "application/json": components["schemas"]["UsageView"];
                 };
             };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1784,6 +2312,14 @@ export interface operations {
             };
             /** @description `insufficient_scope` (the key lacks the operation's scope), `admin_disabled` (no admin.token configured), or a refusal of the operation itself */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -6,9 +6,12 @@ import { describe, test } from "node:test";
 import {
   ApiError,
   BadRequestError,
+  ConfigRouteError,
   ForbiddenError,
   InsufficientScopeError,
+  InvalidRouteError,
   KeyNotLiveError,
+  NamespaceTakenError,
   NetworkNotAllowedError,
   NotFoundError,
   QuotaExceededError,
@@ -22,7 +25,7 @@ import {
 } from "../dist/index.js";
 import { admin, anyone, asTenant, gate, newTenant, skipUnlessLive, tag } from "./helpers.mjs";
 
-const ALL_SCOPES = ["verify", "usage:read", "keys:write", "payments:read"].sort();
+const ALL_SCOPES = ["verify", "usage:read", "keys:write", "payments:read", "routes:write"].sort();
 
 /** Asserts `promise` rejects with `cls`, and the status and code given; returns the error. */
 async function rejects(promise, cls, status, code) {
@@ -96,6 +99,12 @@ describe("against the real gateway", { skip: skipUnlessLive }, () => {
     assert.deepEqual([p.status, p.tenant, p.amount, p.network], ["settled", gate.paidTenant, gate.paidAmount, gate.network]);
     assert.equal(p.payer.toLowerCase(), gate.payer.toLowerCase());
     await rejects(me.listPayments({ tenant: "someone-else" }), NotFoundError, 404);
+
+    assert.equal((await a.getUsage({ tenant: gate.paidTenant })).verified, usage.verified);
+    await rejects(a.getUsage(), BadRequestError, 400);
+    const tiers = Object.fromEntries((await a.listTiers()).map((t) => [t.name, t]));
+    assert.equal(tiers.free.monthly_verifications, 1000);
+    assert.deepEqual([tiers.tiny.monthly_verifications, tiers.tiny.networks], [1, [gate.network]]);
 
     const one = await a.listPayments({ tenant: gate.paidTenant, status: "settled", limit: 1 });
     assert.equal(one.payments.length, 1);
@@ -178,6 +187,43 @@ describe("against the real gateway", { skip: skipUnlessLive }, () => {
     assert.deepEqual(opRotated.new_key.scopes, ["verify"]);
     assert.equal(typeof (await a.revokeTenantKey(opRotated.new_key.id)).revoked_at, "number");
     await rejects(paidTx(asTenant(opRotated.new_key.key)), UnauthorizedError, 401);
+  });
+
+  test("routes and namespaces", async () => {
+    const created = await newTenant("free", { pay_to: { [gate.network]: gate.payTo } });
+    const tid = created.tenant.id;
+    const a = admin();
+    assert.deepEqual(await a.setNamespace(tid, { path_prefix: `/${tid}` }), { hosts: [], path_prefix: `/${tid}` });
+    const me = asTenant(created.api_key.key);
+    const route = await me.createRoute({ path: `/${tid}/data/*`, upstream: gate.upstream, price: "$0.01" });
+    assert.deepEqual([route.tenant, route.source, route.spec.price], [tid, "api", "$0.01"]);
+    assert.match(route.id, /^r_/);
+    assert.ok((await me.listRoutes()).routes.some((r) => r.id === route.id));
+    const changed = await me.updateRoute(route.id, { price: "$0.02", settle: "before" });
+    assert.deepEqual([changed.spec.price, changed.spec.settle], ["$0.02", "before"]);
+
+    const invalid = await rejects(
+      me.createRoute({ path: `/${tid}/x`, upstream: gate.upstream, price: "lots" }),
+      InvalidRouteError,
+      400,
+      "invalid_route",
+    );
+    assert.ok(invalid.fields.some((f) => f.field === "price"), JSON.stringify(invalid.fields));
+    assert.ok(invalid instanceof BadRequestError);
+    await rejects(me.createRoute({ path: "/elsewhere/*", upstream: gate.upstream, price: "$0.01" }), InvalidRouteError, 400);
+
+    assert.equal(await me.deleteRoute(route.id), undefined);
+    await rejects(me.deleteRoute(route.id), NotFoundError, 404);
+
+    const fromFile = (await a.listRoutes({ tenant: gate.paidTenant })).routes.filter((r) => r.source === "config");
+    assert.equal(fromFile[0].spec.path, "/paid/*");
+    await rejects(a.updateRoute(fromFile[0].id, { price: "$9" }), ConfigRouteError, 403, "config_route");
+    const made = await a.createRoute({ tenant: tid, path: `/${tid}/op`, upstream: gate.upstream, price: "free" });
+    assert.equal(made.tenant, tid);
+    await a.deleteRoute(made.id);
+
+    const other = await newTenant();
+    await rejects(a.setNamespace(other.tenant.id, { path_prefix: `/${tid}` }), NamespaceTakenError, 409, "namespace_taken");
   });
 
   test("supported chains, with and without a key", async () => {

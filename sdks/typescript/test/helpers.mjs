@@ -22,6 +22,7 @@ export const gate = live
       network: env.X402_GATE_NETWORK,
       deniedNetwork: env.X402_GATE_DENIED_NETWORK,
       payment: JSON.parse(env.X402_GATE_PAYMENT),
+      upstream: env.X402_GATE_UPSTREAM,
     }
   : null;
 

@@ -7,6 +7,7 @@ import {
   ApiError,
   ERROR_CLASSES,
   ForbiddenError,
+  InvalidRouteError,
   NotFoundError,
   ProtocolError,
   RateLimitedError,
@@ -154,6 +155,19 @@ test("a refused reload resolves with its report; a 503 error body throws", async
   await assert.rejects(c.reloadConfig(), UnavailableError);
   assert.equal(s.requests[0].headers["x-admin-key"], "a");
   assert.equal(s.requests[0].method, "POST");
+});
+
+test("a 204 resolves with nothing; an invalid route carries its fields", async () => {
+  const s = script(
+    new Response(null, { status: 204 }),
+    json(400, { error: "invalid_route", message: "price: bad", fields: [{ field: "price", message: "bad" }] }),
+  );
+  const c = client(s, { apiKey: "k" });
+  assert.equal(await c.deleteRoute("r_1"), undefined);
+  assert.equal(s.requests[0].method, "DELETE");
+  const e = await c.createRoute({ price: "x" }).catch((e) => e);
+  assert.ok(e instanceof InvalidRouteError);
+  assert.deepEqual(e.fields, [{ field: "price", message: "bad" }]);
 });
 
 test("a request that takes longer than timeoutMs is a TransportError", async () => {

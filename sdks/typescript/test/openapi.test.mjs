@@ -110,11 +110,11 @@ describe("the served OpenAPI document", { skip: skipUnlessLive }, () => {
       assert.ok(found.some((p) => p.includes(expected)), `${expected} not in ${JSON.stringify(found)}`);
     };
     await caught((d) => {
-      d.paths["/api/v1/x402/routes"] = { get: { operationId: "list_routes", responses: {} } };
-    }, "list_routes");
+      d.paths["/api/v1/x402/webhooks"] = { get: { operationId: "list_webhooks", responses: {} } };
+    }, "list_webhooks");
     await caught((d) => {
-      d.paths["/api/v1/x402/usage"].get.security = [{ admin: [] }];
-    }, "getUsage: auth key");
+      d.paths["/api/v1/x402/keys"].get.security = [{ admin: [] }];
+    }, "listKeys: auth key");
     await caught((d) => {
       const e = d.components.schemas.ErrorBody.properties.error;
       e.enum.push("payment_required");

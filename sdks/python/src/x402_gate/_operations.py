@@ -59,12 +59,19 @@ OPERATIONS: Dict[str, Operation] = {
         _op("own_rotate_key", "POST", "/api/v1/x402/keys/{key_id}/rotate", KEY, "RotateKeyRequest"),
         _op("own_revoke_key", "POST", "/api/v1/x402/keys/{key_id}/revoke", KEY),
         _op("verify", "POST", "/api/v1/x402/verify", KEY, "VerifyRequest"),
-        _op("usage", "GET", "/api/v1/x402/usage", KEY),
+        _op("usage", "GET", "/api/v1/x402/usage", ADMIN_OR_KEY),
+        _op("list_tiers", "GET", "/api/v1/x402/admin/tiers", ADMIN),
         _op("supported_chains", "GET", "/api/v1/x402/supported-chains", OPTIONAL_KEY),
         _op("health", "GET", "/health", NONE),
         # A 503 from /ready is an answer (not_ready), not a failure to retry.
         Operation("ready", "GET", "/ready", NONE, retry=False, answers=(503,)),
         Operation("reload_config", "POST", "/api/v1/x402/admin/reload", ADMIN, answers=(422, 503)),
+        _op("list_routes", "GET", "/api/v1/x402/routes", ADMIN_OR_KEY),
+        # The route's fields travel as one JSON object, passed as the method's `spec`.
+        _op("create_route", "POST", "/api/v1/x402/routes", ADMIN_OR_KEY, "object"),
+        _op("update_route", "PATCH", "/api/v1/x402/routes/{route_id}", ADMIN_OR_KEY, "object"),
+        _op("delete_route", "DELETE", "/api/v1/x402/routes/{route_id}", ADMIN_OR_KEY),
+        _op("set_namespace", "PUT", "/api/v1/x402/admin/tenants/{tenant_id}/namespace", ADMIN, "NamespaceBody"),
     ]
 }
 

@@ -29,14 +29,18 @@ from .models import (
     ApiKey,
     CreatedTenant,
     HealthStatus,
+    Namespace,
     NewKey,
     Payment,
     PaymentsPage,
     Readiness,
     ReloadReport,
     RotatedKey,
+    Route,
+    RouteList,
     SupportedChains,
     Tenant,
+    Tier,
     Usage,
     VerificationResult,
     parse,
@@ -308,6 +312,11 @@ class X402Client(_Base):
         """Lifts a suspension."""
         return self._send(self.activate_tenant, tenant_id)
 
+    @operation("list_tiers")
+    def list_tiers(self) -> List[Tier]:
+        """The plans (tiers) of the gateway's config: limits and networks."""
+        return self._send(self.list_tiers)
+
     # Any tenant's keys (operator).
 
     @operation("admin_create_key")
@@ -450,10 +459,11 @@ class X402Client(_Base):
     # Usage (a key with usage:read), chains, health.
 
     @operation("usage")
-    def get_usage(self) -> Usage:
-        """The caller's tenant's usage this UTC month: verified payments, limit, remaining,
-        revenue by route, network and asset, and a daily series."""
-        return self._send(self.get_usage)
+    def get_usage(self, *, tenant: Optional[str] = None) -> Usage:
+        """A tenant's usage this UTC month: verified payments, limit, remaining, revenue by
+        route, network and asset, and a daily series. With an API key, its own tenant's; the
+        operator names the ``tenant``."""
+        return self._send(self.get_usage, query=_drop_none(tenant=tenant))
 
     @operation("supported_chains")
     def get_supported_chains(self) -> SupportedChains:
@@ -471,6 +481,43 @@ class X402Client(_Base):
         """Readiness (store, RPCs, settler gas). A 503 ``not_ready`` is returned, not raised:
         check ``.is_ready`` or ``.status``."""
         return self._send(self.ready)
+
+    # Routes (a key with routes:write for its own; the operator for any tenant).
+
+    @operation("list_routes")
+    def list_routes(self, *, tenant: Optional[str] = None) -> RouteList:
+        """Routes: with an API key, its tenant's (the file's and the API's); for the operator,
+        every tenant's, or ``tenant``'s."""
+        return self._send(self.list_routes, query=_drop_none(tenant=tenant))
+
+    @operation("create_route")
+    def create_route(self, spec: Dict[str, Any]) -> Route:
+        """Creates a route from its fields, as a ``[[routes]]`` entry writes them
+        (``{"path": "/acme/data/*", "upstream": "https://api.acme.test", "price": "$0.01"}``;
+        the operator adds ``"tenant"``). It must lie in the tenant's namespace
+        (:meth:`set_namespace`). Raises :class:`InvalidRouteError` with each field's error."""
+        return self._send(self.create_route, body=spec)
+
+    @operation("update_route")
+    def update_route(self, route_id: str, spec: Dict[str, Any]) -> Route:
+        """Changes some of a route's fields (``{"price": "$0.02"}``). The file's routes
+        (``config:…``) raise :class:`ConfigRouteError`."""
+        return self._send(self.update_route, route_id, body=spec)
+
+    @operation("delete_route")
+    def delete_route(self, route_id: str) -> None:
+        """Deletes a route written through the API."""
+        return self._send(self.delete_route, route_id)
+
+    @operation("set_namespace")
+    def set_namespace(
+        self, tenant_id: str, *, hosts: Optional[List[str]] = None, path_prefix: Optional[str] = None
+    ) -> Namespace:
+        """Sets where a tenant's routes may live (operator): host names its routes may match,
+        and a path prefix (``/acme``) its host-less routes must live under. Raises
+        :class:`NamespaceTakenError` if another tenant holds one of them."""
+        body = _drop_none(hosts=hosts, path_prefix=path_prefix)
+        return self._send(self.set_namespace, tenant_id, body=body)
 
     # The configuration (operator).
 
@@ -716,9 +763,14 @@ class AsyncX402Client(_Base):
         return await self._send(self.verify_transaction, body=body)
 
     @operation("usage")
-    async def get_usage(self) -> Usage:
+    async def get_usage(self, *, tenant: Optional[str] = None) -> Usage:
         """See :meth:`X402Client.get_usage`."""
-        return await self._send(self.get_usage)
+        return await self._send(self.get_usage, query=_drop_none(tenant=tenant))
+
+    @operation("list_tiers")
+    async def list_tiers(self) -> List[Tier]:
+        """See :meth:`X402Client.list_tiers`."""
+        return await self._send(self.list_tiers)
 
     @operation("supported_chains")
     async def get_supported_chains(self) -> SupportedChains:
@@ -734,6 +786,34 @@ class AsyncX402Client(_Base):
     async def ready(self) -> Readiness:
         """See :meth:`X402Client.ready`."""
         return await self._send(self.ready)
+
+    @operation("list_routes")
+    async def list_routes(self, *, tenant: Optional[str] = None) -> RouteList:
+        """See :meth:`X402Client.list_routes`."""
+        return await self._send(self.list_routes, query=_drop_none(tenant=tenant))
+
+    @operation("create_route")
+    async def create_route(self, spec: Dict[str, Any]) -> Route:
+        """See :meth:`X402Client.create_route`."""
+        return await self._send(self.create_route, body=spec)
+
+    @operation("update_route")
+    async def update_route(self, route_id: str, spec: Dict[str, Any]) -> Route:
+        """See :meth:`X402Client.update_route`."""
+        return await self._send(self.update_route, route_id, body=spec)
+
+    @operation("delete_route")
+    async def delete_route(self, route_id: str) -> None:
+        """See :meth:`X402Client.delete_route`."""
+        return await self._send(self.delete_route, route_id)
+
+    @operation("set_namespace")
+    async def set_namespace(
+        self, tenant_id: str, *, hosts: Optional[List[str]] = None, path_prefix: Optional[str] = None
+    ) -> Namespace:
+        """See :meth:`X402Client.set_namespace`."""
+        body = _drop_none(hosts=hosts, path_prefix=path_prefix)
+        return await self._send(self.set_namespace, tenant_id, body=body)
 
     @operation("reload_config")
     async def reload_config(self) -> ReloadReport:

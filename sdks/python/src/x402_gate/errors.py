@@ -18,7 +18,9 @@ A code this SDK does not know yet raises its status class; a status it does not 
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Type
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Type
+
+from .models import RouteFieldError
 
 __all__ = [
     "X402Error",
@@ -46,7 +48,17 @@ __all__ = [
     "ServiceUnavailableError",
     "UnavailableError",
     "VerificationUnavailableError",
+    "InvalidRouteError",
+    "SessionExpiredError",
+    "CsrfFailedError",
+    "OperatorOnlyError",
+    "TenantOnlyError",
+    "ConfigRouteError",
+    "RouteLimitReachedError",
+    "NamespaceTakenError",
+    "DashboardNotBuiltError",
     "ERROR_CLASSES",
+    "ERROR_BODIES",
     "STATUS_CLASSES",
     "error_from_response",
 ]
@@ -115,8 +127,21 @@ class BadRequestError(ApiError):
     code = "bad_request"
 
 
-#: The API answers every validation failure with a 400 ``bad_request``.
+#: The API answers a validation failure with a 400 ``bad_request`` (``invalid_route`` for routes).
 ValidationError = BadRequestError
+
+
+class InvalidRouteError(BadRequestError):
+    """400 ``invalid_route``: a route that does not validate; ``fields`` has each field's error."""
+
+    code = "invalid_route"
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        raw = self.body.get("fields") if isinstance(self.body, dict) else None
+        self.fields: List[RouteFieldError] = [
+            RouteFieldError.from_json(f) for f in raw or [] if isinstance(f, dict)
+        ]
 
 
 class UnauthorizedError(ApiError):
@@ -124,6 +149,12 @@ class UnauthorizedError(ApiError):
 
     status = 401
     code = "unauthorized"
+
+
+class SessionExpiredError(UnauthorizedError):
+    """401 ``session_expired``: a dashboard session cookie that is no longer valid."""
+
+    code = "session_expired"
 
 
 class ForbiddenError(ApiError):
@@ -160,6 +191,30 @@ class NetworkNotAllowedError(ForbiddenError):
     """403 ``network_not_allowed``: the tenant's tier does not allow the network."""
 
     code = "network_not_allowed"
+
+
+class ConfigRouteError(ForbiddenError):
+    """403 ``config_route``: the config file's routes are read-only through the API."""
+
+    code = "config_route"
+
+
+class CsrfFailedError(ForbiddenError):
+    """403 ``csrf_failed``: a change made with a dashboard session but without its CSRF token."""
+
+    code = "csrf_failed"
+
+
+class OperatorOnlyError(ForbiddenError):
+    """403 ``operator_only``: a dashboard session of a tenant asked for an operator endpoint."""
+
+    code = "operator_only"
+
+
+class TenantOnlyError(ForbiddenError):
+    """403 ``tenant_only``: a dashboard session of the operator asked for a tenant endpoint."""
+
+    code = "tenant_only"
 
 
 class NotFoundError(ApiError):
@@ -200,6 +255,18 @@ class ReloadUnavailableError(ConflictError):
     code = "reload_unavailable"
 
 
+class RouteLimitReachedError(ConflictError):
+    """409 ``route_limit_reached``: the tenant has ``[routes_api] max_routes_per_tenant`` routes."""
+
+    code = "route_limit_reached"
+
+
+class NamespaceTakenError(ConflictError):
+    """409 ``namespace_taken``: another tenant holds one of the hosts or the path prefix."""
+
+    code = "namespace_taken"
+
+
 class TooManyRequestsError(ApiError):
     """429: a quota or a rate limit."""
 
@@ -236,6 +303,12 @@ class VerificationUnavailableError(ServiceUnavailableError):
     code = "verification_unavailable"
 
 
+class DashboardNotBuiltError(ServiceUnavailableError):
+    """503 ``dashboard_not_built``: the gateway was built without its dashboard."""
+
+    code = "dashboard_not_built"
+
+
 def _leaves() -> Dict[str, Type[ApiError]]:
     out: Dict[str, Type[ApiError]] = {}
     stack = [ApiError]
@@ -250,6 +323,12 @@ def _leaves() -> Dict[str, Type[ApiError]]:
 
 #: The exception class of each ``error`` code.
 ERROR_CLASSES: Dict[str, Type[ApiError]] = _leaves()
+
+#: Error answers with more than ``error`` and ``message``, by their OpenAPI schema: the
+#: exception class, and each further field with the attribute's type.
+ERROR_BODIES: Dict[str, Tuple[Type[ApiError], Dict[str, Any]]] = {
+    "InvalidRoute": (InvalidRouteError, {"fields": List[RouteFieldError]}),
+}
 
 #: The exception class of each status, for codes this SDK does not know.
 STATUS_CLASSES: Dict[int, Type[ApiError]] = {

@@ -42,6 +42,11 @@ __all__ = [
     "PendingChange",
     "ConfigProblem",
     "ReloadReport",
+    "Tier",
+    "Route",
+    "RouteList",
+    "Namespace",
+    "RouteFieldError",
     "MODELS",
     "parse",
 ]
@@ -429,6 +434,62 @@ class ReloadReport(Model):
         return self.result == "applied"
 
 
+@dataclass(frozen=True, kw_only=True)
+class Tier(Model):
+    """A plan of the gateway's config."""
+
+    __schema__ = "TierView"
+    name: str
+    #: ``None``: unlimited.
+    monthly_verifications: Optional[int] = None
+    #: CAIP-2 ids or patterns (``solana:*``, ``*``).
+    networks: List[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Route(Model):
+    """A route: its fields as a ``[[routes]]`` entry writes them (``spec``), and where it comes
+    from."""
+
+    __schema__ = "RouteView"
+    #: ``r_…`` for API routes; ``config:<index>`` for the file's (read-only here).
+    id: str
+    tenant: str
+    #: ``api`` or ``config``.
+    source: str
+    #: Whether this instance serves it (an API route that no longer validates is kept, unserved).
+    served: bool
+    #: ``path``, ``upstream``, ``price``, ``host``, ``methods``, ``networks``, ``settle``, ….
+    spec: Dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RouteList(Model):
+    """Routes: a tenant's own, or (for the operator) every tenant's or one's."""
+
+    __schema__ = "RouteList"
+    routes: List[Route]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Namespace(Model):
+    """Where a tenant's routes may live: host names, and a path prefix for host-less routes."""
+
+    __schema__ = "NamespaceBody"
+    hosts: List[str] = field(default_factory=list)
+    path_prefix: Optional[str] = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RouteFieldError(Model):
+    """One field's error in a route that does not validate (see ``InvalidRouteError.fields``)."""
+
+    __schema__ = "FieldError"
+    #: The field (``price``, ``methods[1]``), empty for the route as a whole.
+    field: str
+    message: str
+
+
 #: Every model, by the OpenAPI schema it mirrors.
 MODELS: Dict[str, Type[Model]] = {
     cls.__schema__: cls
@@ -455,5 +516,10 @@ MODELS: Dict[str, Type[Model]] = {
         PendingChange,
         ConfigProblem,
         ReloadReport,
+        Tier,
+        Route,
+        RouteList,
+        Namespace,
+        RouteFieldError,
     ]
 }
