@@ -177,7 +177,9 @@ pub fn build_server(
         metrics.clone(),
     )));
     let admin_db = db();
-    let admin_tenants = Arc::new(TenantDirectory::new(admin_db.clone(), config.tiers.clone()));
+    // Sharing the proxy's cached standings: a tier changed through the management API (by the
+    // operator, a Stripe webhook or an x402 plan payment) applies to the next proxied request.
+    let admin_tenants = Arc::new(proxy_tenants.sharing(admin_db.clone()));
     // Reloads run in their own service, one at a time, with their own pool.
     let reload = options.config_file.as_ref().map(|path| {
         let reload_db = db();
@@ -221,6 +223,7 @@ pub fn build_server(
             limits: admin_limits,
             reload,
             sessions: Default::default(),
+            billing: Arc::new(crate::admin::Billing::new(config)),
         },
     };
     server.add_service(pingora::services::background::background_service(

@@ -33,8 +33,9 @@
 //!              CORS), admit.rs (request_filter's steps), forward.rs (peer, upstream headers),
 //!              phases.rs (answer, failure, end of request, metrics), ctx.rs (per-request
 //!              state, the request's ProxyLive snapshot), limit.rs (invalid payments per IP)
-//! payments/    the transport-free payment core: admit.rs (verify via the cache, atomic claim
-//!              with the quota count, overdraw guard), settle.rs (settle, enqueue, release),
+//! payments/    the transport-free payment core: present.rs (the payment header decoded and
+//!              matched), admit.rs (verify via the cache, atomic claim for a payee with the quota
+//!              count, overdraw guard), settle.rs (settle, enqueue, release),
 //!              queued.rs (one deferred attempt), verify_only.rs (verify API, transfer lookup),
 //!              rules.rs (what is charged), state.rs (typed stages and receipts)
 //!   chain.rs   trait ChainBackend and its chain-neutral value types: PaymentKey, Verified with
@@ -50,7 +51,8 @@
 //!   lanes.rs   several settler keys of one network behind one backend, per held lease
 //!   fake.rs    a scripted backend for the core's unit tests (tests.rs)
 //! store/       sqlx over SQLite or Postgres: consume-once claims (mod.rs), ledger.rs, queue.rs
-//!              (queue_format.rs: its versioned stored format), leases.rs, tenants.rs; LazyStore
+//!              (queue_format.rs: its versioned stored format), leases.rs, tenants.rs, billing.rs
+//!              (Stripe events once and in order, x402-paid periods); LazyStore
 //!              opens a pool in the runtime that uses it
 //! settle/      background services: worker.rs (deferred settlements, one attempt each via
 //!              payments), reconcile.rs (records settlements whose outcome was never seen, re-sends
@@ -61,10 +63,14 @@
 //!              hashing, scoped authentication; constant-time admin credential check
 //! admin/       management API (axum) on admin_listen: extract.rs (operator/API-key auth, or a
 //!              dashboard session with its CSRF token, and bodies as extractors), handlers by
-//!              resource (tenants, keys, payments, verify, usage, status, reload), types.rs
+//!              resource (tenants, keys, payments, verify, usage, status, reload, billing,
+//!              api_routes), types.rs
 //!              (bodies, OpenAPI schemas); dashboard/ (the embedded single-page dashboard at
 //!              /dashboard: assets.rs serves dashboard/dist as build.rs embedded it, session.rs
 //!              the server-side sign-in sessions); a pingora background service
+//! billing/     plan billing: stripe.rs (Stripe-Signature verification and each event's meaning
+//!              for a tenant's plan, as plain functions; Checkout sessions over reqwest), plans.rs
+//!              (tiers sold for x402, priced by `pricing` like routes)
 //! ratelimit.rs request rates per client IP and per tenant (proxy and admin): governor in
 //!              process, or GCRA in one Lua script on a shared Redis, falling back to local
 //! metrics/     Prometheus registry, on metrics_listen: mod.rs (the payment funnel, health and
@@ -98,8 +104,9 @@
 //!           metrics, x402
 //! proxy -> payments, routes, pricing, tenants, metrics, ratelimit, logging, config, x402   (never
 //!          store or a backend)
-//! admin -> payments, store, tenants, pricing, routes (reload), reload (handle, report), health,
-//!          ratelimit, logging, config, x402 (never proxy)
+//! admin -> payments, store, tenants, pricing, billing, routes (reload, api, upstream), reload
+//!          (handle, report), health, ratelimit, logging, config, x402 (never proxy)
+//! billing -> pricing, store (value types), config, x402
 //! ratelimit -> config, metrics
 //! health -> payments::chain, config, metrics
 //! tls -> config (config -> tls::certs, to check the files at --check); reporting -> config, cli,
@@ -112,7 +119,8 @@
 //! cache -> payments::chain, pricing, metrics      metrics -> payments::chain (RpcObserver)
 //! tenants -> store, config      routes -> pricing -> config -> x402; routes::reload -> store
 //! x402 imports nothing internal
-//! pingora stays in app, proxy and the background services; alloy in payments::evm only; sqlx in
+//! pingora stays in app, proxy and the background services; alloy in payments::evm only; the solana
+//! crates in payments::svm only; reqwest in billing::stripe; sqlx in
 //! store; moka in cache, tenants and proxy::limit; axum in admin and metrics; prometheus in
 //! metrics; governor in proxy::limit and ratelimit; redis in ratelimit; tracing-subscriber in
 //! logging and reporting; sentry in reporting (and config, to parse a DSN); rustls in tls; tower
@@ -122,6 +130,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod billing;
 pub mod cache;
 pub mod cli;
 pub mod config;

@@ -774,6 +774,83 @@ async fn api_routes_and_namespaces(url: String) {
     );
 }
 
+/// Stripe events: once by id, never older than the newest applied, the tenant found by its
+/// subscription; x402 periods extend; a billed tenant keeps its tier over the config's.
+async fn billing_events_apply_once_and_in_order(store: Store) {
+    use x402_gate::store::{BillingStatus, StripeApplied, StripeUpdate};
+    assert!(store.create_tenant(&tenant("acme")).await.unwrap());
+    let update = |id: &str, created: i64, tier: Option<&str>, who: Option<&str>| StripeUpdate {
+        event_id: id.into(),
+        event_type: "customer.subscription.updated".into(),
+        created,
+        tenant: who.map(String::from),
+        subscription: Some("sub_1".into()),
+        customer: Some("cus_1".into()),
+        tier: tier.map(String::from),
+        status: BillingStatus::Active,
+    };
+    let applied = StripeApplied::Applied {
+        tenant: "acme".into(),
+        tier_changed: true,
+    };
+    let tier = || async { store.tenant("acme").await.unwrap().unwrap().tier };
+    assert_eq!(
+        store
+            .apply_stripe_event(&update("e1", 100, Some("pro"), Some("acme")))
+            .await
+            .unwrap(),
+        applied
+    );
+    assert_eq!(
+        store
+            .apply_stripe_event(&update("e1", 100, Some("pro"), Some("acme")))
+            .await
+            .unwrap(),
+        StripeApplied::Duplicate
+    );
+    assert_eq!(
+        store
+            .apply_stripe_event(&update("e0", 50, Some("free"), Some("acme")))
+            .await
+            .unwrap(),
+        StripeApplied::Stale {
+            tenant: "acme".into()
+        }
+    );
+    assert_eq!(tier().await, "pro");
+    // Found by its subscription alone; the same second as the newest is still applied.
+    assert_eq!(
+        store
+            .apply_stripe_event(&update("e2", 100, Some("starter"), None))
+            .await
+            .unwrap(),
+        applied
+    );
+    assert_eq!(tier().await, "starter");
+    assert_eq!(
+        store
+            .apply_stripe_event(&update("e3", 200, Some("pro"), Some("nobody")))
+            .await
+            .unwrap(),
+        StripeApplied::UnknownTenant
+    );
+    assert_eq!(store.billing_event_outcome("e3").await.unwrap(), None);
+    let b = store.billing("acme").await.unwrap().unwrap();
+    assert_eq!((b.source.as_str(), b.status.as_str()), ("stripe", "active"));
+    assert_eq!(b.subscription.as_deref(), Some("sub_1"));
+
+    // x402: a period from now, extended by paying for the same tier again.
+    let first = store.apply_x402_plan("acme", "pro", 1000).await.unwrap();
+    let second = store.apply_x402_plan("acme", "pro", 1000).await.unwrap();
+    assert_eq!(second, first + 1000);
+    assert_eq!(tier().await, "pro");
+    // The config declares another tier: the billed one stays.
+    let mut declared = tenant("acme");
+    declared.tier = "free".into();
+    store.upsert_config_tenant(&declared).await.unwrap();
+    assert_eq!(tier().await, "pro");
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),*) => {
         mod sqlite {
@@ -817,6 +894,9 @@ async fn run(name: &str, url: String) {
             format_1_queue_rows_are_upgraded_on_read(url).await
         }
         "api_routes_and_namespaces" => api_routes_and_namespaces(url).await,
+        "billing_events_apply_once_and_in_order" => {
+            billing_events_apply_once_and_in_order(Store::connect(&url).await.unwrap()).await
+        }
         other => panic!("unknown test {other}"),
     }
 }
@@ -831,5 +911,6 @@ on_both_backends!(
     revenue_and_daily_series,
     leases_have_one_holder,
     format_1_queue_rows_are_upgraded_on_read,
-    api_routes_and_namespaces
+    api_routes_and_namespaces,
+    billing_events_apply_once_and_in_order
 );

@@ -933,6 +933,10 @@ async fn the_openapi_document_describes_every_endpoint() {
         ("/api/v1/x402/verify", "post"),
         ("/api/v1/x402/usage", "get"),
         ("/api/v1/x402/supported-chains", "get"),
+        ("/api/v1/x402/billing", "get"),
+        ("/api/v1/x402/billing/stripe/webhook", "post"),
+        ("/api/v1/x402/billing/checkout", "post"),
+        ("/api/v1/x402/billing/upgrade", "post"),
         ("/health", "get"),
         ("/ready", "get"),
     ] {

@@ -11,15 +11,17 @@
 //! handlers meet, so they use `?`), the router and the OpenAPI document. `extract.rs`: who is
 //! calling (`Operator`, `TenantKey<needs::Scope>`, `OperatorOrKey`) and bodies as extractors.
 //! Handlers by resource: `tenants.rs`, `keys.rs`, `payments.rs`, `verify.rs`, `usage.rs`,
-//! `status.rs` (supported chains, health, readiness), `reload.rs` (config reload). `types.rs`:
-//! bodies and their OpenAPI schemas. `serve.rs` serves the router with header-read and idle
-//! timeouts. `dashboard/`: the embedded single-page dashboard at `/dashboard` and its cookie
-//! sessions, which the extractors accept in place of a credential header (with a CSRF token on
-//! every change).
-//! May import: payments, store, tenants, pricing, routes (reload), reload (its handle and
-//! report), config, health, logging, x402.
+//! `status.rs` (supported chains, health, readiness), `reload.rs` (config reload),
+//! `billing.rs` (the Stripe webhook, Checkout, plans paid with x402), `api_routes.rs` (routes
+//! as data, namespaces). `types.rs`: bodies and their OpenAPI schemas. `serve.rs` serves the
+//! router with header-read and idle timeouts. `dashboard/`: the embedded single-page dashboard
+//! at `/dashboard` and its cookie sessions, which the extractors accept in place of a credential
+//! header (with a CSRF token on every change).
+//! May import: payments, store, tenants, pricing, billing, routes (reload, api, upstream),
+//! reload (its handle and report), config, health, logging, x402.
 
 mod api_routes;
+mod billing;
 pub mod dashboard;
 mod extract;
 mod keys;
@@ -36,6 +38,7 @@ mod verify;
 /// `paths(...)` below, so the published document keeps its one tag, `handlers`.
 mod handlers {
     pub use super::api_routes::*;
+    pub use super::billing::*;
     pub use super::keys::*;
     pub use super::payments::*;
     pub use super::reload::*;
@@ -68,6 +71,7 @@ use crate::routes::reload::RouteReloader;
 use crate::store::{LazyStore, Store, StoreError};
 use crate::tenants::{AuthError, KeyAuth, TenantDirectory, TenantError};
 
+pub use billing::Billing;
 pub use types::*;
 
 /// What the handlers share.
@@ -91,6 +95,8 @@ pub struct AdminState {
     pub reload: Option<crate::reload::ReloadHandle>,
     /// The dashboard's sign-in sessions (this instance's memory).
     pub sessions: Arc<dashboard::session::Sessions>,
+    /// `[billing]`: the x402 plans' offers and Stripe's client.
+    pub billing: Arc<Billing>,
 }
 
 /// Every `error` code the API answers with, and its status. Published as the `enum` of
@@ -121,6 +127,15 @@ pub const ERROR_CODES: &[(&str, u16)] = &[
     ("operator_only", 403),
     ("tenant_only", 403),
     ("dashboard_not_built", 503),
+    // Plans and billing (billing.rs).
+    ("billing_disabled", 404),
+    ("invalid_signature", 400),
+    ("not_for_sale", 400),
+    ("stripe_unavailable", 502),
+    ("payment_unavailable", 503),
+    ("settlement_pending", 503),
+    ("internal", 500),
+    ("plan_not_applied", 500),
     ("tenant_quota_exceeded", 429),
     ("rate_limited", 429),
     ("unavailable", 503),
@@ -262,7 +277,7 @@ impl AdminState {
 #[openapi(
     info(
         title = "x402-gate management API",
-        description = "Tenants, API keys, usage and payment verification."
+        description = "Tenants, API keys, usage, payment verification and plan billing."
     ),
     paths(
         handlers::create_tenant,
@@ -292,6 +307,10 @@ impl AdminState {
         handlers::update_route,
         handlers::delete_route,
         handlers::set_namespace,
+        handlers::stripe_webhook,
+        handlers::checkout,
+        handlers::upgrade,
+        handlers::billing,
     ),
     modifiers(&Documented)
 )]
@@ -465,6 +484,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/x402/verify", post(verify))
         .route("/api/v1/x402/usage", get(usage))
         .route("/api/v1/x402/supported-chains", get(supported_chains))
+        .route("/api/v1/x402/billing", get(billing))
+        .route("/api/v1/x402/billing/stripe/webhook", post(stripe_webhook))
+        .route("/api/v1/x402/billing/checkout", post(checkout))
+        .route(crate::billing::plans::UPGRADE_PATH, post(upgrade))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route(

@@ -94,6 +94,7 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub routes_api: RoutesApiConfig,
     pub sentry: SentryConfig,
+    pub billing: BillingConfig,
 }
 
 /// `[routes_api]`: routes tenants write through the management API.
@@ -126,6 +127,47 @@ pub struct TlsConfig {
     pub listen: Option<SocketAddr>,
     /// Offer HTTP/2 (ALPN `h2`) as well as HTTP/1.1.
     pub http2: bool,
+}
+
+/// `[billing]`: plan billing. Both parts are optional; without them tiers change only through
+/// the operator's management API.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BillingConfig {
+    pub stripe: Option<StripeConfig>,
+    pub x402: Option<X402PlansConfig>,
+}
+
+/// `[billing.stripe]`: subscriptions paid by card through Stripe Checkout, applied by webhook.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StripeConfig {
+    /// Every secret a `Stripe-Signature` may be signed with: during a rotation Stripe signs with
+    /// the old and the new one, and either must be accepted.
+    pub webhook_secrets: Vec<Secret>,
+    /// The secret API key Checkout sessions are created with (`None`: no Checkout endpoint).
+    pub api_key: Option<Secret>,
+    /// `https://api.stripe.com` unless a test points it at a local server. No trailing slash.
+    pub api_base: String,
+    /// How far a signature's timestamp may be from now (Stripe's libraries default to 300 s).
+    pub tolerance: Duration,
+    pub success_url: Option<String>,
+    pub cancel_url: Option<String>,
+    /// Stripe price id -> tier name.
+    pub prices: BTreeMap<String, String>,
+    /// tier -> the price id Checkout sells for it.
+    pub checkout_prices: BTreeMap<String, String>,
+}
+
+/// `[billing.x402]`: plans paid with x402 to the operator, a period at a time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct X402PlansConfig {
+    pub network: Network,
+    /// The operator's address on `network`.
+    pub pay_to: String,
+    /// How long one payment keeps the plan (recorded as `paid_until`).
+    pub period: Duration,
+    pub max_timeout_seconds: u64,
+    /// tier -> its price per period, a USD amount ("$299").
+    pub prices: BTreeMap<String, String>,
 }
 
 /// `[rate_limit]`: request rates per client IP and per tenant, on the proxy and on the

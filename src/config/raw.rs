@@ -32,6 +32,7 @@ pub struct RawConfig {
     pub routes_api: RawRoutesApi,
     #[serde(default)]
     pub sentry: RawSentry,
+    pub billing: RawBilling,
 }
 
 /// `[routes_api]`: routes tenants write through the management API.
@@ -56,6 +57,40 @@ pub struct RawTls {
     pub key: Option<String>,
     pub listen: Option<String>,
     pub http2: Option<bool>,
+}
+
+/// `[billing]`: how tenants pay for their plans (Stripe subscriptions, or x402 itself).
+#[derive(Debug, Default, Deserialize)]
+pub struct RawBilling {
+    pub stripe: Option<RawStripe>,
+    pub x402: Option<RawX402Plans>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawStripe {
+    pub webhook_secrets: Option<Vec<String>>,
+    pub api_key: Option<String>,
+    pub api_base: Option<String>,
+    pub tolerance_seconds: Option<u64>,
+    pub success_url: Option<String>,
+    pub cancel_url: Option<String>,
+    /// Stripe price id -> tier.
+    #[serde(default)]
+    pub prices: BTreeMap<String, String>,
+    /// tier -> the price id Checkout sells, when several prices map to one tier.
+    #[serde(default)]
+    pub checkout_prices: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawX402Plans {
+    pub network: Option<String>,
+    pub pay_to: Option<String>,
+    pub period_days: Option<u64>,
+    pub max_timeout_seconds: Option<u64>,
+    /// tier -> monthly price ("$299").
+    #[serde(default)]
+    pub prices: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -585,3 +585,62 @@ fn rate_limits_are_optional_and_validated_with_their_paths() {
         "unknown key",
     );
 }
+
+#[test]
+fn billing_is_validated_with_its_key_paths() {
+    let text = r#"
+[networks."eip155:84532"]
+rpc_url = "http://127.0.0.1:8545"
+settler_key = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+assets = [{ symbol = "USDC", address = "0x036CbD53842c5426634e7929541eC2318f3dCF7e", decimals = 6, eip712_name = "USDC", eip712_version = "2" }]
+[billing.stripe]
+webhook_secrets = []
+api_key = "${STRIPE_KEY}"
+api_base = "ftp://x"
+tolerance_seconds = 0
+prices = { price_a = "gold", price_b = "pro", price_c = "pro" }
+[billing.x402]
+network = "eip155:8453"
+pay_to = "0xnot"
+prices = { pro = "299", starter = "$0.0000001" }
+"#;
+    let errors = Config::from_toml(text, &|_| Some("sk_test".into()))
+        .unwrap_err()
+        .0;
+    let paths: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();
+    for p in [
+        "billing.stripe.webhook_secrets",
+        "billing.stripe.api_base",
+        "billing.stripe.tolerance_seconds",
+        "billing.stripe.success_url",
+        "billing.stripe.cancel_url",
+        "billing.stripe.prices.price_a",
+        "billing.stripe.checkout_prices.pro",
+        "billing.x402.network",
+        "billing.x402.prices.pro",
+    ] {
+        assert!(paths.contains(&p), "{p} missing from {paths:?}");
+    }
+
+    let ok = r#"
+[networks."eip155:84532"]
+rpc_url = "http://127.0.0.1:8545"
+settler_key = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+assets = [{ symbol = "USDC", address = "0x036CbD53842c5426634e7929541eC2318f3dCF7e", decimals = 6, eip712_name = "USDC", eip712_version = "2" }]
+[billing.stripe]
+webhook_secrets = ["${WHSEC}"]
+prices = { price_b = "pro", price_c = "pro" }
+checkout_prices = { pro = "price_c" }
+[billing.x402]
+network = "eip155:84532"
+pay_to = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
+prices = { pro = "$299" }
+"#;
+    let c = Config::from_toml(ok, &|_| Some("whsec_x".into())).unwrap();
+    let s = c.billing.stripe.unwrap();
+    assert_eq!(s.api_base, "https://api.stripe.com");
+    assert_eq!(s.tolerance.as_secs(), 300);
+    assert_eq!(s.webhook_secrets[0].expose(), "whsec_x");
+    assert_eq!(s.checkout_prices["pro"], "price_c");
+    assert_eq!(c.billing.x402.unwrap().period.as_secs(), 30 * 86_400);
+}

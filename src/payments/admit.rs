@@ -22,10 +22,51 @@ pub enum Admission {
     QuotaExceeded,
 }
 
-/// Verifies (or recalls) a proof and claims it for this request.
+/// Who a payment is for: the ledger's tenant and route, and when it settles.
+#[derive(Debug, Clone)]
+pub struct Payee {
+    pub tenant: String,
+    pub route: String,
+    pub policy: crate::config::SettlePolicy,
+}
+
+impl Payee {
+    pub fn of(route: &Route) -> Payee {
+        Payee {
+            tenant: route.config.tenant.clone(),
+            route: route_name(route),
+            policy: route.config.settle,
+        }
+    }
+}
+
+/// Verifies (or recalls) a proof and claims it for this request to `route`.
 pub async fn admit(
     payments: &Payments,
     route: &Route,
+    offer: &Offer,
+    proof: &PaymentProof,
+    header: &[u8],
+    receipt_header: &'static str,
+    limit: Option<i64>,
+) -> Admission {
+    admit_to(
+        payments,
+        Payee::of(route),
+        offer,
+        proof,
+        header,
+        receipt_header,
+        limit,
+    )
+    .await
+}
+
+/// Verifies (or recalls) a proof and claims it for `payee`, counted toward `payee.tenant`'s
+/// month within `limit`.
+pub async fn admit_to(
+    payments: &Payments,
+    payee: Payee,
     offer: &Offer,
     proof: &PaymentProof,
     header: &[u8],
@@ -54,8 +95,11 @@ pub async fn admit(
         Ok(s) => s,
         Err(e) => return Admission::Unavailable(format!("database: {e}")),
     };
-    let tenant = route.config.tenant.clone();
-    let route_name = route_name(route);
+    let Payee {
+        tenant,
+        route: route_name,
+        policy,
+    } = payee;
     let ctx = ClaimContext {
         tenant: &tenant,
         route: &route_name,
@@ -82,7 +126,7 @@ pub async fn admit(
                 verified,
                 claim_id,
                 receipt_header,
-                policy: route.config.settle,
+                policy,
                 tenant,
                 route: route_name,
                 stage: Stage::Claimed,

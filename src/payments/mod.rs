@@ -3,8 +3,9 @@
 //! management API and the background workers are thin adapters that turn these values into
 //! responses, and there is exactly one implementation of each step.
 //!
-//! - `admit.rs`: match is done by the caller; verify (cached), claim atomically with the quota
-//!   count, hold the payer's unsettled payments against its balance.
+//! - `present.rs`: the payment header found, decoded and matched against the offers.
+//! - `admit.rs`: verify (cached), claim atomically with the quota count for the payee (a route's
+//!   tenant, or the operator for a plan), hold the payer's unsettled payments against its balance.
 //! - `settle.rs`: settle now (sign, record, send, record), enqueue for the deferred worker,
 //!   release (not charged); each also as a detached task that outlives its request.
 //! - `queued.rs`: one attempt at a deferred settlement (the worker schedules them).
@@ -28,6 +29,7 @@ pub mod lanes;
 pub mod svm;
 
 mod admit;
+mod present;
 mod queued;
 mod rules;
 mod settle;
@@ -49,7 +51,8 @@ use crate::store::LazyStore;
 use crate::tenants::TenantDirectory;
 use crate::x402::Reason;
 
-pub use admit::{admit, route_name, Admission, MAX_UNSETTLED_PER_PAYER};
+pub use admit::{admit, admit_to, route_name, Admission, Payee, MAX_UNSETTLED_PER_PAYER};
+pub use present::{check_payment, payment_header, PaymentCheck};
 pub use queued::{settle_queued, QueuedOutcome};
 pub use rules::{is_charged, is_interim, receipt_header_for, unanswered, Unanswered};
 pub use settle::{enqueue, enqueue_detached, release, settle, settle_claim, settle_detached};

@@ -8,9 +8,11 @@
 //! This file: the types and the claim lifecycle (claim, release, settling, failed); `ledger.rs`:
 //! the settlement ledger and the reconciler's lookups; `queue.rs`: the deferred queue, whose
 //! stored format is versioned (`queue_format.rs`); `leases.rs`: settler-key and queue-item leases;
-//! `tenants.rs`: tenants, API keys, usage counters and verified transactions.
+//! `tenants.rs`: tenants, API keys, usage counters and verified transactions; `billing.rs`: plan
+//! billing (Stripe events applied once and in order, x402-paid periods).
 //! May import: payments::chain (the chain-neutral value types, never a chain backend), x402.
 
+mod billing;
 mod leases;
 mod ledger;
 mod queue;
@@ -21,6 +23,7 @@ mod tenants;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+pub use billing::{BillingRecord, BillingStatus, StripeApplied, StripeUpdate};
 pub use routes::{ApiRouteRecord, Namespace, RouteWrite};
 pub use tenants::{
     day_string, month_start, period_of, ApiKeyRecord, DailyLine, PaymentFilter, PaymentRecord,

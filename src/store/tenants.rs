@@ -168,7 +168,8 @@ fn key_from_row(r: &sqlx::any::AnyRow) -> ApiKeyRecord {
 
 impl Store {
     /// Creates or updates a tenant declared in the config. Its status (set through the API) is
-    /// kept; name, email, tier and pay_to follow the file.
+    /// kept; name, email, tier and pay_to follow the file, except the tier of a tenant whose plan
+    /// is billed (a `tenant_billing` row): what it paid for outlives a restart.
     pub async fn upsert_config_tenant(&self, t: &TenantRecord) -> Result<(), StoreError> {
         let pay_to =
             serde_json::to_string(&t.pay_to).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -177,7 +178,9 @@ impl Store {
             "INSERT INTO tenants (id, name, email, tier, status, pay_to, source, created_at, updated_at)
              VALUES ($1, $2, $3, $4, 'active', $5, 'config', $6, $6)
              ON CONFLICT (id) DO UPDATE SET name = excluded.name, email = excluded.email,
-                tier = excluded.tier, pay_to = excluded.pay_to, source = 'config', updated_at = excluded.updated_at",
+                tier = CASE WHEN EXISTS (SELECT 1 FROM tenant_billing b WHERE b.tenant_id = tenants.id)
+                    THEN tenants.tier ELSE excluded.tier END,
+                pay_to = excluded.pay_to, source = 'config', updated_at = excluded.updated_at",
         )
         .bind(&t.id)
         .bind(&t.name)

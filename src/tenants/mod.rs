@@ -68,7 +68,7 @@ pub enum TenantError {
 pub struct TenantDirectory {
     store: Arc<LazyStore>,
     /// The tiers of the running config; a config reload swaps them (`set_tiers`).
-    tiers: ArcSwap<BTreeMap<String, Tier>>,
+    tiers: Arc<ArcSwap<BTreeMap<String, Tier>>>,
     /// Sync cache of shared values: a hit on the 402 path is a lock-free read and a refcount,
     /// no allocation.
     states: SyncCache<String, Arc<TenantState>>,
@@ -78,11 +78,23 @@ impl TenantDirectory {
     pub fn new(store: Arc<LazyStore>, tiers: BTreeMap<String, Tier>) -> Self {
         TenantDirectory {
             store,
-            tiers: ArcSwap::from_pointee(tiers),
+            tiers: Arc::new(ArcSwap::from_pointee(tiers)),
             states: SyncCache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(1))
                 .build(),
+        }
+    }
+
+    /// A directory over another store (another service's pool, in its own runtime) sharing this
+    /// one's tiers and cached standings: a change made through either (the management API
+    /// changing a tier, a reload) is seen by both at once, so the proxy applies the new limits
+    /// on its next request.
+    pub fn sharing(&self, store: Arc<LazyStore>) -> Self {
+        TenantDirectory {
+            store,
+            tiers: self.tiers.clone(),
+            states: self.states.clone(),
         }
     }
 

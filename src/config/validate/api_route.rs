@@ -125,6 +125,7 @@ assets = [{ symbol = "USDC", address = "0x036CbD53842c5426634e7929541eC2318f3dCF
             assert!(fields.contains(&f), "{f} in {fields:?}");
         }
         let errors = api_route(
+            "r_1",
             &serde_json::json!({"path": "/x", "colour": "red"}),
             &config(),
             &tenant(),

@@ -7,7 +7,7 @@
 //! This file: the entry point, `[server]`, `[database]`, `[admin]`, tiers and tenants;
 //! `networks.rs`: networks, assets and address formats; `routes.rs`: routes and the networks each
 //! is paid on; `limits.rs`: `[rate_limit]` and `[health]`; `edge.rs`: `[server.tls]` (the certificate files are
-//! read and checked), the upgrade socket and pid file, `[sentry]`.
+//! read and checked), the upgrade socket and pid file, `[sentry]`. `billing.rs`: `[billing]`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -15,6 +15,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 mod api_route;
+mod billing;
 mod edge;
 mod limits;
 mod networks;
@@ -150,6 +151,7 @@ pub fn validate(raw: RawConfig, errors: Vec<ConfigError>) -> (Option<Config>, Ve
             .collect(),
     };
     let sentry = edge::sentry(raw.sentry, &mut e);
+    let billing = billing::billing(raw.billing, &networks, &tiers, &mut e);
     let config = Config {
         server,
         database,
@@ -162,6 +164,7 @@ pub fn validate(raw: RawConfig, errors: Vec<ConfigError>) -> (Option<Config>, Ve
         rate_limit,
         routes_api,
         sentry,
+        billing,
     };
     let ok = e.0.is_empty();
     (ok.then_some(config), e.0)
