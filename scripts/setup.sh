@@ -36,6 +36,31 @@ if [ ! -x tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil ] \
   (cd tools && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
+# The SDKs' test tools (tests/sdks.rs runs their suites against the real gateway): a Python venv
+# in sdks/python/.venv with the pinned sdks/python/requirements-dev.txt (httpx, pytest), and
+# sdks/typescript's npm packages, pinned in its package-lock.json (typescript, openapi-typescript).
+py=sdks/python
+if [ ! -x "$py/.venv/bin/python" ] || [ ! -f "$py/.venv/.installed" ] \
+   || [ "$py/requirements-dev.txt" -nt "$py/.venv/.installed" ]; then
+  command -v python3 >/dev/null 2>&1 || apt_install python3
+  python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' || {
+    echo "setup: the Python SDK needs Python 3.10 or later; python3 is $(python3 --version)" >&2
+    exit 1
+  }
+  python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
+  echo "setup: installing the Python SDK's test tools ($py/requirements-dev.txt) in $py/.venv"
+  rm -rf "$py/.venv"
+  python3 -m venv "$py/.venv"
+  "$py/.venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    -r "$py/requirements-dev.txt"
+  touch "$py/.venv/.installed"
+fi
+ts=sdks/typescript
+if [ ! -x "$ts/node_modules/.bin/tsc" ] \
+   || [ "$ts/package-lock.json" -nt "$ts/node_modules/.package-lock.json" ]; then
+  echo "setup: installing the TypeScript SDK's build and test tools ($ts/package.json) with npm"
+  (cd "$ts" && npm ci --no-audit --no-fund --loglevel=error)
+fi
 # The dashboard's toolchain (Vite, TypeScript) and playwright-core, pinned in
 # dashboard/package-lock.json: tests/dashboard.rs rebuilds dashboard/dist to check the committed
 # build is current, and drives the browser with playwright-core. (Building the gateway needs none

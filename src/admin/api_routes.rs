@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::extract::{needs, Operator, OperatorOrKey};
-use super::{AdminState, ApiError, ApiResult};
+use super::{AdminState, ApiError, ApiResult, ErrorBody};
 use crate::config::{Config, ConfigError, PathPattern, Price, RouteConfig, SettlePolicy};
 use crate::routes::api::{compile_one, overlaps};
 use crate::routes::upstream::{UpstreamError, UpstreamPolicy};
@@ -188,7 +188,8 @@ fn caller<S>(who: &OperatorOrKey<S>) -> Option<String> {
 }
 
 #[utoipa::path(get, path = "/api/v1/x402/routes", params(RouteQuery),
-    responses((status = 200, body = RouteList)))]
+    responses((status = 200, body = RouteList)),
+    security(("admin" = []), ("api_key" = [])))]
 pub async fn list_routes(
     State(state): State<AdminState>,
     who: OperatorOrKey,
@@ -282,7 +283,9 @@ fn new_route_id() -> String {
 }
 
 #[utoipa::path(post, path = "/api/v1/x402/routes", request_body = Object,
-    responses((status = 201, body = RouteView), (status = 400, body = InvalidRoute)))]
+    responses((status = 201, body = RouteView), (status = 400, body = InvalidRoute),
+        (status = 409, body = ErrorBody, description = "`route_limit_reached`: the tenant has as many routes as it may")),
+    security(("admin" = []), ("api_key" = ["routes:write"])))]
 pub async fn create_route(
     State(state): State<AdminState>,
     who: OperatorOrKey<needs::RoutesWrite>,
@@ -374,7 +377,10 @@ async fn owned(state: &AdminState, id: &str, tenant: Option<&str>) -> RouteResul
 }
 
 #[utoipa::path(patch, path = "/api/v1/x402/routes/{id}", request_body = Object,
-    responses((status = 200, body = RouteView), (status = 400, body = InvalidRoute)))]
+    responses((status = 200, body = RouteView), (status = 400, body = InvalidRoute),
+        (status = 403, body = ErrorBody, description = "`config_route`: the file's routes are read-only here"),
+        (status = 404, body = ErrorBody)),
+    security(("admin" = []), ("api_key" = ["routes:write"])))]
 pub async fn update_route(
     State(state): State<AdminState>,
     who: OperatorOrKey<needs::RoutesWrite>,
@@ -426,7 +432,10 @@ pub async fn update_route(
     Ok(Json(view(&record, served(&state, &id))))
 }
 
-#[utoipa::path(delete, path = "/api/v1/x402/routes/{id}", responses((status = 204)))]
+#[utoipa::path(delete, path = "/api/v1/x402/routes/{id}", responses((status = 204),
+        (status = 403, body = ErrorBody, description = "`config_route`: the file's routes are read-only here"),
+        (status = 404, body = ErrorBody)),
+    security(("admin" = []), ("api_key" = ["routes:write"])))]
 pub async fn delete_route(
     State(state): State<AdminState>,
     who: OperatorOrKey<needs::RoutesWrite>,
@@ -457,7 +466,9 @@ pub struct NamespaceBody {
 }
 
 #[utoipa::path(put, path = "/api/v1/x402/admin/tenants/{id}/namespace", request_body = NamespaceBody,
-    responses((status = 200, body = NamespaceBody), (status = 409)))]
+    responses((status = 200, body = NamespaceBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "`namespace_taken`: another tenant holds a host or prefix")),
+    security(("admin" = [])))]
 pub async fn set_namespace(
     State(state): State<AdminState>,
     _op: Operator,

@@ -172,7 +172,7 @@ async fn revoke(state: &AdminState, key_id: &str, owner: Option<&str>) -> ApiRes
     Ok(Json(key.into()))
 }
 
-#[utoipa::path(post, path = "/api/v1/x402/admin/tenants/{id}/keys", params(("id" = String, Path)), request_body = CreateKeyRequest,
+#[utoipa::path(post, path = "/api/v1/x402/admin/tenants/{id}/keys", params(("id" = String, Path)), request_body = Option<CreateKeyRequest>,
     responses((status = 201, body = NewKey), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)), security(("admin" = [])))]
 pub async fn admin_create_key(
     State(state): State<AdminState>,
@@ -187,7 +187,7 @@ pub async fn admin_create_key(
 }
 
 #[utoipa::path(get, path = "/api/v1/x402/admin/tenants/{id}/keys", params(("id" = String, Path)),
-    responses((status = 200, body = [KeyView])), security(("admin" = [])))]
+    responses((status = 200, body = [KeyView]), (status = 404, body = ErrorBody)), security(("admin" = [])))]
 pub async fn admin_list_keys(
     State(state): State<AdminState>,
     Path(id): Path<String>,
@@ -198,8 +198,8 @@ pub async fn admin_list_keys(
     Ok(Json(keys.into_iter().map(Into::into).collect()))
 }
 
-#[utoipa::path(post, path = "/api/v1/x402/admin/keys/{key_id}/rotate", params(("key_id" = String, Path)), request_body = RotateKeyRequest,
-    responses((status = 200, body = RotatedKey), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)), security(("admin" = [])))]
+#[utoipa::path(post, path = "/api/v1/x402/admin/keys/{key_id}/rotate", params(("key_id" = String, Path)), request_body = Option<RotateKeyRequest>,
+    responses((status = 200, body = RotatedKey), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "`key_not_live`: the key is revoked or expired")), security(("admin" = [])))]
 pub async fn admin_rotate_key(
     State(state): State<AdminState>,
     Path(key_id): Path<String>,
@@ -218,7 +218,7 @@ pub async fn admin_revoke_key(
     revoke(&state, &key_id, None).await
 }
 
-#[utoipa::path(post, path = "/api/v1/x402/keys", request_body = CreateKeyRequest,
+#[utoipa::path(post, path = "/api/v1/x402/keys", request_body = Option<CreateKeyRequest>,
     responses((status = 201, body = NewKey), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)), security(("api_key" = ["keys:write"])))]
 pub async fn own_create_key(
     State(state): State<AdminState>,
@@ -242,8 +242,8 @@ pub async fn own_list_keys(
     Ok(Json(keys.into_iter().map(Into::into).collect()))
 }
 
-#[utoipa::path(post, path = "/api/v1/x402/keys/{key_id}/rotate", params(("key_id" = String, Path)), request_body = RotateKeyRequest,
-    responses((status = 200, body = RotatedKey), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("api_key" = ["keys:write"])))]
+#[utoipa::path(post, path = "/api/v1/x402/keys/{key_id}/rotate", params(("key_id" = String, Path)), request_body = Option<RotateKeyRequest>,
+    responses((status = 200, body = RotatedKey), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "`key_not_live`: the key is revoked or expired")), security(("api_key" = ["keys:write"])))]
 pub async fn own_rotate_key(
     State(state): State<AdminState>,
     Path(key_id): Path<String>,

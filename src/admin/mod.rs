@@ -99,6 +99,49 @@ pub struct AdminState {
     pub billing: Arc<Billing>,
 }
 
+/// Every `error` code the API answers with, and its status. Published as the `enum` of
+/// `ErrorBody.error` in the OpenAPI document, with each code's status in its `x-error-statuses`
+/// (the SDKs map each code to an exception class);
+/// `ApiError::new` refuses, in debug builds, a code missing here.
+pub const ERROR_CODES: &[(&str, u16)] = &[
+    ("bad_request", 400),
+    ("unauthorized", 401),
+    ("insufficient_scope", 403),
+    ("scope_not_held", 403),
+    ("admin_disabled", 403),
+    ("tenant_suspended", 403),
+    ("network_not_allowed", 403),
+    ("not_found", 404),
+    ("method_not_allowed", 405),
+    ("tenant_exists", 409),
+    ("key_not_live", 409),
+    ("reload_unavailable", 409),
+    ("route_limit_reached", 409),
+    ("namespace_taken", 409),
+    ("config_route", 403),
+    // A route that does not validate: also answered with `fields` (`InvalidRoute`).
+    ("invalid_route", 400),
+    // The dashboard's session cookie (dashboard/session.rs), never met with a credential header.
+    ("session_expired", 401),
+    ("csrf_failed", 403),
+    ("operator_only", 403),
+    ("tenant_only", 403),
+    ("dashboard_not_built", 503),
+    // Plans and billing (billing.rs).
+    ("billing_disabled", 404),
+    ("invalid_signature", 400),
+    ("not_for_sale", 400),
+    ("stripe_unavailable", 502),
+    ("payment_unavailable", 503),
+    ("settlement_pending", 503),
+    ("internal", 500),
+    ("plan_not_applied", 500),
+    ("tenant_quota_exceeded", 429),
+    ("rate_limited", 429),
+    ("unavailable", 503),
+    ("verification_unavailable", 503),
+];
+
 /// An error answer: `{"error": code, "message": ...}` with its status.
 #[derive(Debug)]
 pub struct ApiError {
@@ -111,6 +154,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        debug_assert!(
+            ERROR_CODES.contains(&(code, status.as_u16())),
+            "error code `{code}` with status {status} is not in ERROR_CODES"
+        );
         ApiError {
             status,
             code,
@@ -264,9 +311,131 @@ impl AdminState {
         handlers::checkout,
         handlers::upgrade,
         handlers::billing,
-    )
+    ),
+    modifiers(&Documented)
 )]
 pub struct ApiDoc;
+
+/// What the `#[utoipa::path]` annotations leave out: the security schemes the operations name,
+/// the `error` codes, and the errors every operation can answer with (a missing or bad credential,
+/// a scope or standing refused, a rate limit, the database unavailable).
+struct Documented;
+
+impl utoipa::Modify for Documented {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{SchemaType, Type};
+        use utoipa::openapi::security::SecurityScheme;
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder};
+        use utoipa::openapi::{Content, Ref, RefOr, Required, ResponseBuilder, Schema};
+
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Admin-Key",
+                "The operator's admin.token (also accepted as `Authorization: Bearer`).",
+            ))),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A tenant's API key, `x402_live_…` (also accepted as `X-API-Key`).",
+                    ))
+                    .build(),
+            ),
+        );
+        if let Some(RefOr::T(Schema::Object(body))) = components.schemas.get_mut("ErrorBody") {
+            if let Some(RefOr::T(Schema::Object(error))) = body.properties.get_mut("error") {
+                error.enum_values = Some(ERROR_CODES.iter().map(|(c, _)| (*c).into()).collect());
+                // Each code's status, for clients that map codes to exception classes.
+                let statuses: serde_json::Map<String, serde_json::Value> = ERROR_CODES
+                    .iter()
+                    .map(|(c, s)| (c.to_string(), (*s).into()))
+                    .collect();
+                error
+                    .extensions
+                    .get_or_insert_with(Default::default)
+                    .insert("x-error-statuses".into(), statuses.into());
+            }
+        }
+
+        let error = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+                    )
+                    .build(),
+            )
+        };
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in operations.into_iter().flatten() {
+                // An optional body (`request_body = Option<T>`) comes out as `oneOf: [null, T]`;
+                // what the handler takes is T or no body at all (not a JSON null).
+                if let Some(body) = op.request_body.as_mut() {
+                    let mut optional = false;
+                    for content in body.content.values_mut() {
+                        if let Some(RefOr::T(Schema::OneOf(one))) = &content.schema {
+                            let is_null = |s: &RefOr<Schema>| {
+                                matches!(s, RefOr::T(Schema::Object(o))
+                                    if matches!(o.schema_type, SchemaType::Type(Type::Null)))
+                            };
+                            let mut rest = one.items.iter().filter(|s| !is_null(s));
+                            if let (Some(only), None) = (rest.next(), rest.next()) {
+                                content.schema = Some(only.clone());
+                                optional = true;
+                            }
+                        }
+                    }
+                    if optional {
+                        body.required = Some(Required::False);
+                    }
+                }
+                let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+                let responses = &mut op.responses.responses;
+                let mut add = |status: &str, description: &str| {
+                    responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| error(description));
+                };
+                if secured {
+                    add(
+                        "401",
+                        "`unauthorized`: a missing, unknown, expired or revoked credential",
+                    );
+                    add(
+                        "403",
+                        "`insufficient_scope` (the key lacks the operation's scope), \
+                         `admin_disabled` (no admin.token configured), or a refusal of the \
+                         operation itself",
+                    );
+                    add(
+                        "503",
+                        "`unavailable`: the database does not answer; retry shortly",
+                    );
+                }
+                if path != "/health" && path != "/ready" {
+                    add(
+                        "429",
+                        "`rate_limited`: over a `[rate_limit]` limit (see `Retry-After`)",
+                    );
+                }
+            }
+        }
+    }
+}
 
 pub fn router(state: AdminState) -> Router {
     use handlers::*;
@@ -429,5 +598,71 @@ impl BackgroundService for AdminService {
             idle: config.admin.idle_timeout,
         };
         serve::serve(listener, app, timeouts, stop).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn doc() -> Value {
+        serde_json::to_value(ApiDoc::openapi()).unwrap()
+    }
+
+    #[test]
+    fn the_document_defines_what_it_references() {
+        let doc = doc();
+        let schemes = doc["components"]["securitySchemes"].as_object().unwrap();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                for requirement in op["security"].as_array().into_iter().flatten() {
+                    for name in requirement.as_object().unwrap().keys() {
+                        assert!(schemes.contains_key(name), "{method} {path}: {name}");
+                    }
+                }
+                // Parameters are where they are said to be: path ones in the path, the rest not
+                // required (every query parameter of this API is optional).
+                for p in op["parameters"].as_array().into_iter().flatten() {
+                    let name = p["name"].as_str().unwrap();
+                    let in_path = path.contains(&format!("{{{name}}}"));
+                    assert_eq!(p["in"] == "path", in_path, "{method} {path}: {name}");
+                    assert_eq!(p["required"] == true, in_path, "{method} {path}: {name}");
+                }
+                // An optional body is the schema itself, not `oneOf: [null, ...]`.
+                let body = &op["requestBody"]["content"]["application/json"]["schema"];
+                assert!(body.get("oneOf").is_none() || body["oneOf"][0]["type"] != "null");
+                let responses = op["responses"].as_object().unwrap();
+                if op.get("security").is_some() {
+                    for status in ["401", "403", "503"] {
+                        assert!(responses.contains_key(status), "{method} {path}: {status}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_error_code_is_published_with_its_status() {
+        let doc = doc();
+        let error = &doc["components"]["schemas"]["ErrorBody"]["properties"]["error"];
+        let codes: Vec<&str> = error["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            codes,
+            ERROR_CODES.iter().map(|(c, _)| *c).collect::<Vec<_>>()
+        );
+        for (code, status) in ERROR_CODES {
+            assert_eq!(error["x-error-statuses"][code], *status, "{code}");
+        }
+        // The helpers use codes of the list (ApiError::new asserts it in debug builds).
+        let e = ApiError::rate_limited(crate::ratelimit::Limited { retry_after: 3 });
+        assert_eq!((e.status.as_u16(), e.code), (429, "rate_limited"));
+        assert_eq!(ApiError::not_found("tenant").code, "not_found");
+        assert_eq!(ApiError::bad_request("x").code, "bad_request");
     }
 }

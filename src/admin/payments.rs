@@ -9,7 +9,7 @@ use super::*;
 use crate::store::PaymentFilter;
 
 #[utoipa::path(get, path = "/api/v1/x402/admin/payments", params(PaymentsQuery),
-    responses((status = 200, body = PaymentsPage)), security(("admin" = []), ("api_key" = [])))]
+    responses((status = 200, body = PaymentsPage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody, description = "`not_found`: a key asked for another tenant")), security(("admin" = []), ("api_key" = [])))]
 pub async fn list_payments(
     State(state): State<AdminState>,
     QueryParams(q): QueryParams<PaymentsQuery>,

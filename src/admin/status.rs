@@ -12,7 +12,8 @@ use crate::health::HealthBoard;
 use super::extract::TenantKey;
 use super::*;
 
-#[utoipa::path(get, path = "/api/v1/x402/supported-chains", responses((status = 200, body = SupportedChains)))]
+#[utoipa::path(get, path = "/api/v1/x402/supported-chains", responses((status = 200, body = SupportedChains),
+    (status = 401, body = ErrorBody, description = "`unauthorized`: a key was sent and is not valid (the key is optional)")))]
 pub async fn supported_chains(
     State(state): State<AdminState>,
     // The key is optional here; a bad one is still an error rather than silently ignored.

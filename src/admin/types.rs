@@ -148,6 +148,7 @@ pub struct RotatedKey {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentsQuery {
     pub tenant: Option<String>,
@@ -299,6 +300,7 @@ impl From<DailyLine> for DayView {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
     /// The operator's choice of tenant (required for it); a tenant key may name only its own.

@@ -67,7 +67,10 @@ fn quota_error(period: &str) -> ApiError {
 }
 
 #[utoipa::path(post, path = "/api/v1/x402/verify", request_body = VerifyRequest,
-    responses((status = 200, body = VerifyResult), (status = 400, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    responses((status = 200, body = VerifyResult), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "`insufficient_scope`, `tenant_suspended`, or `network_not_allowed` (the tier does not allow the network)"),
+        (status = 429, body = ErrorBody, description = "`tenant_quota_exceeded` (this month's verified payments are used up) or `rate_limited`"),
+        (status = 503, body = ErrorBody, description = "`verification_unavailable` (the chain does not answer) or `unavailable`")),
     security(("api_key" = ["verify"])))]
 pub async fn verify(
     State(state): State<AdminState>,
