@@ -172,14 +172,7 @@ fn view(record: &ApiRouteRecord, served: bool) -> RouteView {
 
 /// What a tenant's upstream may resolve to under `config`.
 pub fn upstream_policy(config: &Config) -> UpstreamPolicy {
-    UpstreamPolicy {
-        allow: config.routes_api.upstream_allow.clone(),
-        own: vec![
-            config.server.listen,
-            config.server.admin_listen,
-            config.server.metrics_listen,
-        ],
-    }
+    UpstreamPolicy::for_config(config)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -42,21 +42,32 @@ pub(super) async fn peer_for(ctx: &RequestCtx) -> Result<Box<HttpPeer>> {
         .as_ref()
         .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route in context"))?;
     let up = &route.config.upstream;
-    let addr: SocketAddr = match up.host.parse::<std::net::IpAddr>() {
-        Ok(ip) => SocketAddr::new(ip, up.port),
-        // pingora's HttpPeer::new resolves synchronously and panics on failure: resolve here,
-        // asynchronously, and turn a failure into a 502.
-        Err(_) => tokio::net::lookup_host((up.host.as_str(), up.port))
-            .await
-            .ok()
-            .and_then(|mut addrs| addrs.next())
-            .ok_or_else(|| {
-                Error::explain(
-                    ErrorType::ConnectNoRoute,
-                    format!("cannot resolve upstream host {}", up.host),
-                )
-                .into_up()
-            })?,
+    let addr: SocketAddr = if let Some(policy) = &route.upstream_policy {
+        // A tenant's upstream: resolved and checked now, and connected to at the very address
+        // checked, so a DNS answer that changed since the route was written (rebinding to
+        // loopback or the metadata service) never gets a connection.
+        let addrs = policy.resolve(&up.host, up.port).await.map_err(|e| {
+            tracing::warn!(route = %route.label, "upstream refused at connect: {e}");
+            Error::explain(ErrorType::ConnectRefused, e.to_string()).into_up()
+        })?;
+        addrs[0]
+    } else {
+        match up.host.parse::<std::net::IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, up.port),
+            // pingora's HttpPeer::new resolves synchronously and panics on failure: resolve
+            // here, asynchronously, and turn a failure into a 502.
+            Err(_) => tokio::net::lookup_host((up.host.as_str(), up.port))
+                .await
+                .ok()
+                .and_then(|mut addrs| addrs.next())
+                .ok_or_else(|| {
+                    Error::explain(
+                        ErrorType::ConnectNoRoute,
+                        format!("cannot resolve upstream host {}", up.host),
+                    )
+                    .into_up()
+                })?,
+        }
     };
     let mut peer = HttpPeer::new(addr, up.tls, up.host.clone());
     peer.options.connection_timeout = Some(Duration::from_secs(5));

@@ -27,6 +27,10 @@ pub struct Route {
     /// The route as metrics and logs name it: its host (if any) and path pattern as configured
     /// (`/paid/*`, `api.example.com/v1/*`), never a request's own path.
     pub label: String,
+    /// For a route written through the management API: what its upstream may resolve to,
+    /// checked again at every connection (a DNS answer can change after the route was
+    /// written). `None` for the file's routes, which the operator vouches for.
+    pub upstream_policy: Option<Arc<upstream::UpstreamPolicy>>,
 }
 
 impl Route {
@@ -95,6 +99,7 @@ impl RouteTable {
         api: &[RouteConfig],
         terms: &HashMap<String, TenantTerms>,
     ) -> Self {
+        let policy = Arc::new(upstream::UpstreamPolicy::for_config(config));
         let routes = config
             .routes
             .iter()
@@ -108,6 +113,7 @@ impl RouteTable {
                     config: r.clone(),
                     offers: t.and_then(|t| Offers::for_route(r, config, &t)),
                     label: route_label(r),
+                    upstream_policy: r.api_id.as_ref().map(|_| policy.clone()),
                 })
             })
             .collect();

@@ -112,6 +112,18 @@ fn classify_v4(ip: Ipv4Addr) -> Option<Forbidden> {
 }
 
 impl UpstreamPolicy {
+    /// The policy `[routes_api]` and the listeners of `config` make.
+    pub fn for_config(config: &crate::config::Config) -> Self {
+        UpstreamPolicy {
+            allow: config.routes_api.upstream_allow.clone(),
+            own: vec![
+                config.server.listen,
+                config.server.admin_listen,
+                config.server.metrics_listen,
+            ],
+        }
+    }
+
     fn allows_host(&self, host: &str) -> bool {
         self.allow.iter().any(|a| a.eq_ignore_ascii_case(host))
     }
