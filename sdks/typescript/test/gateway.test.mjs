@@ -6,6 +6,7 @@ import { describe, test } from "node:test";
 import {
   ApiError,
   BadRequestError,
+  BillingDisabledError,
   ConfigRouteError,
   ForbiddenError,
   InsufficientScopeError,
@@ -224,6 +225,14 @@ describe("against the real gateway", { skip: skipUnlessLive }, () => {
 
     const other = await newTenant();
     await rejects(a.setNamespace(other.tenant.id, { path_prefix: `/${tid}` }), NamespaceTakenError, 409, "namespace_taken");
+  });
+
+  test("billing, without plans on sale", async () => {
+    const me = asTenant((await newTenant("starter")).api_key.key);
+    const info = await me.getBilling();
+    assert.deepEqual([info.tier, info.x402_prices, info.stripe_tiers], ["starter", {}, []]);
+    await rejects(me.checkout({ tier: "pro" }), BillingDisabledError, 404, "billing_disabled");
+    await rejects(me.upgradePlan({ tier: "pro" }), BillingDisabledError, 404, "billing_disabled");
   });
 
   test("supported chains, with and without a key", async () => {

@@ -43,6 +43,9 @@ __all__ = [
     "ConfigProblem",
     "ReloadReport",
     "Tier",
+    "BillingInfo",
+    "CheckoutSession",
+    "PlanUpgrade",
     "Route",
     "RouteList",
     "Namespace",
@@ -447,6 +450,47 @@ class Tier(Model):
 
 
 @dataclass(frozen=True, kw_only=True)
+class BillingInfo(Model):
+    """A tenant's plan and how it is billed, and the plans on sale."""
+
+    __schema__ = "BillingView"
+    tenant: str
+    tier: str
+    #: ``stripe`` or ``x402``, when the plan has ever been billed.
+    source: Optional[str] = None
+    #: ``active``, ``past_due`` or ``canceled``, when billed.
+    status: Optional[str] = None
+    #: x402 plans: the end of the paid period (Unix seconds).
+    paid_until: Optional[int] = None
+    #: Tiers sold for x402, with their price per period.
+    x402_prices: Dict[str, str]
+    #: Tiers sold through Stripe Checkout.
+    stripe_tiers: List[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckoutSession(Model):
+    """A Stripe Checkout session: send the tenant to ``url`` to pay."""
+
+    __schema__ = "CheckoutView"
+    id: str
+    url: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanUpgrade(Model):
+    """A plan paid with x402: the new tier, until when, and the settlement."""
+
+    __schema__ = "UpgradeView"
+    tenant: str
+    tier: str
+    paid_until: int
+    transaction: str
+    network: str
+    payer: Optional[str] = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Route(Model):
     """A route: its fields as a ``[[routes]]`` entry writes them (``spec``), and where it comes
     from."""
@@ -517,6 +561,9 @@ MODELS: Dict[str, Type[Model]] = {
         ConfigProblem,
         ReloadReport,
         Tier,
+        BillingInfo,
+        CheckoutSession,
+        PlanUpgrade,
         Route,
         RouteList,
         Namespace,
