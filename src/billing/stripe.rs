@@ -81,7 +81,7 @@ pub fn parse_signature_header(header: &str) -> Result<SignatureHeader, Signature
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || !s.is_ascii() {
+    if !s.len().is_multiple_of(2) || !s.is_ascii() {
         return None;
     }
     (0..s.len())
