@@ -69,7 +69,10 @@ if [ ! -f dashboard/node_modules/vite/bin/vite.js ] \
    || [ ! -d dashboard/node_modules/playwright-core ] \
    || [ dashboard/package-lock.json -nt dashboard/node_modules/.package-lock.json ]; then
   echo "setup: installing the dashboard's toolchain (dashboard/package.json) with npm"
-  (cd dashboard && npm ci --no-audit --no-fund --loglevel=error)
+  # `npm install` from the lock, not `npm ci`: vite 8 lists a Windows-only optional package
+  # (napi-windows-process-start-time) that npm leaves out of the lock on Linux, and `npm ci`
+  # then refuses the lock as out of sync. The lock still pins every version installed here.
+  (cd dashboard && npm install --no-audit --no-fund --loglevel=error)
 fi
 # A real browser for the dashboard's tests: Debian's chromium (playwright-core drives it; no
 # browser is downloaded by npm).

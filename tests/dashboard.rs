@@ -328,17 +328,30 @@ async fn the_dashboard_in_a_real_browser_after_real_payments() {
     let chain = Chain::start().await;
     let up = Upstream::start();
     let pay_to = new_signer().address();
-    let cfg = evm_config(
-        &up.url(),
-        &chain.rpc.url,
-        &chain.settler_key,
-        &chain.token.to_checksum(None),
-        &pay_to.to_checksum(None),
+    // The tenant's routes go to the test origin on loopback, which the operator allows.
+    let cfg = format!(
+        "{}\n[routes_api]\nupstream_allow = [\"127.0.0.1\"]\n",
+        evm_config(
+            &up.url(),
+            &chain.rpc.url,
+            &chain.settler_key,
+            &chain.token.to_checksum(None),
+            &pay_to.to_checksum(None),
+        )
     );
     let gw = Gateway::start(&cfg);
     let payer = new_signer();
     chain.mint(payer.address(), 10_000_000).await;
     let key = key_for(&gw, "acme").await;
+    // The operator gives acme the ground its dashboard route is written on.
+    let ns = client()
+        .put(gw.admin_url("/api/v1/x402/admin/tenants/acme/namespace"))
+        .header("x-admin-key", ADMIN_TOKEN)
+        .json(&serde_json::json!({"path_prefix": "/dash"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ns.status(), 200);
 
     // Two real payments, settled on the chain, before the browser looks.
     const PAYMENTS: usize = 2;

@@ -33,9 +33,11 @@ pub struct RouteView {
     /// Whether the route is in the table this instance serves (an API route that no longer
     /// validates under the running config is kept but not served).
     pub served: bool,
-    /// The route's fields, as a `[[routes]]` entry writes them.
+    /// The route's fields, as a `[[routes]]` entry writes them (`path`, `upstream`, `price`,
+    /// ...), beside the four above.
+    #[serde(flatten)]
     #[schema(value_type = Object)]
-    pub spec: Value,
+    pub spec: Map<String, Value>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -151,13 +153,20 @@ fn config_spec(r: &RouteConfig) -> Value {
     })
 }
 
+fn as_map(spec: Value) -> Map<String, Value> {
+    match spec {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
 fn view(record: &ApiRouteRecord, served: bool) -> RouteView {
     RouteView {
         id: record.id.clone(),
         tenant: record.tenant.clone(),
         source: "api".into(),
         served,
-        spec: record.spec.clone(),
+        spec: as_map(record.spec.clone()),
     }
 }
 
@@ -213,7 +222,7 @@ pub async fn list_routes(
             tenant: r.tenant.clone(),
             source: "config".into(),
             served: true,
-            spec: config_spec(r),
+            spec: as_map(config_spec(r)),
         })
         .collect();
     let records = store
