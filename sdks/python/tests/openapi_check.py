@@ -125,7 +125,20 @@ class Checker:
         self.models_seen.add(name)
         model = MODELS[name]
         props, required = self.flatten(name)
-        fields = {json_name(f): f for f in dataclasses.fields(model)}  # type: ignore[arg-type]
+        parts = self.schemas.get(name, {}).get("allOf", [])
+        free_form = any(
+            p.get("type") == "object" and "properties" not in p and "$ref" not in p for p in parts
+        )
+        if free_form != bool(model.__rest__):
+            self.problem(
+                f"{name}: free-form fields beside the named ones: {free_form} in the document, "
+                f"{bool(model.__rest__)} in {model.__name__} (its __rest__)"
+            )
+        fields = {
+            json_name(f): f
+            for f in dataclasses.fields(model)  # type: ignore[arg-type]
+            if f.name != model.__rest__
+        }
         hints = typing.get_type_hints(model, vars(sys.modules[model.__module__]))
         for prop in props.keys() - fields.keys():
             self.problem(f"{name}.{prop}: in the document, not in {model.__name__}")

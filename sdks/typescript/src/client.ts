@@ -50,7 +50,8 @@ export type CheckoutSession = Schemas["CheckoutView"];
 export type PlanUpgrade = Schemas["UpgradeView"];
 /** A plan of the gateway's config. */
 export type Tier = Schemas["TierView"];
-/** A route: its fields as a `[[routes]]` entry writes them (`spec`), and where it comes from. */
+/** A route: where it comes from (`id`, `tenant`, `source`, `served`), beside its fields as a
+ * `[[routes]]` entry writes them (`path`, `upstream`, `price`, …). */
 export type Route = Schemas["RouteView"];
 export type RouteList = Schemas["RouteList"];
 /** Where a tenant's routes may live: host names, and a path prefix for host-less routes. */

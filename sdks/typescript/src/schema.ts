@@ -696,7 +696,7 @@ export interface components {
             routes: components["schemas"]["RouteView"][];
         };
         /** @description A route as the API shows it: its fields as written, plus where it comes from. */
-        RouteView: {
+        RouteView: Record<string, unknown> & {
             /** @description `r_…` for API routes; `config:<index>` for the file's. */
             id: string;
             /**
@@ -706,8 +706,6 @@ export interface components {
             served: boolean;
             /** @description `api` (written through this API) or `config` (the file's; read-only here). */
             source: string;
-            /** @description The route's fields, as a `[[routes]]` entry writes them. */
-            spec: Record<string, unknown>;
             tenant: string;
         };
         SettlerReadiness: {
