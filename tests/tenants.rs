@@ -1159,7 +1159,13 @@ async fn a_key_only_grants_scopes_it_holds_itself() {
     let post = reqwest::Method::POST;
     let writer = key_for(&gw, "acme", Some(vec!["keys:write"])).await;
     let all: Vec<String> = {
-        let mut a = vec!["keys:write", "payments:read", "usage:read", "verify"];
+        let mut a = vec![
+            "keys:write",
+            "payments:read",
+            "routes:write",
+            "usage:read",
+            "verify",
+        ];
         a.sort();
         a.into_iter().map(String::from).collect()
     };

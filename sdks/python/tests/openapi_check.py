@@ -13,7 +13,7 @@ import typing
 from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 from x402_gate import AsyncX402Client, X402Client
-from x402_gate._operations import ADMIN, ADMIN_OR_KEY, KEY, NONE, OPERATIONS, OPTIONAL_KEY
+from x402_gate._operations import ADMIN, ADMIN_OR_KEY, EXCLUDED, KEY, NONE, OPERATIONS, OPTIONAL_KEY
 from x402_gate.errors import ERROR_BODIES, ERROR_CLASSES, STATUS_CLASSES
 from x402_gate.models import MODELS, Model, json_name
 
@@ -125,7 +125,20 @@ class Checker:
         self.models_seen.add(name)
         model = MODELS[name]
         props, required = self.flatten(name)
-        fields = {json_name(f): f for f in dataclasses.fields(model)}  # type: ignore[arg-type]
+        parts = self.schemas.get(name, {}).get("allOf", [])
+        free_form = any(
+            p.get("type") == "object" and "properties" not in p and "$ref" not in p for p in parts
+        )
+        if free_form != bool(model.__rest__):
+            self.problem(
+                f"{name}: free-form fields beside the named ones: {free_form} in the document, "
+                f"{bool(model.__rest__)} in {model.__name__} (its __rest__)"
+            )
+        fields = {
+            json_name(f): f
+            for f in dataclasses.fields(model)  # type: ignore[arg-type]
+            if f.name != model.__rest__
+        }
         hints = typing.get_type_hints(model, vars(sys.modules[model.__module__]))
         for prop in props.keys() - fields.keys():
             self.problem(f"{name}.{prop}: in the document, not in {model.__name__}")
@@ -191,6 +204,9 @@ class Checker:
         for sp in spec.get("parameters", []):
             if sp.get("in") == "query":
                 expected[snake(sp["name"])] = (sp.get("schema", {}), bool(sp.get("required")))
+            elif sp.get("in") == "header":
+                name = sp["name"].lower().replace("-", "_")
+                expected[name] = (sp.get("schema", {}), bool(sp.get("required")))
         body = getattr(fn, "__x402_body__", None)
         content = spec.get("requestBody", {}).get("content", {}).get("application/json", {})
         body_schema = content.get("schema")
@@ -242,6 +258,10 @@ class Checker:
 
     def check_operations(self) -> None:
         spec_ops = self.operations()
+        for op_id in EXCLUDED:
+            if op_id not in spec_ops:
+                self.problem(f"{op_id}: excluded from the SDK, but no longer in the document")
+        spec_ops = {k: v for k, v in spec_ops.items() if k not in EXCLUDED}
         for op_id, (method, path, spec) in spec_ops.items():
             mine = OPERATIONS.get(op_id)
             if mine is None:
@@ -288,7 +308,9 @@ class Checker:
                     f"error code `{code}`: status {statuses.get(code)} in the document, "
                     f"{ERROR_CLASSES[code].status} in {ERROR_CLASSES[code].__name__}"
                 )
-        for _, (method, path, spec) in self.operations().items():
+        for op_id, (method, path, spec) in self.operations().items():
+            if op_id in EXCLUDED:
+                continue
             for status, r in spec.get("responses", {}).items():
                 schema = r.get("content", {}).get("application/json", {}).get("schema", {})
                 ref = self.ref_name(schema)

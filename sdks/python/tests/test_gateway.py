@@ -13,6 +13,7 @@ from x402_gate import (
     ApiKey,
     AsyncX402Client,
     BadRequestError,
+    BillingDisabledError,
     ConfigRouteError,
     CreatedTenant,
     ForbiddenError,
@@ -275,6 +276,17 @@ def test_routes_and_namespaces(admin, new_tenant, gate):
     with pytest.raises(NamespaceTakenError) as e:
         admin.set_namespace(other.tenant.id, path_prefix=f"/{tid}")
     assert (e.value.status, e.value.code) == (409, "namespace_taken")
+
+
+def test_billing_without_plans_on_sale(new_tenant, gate):
+    # This gateway has no [billing]: the plan is shown, nothing is for sale.
+    with tenant_client(gate, new_tenant("starter").api_key.key) as me:
+        info = me.get_billing()
+        assert (info.tier, info.x402_prices, info.stripe_tiers) == ("starter", {}, [])
+        for call in (lambda: me.checkout("pro"), lambda: me.upgrade_plan("pro")):
+            with pytest.raises(BillingDisabledError) as e:
+                call()
+            assert (e.value.status, e.value.code) == (404, "billing_disabled")
 
 
 def test_supported_chains_with_and_without_a_key(new_tenant, gate):

@@ -11,6 +11,8 @@ import pytest
 from x402_gate import (
     ApiError,
     AsyncX402Client,
+    BadGatewayError,
+    PaymentRequiredError,
     ForbiddenError,
     InvalidRouteError,
     NotFoundError,
@@ -130,7 +132,7 @@ def test_each_code_raises_its_class_and_unknown_ones_their_status_class():
     e = error_from_response(418, {"error": "teapot", "message": "m"}, {})
     assert type(e) is ApiError and e.status == 418
     e = error_from_response(502, "<html>bad gateway</html>", {})
-    assert type(e) is ApiError and e.code is None and "bad gateway" in e.message
+    assert type(e) is BadGatewayError and e.code is None and "bad gateway" in e.message
     # A known code under an unexpected status is classed by its status.
     e = error_from_response(404, {"error": "rate_limited", "message": "m"}, {})
     assert type(e) is NotFoundError
@@ -221,6 +223,26 @@ def test_a_204_returns_none_and_an_invalid_route_carries_its_fields():
     assert [(f.field, f.message) for f in e.value.fields] == [("price", "bad")]
     assert script.requests[0].method == "DELETE"
     assert json.loads(script.requests[1].content) == {"price": "x"}
+
+
+def test_a_plan_upgrade_answers_402_with_its_challenge_then_takes_the_payment():
+    import base64
+
+    challenge = {"x402Version": 2, "error": "Payment required", "accepts": [{"scheme": "exact", "amount": "5000000"}]}
+    header = base64.b64encode(json.dumps(challenge).encode()).decode()
+    upgraded = {"tenant": "t", "tier": "pro", "paid_until": 1, "transaction": "0xab", "network": "eip155:8453", "payer": "0x1"}
+    script = Script(httpx.Response(402, json={}, headers={"payment-required": header}), httpx.Response(200, json=upgraded))
+    with client(script, api_key="k") as c:
+        with pytest.raises(PaymentRequiredError) as e:
+            c.upgrade_plan("pro")
+        assert e.value.status == 402 and e.value.accepts[0]["amount"] == "5000000"
+        assert e.value.message == "Payment required"
+        done = c.upgrade_plan("pro", payment_signature="c2lnbmVk")
+    assert (done.tier, done.transaction) == ("pro", "0xab")
+    first, second = script.requests
+    assert "payment-signature" not in first.headers
+    assert second.headers["payment-signature"] == "c2lnbmVk"
+    assert json.loads(second.content) == {"tier": "pro"}
 
 
 def test_the_context_managers_close_their_connections():

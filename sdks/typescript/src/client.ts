@@ -42,9 +42,16 @@ export type Asset = Schemas["AssetView"];
 export type HealthStatus = Schemas["Status"];
 /** `/ready`'s answer: `ready`, `degraded` (serving, with warnings) or `not_ready`. */
 export type Readiness = Schemas["Readiness"];
+/** A tenant's plan, how it is billed, and the plans on sale. */
+export type BillingInfo = Schemas["BillingView"];
+/** A Stripe Checkout session: send the tenant to `url`. */
+export type CheckoutSession = Schemas["CheckoutView"];
+/** A plan paid with x402: the new tier, until when, and the settlement. */
+export type PlanUpgrade = Schemas["UpgradeView"];
 /** A plan of the gateway's config. */
 export type Tier = Schemas["TierView"];
-/** A route: its fields as a `[[routes]]` entry writes them (`spec`), and where it comes from. */
+/** A route: where it comes from (`id`, `tenant`, `source`, `served`), beside its fields as a
+ * `[[routes]]` entry writes them (`path`, `upstream`, `price`, …). */
 export type Route = Schemas["RouteView"];
 export type RouteList = Schemas["RouteList"];
 /** Where a tenant's routes may live: host names, and a path prefix for host-less routes. */
@@ -104,8 +111,16 @@ export const OPERATIONS = {
   createRoute: { operationId: "create_route", method: "post", path: "/api/v1/x402/routes", auth: "admin_or_key" },
   updateRoute: { operationId: "update_route", method: "patch", path: "/api/v1/x402/routes/{id}", auth: "admin_or_key" },
   deleteRoute: { operationId: "delete_route", method: "delete", path: "/api/v1/x402/routes/{id}", auth: "admin_or_key" },
+  getBilling: { operationId: "billing", method: "get", path: "/api/v1/x402/billing", auth: "key" },
+  checkout: { operationId: "checkout", method: "post", path: "/api/v1/x402/billing/checkout", auth: "key" },
+  upgradePlan: { operationId: "upgrade", method: "post", path: "/api/v1/x402/billing/upgrade", auth: "key" },
   setNamespace: { operationId: "set_namespace", method: "put", path: "/api/v1/x402/admin/tenants/{id}/namespace", auth: "admin" },
 } as const satisfies Record<string, OperationSpec>;
+
+/** Operations of the document that are not client calls, and why. */
+export const EXCLUDED_OPERATIONS: Readonly<Record<string, string>> = {
+  stripe_webhook: "Stripe calls it, with events signed by the webhook secret",
+};
 
 // Every entry's method must be one the document has for its path.
 type Checked<T> = { [K in keyof T]: T[K] extends { path: infer P extends keyof paths; method: infer M extends Method }
@@ -128,6 +143,7 @@ interface CallArgs<O> {
   path?: PathParams<O>;
   query?: QueryOf<O>;
   body?: BodyOf<O>;
+  headers?: Record<string, string>;
 }
 
 export interface X402ClientOptions {
@@ -374,6 +390,30 @@ export class X402Client {
     return this.#call(OPERATIONS.setNamespace, { path: { id }, body: namespace });
   }
 
+  // Plans and billing (a tenant's key).
+
+  /** The caller's tenant's plan, how it is billed, and the plans on sale. */
+  getBilling(): Promise<BillingInfo> {
+    return this.#call(OPERATIONS.getBilling, {});
+  }
+
+  /** Starts a Stripe Checkout session for the caller's tenant to subscribe to `tier`; send the
+   * tenant to its `url`. Throws `BillingDisabledError` without Stripe billing, `NotForSaleError`
+   * for a tier not sold through Stripe. */
+  checkout(request: { tier: string }): Promise<CheckoutSession> {
+    return this.#call(OPERATIONS.checkout, { body: request });
+  }
+
+  /** Moves the caller's tenant to `tier`, paid with x402 to the operator. Without
+   * `paymentSignature` it throws `PaymentRequiredError`, whose `paymentRequired` is the challenge:
+   * pay it with an x402 client and call again with the `PAYMENT-SIGNATURE` it makes. */
+  upgradePlan(request: { tier: string }, options: { paymentSignature?: string } = {}): Promise<PlanUpgrade> {
+    const headers: Record<string, string> = options.paymentSignature
+      ? { "payment-signature": options.paymentSignature }
+      : {};
+    return this.#call(OPERATIONS.upgradePlan, { body: request, headers });
+  }
+
   // The configuration (operator).
 
   /** Re-reads the gateway's config file, as SIGHUP does. A refused file (422, `result: "invalid"`
@@ -425,7 +465,7 @@ export class X402Client {
     return this.#send(
       op.method.toUpperCase(),
       qs ? `${path}?${qs}` : path,
-      this.#auth(op.auth),
+      { ...this.#auth(op.auth), ...args.headers },
       args.body,
       extra.retry ?? op.method === "get",
       extra.okStatuses ?? [],

@@ -80,6 +80,26 @@ export class InvalidRouteError extends BadRequestError {
   }
 }
 
+/** 400 `invalid_signature`: a Stripe webhook whose signature does not verify. */
+export class InvalidSignatureError extends BadRequestError {
+  override name = "InvalidSignatureError";
+}
+/** 400 `not_for_sale`: the operator does not sell that tier (this way). */
+export class NotForSaleError extends BadRequestError {
+  override name = "NotForSaleError";
+}
+
+/** 402: an x402-priced call (a plan upgrade) without a payment, or with one that was refused.
+ * `paymentRequired` is the decoded `PAYMENT-REQUIRED` challenge: pay one of its `accepts` with
+ * an x402 client and call again with the `PAYMENT-SIGNATURE` it makes. */
+export class PaymentRequiredError extends ApiError {
+  override name = "PaymentRequiredError";
+  paymentRequired: { accepts?: unknown[]; error?: string; [k: string]: unknown } | null = null;
+  get accepts(): unknown[] {
+    return this.paymentRequired?.accepts ?? [];
+  }
+}
+
 /** 401 `unauthorized`: a missing, unknown, expired or revoked credential. */
 export class UnauthorizedError extends ApiError {
   override name = "UnauthorizedError";
@@ -137,6 +157,11 @@ export class NotFoundError extends ApiError {
   override name = "NotFoundError";
 }
 
+/** 404 `billing_disabled`: the gateway does not sell plans this way (no `[billing]`). */
+export class BillingDisabledError extends NotFoundError {
+  override name = "BillingDisabledError";
+}
+
 /** 405 `method_not_allowed`. */
 export class MethodNotAllowedError extends ApiError {
   override name = "MethodNotAllowedError";
@@ -182,6 +207,28 @@ export class RateLimitedError extends TooManyRequestsError {
   override name = "RateLimitedError";
 }
 
+/** 500: the gateway failed at its own work. */
+export class InternalServerError extends ApiError {
+  override name = "InternalServerError";
+}
+/** 500 `internal`. */
+export class InternalError extends InternalServerError {
+  override name = "InternalError";
+}
+/** 500 `plan_not_applied`: a plan was paid and settled but the tier could not be written. */
+export class PlanNotAppliedError extends InternalServerError {
+  override name = "PlanNotAppliedError";
+}
+
+/** 502: a service the gateway calls failed. */
+export class BadGatewayError extends ApiError {
+  override name = "BadGatewayError";
+}
+/** 502 `stripe_unavailable`: Stripe did not create the Checkout session. */
+export class StripeUnavailableError extends BadGatewayError {
+  override name = "StripeUnavailableError";
+}
+
 /** 503: the gateway cannot answer now; retry shortly. */
 export class ServiceUnavailableError extends ApiError {
   override name = "ServiceUnavailableError";
@@ -193,6 +240,15 @@ export class UnavailableError extends ServiceUnavailableError {
 /** 503 `verification_unavailable`: the chain does not answer. */
 export class VerificationUnavailableError extends ServiceUnavailableError {
   override name = "VerificationUnavailableError";
+}
+
+/** 503 `payment_unavailable`: the chain or the database cannot take a payment now. */
+export class PaymentUnavailableError extends ServiceUnavailableError {
+  override name = "PaymentUnavailableError";
+}
+/** 503 `settlement_pending`: the payment's settlement is not confirmed yet; retry. */
+export class SettlementPendingError extends ServiceUnavailableError {
+  override name = "SettlementPendingError";
 }
 
 /** 503 `dashboard_not_built`: the gateway was built without its dashboard. */
@@ -232,17 +288,28 @@ export const ERROR_CLASSES: { readonly [C in ErrorCode]: readonly [number, ApiEr
   operator_only: [403, OperatorOnlyError],
   tenant_only: [403, TenantOnlyError],
   dashboard_not_built: [503, DashboardNotBuiltError],
+  billing_disabled: [404, BillingDisabledError],
+  invalid_signature: [400, InvalidSignatureError],
+  not_for_sale: [400, NotForSaleError],
+  stripe_unavailable: [502, StripeUnavailableError],
+  payment_unavailable: [503, PaymentUnavailableError],
+  settlement_pending: [503, SettlementPendingError],
+  internal: [500, InternalError],
+  plan_not_applied: [500, PlanNotAppliedError],
 };
 
 /** The class of each status, for codes this SDK does not know. */
 export const STATUS_CLASSES: { readonly [status: number]: ApiErrorClass } = {
   400: BadRequestError,
   401: UnauthorizedError,
+  402: PaymentRequiredError,
   403: ForbiddenError,
   404: NotFoundError,
   405: MethodNotAllowedError,
   409: ConflictError,
   429: TooManyRequestsError,
+  500: InternalServerError,
+  502: BadGatewayError,
   503: ServiceUnavailableError,
 };
 
@@ -267,11 +334,31 @@ export function errorFromResponse(
   const retryAfter = retry !== null && retry.trim() !== "" && Number.isFinite(Number(retry))
     ? Math.max(0, Number(retry))
     : null;
-  return new cls(message, {
+  const error = new cls(message, {
     status,
     code,
     requestId: headers.get("x-request-id"),
     retryAfter,
     body,
   });
+  if (error instanceof PaymentRequiredError) {
+    error.paymentRequired = challenge(headers.get("payment-required"), body);
+    if (message === `HTTP ${status}` && typeof error.paymentRequired?.error === "string") {
+      error.message = error.paymentRequired.error;
+    }
+  }
+  return error;
+}
+
+/** The x402 challenge of a 402: the v2 `PAYMENT-REQUIRED` header (base64 JSON), else a v1 body. */
+function challenge(header: string | null, body: unknown): PaymentRequiredError["paymentRequired"] {
+  if (header) {
+    try {
+      const decoded: unknown = JSON.parse(new TextDecoder().decode(Uint8Array.from(atob(header), (c) => c.charCodeAt(0))));
+      if (isObject(decoded)) return decoded;
+    } catch {
+      // Not a challenge: fall through.
+    }
+  }
+  return isObject(body) && "accepts" in body ? body : null;
 }

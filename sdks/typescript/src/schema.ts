@@ -194,6 +194,87 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/x402/billing": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The caller's plan and how it is billed, and what it can buy. */
+        get: operations["billing"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/x402/billing/checkout": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Creates a Stripe Checkout session for the caller's tenant to subscribe to `tier`; the
+         *     subscription's events then set the tier through the webhook.
+         */
+        post: operations["checkout"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/x402/billing/stripe/webhook": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A Stripe webhook delivery. Answered 400 when the signature or the body is bad (Stripe shows
+         *     the failure and retries), 503 when the database is down (retried), else 200: applied, a
+         *     duplicate of an event already processed, stale (older than the tenant's newest event), or
+         *     ignored (an event type, price or tenant this gateway does not know; logged).
+         */
+        post: operations["stripe_webhook"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/x402/billing/upgrade": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Upgrades (or renews) the caller's plan, paid with x402 to the operator: without a payment, a
+         *     402 whose challenge prices the tier's period; with `PAYMENT-SIGNATURE` (or `X-PAYMENT`), the
+         *     payment is verified, claimed once and settled on-chain, and only then the tier changes. A bad
+         *     or replayed payment is a 402 with its reason; a chain or database outage a 503.
+         */
+        post: operations["upgrade"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/x402/keys": {
         parameters: {
             query?: never;
@@ -370,12 +451,37 @@ export interface components {
             decimals: number;
             symbol: string;
         };
+        BillingView: {
+            /**
+             * Format: int64
+             * @description x402 plans: the end of the paid period (Unix seconds).
+             */
+            paid_until?: number | null;
+            /** @description stripe | x402, when the plan has ever been billed. */
+            source?: string | null;
+            /** @description active | past_due | canceled, when billed. */
+            status?: string | null;
+            /** @description Tiers sold through Stripe Checkout. */
+            stripe_tiers: string[];
+            tenant: string;
+            tier: string;
+            /** @description Tiers sold for x402, with their price per period. */
+            x402_prices: {
+                [key: string]: string;
+            };
+        };
         ChainView: {
             /** @description With an API key: whether the caller's tier allows this network. */
             allowed?: boolean | null;
             assets: components["schemas"]["AssetView"][];
             network: string;
             v1_name?: string | null;
+        };
+        CheckoutView: {
+            /** @description The Checkout session id (cs_...). */
+            id: string;
+            /** @description Where to send the tenant to pay. */
+            url: string;
         };
         CreateKeyRequest: {
             /**
@@ -416,7 +522,7 @@ export interface components {
              * @description Stable snake_case code.
              * @enum {string}
              */
-            error: "bad_request" | "unauthorized" | "insufficient_scope" | "scope_not_held" | "admin_disabled" | "tenant_suspended" | "network_not_allowed" | "not_found" | "method_not_allowed" | "tenant_exists" | "key_not_live" | "reload_unavailable" | "route_limit_reached" | "namespace_taken" | "config_route" | "invalid_route" | "session_expired" | "csrf_failed" | "operator_only" | "tenant_only" | "dashboard_not_built" | "tenant_quota_exceeded" | "rate_limited" | "unavailable" | "verification_unavailable";
+            error: "bad_request" | "unauthorized" | "insufficient_scope" | "scope_not_held" | "admin_disabled" | "tenant_suspended" | "network_not_allowed" | "not_found" | "method_not_allowed" | "tenant_exists" | "key_not_live" | "reload_unavailable" | "route_limit_reached" | "namespace_taken" | "config_route" | "invalid_route" | "session_expired" | "csrf_failed" | "operator_only" | "tenant_only" | "dashboard_not_built" | "billing_disabled" | "invalid_signature" | "not_for_sale" | "stripe_unavailable" | "payment_unavailable" | "settlement_pending" | "internal" | "plan_not_applied" | "tenant_quota_exceeded" | "rate_limited" | "unavailable" | "verification_unavailable";
             message: string;
         };
         /** @description A field's validation error. */
@@ -525,6 +631,10 @@ export interface components {
             path: string;
             reason: string;
         };
+        PlanRequest: {
+            /** @description The tier to move to (a tier the operator sells). */
+            tier: string;
+        };
         /**
          * @description `/ready`'s answer, with HTTP 200 when `status` is `ready` or `degraded` and 503 when it is
          *     `not_ready`.
@@ -586,7 +696,7 @@ export interface components {
             routes: components["schemas"]["RouteView"][];
         };
         /** @description A route as the API shows it: its fields as written, plus where it comes from. */
-        RouteView: {
+        RouteView: Record<string, unknown> & {
             /** @description `r_…` for API routes; `config:<index>` for the file's. */
             id: string;
             /**
@@ -596,8 +706,6 @@ export interface components {
             served: boolean;
             /** @description `api` (written through this API) or `config` (the file's; read-only here). */
             source: string;
-            /** @description The route's fields, as a `[[routes]]` entry writes them. */
-            spec: Record<string, unknown>;
             tenant: string;
         };
         SettlerReadiness: {
@@ -654,6 +762,19 @@ export interface components {
             } | null;
             tier?: string | null;
         };
+        UpgradeView: {
+            network: string;
+            /**
+             * Format: int64
+             * @description The end of the paid period (Unix seconds).
+             */
+            paid_until: number;
+            payer?: string | null;
+            tenant: string;
+            tier: string;
+            /** @description The settlement transaction. */
+            transaction: string;
+        };
         UsageView: {
             daily: components["schemas"]["DayView"][];
             /**
@@ -700,6 +821,14 @@ export interface components {
             expected_amount: string;
             recipient: string;
             tx_hash: string;
+        };
+        /** @description How a webhook delivery was taken (always 200: Stripe retries anything else). */
+        WebhookAck: {
+            /** @description Why it was ignored, or the tenant it was applied to. */
+            detail?: string | null;
+            /** @description applied | duplicate | stale | ignored */
+            outcome: string;
+            received: boolean;
         };
     };
     responses: never;
@@ -1682,6 +1811,287 @@ export interface operations {
                 };
             };
             /** @description `unavailable`: the database does not answer; retry shortly */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    billing: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BillingView"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `insufficient_scope` (the key lacks the operation's scope), `admin_disabled` (no admin.token configured), or a refusal of the operation itself */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `rate_limited`: over a `[rate_limit]` limit (see `Retry-After`) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unavailable`: the database does not answer; retry shortly */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    checkout: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PlanRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CheckoutView"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unauthorized`: a missing, unknown, expired or revoked credential */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `insufficient_scope` (the key lacks the operation's scope), `admin_disabled` (no admin.token configured), or a refusal of the operation itself */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `rate_limited`: over a `[rate_limit]` limit (see `Retry-After`) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unavailable`: the database does not answer; retry shortly */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    stripe_webhook: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description t=<unix>,v1=<hex HMAC-SHA256> */
+                "Stripe-Signature": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        /** @description A Stripe event, exactly as Stripe sent it */
+        requestBody: {
+            content: {
+                "application/json": string;
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookAck"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `rate_limited`: over a `[rate_limit]` limit (see `Retry-After`) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    upgrade: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description x402 v2 payment (or X-PAYMENT, v1) */
+                "PAYMENT-SIGNATURE"?: string | null;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PlanRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UpgradeView"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unauthorized`: a missing, unknown, expired or revoked credential */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Payment required: the PAYMENT-REQUIRED header (v2) and the v1 body */
+            402: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description `insufficient_scope` (the key lacks the operation's scope), `admin_disabled` (no admin.token configured), or a refusal of the operation itself */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `rate_limited`: over a `[rate_limit]` limit (see `Retry-After`) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             503: {
                 headers: {
                     [name: string]: unknown;

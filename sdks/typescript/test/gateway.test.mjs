@@ -6,6 +6,7 @@ import { describe, test } from "node:test";
 import {
   ApiError,
   BadRequestError,
+  BillingDisabledError,
   ConfigRouteError,
   ForbiddenError,
   InsufficientScopeError,
@@ -196,11 +197,11 @@ describe("against the real gateway", { skip: skipUnlessLive }, () => {
     assert.deepEqual(await a.setNamespace(tid, { path_prefix: `/${tid}` }), { hosts: [], path_prefix: `/${tid}` });
     const me = asTenant(created.api_key.key);
     const route = await me.createRoute({ path: `/${tid}/data/*`, upstream: gate.upstream, price: "$0.01" });
-    assert.deepEqual([route.tenant, route.source, route.spec.price], [tid, "api", "$0.01"]);
+    assert.deepEqual([route.tenant, route.source, route.price, route.served], [tid, "api", "$0.01", true]);
     assert.match(route.id, /^r_/);
     assert.ok((await me.listRoutes()).routes.some((r) => r.id === route.id));
     const changed = await me.updateRoute(route.id, { price: "$0.02", settle: "before" });
-    assert.deepEqual([changed.spec.price, changed.spec.settle], ["$0.02", "before"]);
+    assert.deepEqual([changed.price, changed.settle], ["$0.02", "before"]);
 
     const invalid = await rejects(
       me.createRoute({ path: `/${tid}/x`, upstream: gate.upstream, price: "lots" }),
@@ -216,7 +217,7 @@ describe("against the real gateway", { skip: skipUnlessLive }, () => {
     await rejects(me.deleteRoute(route.id), NotFoundError, 404);
 
     const fromFile = (await a.listRoutes({ tenant: gate.paidTenant })).routes.filter((r) => r.source === "config");
-    assert.equal(fromFile[0].spec.path, "/paid/*");
+    assert.equal(fromFile[0].path, "/paid/*");
     await rejects(a.updateRoute(fromFile[0].id, { price: "$9" }), ConfigRouteError, 403, "config_route");
     const made = await a.createRoute({ tenant: tid, path: `/${tid}/op`, upstream: gate.upstream, price: "free" });
     assert.equal(made.tenant, tid);
@@ -224,6 +225,14 @@ describe("against the real gateway", { skip: skipUnlessLive }, () => {
 
     const other = await newTenant();
     await rejects(a.setNamespace(other.tenant.id, { path_prefix: `/${tid}` }), NamespaceTakenError, 409, "namespace_taken");
+  });
+
+  test("billing, without plans on sale", async () => {
+    const me = asTenant((await newTenant("starter")).api_key.key);
+    const info = await me.getBilling();
+    assert.deepEqual([info.tier, info.x402_prices, info.stripe_tiers], ["starter", {}, []]);
+    await rejects(me.checkout({ tier: "pro" }), BillingDisabledError, 404, "billing_disabled");
+    await rejects(me.upgradePlan({ tier: "pro" }), BillingDisabledError, 404, "billing_disabled");
   });
 
   test("supported chains, with and without a key", async () => {

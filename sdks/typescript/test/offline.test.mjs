@@ -5,7 +5,9 @@ import { test } from "node:test";
 
 import {
   ApiError,
+  BadGatewayError,
   ERROR_CLASSES,
+  PaymentRequiredError,
   ForbiddenError,
   InvalidRouteError,
   NotFoundError,
@@ -102,6 +104,7 @@ test("each code throws its class; unknown ones their status class", () => {
   const teapot = errorFromResponse(418, { error: "teapot", message: "m" }, new Headers());
   assert.equal(teapot.constructor, ApiError);
   const html = errorFromResponse(502, "<html>bad gateway</html>", new Headers());
+  assert.equal(html.constructor, BadGatewayError);
   assert.equal(html.code, null);
   assert.match(html.message, /bad gateway/);
   assert.equal(errorFromResponse(404, { error: "rate_limited", message: "m" }, new Headers()).constructor, NotFoundError);
@@ -168,6 +171,24 @@ test("a 204 resolves with nothing; an invalid route carries its fields", async (
   const e = await c.createRoute({ price: "x" }).catch((e) => e);
   assert.ok(e instanceof InvalidRouteError);
   assert.deepEqual(e.fields, [{ field: "price", message: "bad" }]);
+});
+
+test("a plan upgrade answers 402 with its challenge, then takes the payment", async () => {
+  const challenge = { x402Version: 2, error: "Payment required", accepts: [{ scheme: "exact", amount: "5000000" }] };
+  const header = btoa(JSON.stringify(challenge));
+  const upgraded = { tenant: "t", tier: "pro", paid_until: 1, transaction: "0xab", network: "eip155:8453", payer: "0x1" };
+  const s = script(json(402, {}, { "payment-required": header }), json(200, upgraded));
+  const c = client(s, { apiKey: "k" });
+  const e = await c.upgradePlan({ tier: "pro" }).catch((e) => e);
+  assert.ok(e instanceof PaymentRequiredError);
+  assert.equal(e.status, 402);
+  assert.equal(e.accepts[0].amount, "5000000");
+  assert.equal(e.message, "Payment required");
+  const done = await c.upgradePlan({ tier: "pro" }, { paymentSignature: "c2lnbmVk" });
+  assert.equal(done.transaction, "0xab");
+  assert.equal(s.requests[0].headers["payment-signature"], undefined);
+  assert.equal(s.requests[1].headers["payment-signature"], "c2lnbmVk");
+  assert.deepEqual(JSON.parse(s.requests[1].body), { tier: "pro" });
 });
 
 test("a request that takes longer than timeoutMs is a TransportError", async () => {

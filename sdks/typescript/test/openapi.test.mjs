@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { describe, test } from "node:test";
 
-import { ERROR_CLASSES, OPERATIONS, STATUS_CLASSES, X402Client } from "../dist/index.js";
+import { ERROR_CLASSES, EXCLUDED_OPERATIONS, OPERATIONS, STATUS_CLASSES, X402Client } from "../dist/index.js";
 import { fetchDocument, generateSchema } from "../scripts/codegen.mjs";
 import { gate, skipUnlessLive } from "./helpers.mjs";
 
@@ -30,6 +30,10 @@ function authOf(op) {
 export function problems(doc) {
   const out = [];
   const ops = operations(doc);
+  for (const id of Object.keys(EXCLUDED_OPERATIONS)) {
+    if (!ops.has(id)) out.push(`${id}: excluded from the SDK, but no longer in the document`);
+    ops.delete(id);
+  }
   const mine = new Map();
   for (const [name, spec] of Object.entries(OPERATIONS)) {
     if (typeof X402Client.prototype[name] !== "function") out.push(`OPERATIONS.${name}: no such method`);

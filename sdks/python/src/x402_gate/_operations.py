@@ -71,8 +71,18 @@ OPERATIONS: Dict[str, Operation] = {
         _op("create_route", "POST", "/api/v1/x402/routes", ADMIN_OR_KEY, "object"),
         _op("update_route", "PATCH", "/api/v1/x402/routes/{route_id}", ADMIN_OR_KEY, "object"),
         _op("delete_route", "DELETE", "/api/v1/x402/routes/{route_id}", ADMIN_OR_KEY),
+        _op("billing", "GET", "/api/v1/x402/billing", KEY),
+        _op("checkout", "POST", "/api/v1/x402/billing/checkout", KEY, "PlanRequest"),
+        # Paid with x402: a 402 (PaymentRequiredError) carries the challenge to pay.
+        _op("upgrade", "POST", "/api/v1/x402/billing/upgrade", KEY, "PlanRequest"),
         _op("set_namespace", "PUT", "/api/v1/x402/admin/tenants/{tenant_id}/namespace", ADMIN, "NamespaceBody"),
     ]
+}
+
+
+#: Operations of the document that are not client calls, and why.
+EXCLUDED: Dict[str, str] = {
+    "stripe_webhook": "Stripe calls it, with events signed by the webhook secret",
 }
 
 

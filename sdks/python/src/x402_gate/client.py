@@ -27,12 +27,15 @@ from ._operations import ADMIN, ADMIN_OR_KEY, KEY, OPTIONAL_KEY, Operation, oper
 from .errors import ApiError, ProtocolError, TransportError, error_from_response
 from .models import (
     ApiKey,
+    BillingInfo,
+    CheckoutSession,
     CreatedTenant,
     HealthStatus,
     Namespace,
     NewKey,
     Payment,
     PaymentsPage,
+    PlanUpgrade,
     Readiness,
     ReloadReport,
     RotatedKey,
@@ -108,6 +111,7 @@ class _Base:
         path_args: Tuple[str, ...] = (),
         query: Optional[Dict[str, Any]] = None,
         body: Optional[Dict[str, Any]] = None,
+        headers: Optional[Dict[str, str]] = None,
     ) -> Dict[str, Any]:
         names = [p.split("}")[0] for p in op.path.split("{")[1:]]
         if len(names) != len(path_args):
@@ -117,8 +121,8 @@ class _Base:
             if not isinstance(value, str) or not value:
                 raise ValueError(f"{name} must be a non-empty string")
             path = path.replace("{" + name + "}", quote(value, safe=""))
-        headers = {**self._headers, **self._auth(op)}
-        req: Dict[str, Any] = {"method": op.method, "url": self.base_url + path, "headers": headers}
+        sent = {**self._headers, **self._auth(op), **(headers or {})}
+        req: Dict[str, Any] = {"method": op.method, "url": self.base_url + path, "headers": sent}
         if query:
             req["params"] = {k: v for k, v in query.items() if v is not None}
         if body is not None:
@@ -229,11 +233,12 @@ class X402Client(_Base):
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def _send(self, method: Any, *path_args: str, query=None, body=None) -> Any:
-        return self._send_op(method.__x402_operation__, self._returns(method), *path_args, query=query, body=body)
+    def _send(self, method: Any, *path_args: str, query=None, body=None, headers=None) -> Any:
+        returns = self._returns(method)
+        return self._send_op(method.__x402_operation__, returns, *path_args, query=query, body=body, headers=headers)
 
-    def _send_op(self, op: Operation, returns: Any, *path_args: str, query=None, body=None) -> Any:
-        req = self._request(op, path_args, query, body)
+    def _send_op(self, op: Operation, returns: Any, *path_args: str, query=None, body=None, headers=None) -> Any:
+        req = self._request(op, path_args, query, body, headers)
         attempt = 0
         while True:
             try:
@@ -519,6 +524,29 @@ class X402Client(_Base):
         body = _drop_none(hosts=hosts, path_prefix=path_prefix)
         return self._send(self.set_namespace, tenant_id, body=body)
 
+    # Plans and billing (a tenant's key).
+
+    @operation("billing")
+    def get_billing(self) -> BillingInfo:
+        """The caller's tenant's plan, how it is billed, and the plans on sale."""
+        return self._send(self.get_billing)
+
+    @operation("checkout")
+    def checkout(self, tier: str) -> CheckoutSession:
+        """Starts a Stripe Checkout session for the caller's tenant to subscribe to ``tier``;
+        send the tenant to ``.url``. Raises :class:`BillingDisabledError` without Stripe billing,
+        :class:`NotForSaleError` for a tier not sold through Stripe."""
+        return self._send(self.checkout, body={"tier": tier})
+
+    @operation("upgrade")
+    def upgrade_plan(self, tier: str, *, payment_signature: Optional[str] = None) -> PlanUpgrade:
+        """Moves the caller's tenant to ``tier``, paid with x402 to the operator. Without
+        ``payment_signature`` this raises :class:`PaymentRequiredError`, whose
+        ``payment_required`` is the challenge: pay it with an x402 client and call again with the
+        ``PAYMENT-SIGNATURE`` it makes. The tier changes once the payment is settled on chain."""
+        headers = {"payment-signature": payment_signature} if payment_signature else None
+        return self._send(self.upgrade_plan, body={"tier": tier}, headers=headers)
+
     # The configuration (operator).
 
     @operation("reload_config")
@@ -580,11 +608,12 @@ class AsyncX402Client(_Base):
     async def __aexit__(self, *exc: Any) -> None:
         await self.aclose()
 
-    async def _send(self, method: Any, *path_args: str, query=None, body=None) -> Any:
-        return await self._send_op(method.__x402_operation__, self._returns(method), *path_args, query=query, body=body)
+    async def _send(self, method: Any, *path_args: str, query=None, body=None, headers=None) -> Any:
+        returns = self._returns(method)
+        return await self._send_op(method.__x402_operation__, returns, *path_args, query=query, body=body, headers=headers)
 
-    async def _send_op(self, op: Operation, returns: Any, *path_args: str, query=None, body=None) -> Any:
-        req = self._request(op, path_args, query, body)
+    async def _send_op(self, op: Operation, returns: Any, *path_args: str, query=None, body=None, headers=None) -> Any:
+        req = self._request(op, path_args, query, body, headers)
         attempt = 0
         while True:
             try:
@@ -814,6 +843,22 @@ class AsyncX402Client(_Base):
         """See :meth:`X402Client.set_namespace`."""
         body = _drop_none(hosts=hosts, path_prefix=path_prefix)
         return await self._send(self.set_namespace, tenant_id, body=body)
+
+    @operation("billing")
+    async def get_billing(self) -> BillingInfo:
+        """See :meth:`X402Client.get_billing`."""
+        return await self._send(self.get_billing)
+
+    @operation("checkout")
+    async def checkout(self, tier: str) -> CheckoutSession:
+        """See :meth:`X402Client.checkout`."""
+        return await self._send(self.checkout, body={"tier": tier})
+
+    @operation("upgrade")
+    async def upgrade_plan(self, tier: str, *, payment_signature: Optional[str] = None) -> PlanUpgrade:
+        """See :meth:`X402Client.upgrade_plan`."""
+        headers = {"payment-signature": payment_signature} if payment_signature else None
+        return await self._send(self.upgrade_plan, body={"tier": tier}, headers=headers)
 
     @operation("reload_config")
     async def reload_config(self) -> ReloadReport:

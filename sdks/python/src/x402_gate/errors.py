@@ -18,6 +18,9 @@ A code this SDK does not know yet raises its status class; a status it does not 
 
 from __future__ import annotations
 
+import base64
+import json
+
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Type
 
 from .models import RouteFieldError
@@ -57,6 +60,17 @@ __all__ = [
     "RouteLimitReachedError",
     "NamespaceTakenError",
     "DashboardNotBuiltError",
+    "PaymentRequiredError",
+    "BillingDisabledError",
+    "InvalidSignatureError",
+    "NotForSaleError",
+    "InternalServerError",
+    "InternalError",
+    "PlanNotAppliedError",
+    "BadGatewayError",
+    "StripeUnavailableError",
+    "PaymentUnavailableError",
+    "SettlementPendingError",
     "ERROR_CLASSES",
     "ERROR_BODIES",
     "STATUS_CLASSES",
@@ -144,6 +158,36 @@ class InvalidRouteError(BadRequestError):
         ]
 
 
+class InvalidSignatureError(BadRequestError):
+    """400 ``invalid_signature``: a Stripe webhook whose signature does not verify."""
+
+    code = "invalid_signature"
+
+
+class NotForSaleError(BadRequestError):
+    """400 ``not_for_sale``: the operator does not sell that tier (this way)."""
+
+    code = "not_for_sale"
+
+
+class PaymentRequiredError(ApiError):
+    """402: an x402-priced call (a plan upgrade) without a payment, or with one that was refused.
+
+    ``payment_required`` is the decoded ``PAYMENT-REQUIRED`` challenge (``accepts`` lists what
+    may be paid); sign one with an x402 client and call again with its ``PAYMENT-SIGNATURE``.
+    """
+
+    status = 402
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.payment_required: Optional[Dict[str, Any]] = None
+
+    @property
+    def accepts(self) -> List[Dict[str, Any]]:
+        return list((self.payment_required or {}).get("accepts") or [])
+
+
 class UnauthorizedError(ApiError):
     """401 ``unauthorized``: a missing, unknown, expired or revoked credential."""
 
@@ -224,6 +268,12 @@ class NotFoundError(ApiError):
     code = "not_found"
 
 
+class BillingDisabledError(NotFoundError):
+    """404 ``billing_disabled``: the gateway does not sell plans this way (no ``[billing]``)."""
+
+    code = "billing_disabled"
+
+
 class MethodNotAllowedError(ApiError):
     """405 ``method_not_allowed``."""
 
@@ -285,6 +335,37 @@ class RateLimitedError(TooManyRequestsError):
     code = "rate_limited"
 
 
+class InternalServerError(ApiError):
+    """500: the gateway failed at its own work."""
+
+    status = 500
+
+
+class InternalError(InternalServerError):
+    """500 ``internal``."""
+
+    code = "internal"
+
+
+class PlanNotAppliedError(InternalServerError):
+    """500 ``plan_not_applied``: a plan was paid and settled but the tier could not be written
+    (the operator sees it in the ledger and logs)."""
+
+    code = "plan_not_applied"
+
+
+class BadGatewayError(ApiError):
+    """502: a service the gateway calls failed."""
+
+    status = 502
+
+
+class StripeUnavailableError(BadGatewayError):
+    """502 ``stripe_unavailable``: Stripe did not create the Checkout session."""
+
+    code = "stripe_unavailable"
+
+
 class ServiceUnavailableError(ApiError):
     """503: the gateway cannot answer now; retry shortly."""
 
@@ -301,6 +382,18 @@ class VerificationUnavailableError(ServiceUnavailableError):
     """503 ``verification_unavailable``: the chain does not answer."""
 
     code = "verification_unavailable"
+
+
+class PaymentUnavailableError(ServiceUnavailableError):
+    """503 ``payment_unavailable``: the chain or the database cannot take a payment now."""
+
+    code = "payment_unavailable"
+
+
+class SettlementPendingError(ServiceUnavailableError):
+    """503 ``settlement_pending``: the payment's settlement is not confirmed yet; retry."""
+
+    code = "settlement_pending"
 
 
 class DashboardNotBuiltError(ServiceUnavailableError):
@@ -334,11 +427,14 @@ ERROR_BODIES: Dict[str, Tuple[Type[ApiError], Dict[str, Any]]] = {
 STATUS_CLASSES: Dict[int, Type[ApiError]] = {
     400: BadRequestError,
     401: UnauthorizedError,
+    402: PaymentRequiredError,
     403: ForbiddenError,
     404: NotFoundError,
     405: MethodNotAllowedError,
     409: ConflictError,
     429: TooManyRequestsError,
+    500: InternalServerError,
+    502: BadGatewayError,
     503: ServiceUnavailableError,
 }
 
@@ -364,7 +460,7 @@ def error_from_response(
     cls = ERROR_CLASSES.get(code) if isinstance(code, str) else None
     if cls is None or cls.status != status:
         cls = STATUS_CLASSES.get(status, ApiError)
-    return cls(
+    error = cls(
         message,
         status=status,
         code=code if isinstance(code, str) else None,
@@ -372,3 +468,21 @@ def error_from_response(
         retry_after=_retry_after(headers),
         body=body,
     )
+    if isinstance(error, PaymentRequiredError):
+        error.payment_required = _challenge(headers.get("payment-required"), body)
+        if message == f"HTTP {status}" and error.payment_required:
+            error.message = str(error.payment_required.get("error") or "payment required")
+            error.args = (error.message,)
+    return error
+
+
+def _challenge(header: Optional[str], body: Any) -> Optional[Dict[str, Any]]:
+    """The x402 challenge of a 402: the v2 ``PAYMENT-REQUIRED`` header, else a v1 body."""
+    if header:
+        try:
+            decoded = json.loads(base64.b64decode(header))
+            if isinstance(decoded, dict):
+                return decoded
+        except (ValueError, TypeError):
+            pass
+    return body if isinstance(body, dict) and "accepts" in body else None

@@ -43,6 +43,9 @@ __all__ = [
     "ConfigProblem",
     "ReloadReport",
     "Tier",
+    "BillingInfo",
+    "CheckoutSession",
+    "PlanUpgrade",
     "Route",
     "RouteList",
     "Namespace",
@@ -98,6 +101,9 @@ class Model:
 
     #: The OpenAPI schema (``components.schemas``) this model mirrors.
     __schema__: ClassVar[str] = ""
+    #: A field that takes every key the model does not name (a schema with free-form fields
+    #: beside its named ones, such as a route's), or "".
+    __rest__: ClassVar[str] = ""
 
     @classmethod
     def from_json(cls: Type[M], data: Any) -> M:
@@ -106,7 +112,13 @@ class Model:
             raise TypeError(f"{cls.__name__}: expected an object, got {type(data).__name__}")
         hints = typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))
         kwargs = {}
-        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        if cls.__rest__:
+            named = {json_name(f) for f in fields if f.name != cls.__rest__}
+            kwargs[cls.__rest__] = {k: v for k, v in data.items() if k not in named}
+        for f in fields:
+            if f.name == cls.__rest__:
+                continue
             key = json_name(f)
             if key in data:
                 try:
@@ -121,7 +133,10 @@ class Model:
         """The model as the API's JSON (its field names)."""
         out: Dict[str, Any] = {}
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            out[json_name(f)] = _to_json(getattr(self, f.name))
+            if f.name == self.__rest__:
+                out.update(_to_json(getattr(self, f.name)))
+            else:
+                out[json_name(f)] = _to_json(getattr(self, f.name))
         return out
 
 
@@ -447,11 +462,53 @@ class Tier(Model):
 
 
 @dataclass(frozen=True, kw_only=True)
+class BillingInfo(Model):
+    """A tenant's plan and how it is billed, and the plans on sale."""
+
+    __schema__ = "BillingView"
+    tenant: str
+    tier: str
+    #: ``stripe`` or ``x402``, when the plan has ever been billed.
+    source: Optional[str] = None
+    #: ``active``, ``past_due`` or ``canceled``, when billed.
+    status: Optional[str] = None
+    #: x402 plans: the end of the paid period (Unix seconds).
+    paid_until: Optional[int] = None
+    #: Tiers sold for x402, with their price per period.
+    x402_prices: Dict[str, str]
+    #: Tiers sold through Stripe Checkout.
+    stripe_tiers: List[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckoutSession(Model):
+    """A Stripe Checkout session: send the tenant to ``url`` to pay."""
+
+    __schema__ = "CheckoutView"
+    id: str
+    url: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanUpgrade(Model):
+    """A plan paid with x402: the new tier, until when, and the settlement."""
+
+    __schema__ = "UpgradeView"
+    tenant: str
+    tier: str
+    paid_until: int
+    transaction: str
+    network: str
+    payer: Optional[str] = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Route(Model):
-    """A route: its fields as a ``[[routes]]`` entry writes them (``spec``), and where it comes
-    from."""
+    """A route: where it comes from, and its fields as a ``[[routes]]`` entry writes them
+    (``spec``; the API sends them beside ``id``, ``tenant``, ``source`` and ``served``)."""
 
     __schema__ = "RouteView"
+    __rest__ = "spec"
     #: ``r_…`` for API routes; ``config:<index>`` for the file's (read-only here).
     id: str
     tenant: str
@@ -460,7 +517,7 @@ class Route(Model):
     #: Whether this instance serves it (an API route that no longer validates is kept, unserved).
     served: bool
     #: ``path``, ``upstream``, ``price``, ``host``, ``methods``, ``networks``, ``settle``, ….
-    spec: Dict[str, Any]
+    spec: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -517,6 +574,9 @@ MODELS: Dict[str, Type[Model]] = {
         ConfigProblem,
         ReloadReport,
         Tier,
+        BillingInfo,
+        CheckoutSession,
+        PlanUpgrade,
         Route,
         RouteList,
         Namespace,
