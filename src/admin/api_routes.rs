@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 
 use super::extract::{needs, Operator, OperatorOrKey};
 use super::{AdminState, ApiError, ApiResult, ErrorBody};
-use crate::config::{Config, ConfigError, PathPattern, Price, RouteConfig, SettlePolicy};
+use crate::config::{ConfigError, PathPattern, Price, RouteConfig, SettlePolicy};
 use crate::routes::api::{compile_one, overlaps};
 use crate::routes::upstream::{UpstreamError, UpstreamPolicy};
 use crate::store::{ApiRouteRecord, Namespace, RouteWrite};
@@ -170,11 +170,6 @@ fn view(record: &ApiRouteRecord, served: bool) -> RouteView {
     }
 }
 
-/// What a tenant's upstream may resolve to under `config`.
-pub fn upstream_policy(config: &Config) -> UpstreamPolicy {
-    UpstreamPolicy::for_config(config)
-}
-
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct RouteQuery {
     /// The operator's filter: one tenant's routes.
@@ -253,7 +248,7 @@ async fn check(
     // The operator vouches for its own upstreams; a tenant's are an SSRF surface.
     if !operator {
         let up = &route.upstream;
-        upstream_policy(&config)
+        UpstreamPolicy::for_config(&config)
             .resolve(&up.host, up.port)
             .await
             .map_err(|e| match e {
