@@ -231,6 +231,9 @@ pub struct ServerConfig {
     pub max_request_header_bytes: usize,
     /// How long the gateway waits for each read of a request body before answering 408.
     pub body_read_timeout: Duration,
+    /// How long each read of the origin's answer may wait; past it the answer is a 504 and
+    /// nothing is charged (the origin timed out).
+    pub upstream_read_timeout: Duration,
     pub cors_allow_origin: String,
     /// Invalid payments one client IP may present per minute before it gets 429s.
     pub invalid_payments_per_minute: u32,

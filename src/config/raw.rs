@@ -127,6 +127,7 @@ pub struct RawServer {
     pub max_payment_header_bytes: Option<usize>,
     pub max_request_header_bytes: Option<usize>,
     pub body_read_timeout_seconds: Option<u64>,
+    pub upstream_read_timeout_seconds: Option<u64>,
     pub cors_allow_origin: Option<String>,
     pub invalid_payments_per_minute: Option<u32>,
     pub log_format: Option<String>,

@@ -337,6 +337,16 @@ pub trait ChainBackend: Send + Sync {
         attempt: Attempt,
     ) -> Result<Settlement, SettleError>;
 
+    /// Stored settlement transactions (`stuck`, 0x hex) were sent again and are still not
+    /// mined: where the chain orders a signer's transactions (EVM nonces), one may wait behind a
+    /// number nothing will ever use — its transaction was never stored, and the process that
+    /// handed it out is gone, or failed to fill it and saw no later settlement take it. Fill such
+    /// numbers (never one a stored transaction holds). Returns how many it filled.
+    async fn repair_stuck(&self, stuck: &[String]) -> usize {
+        let _ = stuck;
+        0
+    }
+
     /// Sends a stored settlement transaction (`raw`, 0x hex) again, for one a node dropped.
     async fn resend(&self, raw: &str) -> Result<Resent, VerifyError> {
         let _ = raw;

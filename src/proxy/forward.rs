@@ -72,7 +72,9 @@ pub(super) async fn peer_for(ctx: &RequestCtx) -> Result<Box<HttpPeer>> {
     let mut peer = HttpPeer::new(addr, up.tls, up.host.clone());
     peer.options.connection_timeout = Some(Duration::from_secs(5));
     peer.options.total_connection_timeout = Some(Duration::from_secs(10));
-    peer.options.read_timeout = Some(Duration::from_secs(60));
+    peer.options.read_timeout = Some(ctx.live.as_ref().map_or(Duration::from_secs(60), |l| {
+        l.settings.upstream_read_timeout
+    }));
     Ok(Box::new(peer))
 }
 

@@ -66,6 +66,7 @@ pub struct ProxySettings {
     pub max_payment_header_bytes: usize,
     pub max_request_header_bytes: usize,
     pub body_read_timeout: Duration,
+    pub upstream_read_timeout: Duration,
     pub cors_allow_origin: String,
 }
 
@@ -77,6 +78,7 @@ impl From<&ServerConfig> for ProxySettings {
             max_payment_header_bytes: s.max_payment_header_bytes,
             max_request_header_bytes: s.max_request_header_bytes,
             body_read_timeout: s.body_read_timeout,
+            upstream_read_timeout: s.upstream_read_timeout,
             cors_allow_origin: s.cors_allow_origin.clone(),
         }
     }

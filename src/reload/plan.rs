@@ -251,6 +251,10 @@ fn live_changes(running: &Config, eff: &Config) -> Vec<String> {
         s.body_read_timeout != r.body_read_timeout,
     );
     note(
+        "server.upstream_read_timeout_seconds".into(),
+        s.upstream_read_timeout != r.upstream_read_timeout,
+    );
+    note(
         "server.cors_allow_origin".into(),
         s.cors_allow_origin != r.cors_allow_origin,
     );

@@ -5,6 +5,10 @@
 //! claim, until it lands or its authorization has expired: a node that dropped it (or never got
 //! it) must not leave the payment hanging, nor the settler's later nonces queued behind it.
 //!
+//! Claims left `claimed` with no request to finish them (the gateway was killed mid-request, or
+//! the claim's commit reached the database but its answer never came back) are released once
+//! their authorization has expired: from then on nothing can settle them.
+//!
 //! The first pass after a start looks at every `settling` claim (none can be in flight in a process
 //! that just started); later passes only at those untouched for longer than any request waits for
 //! a receipt. Recording is idempotent, so racing an in-flight settlement is harmless.
@@ -38,6 +42,14 @@ impl Reconciler {
     /// One pass over the claims last touched at or before `older_than`; returns how many were
     /// resolved.
     pub async fn run_once(&self, store: &Store, older_than: i64) -> usize {
+        match store
+            .release_expired_claims(unix_now() as i64 - EXPIRY_MARGIN)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("released {n} claims left open past their authorization"),
+            Err(e) => tracing::warn!("releasing expired claims: {e}"),
+        }
         let claims = match store.settling_claims(older_than, 100).await {
             Ok(c) => c,
             Err(e) => {
@@ -59,10 +71,50 @@ impl Reconciler {
         }
         if !resent.is_empty() {
             tokio::time::sleep(RESENT_SETTLE).await;
+            let mut stuck: Vec<SettlingClaim> = Vec::new();
             for c in resent {
                 if let Some(verifier) = self.backends.get_str(&c.network) {
                     if resolve(store, verifier.as_ref(), &c, false).await == Step::Resolved {
                         resolved += 1;
+                    } else {
+                        stuck.push(c);
+                    }
+                }
+            }
+            // Sent again and still not mined: they may wait behind a number nothing will use.
+            // Every stored transaction was sent again above, so what is missing now is a gap.
+            let mut networks: Vec<String> = stuck.iter().map(|c| c.network.clone()).collect();
+            let mut repaired: Vec<String> = Vec::new();
+            networks.sort_unstable();
+            networks.dedup();
+            for network in &networks {
+                let network = network.as_str();
+                let Some(verifier) = self.backends.get_str(network) else {
+                    continue;
+                };
+                let raws: Vec<String> = stuck
+                    .iter()
+                    .filter(|c| c.network == network)
+                    .filter_map(|c| c.tx_raw.clone())
+                    .collect();
+                let filled = verifier.repair_stuck(&raws).await;
+                if filled > 0 {
+                    tracing::warn!(
+                        network,
+                        filled,
+                        "filled settler nonce gaps that held stored settlements back"
+                    );
+                    repaired.push(network.to_string());
+                }
+            }
+            // What the fillers let through is recorded now, not a whole staleness period later.
+            if !repaired.is_empty() {
+                tokio::time::sleep(RESENT_SETTLE).await;
+                for c in stuck.iter().filter(|c| repaired.contains(&c.network)) {
+                    if let Some(verifier) = self.backends.get_str(&c.network) {
+                        if resolve(store, verifier.as_ref(), c, false).await == Step::Resolved {
+                            resolved += 1;
+                        }
                     }
                 }
             }

@@ -228,6 +228,9 @@ async fn uncount(
     Ok(())
 }
 
+/// How long an operation waits for a pooled connection.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Unix milliseconds now.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -258,6 +261,9 @@ impl Store {
             return Err(StoreError::Url(url.to_string()));
         };
         let pool = AnyPoolOptions::new()
+            // A request waiting for a connection answers 503 after this, not after sqlx's 30 s
+            // default: a database that stopped answering is our outage, reported quickly.
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .max_connections(match backend {
                 // SQLite has one writer; more connections only queue on its lock.
                 Backend::Sqlite => 4,
@@ -350,6 +356,36 @@ impl Store {
         uncount(&mut tx, &row).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Releases `claimed` claims whose authorization expired before `expired_before` (Unix
+    /// seconds): no request can settle them any more, so whatever left them open (a gateway
+    /// killed mid-request, a claim whose commit was acknowledged to nobody because the database
+    /// connection broke) they are not charged. Gives their payers' exposure and tenants' months
+    /// back. Returns how many it released.
+    pub async fn release_expired_claims(&self, expired_before: i64) -> Result<usize, StoreError> {
+        let ids: Vec<i64> = sqlx::query(
+            "SELECT id FROM payment_claims WHERE status = 'claimed' AND valid_before < $1 LIMIT 500",
+        )
+        .bind(expired_before)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+        let mut released = 0;
+        for id in ids {
+            if self
+                .release(
+                    id,
+                    "the request ended without an outcome and the authorization expired",
+                )
+                .await?
+            {
+                released += 1;
+            }
+        }
+        Ok(released)
     }
 
     /// Records a signed settlement transaction, hash and bytes, before it is sent: from here on

@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod chain;
+pub mod faults;
+pub mod invariants;
 pub mod svm;
 pub mod svm_pay;
 

@@ -43,6 +43,7 @@ const DEFAULT_DATABASE_URL: &str = "sqlite://x402-gate.db";
 const DEFAULT_MAX_PAYMENT_HEADER: usize = 8 * 1024;
 const DEFAULT_MAX_REQUEST_HEADERS: usize = 64 * 1024;
 const DEFAULT_BODY_READ_TIMEOUT: u64 = 30;
+const DEFAULT_UPSTREAM_READ_TIMEOUT: u64 = 60;
 /// The management API's timeouts: a partial request must not hold a connection open for good.
 const DEFAULT_ADMIN_HEADER_READ_TIMEOUT: u64 = 10;
 const DEFAULT_ADMIN_IDLE_TIMEOUT: u64 = 60;
@@ -249,6 +250,12 @@ fn server(raw: RawServer, e: &mut Errors) -> ServerConfig {
     if body_secs == 0 {
         e.push("server.body_read_timeout_seconds", "must be at least 1");
     }
+    let upstream_secs = raw
+        .upstream_read_timeout_seconds
+        .unwrap_or(DEFAULT_UPSTREAM_READ_TIMEOUT);
+    if !(1..=3600).contains(&upstream_secs) {
+        e.push("server.upstream_read_timeout_seconds", "must be 1..3600");
+    }
     let log_format = raw.log_format.map_or(LogFormat::Text, |f| {
         f.parse().unwrap_or_else(|msg| {
             e.push("server.log_format", msg);
@@ -271,6 +278,7 @@ fn server(raw: RawServer, e: &mut Errors) -> ServerConfig {
         max_payment_header_bytes,
         max_request_header_bytes,
         body_read_timeout: Duration::from_secs(body_secs.max(1)),
+        upstream_read_timeout: Duration::from_secs(upstream_secs.clamp(1, 3600)),
         cors_allow_origin: raw.cors_allow_origin.unwrap_or_else(|| "*".to_string()),
         invalid_payments_per_minute: match raw.invalid_payments_per_minute {
             Some(0) => {

@@ -508,6 +508,9 @@ impl ChainBackend for EvmBackend {
                 message: e.to_string(),
             }
         })?;
+        if attempt == Attempt::First {
+            self.wait_lower_stored(prepared.nonce).await;
+        }
         match self.send_raw(&raw).await {
             Sent::Accepted => {}
             Sent::Refused {
@@ -587,6 +590,10 @@ impl ChainBackend for EvmBackend {
             .map_err(|e| VerifyError::Unavailable(format!("balanceOf answer: {e}")))?;
         // A balance past u128 covers anything we could ever hold against it.
         Ok(Some(u128::try_from(balance).unwrap_or(u128::MAX)))
+    }
+
+    async fn repair_stuck(&self, stuck: &[String]) -> usize {
+        self.fill_stuck_gaps(stuck).await
     }
 
     async fn resend(&self, raw: &str) -> Result<Resent, VerifyError> {

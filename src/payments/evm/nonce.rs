@@ -1,6 +1,12 @@
 //! The settler's nonce counter: handed out under a synchronous lock with no I/O inside; a nonce
 //! whose transaction is never sent is handed out again first, or its gap filled at once, so no
 //! later settlement queues behind it.
+//!
+//! A transaction is broadcast only once every lower nonce handed out is stored with its claim (or
+//! given back): were the gateway killed between handing nonce 4 out and storing its transaction,
+//! with nonce 5 already sent, nothing after the restart would know nonce 4 was missing, and 5
+//! would wait in the node's pool for good. Stored, every transaction below 5 is sent again by the
+//! reconciler. (Found by the chaos suite: tests/chaos.rs, a `pair` schedule.)
 
 use super::*;
 
@@ -13,16 +19,33 @@ pub(super) struct NonceState {
     /// Nonces handed out whose transactions were never sent: handed out again first, so no
     /// later transaction waits behind the gap they would leave.
     free: BTreeSet<u64>,
+    /// Nonces handed out whose transactions are not stored yet: a higher nonce is not broadcast
+    /// while one of these is below it.
+    unstored: BTreeSet<u64>,
 }
 
 impl NonceState {
     fn take(&mut self) -> Option<u64> {
-        if let Some(n) = self.free.pop_first() {
-            return Some(n);
-        }
-        let n = self.next?;
-        self.next = Some(n + 1);
+        let n = match self.free.pop_first() {
+            Some(n) => n,
+            None => {
+                let n = self.next?;
+                self.next = Some(n + 1);
+                n
+            }
+        };
+        self.unstored.insert(n);
         Some(n)
+    }
+
+    /// `nonce`'s transaction is stored with its claim.
+    fn stored(&mut self, nonce: u64) {
+        self.unstored.remove(&nonce);
+    }
+
+    /// Whether a nonce below `nonce` is handed out and not stored yet.
+    fn lower_unstored(&self, nonce: u64) -> bool {
+        self.unstored.first().is_some_and(|n| *n < nonce)
     }
 
     /// The node counts `count` transactions from the settler, mined or pending: every nonce below
@@ -30,12 +53,14 @@ impl NonceState {
     fn sync(&mut self, count: u64) {
         self.next = Some(self.next.map_or(count, |n| n.max(count)));
         self.free.retain(|n| *n >= count);
+        self.unstored.retain(|n| *n >= count);
     }
 
     /// Takes back a nonce whose transaction was never sent. The highest one handed out just
     /// rolls the counter back; one below a nonce already handed out is a gap that transaction may
     /// be queued behind: it is returned as `Gap` for the caller to fill, and stays out of `free`.
     fn give_back(&mut self, nonce: u64) -> GivenBack {
+        self.unstored.remove(&nonce);
         match self.next {
             Some(next) if next == nonce + 1 => {
                 self.next = Some(nonce);
@@ -62,6 +87,9 @@ pub(super) enum GivenBack {
     Ignored,
 }
 
+/// The longest a settlement waits for lower nonces' transactions to be stored.
+const STORE_ORDER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl EvmBackend {
     /// The next nonce this settler would hand out, once it was read from the node.
     pub(super) fn next_nonce(&self) -> Option<u64> {
@@ -78,6 +106,26 @@ impl EvmBackend {
             }
             let count = self.pending_count().await?;
             self.nonce.lock().expect("not poisoned").sync(count);
+        }
+    }
+
+    /// Called with a transaction that is stored with its claim, before it is broadcast: waits
+    /// (at most `STORE_ORDER_WAIT`) until every lower nonce handed out is stored too or given back.
+    pub(super) async fn wait_lower_stored(&self, nonce: Option<u64>) {
+        let Some(n) = nonce else { return };
+        self.nonce.lock().expect("not poisoned").stored(n);
+        let deadline = std::time::Instant::now() + STORE_ORDER_WAIT;
+        while self.nonce.lock().expect("not poisoned").lower_unstored(n) {
+            if std::time::Instant::now() >= deadline {
+                // A lower settlement stuck on a slow database: do not hold this one back for
+                // it. Only a kill from here until that one is stored would leave a gap.
+                tracing::warn!(
+                    nonce = n,
+                    "broadcasting ahead of a lower settler nonce not stored yet"
+                );
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         }
     }
 
@@ -105,6 +153,61 @@ impl EvmBackend {
         if given == GivenBack::Gap {
             self.fill_gap(n).await;
         }
+    }
+
+    /// Fills the nonces below this settler's stuck stored transactions (`stuck`: raw, 0x hex, any
+    /// signer's) that the node has no runnable transaction for, no stored transaction holds, and
+    /// no settlement of this process has out unstored: the gaps they wait behind. Returns how
+    /// many it filled. (A settlement of ours stored but not sent yet whose nonce is filled is
+    /// refused with `nonce too low` and signs again, as after any nonce another transaction took.)
+    pub(super) async fn fill_stuck_gaps(&self, stuck: &[String]) -> usize {
+        use alloy::consensus::Transaction;
+        use alloy::eips::eip2718::Decodable2718;
+        let me = self.settler.address();
+        let held: BTreeSet<u64> = stuck
+            .iter()
+            .filter_map(|raw| {
+                let bytes: Bytes = raw.parse().ok()?;
+                // Settlements are EIP-1559 transactions; anything else is not ours.
+                let TxEnvelope::Eip1559(tx) = TxEnvelope::decode_2718(&mut bytes.as_ref()).ok()?
+                else {
+                    return None;
+                };
+                let signer = tx
+                    .signature()
+                    .recover_address_from_prehash(&tx.tx().signature_hash())
+                    .ok()?;
+                (signer == me).then(|| tx.tx().nonce())
+            })
+            .collect();
+        let Some(&highest) = held.last() else {
+            return 0;
+        };
+        // The node's pending count: mined, and waiting with no gap before them. A number below
+        // it is used or about to be; one at or above it below our stuck transaction has no
+        // transaction the node could run, which is what holds ours back.
+        let Ok(next) = self.pending_count().await else {
+            return 0;
+        };
+        let gaps: Vec<u64> = {
+            let mut state = self.nonce.lock().expect("not poisoned");
+            let gaps: Vec<u64> = (next..highest)
+                .filter(|n| !held.contains(n) && !state.unstored.contains(n))
+                .collect();
+            // Filled now, not handed out again.
+            for n in &gaps {
+                state.free.remove(n);
+            }
+            gaps
+        };
+        for n in &gaps {
+            tracing::warn!(
+                nonce = n,
+                "a stored settlement waits behind an unused settler nonce: filling it"
+            );
+            self.fill_gap(*n).await;
+        }
+        gaps.len()
     }
 
     /// Sends a zero-value transfer from the settler to itself with `nonce`. If that is not sent
@@ -183,5 +286,24 @@ mod tests {
         s.sync(9);
         assert_eq!(s.take(), Some(9));
         assert_eq!(s.give_back(20), GivenBack::Ignored);
+    }
+
+    #[test]
+    fn a_nonce_waits_for_lower_ones_to_be_stored_or_given_back() {
+        let mut s = NonceState::default();
+        s.sync(4);
+        let (a, b, c) = (s.take().unwrap(), s.take().unwrap(), s.take().unwrap());
+        s.stored(b);
+        assert!(s.lower_unstored(b), "4 is out and not stored: 5 must wait");
+        assert!(!s.lower_unstored(a), "nothing below 4");
+        s.stored(a);
+        assert!(!s.lower_unstored(b));
+        assert!(s.lower_unstored(c + 1), "6 itself is not stored yet");
+        assert_eq!(s.give_back(c), GivenBack::RolledBack);
+        assert!(!s.lower_unstored(c + 1), "given back: nothing to wait for");
+        // A re-read from the node drops what it has used.
+        let d = s.take().unwrap();
+        s.sync(d + 1);
+        assert!(!s.lower_unstored(d + 5));
     }
 }
