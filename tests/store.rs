@@ -197,6 +197,58 @@ async fn claim_is_once_until_released(store: Store) {
     assert_eq!(ledger[0].block_number, 7);
 }
 
+/// Claims nobody will finish (a kill mid-request, a commit whose answer was lost) are released
+/// once their authorization has expired, and only then; settling and settled ones never are.
+async fn expired_open_claims_are_released(store: Store) {
+    let mut old = verified(40);
+    old.expires_at = 1_000;
+    let open = store.claim(&old, &CTX, None).await.unwrap().id().unwrap();
+    let mut sending = verified(41);
+    sending.expires_at = 1_000;
+    let settling = store
+        .claim(&sending, &CTX, None)
+        .await
+        .unwrap()
+        .id()
+        .unwrap();
+    let sent = PreparedSettlement {
+        transaction: settlement(41).transaction,
+        raw: "0x02f9".into(),
+        settler: String::new(),
+        nonce: Some(1),
+    };
+    store.mark_settling(settling, &sent).await.unwrap();
+    let live = store
+        .claim(&verified(42), &CTX, None)
+        .await
+        .unwrap()
+        .id()
+        .unwrap();
+    assert_eq!(
+        store.release_expired_claims(999).await.unwrap(),
+        0,
+        "not expired yet"
+    );
+    assert_eq!(store.release_expired_claims(2_000).await.unwrap(), 1);
+    assert_eq!(
+        store.claim_status(open).await.unwrap().as_deref(),
+        Some("released")
+    );
+    assert_eq!(
+        store.claim_status(settling).await.unwrap().as_deref(),
+        Some("settling")
+    );
+    assert_eq!(
+        store.claim_status(live).await.unwrap().as_deref(),
+        Some("claimed")
+    );
+    assert_eq!(
+        store.release_expired_claims(2_000).await.unwrap(),
+        0,
+        "once"
+    );
+}
+
 async fn settled_claims_are_never_reclaimed(store: Store) {
     let v = verified(3);
     let id = store.claim(&v, &CTX, None).await.unwrap().id().unwrap();
@@ -875,6 +927,9 @@ async fn run(name: &str, url: String) {
         "claim_is_once_until_released" => {
             claim_is_once_until_released(Store::connect(&url).await.unwrap()).await
         }
+        "expired_open_claims_are_released" => {
+            expired_open_claims_are_released(Store::connect(&url).await.unwrap()).await
+        }
         "settled_claims_are_never_reclaimed" => {
             settled_claims_are_never_reclaimed(Store::connect(&url).await.unwrap()).await
         }
@@ -903,6 +958,7 @@ async fn run(name: &str, url: String) {
 
 on_both_backends!(
     claim_is_once_until_released,
+    expired_open_claims_are_released,
     settled_claims_are_never_reclaimed,
     concurrent_claims_admit_exactly_one,
     queue_survives_reopening,

@@ -66,6 +66,10 @@ fn valid_config_resolves_defaults() {
         Some("https://api.example.com")
     );
     assert_eq!(c.database.url, "sqlite://x402-gate.db");
+    assert_eq!(
+        c.server.upstream_read_timeout,
+        std::time::Duration::from_secs(60)
+    );
     assert_eq!(c.routes.len(), 2);
     let r = &c.routes[0];
     assert_eq!(r.path, PathPattern::Prefix("/v1/forecast".into()));
@@ -253,6 +257,16 @@ fn every_error_is_reported_in_one_pass() {
 
 #[test]
 fn other_refusals() {
+    for bad in ["0", "3601"] {
+        assert_refused(
+            &valid().replace(
+                "listen = \"127.0.0.1:8402\"",
+                &format!("listen = \"127.0.0.1:8402\"\nupstream_read_timeout_seconds = {bad}"),
+            ),
+            "server.upstream_read_timeout_seconds",
+            "1..3600",
+        );
+    }
     assert_refused(
         &valid().replace("\"/health\"", "\"health\""),
         "routes[1].path",
