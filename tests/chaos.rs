@@ -348,6 +348,7 @@ impl Instance {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename the list
 fn gateway_config(
     listen: SocketAddr,
     dir: &Path,
