@@ -9,13 +9,13 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::extract::{needs, Operator, OperatorOrKey};
+use super::extract::{needs, Operator, OperatorOrKey, PathParam, QueryParams};
 use super::{AdminState, ApiError, ApiResult, ErrorBody};
 use crate::config::{ConfigError, PathPattern, Price, RouteConfig, SettlePolicy};
 use crate::routes::api::{compile_one, overlaps};
@@ -171,6 +171,7 @@ fn view(record: &ApiRouteRecord, served: bool) -> RouteView {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RouteQuery {
     /// The operator's filter: one tenant's routes.
     pub tenant: Option<String>,
@@ -190,7 +191,7 @@ fn caller<S>(who: &OperatorOrKey<S>) -> Option<String> {
 pub async fn list_routes(
     State(state): State<AdminState>,
     who: OperatorOrKey,
-    Query(q): Query<RouteQuery>,
+    QueryParams(q): QueryParams<RouteQuery>,
 ) -> ApiResult<Json<RouteList>> {
     let tenant = caller(&who).or(q.tenant);
     let store = state.store.get().await.map_err(ApiError::from)?;
@@ -373,7 +374,7 @@ async fn owned(state: &AdminState, id: &str, tenant: Option<&str>) -> RouteResul
     }
 }
 
-#[utoipa::path(patch, path = "/api/v1/x402/routes/{id}", request_body = Object,
+#[utoipa::path(patch, path = "/api/v1/x402/routes/{id}", params(("id" = String, Path)), request_body = Object,
     responses((status = 200, body = RouteView), (status = 400, body = InvalidRoute),
         (status = 403, body = ErrorBody, description = "`config_route`: the file's routes are read-only here"),
         (status = 404, body = ErrorBody)),
@@ -381,7 +382,7 @@ async fn owned(state: &AdminState, id: &str, tenant: Option<&str>) -> RouteResul
 pub async fn update_route(
     State(state): State<AdminState>,
     who: OperatorOrKey<needs::RoutesWrite>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     Json(body): Json<Value>,
 ) -> RouteResult<Json<RouteView>> {
     let tenant = caller(&who);
@@ -429,14 +430,14 @@ pub async fn update_route(
     Ok(Json(view(&record, served(&state, &id))))
 }
 
-#[utoipa::path(delete, path = "/api/v1/x402/routes/{id}", responses((status = 204),
+#[utoipa::path(delete, path = "/api/v1/x402/routes/{id}", params(("id" = String, Path)), responses((status = 204),
         (status = 403, body = ErrorBody, description = "`config_route`: the file's routes are read-only here"),
         (status = 404, body = ErrorBody)),
     security(("admin" = []), ("api_key" = ["routes:write"])))]
 pub async fn delete_route(
     State(state): State<AdminState>,
     who: OperatorOrKey<needs::RoutesWrite>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> RouteResult<StatusCode> {
     let tenant = caller(&who);
     owned(&state, &id, tenant.as_deref()).await?;
@@ -462,14 +463,14 @@ pub struct NamespaceBody {
     pub path_prefix: Option<String>,
 }
 
-#[utoipa::path(put, path = "/api/v1/x402/admin/tenants/{id}/namespace", request_body = NamespaceBody,
+#[utoipa::path(put, path = "/api/v1/x402/admin/tenants/{id}/namespace", params(("id" = String, Path)), request_body = NamespaceBody,
     responses((status = 200, body = NamespaceBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "`namespace_taken`: another tenant holds a host or prefix")),
     security(("admin" = [])))]
 pub async fn set_namespace(
     State(state): State<AdminState>,
     _op: Operator,
-    Path(tenant): Path<String>,
+    PathParam(tenant): PathParam<String>,
     Json(body): Json<NamespaceBody>,
 ) -> RouteResult<Json<NamespaceBody>> {
     let hosts: Vec<String> = body
