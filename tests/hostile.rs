@@ -875,3 +875,72 @@ async fn a_path_parameter_that_is_not_utf8_is_the_apis_json_400() {
     }
     assert_no_panic();
 }
+
+/// The operator's credential: guesses near the token are refused like any other (the compare is
+/// constant-time over SHA-256 digests, so no guess learns a prefix or a length), a tenant's key is
+/// no operator, and with no `admin.token` configured the operator endpoints are off altogether.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_surface_refuses_guesses_and_is_off_without_a_token() {
+    count_panics();
+    let up = Upstream::start();
+    let gw = roomy(&up);
+    let c = client();
+    let tenants = gw.admin_url("/api/v1/x402/admin/tenants");
+    let key: Value = c
+        .post(gw.admin_url("/api/v1/x402/admin/tenants/acme/keys"))
+        .header("x-admin-key", ADMIN_TOKEN)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = key["key"].as_str().unwrap().to_string();
+    let near = [
+        String::new(),
+        ADMIN_TOKEN[..ADMIN_TOKEN.len() - 1].to_string(),
+        format!("{ADMIN_TOKEN}0"),
+        ADMIN_TOKEN.to_uppercase(),
+        "x".repeat(64 * 1024 - 64),
+        key.clone(),
+    ];
+    for guess in &near {
+        for (name, value) in [
+            ("x-admin-key", guess.clone()),
+            ("authorization", format!("Bearer {guess}")),
+        ] {
+            let resp = c.get(&tenants).header(name, &value).send().await.unwrap();
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            assert_eq!(status, 401, "{name}: {:.20}: {body}", guess);
+            assert_eq!(body["error"], "unauthorized", "{body}");
+        }
+    }
+    assert_eq!(
+        c.get(&tenants)
+            .header("x-admin-key", ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // No token configured: every operator endpoint is refused, whatever is presented.
+    let open = Gateway::start(
+        &basic_config(&up.url(), "").replace(&format!("token = \"{ADMIN_TOKEN}\""), ""),
+    );
+    for value in [ADMIN_TOKEN, "", "anything"] {
+        let resp = c
+            .get(open.admin_url("/api/v1/x402/admin/tenants"))
+            .header("x-admin-key", value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 403);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], "admin_disabled", "{body}");
+    }
+    assert_no_panic();
+}
