@@ -46,6 +46,10 @@ fn count_panics() {
     });
 }
 
+/// The tests of this file run one at a time: the memory test reads the whole process' RSS, which
+/// another test's allocations running beside it would blur.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn assert_no_panic() {
     assert_eq!(
         PANICS.load(Ordering::SeqCst),
@@ -130,6 +134,7 @@ fn roomy(up: &Upstream) -> Gateway {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_payment_headers_get_a_402_with_a_reason() {
+    let _serial = SERIAL.lock().await;
     count_panics();
     let up = Upstream::start();
     let gw = roomy(&up);
@@ -353,6 +358,7 @@ async fn hostile_payment_headers_get_a_402_with_a_reason() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_utf8_in_paths_and_headers_is_never_a_5xx() {
+    let _serial = SERIAL.lock().await;
     count_panics();
     let up = Upstream::start();
     let gw = roomy(&up);
@@ -450,6 +456,7 @@ async fn invalid_utf8_in_paths_and_headers_is_never_a_5xx() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn oversized_nested_and_malformed_management_bodies_are_a_400() {
+    let _serial = SERIAL.lock().await;
     count_panics();
     let up = Upstream::start();
     let gw = roomy(&up);
@@ -563,6 +570,7 @@ async fn read_all(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
 /// management listener's whole-head deadline is tested in `tests/tenants.rs`.
 #[tokio::test(flavor = "multi_thread")]
 async fn dripped_and_unfinished_headers_do_not_stall_the_gateway() {
+    let _serial = SERIAL.lock().await;
     count_panics();
     let up = Upstream::start();
     let gw = roomy(&up);
@@ -754,6 +762,7 @@ async fn idle_round(gw: &Gateway, n: usize) -> (u64, Duration) {
 /// included) is bounded at 128 KiB.
 #[tokio::test(flavor = "multi_thread")]
 async fn thousands_of_idle_connections_are_held_and_memory_stays_bounded() {
+    let _serial = SERIAL.lock().await;
     count_panics();
     // Each connection is two descriptors in this process (client and gateway side).
     let want_conns: usize = 3_000;
@@ -815,6 +824,7 @@ async fn thousands_of_idle_connections_are_held_and_memory_stays_bounded() {
 /// It is the API's JSON 400 `bad_request` now, listed in the OpenAPI document.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_path_parameter_that_is_not_utf8_is_the_apis_json_400() {
+    let _serial = SERIAL.lock().await;
     count_panics();
     let up = Upstream::start();
     let gw = roomy(&up);
@@ -881,6 +891,7 @@ async fn a_path_parameter_that_is_not_utf8_is_the_apis_json_400() {
 /// no operator, and with no `admin.token` configured the operator endpoints are off altogether.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_operator_surface_refuses_guesses_and_is_off_without_a_token() {
+    let _serial = SERIAL.lock().await;
     count_panics();
     let up = Upstream::start();
     let gw = roomy(&up);
