@@ -104,7 +104,7 @@ async fn schemathesis(what: &str, gw: &Gateway, auth: &str, excluded: &[&str]) {
         "--header".into(),
         auth.into(),
         "--checks".into(),
-        "not_a_server_error,response_schema_conformance".into(),
+        "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance".into(),
         "--phases".into(),
         "examples,coverage,fuzzing,stateful".into(),
         "--max-examples".into(),

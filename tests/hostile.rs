@@ -955,3 +955,84 @@ async fn the_operator_surface_refuses_guesses_and_is_off_without_a_token() {
     }
     assert_no_panic();
 }
+
+/// Found by schemathesis: the routes API read its bodies with axum's own `Json`, so a body with
+/// no JSON content type was a plain-text 415, one of the wrong shape a plain-text 422, neither
+/// documented. Every unreadable body (and an undecodable `{id}`) is the endpoints' own JSON 400
+/// `invalid_route` now.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_routes_api_answers_unreadable_bodies_with_its_own_json_400() {
+    let _serial = SERIAL.lock().await;
+    count_panics();
+    let up = Upstream::start();
+    let gw = roomy(&up);
+    let c = client();
+    let json = Some("application/json");
+    let cases: Vec<(reqwest::Method, &str, Option<&str>, &str)> = vec![
+        (reqwest::Method::POST, "/api/v1/x402/routes", None, "{}"),
+        (
+            reqwest::Method::POST,
+            "/api/v1/x402/routes",
+            json,
+            "{not json",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/x402/routes",
+            Some("text/plain"),
+            "{}",
+        ),
+        (reqwest::Method::PATCH, "/api/v1/x402/routes/r_1", None, ""),
+        (
+            reqwest::Method::PATCH,
+            "/api/v1/x402/routes/%FF",
+            json,
+            "{}",
+        ),
+        (
+            reqwest::Method::PUT,
+            "/api/v1/x402/admin/tenants/acme/namespace",
+            None,
+            "",
+        ),
+        (
+            reqwest::Method::PUT,
+            "/api/v1/x402/admin/tenants/acme/namespace",
+            json,
+            r#"{"hosts": 5}"#,
+        ),
+        (
+            reqwest::Method::PUT,
+            "/api/v1/x402/admin/tenants/acme/namespace",
+            json,
+            r#"{"hosts": [], "colour": "red"}"#,
+        ),
+        (
+            reqwest::Method::PUT,
+            "/api/v1/x402/admin/tenants/%FF/namespace",
+            json,
+            r#"{"hosts": []}"#,
+        ),
+    ];
+    for (method, path, content_type, body) in cases {
+        let mut req = c
+            .request(method.clone(), gw.admin_url(path))
+            .header("x-admin-key", ADMIN_TOKEN)
+            .body(body);
+        if let Some(t) = content_type {
+            req = req.header("content-type", t);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let kind = resp.headers()["content-type"].to_str().unwrap().to_string();
+        let answer: Value = resp.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, 400, "{method} {path} {body}: {answer}");
+        assert_eq!(kind, "application/json", "{method} {path} {body}");
+        assert_eq!(
+            answer["error"], "invalid_route",
+            "{method} {path} {body}: {answer}"
+        );
+        assert!(answer["fields"].is_array(), "{answer}");
+    }
+    assert_no_panic();
+}

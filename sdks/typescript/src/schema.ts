@@ -1682,13 +1682,12 @@ export interface operations {
                     "application/json": components["schemas"]["NamespaceBody"];
                 };
             };
-            /** @description `bad_request`: a path parameter that does not decode, or a bad body */
             400: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorBody"];
+                    "application/json": components["schemas"]["InvalidRoute"];
                 };
             };
             /** @description `unauthorized`: a missing, unknown, expired or revoked credential */
