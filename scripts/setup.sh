@@ -55,6 +55,19 @@ if [ ! -x "$py/.venv/bin/python" ] || [ ! -f "$py/.venv/.installed" ] \
     -r "$py/requirements-dev.txt"
   touch "$py/.venv/.installed"
 fi
+# schemathesis, which tests/api_fuzz.rs runs against the management API's OpenAPI document: a
+# venv of its own in tests/api_fuzz/.venv, pinned in tests/api_fuzz/requirements.txt.
+fuzz=tests/api_fuzz
+if [ ! -x "$fuzz/.venv/bin/schemathesis" ] || [ ! -f "$fuzz/.venv/.installed" ] \
+   || [ "$fuzz/requirements.txt" -nt "$fuzz/.venv/.installed" ]; then
+  python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
+  echo "setup: installing schemathesis ($fuzz/requirements.txt) in $fuzz/.venv"
+  rm -rf "$fuzz/.venv"
+  python3 -m venv "$fuzz/.venv"
+  "$fuzz/.venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    -r "$fuzz/requirements.txt"
+  touch "$fuzz/.venv/.installed"
+fi
 ts=sdks/typescript
 if [ ! -x "$ts/node_modules/.bin/tsc" ] \
    || [ "$ts/package-lock.json" -nt "$ts/node_modules/.package-lock.json" ]; then

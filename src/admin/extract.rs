@@ -15,7 +15,9 @@
 use std::marker::PhantomData;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequestParts, Query, Request};
+use axum::extract::{
+    FromRequest, FromRequestParts, OptionalFromRequestParts, Path, Query, Request,
+};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -341,6 +343,23 @@ impl<T: DeserializeOwned> FromRequestParts<AdminState> for QueryParams<T> {
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(v)| QueryParams(v))
+            .map_err(|e| ApiError::bad_request(e.body_text()))
+    }
+}
+
+/// A path parameter; one that does not decode (a `%`-escape that is not UTF-8, such as
+/// `/tenants/%FF`) is a 400 `bad_request` with the parser's message, in the API's JSON like every
+/// other error (axum's own `Path` answers such a request in plain text).
+#[derive(Debug)]
+pub struct PathParam<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AdminState> for PathParam<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AdminState) -> ApiResult<Self> {
+        <Path<T> as FromRequestParts<AdminState>>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| PathParam(v))
             .map_err(|e| ApiError::bad_request(e.body_text()))
     }
 }

@@ -2,11 +2,11 @@
 //! (`/admin/tenants/{id}/keys`, `/admin/keys/...`) or by a tenant's `keys:write` key for its own
 //! (`/keys/...`). A key never grants more scopes than its creator holds.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 
-use super::extract::{needs, AuthedBody, Operator, OptionalBody, TenantKey};
+use super::extract::{needs, AuthedBody, Operator, OptionalBody, PathParam, TenantKey};
 use super::*;
 use crate::store::now;
 use crate::tenants::{mint_key, DEFAULT_ROTATION_GRACE_SECONDS, SCOPES};
@@ -176,7 +176,7 @@ async fn revoke(state: &AdminState, key_id: &str, owner: Option<&str>) -> ApiRes
     responses((status = 201, body = NewKey), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)), security(("admin" = [])))]
 pub async fn admin_create_key(
     State(state): State<AdminState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     AuthedBody(_op, OptionalBody(req)): AuthedBody<Operator, OptionalBody<CreateKeyRequest>>,
 ) -> ApiResult<(StatusCode, Json<NewKey>)> {
     let scopes = check_scopes(req.scopes, &all_scopes())?;
@@ -190,7 +190,7 @@ pub async fn admin_create_key(
     responses((status = 200, body = [KeyView]), (status = 404, body = ErrorBody)), security(("admin" = [])))]
 pub async fn admin_list_keys(
     State(state): State<AdminState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     _: Operator,
 ) -> ApiResult<Json<Vec<KeyView>>> {
     state.tenant_or_404(&id).await?;
@@ -202,7 +202,7 @@ pub async fn admin_list_keys(
     responses((status = 200, body = RotatedKey), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "`key_not_live`: the key is revoked or expired")), security(("admin" = [])))]
 pub async fn admin_rotate_key(
     State(state): State<AdminState>,
-    Path(key_id): Path<String>,
+    PathParam(key_id): PathParam<String>,
     AuthedBody(_op, OptionalBody(req)): AuthedBody<Operator, OptionalBody<RotateKeyRequest>>,
 ) -> ApiResult<Json<RotatedKey>> {
     rotate(&state, &key_id, None, req.grace_seconds).await
@@ -212,7 +212,7 @@ pub async fn admin_rotate_key(
     responses((status = 200, body = KeyView), (status = 404, body = ErrorBody)), security(("admin" = [])))]
 pub async fn admin_revoke_key(
     State(state): State<AdminState>,
-    Path(key_id): Path<String>,
+    PathParam(key_id): PathParam<String>,
     _: Operator,
 ) -> ApiResult<Json<KeyView>> {
     revoke(&state, &key_id, None).await
@@ -246,7 +246,7 @@ pub async fn own_list_keys(
     responses((status = 200, body = RotatedKey), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "`key_not_live`: the key is revoked or expired")), security(("api_key" = ["keys:write"])))]
 pub async fn own_rotate_key(
     State(state): State<AdminState>,
-    Path(key_id): Path<String>,
+    PathParam(key_id): PathParam<String>,
     AuthedBody(me, OptionalBody(req)): AuthedBody<
         TenantKey<needs::KeysWrite>,
         OptionalBody<RotateKeyRequest>,
@@ -259,7 +259,7 @@ pub async fn own_rotate_key(
     responses((status = 200, body = KeyView), (status = 404, body = ErrorBody)), security(("api_key" = ["keys:write"])))]
 pub async fn own_revoke_key(
     State(state): State<AdminState>,
-    Path(key_id): Path<String>,
+    PathParam(key_id): PathParam<String>,
     me: TenantKey<needs::KeysWrite>,
 ) -> ApiResult<Json<KeyView>> {
     revoke(&state, &key_id, Some(&me.tenant)).await

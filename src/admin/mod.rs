@@ -404,6 +404,11 @@ impl utoipa::Modify for Documented {
                     }
                 }
                 let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+                // A path parameter that does not decode (`%FF`) is a 400 (`PathParam`).
+                let path_params = op.parameters.as_ref().is_some_and(|ps| {
+                    ps.iter()
+                        .any(|p| matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Path))
+                });
                 let responses = &mut op.responses.responses;
                 let mut add = |status: &str, description: &str| {
                     responses
@@ -424,6 +429,12 @@ impl utoipa::Modify for Documented {
                     add(
                         "503",
                         "`unavailable`: the database does not answer; retry shortly",
+                    );
+                }
+                if path_params {
+                    add(
+                        "400",
+                        "`bad_request`: a path parameter that does not decode, or a bad body",
                     );
                 }
                 if path != "/health" && path != "/ready" {
@@ -629,6 +640,18 @@ mod tests {
                     assert_eq!(p["in"] == "path", in_path, "{method} {path}: {name}");
                     if in_path || p["in"] == "query" {
                         assert_eq!(p["required"] == true, in_path, "{method} {path}: {name}");
+                    }
+                }
+                // Every `{name}` of the path is declared as a path parameter.
+                for segment in path.split('/') {
+                    if let Some(name) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}'))
+                    {
+                        let declared = op["parameters"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .any(|p| p["in"] == "path" && p["name"] == name);
+                        assert!(declared, "{method} {path}: `{name}` is not declared");
                     }
                 }
                 // An optional body is the schema itself, not `oneOf: [null, ...]`.

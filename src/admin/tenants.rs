@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 
-use super::extract::{AuthedBody, Body, Operator};
+use super::extract::{AuthedBody, Body, Operator, PathParam};
 use super::keys::{all_scopes, issue_key};
 use super::*;
 use crate::config::parse_address_for;
@@ -134,7 +134,7 @@ pub async fn list_tenants(
     responses((status = 200, body = TenantView), (status = 404, body = ErrorBody)), security(("admin" = [])))]
 pub async fn get_tenant(
     State(state): State<AdminState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     _: Operator,
 ) -> ApiResult<Json<TenantView>> {
     Ok(Json(state.tenant_or_404(&id).await?.into()))
@@ -144,7 +144,7 @@ pub async fn get_tenant(
     responses((status = 200, body = TenantView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)), security(("admin" = [])))]
 pub async fn update_tenant(
     State(state): State<AdminState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     AuthedBody(_op, Body(req)): AuthedBody<Operator, Body<UpdateTenantRequest>>,
 ) -> ApiResult<Json<TenantView>> {
     if let Some(tier) = &req.tier {
@@ -185,7 +185,7 @@ async fn set_status(state: &AdminState, id: &str, status: &str) -> ApiResult<Jso
     responses((status = 200, body = TenantView), (status = 404, body = ErrorBody)), security(("admin" = [])))]
 pub async fn suspend_tenant(
     State(state): State<AdminState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     _: Operator,
 ) -> ApiResult<Json<TenantView>> {
     set_status(&state, &id, "suspended").await
@@ -195,7 +195,7 @@ pub async fn suspend_tenant(
     responses((status = 200, body = TenantView), (status = 404, body = ErrorBody)), security(("admin" = [])))]
 pub async fn activate_tenant(
     State(state): State<AdminState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     _: Operator,
 ) -> ApiResult<Json<TenantView>> {
     set_status(&state, &id, "active").await

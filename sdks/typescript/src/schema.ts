@@ -932,6 +932,15 @@ export interface operations {
                     "application/json": components["schemas"]["KeyView"];
                 };
             };
+            /** @description `bad_request`: a path parameter that does not decode, or a bad body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description `unauthorized`: a missing, unknown, expired or revoked credential */
             401: {
                 headers: {
@@ -1293,6 +1302,15 @@ export interface operations {
                     "application/json": components["schemas"]["TenantView"];
                 };
             };
+            /** @description `bad_request`: a path parameter that does not decode, or a bad body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description `unauthorized`: a missing, unknown, expired or revoked credential */
             401: {
                 headers: {
@@ -1435,6 +1453,15 @@ export interface operations {
                     "application/json": components["schemas"]["TenantView"];
                 };
             };
+            /** @description `bad_request`: a path parameter that does not decode, or a bad body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description `unauthorized`: a missing, unknown, expired or revoked credential */
             401: {
                 headers: {
@@ -1498,6 +1525,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["KeyView"][];
+                };
+            };
+            /** @description `bad_request`: a path parameter that does not decode, or a bad body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description `unauthorized`: a missing, unknown, expired or revoked credential */
@@ -1646,6 +1682,14 @@ export interface operations {
                     "application/json": components["schemas"]["NamespaceBody"];
                 };
             };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["InvalidRoute"];
+                };
+            };
             /** @description `unauthorized`: a missing, unknown, expired or revoked credential */
             401: {
                 headers: {
@@ -1718,6 +1762,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["TenantView"];
+                };
+            };
+            /** @description `bad_request`: a path parameter that does not decode, or a bad body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description `unauthorized`: a missing, unknown, expired or revoked credential */
@@ -2242,6 +2295,15 @@ export interface operations {
                     "application/json": components["schemas"]["KeyView"];
                 };
             };
+            /** @description `bad_request`: a path parameter that does not decode, or a bad body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description `unauthorized`: a missing, unknown, expired or revoked credential */
             401: {
                 headers: {
@@ -2377,7 +2439,7 @@ export interface operations {
         parameters: {
             query?: {
                 /** @description The operator's filter: one tenant's routes. */
-                tenant?: string | null;
+                tenant?: string;
             };
             header?: never;
             path?: never;
@@ -2523,6 +2585,15 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description `bad_request`: a path parameter that does not decode, or a bad body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
             };
             /** @description `unauthorized`: a missing, unknown, expired or revoked credential */
             401: {
