@@ -3,9 +3,10 @@
 //!
 //! The load is open-loop: requests start on a fixed schedule (`X402_SOAK_RATE` per second,
 //! default 1000) whether or not earlier ones have finished, so a slow gateway shows up as
-//! latency and errors, not as a politely lower rate. The mix: 40% a free route, 25% a priced
-//! route without payment (402), 25% an invalid payment (402, refused before any RPC call), 10%
-//! a fresh valid payment (`after`: verified, claimed, forwarded, settled on chain, receipt).
+//! latency and errors, not as a politely lower rate. The mix: one request in
+//! `X402_SOAK_PAID_EVERY` (default 50) a fresh valid payment (`after`: verified, claimed,
+//! forwarded, settled on chain, receipt); of the rest, 40% a free route, 30% a priced route
+//! without payment (402) and 30% an invalid payment (402, refused before any RPC call).
 //!
 //! Baseline, measured in the same run: the origin alone, at the same rate, for 5 s. Every 5 s
 //! of the soak prints the achieved rate, latency percentiles (and p50 over the baseline's p50),
@@ -218,13 +219,19 @@ async fn drive(
     rss
 }
 
+/// One paid request in `X402_SOAK_PAID_EVERY` (default 50, 2%); the rest 40% free, and the
+/// unpaid and invalid 402s in equal shares.
 fn mixed(n: u64) -> Kind {
-    // A fixed pattern of 20, so every window sees the same mix.
-    match n % 20 {
-        0..=7 => Kind::Free,
-        8..=12 => Kind::Unpaid,
-        13..=17 => Kind::Invalid,
-        _ => Kind::Paid,
+    static EVERY: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let every = *EVERY.get_or_init(|| env_or("X402_SOAK_PAID_EVERY", 50).max(2));
+    let slot = n % every;
+    if slot == every - 1 {
+        return Kind::Paid;
+    }
+    match slot * 100 / (every - 1) {
+        0..=39 => Kind::Free,
+        40..=69 => Kind::Unpaid,
+        _ => Kind::Invalid,
     }
 }
 
