@@ -292,7 +292,8 @@ mod seeds {
         write(t, "valid.json", valid.to_string());
         // ERC-2098 compact form of the same signature.
         let mut compact = sig[..64].to_vec();
-        if sig[64] % 2 == 0 {
+        // `sig` ends with v = 27 + yParity; ERC-2098 moves yParity into the top bit of s.
+        if sig[64] == 28 {
             compact[32] |= 0x80;
         }
         let mut p = valid.clone();
