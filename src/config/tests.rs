@@ -658,3 +658,32 @@ prices = { pro = "$299" }
     assert_eq!(s.checkout_prices["pro"], "price_c");
     assert_eq!(c.billing.x402.unwrap().period.as_secs(), 30 * 86_400);
 }
+
+mod amount_properties {
+    use super::validate::parse_native_amount;
+    use crate::x402::AtomicAmount;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Native-coin floors (`"0.05"` ETH, in whole coins) and token prices are read by two
+        /// parsers: on any text, neither panics, and where both accept they agree to the unit.
+        /// They differ only where documented: floors accept `"1."` and refuse trailing zeros
+        /// past the chain's decimals; prices do the opposite.
+        #[test]
+        fn native_amounts_agree_with_token_amounts(
+            text in "[ ]?[0-9]{0,45}(\\.[0-9]{0,25})?[ ]?|[-+]?[0-9]{1,20}[eE_,.]?[0-9]{0,5}|\\PC{0,30}",
+            decimals in prop::sample::select(vec![9u32, 18]),
+        ) {
+            let native = parse_native_amount(&text, decimals).ok();
+            let trimmed = text.trim();
+            let token = AtomicAmount::from_decimal(trimmed, decimals as u8).ok().map(|t| t.0);
+            if native.is_some() && !trimmed.ends_with('.') {
+                prop_assert_eq!(token, native);
+            }
+            let frac_digits = trimmed.split_once('.').map_or(0, |(_, f)| f.len());
+            if token.is_some() && frac_digits <= decimals as usize {
+                prop_assert_eq!(native, token);
+            }
+        }
+    }
+}

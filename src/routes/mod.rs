@@ -244,6 +244,11 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = raw.get(i + 1..i + 3).ok_or(PathError::BadEscape)?;
+            // Two hex digits, checked here: `from_str_radix` also takes a sign (`%+1` would
+            // decode to 0x01 and be forwarded as the invalid escape `%+1`).
+            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(PathError::BadEscape);
+            }
             let v = u8::from_str_radix(hex, 16).map_err(|_| PathError::BadEscape)?;
             if matches!(v, b'/' | b'\\' | 0) {
                 return Err(PathError::EncodedSeparator);
@@ -330,6 +335,9 @@ mod tests {
         );
         assert_eq!(n("/a%zz").unwrap_err(), PathError::BadEscape);
         assert_eq!(n("/a%4").unwrap_err(), PathError::BadEscape);
+        // A sign is not a hex digit (u8::from_str_radix would take `+1`): fuzz/corpus regression.
+        assert_eq!(n("/paid%+1/x").unwrap_err(), PathError::BadEscape);
+        assert_eq!(n("/a%+f").unwrap_err(), PathError::BadEscape);
         assert_eq!(n("x").unwrap_err(), PathError::NotAbsolute);
         assert_eq!(n("/paid;x/data").unwrap_err(), PathError::PathParameter);
         assert_eq!(n("/paid%3b/data").unwrap_err(), PathError::PathParameter);

@@ -150,4 +150,118 @@ mod tests {
             .parse::<AtomicAmount>()
             .is_err());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// `atomic` written in whole tokens with exactly `decimals` fractional digits: the
+        /// reference the parser is checked against (what a wallet or a dashboard would show).
+        fn whole_tokens(atomic: u128, decimals: u8) -> String {
+            let digits = format!("{atomic:0>width$}", width = usize::from(decimals) + 1);
+            let (whole, frac) = digits.split_at(digits.len() - usize::from(decimals));
+            if frac.is_empty() {
+                whole.to_string()
+            } else {
+                format!("{whole}.{frac}")
+            }
+        }
+
+        /// Small amounts (prices), any u128, and the largest.
+        fn atomic() -> impl Strategy<Value = u128> {
+            prop_oneof![0u128..1_000_000_000, any::<u128>(), Just(u128::MAX)]
+        }
+
+        proptest! {
+            /// Formatting an amount in whole tokens and parsing it back gives the same amount,
+            /// with or without the trailing zeros, for every decimals a u128 can hold.
+            #[test]
+            fn whole_tokens_round_trip(decimals in 0u8..=38, atomic in atomic()) {
+                let text = whole_tokens(atomic, decimals);
+                prop_assert_eq!(AtomicAmount::from_decimal(&text, decimals), Ok(AtomicAmount(atomic)));
+                let trimmed = if text.contains('.') {
+                    text.trim_end_matches('0').trim_end_matches('.').to_string()
+                } else {
+                    text.clone()
+                };
+                prop_assert_eq!(AtomicAmount::from_decimal(&trimmed, decimals), Ok(AtomicAmount(atomic)));
+                prop_assert_eq!(AtomicAmount::from_usd(&format!("${text}"), decimals), Ok(AtomicAmount(atomic)));
+            }
+
+            /// The wire form (a decimal integer string) round-trips every u128.
+            #[test]
+            fn wire_form_round_trips(atomic in any::<u128>()) {
+                let text = AtomicAmount(atomic).to_string();
+                prop_assert_eq!(text.parse::<AtomicAmount>(), Ok(AtomicAmount(atomic)));
+            }
+
+            /// Whatever the text and the decimals: a typed error or an amount, never a panic, and
+            /// an amount only for plain digits with at most one point, equal to the reference.
+            #[test]
+            fn any_text_parses_or_errs(text in "[-+$ .0-9eE_,x]{0,60}|[0-9]{30,80}(\\.[0-9]{0,60})?|\\PC{0,40}", decimals in any::<u8>()) {
+                match AtomicAmount::from_decimal(&text, decimals) {
+                    Ok(AtomicAmount(a)) => {
+                        prop_assert!(text.bytes().all(|b| b.is_ascii_digit() || b == b'.'));
+                        prop_assert!(text.matches('.').count() <= 1);
+                        // Back to whole tokens: the same number (leading and trailing zeros aside).
+                        let canonical = |t: &str| {
+                            let (w, f) = t.split_once('.').unwrap_or((t, ""));
+                            let w = w.trim_start_matches('0');
+                            let f = f.trim_end_matches('0');
+                            format!("{}.{f}", if w.is_empty() { "0" } else { w })
+                        };
+                        prop_assert_eq!(canonical(&whole_tokens(a, decimals)), canonical(&text));
+                    }
+                    Err(AmountError::NotANumber(t) | AmountError::Overflow(t)) => prop_assert_eq!(&t, &text),
+                    Err(AmountError::TooPrecise { given, allowed, .. }) => {
+                        prop_assert!(given > usize::from(allowed));
+                    }
+                }
+                let stripped = text.trim_start_matches('0');
+                match text.parse::<AtomicAmount>() {
+                    Ok(AtomicAmount(a)) => {
+                        prop_assert_eq!(a.to_string(), if stripped.is_empty() { "0" } else { stripped });
+                    }
+                    Err(_) => prop_assert!(
+                        text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) || stripped.len() >= 39
+                    ),
+                }
+            }
+
+            /// Negative, signed, exponent and separated forms are refused, however large.
+            #[test]
+            fn signed_and_scientific_forms_are_refused(n in any::<u64>(), decimals in 0u8..=30) {
+                for text in [format!("-{n}"), format!("+{n}"), format!("{n}e3"), format!("1_{n}"), format!("{n},5"), format!(" {n}")] {
+                    prop_assert!(AtomicAmount::from_decimal(&text, decimals).is_err(), "{}", text);
+                    // `from_usd` trims the space after `$` ("$ 5"), and nothing else.
+                    if !text.starts_with(' ') {
+                        prop_assert!(AtomicAmount::from_usd(&format!("${text}"), decimals).is_err(), "{}", text);
+                    }
+                    prop_assert!(text.parse::<AtomicAmount>().is_err(), "{}", text);
+                }
+            }
+
+            /// Huge amounts overflow into a typed error, and the largest representable one does
+            /// not: no wrapping, no panic.
+            #[test]
+            fn huge_amounts_overflow_cleanly(extra in 1u128..1_000_000, decimals in 0u8..=38) {
+                let scale = 10u128.pow(u32::from(decimals));
+                let max_whole = u128::MAX / scale;
+                prop_assert_eq!(
+                    AtomicAmount::from_decimal(&max_whole.to_string(), decimals),
+                    Ok(AtomicAmount(max_whole * scale))
+                );
+                let over = match max_whole.checked_add(extra) {
+                    Some(v) => v.to_string(),
+                    None => format!("{max_whole}{}", extra % 10),
+                };
+                prop_assert_eq!(
+                    AtomicAmount::from_decimal(&over, decimals),
+                    Err(AmountError::Overflow(over.clone()))
+                );
+                let wire = format!("{}{}", u128::MAX, extra);
+                prop_assert_eq!(wire.parse::<AtomicAmount>(), Err(AmountError::Overflow(wire.clone())));
+            }
+        }
+    }
 }

@@ -210,4 +210,158 @@ mod tests {
             Err(CodecError::BadShape { version: 2, .. })
         ));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// JSON without floats (serde_json reads floats without exact round-tripping, and no
+        /// x402 field is one): nulls, booleans, integers, any strings, nested arrays and objects.
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                any::<String>().prop_map(Value::from),
+            ];
+            leaf.prop_recursive(4, 32, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    prop::collection::vec((any::<String>(), inner), 0..6)
+                        .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn requirements() -> impl Strategy<Value = PaymentRequirements> {
+            (
+                any::<String>(),
+                any::<String>(),
+                "[0-9]{1,40}",
+                any::<String>(),
+                any::<String>(),
+                any::<u64>(),
+                prop::option::of(json_value()),
+            )
+                .prop_map(
+                    |(scheme, network, amount, asset, pay_to, timeout, extra)| {
+                        PaymentRequirements {
+                            scheme,
+                            network,
+                            amount,
+                            asset,
+                            pay_to,
+                            max_timeout_seconds: timeout,
+                            // `Some(null)` is written as `null` and read back as `None`.
+                            extra: extra.filter(|e| !e.is_null()),
+                        }
+                    },
+                )
+        }
+
+        fn resource() -> impl Strategy<Value = ResourceInfo> {
+            (
+                any::<String>(),
+                prop::option::of(any::<String>()),
+                prop::option::of(any::<String>()),
+            )
+                .prop_map(|(url, description, mime_type)| ResourceInfo {
+                    url,
+                    description,
+                    mime_type,
+                })
+        }
+
+        fn payload_v2() -> impl Strategy<Value = PaymentPayload> {
+            (
+                prop::option::of(resource()),
+                requirements(),
+                json_value(),
+                prop::option::of(json_value()),
+            )
+                .prop_map(|(resource, accepted, payload, extensions)| PaymentPayload {
+                    x402_version: 2,
+                    resource,
+                    accepted,
+                    payload,
+                    extensions: extensions.filter(|e| !e.is_null()),
+                })
+        }
+
+        fn payload_v1() -> impl Strategy<Value = PaymentPayloadV1> {
+            (any::<String>(), any::<String>(), json_value()).prop_map(
+                |(scheme, network, payload)| PaymentPayloadV1 {
+                    x402_version: 1,
+                    scheme,
+                    network,
+                    payload,
+                },
+            )
+        }
+
+        proptest! {
+            /// Any v2 payload, encoded as a header, decodes to itself.
+            #[test]
+            fn v2_payloads_round_trip(p in payload_v2()) {
+                let header = encode_header(&p);
+                prop_assert_eq!(decode_payment(&header), Ok(PaymentProof::V2(Box::new(p))));
+            }
+
+            /// Any v1 payload, encoded as a header, decodes to itself.
+            #[test]
+            fn v1_payloads_round_trip(p in payload_v1()) {
+                let header = encode_header(&p);
+                prop_assert_eq!(decode_payment(&header), Ok(PaymentProof::V1(p)));
+            }
+
+            /// Every alphabet a client may use, padded or not, with surrounding whitespace,
+            /// decodes to the same bytes; our own encoding is strict, padded standard base64.
+            #[test]
+            fn every_base64_variant_decodes(bytes in prop::collection::vec(any::<u8>(), 0..300), pad in "[ \t\r\n]{0,3}") {
+                for engine in [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD] {
+                    let text = format!("{pad}{}{pad}", engine.encode(&bytes));
+                    prop_assert_eq!(decode_base64(&text), Ok(bytes.clone()));
+                }
+                let ours = encode_header(&Value::from(STANDARD.encode(&bytes)));
+                prop_assert!(ours.len() % 4 == 0);
+                prop_assert!(ours.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=')));
+            }
+
+            /// Challenges and receipts survive their header encoding too.
+            #[test]
+            fn challenges_and_receipts_round_trip(
+                accepts in prop::collection::vec(requirements(), 0..4),
+                resource in resource(),
+                error in prop::option::of(any::<String>()),
+                success in any::<bool>(),
+                transaction in any::<String>(),
+            ) {
+                let challenge = PaymentRequired { x402_version: 2, error: error.clone(), resource, accepts, extensions: None };
+                let back: PaymentRequired = serde_json::from_slice(&decode_base64(&encode_header(&challenge)).unwrap()).unwrap();
+                prop_assert_eq!(back, challenge);
+                let receipt = SettlementResponse { success, error_reason: error, transaction, network: "eip155:8453".into(), payer: None };
+                let back: SettlementResponse = serde_json::from_slice(&decode_base64(&encode_header(&receipt)).unwrap()).unwrap();
+                prop_assert_eq!(back, receipt);
+            }
+
+            /// Any text is decoded or refused with a typed error, never a panic; and any JSON
+            /// value is classified by its `x402Version` alone.
+            #[test]
+            fn any_header_decodes_or_errs(text in "\\PC{0,200}", value in json_value(), version in prop::option::of(any::<u64>())) {
+                let _ = decode_payment(&text);
+                let mut value = value;
+                if let (Value::Object(o), Some(v)) = (&mut value, version) {
+                    o.insert("x402Version".into(), v.into());
+                }
+                match decode_payment(&STANDARD.encode(value.to_string())) {
+                    Ok(proof) => prop_assert_eq!(Some(u64::from(proof.version())), value.get("x402Version").and_then(Value::as_u64)),
+                    Err(CodecError::UnsupportedVersion(v)) => prop_assert!(v != 1 && v != 2),
+                    Err(CodecError::MissingVersion) => prop_assert!(value.get("x402Version").and_then(Value::as_u64).is_none()),
+                    Err(CodecError::BadShape { version, .. }) => prop_assert!(version == 1 || version == 2),
+                    Err(e) => prop_assert!(false, "valid base64 JSON refused as {:?}", e),
+                }
+            }
+        }
+    }
 }
