@@ -263,6 +263,10 @@ impl ChainBackend for Lanes {
     async fn repair_stuck(&self, stuck: &[String]) -> usize {
         // Only through lanes this instance holds: a key another instance signs with has its
         // numbers in that instance's hands (each lane picks its own key's transactions).
+        // Right after a start the first round of leasing may not have run yet.
+        if self.board.held_now().is_empty() {
+            self.board.wait_ready().await;
+        }
         let mut filled = 0;
         for i in self.board.held_now() {
             filled += self.lanes[i].verifier.repair_stuck(stuck).await;
