@@ -173,12 +173,24 @@ pub async fn settle_claim(
     loop {
         let prepared = verifier.prepare(verified).await?;
         if let Err(e) = store.mark_settling(claim_id, &prepared).await {
-            // Never sent: its settler nonce goes back, or every later settlement queues behind
-            // the gap it leaves.
-            verifier.abandon(&prepared).await;
-            return Err(SettleError::Unavailable(format!(
-                "recording the settlement: {e}"
-            )));
+            // Never sent. But the write may have landed with its answer lost, and then the
+            // reconciler would send the stored transaction later: undo it first. Only once the
+            // claim surely names no transaction does its nonce go back (else every later
+            // settlement queues behind the gap). If that cannot be told either, the payer is
+            // told the truth: a settlement that may still happen, named (found by the chaos
+            // suite: a payer charged after its 503).
+            return match store.unmark_settling(claim_id, &prepared.transaction).await {
+                Ok(_) => {
+                    verifier.abandon(&prepared).await;
+                    Err(SettleError::Unavailable(format!(
+                        "recording the settlement: {e}"
+                    )))
+                }
+                Err(_) => Err(SettleError::Pending {
+                    transaction: prepared.transaction.clone(),
+                    message: format!("recording the settlement: {e}"),
+                }),
+            };
         }
         match verifier.submit(verified, &prepared, Attempt::First).await {
             Ok(settlement) => {
