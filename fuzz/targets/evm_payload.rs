@@ -24,15 +24,7 @@ use x402_gate::x402::{Network, PaymentPayloadV1, PaymentProof};
 use super::{EVM_NETWORK, EVM_SETTLER_KEY, NOW};
 
 pub fn offer() -> &'static Offer {
-    super::fixture_table()
-        .find(None, "GET", "/paid/x")
-        .and_then(|r| r.offers.as_ref())
-        .and_then(|o| {
-            o.offers
-                .iter()
-                .find(|o| o.network.to_string() == EVM_NETWORK)
-        })
-        .expect("the fixture prices /paid/* on the EVM network")
+    super::paid_offer(EVM_NETWORK)
 }
 
 pub fn backend() -> &'static EvmBackend {

@@ -128,6 +128,15 @@ pub fn fixture_config() -> &'static Config {
 }
 
 /// The fixture's route table, built once.
+/// The fixture's offer for `/paid/*` on `network`.
+pub fn paid_offer(network: &str) -> &'static x402_gate::pricing::Offer {
+    fixture_table()
+        .find(None, "GET", "/paid/x")
+        .and_then(|r| r.offers.as_ref())
+        .and_then(|o| o.offers.iter().find(|o| o.network.to_string() == network))
+        .expect("the fixture prices /paid/* on every network")
+}
+
 pub fn fixture_table() -> &'static RouteTable {
     static TABLE: OnceLock<RouteTable> = OnceLock::new();
     TABLE.get_or_init(|| RouteTable::build(fixture_config()))

@@ -29,15 +29,7 @@ use x402_gate::x402::{Network, PaymentPayloadV1, PaymentProof};
 use super::{SVM_FEE_PAYER_KEY, SVM_NETWORK};
 
 pub fn offer() -> &'static Offer {
-    super::fixture_table()
-        .find(None, "GET", "/paid/x")
-        .and_then(|r| r.offers.as_ref())
-        .and_then(|o| {
-            o.offers
-                .iter()
-                .find(|o| o.network.to_string() == SVM_NETWORK)
-        })
-        .expect("the fixture prices /paid/* on the Solana network")
+    super::paid_offer(SVM_NETWORK)
 }
 
 pub fn backend() -> &'static SvmBackend {
