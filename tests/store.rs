@@ -970,3 +970,68 @@ on_both_backends!(
     api_routes_and_namespaces,
     billing_events_apply_once_and_in_order
 );
+
+#[path = "common/faults.rs"]
+mod faults;
+
+/// A tenant's standing outlives a database that stops answering: the last one read is served
+/// (so unpaid requests still get their 402, not a 503), a tenant never read is still an error,
+/// and once the database answers again the standing is read afresh. Postgres behind the fault
+/// proxy, which refuses and resets every connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn tenant_standing_survives_an_unreadable_database() {
+    use std::collections::BTreeMap;
+    use x402_gate::config::Tier;
+    use x402_gate::store::LazyStore;
+    use x402_gate::tenants::{TenantDirectory, TenantError};
+
+    let db = fresh("postgres").await;
+    let store = Store::connect(&db.url).await.unwrap();
+    assert!(store.create_tenant(&tenant("acme")).await.unwrap());
+    assert!(store.create_tenant(&tenant("beta")).await.unwrap());
+
+    let proxy = faults::FaultProxy::start("127.0.0.1:5432".parse().unwrap());
+    let proxied = db
+        .url
+        .replacen("127.0.0.1:5432", &proxy.addr.to_string(), 1);
+    assert_ne!(
+        proxied, db.url,
+        "the test database URL names 127.0.0.1:5432"
+    );
+    let free = Tier {
+        name: "free".into(),
+        monthly_verifications: Some(100),
+        networks: vec!["*".into()],
+    };
+    let tiers = BTreeMap::from([("free".to_string(), free)]);
+    let dir = TenantDirectory::new(Arc::new(LazyStore::new(proxied)), tiers);
+
+    let fresh_read = dir.state("acme").await.unwrap();
+    assert!(fresh_read.active);
+
+    proxy.set(faults::Mode::Refuse);
+    // Past the one-second cache: the next call goes to the database, which cannot answer.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let stale = dir
+        .state("acme")
+        .await
+        .expect("the last standing is served");
+    assert_eq!(*stale, *fresh_read);
+    match dir.state("beta").await {
+        Err(TenantError::Store(_)) => {}
+        other => panic!("a tenant never read has no standing to serve: {other:?}"),
+    }
+
+    // The database answers again and the tenant was suspended meanwhile: read afresh.
+    assert!(store
+        .update_tenant("acme", None, None, Some("suspended"), None)
+        .await
+        .unwrap());
+    proxy.set(faults::Mode::Pass);
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let after = dir.state("acme").await.unwrap();
+    assert!(
+        !after.active,
+        "the standing is read again once the database answers"
+    );
+}

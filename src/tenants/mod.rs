@@ -63,6 +63,13 @@ pub enum TenantError {
     Store(#[from] StoreError),
 }
 
+/// How long a standing read earlier may stand in when the database cannot be read: a database
+/// that stalls for a few seconds (a slow commit under load, a failover) must not turn every
+/// unpaid request into a 503. Serving it costs little: the claim re-checks the quota in the
+/// transaction that counts the payment, and a suspension made meanwhile applies within a second
+/// of the database answering again (a stale standing is cached for a second, like a fresh one).
+const STALE_FOR: Duration = Duration::from_secs(60);
+
 /// Tenant standing by id, cached for a second: the 402 path must not cost a query per request,
 /// and the claim re-checks the quota atomically anyway.
 pub struct TenantDirectory {
@@ -72,6 +79,8 @@ pub struct TenantDirectory {
     /// Sync cache of shared values: a hit on the 402 path is a lock-free read and a refcount,
     /// no allocation.
     states: SyncCache<String, Arc<TenantState>>,
+    /// The last standing read of each tenant, kept `STALE_FOR`: served when a fresh read fails.
+    last_known: SyncCache<String, Arc<TenantState>>,
 }
 
 impl TenantDirectory {
@@ -82,6 +91,10 @@ impl TenantDirectory {
             states: SyncCache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(1))
+                .build(),
+            last_known: SyncCache::builder()
+                .max_capacity(100_000)
+                .time_to_live(STALE_FOR)
                 .build(),
         }
     }
@@ -95,6 +108,7 @@ impl TenantDirectory {
             store,
             tiers: self.tiers.clone(),
             states: self.states.clone(),
+            last_known: self.last_known.clone(),
         }
     }
 
@@ -107,12 +121,39 @@ impl TenantDirectory {
     pub fn set_tiers(&self, tiers: BTreeMap<String, Tier>) {
         self.tiers.store(Arc::new(tiers));
         self.states.invalidate_all();
+        self.last_known.invalidate_all();
     }
 
+    /// The tenant's standing: cached for a second; read from the store after that, or, when the
+    /// store cannot be read, the last standing read within `STALE_FOR`.
     pub async fn state(&self, tenant: &str) -> Result<Arc<TenantState>, TenantError> {
         if let Some(s) = self.states.get(tenant) {
             return Ok(s);
         }
+        match self.read(tenant).await {
+            Ok(state) => {
+                self.states.insert(tenant.to_string(), state.clone());
+                self.last_known.insert(tenant.to_string(), state.clone());
+                Ok(state)
+            }
+            Err(TenantError::Store(e)) => match self.last_known.get(tenant) {
+                Some(stale) => {
+                    tracing::warn!(
+                        tenant,
+                        "tenant standing unreadable, serving the last one read: {e}"
+                    );
+                    // Cached again for a second, so a sick database is not asked once per
+                    // request while it recovers.
+                    self.states.insert(tenant.to_string(), stale.clone());
+                    Ok(stale)
+                }
+                None => Err(TenantError::Store(e)),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn read(&self, tenant: &str) -> Result<Arc<TenantState>, TenantError> {
         let store = self.store.get().await?;
         let record = store
             .tenant(tenant)
@@ -131,17 +172,16 @@ impl TenantDirectory {
                 monthly_verifications: Some(0),
                 networks: Vec::new(),
             });
-        let state = Arc::new(TenantState {
+        Ok(Arc::new(TenantState {
             active: record.status == "active",
             tier,
             period,
             used,
-        });
-        self.states.insert(tenant.to_string(), state.clone());
-        Ok(state)
+        }))
     }
 
     /// Forgets a tenant's cached standing (after a payment was counted, or an admin change).
+    /// The last-known standing stays: it is only served while the store cannot be read.
     pub async fn invalidate(&self, tenant: &str) {
         self.states.invalidate(tenant);
     }
