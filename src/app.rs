@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use async_trait::async_trait;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 
@@ -249,6 +250,19 @@ pub fn build_server(
     Ok(server)
 }
 
+/// The write buffer of each public connection. pingora's default (1,460 bytes, one segment) is
+/// smaller than a challenge offering two networks (about 2 KB of `PAYMENT-REQUIRED` header and
+/// v1 body), which then leaves in two `send` calls and two segments; 8 KiB holds a challenge of
+/// up to about nine offers, sent whole when the body completes. Only the bytes a response writes
+/// are touched, so an idle connection costs no more than before. Bodies of unknown length are
+/// flushed chunk by chunk whatever the buffer (pingora), so streaming is not delayed.
+const PUBLIC_WRITE_BUFFER: usize = 8 * 1024;
+
+fn public_listener(addr: std::net::SocketAddr) -> ListenerConfig {
+    ListenerConfig::tcp(addr.to_string())
+        .l4_buffer(L4BufferSettings::default().write(PUBLIC_WRITE_BUFFER))
+}
+
 /// The public listener: plain TCP, or TLS (with HTTP/2 by ALPN) when `[server.tls]` is set; with
 /// `server.tls.listen`, both. The certificate is loaded now, so a bad pair stops the start.
 fn add_public_listeners(
@@ -257,22 +271,18 @@ fn add_public_listeners(
     config: &Config,
 ) -> anyhow::Result<()> {
     let Some(tls) = &config.server.tls else {
-        proxy.add_tcp(&config.server.listen.to_string());
+        proxy.add_listener(public_listener(config.server.listen));
         return Ok(());
     };
     let cert = Arc::new(EdgeCert::load(tls).context("server.tls")?);
     let tls_listen = match tls.listen {
         Some(addr) => {
-            proxy.add_tcp(&config.server.listen.to_string());
+            proxy.add_listener(public_listener(config.server.listen));
             addr
         }
         None => config.server.listen,
     };
-    proxy.add_tls_with_settings(
-        &tls_listen.to_string(),
-        None,
-        cert.listener_settings(tls.http2)?,
-    );
+    proxy.add_listener(public_listener(tls_listen).tls(cert.listener_settings(tls.http2)?));
     server.add_service(pingora::services::background::background_service(
         "TLS certificate reloader",
         CertReloader { cert },
