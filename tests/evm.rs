@@ -128,6 +128,7 @@ async fn a_v2_payment_is_verified_settled_and_served() {
     let s = setup().await;
     let (header, auth) = pay(&s, "/paid/report").await;
     let before = s.chain.balance(s.pay_to).await;
+    let seen = s.chain.rpc.methods.lock().unwrap().len();
     let resp = client()
         .get(s.gw.url("/paid/report"))
         .header("payment-signature", &header)
@@ -163,6 +164,51 @@ async fn a_v2_payment_is_verified_settled_and_served() {
     assert_eq!(ledger[0].route, "/paid/*");
     assert!(ledger[0].block_number > 0);
     assert_eq!(s.up.hits(), 1);
+    // Settled in one round trip: anvil serves eth_sendRawTransactionSync, which answers with the
+    // receipt, so no receipt is polled for.
+    let methods = s.chain.rpc.methods.lock().unwrap()[seen..].to_vec();
+    let n = |m: &str| methods.iter().filter(|x| *x == m).count();
+    assert_eq!(n("eth_sendRawTransactionSync"), 1, "{methods:?}");
+    assert_eq!(n("eth_sendRawTransaction"), 0, "{methods:?}");
+    assert_eq!(n("eth_getTransactionReceipt"), 0, "{methods:?}");
+}
+
+/// A node without `eth_sendRawTransactionSync` (-32601): the first settlement is sent plain and
+/// its receipt polled for, and every later one goes plain at once, never asking again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_without_the_sync_send_is_sent_plain_transactions() {
+    let s = setup().await;
+    s.chain.rpc.set_fault(
+        "eth_sendRawTransactionSync",
+        Fault::MethodNotFound,
+        usize::MAX,
+    );
+    for i in 0..3 {
+        let path = format!("/paid/plain/{i}");
+        let (header, auth) = pay(&s, &path).await;
+        let resp = client()
+            .get(s.gw.url(&path))
+            .header("payment-signature", &header)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+        assert!(
+            s.chain
+                .authorization_used(s.payer.address(), auth.nonce)
+                .await
+        );
+    }
+    let methods = s.chain.rpc.methods.lock().unwrap().clone();
+    let n = |m: &str| methods.iter().filter(|x| *x == m).count();
+    assert_eq!(
+        n("eth_sendRawTransactionSync"),
+        1,
+        "asked once: {methods:?}"
+    );
+    assert_eq!(n("eth_sendRawTransaction"), 3, "{methods:?}");
+    assert!(n("eth_getTransactionReceipt") >= 3, "{methods:?}");
+    assert_eq!(store(&s.gw).await.ledger(10).await.unwrap().len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -93,7 +93,22 @@ pub enum Fault {
     Stall,
     /// `eth_sendRawTransaction` only: answers success (the transaction's hash) without
     /// forwarding, as a node that accepted the transaction and then dropped it from its pool.
+    /// To `eth_sendRawTransactionSync`, what such a node answers once its wait is over: EIP-7966's
+    /// timeout error, naming the transaction.
     Swallow,
+    /// Answers JSON-RPC's "method not found" (-32601) without forwarding: a node that does not
+    /// serve the method.
+    MethodNotFound,
+}
+
+/// The two ways of sending a transaction are one family: a fault set on `eth_sendRawTransaction`
+/// plays on a sync send too (one set on `eth_sendRawTransactionSync` only on that), and counts
+/// include both, so the tests of lost and dropped sends keep testing whichever the gateway uses.
+pub fn method_family(method: &str) -> &str {
+    match method {
+        "eth_sendRawTransactionSync" => "eth_sendRawTransaction",
+        m => m,
+    }
 }
 
 /// A JSON-RPC proxy in front of anvil: counts requests, answers 503 while `down`, and plays the
@@ -140,7 +155,13 @@ async fn forward(State(s): State<ProxyState>, body: AxBytes) -> Response {
                 if let Some(method) = v["method"].as_str() {
                     m.push(method.to_string());
                     let mut faults = s.faults.lock().unwrap();
-                    if let Some((f, left)) = faults.get_mut(method) {
+                    // A fault set on the method itself first, then one set on its family.
+                    let key = if faults.contains_key(method) {
+                        method
+                    } else {
+                        method_family(method)
+                    };
+                    if let Some((f, left)) = faults.get_mut(key) {
                         if *left > 0 {
                             *left -= 1;
                             fault = Some(*f);
@@ -152,11 +173,27 @@ async fn forward(State(s): State<ProxyState>, body: AxBytes) -> Response {
     }
     match fault {
         Some(Fault::Stall) => std::future::pending::<()>().await,
+        Some(Fault::MethodNotFound) => {
+            let v = request.unwrap();
+            let error = json!({"code": -32601, "message": format!("the method {} does not exist/is not available", v["method"])});
+            let answer = json!({"jsonrpc": "2.0", "id": v["id"], "error": error});
+            return (
+                StatusCode::OK,
+                [("content-type", "application/json")],
+                answer.to_string(),
+            )
+                .into_response();
+        }
         Some(Fault::Swallow) => {
             let v = request.unwrap();
             let raw: Bytes = v["params"][0].as_str().unwrap().parse().unwrap();
             let hash = alloy::primitives::keccak256(&raw);
-            let answer = json!({"jsonrpc": "2.0", "id": v["id"], "result": hash});
+            let answer = if v["method"] == "eth_sendRawTransactionSync" {
+                let error = json!({"code": 4, "message": "transaction not mined within the wait", "data": hash});
+                json!({"jsonrpc": "2.0", "id": v["id"], "error": error})
+            } else {
+                json!({"jsonrpc": "2.0", "id": v["id"], "result": hash})
+            };
             return (
                 StatusCode::OK,
                 [("content-type", "application/json")],
@@ -253,13 +290,13 @@ impl RpcProxy {
         self.faults.lock().unwrap().clear();
     }
 
-    /// How many requests of `method` reached the proxy.
+    /// How many requests of `method` (of its family: see `method_family`) reached the proxy.
     pub fn count(&self, method: &str) -> usize {
         self.methods
             .lock()
             .unwrap()
             .iter()
-            .filter(|m| *m == method)
+            .filter(|m| method_family(m) == method_family(method))
             .count()
     }
 

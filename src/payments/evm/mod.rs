@@ -33,7 +33,7 @@ mod send;
 mod verify;
 
 use nonce::NonceState;
-use send::Sent;
+use send::{Sent, SyncSent};
 
 pub use payload::{EvmAuthorization, PayloadError, CHAIN, PAYLOAD_VERSION};
 
@@ -158,6 +158,9 @@ pub struct EvmBackend {
     /// The last fee estimate and when it was made.
     fees: Mutex<Option<(Instant, u128, u128)>>,
     receipt_poll_start: Duration,
+    /// Whether first sends go as `eth_sendRawTransactionSync`: until the node shows it does not
+    /// serve it (see `send.rs`).
+    sync_send: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -233,6 +236,7 @@ impl EvmBackend {
             // A receipt is ready about 1 ms after broadcast on a fast chain: start polling there,
             // then back off (1, 2, 4 … 250 ms) so slow chains cost few calls.
             receipt_poll_start: Duration::from_millis(1),
+            sync_send: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -508,10 +512,20 @@ impl ChainBackend for EvmBackend {
                 message: e.to_string(),
             }
         })?;
-        if attempt == Attempt::First {
+        let started = Instant::now();
+        let sent = if attempt == Attempt::First {
             self.wait_lower_stored(prepared.nonce).await;
-        }
-        match self.send_raw(&raw).await {
+            match self.send_raw_sync(&raw, hash).await {
+                SyncSent::Mined(receipt) => {
+                    return self.judge_receipt(auth, hash, &receipt, started).await
+                }
+                SyncSent::Taken => Sent::Accepted,
+                SyncSent::Plain(sent) => sent,
+            }
+        } else {
+            self.send_raw(&raw).await
+        };
+        match sent {
             Sent::Accepted => {}
             Sent::Refused {
                 nonce_used,

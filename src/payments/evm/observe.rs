@@ -18,6 +18,7 @@ use crate::payments::chain::{RpcObserver, RpcOutcome};
 const METHODS: &[&str] = &[
     "eth_call",
     "eth_sendRawTransaction",
+    "eth_sendRawTransactionSync",
     "eth_getTransactionReceipt",
     "eth_getTransactionByHash",
     "eth_getTransactionCount",

@@ -1,5 +1,11 @@
 //! Sending signed settlements and waiting for them: what a node's answer means (`Sent`), lookups
 //! by hash, and the receipt wait that sends the same bytes again while none comes.
+//!
+//! A first send goes out as `eth_sendRawTransactionSync` (EIP-7966) where the node has it: the
+//! node answers with the receipt once the transaction is mined, so a settlement costs one round
+//! trip instead of a send and a receipt poll or more (anvil, reth and several L2 sequencers serve
+//! it). A node without it is found out on the first settlement and sent plain transactions from
+//! then on; re-sends always go plain (they only need the node to hold the bytes).
 
 use super::*;
 
@@ -48,7 +54,53 @@ pub(super) fn never_delivered(e: &RpcError<TransportErrorKind>) -> bool {
     }
 }
 
+/// What became of a first send by `eth_sendRawTransactionSync`.
+pub(super) enum SyncSent {
+    /// Mined: its receipt.
+    Mined(Box<alloy::rpc::types::TransactionReceipt>),
+    /// The node has it and answered before it was mined (EIP-7966's timeout error names the
+    /// transaction), or its answer was lost after it was taken: wait for the receipt.
+    Taken,
+    /// Anything else: what the plain send of the same bytes says, the one that decides (and the
+    /// node is sent plain transactions from now on if the plain send took what the sync one
+    /// did not: it does not serve the method).
+    Plain(Sent),
+}
+
 impl EvmBackend {
+    /// Sends signed bytes and asks for the receipt in the same call, where the node serves that.
+    pub(super) async fn send_raw_sync(&self, raw: &Bytes, hash: B256) -> SyncSent {
+        use std::sync::atomic::Ordering;
+        if !self.sync_send.load(Ordering::Relaxed) {
+            return SyncSent::Plain(self.send_raw(raw).await);
+        }
+        match self.provider.send_raw_transaction_sync(raw).await {
+            Ok(receipt) => SyncSent::Mined(Box::new(receipt)),
+            // EIP-7966: taken into the pool, not mined within the node's wait; the error's data
+            // is the transaction's hash (typed, not the message's words).
+            Err(e) if e.tx_hash_data() == Some(hash) => SyncSent::Taken,
+            Err(e) => match e.as_error_resp() {
+                // Refused, or the method is unknown: the plain send's answer decides (and costs
+                // a round trip only on this rare path).
+                Some(_) => {
+                    let plain = self.send_raw(raw).await;
+                    if matches!(plain, Sent::Accepted) {
+                        // What the sync call refused, the plain one took: the node does not
+                        // serve the sync method (or failed it for its own reasons; polling
+                        // costs a few calls more, never a payment).
+                        tracing::info!(network = %self.network, "the node does not serve eth_sendRawTransactionSync: sending plain transactions and polling receipts");
+                        self.sync_send.store(false, Ordering::Relaxed);
+                    }
+                    SyncSent::Plain(plain)
+                }
+                None if never_delivered(&e) => {
+                    SyncSent::Plain(Sent::NotDelivered(scrub(&format!("{}: {e}", self.network))))
+                }
+                None => SyncSent::Plain(Sent::Unknown(scrub(&format!("{}: {e}", self.network)))),
+            },
+        }
+    }
+
     /// Sends signed bytes and reads the answer into what it means.
     pub(super) async fn send_raw(&self, raw: &Bytes) -> Sent {
         match self.provider.send_raw_transaction(raw).await {
@@ -124,6 +176,22 @@ impl EvmBackend {
             }
             tokio::time::sleep(poll).await;
             poll = (poll * 2).min(Duration::from_millis(250));
+        };
+        self.judge_receipt(auth, hash, &receipt, started).await
+    }
+
+    /// What a mined settlement did: reverted, moved something else, or paid this payment (once
+    /// it has the network's confirmations; `started` bounds that wait with the receipt's).
+    pub(super) async fn judge_receipt(
+        &self,
+        auth: &EvmAuthorization,
+        hash: B256,
+        receipt: &alloy::rpc::types::TransactionReceipt,
+        started: Instant,
+    ) -> Result<Settlement, SettleError> {
+        let pending = |message: String| SettleError::Pending {
+            transaction: hash.to_string(),
+            message,
         };
         let tx = hash.to_string();
         if !receipt.status() {
