@@ -11,7 +11,7 @@ use x402_gate::payments::chain::{
 use x402_gate::payments::evm::EvmAuthorization;
 use x402_gate::store::{
     day_string, period_of, ApiKeyRecord, Backend, ClaimContext, ClaimOutcome, PaymentFilter,
-    QueueStatus, Store, TenantRecord, TransactionUse,
+    QueueStatus, Store, StoreError, TenantRecord, TransactionUse,
 };
 
 const CTX: ClaimContext<'static> = ClaimContext {
@@ -903,6 +903,117 @@ async fn billing_events_apply_once_and_in_order(store: Store) {
     assert_eq!(tier().await, "pro");
 }
 
+/// The ends of a deferred settlement are written whole, and a claim left `settling` behind a
+/// finished queue item (what a lost write did before they were) is still the reconciler's. A
+/// finished claim never takes a transaction again. Found by the chaos suite (`postgres` seeds 6
+/// and 30): a deferred claim stuck `settling` for good.
+async fn queue_ends_are_atomic_and_nothing_is_orphaned(store: Store) {
+    let prepared = |n: u8| PreparedSettlement {
+        transaction: settlement(n).transaction,
+        raw: "0x02f8".into(),
+        settler: String::new(),
+        nonce: Some(n as u64),
+    };
+    // Failed for good: claim and item together, the month's count given back.
+    let v = verified(40);
+    let id = store.claim(&v, &CTX, Some(10)).await.unwrap().id().unwrap();
+    store.enqueue(id, &v).await.unwrap();
+    store.queue_prepared(id, &prepared(40)).await.unwrap();
+    assert_eq!(
+        store.claim_status(id).await.unwrap().as_deref(),
+        Some("settling")
+    );
+    let used = store
+        .usage(
+            "acme",
+            &period_of(x402_gate::payments::chain::unix_now() as i64),
+        )
+        .await
+        .unwrap();
+    store.queue_fail(id, "reverted").await.unwrap();
+    assert_eq!(
+        store.claim_status(id).await.unwrap().as_deref(),
+        Some("failed")
+    );
+    assert!(store
+        .due(10)
+        .await
+        .unwrap()
+        .iter()
+        .all(|q| q.claim_id != id));
+    assert_eq!(
+        store
+            .usage(
+                "acme",
+                &period_of(x402_gate::payments::chain::unix_now() as i64)
+            )
+            .await
+            .unwrap(),
+        used - 1
+    );
+    // A failed claim never names a transaction again.
+    assert!(matches!(
+        store.mark_settling(id, &prepared(41)).await,
+        Err(StoreError::ClaimFinished(c)) if c == id
+    ));
+    assert_eq!(
+        store.claim_status(id).await.unwrap().as_deref(),
+        Some("failed")
+    );
+
+    // Landed: ledger row, claim settled and item done together.
+    let v = verified(42);
+    let id = store.claim(&v, &CTX, None).await.unwrap().id().unwrap();
+    store.enqueue(id, &v).await.unwrap();
+    store.queue_prepared(id, &prepared(42)).await.unwrap();
+    store
+        .queue_settled(id, &v, &settlement(42), &CTX)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.claim_status(id).await.unwrap().as_deref(),
+        Some("settled")
+    );
+    assert!(store
+        .due(10)
+        .await
+        .unwrap()
+        .iter()
+        .all(|q| q.claim_id != id));
+    assert!(store
+        .ledger(10)
+        .await
+        .unwrap()
+        .iter()
+        .any(|l| l.claim_id == id));
+
+    // The state an older version could leave: the item finished, the claim still `settling`.
+    // The worker no longer takes it, so the reconciler must.
+    let v = verified(43);
+    let id = store.claim(&v, &CTX, None).await.unwrap().id().unwrap();
+    store.enqueue(id, &v).await.unwrap();
+    store.queue_prepared(id, &prepared(43)).await.unwrap();
+    assert!(
+        store
+            .settling_claims(i64::MAX, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|c| c.claim_id != id),
+        "a queued item is the worker's"
+    );
+    store
+        .queue_finish(id, QueueStatus::Failed, Some("lost"))
+        .await
+        .unwrap();
+    assert!(store
+        .settling_claims(i64::MAX, 10)
+        .await
+        .unwrap()
+        .iter()
+        .any(|c| c.claim_id == id));
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),*) => {
         mod sqlite {
@@ -952,6 +1063,9 @@ async fn run(name: &str, url: String) {
         "billing_events_apply_once_and_in_order" => {
             billing_events_apply_once_and_in_order(Store::connect(&url).await.unwrap()).await
         }
+        "queue_ends_are_atomic_and_nothing_is_orphaned" => {
+            queue_ends_are_atomic_and_nothing_is_orphaned(Store::connect(&url).await.unwrap()).await
+        }
         other => panic!("unknown test {other}"),
     }
 }
@@ -968,7 +1082,8 @@ on_both_backends!(
     leases_have_one_holder,
     format_1_queue_rows_are_upgraded_on_read,
     api_routes_and_namespaces,
-    billing_events_apply_once_and_in_order
+    billing_events_apply_once_and_in_order,
+    queue_ends_are_atomic_and_nothing_is_orphaned
 );
 
 #[path = "common/faults.rs"]

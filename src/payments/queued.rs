@@ -6,7 +6,7 @@
 //! has expired, never abandoned while it might still move the money.
 
 use crate::payments::chain::{unix_now, Attempt, ChainBackends, SettleError};
-use crate::store::{ClaimContext, QueueStatus, QueuedSettlement, Store};
+use crate::store::{ClaimContext, QueuedSettlement, Store};
 
 const MAX_ATTEMPTS: i64 = 8;
 
@@ -45,12 +45,7 @@ pub async fn settle_queued(
         route: &item.route,
     };
     let Some(verifier) = backends.get_str(&v.key.network) else {
-        let why = format!("no verifier for {}", v.key.network);
-        let _ = store.mark_failed(id, &why).await;
-        let _ = store
-            .queue_finish(id, QueueStatus::Failed, Some(&why))
-            .await;
-        return QueuedOutcome::Failed;
+        return fail(store, id, &format!("no verifier for {}", v.key.network)).await;
     };
     let (prepared, attempt) = match &item.prepared {
         // Sent before (by an earlier attempt or an earlier life of the gateway): send it again.
@@ -58,9 +53,7 @@ pub async fn settle_queued(
         None => {
             if v.expires_at <= unix_now() {
                 let why = "the authorization expired before it could be settled";
-                let _ = store.mark_failed(id, why).await;
-                let _ = store.queue_finish(id, QueueStatus::Failed, Some(why)).await;
-                return QueuedOutcome::Failed;
+                return fail(store, id, why).await;
             }
             match verifier.prepare(v).await {
                 Ok(p) => {
@@ -78,11 +71,12 @@ pub async fn settle_queued(
     };
     match verifier.submit(v, &prepared, attempt).await {
         Ok(s) => {
-            if let Err(e) = store.record_settlement(id, v, &s, &ctx).await {
+            // Not recorded: the item stays queued with its transaction, and the next attempt
+            // finds it mined and records it.
+            if let Err(e) = store.queue_settled(id, v, &s, &ctx).await {
                 tracing::error!(claim_id = id, tx = %s.transaction, "deferred settlement landed but was not recorded: {e}");
                 return QueuedOutcome::Later;
             }
-            let _ = store.queue_finish(id, QueueStatus::Done, None).await;
             tracing::info!(claim_id = id, tx = %s.transaction, "deferred settlement landed");
             QueuedOutcome::Settled
         }
@@ -90,12 +84,8 @@ pub async fn settle_queued(
             reason, message, ..
         }) => {
             let why = format!("{reason}: {message}");
-            let _ = store.mark_failed(id, &why).await;
-            let _ = store
-                .queue_finish(id, QueueStatus::Failed, Some(&why))
-                .await;
             tracing::warn!(claim_id = id, "deferred settlement failed: {why}");
-            QueuedOutcome::Failed
+            fail(store, id, &why).await
         }
         // Not broadcast and never will be (refused by the node, or it never reached it): the
         // signed transaction is dropped and the next attempt signs anew.
@@ -105,6 +95,18 @@ pub async fn settle_queued(
         // Sent, outcome unknown: keep the transaction and send it again later.
         Err(e @ SettleError::Pending { .. }) => {
             retry(store, &item, &e.to_string(), Retry::SameTransaction).await
+        }
+    }
+}
+
+/// Fails a queued settlement for good: its claim and its queue item in one transaction. If that
+/// cannot be written the item stays queued and its next attempt comes to the same end.
+async fn fail(store: &Store, claim_id: i64, why: &str) -> QueuedOutcome {
+    match store.queue_fail(claim_id, why).await {
+        Ok(()) => QueuedOutcome::Failed,
+        Err(e) => {
+            tracing::warn!(claim_id, "recording a failed deferred settlement: {e}");
+            QueuedOutcome::Later
         }
     }
 }
@@ -128,12 +130,8 @@ async fn retry(store: &Store, item: &QueuedSettlement, error: &str, next: Retry)
         next == Retry::SameTransaction && unix_now() <= item.verified.expires_at + EXPIRY_MARGIN;
     if attempts >= MAX_ATTEMPTS && !in_flight {
         let why = format!("gave up after {attempts} attempts: {error}");
-        let _ = store.mark_failed(item.claim_id, &why).await;
-        let _ = store
-            .queue_finish(item.claim_id, QueueStatus::Failed, Some(&why))
-            .await;
         tracing::error!(claim_id = item.claim_id, "{why}");
-        return QueuedOutcome::Failed;
+        return fail(store, item.claim_id, &why).await;
     }
     let backoff = 1i64 << attempts.min(6);
     let next_at = unix_now() as i64 + backoff;

@@ -31,38 +31,8 @@ impl Store {
     /// The one ledger write: the settlement row (at most one per claim) and the claim marked
     /// settled, in one transaction.
     pub(super) async fn write_ledger(&self, row: LedgerRow<'_>) -> Result<(), StoreError> {
-        let t = now();
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO settlements
-                (claim_id, network, asset, payer, pay_to, amount, tx_hash, block_number, tenant, route, settled_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-             ON CONFLICT (claim_id) DO NOTHING",
-        )
-        .bind(row.claim_id)
-        .bind(row.network)
-        .bind(row.asset)
-        .bind(row.payer)
-        .bind(row.pay_to)
-        .bind(row.amount)
-        .bind(&row.settlement.transaction)
-        .bind(row.settlement.block_number as i64)
-        .bind(row.tenant)
-        .bind(row.route)
-        .bind(t)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE payment_claims SET status = 'settled', tx_hash = $1, error = NULL, updated_at = $2,
-                settled_at_ms = $4
-             WHERE id = $3",
-        )
-        .bind(&row.settlement.transaction)
-        .bind(t)
-        .bind(row.claim_id)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
+        write_ledger_in(&mut tx, row).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -78,7 +48,8 @@ impl Store {
             "SELECT c.id, c.network, c.asset, c.payer, c.amount, c.tenant, c.route, c.tx_hash, c.valid_before, c.tx_raw
              FROM payment_claims c
              WHERE c.status = 'settling' AND c.tx_hash IS NOT NULL AND c.updated_at <= $1
-               AND NOT EXISTS (SELECT 1 FROM settlement_queue q WHERE q.claim_id = c.id)
+               AND NOT EXISTS (SELECT 1 FROM settlement_queue q
+                               WHERE q.claim_id = c.id AND q.status = 'queued')
              ORDER BY c.id LIMIT $2",
         )
         .bind(older_than)
@@ -149,4 +120,43 @@ impl Store {
             })
             .collect())
     }
+}
+
+/// The ledger row and the claim marked settled, inside `tx`.
+pub(super) async fn write_ledger_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    row: LedgerRow<'_>,
+) -> Result<(), StoreError> {
+    let t = now();
+    sqlx::query(
+            "INSERT INTO settlements
+                (claim_id, network, asset, payer, pay_to, amount, tx_hash, block_number, tenant, route, settled_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             ON CONFLICT (claim_id) DO NOTHING",
+        )
+        .bind(row.claim_id)
+        .bind(row.network)
+        .bind(row.asset)
+        .bind(row.payer)
+        .bind(row.pay_to)
+        .bind(row.amount)
+        .bind(&row.settlement.transaction)
+        .bind(row.settlement.block_number as i64)
+        .bind(row.tenant)
+        .bind(row.route)
+        .bind(t)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(
+        "UPDATE payment_claims SET status = 'settled', tx_hash = $1, error = NULL, updated_at = $2,
+                settled_at_ms = $4
+             WHERE id = $3",
+    )
+    .bind(&row.settlement.transaction)
+    .bind(t)
+    .bind(row.claim_id)
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

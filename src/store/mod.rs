@@ -48,6 +48,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("unsupported database URL `{0}`")]
     Url(String),
+    /// A write that must move a claim found it already finished (settled, failed or released):
+    /// whatever was about to happen to it must not.
+    #[error("claim {0} is already finished")]
+    ClaimFinished(i64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +210,56 @@ pub struct PayerExposure {
 pub struct ClaimContext<'a> {
     pub tenant: &'a str,
     pub route: &'a str,
+}
+
+/// Names the signed transaction on its claim (`settling`), inside `tx`, before it is sent. Only an
+/// open claim (claimed, queued, or settling under an earlier transaction) moves: a claim
+/// released, failed or settled meanwhile (a write that reached the database late, a reconciler
+/// that got there first) refuses, and its transaction must then never be sent.
+async fn mark_settling_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    claim_id: i64,
+    p: &PreparedSettlement,
+) -> Result<(), StoreError> {
+    let done = sqlx::query(
+        "UPDATE payment_claims SET status = 'settling', tx_hash = $1, tx_raw = $2, error = NULL, updated_at = $3
+         WHERE id = $4 AND status IN ('claimed', 'queued', 'settling')",
+    )
+    .bind(&p.transaction)
+    .bind(&p.raw)
+    .bind(now())
+    .bind(claim_id)
+    .execute(&mut **tx)
+    .await?;
+    if done.rows_affected() != 1 {
+        return Err(StoreError::ClaimFinished(claim_id));
+    }
+    Ok(())
+}
+
+/// Moves a claim to `failed` inside `tx`. Nothing moved, so the tenant's month gets its verified
+/// payment back, once: only the first transition into `failed` counts (a settled claim never
+/// fails). `why` is stored as shown to tenants: see [`Store::release`].
+pub(crate) async fn fail_claim(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    claim_id: i64,
+    why: &str,
+) -> Result<(), StoreError> {
+    let why = redact::with_reason(FAILED_REASON, why);
+    let row = sqlx::query(
+        "UPDATE payment_claims SET status = 'failed', error = $1, updated_at = $2
+         WHERE id = $3 AND status NOT IN ('failed', 'settled', 'released')
+         RETURNING tenant, period",
+    )
+    .bind(&why)
+    .bind(now())
+    .bind(claim_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(row) = row {
+        uncount(tx, &row).await?;
+    }
+    Ok(())
 }
 
 /// Gives a claim's verified payment back to its tenant's month, inside the transaction that
@@ -396,16 +450,9 @@ impl Store {
         claim_id: i64,
         p: &PreparedSettlement,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE payment_claims SET status = 'settling', tx_hash = $1, tx_raw = $2, error = NULL, updated_at = $3
-             WHERE id = $4",
-        )
-        .bind(&p.transaction)
-        .bind(&p.raw)
-        .bind(now())
-        .bind(claim_id)
-        .execute(&self.pool)
-        .await?;
+        let mut tx = self.pool.begin().await?;
+        mark_settling_in(&mut tx, claim_id, p).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -427,23 +474,8 @@ impl Store {
 
     /// Marks a claim failed. `why` is stored as shown to tenants: see [`Store::release`].
     pub async fn mark_failed(&self, claim_id: i64, why: &str) -> Result<(), StoreError> {
-        let why = redact::with_reason(FAILED_REASON, why);
-        // Nothing moved, so the tenant's month gets its verified payment back, once: only the
-        // first transition into `failed` counts (a settled claim never fails).
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
-            "UPDATE payment_claims SET status = 'failed', error = $1, updated_at = $2
-             WHERE id = $3 AND status NOT IN ('failed', 'settled', 'released')
-             RETURNING tenant, period",
-        )
-        .bind(&why)
-        .bind(now())
-        .bind(claim_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = row {
-            uncount(&mut tx, &row).await?;
-        }
+        fail_claim(&mut tx, claim_id, why).await?;
         tx.commit().await?;
         Ok(())
     }
