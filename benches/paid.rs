@@ -70,10 +70,116 @@ async fn run() {
         &chain.token.to_checksum(None),
         &pay_to.to_checksum(None),
     );
-    let gw = match std::env::var("X402_BENCH_DB") {
+    let start_gateway = || match std::env::var("X402_BENCH_DB") {
         Ok(url) => Gateway::start_with_db(&cfg, &url),
         Err(_) => Gateway::start(&cfg),
     };
+    // Two gateways on the same chain, one after the other: the first meets a node that does not
+    // serve eth_sendRawTransactionSync (the proxy answers -32601), so it sends plain transactions
+    // and polls receipts; the second settles in one round trip. The same run, the same anvil.
+    chain.rpc.set_fault(
+        "eth_sendRawTransactionSync",
+        Fault::MethodNotFound,
+        usize::MAX,
+    );
+    let plain = {
+        let gw = start_gateway();
+        measure(&chain, &gw, &payer, &seen_at_origin, n).await
+    };
+    chain.rpc.clear_faults();
+    let sync = {
+        let gw = start_gateway();
+        measure(&chain, &gw, &payer, &seen_at_origin, n).await
+    };
+
+    println!("x402-gate paid-path benchmark: {n} fresh payments, sequential, settle=after");
+    for (name, r) in [
+        ("plain send + receipt polls", &plain),
+        ("eth_sendRawTransactionSync", &sync),
+    ] {
+        println!("{name}:");
+        r.print();
+    }
+    println!(
+        "ratio sync/plain: p50 {:.2}x, mean {:.2}x, RPC calls per payment {:.2}x",
+        sync.p50().as_secs_f64() / plain.p50().as_secs_f64(),
+        sync.paid_mean().as_secs_f64() / plain.paid_mean().as_secs_f64(),
+        sync.calls_per_payment() / plain.calls_per_payment()
+    );
+}
+
+/// One gateway's figures: the free-route baseline and `n` sequential fresh payments.
+struct Run {
+    n: usize,
+    free: Vec<Duration>,
+    total: Vec<Duration>,
+    chain_time: Duration,
+    calls_total: usize,
+    before_forward: Vec<usize>,
+    blocks: (u64, u64),
+}
+
+impl Run {
+    fn mean(v: &[Duration]) -> Duration {
+        v.iter().sum::<Duration>() / v.len() as u32
+    }
+    fn paid_mean(&self) -> Duration {
+        Self::mean(&self.total)
+    }
+    fn p50(&self) -> Duration {
+        percentile(&self.total, 0.5)
+    }
+    fn calls_per_payment(&self) -> f64 {
+        self.calls_total as f64 / self.n as f64
+    }
+
+    fn print(&self) {
+        let paid_mean = self.paid_mean();
+        let chain_mean = self.chain_time / self.n as u32;
+        let free_mean = Self::mean(&self.free);
+        let own = paid_mean.saturating_sub(chain_mean);
+        let own_extra = own.saturating_sub(free_mean);
+        let max_before = *self.before_forward.iter().max().unwrap();
+        let min_before = *self.before_forward.iter().min().unwrap();
+        println!(
+            "  chain: anvil, blocks {}..{} ({} mined in the run)",
+            self.blocks.0,
+            self.blocks.1,
+            self.blocks.1 - self.blocks.0
+        );
+        println!("  baseline free route (same gateway, same origin): mean {:.3} ms, p50 {:.3} ms, p99 {:.3} ms",
+            ms(free_mean), ms(percentile(&self.free, 0.5)), ms(percentile(&self.free, 0.99)));
+        println!(
+            "  paid request end to end:  mean {:.3} ms, p50 {:.3} ms, p99 {:.3} ms",
+            ms(paid_mean),
+            ms(self.p50()),
+            ms(percentile(&self.total, 0.99))
+        );
+        println!(
+            "    inside JSON-RPC (chain): mean {:.3} ms per payment, {:.1} calls per payment",
+            ms(chain_mean),
+            self.calls_per_payment()
+        );
+        println!("    gateway's own time:      mean {:.3} ms per payment ({:.3} ms above the free-route baseline)",
+            ms(own), ms(own_extra));
+        println!(
+            "    RPC round trips before forwarding: min {min_before}, max {max_before} (target: 1)"
+        );
+        println!(
+            "  ratio paid/free latency: {:.2}x; chain share of paid latency: {:.0} %",
+            paid_mean.as_secs_f64() / free_mean.as_secs_f64(),
+            100.0 * chain_mean.as_secs_f64() / paid_mean.as_secs_f64()
+        );
+    }
+}
+
+async fn measure(
+    chain: &Chain,
+    gw: &Gateway,
+    payer: &alloy::signers::local::PrivateKeySigner,
+    seen_at_origin: &AtomicUsize,
+    n: usize,
+) -> Run {
     let c = client();
     let first_block = chain.provider.get_block_number().await.unwrap();
 
@@ -99,7 +205,7 @@ async fn run() {
     let mut calls_total = 0;
     for _ in 0..n {
         let auth = Authorization::for_offer(&offer, payer.address());
-        let header = v2_header(&offer, auth.payload(&auth.sign(&payer)));
+        let header = v2_header(&offer, auth.payload(&auth.sign(payer)));
         let calls0 = chain.rpc.calls();
         let busy0 = chain.rpc.busy_nanos.load(Ordering::SeqCst);
         let t = Instant::now();
@@ -118,40 +224,13 @@ async fn run() {
     }
     let last_block = chain.provider.get_block_number().await.unwrap();
     total.sort();
-    let mean = |v: &[Duration]| v.iter().sum::<Duration>() / v.len() as u32;
-    let paid_mean = mean(&total);
-    let chain_mean = chain_time / n as u32;
-    let free_mean = mean(&free);
-    let own = paid_mean.saturating_sub(chain_mean);
-    let own_extra = own.saturating_sub(free_mean);
-    let max_before = *before_forward.iter().max().unwrap();
-    let min_before = *before_forward.iter().min().unwrap();
-
-    println!("x402-gate paid-path benchmark: {n} fresh payments, sequential, settle=after");
-    println!(
-        "chain: anvil, blocks {first_block}..{last_block} ({} mined in the run)",
-        last_block - first_block
-    );
-    println!("baseline free route (same gateway, same origin): mean {:.3} ms, p50 {:.3} ms, p99 {:.3} ms",
-        ms(free_mean), ms(percentile(&free, 0.5)), ms(percentile(&free, 0.99)));
-    println!(
-        "paid request end to end:  mean {:.3} ms, p50 {:.3} ms, p99 {:.3} ms",
-        ms(paid_mean),
-        ms(percentile(&total, 0.5)),
-        ms(percentile(&total, 0.99))
-    );
-    println!(
-        "  inside JSON-RPC (chain): mean {:.3} ms per payment, {:.1} calls per payment",
-        ms(chain_mean),
-        calls_total as f64 / n as f64
-    );
-    println!("  gateway's own time:      mean {:.3} ms per payment ({:.3} ms above the free-route baseline)",
-        ms(own), ms(own_extra));
-    println!("  RPC round trips before forwarding: min {min_before}, max {max_before} (target: 1)");
-    println!(
-        "ratio paid/free latency: {:.2}x; chain share of paid latency: {:.0} %",
-        paid_mean.as_secs_f64() / free_mean.as_secs_f64(),
-        100.0 * chain_mean.as_secs_f64() / paid_mean.as_secs_f64()
-    );
-    drop(gw);
+    Run {
+        n,
+        free,
+        total,
+        chain_time,
+        calls_total,
+        before_forward,
+        blocks: (first_block, last_block),
+    }
 }
