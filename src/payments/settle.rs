@@ -27,7 +27,7 @@ pub async fn settle(payments: &Payments, state: &mut PaymentState) -> SettleOutc
         Err(e) => return SettleOutcome::Unavailable(format!("database: {e}")),
     };
     match settle_claim(
-        verifier.as_ref(),
+        verifier,
         store,
         state.claim_id,
         &state.verified,
@@ -163,7 +163,7 @@ async fn finish_detached(
 
 /// Settles one claimed payment now and records it in the ledger.
 pub async fn settle_claim(
-    verifier: &dyn ChainBackend,
+    verifier: &Arc<dyn ChainBackend>,
     store: &Store,
     claim_id: i64,
     verified: &Verified,
@@ -174,22 +174,32 @@ pub async fn settle_claim(
         let prepared = verifier.prepare(verified).await?;
         if let Err(e) = store.mark_settling(claim_id, &prepared).await {
             // Never sent. But the write may have landed with its answer lost, and then the
-            // reconciler would send the stored transaction later: undo it first. Only once the
-            // claim surely names no transaction does its nonce go back (else every later
-            // settlement queues behind the gap). If that cannot be told either, the payer is
-            // told the truth: a settlement that may still happen, named (found by the chaos
-            // suite: a payer charged after its 503).
-            return match store.unmark_settling(claim_id, &prepared.transaction).await {
-                Ok(_) => {
+            // reconciler would send the stored transaction later, charging a payer who was
+            // told 503 and served nothing (found by the chaos suite: `postgres` seeds 10 and
+            // 26). So it is undone first, and only once the claim surely names no transaction
+            // does its nonce go back (else every later settlement queues behind the gap).
+            return match undo_record(store, claim_id, &prepared.transaction).await {
+                Some(_) => {
                     verifier.abandon(&prepared).await;
                     Err(SettleError::Unavailable(format!(
                         "recording the settlement: {e}"
                     )))
                 }
-                Err(_) => Err(SettleError::Pending {
-                    transaction: prepared.transaction.clone(),
-                    message: format!("recording the settlement: {e}"),
-                }),
+                // The database still does not answer: the payer is told the truth, a
+                // settlement that may still happen, named; and the undoing goes on in the
+                // background until the database answers, so that it will not.
+                None => {
+                    tokio::spawn(undo_in_background(
+                        store.clone(),
+                        verifier.clone(),
+                        claim_id,
+                        prepared.clone(),
+                    ));
+                    Err(SettleError::Pending {
+                        transaction: prepared.transaction.clone(),
+                        message: format!("recording the settlement: {e}"),
+                    })
+                }
             };
         }
         match verifier.submit(verified, &prepared, Attempt::First).await {
@@ -228,4 +238,47 @@ pub async fn settle_claim(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// How long a request tries to undo a settlement record whose write failed: a database that
+/// dropped a connection usually answers again within moments.
+const UNDO_TRIES: u32 = 4;
+const UNDO_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
+/// How long the background undo keeps trying: less than the reconciler's staleness limit (90 s),
+/// after which the reconciler would send a stored transaction it finds.
+const UNDO_BACKGROUND_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Undoes the record of a never-sent settlement transaction: `Some(true)` if the claim named it
+/// and no longer does, `Some(false)` if it never did, `None` if the database did not answer.
+async fn undo_record(store: &Store, claim_id: i64, tx: &str) -> Option<bool> {
+    for i in 0..UNDO_TRIES {
+        if let Ok(undone) = store.unmark_settling(claim_id, tx).await {
+            return Some(undone);
+        }
+        if i + 1 < UNDO_TRIES {
+            tokio::time::sleep(UNDO_PAUSE).await;
+        }
+    }
+    None
+}
+
+/// Keeps undoing a never-sent settlement's record until the database answers (then its nonce goes
+/// back; the claim stays `claimed`, and is released once its authorization expires, as any
+/// claim nobody finishes), or until the reconciler's turn would come.
+async fn undo_in_background(
+    store: Store,
+    verifier: Arc<dyn ChainBackend>,
+    claim_id: i64,
+    prepared: crate::payments::chain::PreparedSettlement,
+) {
+    let started = std::time::Instant::now();
+    while started.elapsed() < UNDO_BACKGROUND_FOR {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        if let Ok(undone) = store.unmark_settling(claim_id, &prepared.transaction).await {
+            verifier.abandon(&prepared).await;
+            tracing::info!(claim_id, tx = %prepared.transaction, undone, "a never-sent settlement's record is undone: nothing will be charged");
+            return;
+        }
+    }
+    tracing::error!(claim_id, tx = %prepared.transaction, "could not undo a never-sent settlement's record; the reconciler may send it");
 }
