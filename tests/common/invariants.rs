@@ -1,8 +1,11 @@
 //! The money-safety invariant checker: after a run, reconciles three records that were kept
-//! apart — the token transfers to `payTo` found on the chain, the gateway's ledger (and claims),
-//! and what the origin and the clients saw — and lists every broken promise:
+//! apart — the token transfers to `payTo` found on the chains (the EVM chain's logs, and the test
+//! SVM's own record of landed transactions), the gateway's ledger (and claims), and what the
+//! origin and the clients saw — and lists every broken promise:
 //!
-//! - a payment on chain without its ledger row, or a ledger row without its transfer;
+//! - a payment on chain without its ledger row, or a ledger row without its transfer (on Solana
+//!   also: a landed transaction paying `payTo` that is not one `TransferChecked` whose payer's
+//!   balance fell by what `payTo` received, or a failed one that moved `payTo`'s balance);
 //! - a payment settled twice, or one payment's content delivered twice;
 //! - an unpaid or invalid request that reached the origin;
 //! - a client that got a priced route's content without a settled (or, under `deferred`, a queued
@@ -13,6 +16,11 @@
 //! Requests whose client saw no answer at all (the gateway was killed under them, a connection
 //! broke) have an outcome nobody can know: they may be charged or not, but never twice, and
 //! their claims may stay open. The checker counts them instead of guessing.
+//!
+//! A payment is named as the gateway's `PaymentKey` names it, less the asset (one per network
+//! here): (network, payer, nonce). On EVM the nonce is the EIP-3009 nonce; on Solana it is the
+//! SHA-256 of the transaction's message (hex), the payer the transfer's authority (base58).
+//! EVM hex is compared lower-cased; base58 is case-sensitive and compared as it is.
 
 #![allow(dead_code)]
 
@@ -21,7 +29,12 @@ use std::collections::{HashMap, HashSet};
 use alloy::primitives::{Address, B256, U256};
 use alloy::providers::Provider;
 use alloy::rpc::types::Filter;
+use sha2::{Digest, Sha256};
+use solana_pubkey::Pubkey;
+use solana_transaction::versioned::VersionedTransaction;
 use sqlx::Row;
+
+use super::svm::{ata, SvmChain, TOKEN_2022_PROGRAM, TOKEN_PROGRAM};
 
 /// `AuthorizationUsed(address indexed authorizer, bytes32 indexed nonce)`.
 const AUTHORIZATION_USED: &str = "AuthorizationUsed(address,bytes32)";
@@ -58,23 +71,69 @@ pub enum Served {
     Timeout,
 }
 
+/// One payment: (network, payer, nonce), each in its canonical form (`canon`).
+pub type Key = (String, String, String);
+
+/// A value as this checker compares it: EVM hex lower-cased, Solana base58 as it is.
+pub fn canon(network: &str, value: &str) -> String {
+    if network.starts_with("eip155:") {
+        value.to_lowercase()
+    } else {
+        value.to_string()
+    }
+}
+
+/// The payment key of a Solana payment transaction, as the gateway forms it: the authority of
+/// its TransferChecked (the first one) and the SHA-256 of its message.
+pub fn svm_key(network: &str, tx: &VersionedTransaction) -> Key {
+    let transfer = svm_transfers(tx)
+        .into_iter()
+        .next()
+        .expect("a TransferChecked");
+    (
+        network.to_string(),
+        transfer.authority.to_string(),
+        svm_message_id(tx),
+    )
+}
+
+/// SHA-256 of the serialized message, lower-case hex (`CheckedTransfer::message_id`).
+pub fn svm_message_id(tx: &VersionedTransaction) -> String {
+    Sha256::digest(tx.message.serialize())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// What a request carried, as tagged by the client in a header the gateway passes on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Tag {
     Free,
     Unpaid,
     Invalid,
-    /// A signed payment: (payer, nonce), lower-case hex.
-    Paid(String, String),
+    /// A signed payment: its key (network, payer, nonce), canonical.
+    Paid(String, String, String),
 }
 
 impl Tag {
+    pub fn paid(key: Key) -> Tag {
+        Tag::Paid(key.0, key.1, key.2)
+    }
+
+    pub fn key(&self) -> Option<Key> {
+        match self {
+            Tag::Paid(n, p, x) => Some((n.clone(), p.clone(), x.clone())),
+            _ => None,
+        }
+    }
+
+    /// `network|payer|nonce` for a payment (a CAIP-2 network has a colon in it).
     pub fn header(&self) -> String {
         match self {
             Tag::Free => "free".into(),
             Tag::Unpaid => "unpaid".into(),
             Tag::Invalid => "invalid".into(),
-            Tag::Paid(p, n) => format!("{p}:{n}"),
+            Tag::Paid(n, p, x) => format!("{n}|{p}|{x}"),
         }
     }
 
@@ -84,8 +143,12 @@ impl Tag {
             "unpaid" => Tag::Unpaid,
             "invalid" => Tag::Invalid,
             s => {
-                let (p, n) = s.split_once(':').unwrap_or((s, ""));
-                Tag::Paid(p.to_string(), n.to_string())
+                let mut parts = s.splitn(3, '|').map(str::to_string);
+                Tag::Paid(
+                    parts.next().unwrap_or_default(),
+                    parts.next().unwrap_or_default(),
+                    parts.next().unwrap_or_default(),
+                )
             }
         }
     }
@@ -120,6 +183,8 @@ pub struct ClientSaw {
 pub struct Report {
     pub violations: Vec<String>,
     pub settled: usize,
+    /// Of `settled`, those on the Solana network.
+    pub settled_svm: usize,
     pub delivered: usize,
     /// Origin work done for a payment that then failed, and not delivered: the body was withheld.
     pub withheld: usize,
@@ -138,59 +203,96 @@ impl Report {
 /// A settled payment as the ledger has it.
 #[derive(Debug, Clone)]
 struct LedgerRow {
+    network: String,
+    tx: String,
+    amount: String,
+    payer: String,
+    pay_to: String,
+}
+
+/// A payment as a chain shows it: the transaction that moved it, how much, and to whom.
+#[derive(Debug, Clone)]
+struct Fact {
     tx: String,
     amount: String,
     pay_to: String,
 }
 
 pub struct Records<'a> {
+    /// The EVM network's CAIP-2 id.
+    pub network: &'a str,
     pub provider: &'a alloy::providers::DynProvider,
     pub token: Address,
     pub pay_to: Address,
+    /// The Solana network, when the run offered one.
+    pub svm: Option<SvmRecords<'a>>,
     pub price: u64,
     pub database_url: &'a str,
     pub origin: &'a [OriginHit],
     pub clients: &'a [ClientSaw],
 }
 
+pub struct SvmRecords<'a> {
+    pub network: &'a str,
+    pub chain: &'a SvmChain,
+    pub mint: Pubkey,
+    pub pay_to: Pubkey,
+}
+
 pub async fn check(r: Records<'_>) -> Report {
     let mut report = Report::default();
-    let chain = chain_payments(r.provider, r.token, r.pay_to, &mut report).await;
+    let mut chain = chain_payments(r.network, r.provider, r.token, r.pay_to, &mut report).await;
+    if let Some(svm) = &r.svm {
+        for (key, fact) in svm_payments(svm, &mut report) {
+            if chain.insert(key.clone(), fact).is_some() {
+                report.fail(format!("payment {} found on two chains", show(&key)));
+            }
+        }
+    }
     let (claims, ledger, queued) = ledger(r.database_url).await;
-    let pay_to = format!("{:#x}", r.pay_to);
 
     // 1. Chain and ledger agree, both ways, and nothing settled twice.
     let mut seen = HashSet::new();
-    for ((payer, nonce), tx) in &chain {
-        match ledger.get(&(payer.clone(), nonce.clone())) {
-            None => report.fail(format!(
-                "payment {payer}:{nonce} in tx {tx} has no ledger row"
-            )),
-            Some(rows) if rows.len() > 1 => report.fail(format!(
-                "payment {payer}:{nonce} is in the ledger {} times",
-                rows.len()
-            )),
+    for (key, fact) in &chain {
+        let k = show(key);
+        let tx = &fact.tx;
+        match ledger.get(key) {
+            None => report.fail(format!("payment {k} in tx {tx} has no ledger row")),
+            Some(rows) if rows.len() > 1 => {
+                report.fail(format!("payment {k} is in the ledger {} times", rows.len()))
+            }
             Some(rows) if rows[0].tx != *tx => report.fail(format!(
-                "payment {payer}:{nonce}: ledger says tx {}, the chain {tx}",
+                "payment {k}: ledger says tx {}, the chain {tx}",
                 rows[0].tx
             )),
             Some(rows) => {
-                if rows[0].amount != r.price.to_string() || rows[0].pay_to != pay_to {
-                    report.fail(format!("payment {payer}:{nonce}: ledger row {:?}", rows[0]));
+                let row = &rows[0];
+                if row.network != key.0
+                    || row.payer != key.1
+                    || row.amount != fact.amount
+                    || row.amount != r.price.to_string()
+                    || row.pay_to != fact.pay_to
+                {
+                    report.fail(format!("payment {k}: ledger row {row:?}, chain {fact:?}"));
                 }
             }
         }
-        seen.insert((payer.clone(), nonce.clone()));
+        seen.insert(key.clone());
     }
-    for ((payer, nonce), rows) in &ledger {
-        if !seen.contains(&(payer.clone(), nonce.clone())) {
+    for (key, rows) in &ledger {
+        if !seen.contains(key) {
             report.fail(format!(
-                "ledger row {payer}:{nonce} (tx {}) has no transfer on chain",
+                "ledger row {} (tx {}) has no transfer on chain",
+                show(key),
                 rows[0].tx
             ));
         }
     }
     report.settled = chain.len();
+    report.settled_svm = r
+        .svm
+        .as_ref()
+        .map_or(0, |s| chain.keys().filter(|k| k.0 == s.network).count());
 
     // 2. Nothing unpaid reached the origin; index the origin's work by payment.
     let mut work: HashMap<&Tag, Vec<(Served, std::time::Instant)>> = HashMap::new();
@@ -224,11 +326,9 @@ pub async fn check(r: Records<'_>) -> Report {
         }
     }
     for (tag, saw) in &by_payment {
-        let Tag::Paid(payer, nonce) = tag else {
-            unreachable!()
-        };
-        let key = (payer.clone(), nonce.clone());
-        let settled_tx = chain.get(&key);
+        let key = tag.key().expect("a payment");
+        let id = show(&key);
+        let settled_tx = chain.get(&key).map(|f| &f.tx);
         let delivered: Vec<&&ClientSaw> = saw
             .iter()
             .filter(|c| c.status.is_some_and(|s| (200..300).contains(&s)))
@@ -236,7 +336,7 @@ pub async fn check(r: Records<'_>) -> Report {
         report.delivered += delivered.len();
         if delivered.len() > 1 {
             report.fail(format!(
-                "payment {payer}:{nonce} was delivered {} times",
+                "payment {id} was delivered {} times",
                 delivered.len()
             ));
         }
@@ -247,24 +347,24 @@ pub async fn check(r: Records<'_>) -> Report {
                     // The seller's accepted risk under `deferred`: the payer cancelled first.
                     if !saw.iter().any(|c| c.cancelled) {
                         report.fail(format!(
-                            "deferred payment {payer}:{nonce} delivered, never settled (claim {:?})",
+                            "deferred payment {id} delivered, never settled (claim {:?})",
                             claims.get(&key)
                         ));
                     }
                 }
                 (Some(Policy::Deferred), Some(_)) => {
                     if c.receipt.as_ref().map(|r| r.0) != Some(true) {
-                        report.fail(format!("deferred {payer}:{nonce}: receipt {:?}", c.receipt));
+                        report.fail(format!("deferred {id}: receipt {:?}", c.receipt));
                     }
                 }
                 (_, None) => report.fail(format!(
-                    "payment {payer}:{nonce} ({policy:?}) delivered without settling (claim {:?})",
+                    "payment {id} ({policy:?}) delivered without settling (claim {:?})",
                     claims.get(&key)
                 )),
                 (_, Some(tx)) => {
                     if c.receipt != Some((true, tx.clone())) {
                         report.fail(format!(
-                            "payment {payer}:{nonce} delivered with receipt {:?}, settled in {tx}",
+                            "payment {id} delivered with receipt {:?}, settled in {tx}",
                             c.receipt
                         ));
                     }
@@ -283,8 +383,11 @@ pub async fn check(r: Records<'_>) -> Report {
                 && policy != Some(Policy::Deferred)
             {
                 report.fail(format!(
-                    "payment {payer}:{nonce} settled in {tx}, its payer never got the receipt: {:?}",
-                    answered.iter().map(|c| (c.status, &c.receipt)).collect::<Vec<_>>()
+                    "payment {id} settled in {tx}, its payer never got the receipt: {:?}",
+                    answered
+                        .iter()
+                        .map(|c| (c.status, &c.receipt))
+                        .collect::<Vec<_>>()
                 ));
             }
         }
@@ -293,7 +396,7 @@ pub async fn check(r: Records<'_>) -> Report {
         let ok_hits = hits.iter().filter(|h| h.0 == Served::Ok).count();
         if settled_tx.is_some() && policy != Some(Policy::Before) && ok_hits == 0 {
             report.fail(format!(
-                "payment {payer}:{nonce} ({policy:?}) charged, but its origin never succeeded: {hits:?}"
+                "payment {id} ({policy:?}) charged, but its origin never succeeded: {hits:?}"
             ));
         }
         if settled_tx.is_none() && ok_hits > 0 && delivered.is_empty() {
@@ -310,7 +413,7 @@ pub async fn check(r: Records<'_>) -> Report {
                 for (served, at) in &hits {
                     if *at > t {
                         report.fail(format!(
-                            "payment {payer}:{nonce} reached the origin again ({served:?}) after its receipt"
+                            "payment {id} reached the origin again ({served:?}) after its receipt"
                         ));
                     }
                 }
@@ -320,20 +423,20 @@ pub async fn check(r: Records<'_>) -> Report {
 
     // 4. Nothing left hanging once the gateway had time to finish.
     for (key, status) in &claims {
-        let tag = Tag::Paid(key.0.clone(), key.1.clone());
+        let tag = Tag::paid(key.clone());
         let unanswered = by_payment
             .get(&tag)
             .is_some_and(|saw| saw.iter().any(|c| c.status.is_none()));
         match status.as_str() {
             "settled" | "released" | "failed" => {}
-            "settling" => report.fail(format!("claim {}:{} still settling", key.0, key.1)),
+            "settling" => report.fail(format!("claim {} still settling", show(key))),
             // Open with nobody to finish it: a request cut short by a kill, or a claim whose
             // commit landed but whose answer was lost (the client got a 503, nothing charged).
             // The reconciler releases it once its authorization expires.
             "claimed" if unanswered || !chain.contains_key(key) => report.open_claims += 1,
             s => report.fail(format!(
-                "claim {}:{} left {s} though its request ended",
-                key.0, key.1
+                "claim {} left {s} though its request ended",
+                show(key)
             )),
         }
     }
@@ -343,13 +446,19 @@ pub async fn check(r: Records<'_>) -> Report {
     report
 }
 
-/// Payments on chain to `pay_to`: (payer, nonce) -> tx, each with its `Transfer`.
+/// A payment key as violations name it.
+fn show(key: &Key) -> String {
+    format!("{}:{}:{}", key.0, key.1, key.2)
+}
+
+/// Payments on chain to `pay_to`: key -> fact, each with its `Transfer`.
 async fn chain_payments(
+    network: &str,
     provider: &alloy::providers::DynProvider,
     token: Address,
     pay_to: Address,
     report: &mut Report,
-) -> HashMap<(String, String), String> {
+) -> HashMap<Key, Fact> {
     use alloy::primitives::keccak256;
     let used = provider
         .get_logs(
@@ -384,25 +493,142 @@ async fn chain_payments(
         let payer = Address::from_word(u.topics()[1]);
         let nonce = u.topics()[2];
         let tx = u.transaction_hash.unwrap();
-        let key = (format!("{payer:#x}"), format!("{nonce:#x}"));
-        if paid.get_mut(&(tx, payer)).and_then(|v| v.pop()).is_none() {
+        let key = (
+            network.to_string(),
+            format!("{payer:#x}"),
+            format!("{nonce:#x}"),
+        );
+        let value = paid.get_mut(&(tx, payer)).and_then(|v| v.pop());
+        if value.is_none() {
             report.fail(format!(
-                "authorization {}:{} used in {tx} without a transfer to payTo",
-                key.0, key.1
+                "authorization {} used in {tx} without a transfer to payTo",
+                show(&key)
             ));
         }
-        if out.insert(key.clone(), format!("{tx:#x}")).is_some() {
-            report.fail(format!(
-                "authorization {}:{} used twice on chain",
-                key.0, key.1
-            ));
+        let fact = Fact {
+            tx: format!("{tx:#x}"),
+            amount: value.map_or_else(String::new, |v| v.to_string()),
+            pay_to: format!("{pay_to:#x}"),
+        };
+        if out.insert(key.clone(), fact).is_some() {
+            report.fail(format!("authorization {} used twice on chain", show(&key)));
         }
     }
     out
 }
 
-type Claims = HashMap<(String, String), String>;
-type Ledger = HashMap<(String, String), Vec<LedgerRow>>;
+/// One `TransferChecked` of a Solana transaction.
+struct SvmTransfer {
+    program: Pubkey,
+    destination: Pubkey,
+    authority: Pubkey,
+    mint: Pubkey,
+    amount: u64,
+}
+
+/// The `TransferChecked` instructions (SPL Token or Token-2022) among a transaction's top-level
+/// instructions: accounts [source, mint, destination, authority], data [12, amount u64 LE,
+/// decimals].
+fn svm_transfers(tx: &VersionedTransaction) -> Vec<SvmTransfer> {
+    let keys = tx.message.static_account_keys();
+    let key = |ix: &solana_message::compiled_instruction::CompiledInstruction, i: usize| {
+        ix.accounts
+            .get(i)
+            .and_then(|a| keys.get(*a as usize))
+            .copied()
+    };
+    let mut out = Vec::new();
+    for ix in tx.message.instructions() {
+        let program = keys[ix.program_id_index as usize];
+        if program != TOKEN_PROGRAM && program != TOKEN_2022_PROGRAM {
+            continue;
+        }
+        if ix.data.len() != 10 || ix.data[0] != 12 {
+            continue;
+        }
+        let (Some(mint), Some(destination), Some(authority)) = (key(ix, 1), key(ix, 2), key(ix, 3))
+        else {
+            continue;
+        };
+        out.push(SvmTransfer {
+            program,
+            destination,
+            authority,
+            mint,
+            amount: u64::from_le_bytes(ix.data[1..9].try_into().unwrap()),
+        });
+    }
+    out
+}
+
+/// Payments on the test SVM to `pay_to`: every landed, successful transaction whose token
+/// balances show `pay_to` receiving, each explained by exactly one `TransferChecked` into
+/// `pay_to`'s associated account, signed for by the payer whose balance fell by as much.
+fn svm_payments(svm: &SvmRecords<'_>, report: &mut Report) -> HashMap<Key, Fact> {
+    let mut out = HashMap::new();
+    for landed in svm.chain.landed_transactions() {
+        let sig = landed.signature;
+        let received: i128 = landed
+            .token_changes
+            .iter()
+            .filter(|c| c.owner == svm.pay_to)
+            .map(|c| c.post as i128 - c.pre as i128)
+            .sum();
+        let into_pay_to: Vec<SvmTransfer> = svm_transfers(&landed.tx)
+            .into_iter()
+            .filter(|t| t.destination == ata(&svm.pay_to, &t.mint, &t.program))
+            .collect();
+        if landed.err.is_some() {
+            // Failed on chain: its fee was paid, nothing else moved.
+            if received != 0 {
+                report.fail(format!(
+                    "failed tx {sig} changed payTo's balance by {received}"
+                ));
+            }
+            continue;
+        }
+        if received == 0 && into_pay_to.is_empty() {
+            continue;
+        }
+        let [t] = into_pay_to.as_slice() else {
+            report.fail(format!(
+                "tx {sig} pays payTo {received} in {} transfers, not as one payment",
+                into_pay_to.len()
+            ));
+            continue;
+        };
+        let payer_change: i128 = landed
+            .token_changes
+            .iter()
+            .filter(|c| c.owner == t.authority && c.mint == t.mint)
+            .map(|c| c.post as i128 - c.pre as i128)
+            .sum();
+        if t.mint != svm.mint || received != t.amount as i128 || payer_change != -received {
+            report.fail(format!(
+                "tx {sig}: a transfer of {} {} from {} to payTo, but payTo's balance moved {received} \
+                 and the payer's {payer_change}",
+                t.amount, t.mint, t.authority
+            ));
+        }
+        let key = (
+            svm.network.to_string(),
+            t.authority.to_string(),
+            svm_message_id(&landed.tx),
+        );
+        let fact = Fact {
+            tx: sig.to_string(),
+            amount: t.amount.to_string(),
+            pay_to: svm.pay_to.to_string(),
+        };
+        if out.insert(key.clone(), fact).is_some() {
+            report.fail(format!("payment {} landed twice on chain", show(&key)));
+        }
+    }
+    out
+}
+
+type Claims = HashMap<Key, String>;
+type Ledger = HashMap<Key, Vec<LedgerRow>>;
 
 /// Claims by payment, the ledger by payment, and how many deferred items are still queued.
 async fn ledger(url: &str) -> (Claims, Ledger, usize) {
@@ -420,23 +646,29 @@ async fn ledger(url: &str) -> (Claims, Ledger, usize) {
     let mut claims = HashMap::new();
     let mut ledger: Ledger = HashMap::new();
     for row in sqlx::query(
-        "SELECT c.payer, c.nonce, c.status, s.tx_hash, s.amount, s.pay_to
+        "SELECT c.network, c.payer, c.nonce, c.status,
+                s.tx_hash, s.amount, s.pay_to, s.network, s.payer
          FROM payment_claims c LEFT JOIN settlements s ON s.claim_id = c.id",
     )
     .fetch_all(&pool)
     .await
     .unwrap()
     {
+        let network: String = row.get(0);
         let key = (
-            row.get::<String, _>(0).to_lowercase(),
-            row.get::<String, _>(1).to_lowercase(),
+            network.clone(),
+            canon(&network, &row.get::<String, _>(1)),
+            canon(&network, &row.get::<String, _>(2)),
         );
-        claims.insert(key.clone(), row.get::<String, _>(2));
-        if let Some(tx) = row.get::<Option<String>, _>(3) {
+        claims.insert(key.clone(), row.get::<String, _>(3));
+        if let Some(tx) = row.get::<Option<String>, _>(4) {
+            let row_network: String = row.get(7);
             ledger.entry(key).or_default().push(LedgerRow {
-                tx: tx.to_lowercase(),
-                amount: row.get(4),
-                pay_to: row.get::<String, _>(5).to_lowercase(),
+                tx: canon(&network, &tx),
+                amount: row.get(5),
+                pay_to: canon(&network, &row.get::<String, _>(6)),
+                payer: canon(&network, &row.get::<String, _>(8)),
+                network: row_network,
             });
         }
     }

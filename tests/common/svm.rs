@@ -370,6 +370,99 @@ impl SvmChain {
         self.shared.ledger.lock().unwrap().landed.len()
     }
 
+    /// Every landed transaction (setup ones included), with the token balances it changed: the
+    /// chain's own record, which a checker reconciles against what the gateway says it settled.
+    pub fn landed_transactions(&self) -> Vec<LandedTx> {
+        let ledger = self.shared.ledger.lock().unwrap();
+        ledger
+            .landed
+            .iter()
+            .map(|(sig, l)| {
+                let keys = static_keys(&l.tx);
+                let amount = |b: &UiTransactionTokenBalance| -> u64 {
+                    b.ui_token_amount.amount.parse().unwrap_or(0)
+                };
+                let mut changes: Vec<TokenChange> = Vec::new();
+                // An account absent before the transaction (created by it) starts at zero, one
+                // closed by it ends at zero.
+                for (b, after) in l
+                    .pre_token
+                    .iter()
+                    .map(|b| (b, false))
+                    .chain(l.post_token.iter().map(|b| (b, true)))
+                {
+                    let account = keys[b.account_index as usize];
+                    let i = match changes.iter().position(|c| c.account == account) {
+                        Some(i) => i,
+                        None => {
+                            let owner = match &b.owner {
+                                OptionSerializer::Some(o) => o.parse().unwrap(),
+                                _ => Pubkey::default(),
+                            };
+                            changes.push(TokenChange {
+                                account,
+                                owner,
+                                mint: b.mint.parse().unwrap(),
+                                pre: 0,
+                                post: 0,
+                            });
+                            changes.len() - 1
+                        }
+                    };
+                    if after {
+                        changes[i].post = amount(b);
+                    } else {
+                        changes[i].pre = amount(b);
+                    }
+                }
+                LandedTx {
+                    signature: *sig,
+                    tx: l.tx.clone(),
+                    slot: l.slot,
+                    err: l.err.clone(),
+                    token_changes: changes,
+                }
+            })
+            .collect()
+    }
+
+    /// `owner` moves its whole balance of `mint` away (to the faucet), signing the transfer
+    /// itself; the faucet pays the fee, as payers here hold no SOL. What a payer does to make a
+    /// payment it already handed over fail on chain: Solana has no per-payment cancellation.
+    pub fn move_all_away(&self, owner: &Keypair, mint: &Pubkey) -> Result<(), TransactionError> {
+        let program = self.token_program(mint);
+        let amount = self.token_balance(&owner.pubkey(), mint);
+        if amount == 0 {
+            return Ok(());
+        }
+        // The sink's ATA is created in the same transaction: a separate setup transaction
+        // would be the same bytes every time (one blockhash), refused as already processed.
+        let create = spl_associated_token_account_interface::instruction::create_associated_token_account_idempotent(
+            &self.faucet.pubkey(),
+            &self.faucet.pubkey(),
+            mint,
+            &program,
+        );
+        let ix = transfer_checked(
+            &program,
+            &ata(&owner.pubkey(), mint, &program),
+            mint,
+            &ata(&self.faucet.pubkey(), mint, &program),
+            &owner.pubkey(),
+            amount,
+            DECIMALS,
+        );
+        let mut ledger = self.shared.ledger.lock().unwrap();
+        let blockhash = ledger.svm.latest_blockhash();
+        let msg = solana_message::Message::new_with_blockhash(
+            &[create, ix],
+            Some(&self.faucet.pubkey()),
+            &blockhash,
+        );
+        let tx = solana_transaction::Transaction::new(&[&self.faucet, owner], msg, blockhash);
+        ledger.process(tx.into()).1
+    }
+
     /// Processes `tx` as a leader would (no preflight), as if sent with skipPreflight.
     pub fn process(&self, tx: VersionedTransaction) -> Result<Signature, TransactionError> {
         let mut ledger = self.shared.ledger.lock().unwrap();
@@ -486,6 +579,27 @@ impl SvmChain {
             panic!("setup transaction {sig} failed: {e}");
         }
     }
+}
+
+/// One landed transaction, as `SvmChain::landed_transactions` reports it.
+#[derive(Debug, Clone)]
+pub struct LandedTx {
+    pub signature: Signature,
+    pub tx: VersionedTransaction,
+    pub slot: u64,
+    /// Some when it failed on chain (its fee paid, nothing else moved).
+    pub err: Option<TransactionError>,
+    /// Every token account among its static keys, before and after.
+    pub token_changes: Vec<TokenChange>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenChange {
+    pub account: Pubkey,
+    pub owner: Pubkey,
+    pub mint: Pubkey,
+    pub pre: u64,
+    pub post: u64,
 }
 
 /// The ATA of (`owner`, `mint`, `program`).
