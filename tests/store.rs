@@ -1150,3 +1150,26 @@ async fn tenant_standing_survives_an_unreadable_database() {
         "the standing is read again once the database answers"
     );
 }
+
+/// A SQLite file is in WAL mode once the store opened it: readers do not block the writer, and a
+/// commit costs one fsync (with `synchronous` still FULL, as durable as the rollback journal).
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_runs_in_wal_mode_with_full_sync() {
+    use sqlx::Row;
+    let db = fresh("sqlite").await;
+    let _store = Store::connect(&db.url).await.unwrap();
+    let raw = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+    let mode: String = sqlx::query("PRAGMA journal_mode")
+        .fetch_one(&raw)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(mode.to_ascii_lowercase(), "wal");
+    // 2 is FULL: the switch to WAL did not trade durability for speed.
+    let sync: i64 = sqlx::query("PRAGMA synchronous")
+        .fetch_one(&raw)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(sync, 2);
+}

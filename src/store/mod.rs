@@ -325,6 +325,22 @@ impl Store {
             })
             .connect(&url)
             .await?;
+        if backend == Backend::Sqlite {
+            // WAL: readers never block the writer nor the writer them, and a commit costs one
+            // fsync instead of the rollback journal's several. sqlx leaves the journal mode as
+            // it finds it (DELETE for a new file), so it is set here, once per file (it
+            // persists), with `synchronous` left at FULL: a commit is as durable as before.
+            // A file another process holds open may refuse the switch; then it stays as it was.
+            match sqlx::query("PRAGMA journal_mode = WAL")
+                .fetch_one(&pool)
+                .await
+                .and_then(|row| row.try_get::<String, _>(0))
+            {
+                Ok(mode) if mode.eq_ignore_ascii_case("wal") => {}
+                Ok(mode) => tracing::warn!(mode, "SQLite is not in WAL mode; writes are slower"),
+                Err(e) => tracing::warn!("SQLite journal mode unchanged: {e}"),
+            }
+        }
         match backend {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
