@@ -14,18 +14,8 @@ impl Store {
         s: &Settlement,
         ctx: &ClaimContext<'_>,
     ) -> Result<(), StoreError> {
-        self.write_ledger(LedgerRow {
-            claim_id,
-            network: &v.key.network,
-            asset: &v.key.asset,
-            payer: &v.payer,
-            pay_to: &v.pay_to,
-            amount: &v.amount,
-            settlement: s,
-            tenant: ctx.tenant,
-            route: ctx.route,
-        })
-        .await
+        self.write_ledger(LedgerRow::of_verified(claim_id, v, s, ctx))
+            .await
     }
 
     /// The one ledger write: the settlement row (at most one per claim) and the claim marked

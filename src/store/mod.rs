@@ -95,6 +95,28 @@ struct LedgerRow<'a> {
     route: &'a str,
 }
 
+impl<'a> LedgerRow<'a> {
+    /// The row of a verified payment that landed in `settlement`.
+    fn of_verified(
+        claim_id: i64,
+        v: &'a Verified,
+        settlement: &'a Settlement,
+        ctx: &ClaimContext<'a>,
+    ) -> Self {
+        LedgerRow {
+            claim_id,
+            network: &v.key.network,
+            asset: &v.key.asset,
+            payer: &v.payer,
+            pay_to: &v.pay_to,
+            amount: &v.amount,
+            settlement,
+            tenant: ctx.tenant,
+            route: ctx.route,
+        }
+    }
+}
+
 /// Where a claim stands, as `payment_claims.status` stores it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClaimStatus {

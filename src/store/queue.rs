@@ -115,21 +115,8 @@ impl Store {
         ctx: &ClaimContext<'_>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        super::ledger::write_ledger_in(
-            &mut tx,
-            super::LedgerRow {
-                claim_id,
-                network: &v.key.network,
-                asset: &v.key.asset,
-                payer: &v.payer,
-                pay_to: &v.pay_to,
-                amount: &v.amount,
-                settlement: s,
-                tenant: ctx.tenant,
-                route: ctx.route,
-            },
-        )
-        .await?;
+        super::ledger::write_ledger_in(&mut tx, LedgerRow::of_verified(claim_id, v, s, ctx))
+            .await?;
         finish_in(&mut tx, claim_id, QueueStatus::Done, None).await?;
         tx.commit().await?;
         Ok(())
