@@ -28,7 +28,8 @@ impl Store {
     }
 
     /// Claims left `settling` (a transaction was signed and maybe sent, no outcome recorded)
-    /// last touched at or before `older_than`, outside the deferred queue (its worker owns those).
+    /// last touched at or before `older_than`, except those whose deferred item is still queued
+    /// (its worker owns those; a finished item's claim left `settling` is the reconciler's).
     pub async fn settling_claims(
         &self,
         older_than: i64,
