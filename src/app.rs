@@ -94,6 +94,7 @@ pub fn build_server(
         store: proxy_db,
         cache: VerifyCache::with_metrics(metrics.clone()),
         queue_wakeup: wakeup.clone(),
+        batchers: Default::default(),
     });
     // Readiness: every configured network is on the board; those with a backend are probed.
     let health_board = Arc::new(HealthBoard::new(
@@ -219,6 +220,7 @@ pub fn build_server(
                 store: admin_db,
                 cache: VerifyCache::with_metrics(metrics.clone()),
                 queue_wakeup: wakeup,
+                batchers: Default::default(),
             }),
             health: health_board,
             limits: admin_limits,
@@ -311,6 +313,7 @@ pub fn build_backends(
             NetworkSigner::Evm {
                 settler_keys,
                 confirmations,
+                batch_max,
             } => {
                 let mut lanes = Vec::new();
                 for key in settler_keys {
@@ -322,7 +325,8 @@ pub fn build_backends(
                         net.rpc_timeout,
                         rpc_observer.clone(),
                     )
-                    .with_context(|| format!("networks.\"{network}\""))?;
+                    .with_context(|| format!("networks.\"{network}\""))?
+                    .with_batch_max(*batch_max);
                     lanes.push(Lane {
                         settler: v.settler_address().to_checksum(None),
                         verifier: Arc::new(v),

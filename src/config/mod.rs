@@ -315,6 +315,10 @@ pub enum NetworkSigner {
     Evm {
         settler_keys: Vec<Secret>,
         confirmations: u64,
+        /// Most payments settled by one transaction (`batch_max`, default 64): concurrent
+        /// payments are settled together through Multicall3 where the network has it. 1: every
+        /// payment is its own transaction.
+        batch_max: usize,
     },
     /// Base58 keypair that co-signs Solana payments as fee payer.
     Solana {

@@ -272,15 +272,18 @@ pub trait ChainBackend: Send + Sync {
         Vec::new()
     }
 
-    /// Looks up a settlement transaction we sent for the payment `from` -> `value` of `asset`.
+    /// Looks up a settlement transaction we sent for the payment `from` -> `value` of `asset`
+    /// whose payment nonce is `nonce` (the `PaymentKey`'s): one transaction may settle several
+    /// payments (a batch), even two equal ones of one payer, so the nonce says which landed.
     async fn settlement_outcome(
         &self,
         tx_hash: &str,
         asset: &str,
         from: &str,
+        nonce: &str,
         value: &str,
     ) -> Result<TxOutcome, VerifyError> {
-        let _ = (tx_hash, asset, from, value);
+        let _ = (tx_hash, asset, from, nonce, value);
         Err(VerifyError::Unavailable(
             "settlement lookup is not supported on this network".into(),
         ))
@@ -321,6 +324,40 @@ pub trait ChainBackend: Send + Sync {
 
     /// Signs the settlement transaction (taking the settler's next nonce) without sending it.
     async fn prepare(&self, verified: &Verified) -> Result<PreparedSettlement, SettleError>;
+
+    /// How many payments one settlement transaction can carry now: 1 where this backend does not
+    /// batch (the default; on Solana each payment is its payer's own transaction), else up to the
+    /// network's `batch_max` once the batch contract is found on chain (asked once).
+    async fn batch_capacity(&self) -> usize {
+        1
+    }
+
+    /// Signs one transaction that settles every one of `members` (taking one settler nonce),
+    /// without sending it. Only called with `batch_capacity() > 1`.
+    async fn prepare_batch(&self, members: &[Verified]) -> Result<PreparedSettlement, SettleError> {
+        let _ = members;
+        Err(SettleError::Unavailable(
+            "batched settlement is not supported on this network".into(),
+        ))
+    }
+
+    /// Broadcasts a prepared batch and waits for it as `submit` does. `Ok` is the mined
+    /// transaction, with each member's own outcome in `members`' order: landed, or `Failed` (its
+    /// authorization failed inside the batch and nothing of it moved), so one bad payment never
+    /// fails the others. `Err` is the whole transaction's: not sent (`nothing_sent`), maybe sent
+    /// (`Pending`), or reverted as a whole (`Failed`: nothing moved, every authorization is
+    /// still unused).
+    async fn submit_batch(
+        &self,
+        members: &[Verified],
+        prepared: &PreparedSettlement,
+        attempt: Attempt,
+    ) -> Result<Vec<Result<Settlement, SettleError>>, SettleError> {
+        let _ = (members, prepared, attempt);
+        Err(SettleError::Unavailable(
+            "batched settlement is not supported on this network".into(),
+        ))
+    }
 
     /// A prepared settlement will never be sent (recording it failed): its settler nonce is given
     /// back, so no later transaction waits behind a gap.

@@ -182,11 +182,12 @@ impl ChainBackend for Lanes {
         tx_hash: &str,
         asset: &str,
         from: &str,
+        nonce: &str,
         value: &str,
     ) -> Result<TxOutcome, VerifyError> {
         let outcome = self.lanes[0]
             .verifier
-            .settlement_outcome(tx_hash, asset, from, value)
+            .settlement_outcome(tx_hash, asset, from, nonce, value)
             .await;
         self.noted(outcome, |_| true)
     }
@@ -234,6 +235,29 @@ impl ChainBackend for Lanes {
 
     async fn prepare(&self, verified: &Verified) -> Result<PreparedSettlement, SettleError> {
         self.pick().await?.verifier.prepare(verified).await
+    }
+
+    async fn batch_capacity(&self) -> usize {
+        // Every lane talks to the same node: the first one's answer is the network's.
+        self.lanes[0].verifier.batch_capacity().await
+    }
+
+    async fn prepare_batch(&self, members: &[Verified]) -> Result<PreparedSettlement, SettleError> {
+        self.pick().await?.verifier.prepare_batch(members).await
+    }
+
+    async fn submit_batch(
+        &self,
+        members: &[Verified],
+        prepared: &PreparedSettlement,
+        attempt: Attempt,
+    ) -> Result<Vec<Result<Settlement, SettleError>>, SettleError> {
+        let settled = self
+            .signer_of(prepared)
+            .verifier
+            .submit_batch(members, prepared, attempt)
+            .await;
+        self.noted(settled, |_| true)
     }
 
     async fn abandon(&self, prepared: &PreparedSettlement) {

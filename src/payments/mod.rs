@@ -8,6 +8,8 @@
 //!   tenant, or the operator for a plan), hold the payer's unsettled payments against its balance.
 //! - `settle.rs`: settle now (sign, record, send, record), enqueue for the deferred worker,
 //!   release (not charged); each also as a detached task that outlives its request.
+//! - `batch.rs`: group commit: payments that wait for a settlement slot go out together, in one
+//!   transaction, where the network's backend can batch.
 //! - `queued.rs`: one attempt at a deferred settlement (the worker schedules them).
 //! - `verify_only.rs`: verification without a claim (the verify API, a future facilitator).
 //! - `rules.rs`: which statuses are charged, and what an unanswered request costs.
@@ -29,6 +31,7 @@ pub mod lanes;
 pub mod svm;
 
 mod admit;
+mod batch;
 mod present;
 mod queued;
 mod rules;
@@ -52,6 +55,7 @@ use crate::tenants::TenantDirectory;
 use crate::x402::Reason;
 
 pub use admit::{admit, admit_to, route_name, Admission, Payee, MAX_UNSETTLED_PER_PAYER};
+pub use batch::{Batchers, IN_FLIGHT as SETTLEMENTS_IN_FLIGHT};
 pub use present::{check_payment, payment_header, PaymentCheck};
 pub use queued::{settle_queued, QueuedOutcome};
 pub use rules::{is_charged, is_interim, receipt_header_for, unanswered, Unanswered};
@@ -69,6 +73,8 @@ pub struct Payments {
     pub store: Arc<LazyStore>,
     pub cache: VerifyCache,
     pub queue_wakeup: Arc<Notify>,
+    /// Each network's settlement queue, which batches payments that wait (see `batch.rs`).
+    pub batchers: Batchers,
 }
 
 /// Why a payment was not accepted: a stable wire reason plus a message for humans.

@@ -14,7 +14,9 @@ use tracing::Instrument;
 
 use super::state::{PaymentState, SettleOutcome, Stage};
 use super::Payments;
-use crate::payments::chain::{Attempt, ChainBackend, SettleError, Settlement, Verified};
+use crate::payments::chain::{
+    Attempt, ChainBackend, PreparedSettlement, SettleError, Settlement, Verified,
+};
 use crate::store::{ClaimContext, Store};
 
 /// Settles an admitted payment now.
@@ -26,14 +28,16 @@ pub async fn settle(payments: &Payments, state: &mut PaymentState) -> SettleOutc
         Ok(s) => s,
         Err(e) => return SettleOutcome::Unavailable(format!("database: {e}")),
     };
-    match settle_claim(
-        verifier,
-        store,
-        state.claim_id,
-        &state.verified,
-        &state.ctx(),
-    )
-    .await
+    match payments
+        .batchers
+        .settle(
+            verifier,
+            store,
+            state.claim_id,
+            &state.verified,
+            &state.ctx(),
+        )
+        .await
     {
         Ok(s) => {
             tracing::debug!(claim_id = state.claim_id, tx = %s.transaction, "payment settled");
@@ -178,29 +182,19 @@ pub async fn settle_claim(
             // told 503 and served nothing (found by the chaos suite: `postgres` seeds 10 and
             // 26). So it is undone first, and only once the claim surely names no transaction
             // does its nonce go back (else every later settlement queues behind the gap).
-            return match undo_record(store, claim_id, &prepared.transaction).await {
-                Some(_) => {
-                    verifier.abandon(&prepared).await;
-                    Err(SettleError::Unavailable(format!(
-                        "recording the settlement: {e}"
-                    )))
-                }
-                // The database still does not answer: the payer is told the truth, a
-                // settlement that may still happen, named; and the undoing goes on in the
-                // background until the database answers, so that it will not.
-                None => {
-                    tokio::spawn(undo_in_background(
-                        store.clone(),
-                        verifier.clone(),
-                        claim_id,
-                        prepared.clone(),
-                    ));
-                    Err(SettleError::Pending {
+            return Err(
+                if undo_records(store, verifier, &[claim_id], &prepared).await {
+                    SettleError::Unavailable(format!("recording the settlement: {e}"))
+                } else {
+                    // The database still does not answer: the payer is told the truth, a
+                    // settlement that may still happen, named; the undoing goes on in the
+                    // background until the database answers, so that it will not.
+                    SettleError::Pending {
                         transaction: prepared.transaction.clone(),
                         message: format!("recording the settlement: {e}"),
-                    })
-                }
-            };
+                    }
+                },
+            );
         }
         match verifier.submit(verified, &prepared, Attempt::First).await {
             Ok(settlement) => {
@@ -248,37 +242,67 @@ const UNDO_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
 /// after which the reconciler would send a stored transaction it finds.
 const UNDO_BACKGROUND_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Undoes the record of a never-sent settlement transaction: `Some(true)` if the claim named it
-/// and no longer does, `Some(false)` if it never did, `None` if the database did not answer.
-async fn undo_record(store: &Store, claim_id: i64, tx: &str) -> Option<bool> {
+/// Undoes the record of a never-sent settlement transaction on each of `claim_ids` (one claim,
+/// or a batch's). Once the database has answered for every one, the claims surely name no
+/// transaction and its nonce goes back: `true`. Else the undoing goes on in the background, and
+/// `false` tells the caller that the transaction may still be sent (by a reconciler, should the
+/// undoing never get through).
+pub(super) async fn undo_records(
+    store: &Store,
+    verifier: &Arc<dyn ChainBackend>,
+    claim_ids: &[i64],
+    prepared: &PreparedSettlement,
+) -> bool {
+    let mut left = claim_ids.to_vec();
     for i in 0..UNDO_TRIES {
-        if let Ok(undone) = store.unmark_settling(claim_id, tx).await {
-            return Some(undone);
+        left = undo_each(store, &left, &prepared.transaction).await;
+        if left.is_empty() {
+            verifier.abandon(prepared).await;
+            return true;
         }
         if i + 1 < UNDO_TRIES {
             tokio::time::sleep(UNDO_PAUSE).await;
         }
     }
-    None
+    tokio::spawn(undo_in_background(
+        store.clone(),
+        verifier.clone(),
+        left,
+        prepared.clone(),
+    ));
+    false
 }
 
-/// Keeps undoing a never-sent settlement's record until the database answers (then its nonce goes
-/// back; the claim stays `claimed`, and is released once its authorization expires, as any
-/// claim nobody finishes), or until the reconciler's turn would come.
+/// Un-marks `tx` on each claim; the ones the database did not answer for.
+async fn undo_each(store: &Store, claim_ids: &[i64], tx: &str) -> Vec<i64> {
+    let mut left = Vec::new();
+    for &claim_id in claim_ids {
+        if store.unmark_settling(claim_id, tx).await.is_err() {
+            left.push(claim_id);
+        }
+    }
+    left
+}
+
+/// Keeps undoing a never-sent settlement's record until the database answers for every claim
+/// (then its nonce goes back; the claims stay `claimed`, and are released once their
+/// authorizations expire, as any claim nobody finishes), or until the reconciler's turn would
+/// come.
 async fn undo_in_background(
     store: Store,
     verifier: Arc<dyn ChainBackend>,
-    claim_id: i64,
-    prepared: crate::payments::chain::PreparedSettlement,
+    mut claim_ids: Vec<i64>,
+    prepared: PreparedSettlement,
 ) {
     let started = std::time::Instant::now();
     while started.elapsed() < UNDO_BACKGROUND_FOR {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        if let Ok(undone) = store.unmark_settling(claim_id, &prepared.transaction).await {
+        claim_ids = undo_each(&store, &claim_ids, &prepared.transaction).await;
+        if claim_ids.is_empty() {
             verifier.abandon(&prepared).await;
-            tracing::info!(claim_id, tx = %prepared.transaction, undone, "a never-sent settlement's record is undone: nothing will be charged");
+            tracing::info!(tx = %prepared.transaction, "a never-sent settlement's record is undone: nothing will be charged");
             return;
         }
     }
-    tracing::error!(claim_id, tx = %prepared.transaction, "could not undo a never-sent settlement's record; the reconciler may send it");
+    tracing::error!(claims = ?claim_ids, tx = %prepared.transaction, "could not undo a never-sent settlement's record; the reconciler may send it");
 }

@@ -80,6 +80,7 @@ price = "$0.01"
             store,
             cache: Default::default(),
             queue_wakeup: Arc::new(Notify::new()),
+            batchers: Default::default(),
         });
         Pipeline {
             payments,

@@ -160,12 +160,15 @@ pub fn plan(running: &Config, file: Config) -> Plan {
                     NetworkSigner::Evm {
                         settler_keys,
                         confirmations,
+                        batch_max,
                     },
                     NetworkSigner::Evm {
                         settler_keys: old_keys,
                         confirmations: old_confirmations,
+                        batch_max: old_batch_max,
                     },
                 ) => {
+                    keep(&format!("{p}.batch_max"), chain, batch_max != old_batch_max);
                     keep(
                         &format!("{p}.settler_keys"),
                         chain,

@@ -142,7 +142,7 @@ async fn resolve(
     resend: bool,
 ) -> Step {
     let outcome = verifier
-        .settlement_outcome(&c.tx_hash, &c.asset, &c.payer, &c.amount)
+        .settlement_outcome(&c.tx_hash, &c.asset, &c.payer, &c.nonce, &c.amount)
         .await;
     match outcome {
         Ok(TxOutcome::Landed { settlement, pay_to }) => {
@@ -182,7 +182,7 @@ async fn resolve(
                 // since we looked, it can never land: nothing moved.
                 Ok(Resent::NonceUsed) => {
                     match verifier
-                        .settlement_outcome(&c.tx_hash, &c.asset, &c.payer, &c.amount)
+                        .settlement_outcome(&c.tx_hash, &c.asset, &c.payer, &c.nonce, &c.amount)
                         .await
                     {
                         Ok(TxOutcome::NotFound) => {

@@ -18,6 +18,20 @@ impl Store {
             .await
     }
 
+    /// `record_settlement` for the landed payments of one batch transaction, in one database
+    /// transaction (one commit for the lot).
+    pub async fn record_settlements(
+        &self,
+        landed: &[(i64, &Verified, &Settlement, ClaimContext<'_>)],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for (claim_id, v, s, ctx) in landed {
+            write_ledger_in(&mut tx, LedgerRow::of_verified(*claim_id, v, s, ctx)).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// The one ledger write: the settlement row (at most one per claim) and the claim marked
     /// settled, in one transaction.
     pub(super) async fn write_ledger(&self, row: LedgerRow<'_>) -> Result<(), StoreError> {
@@ -36,7 +50,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<SettlingClaim>, StoreError> {
         let rows = sqlx::query(
-            "SELECT c.id, c.network, c.asset, c.payer, c.amount, c.tenant, c.route, c.tx_hash, c.valid_before, c.tx_raw
+            "SELECT c.id, c.network, c.asset, c.payer, c.amount, c.tenant, c.route, c.tx_hash, c.valid_before, c.tx_raw, c.nonce
              FROM payment_claims c
              WHERE c.status = 'settling' AND c.tx_hash IS NOT NULL AND c.updated_at <= $1
                AND NOT EXISTS (SELECT 1 FROM settlement_queue q
@@ -60,6 +74,7 @@ impl Store {
                 tx_hash: r.get(7),
                 valid_before: r.get(8),
                 tx_raw: r.get(9),
+                nonce: r.get(10),
             })
             .collect())
     }

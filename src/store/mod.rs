@@ -177,6 +177,9 @@ pub struct SettlingClaim {
     pub asset: String,
     /// Lower-case hex, as claimed.
     pub payer: String,
+    /// The payment's nonce (its `PaymentKey`'s), which tells it from the others one batch
+    /// transaction settles.
+    pub nonce: String,
     pub amount: String,
     pub tenant: String,
     pub route: String,
@@ -490,6 +493,22 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         mark_settling_in(&mut tx, claim_id, p).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// `mark_settling` for every claim a batch transaction settles, in one transaction (one
+    /// commit for the lot): all of them name it, or none does. One finished claim among them
+    /// refuses the lot (`ClaimFinished`), and the transaction must then never be sent.
+    pub async fn mark_settling_batch(
+        &self,
+        claim_ids: &[i64],
+        p: &PreparedSettlement,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for &claim_id in claim_ids {
+            mark_settling_in(&mut tx, claim_id, p).await?;
+        }
         tx.commit().await?;
         Ok(())
     }

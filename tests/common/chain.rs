@@ -28,7 +28,9 @@ use axum::Router;
 use base64::Engine;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use x402_gate::payments::evm::{sign_authorization, token_domain, TransferWithAuthorization};
+use x402_gate::payments::evm::{
+    sign_authorization, token_domain, TransferWithAuthorization, MULTICALL3,
+};
 
 pub const CHAIN_ID: u64 = 84532;
 pub const TOKEN_NAME: &str = "USD Coin";
@@ -99,6 +101,9 @@ pub enum Fault {
     /// Answers JSON-RPC's "method not found" (-32601) without forwarding: a node that does not
     /// serve the method.
     MethodNotFound,
+    /// Forwards the request at once and holds the answer back this long: a node slow to answer,
+    /// as one answering `eth_sendRawTransactionSync` on a chain with slow blocks is.
+    Slow(std::time::Duration),
 }
 
 /// The two ways of sending a transaction are one family: a fault set on `eth_sendRawTransaction`
@@ -221,6 +226,9 @@ async fn forward(State(s): State<ProxyState>, body: AxBytes) -> Response {
     };
     s.busy_nanos
         .fetch_add(started.elapsed().as_nanos() as u64, Ordering::SeqCst);
+    if let Some(Fault::Slow(wait)) = fault {
+        tokio::time::sleep(wait).await;
+    }
     match fault {
         Some(Fault::Lose502) => (StatusCode::BAD_GATEWAY, "upstream reset").into_response(),
         Some(Fault::LoseReset) => {
@@ -371,6 +379,25 @@ impl Chain {
             deployer,
             settler_key,
         }
+    }
+
+    /// Places a Multicall3 (`aggregate3`, see contracts/Multicall3Batch.sol) at its address, as
+    /// the chains we serve have it: the gateway then settles waiting payments in batches.
+    pub async fn install_multicall3(&self) {
+        let path = super::repo_path("contracts/artifacts/Multicall3Batch.json");
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let code = v["deployedBytecode"].as_str().unwrap().to_string();
+        let _: Value = self
+            .provider
+            .raw_request("anvil_setCode".into(), (MULTICALL3, code))
+            .await
+            .unwrap();
+        assert!(!self
+            .provider
+            .get_code_at(MULTICALL3)
+            .await
+            .unwrap()
+            .is_empty());
     }
 
     /// `n` more funded keys for settlers (anvil's dev accounts 2, 3, ...; 0 deploys and mints,

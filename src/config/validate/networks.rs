@@ -3,6 +3,13 @@
 
 use super::*;
 
+/// Payments per settlement transaction unless `batch_max` says otherwise: enough that a full
+/// batch pays the transaction's base cost once for many payments, few enough that its gas limit
+/// fits any chain's blocks many times over.
+pub const DEFAULT_BATCH_MAX: u64 = 64;
+/// The most `batch_max` allows (about 25M gas of limit at 100k per payment).
+pub const MAX_BATCH_MAX: u64 = 256;
+
 /// A native-coin amount written in whole coins (`"0.05"` ETH) -> the smallest unit (wei), with
 /// `decimals` digits after the point at most.
 pub fn parse_native_amount(text: &str, decimals: u32) -> Result<u128, String> {
@@ -123,9 +130,17 @@ pub(super) fn networks(
                         e.push(key_path, "repeats another settler key of this network");
                     }
                 }
+                let batch_max = net.batch_max.unwrap_or(DEFAULT_BATCH_MAX);
+                if !(1..=MAX_BATCH_MAX).contains(&batch_max) {
+                    e.push(
+                        format!("{path}.batch_max"),
+                        format!("must be from 1 (no batching) to {MAX_BATCH_MAX}"),
+                    );
+                }
                 NetworkSigner::Evm {
                     settler_keys: keys.into_iter().map(|(_, k)| Secret::new(k)).collect(),
                     confirmations: net.confirmations.unwrap_or(1).max(1),
+                    batch_max: batch_max.clamp(1, MAX_BATCH_MAX) as usize,
                 }
             }
             Namespace::Solana => {
@@ -133,6 +148,12 @@ pub(super) fn networks(
                     e.push(
                         format!("{path}.settler_key"),
                         "is for EVM networks; Solana networks use fee_payer_key",
+                    );
+                }
+                if net.batch_max.is_some() {
+                    e.push(
+                        format!("{path}.batch_max"),
+                        "is for EVM networks: Solana payments are each signed by their payer",
                     );
                 }
                 if net.confirmations.is_some() {

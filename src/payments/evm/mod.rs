@@ -26,6 +26,7 @@
 //! lookups and the receipt wait. This file: the backend's state, fees, and `ChainBackend`.
 //! May import: payments::chain, pricing, config, x402. alloy is used here and nowhere else.
 
+mod batch;
 mod nonce;
 mod observe;
 mod payload;
@@ -33,8 +34,9 @@ mod send;
 mod verify;
 
 use nonce::NonceState;
-use send::{Sent, SyncSent};
+use send::Sent;
 
+pub use batch::MULTICALL3;
 pub use payload::{EvmAuthorization, PayloadError, CHAIN, PAYLOAD_VERSION};
 
 use std::collections::BTreeSet;
@@ -161,6 +163,10 @@ pub struct EvmBackend {
     /// Whether first sends go as `eth_sendRawTransactionSync`: until the node shows it does not
     /// serve it (see `send.rs`).
     sync_send: std::sync::atomic::AtomicBool,
+    /// Most payments one settlement transaction carries (`batch_max`; 1: no batching).
+    batch_max: usize,
+    /// Whether Multicall3 is deployed on this network, once the node has said (see `batch.rs`).
+    batch_contract: tokio::sync::OnceCell<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -237,7 +243,16 @@ impl EvmBackend {
             // then back off (1, 2, 4 … 250 ms) so slow chains cost few calls.
             receipt_poll_start: Duration::from_millis(1),
             sync_send: std::sync::atomic::AtomicBool::new(true),
+            batch_max: 1,
+            batch_contract: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// Settles up to `batch_max` concurrent payments in one transaction where the network has
+    /// Multicall3 (1, the default of `new`: each payment on its own).
+    pub fn with_batch_max(mut self, batch_max: usize) -> Self {
+        self.batch_max = batch_max.max(1);
+        self
     }
 
     pub fn settler_address(&self) -> Address {
@@ -276,6 +291,45 @@ impl EvmBackend {
         ));
         Ok((est.max_fee_per_gas, est.max_priority_fee_per_gas))
     }
+
+    /// Signs a settlement transaction calling `to` with `input`, taking the settler's next nonce
+    /// (given back if signing fails).
+    async fn sign_settlement(
+        &self,
+        to: Address,
+        input: Bytes,
+        gas_limit: u64,
+    ) -> Result<PreparedSettlement, SettleError> {
+        let (max_fee, tip) = self.fees().await?;
+        let nonce = self.take_nonce().await?;
+        let mut tx = TxEip1559 {
+            chain_id: self.chain_id,
+            nonce,
+            gas_limit,
+            max_fee_per_gas: max_fee,
+            max_priority_fee_per_gas: tip,
+            to: TxKind::Call(to),
+            value: U256::ZERO,
+            access_list: Default::default(),
+            input,
+        };
+        let sig = match self.settler.sign_transaction_sync(&mut tx) {
+            Ok(sig) => sig,
+            Err(e) => {
+                self.give_back(Some(nonce)).await;
+                return Err(SettleError::Unavailable(format!("signing: {e}")));
+            }
+        };
+        let signed = tx.into_signed(sig);
+        let hash = *signed.hash();
+        let raw = TxEnvelope::from(signed).encoded_2718();
+        Ok(PreparedSettlement {
+            transaction: hash.to_string(),
+            raw: alloy::hex::encode_prefixed(raw),
+            settler: self.settler.address().to_checksum(None),
+            nonce: Some(nonce),
+        })
+    }
 }
 
 fn revert_text(e: &RpcError<TransportErrorKind>) -> Option<String> {
@@ -296,12 +350,14 @@ impl ChainBackend for EvmBackend {
         tx_hash: &str,
         asset: &str,
         from: &str,
+        nonce: &str,
         value: &str,
     ) -> Result<TxOutcome, VerifyError> {
         let bad = |what: &str| VerifyError::Unavailable(format!("stored {what} does not parse"));
         let hash: B256 = tx_hash.parse().map_err(|_| bad("tx hash"))?;
         let asset: Address = asset.parse().map_err(|_| bad("asset"))?;
         let from: Address = from.parse().map_err(|_| bad("payer"))?;
+        let nonce: B256 = nonce.parse().map_err(|_| bad("nonce"))?;
         let value = U256::from_str_radix(value, 10).map_err(|_| bad("amount"))?;
         let receipt = match self.provider.get_transaction_receipt(hash).await {
             Ok(Some(r)) => r,
@@ -318,23 +374,33 @@ impl ChainBackend for EvmBackend {
                 "the settlement transaction reverted".into(),
             ));
         }
-        let transfer = receipt.inner.logs().iter().find_map(|log| {
-            (log.address() == asset)
-                .then(|| IEip3009::Transfer::decode_log_data(log.data()).ok())
-                .flatten()
-                .filter(|t| t.from == from && t.value == value)
-        });
-        Ok(match transfer {
-            Some(t) => TxOutcome::Landed {
-                settlement: Settlement {
-                    transaction: hash.to_string(),
-                    block_number: receipt.block_number.unwrap_or_default(),
-                    network: self.network.clone(),
-                    payer: from.to_checksum(None),
-                },
-                pay_to: t.to.to_checksum(None),
+        // This payment's own authorization, used by this transaction (one of a batch's, or a
+        // transaction of its own), with its transfer of exactly the amount.
+        if !batch::landed(&receipt, asset, from, nonce, |t| t.value == value) {
+            return Ok(TxOutcome::Failed(
+                "the transaction did not use this payment's authorization".into(),
+            ));
+        }
+        let pay_to = receipt
+            .inner
+            .logs()
+            .iter()
+            .find_map(|log| {
+                (log.address() == asset)
+                    .then(|| IEip3009::Transfer::decode_log_data(log.data()).ok())
+                    .flatten()
+                    .filter(|t| t.from == from && t.value == value)
+            })
+            .map(|t| t.to.to_checksum(None))
+            .unwrap_or_default();
+        Ok(TxOutcome::Landed {
+            settlement: Settlement {
+                transaction: hash.to_string(),
+                block_number: receipt.block_number.unwrap_or_default(),
+                network: self.network.clone(),
+                payer: from.to_checksum(None),
             },
-            None => TxOutcome::Failed("the transaction has no matching Transfer event".into()),
+            pay_to,
         })
     }
 
@@ -455,35 +521,25 @@ impl ChainBackend for EvmBackend {
                 transaction: None,
             }
         })?;
-        let (max_fee, tip) = self.fees().await?;
-        let nonce = self.take_nonce().await?;
-        let mut tx = TxEip1559 {
-            chain_id: self.chain_id,
-            nonce,
-            gas_limit: SETTLE_GAS_LIMIT,
-            max_fee_per_gas: max_fee,
-            max_priority_fee_per_gas: tip,
-            to: TxKind::Call(auth.asset),
-            value: U256::ZERO,
-            access_list: Default::default(),
-            input: auth.calldata(),
-        };
-        let sig = match self.settler.sign_transaction_sync(&mut tx) {
-            Ok(sig) => sig,
-            Err(e) => {
-                self.give_back(Some(nonce)).await;
-                return Err(SettleError::Unavailable(format!("signing: {e}")));
-            }
-        };
-        let signed = tx.into_signed(sig);
-        let hash = *signed.hash();
-        let raw = TxEnvelope::from(signed).encoded_2718();
-        Ok(PreparedSettlement {
-            transaction: hash.to_string(),
-            raw: alloy::hex::encode_prefixed(raw),
-            settler: self.settler.address().to_checksum(None),
-            nonce: Some(nonce),
-        })
+        self.sign_settlement(auth.asset, auth.calldata(), SETTLE_GAS_LIMIT)
+            .await
+    }
+
+    async fn batch_capacity(&self) -> usize {
+        self.batch_capacity_now().await
+    }
+
+    async fn prepare_batch(&self, members: &[Verified]) -> Result<PreparedSettlement, SettleError> {
+        self.prepare_batch_tx(members).await
+    }
+
+    async fn submit_batch(
+        &self,
+        members: &[Verified],
+        prepared: &PreparedSettlement,
+        attempt: Attempt,
+    ) -> Result<Vec<Result<Settlement, SettleError>>, SettleError> {
+        self.submit_batch_tx(members, prepared, attempt).await
     }
 
     async fn abandon(&self, prepared: &PreparedSettlement) {
@@ -496,14 +552,6 @@ impl ChainBackend for EvmBackend {
         prepared: &PreparedSettlement,
         attempt: Attempt,
     ) -> Result<Settlement, SettleError> {
-        let hash: B256 = prepared
-            .transaction
-            .parse()
-            .map_err(|_| SettleError::Unavailable("bad prepared hash".into()))?;
-        let raw: Bytes = prepared
-            .raw
-            .parse()
-            .map_err(|_| SettleError::Unavailable("bad prepared transaction".into()))?;
         // `prepare` read this very payload; should it fail now, the signed transaction may be in
         // flight all the same (an `Again`), so the claim is kept, never given back.
         let auth = &EvmAuthorization::from_payload(&verified.scheme_payload).map_err(|e| {
@@ -512,50 +560,9 @@ impl ChainBackend for EvmBackend {
                 message: e.to_string(),
             }
         })?;
-        let started = Instant::now();
-        let sent = if attempt == Attempt::First {
-            self.wait_lower_stored(prepared.nonce).await;
-            match self.send_raw_sync(&raw, hash).await {
-                SyncSent::Mined(receipt) => {
-                    return self.judge_receipt(auth, hash, &receipt, started).await
-                }
-                SyncSent::Taken => Sent::Accepted,
-                SyncSent::Plain(sent) => sent,
-            }
-        } else {
-            self.send_raw(&raw).await
-        };
-        match sent {
-            Sent::Accepted => {}
-            Sent::Refused {
-                nonce_used,
-                message,
-            } => {
-                // It may have landed before (a re-send after a crash, or after a lost answer):
-                // the chain decides, not the refusal.
-                if self.known(hash).await {
-                    return self.wait_for_receipt(auth, hash, &raw).await;
-                }
-                if nonce_used {
-                    // Our counter is behind the node's: the nonce is gone, catch up.
-                    self.resync_nonce().await;
-                } else if attempt == Attempt::First {
-                    self.give_back(prepared.nonce).await;
-                }
-                return Err(SettleError::NotBroadcast { message });
-            }
-            Sent::NotDelivered(message) if attempt == Attempt::First => {
-                self.give_back(prepared.nonce).await;
-                return Err(SettleError::Unavailable(message));
-            }
-            // An earlier send of these bytes may be in flight, or this one may have reached the
-            // node before its answer was lost: treat it as sent. The wait looks it up by hash
-            // and sends it again until it is mined or the wait ends as `Pending`: never released.
-            Sent::NotDelivered(message) | Sent::Unknown(message) => {
-                tracing::warn!(tx = %hash, "settlement send outcome unknown, looking it up: {message}");
-            }
-        }
-        self.wait_for_receipt(auth, hash, &raw).await
+        let (receipt, started) = self.land(prepared, attempt).await?;
+        self.judge_receipt(auth, receipt.transaction_hash, &receipt, started)
+            .await
     }
 
     async fn probe(&self) -> Result<ChainHealth, VerifyError> {

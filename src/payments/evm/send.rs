@@ -9,6 +9,8 @@
 
 use super::*;
 
+use alloy::rpc::types::TransactionReceipt;
+
 /// What a node did with a signed transaction we sent it.
 pub(super) enum Sent {
     /// It has it: taken now, or it already had it.
@@ -126,15 +128,74 @@ impl EvmBackend {
         )
     }
 
+    /// Sends a prepared settlement (first or again) and waits until it is mined: the receipt,
+    /// and when the wait began (the confirmations' wait shares its bound). What the node's answer
+    /// means for the claim is decided here, for one payment and for a batch alike.
+    pub(super) async fn land(
+        &self,
+        prepared: &PreparedSettlement,
+        attempt: Attempt,
+    ) -> Result<(TransactionReceipt, Instant), SettleError> {
+        let hash: B256 = prepared
+            .transaction
+            .parse()
+            .map_err(|_| SettleError::Unavailable("bad prepared hash".into()))?;
+        let raw: Bytes = prepared
+            .raw
+            .parse()
+            .map_err(|_| SettleError::Unavailable("bad prepared transaction".into()))?;
+        let started = Instant::now();
+        let sent = if attempt == Attempt::First {
+            self.wait_lower_stored(prepared.nonce).await;
+            match self.send_raw_sync(&raw, hash).await {
+                SyncSent::Mined(receipt) => return Ok((*receipt, started)),
+                SyncSent::Taken => Sent::Accepted,
+                SyncSent::Plain(sent) => sent,
+            }
+        } else {
+            self.send_raw(&raw).await
+        };
+        match sent {
+            Sent::Accepted => {}
+            Sent::Refused {
+                nonce_used,
+                message,
+            } => {
+                // It may have landed before (a re-send after a crash, or after a lost answer):
+                // the chain decides, not the refusal.
+                if self.known(hash).await {
+                    return Ok((self.await_receipt(hash, &raw).await?, started));
+                }
+                if nonce_used {
+                    // Our counter is behind the node's: the nonce is gone, catch up.
+                    self.resync_nonce().await;
+                } else if attempt == Attempt::First {
+                    self.give_back(prepared.nonce).await;
+                }
+                return Err(SettleError::NotBroadcast { message });
+            }
+            Sent::NotDelivered(message) if attempt == Attempt::First => {
+                self.give_back(prepared.nonce).await;
+                return Err(SettleError::Unavailable(message));
+            }
+            // An earlier send of these bytes may be in flight, or this one may have reached the
+            // node before its answer was lost: treat it as sent. The wait looks it up by hash
+            // and sends it again until it is mined or the wait ends as `Pending`: never released.
+            Sent::NotDelivered(message) | Sent::Unknown(message) => {
+                tracing::warn!(tx = %hash, "settlement send outcome unknown, looking it up: {message}");
+            }
+        }
+        Ok((self.await_receipt(hash, &raw).await?, started))
+    }
+
     /// Waits for the receipt of a sent transaction, sending its bytes again every few seconds
     /// without one (a node may drop a transaction from its pool; the same bytes are harmless if
     /// it still has them), until it is mined or the wait ends with `Pending`.
-    pub(super) async fn wait_for_receipt(
+    pub(super) async fn await_receipt(
         &self,
-        auth: &EvmAuthorization,
         hash: B256,
         raw: &Bytes,
-    ) -> Result<Settlement, SettleError> {
+    ) -> Result<TransactionReceipt, SettleError> {
         let started = Instant::now();
         let mut last_send = Instant::now();
         let mut poll = self.receipt_poll_start;
@@ -142,9 +203,9 @@ impl EvmBackend {
             transaction: hash.to_string(),
             message,
         };
-        let receipt = loop {
+        loop {
             match self.provider.get_transaction_receipt(hash).await {
-                Ok(Some(r)) => break r,
+                Ok(Some(r)) => return Ok(r),
                 Ok(None) => {}
                 Err(e) if started.elapsed() >= RECEIPT_TIMEOUT => {
                     return Err(pending(scrub(&format!("receipt: {e}"))))
@@ -163,7 +224,7 @@ impl EvmBackend {
                     // A mined transaction used our nonce: ours, mined since the last poll, or
                     // another, and then ours can never land.
                     match self.provider.get_transaction_receipt(hash).await {
-                        Ok(Some(r)) => break r,
+                        Ok(Some(r)) => return Ok(r),
                         Ok(None) => {
                             self.resync_nonce().await;
                             return Err(SettleError::NotBroadcast {
@@ -176,8 +237,7 @@ impl EvmBackend {
             }
             tokio::time::sleep(poll).await;
             poll = (poll * 2).min(Duration::from_millis(250));
-        };
-        self.judge_receipt(auth, hash, &receipt, started).await
+        }
     }
 
     /// What a mined settlement did: reverted, moved something else, or paid this payment (once
@@ -186,13 +246,9 @@ impl EvmBackend {
         &self,
         auth: &EvmAuthorization,
         hash: B256,
-        receipt: &alloy::rpc::types::TransactionReceipt,
+        receipt: &TransactionReceipt,
         started: Instant,
     ) -> Result<Settlement, SettleError> {
-        let pending = |message: String| SettleError::Pending {
-            transaction: hash.to_string(),
-            message,
-        };
         let tx = hash.to_string();
         if !receipt.status() {
             return Err(SettleError::Failed {
@@ -201,10 +257,10 @@ impl EvmBackend {
                 transaction: Some(tx),
             });
         }
-        let transferred = receipt.inner.logs().iter().any(|log| {
-            log.address() == auth.asset
-                && IEip3009::Transfer::decode_log_data(log.data())
-                    .is_ok_and(|t| t.from == auth.from && t.to == auth.to && t.value == auth.value)
+        // Its own authorization used, with its transfer: what the transaction did for this
+        // payment, not for another of the same payer and amount (a batch may carry both).
+        let transferred = super::batch::landed(receipt, auth.asset, auth.from, auth.nonce, |t| {
+            t.to == auth.to && t.value == auth.value
         });
         if !transferred {
             return Err(SettleError::Failed {
@@ -214,27 +270,39 @@ impl EvmBackend {
             });
         }
         let block = receipt.block_number.unwrap_or_default();
-        if self.confirmations > 1 {
-            let target = block + self.confirmations - 1;
-            loop {
-                match self.provider.get_block_number().await {
-                    Ok(n) if n >= target => break,
-                    _ if started.elapsed() >= RECEIPT_TIMEOUT => {
-                        return Err(pending(format!(
-                            "waiting for {} confirmations",
-                            self.confirmations
-                        )))
-                    }
-                    _ => tokio::time::sleep(Duration::from_millis(250)).await,
-                }
-            }
-        }
+        self.confirmed(hash, block, started).await?;
         Ok(Settlement {
             transaction: tx,
             block_number: block,
             network: self.network.clone(),
             payer: auth.from.to_checksum(None),
         })
+    }
+
+    /// Waits until the transaction mined in `block` has the network's confirmations, within the
+    /// receipt wait's bound (`started`); past it, the settlement is `Pending`.
+    pub(super) async fn confirmed(
+        &self,
+        hash: B256,
+        block: u64,
+        started: Instant,
+    ) -> Result<(), SettleError> {
+        if self.confirmations <= 1 {
+            return Ok(());
+        }
+        let target = block + self.confirmations - 1;
+        loop {
+            match self.provider.get_block_number().await {
+                Ok(n) if n >= target => return Ok(()),
+                _ if started.elapsed() >= RECEIPT_TIMEOUT => {
+                    return Err(SettleError::Pending {
+                        transaction: hash.to_string(),
+                        message: format!("waiting for {} confirmations", self.confirmations),
+                    })
+                }
+                _ => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
     }
 }
 

@@ -363,6 +363,8 @@ impl ChainBackend for SvmBackend {
         tx_hash: &str,
         asset: &str,
         from: &str,
+        // A Solana settlement is the payer's own transaction: one payment, named by its hash.
+        _nonce: &str,
         value: &str,
     ) -> Result<TxOutcome, VerifyError> {
         self.lookup_settlement(tx_hash, asset, from, value).await

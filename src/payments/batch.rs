@@ -1,0 +1,248 @@
+//! Group commit for settlements: payments of one network that are ready to settle while earlier
+//! ones are still being settled go out together, in one transaction, instead of one each.
+//!
+//! No timer: a payment that finds a free slot (fewer than `IN_FLIGHT` settlements of its network
+//! under way) is settled at once, alone, by the single-payment path (`settle_claim`). Payments
+//! that arrive while every slot is busy wait in the network's queue, and the next slot to free
+//! takes all of them (up to the backend's `batch_capacity`) as one batch. So a quiet gateway
+//! settles exactly as without batching, and a busy one pays one transaction's base cost, one
+//! settler nonce and two database commits (mark, ledger) per batch instead of per payment.
+//!
+//! A batch keeps every promise the single path makes (see `settle.rs`): its transaction is
+//! signed, then named on every member's claim in one database transaction, then sent; members
+//! are charged only by their own authorization's use in the receipt. When nothing of the batch
+//! can have moved (it was never sent, or it reverted as a whole), each member is settled alone
+//! instead, so a batch never costs a payment that would have settled by itself.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tracing::Instrument;
+
+use super::settle::{settle_claim, undo_records};
+use crate::payments::chain::{Attempt, ChainBackend, SettleError, Settlement, Verified};
+use crate::store::{ClaimContext, Store, StoreError};
+
+/// Settlements of one network under way at once (each a batch or a single payment): enough to
+/// keep a chain with slow blocks busy, few enough that waiting payments form real batches.
+pub const IN_FLIGHT: usize = 4;
+
+/// One network's settlement queue each, started on first use.
+#[derive(Default)]
+pub struct Batchers {
+    by_network: Mutex<HashMap<String, mpsc::UnboundedSender<Job>>>,
+}
+
+/// A claimed payment waiting to be settled, and where its outcome goes.
+struct Job {
+    claim_id: i64,
+    verified: Verified,
+    tenant: String,
+    route: String,
+    reply: oneshot::Sender<Result<Settlement, SettleError>>,
+}
+
+impl Job {
+    fn ctx(&self) -> ClaimContext<'_> {
+        ClaimContext {
+            tenant: &self.tenant,
+            route: &self.route,
+        }
+    }
+}
+
+impl Batchers {
+    /// Settles one claimed payment and records it, as `settle_claim` does: alone when its
+    /// network cannot batch or a slot is free, else in the next batch.
+    pub async fn settle(
+        &self,
+        backend: &Arc<dyn ChainBackend>,
+        store: &Store,
+        claim_id: i64,
+        verified: &Verified,
+        ctx: &ClaimContext<'_>,
+    ) -> Result<Settlement, SettleError> {
+        if backend.batch_capacity().await <= 1 {
+            return settle_claim(backend, store, claim_id, verified, ctx).await;
+        }
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            claim_id,
+            verified: verified.clone(),
+            tenant: ctx.tenant.to_string(),
+            route: ctx.route.to_string(),
+            reply,
+        };
+        if let Err(mpsc::error::SendError(_)) =
+            self.queue(backend, store, &verified.key.network).send(job)
+        {
+            // The queue's task is gone (its runtime stopped): nothing was done for this claim.
+            return settle_claim(backend, store, claim_id, verified, ctx).await;
+        }
+        match answer.await {
+            Ok(outcome) => outcome,
+            // Only a panic in a settlement task gets here. Nothing is released on this: the
+            // store refuses to release a claim that names a transaction, and the reconciler
+            // finishes it.
+            Err(_) => Err(SettleError::Unavailable(
+                "the settlement task stopped".into(),
+            )),
+        }
+    }
+
+    /// The network's queue, its task started on first use (in the caller's runtime, the one
+    /// whose store and RPC clients it uses).
+    fn queue(
+        &self,
+        backend: &Arc<dyn ChainBackend>,
+        store: &Store,
+        network: &str,
+    ) -> mpsc::UnboundedSender<Job> {
+        let mut queues = self.by_network.lock().expect("not poisoned");
+        if let Some(q) = queues.get(network).filter(|q| !q.is_closed()) {
+            return q.clone();
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(
+            run(backend.clone(), store.clone(), rx)
+                .instrument(tracing::info_span!("batcher", %network)),
+        );
+        queues.insert(network.to_string(), tx.clone());
+        tx
+    }
+}
+
+/// Takes jobs as slots free: one alone when it finds a slot free, all that waited (up to the
+/// backend's capacity) when it had to wait.
+async fn run(
+    backend: Arc<dyn ChainBackend>,
+    store: Store,
+    mut queue: mpsc::UnboundedReceiver<Job>,
+) {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    while let Some(first) = queue.recv().await {
+        let slot = slots.clone().acquire_owned().await.expect("never closed");
+        let capacity = backend.batch_capacity().await.max(1);
+        let mut jobs = vec![first];
+        while jobs.len() < capacity {
+            match queue.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let (backend, store) = (backend.clone(), store.clone());
+        tokio::spawn(async move {
+            settle_jobs(&backend, &store, jobs).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Settles `jobs` (one alone, several as a batch) and answers each; returns when all are done.
+async fn settle_jobs(backend: &Arc<dyn ChainBackend>, store: &Store, jobs: Vec<Job>) {
+    if jobs.len() > 1 {
+        if let Some(outcomes) = settle_batch(backend, store, &jobs).await {
+            for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                // A request that went away still had its claim settled and recorded.
+                let _ = job.reply.send(outcome);
+            }
+            return;
+        }
+    }
+    // Each alone, all at once (the single path's nonce counter keeps them apart).
+    let mut alone = tokio::task::JoinSet::new();
+    for job in jobs {
+        let (backend, store) = (backend.clone(), store.clone());
+        alone.spawn(
+            async move {
+                let outcome =
+                    settle_claim(&backend, &store, job.claim_id, &job.verified, &job.ctx()).await;
+                let _ = job.reply.send(outcome);
+            }
+            .in_current_span(),
+        );
+    }
+    while alone.join_next().await.is_some() {}
+}
+
+/// One transaction for all of `jobs`: each one's outcome, or `None` when nothing of the batch
+/// can have moved and each should be settled alone.
+async fn settle_batch(
+    backend: &Arc<dyn ChainBackend>,
+    store: &Store,
+    jobs: &[Job],
+) -> Option<Vec<Result<Settlement, SettleError>>> {
+    let members: Vec<Verified> = jobs.iter().map(|j| j.verified.clone()).collect();
+    let ids: Vec<i64> = jobs.iter().map(|j| j.claim_id).collect();
+    let prepared = match backend.prepare_batch(&members).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(
+                members = jobs.len(),
+                "signing a batch settlement, settling each alone: {e}"
+            );
+            return None;
+        }
+    };
+    if let Err(e) = store.mark_settling_batch(&ids, &prepared).await {
+        // Never sent; undone as the single path undoes (see `settle_claim`), for every member.
+        if !undo_records(store, backend, &ids, &prepared).await {
+            let pending = SettleError::Pending {
+                transaction: prepared.transaction.clone(),
+                message: format!("recording the settlement: {e}"),
+            };
+            return Some(vec![Err(pending); jobs.len()]);
+        }
+        return match e {
+            // A member's claim was finished meanwhile: the others go alone (that one refuses).
+            StoreError::ClaimFinished(_) => None,
+            e => {
+                let e = SettleError::Unavailable(format!("recording the settlement: {e}"));
+                Some(vec![Err(e); jobs.len()])
+            }
+        };
+    }
+    match backend
+        .submit_batch(&members, &prepared, Attempt::First)
+        .await
+    {
+        Ok(outcomes) => {
+            let landed: Vec<_> = jobs
+                .iter()
+                .zip(&outcomes)
+                .filter_map(|(j, o)| {
+                    o.as_ref()
+                        .ok()
+                        .map(|s| (j.claim_id, &j.verified, s, j.ctx()))
+                })
+                .collect();
+            if let Err(e) = store.record_settlements(&landed).await {
+                // The money moved; every claim names the transaction, so the reconciler repairs
+                // the ledger from it (by each payment's own authorization). Serving is right.
+                tracing::error!(tx = %prepared.transaction, members = landed.len(), "batch settlement landed but was not recorded: {e}");
+            }
+            tracing::debug!(tx = %prepared.transaction, members = jobs.len(), landed = landed.len(), "batch settled");
+            Some(outcomes)
+        }
+        // Nothing can have moved: never sent, or mined and reverted as a whole (every
+        // authorization still unused). The claims go back to `claimed` where they still name
+        // this transaction; each is then settled alone (and signed anew).
+        Err(e) if e.nothing_sent() || matches!(e, SettleError::Failed { .. }) => {
+            tracing::warn!(tx = %prepared.transaction, members = jobs.len(), "batch settlement did not go through, settling each alone: {e}");
+            if e.nothing_sent() {
+                for &id in &ids {
+                    if let Err(db) = store.unmark_settling(id, &prepared.transaction).await {
+                        tracing::warn!(
+                            claim_id = id,
+                            "un-marking an unsent batch settlement: {db}"
+                        );
+                    }
+                }
+            }
+            None
+        }
+        // Maybe sent: every member stays `settling` on it; the reconciler finishes them.
+        Err(e) => Some(vec![Err(e); jobs.len()]),
+    }
+}

@@ -1,0 +1,182 @@
+//! Batched settlement: several EIP-3009 authorizations in one transaction, through Multicall3's
+//! `aggregate3` with `allowFailure` on every call, so one authorization that fails (cancelled,
+//! spent, its payer's balance gone) never fails the others.
+//!
+//! Multicall3 sits at one address on nearly every EVM chain (deployed keylessly, so the address
+//! is the same everywhere); a network without code there settles each payment on its own. Which
+//! payments landed is read from the receipt, per payment: the token's own
+//! `AuthorizationUsed(from, nonce)` log, and its `Transfer` of exactly the signed amount. The
+//! `Transfer` alone cannot tell apart two equal payments of one payer in one batch.
+
+use super::*;
+
+use alloy::primitives::address;
+use alloy::rpc::types::TransactionReceipt;
+
+/// Multicall3, at its address on (nearly) every EVM chain.
+pub const MULTICALL3: Address = address!("cA11bde05977b3631167028862bE2a173976CA11");
+
+/// Gas for the batch transaction's own work (base cost, the loop, the result array).
+const BATCH_BASE_GAS: u64 = 60_000;
+/// Gas per payment in a batch: `transferWithAuthorization` costs about 60k inside a batch (no
+/// base cost; a fresh payer and nonce slot), an ERC-1271 wallet's check more. Only gas used is
+/// paid; a limit too low would fail the last payments of a batch (they then fail, uncharged).
+const MEMBER_GAS: u64 = 150_000;
+
+sol! {
+    interface IMulticall3 {
+        struct Call3 {
+            address target;
+            bool allowFailure;
+            bytes callData;
+        }
+        struct Call3Result {
+            bool success;
+            bytes returnData;
+        }
+        function aggregate3(Call3[] calldata calls) external payable returns (Call3Result[] memory returnData);
+    }
+
+    interface IAuthorizationEvents {
+        event AuthorizationUsed(address indexed authorizer, bytes32 indexed nonce);
+    }
+}
+
+impl EvmBackend {
+    /// How many payments one transaction carries: `batch_max` once Multicall3's code is found at
+    /// its address (asked once; an unanswered lookup is asked again next time), else 1.
+    pub(super) async fn batch_capacity_now(&self) -> usize {
+        if self.batch_max <= 1 {
+            return 1;
+        }
+        let found = self
+            .batch_contract
+            .get_or_try_init(|| async {
+                let code = self.provider.get_code_at(MULTICALL3).await?;
+                let found = !code.is_empty();
+                if found {
+                    tracing::info!(network = %self.network, batch_max = self.batch_max, "Multicall3 found: concurrent payments are settled in batches");
+                } else {
+                    tracing::info!(network = %self.network, "no Multicall3 on this network: every payment is settled by its own transaction");
+                }
+                Ok::<_, RpcError<TransportErrorKind>>(found)
+            })
+            .await;
+        match found {
+            Ok(true) => self.batch_max,
+            _ => 1,
+        }
+    }
+
+    /// Signs one `aggregate3` transaction settling every member, taking one settler nonce.
+    pub(super) async fn prepare_batch_tx(
+        &self,
+        members: &[Verified],
+    ) -> Result<PreparedSettlement, SettleError> {
+        let auths = authorizations(members).map_err(|message| SettleError::Failed {
+            reason: Reason::InvalidExactEvmPayload,
+            message,
+            transaction: None,
+        })?;
+        let calls = auths
+            .iter()
+            .map(|a| IMulticall3::Call3 {
+                target: a.asset,
+                allowFailure: true,
+                callData: a.calldata(),
+            })
+            .collect();
+        let input = IMulticall3::aggregate3Call { calls }.abi_encode();
+        let gas = BATCH_BASE_GAS + MEMBER_GAS * auths.len() as u64;
+        self.sign_settlement(MULTICALL3, input.into(), gas).await
+    }
+
+    /// Sends a prepared batch and reads each member's outcome from its receipt.
+    pub(super) async fn submit_batch_tx(
+        &self,
+        members: &[Verified],
+        prepared: &PreparedSettlement,
+        attempt: Attempt,
+    ) -> Result<Vec<Result<Settlement, SettleError>>, SettleError> {
+        // `prepare_batch` read these payloads; should one fail now, the signed transaction may be
+        // in flight all the same, so the claims are kept.
+        let auths = authorizations(members).map_err(|message| SettleError::Pending {
+            transaction: prepared.transaction.clone(),
+            message,
+        })?;
+        let (receipt, started) = self.land(prepared, attempt).await?;
+        let outcomes = self.judge_batch(&auths, &receipt);
+        if outcomes.iter().any(Result::is_ok) {
+            let block = receipt.block_number.unwrap_or_default();
+            self.confirmed(receipt.transaction_hash, block, started)
+                .await?;
+        }
+        Ok(outcomes)
+    }
+
+    /// Each member's outcome in a mined batch (the whole transaction's revert is every member's
+    /// failure).
+    fn judge_batch(
+        &self,
+        auths: &[EvmAuthorization],
+        receipt: &TransactionReceipt,
+    ) -> Vec<Result<Settlement, SettleError>> {
+        let tx = receipt.transaction_hash.to_string();
+        let failed = |message: &str| SettleError::Failed {
+            reason: Reason::InvalidExactEvmTransactionFailed,
+            message: message.into(),
+            transaction: Some(tx.clone()),
+        };
+        auths
+            .iter()
+            .map(|auth| {
+                if !receipt.status() {
+                    return Err(failed("the batch settlement transaction reverted"));
+                }
+                if !landed(receipt, auth.asset, auth.from, auth.nonce, |t| {
+                    t.to == auth.to && t.value == auth.value
+                }) {
+                    return Err(failed(
+                        "the payment's authorization failed inside the batch settlement",
+                    ));
+                }
+                Ok(Settlement {
+                    transaction: tx.clone(),
+                    block_number: receipt.block_number.unwrap_or_default(),
+                    network: self.network.clone(),
+                    payer: auth.from.to_checksum(None),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Whether `receipt` used the authorization `(from, nonce)` of `asset` and moved a `Transfer` from
+/// `from` that `transfer` accepts: this payment landed, whatever else the transaction did.
+pub(super) fn landed(
+    receipt: &TransactionReceipt,
+    asset: Address,
+    from: Address,
+    nonce: B256,
+    transfer: impl Fn(&IEip3009::Transfer) -> bool,
+) -> bool {
+    let logs = receipt.inner.logs();
+    let used = logs.iter().any(|log| {
+        log.address() == asset
+            && IAuthorizationEvents::AuthorizationUsed::decode_log_data(log.data())
+                .is_ok_and(|e| e.authorizer == from && e.nonce == nonce)
+    });
+    used && logs.iter().any(|log| {
+        log.address() == asset
+            && IEip3009::Transfer::decode_log_data(log.data())
+                .is_ok_and(|t| t.from == from && transfer(&t))
+    })
+}
+
+/// The members' authorizations, or why one cannot be read.
+fn authorizations(members: &[Verified]) -> Result<Vec<EvmAuthorization>, String> {
+    members
+        .iter()
+        .map(|v| EvmAuthorization::from_payload(&v.scheme_payload).map_err(|e| e.to_string()))
+        .collect()
+}

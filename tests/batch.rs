@@ -1,0 +1,353 @@
+//! Batched settlement end to end: payments that wait for a settlement slot go out together in
+//! one Multicall3 transaction, on a real chain (anvil with our EIP-3009 token and a Multicall3
+//! placed at its usual address), each judged by its own authorization.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy::primitives::{Address, Bytes, B256, U256};
+use alloy::providers::Provider;
+use alloy::signers::local::PrivateKeySigner;
+use common::chain::*;
+use common::*;
+use serde_json::Value;
+use x402_gate::payments::chain::{
+    Attempt, ChainBackend, PaymentKey, SettleError, TxOutcome, Verified,
+};
+use x402_gate::payments::evm::{EvmAuthorization, EvmBackend};
+use x402_gate::payments::SETTLEMENTS_IN_FLIGHT;
+use x402_gate::store::Store;
+use x402_gate::x402::Network;
+
+const PRICE: u64 = 10_000;
+
+fn receipt(resp_headers: &reqwest::header::HeaderMap) -> Value {
+    decode_b64_json(resp_headers["payment-response"].to_str().unwrap())
+}
+
+/// A payment `payer` signs for `value` to `pay_to`, as verification hands it to settlement.
+fn verified(chain: &Chain, payer: &PrivateKeySigner, pay_to: Address, value: u64) -> Verified {
+    let auth = Authorization {
+        from: payer.address(),
+        to: pay_to,
+        value: U256::from(value),
+        valid_after: now() - 600,
+        valid_before: now() + 600,
+        nonce: unique_b256("batch"),
+        chain_id: CHAIN_ID,
+        asset: chain.token,
+        name: TOKEN_NAME.into(),
+        version: TOKEN_VERSION.into(),
+    };
+    let signature = Bytes::from(auth.sign(payer));
+    let evm = EvmAuthorization {
+        chain_id: CHAIN_ID,
+        asset: auth.asset,
+        from: auth.from,
+        to: auth.to,
+        value: auth.value,
+        valid_after: U256::from(auth.valid_after),
+        valid_before: U256::from(auth.valid_before),
+        nonce: auth.nonce,
+        signature,
+    };
+    Verified {
+        key: PaymentKey {
+            network: format!("eip155:{CHAIN_ID}"),
+            asset: format!("{:#x}", auth.asset),
+            payer: format!("{:#x}", auth.from),
+            nonce: format!("{:#x}", auth.nonce),
+        },
+        payer: auth.from.to_checksum(None),
+        pay_to: auth.to.to_checksum(None),
+        amount: value.to_string(),
+        expires_at: auth.valid_before,
+        scheme_payload: evm.to_payload(),
+    }
+}
+
+fn backend(chain: &Chain, batch_max: usize) -> EvmBackend {
+    let network: Network = format!("eip155:{CHAIN_ID}").parse().unwrap();
+    EvmBackend::new(
+        &network,
+        &chain.rpc.url,
+        &chain.settler_key,
+        1,
+        Duration::from_secs(10),
+    )
+    .unwrap()
+    .with_batch_max(batch_max)
+}
+
+fn nonce_of(v: &Verified) -> B256 {
+    v.key.nonce.parse().unwrap()
+}
+
+/// One transaction settles three equal payments of one payer, one of them cancelled before it
+/// was sent: the other two land and are charged, the cancelled one fails alone, and looking the
+/// transaction up afterwards (the reconciler's way) tells the three apart by their nonces, which
+/// the `Transfer` logs alone cannot.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_is_judged_and_looked_up_payment_by_payment() {
+    let chain = Chain::start().await;
+    let payer = new_signer();
+    let pay_to = new_signer().address();
+    chain.mint(payer.address(), 1_000_000).await;
+
+    // Without Multicall3 the network cannot batch; with it, up to `batch_max`.
+    assert_eq!(backend(&chain, 8).batch_capacity().await, 1);
+    chain.install_multicall3().await;
+    let evm = backend(&chain, 8);
+    assert_eq!(evm.batch_capacity().await, 8);
+    assert_eq!(backend(&chain, 1).batch_capacity().await, 1);
+
+    let members: Vec<Verified> = (0..3)
+        .map(|_| verified(&chain, &payer, pay_to, PRICE))
+        .collect();
+    chain.cancel(&payer, nonce_of(&members[1])).await;
+
+    let prepared = evm.prepare_batch(&members).await.unwrap();
+    let outcomes = evm
+        .submit_batch(&members, &prepared, Attempt::First)
+        .await
+        .unwrap();
+    assert_eq!(outcomes.len(), 3);
+    let landed = outcomes[0].as_ref().unwrap();
+    assert_eq!(landed.transaction, prepared.transaction);
+    assert_eq!(
+        outcomes[2].as_ref().unwrap().transaction,
+        prepared.transaction
+    );
+    match &outcomes[1] {
+        Err(SettleError::Failed { transaction, .. }) => {
+            assert_eq!(transaction.as_deref(), Some(prepared.transaction.as_str()))
+        }
+        other => panic!("the cancelled payment: {other:?}"),
+    }
+    assert_eq!(chain.balance(pay_to).await, U256::from(2 * PRICE));
+    assert_eq!(
+        chain.balance(payer.address()).await,
+        U256::from(1_000_000 - 2 * PRICE)
+    );
+
+    for (i, m) in members.iter().enumerate() {
+        let outcome = evm
+            .settlement_outcome(
+                &prepared.transaction,
+                &m.key.asset,
+                &m.key.payer,
+                &m.key.nonce,
+                &m.amount,
+            )
+            .await
+            .unwrap();
+        match (i, outcome) {
+            (1, TxOutcome::Failed(_)) => {}
+            (
+                0 | 2,
+                TxOutcome::Landed {
+                    settlement,
+                    pay_to: to,
+                },
+            ) => {
+                assert_eq!(settlement.transaction, prepared.transaction);
+                assert_eq!(to, pay_to.to_checksum(None));
+            }
+            (i, o) => panic!("payment {i}: {o:?}"),
+        }
+    }
+    // A payment this transaction never carried is not taken for one it did.
+    let stranger = verified(&chain, &payer, pay_to, PRICE);
+    assert!(matches!(
+        evm.settlement_outcome(
+            &prepared.transaction,
+            &stranger.key.asset,
+            &stranger.key.payer,
+            &stranger.key.nonce,
+            &stranger.amount,
+        )
+        .await
+        .unwrap(),
+        TxOutcome::Failed(_)
+    ));
+
+    // Gas: the batch against one payment settled alone, same payer and payee, in the same run.
+    let single = verified(&chain, &payer, pay_to, PRICE);
+    let alone = evm.prepare(&single).await.unwrap();
+    evm.submit(&single, &alone, Attempt::First).await.unwrap();
+    let gas = |tx: &str| {
+        let hash: B256 = tx.parse().unwrap();
+        let provider = chain.provider.clone();
+        async move {
+            provider
+                .get_transaction_receipt(hash)
+                .await
+                .unwrap()
+                .unwrap()
+                .gas_used
+        }
+    };
+    let (batch_gas, single_gas) = (
+        gas(&prepared.transaction).await,
+        gas(&alone.transaction).await,
+    );
+    eprintln!("gas: batch of 3 (2 landed) {batch_gas}, one payment alone {single_gas}");
+    assert!(
+        batch_gas < 3 * single_gas,
+        "a batch costs less than its payments alone: {batch_gas} vs 3 x {single_gas}"
+    );
+}
+
+/// Through the gateway: four payments hold every settlement slot (the node is slow to answer
+/// their sends), eight more arrive meanwhile and go out as one batch when a slot frees. One of
+/// the eight was cancelled by its payer while the origin worked: it alone is refused (naming the
+/// batch's transaction); the seven others are served, charged once, and in the ledger under it.
+#[tokio::test(flavor = "multi_thread")]
+async fn payments_that_wait_are_settled_together_each_by_its_own_authorization() {
+    let payer = new_signer();
+    let cancel: Arc<std::sync::Mutex<Option<B256>>> = Default::default();
+    let chain_slot: Arc<tokio::sync::OnceCell<(String, Address)>> = Default::default();
+    let hook: Hook = {
+        let (payer, cancel, chain_slot) = (payer.clone(), cancel.clone(), chain_slot.clone());
+        Arc::new(move || {
+            let payer = payer.clone();
+            let nonce = cancel.lock().unwrap().take();
+            let chain = chain_slot.get().cloned();
+            Box::pin(async move {
+                if let (Some(nonce), Some((url, token))) = (nonce, chain) {
+                    cancel_on(&url, token, &payer, nonce).await;
+                }
+            })
+        })
+    };
+    let chain = Chain::start().await;
+    chain.install_multicall3().await;
+    chain_slot
+        .set((chain.anvil.endpoint(), chain.token))
+        .unwrap();
+    let up = Upstream::start_with_hook(Some(hook));
+    let pay_to = new_signer().address();
+    let gw = Gateway::start(&evm_config(
+        &up.url(),
+        &chain.rpc.url,
+        &chain.settler_key,
+        &chain.token.to_checksum(None),
+        &pay_to.to_checksum(None),
+    ));
+    chain.mint(payer.address(), 1_000_000).await;
+    let offer = {
+        let resp = client().get(gw.url("/paid/x")).send().await.unwrap();
+        let v2 = decode_b64_json(resp.headers()["payment-required"].to_str().unwrap());
+        v2["accepts"][0].clone()
+    };
+    let sign = || {
+        let auth = Authorization::for_offer(&offer, payer.address());
+        (
+            auth.nonce,
+            v2_header(&offer, auth.payload(&auth.sign(&payer))),
+        )
+    };
+    let paid = |path: &str, header: String| {
+        let req = client()
+            .get(gw.url(path))
+            .header("payment-signature", header);
+        tokio::spawn(async move {
+            let resp = req.send().await.unwrap();
+            (resp.status().as_u16(), resp.headers().clone())
+        })
+    };
+
+    // The first four sends are answered 1.5 s late: every slot is busy meanwhile.
+    chain.rpc.set_fault(
+        "eth_sendRawTransaction",
+        Fault::Slow(Duration::from_millis(1500)),
+        SETTLEMENTS_IN_FLIGHT,
+    );
+    let first: Vec<_> = (0..SETTLEMENTS_IN_FLIGHT)
+        .map(|i| paid(&format!("/paid/first{i}"), sign().1))
+        .collect();
+    wait_until(|| chain.rpc.count("eth_sendRawTransaction") >= SETTLEMENTS_IN_FLIGHT).await;
+
+    // The first of these to reach the origin cancels the fourth's authorization on chain.
+    let signed: Vec<_> = (0..8).map(|_| sign()).collect();
+    *cancel.lock().unwrap() = Some(signed[3].0);
+    let waiting: Vec<_> = signed
+        .into_iter()
+        .map(|(_, header)| paid("/paid/hook", header))
+        .collect();
+
+    for task in first {
+        let (status, headers) = task.await.unwrap();
+        assert!((200..300).contains(&status), "{status}");
+        assert_eq!(receipt(&headers)["success"], true);
+    }
+    let mut batch_tx = None;
+    let mut refused = 0;
+    for (i, task) in waiting.into_iter().enumerate() {
+        let (status, headers) = task.await.unwrap();
+        let r = receipt(&headers);
+        let tx = r["transaction"].as_str().unwrap().to_string();
+        if i == 3 {
+            assert_eq!(status, 402, "the cancelled payment is refused: {r}");
+            assert_eq!(r["errorReason"], "invalid_exact_evm_transaction_failed");
+            refused += 1;
+        } else {
+            assert!((200..300).contains(&status), "payment {i}: {status} {r}");
+            assert_eq!(r["success"], true);
+        }
+        // All eight name one transaction: the batch's.
+        assert_eq!(batch_tx.get_or_insert(tx.clone()), &tx, "payment {i}");
+    }
+    assert_eq!(refused, 1);
+    let batch_tx = batch_tx.unwrap();
+
+    // Five transactions for twelve payments: the four alone and the batch.
+    assert_eq!(
+        chain.rpc.count("eth_sendRawTransaction"),
+        SETTLEMENTS_IN_FLIGHT + 1
+    );
+    assert_eq!(chain.balance(pay_to).await, U256::from(11 * PRICE));
+    let db = Store::connect(&gw.database_url).await.unwrap();
+    let ledger = db.ledger(100).await.unwrap();
+    assert_eq!(ledger.len(), 11);
+    let mut per_tx: HashMap<&str, usize> = HashMap::new();
+    for row in &ledger {
+        *per_tx.entry(row.tx_hash.as_str()).or_default() += 1;
+    }
+    assert_eq!(per_tx.len(), SETTLEMENTS_IN_FLIGHT + 1, "{per_tx:?}");
+    assert_eq!(per_tx[batch_tx.as_str()], 7);
+    assert_eq!(db.count_claims("settled").await.unwrap(), 11);
+    assert_eq!(db.count_claims("failed").await.unwrap(), 1);
+    assert_eq!(up.hits(), 12, "every paid request reached the origin once");
+}
+
+async fn wait_until(cond: impl Fn() -> bool) {
+    let started = std::time::Instant::now();
+    while !cond() {
+        assert!(started.elapsed() < Duration::from_secs(20), "timed out");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Cancels an authorization through a fresh provider straight to anvil (the hook runs inside the
+/// origin, while the gateway waits).
+async fn cancel_on(url: &str, token: Address, payer: &PrivateKeySigner, nonce: B256) {
+    use alloy::providers::ProviderBuilder;
+    let provider = ProviderBuilder::new().connect_http(url.parse().unwrap());
+    let from = provider.get_accounts().await.unwrap()[0];
+    let tx = alloy::rpc::types::TransactionRequest::default()
+        .from(from)
+        .to(token)
+        .input(Bytes::from(cancel_calldata(token, payer, nonce)).into());
+    let receipt = provider
+        .send_transaction(tx)
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert!(receipt.status());
+}
