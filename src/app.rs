@@ -314,6 +314,7 @@ pub fn build_backends(
                 settler_keys,
                 confirmations,
                 batch_max,
+                settlements_in_flight,
             } => {
                 let mut lanes = Vec::new();
                 for key in settler_keys {
@@ -326,7 +327,7 @@ pub fn build_backends(
                         rpc_observer.clone(),
                     )
                     .with_context(|| format!("networks.\"{network}\""))?
-                    .with_batch_max(*batch_max);
+                    .with_batching(*batch_max, *settlements_in_flight);
                     lanes.push(Lane {
                         settler: v.settler_address().to_checksum(None),
                         verifier: Arc::new(v),

@@ -79,7 +79,7 @@ fn backend(chain: &Chain, batch_max: usize) -> EvmBackend {
         Duration::from_secs(10),
     )
     .unwrap()
-    .with_batch_max(batch_max)
+    .with_batching(batch_max, 4)
 }
 
 fn nonce_of(v: &Verified) -> B256 {
@@ -92,7 +92,7 @@ fn nonce_of(v: &Verified) -> B256 {
 /// the `Transfer` logs alone cannot.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_batch_is_judged_and_looked_up_payment_by_payment() {
-    let chain = Chain::start().await;
+    let chain = Chain::start_bare().await;
     let payer = new_signer();
     let pay_to = new_signer().address();
     chain.mint(payer.address(), 1_000_000).await;
@@ -224,7 +224,6 @@ async fn payments_that_wait_are_settled_together_each_by_its_own_authorization()
         })
     };
     let chain = Chain::start().await;
-    chain.install_multicall3().await;
     chain_slot
         .set((chain.anvil.endpoint(), chain.token))
         .unwrap();

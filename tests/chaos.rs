@@ -439,6 +439,9 @@ pid_file = "{dir}/gate{n}.pid"
 rpc_url = "{rpc}"
 rpc_timeout_seconds = 2
 settler_keys = [{keys}]
+# One settlement transaction under way at a time: payments that arrive meanwhile wait and go out
+# as one batch (the chain has Multicall3), so the faults meet batches as much as single payments.
+settlements_in_flight = 1
 assets = [{{ symbol = "USDC", address = "{token}", decimals = 6, eip712_name = "USD Coin", eip712_version = "2" }}]
 
 # Every route offers Solana too; all three policies settle there (one fee payer, co-signing).
@@ -1007,13 +1010,15 @@ async fn the_invariants_hold_under_seeded_fault_schedules() {
         let o = run_seed(seed).await;
         let r = &o.report;
         eprintln!(
-            "seed {seed} ({:?}): {} requests {:?}; settled {} ({} on Solana), delivered {}, \
+            "seed {seed} ({:?}): {} requests {:?}; settled {} ({} on Solana, {} in {} EVM batches), delivered {}, \
              withheld {}, unanswered {}, open claims {}; {} violations; {:.1} s{}",
             o.scenario,
             o.requests,
             o.statuses,
             r.settled,
             r.settled_svm,
+            r.batched,
+            r.batches,
             r.delivered,
             r.withheld,
             r.unanswered,

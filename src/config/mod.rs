@@ -17,7 +17,9 @@ use std::time::Duration;
 use crate::x402::{AtomicAmount, Network};
 
 pub use env::expand_str;
-pub use validate::{api_route, parse_address_for};
+pub use validate::{
+    api_route, parse_address_for, DEFAULT_BATCH_MAX, DEFAULT_SETTLEMENTS_IN_FLIGHT,
+};
 
 /// One configuration error, with the key path it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -319,6 +321,10 @@ pub enum NetworkSigner {
         /// payments are settled together through Multicall3 where the network has it. 1: every
         /// payment is its own transaction.
         batch_max: usize,
+        /// Settlement transactions of this network under way at once
+        /// (`settlements_in_flight`, default 4); payments that find none free wait and go out
+        /// together in the next one.
+        settlements_in_flight: usize,
     },
     /// Base58 keypair that co-signs Solana payments as fee payer.
     Solana {

@@ -1,8 +1,8 @@
 //! Group commit for settlements: payments of one network that are ready to settle while earlier
 //! ones are still being settled go out together, in one transaction, instead of one each.
 //!
-//! No timer: a payment that finds a free slot (fewer than `IN_FLIGHT` settlements of its network
-//! under way) is settled at once, alone, by the single-payment path (`settle_claim`). Payments
+//! No timer: a payment that finds a free slot (fewer than `settlements_in_flight` settlements of
+//! its network under way) is settled at once, alone, by the single-payment path (`settle_claim`). Payments
 //! that arrive while every slot is busy wait in the network's queue, and the next slot to free
 //! takes all of them (up to the backend's `batch_capacity`) as one batch. So a quiet gateway
 //! settles exactly as without batching, and a busy one pays one transaction's base cost, one
@@ -24,9 +24,9 @@ use super::settle::{settle_claim, undo_records};
 use crate::payments::chain::{Attempt, ChainBackend, SettleError, Settlement, Verified};
 use crate::store::{ClaimContext, Store, StoreError};
 
-/// Settlements of one network under way at once (each a batch or a single payment): enough to
-/// keep a chain with slow blocks busy, few enough that waiting payments form real batches.
-pub const IN_FLIGHT: usize = 4;
+/// Settlements of one network under way at once (each a batch or a single payment) by default:
+/// the network's `settlements_in_flight` (`ChainBackend::settlement_slots`).
+pub const IN_FLIGHT: usize = crate::config::DEFAULT_SETTLEMENTS_IN_FLIGHT as usize;
 
 /// One network's settlement queue each, started on first use.
 #[derive(Default)]
@@ -120,7 +120,7 @@ async fn run(
     store: Store,
     mut queue: mpsc::UnboundedReceiver<Job>,
 ) {
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let slots = Arc::new(Semaphore::new(backend.settlement_slots().max(1)));
     while let Some(first) = queue.recv().await {
         let slot = slots.clone().acquire_owned().await.expect("never closed");
         let capacity = backend.batch_capacity().await.max(1);

@@ -332,6 +332,12 @@ pub trait ChainBackend: Send + Sync {
         1
     }
 
+    /// How many settlement transactions of this network may be under way at once when payments
+    /// are queued for batching (see `payments/batch.rs`).
+    fn settlement_slots(&self) -> usize {
+        crate::config::DEFAULT_SETTLEMENTS_IN_FLIGHT as usize
+    }
+
     /// Signs one transaction that settles every one of `members` (taking one settler nonce),
     /// without sending it. Only called with `batch_capacity() > 1`.
     async fn prepare_batch(&self, members: &[Verified]) -> Result<PreparedSettlement, SettleError> {

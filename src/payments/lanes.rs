@@ -242,6 +242,10 @@ impl ChainBackend for Lanes {
         self.lanes[0].verifier.batch_capacity().await
     }
 
+    fn settlement_slots(&self) -> usize {
+        self.lanes[0].verifier.settlement_slots()
+    }
+
     async fn prepare_batch(&self, members: &[Verified]) -> Result<PreparedSettlement, SettleError> {
         self.pick().await?.verifier.prepare_batch(members).await
     }

@@ -57,7 +57,7 @@ use crate::x402::Reason;
 pub use admit::{admit, admit_to, route_name, Admission, Payee, MAX_UNSETTLED_PER_PAYER};
 pub use batch::{Batchers, IN_FLIGHT as SETTLEMENTS_IN_FLIGHT};
 pub use present::{check_payment, payment_header, PaymentCheck};
-pub use queued::{settle_queued, QueuedOutcome};
+pub use queued::{settle_queued, settle_queued_batch, QueuedOutcome};
 pub use rules::{is_charged, is_interim, receipt_header_for, unanswered, Unanswered};
 pub use settle::{enqueue, enqueue_detached, release, settle, settle_claim, settle_detached};
 pub use state::{PaymentState, SettleOutcome, Stage};

@@ -4,8 +4,15 @@
 //! and stop after `MAX_ATTEMPTS`, leaving the item failed with its last error; except while a sent
 //! transaction's outcome is unknown: that one is sent again until it lands or its authorization
 //! has expired, never abandoned while it might still move the money.
+//!
+//! First attempts of several items of one network can go out as one batch transaction
+//! (`settle_queued_batch`), where the network batches: the worker hands over what is due
+//! together. Each item still ends on its own (its own authorization in the receipt), and a
+//! batch that cannot have moved anything leaves each item to be signed anew.
 
-use crate::payments::chain::{unix_now, Attempt, ChainBackends, SettleError};
+use std::sync::Arc;
+
+use crate::payments::chain::{unix_now, Attempt, ChainBackend, ChainBackends, SettleError};
 use crate::store::{ClaimContext, QueuedSettlement, Store};
 
 const MAX_ATTEMPTS: i64 = 8;
@@ -97,6 +104,109 @@ pub async fn settle_queued(
             retry(store, &item, &e.to_string(), Retry::SameTransaction).await
         }
     }
+}
+
+/// First attempts at queued settlements of one network (none has a transaction yet), settled by
+/// one batch transaction; each item's outcome. Items whose authorization expired fail on their
+/// own; fewer than two left go through `settle_queued`.
+pub async fn settle_queued_batch(
+    store: &Store,
+    backends: &ChainBackends,
+    verifier: &Arc<dyn ChainBackend>,
+    items: Vec<QueuedSettlement>,
+) -> Vec<(i64, QueuedOutcome)> {
+    let mut out = Vec::with_capacity(items.len());
+    let (fresh, expired): (Vec<_>, Vec<_>) = items
+        .into_iter()
+        .partition(|i| i.prepared.is_none() && i.verified.expires_at > unix_now());
+    for item in expired {
+        out.push((item.claim_id, settle_queued(store, backends, item).await));
+    }
+    if fresh.len() < 2 {
+        for item in fresh {
+            out.push((item.claim_id, settle_queued(store, backends, item).await));
+        }
+        return out;
+    }
+    let members: Vec<_> = fresh.iter().map(|i| i.verified.clone()).collect();
+    let ids: Vec<i64> = fresh.iter().map(|i| i.claim_id).collect();
+    let retry_all = |next: Retry, why: String| {
+        let fresh = &fresh;
+        async move {
+            let mut outcomes = Vec::new();
+            for item in fresh {
+                outcomes.push((item.claim_id, retry(store, item, &why, next).await));
+            }
+            outcomes
+        }
+    };
+    let prepared = match verifier.prepare_batch(&members).await {
+        Ok(p) => p,
+        Err(e) => {
+            out.extend(retry_all(Retry::Fresh, e.to_string()).await);
+            return out;
+        }
+    };
+    if let Err(e) = store.queue_prepared_batch(&ids, &prepared).await {
+        // Never sent: give its nonce back so no later settlement waits behind it. (A write that
+        // landed with its answer lost leaves the items naming it: their next attempt sends it
+        // again, or finds its nonce taken and signs anew. Deferred payments were served already,
+        // so a late settlement is what they are owed.)
+        verifier.abandon(&prepared).await;
+        tracing::warn!(tx = %prepared.transaction, "saving a prepared batch settlement: {e}");
+        out.extend(ids.iter().map(|&id| (id, QueuedOutcome::Later)));
+        return out;
+    }
+    match verifier
+        .submit_batch(&members, &prepared, Attempt::First)
+        .await
+    {
+        Ok(outcomes) => {
+            let landed: Vec<_> = fresh
+                .iter()
+                .zip(&outcomes)
+                .filter_map(|(item, o)| {
+                    o.as_ref().ok().map(|s| {
+                        let ctx = ClaimContext {
+                            tenant: &item.tenant,
+                            route: &item.route,
+                        };
+                        (item.claim_id, &item.verified, s, ctx)
+                    })
+                })
+                .collect();
+            // Not recorded: the items stay queued with their transaction, and their next
+            // attempt finds each one's outcome in its receipt and records it.
+            let recorded = match store.queue_settled_batch(&landed).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(tx = %prepared.transaction, "deferred batch settlement landed but was not recorded: {e}");
+                    false
+                }
+            };
+            tracing::info!(tx = %prepared.transaction, items = fresh.len(), landed = landed.len(), "deferred batch settlement mined");
+            for (item, outcome) in fresh.iter().zip(outcomes) {
+                let outcome = match outcome {
+                    Ok(_) if recorded => QueuedOutcome::Settled,
+                    Ok(_) => QueuedOutcome::Later,
+                    Err(e) => {
+                        tracing::warn!(
+                            claim_id = item.claim_id,
+                            "deferred settlement failed in its batch: {e}"
+                        );
+                        fail(store, item.claim_id, &e.to_string()).await
+                    }
+                };
+                out.push((item.claim_id, outcome));
+            }
+        }
+        // Nothing moved (never sent, or reverted as a whole): each is signed anew next time.
+        Err(e) if e.nothing_sent() || matches!(e, SettleError::Failed { .. }) => {
+            out.extend(retry_all(Retry::Fresh, e.to_string()).await);
+        }
+        Err(e) => out.extend(retry_all(Retry::SameTransaction, e.to_string()).await),
+    }
+    out
 }
 
 /// Fails a queued settlement for good: its claim and its queue item in one transaction. If that

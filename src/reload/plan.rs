@@ -161,13 +161,20 @@ pub fn plan(running: &Config, file: Config) -> Plan {
                         settler_keys,
                         confirmations,
                         batch_max,
+                        settlements_in_flight,
                     },
                     NetworkSigner::Evm {
                         settler_keys: old_keys,
                         confirmations: old_confirmations,
                         batch_max: old_batch_max,
+                        settlements_in_flight: old_in_flight,
                     },
                 ) => {
+                    keep(
+                        &format!("{p}.settlements_in_flight"),
+                        chain,
+                        settlements_in_flight != old_in_flight,
+                    );
                     keep(&format!("{p}.batch_max"), chain, batch_max != old_batch_max);
                     keep(
                         &format!("{p}.settler_keys"),

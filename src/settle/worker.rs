@@ -1,8 +1,9 @@
 //! The deferred-settlement worker: a pingora background service that drains the durable queue.
 //! It only schedules: takes due items (leased, so two instances never work on one), runs each as
-//! its own task, and records metrics; each attempt itself is `payments::settle_queued`.
+//! its own task, and records metrics; each attempt itself is `payments::settle_queued`. First
+//! attempts due together on one network go out as one batch (`payments::settle_queued_batch`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,8 +14,8 @@ use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 use crate::payments::chain::{unix_now, ChainBackends};
-use crate::payments::settle_queued;
-use crate::store::{LazyStore, Store};
+use crate::payments::{settle_queued, settle_queued_batch};
+use crate::store::{LazyStore, QueuedSettlement, Store};
 
 const BATCH: i64 = 64;
 /// Settlements in flight at once; the settler's nonce lock serializes their broadcast anyway.
@@ -66,7 +67,7 @@ impl SettlementWorker {
                 return 0;
             }
         };
-        let mut started = 0;
+        let mut taken = Vec::new();
         for item in due {
             if self.in_flight.lock().expect("not poisoned").len() >= MAX_IN_FLIGHT
                 || !self
@@ -97,34 +98,80 @@ impl SettlementWorker {
                     continue;
                 }
             }
-            started += 1;
+            taken.push(item);
+        }
+        let started = taken.len();
+        for group in self.groups(taken).await {
             let store = store.clone();
             let backends = self.backends.clone();
             let in_flight = self.in_flight.clone();
             let wakeup = self.wakeup.clone();
             let metrics = self.metrics.clone();
             tokio::spawn(async move {
-                let id = item.claim_id;
-                let network = item.verified.key.network.clone();
+                let network = group[0].verified.key.network.clone();
                 let started = std::time::Instant::now();
-                if let Some(outcome) = settle_queued(&store, &backends, item).await.label() {
-                    metrics
-                        .settlements
-                        .with_label_values(&[&network, "deferred", outcome])
-                        .inc();
-                    if outcome == "settled" {
-                        metrics
-                            .settlement_seconds
-                            .with_label_values(&[&network])
-                            .observe(started.elapsed().as_secs_f64());
+                let outcomes = match backends.get_str(&network).cloned() {
+                    Some(verifier) if group.len() > 1 => {
+                        settle_queued_batch(&store, &backends, &verifier, group).await
                     }
+                    _ => {
+                        let mut outcomes = Vec::new();
+                        for item in group {
+                            let id = item.claim_id;
+                            outcomes.push((id, settle_queued(&store, &backends, item).await));
+                        }
+                        outcomes
+                    }
+                };
+                for (id, outcome) in outcomes {
+                    if let Some(outcome) = outcome.label() {
+                        metrics
+                            .settlements
+                            .with_label_values(&[&network, "deferred", outcome])
+                            .inc();
+                        if outcome == "settled" {
+                            metrics
+                                .settlement_seconds
+                                .with_label_values(&[&network])
+                                .observe(started.elapsed().as_secs_f64());
+                        }
+                    }
+                    in_flight.lock().expect("not poisoned").remove(&id);
                 }
-                in_flight.lock().expect("not poisoned").remove(&id);
                 // A slot is free: look at the queue again.
                 wakeup.notify_one();
             });
         }
         started
+    }
+
+    /// What runs as one task: first attempts of one network together, up to what one of its
+    /// transactions can carry (`batch_capacity`: 1 where it does not batch); every other item
+    /// alone (a retry sends its own stored transaction again).
+    async fn groups(&self, items: Vec<QueuedSettlement>) -> Vec<Vec<QueuedSettlement>> {
+        let mut groups = Vec::new();
+        let mut fresh: HashMap<String, Vec<QueuedSettlement>> = HashMap::new();
+        for item in items {
+            if item.prepared.is_none() {
+                fresh
+                    .entry(item.verified.key.network.clone())
+                    .or_default()
+                    .push(item);
+            } else {
+                groups.push(vec![item]);
+            }
+        }
+        for (network, items) in fresh {
+            let capacity = match self.backends.get_str(&network) {
+                Some(b) => b.batch_capacity().await.max(1),
+                None => 1,
+            };
+            let mut items = items.into_iter().peekable();
+            while items.peek().is_some() {
+                groups.push(items.by_ref().take(capacity).collect());
+            }
+        }
+        groups
     }
 
     /// Publishes the queue's depth and the age of its oldest item.

@@ -78,6 +78,30 @@ impl Store {
         Ok(())
     }
 
+    /// `queue_prepared` for every item one batch transaction settles, in one transaction: all
+    /// items and claims name it, or none does.
+    pub async fn queue_prepared_batch(
+        &self,
+        claim_ids: &[i64],
+        p: &PreparedSettlement,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(p).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut tx = self.pool.begin().await?;
+        for &claim_id in claim_ids {
+            sqlx::query(
+                "UPDATE settlement_queue SET prepared = $1, updated_at = $2 WHERE claim_id = $3",
+            )
+            .bind(&json)
+            .bind(now())
+            .bind(claim_id)
+            .execute(&mut *tx)
+            .await?;
+            super::mark_settling_in(&mut tx, claim_id, p).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Schedules another attempt; `forget_prepared` drops a signed tx that can no longer land
     /// (its settler nonce was taken by another transaction).
     pub async fn queue_retry(
@@ -118,6 +142,21 @@ impl Store {
         super::ledger::write_ledger_in(&mut tx, LedgerRow::of_verified(claim_id, v, s, ctx))
             .await?;
         finish_in(&mut tx, claim_id, QueueStatus::Done, None).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// `queue_settled` for the landed items of one batch transaction, in one transaction.
+    pub async fn queue_settled_batch(
+        &self,
+        landed: &[(i64, &Verified, &Settlement, ClaimContext<'_>)],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for (claim_id, v, s, ctx) in landed {
+            super::ledger::write_ledger_in(&mut tx, LedgerRow::of_verified(*claim_id, v, s, ctx))
+                .await?;
+            finish_in(&mut tx, *claim_id, QueueStatus::Done, None).await?;
+        }
         tx.commit().await?;
         Ok(())
     }

@@ -343,7 +343,16 @@ fn artifact(name: &str) -> Bytes {
 }
 
 impl Chain {
+    /// A chain as the gateway meets on a real network: with a Multicall3 (so concurrent
+    /// payments are settled in batches).
     pub async fn start() -> Chain {
+        let chain = Self::start_with(&[]).await;
+        chain.install_multicall3().await;
+        chain
+    }
+
+    /// A fresh anvil without Multicall3: every payment is settled by its own transaction.
+    pub async fn start_bare() -> Chain {
         Self::start_with(&[]).await
     }
 
@@ -353,7 +362,9 @@ impl Chain {
     /// wait in anvil's pool for the next arrival, and after the last one nothing mines them (a
     /// real chain's next block would).
     pub async fn start_busy() -> Chain {
-        Self::start_with(&["--block-time", "1", "--mixed-mining"]).await
+        let chain = Self::start_with(&["--block-time", "1", "--mixed-mining"]).await;
+        chain.install_multicall3().await;
+        chain
     }
 
     async fn start_with(args: &[&str]) -> Chain {

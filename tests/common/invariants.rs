@@ -188,6 +188,10 @@ pub struct Report {
     pub delivered: usize,
     /// Origin work done for a payment that then failed, and not delivered: the body was withheld.
     pub withheld: usize,
+    /// Of `settled`, those settled by an EVM transaction that settled others too (a batch), and
+    /// how many such transactions there were.
+    pub batched: usize,
+    pub batches: usize,
     /// Requests whose client saw no answer.
     pub unanswered: usize,
     /// Claims left open by requests nobody saw the end of.
@@ -289,6 +293,14 @@ pub async fn check(r: Records<'_>) -> Report {
         }
     }
     report.settled = chain.len();
+    let mut per_tx: HashMap<&str, usize> = HashMap::new();
+    for (key, fact) in &chain {
+        if key.0 == r.network {
+            *per_tx.entry(fact.tx.as_str()).or_default() += 1;
+        }
+    }
+    report.batches = per_tx.values().filter(|&&n| n > 1).count();
+    report.batched = per_tx.values().filter(|&&n| n > 1).sum();
     report.settled_svm = r
         .svm
         .as_ref()

@@ -24,9 +24,9 @@ mod routes;
 pub use api_route::api_route;
 use limits::{health, rate_limit};
 use networks::networks;
-pub use networks::parse_address_for;
 #[cfg(test)]
 pub(super) use networks::parse_native_amount;
+pub use networks::{parse_address_for, DEFAULT_BATCH_MAX, DEFAULT_SETTLEMENTS_IN_FLIGHT};
 use routes::routes;
 
 use super::env::key_segment;

@@ -7,8 +7,13 @@ use super::*;
 /// batch pays the transaction's base cost once for many payments, few enough that its gas limit
 /// fits any chain's blocks many times over.
 pub const DEFAULT_BATCH_MAX: u64 = 64;
-/// The most `batch_max` allows (about 25M gas of limit at 100k per payment).
+/// The most `batch_max` allows (about 38M gas of limit at 150k per payment).
 pub const MAX_BATCH_MAX: u64 = 256;
+/// Settlement transactions of one network under way at once unless `settlements_in_flight`
+/// says otherwise: enough to keep a chain with slow blocks busy, few enough that payments
+/// arriving meanwhile wait and form real batches.
+pub const DEFAULT_SETTLEMENTS_IN_FLIGHT: u64 = 4;
+pub const MAX_SETTLEMENTS_IN_FLIGHT: u64 = 64;
 
 /// A native-coin amount written in whole coins (`"0.05"` ETH) -> the smallest unit (wei), with
 /// `decimals` digits after the point at most.
@@ -137,10 +142,20 @@ pub(super) fn networks(
                         format!("must be from 1 (no batching) to {MAX_BATCH_MAX}"),
                     );
                 }
+                let in_flight = net
+                    .settlements_in_flight
+                    .unwrap_or(DEFAULT_SETTLEMENTS_IN_FLIGHT);
+                if !(1..=MAX_SETTLEMENTS_IN_FLIGHT).contains(&in_flight) {
+                    e.push(
+                        format!("{path}.settlements_in_flight"),
+                        format!("must be from 1 to {MAX_SETTLEMENTS_IN_FLIGHT}"),
+                    );
+                }
                 NetworkSigner::Evm {
                     settler_keys: keys.into_iter().map(|(_, k)| Secret::new(k)).collect(),
                     confirmations: net.confirmations.unwrap_or(1).max(1),
                     batch_max: batch_max.clamp(1, MAX_BATCH_MAX) as usize,
+                    settlements_in_flight: in_flight.clamp(1, MAX_SETTLEMENTS_IN_FLIGHT) as usize,
                 }
             }
             Namespace::Solana => {
@@ -150,11 +165,16 @@ pub(super) fn networks(
                         "is for EVM networks; Solana networks use fee_payer_key",
                     );
                 }
-                if net.batch_max.is_some() {
-                    e.push(
-                        format!("{path}.batch_max"),
-                        "is for EVM networks: Solana payments are each signed by their payer",
-                    );
+                for (key, set) in [
+                    ("batch_max", net.batch_max.is_some()),
+                    ("settlements_in_flight", net.settlements_in_flight.is_some()),
+                ] {
+                    if set {
+                        e.push(
+                            format!("{path}.{key}"),
+                            "is for EVM networks: Solana payments are each signed by their payer",
+                        );
+                    }
                 }
                 if net.confirmations.is_some() {
                     e.push(

@@ -165,6 +165,8 @@ pub struct EvmBackend {
     sync_send: std::sync::atomic::AtomicBool,
     /// Most payments one settlement transaction carries (`batch_max`; 1: no batching).
     batch_max: usize,
+    /// Settlement transactions under way at once (`settlements_in_flight`).
+    in_flight: usize,
     /// Whether Multicall3 is deployed on this network, once the node has said (see `batch.rs`).
     batch_contract: tokio::sync::OnceCell<bool>,
 }
@@ -244,14 +246,17 @@ impl EvmBackend {
             receipt_poll_start: Duration::from_millis(1),
             sync_send: std::sync::atomic::AtomicBool::new(true),
             batch_max: 1,
+            in_flight: crate::config::DEFAULT_SETTLEMENTS_IN_FLIGHT as usize,
             batch_contract: tokio::sync::OnceCell::new(),
         })
     }
 
-    /// Settles up to `batch_max` concurrent payments in one transaction where the network has
-    /// Multicall3 (1, the default of `new`: each payment on its own).
-    pub fn with_batch_max(mut self, batch_max: usize) -> Self {
+    /// Settles up to `batch_max` waiting payments in one transaction where the network has
+    /// Multicall3 (1, the default of `new`: each payment on its own), with at most `in_flight`
+    /// settlement transactions under way at once.
+    pub fn with_batching(mut self, batch_max: usize, in_flight: usize) -> Self {
         self.batch_max = batch_max.max(1);
+        self.in_flight = in_flight.max(1);
         self
     }
 
@@ -527,6 +532,10 @@ impl ChainBackend for EvmBackend {
 
     async fn batch_capacity(&self) -> usize {
         self.batch_capacity_now().await
+    }
+
+    fn settlement_slots(&self) -> usize {
+        self.in_flight
     }
 
     async fn prepare_batch(&self, members: &[Verified]) -> Result<PreparedSettlement, SettleError> {
