@@ -14,80 +14,14 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
-
-use std::process::Command;
+#[path = "support/mod.rs"]
+mod support;
 
 use common::*;
-
-struct Wrk {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    /// CPU time of this process (the servers; wrk runs apart) per request, in microseconds.
-    cpu_us: f64,
-}
-
-/// User + system CPU seconds of this process so far, from /proc.
-fn process_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // /proc reports clock ticks; Linux uses 100 per second (USER_HZ).
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn wrk(url: &str, seconds: u64) -> Wrk {
-    let cpu0 = process_cpu_seconds();
-    let out = Command::new("wrk")
-        .args(["-t1", "-c32", &format!("-d{seconds}s"), "--latency", url])
-        .output()
-        .expect("wrk runs (apt-get install wrk)");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let field = |prefix: &str| -> Option<String> {
-        text.lines()
-            .map(str::trim)
-            .find(|l| l.starts_with(prefix))
-            .map(|l| {
-                l[prefix.len()..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("")
-                    .to_string()
-            })
-    };
-    let ms = |v: Option<String>| -> f64 {
-        let v = v.unwrap_or_default();
-        if let Some(x) = v.strip_suffix("us") {
-            x.parse::<f64>().unwrap_or(0.0) / 1000.0
-        } else if let Some(x) = v.strip_suffix("ms") {
-            x.parse().unwrap_or(0.0)
-        } else if let Some(x) = v.strip_suffix('s') {
-            x.parse::<f64>().unwrap_or(0.0) * 1000.0
-        } else {
-            0.0
-        }
-    };
-    let cpu = process_cpu_seconds() - cpu0;
-    let rps: f64 = field("Requests/sec:")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    Wrk {
-        rps,
-        p50_ms: ms(field("50%")),
-        p99_ms: ms(field("99%")),
-        cpu_us: cpu * 1e6 / (rps * seconds as f64).max(1.0),
-    }
-}
+use support::wrk::{self, wrk};
 
 fn main() {
-    if Command::new("wrk").arg("--version").output().is_err() {
+    if !wrk::available() {
         eprintln!("this benchmark needs wrk: apt-get install wrk");
         std::process::exit(1);
     }

@@ -90,6 +90,8 @@ fi
 # A real browser for the dashboard's tests: Debian's chromium (playwright-core drives it; no
 # browser is downloaded by npm).
 command -v chromium >/dev/null 2>&1 || apt_install chromium
+# wrk, for the benchmarks' HTTP rows (benches/compare.rs runs in short mode with the tests).
+command -v wrk >/dev/null 2>&1 || apt_install wrk
 
 # Postgres for the store suite: X402_TEST_DATABASE_URL, or a local server on 127.0.0.1:5432
 # with trust auth and a database `test` (started, or installed and configured, if absent).

@@ -420,6 +420,48 @@ fn rpc_timeout_defaults_to_ten_seconds_and_must_be_positive() {
 }
 
 #[test]
+fn batching_defaults_on_and_is_bounded() {
+    let evm = |text: &str| match Config::from_toml(text, &env)
+        .unwrap()
+        .networks
+        .values()
+        .next()
+        .unwrap()
+        .signer
+        .clone()
+    {
+        NetworkSigner::Evm {
+            batch_max,
+            settlements_in_flight,
+            ..
+        } => (batch_max, settlements_in_flight),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(evm(&valid()), (64, 4));
+    let with = |keys: &str| {
+        valid().replace(
+            "rpc_url = \"http://127.0.0.1:8545\"",
+            &format!("rpc_url = \"http://127.0.0.1:8545\"\n{keys}"),
+        )
+    };
+    assert_eq!(
+        evm(&with("batch_max = 1\nsettlements_in_flight = 16")),
+        (1, 16)
+    );
+    let net = "networks.\"eip155:84532\"";
+    for bad in ["batch_max = 0", "batch_max = 257"] {
+        assert_refused(&with(bad), &format!("{net}.batch_max"), "from 1 (no batching) to 256");
+    }
+    for bad in ["settlements_in_flight = 0", "settlements_in_flight = 65"] {
+        assert_refused(
+            &with(bad),
+            &format!("{net}.settlements_in_flight"),
+            "from 1 to 64",
+        );
+    }
+}
+
+#[test]
 fn log_format_defaults_to_text_and_is_validated() {
     let c = Config::from_toml(&valid(), &env).unwrap();
     assert_eq!(c.server.log_format, LogFormat::Text);

@@ -1,0 +1,270 @@
+//! Side by side, in one run on one machine: every path a paying client or an operator pays for,
+//! against baselines measured in the same run. Prints one table with ratios and writes JSON.
+//!
+//! - `wrk -t1 -c32` (servers on one worker thread, in this process; "CPU" is this process's CPU
+//!   time per request): the origin alone (an axum echo server, the fixed-response baseline), a
+//!   bare pingora pass-through to it (`support/bare.rs`), the gateway's free route, its 402, and
+//!   an invalid proof (a wrong signature, refused locally with its reason);
+//! - paid requests on a fresh anvil with Multicall3 and durable SQLite on disk: sequential
+//!   (latency, CPU per payment), then 16 and 64 concurrent clients with batching off and on
+//!   (paid/s, failures, gas per payment);
+//! - the gateway binary's resident memory idle, and holding idle keep-alive connections.
+//!
+//! ```text
+//! cargo bench --bench compare                      (needs wrk: apt-get install wrk)
+//! X402_BENCH_SHORT=1 cargo bench --bench compare   (a little of each: CI runs it in debug)
+//! X402_BENCH_JSON=path ...                         (default target/compare.json)
+//! ```
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "support/mod.rs"]
+mod support;
+
+use serde_json::{json, Value};
+
+use common::chain::{decode_b64_json, v2_header, Authorization};
+use common::*;
+use support::paid::{sequential, throughput, Figures};
+use support::wrk::{wrk, wrk_with, Wrk};
+use support::{idle, pct_ms};
+
+struct Plan {
+    wrk_seconds: u64,
+    sequential: usize,
+    per_client: usize,
+    clients: Vec<usize>,
+    idle_connections: usize,
+}
+
+fn plan() -> Plan {
+    if std::env::var("X402_BENCH_SHORT").is_ok_and(|v| v == "1") {
+        Plan {
+            wrk_seconds: 1,
+            sequential: 5,
+            per_client: 2,
+            clients: vec![4],
+            idle_connections: 200,
+        }
+    } else {
+        Plan {
+            wrk_seconds: 5,
+            sequential: 200,
+            per_client: 16,
+            clients: vec![16, 64],
+            idle_connections: 10_000,
+        }
+    }
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run());
+}
+
+async fn run() {
+    let plan = plan();
+    let mut doc = serde_json::Map::new();
+
+    // 1. Fixed responses and pass-through, with wrk.
+    let http = if support::wrk::available() {
+        Some(http_paths(plan.wrk_seconds).await)
+    } else {
+        eprintln!("wrk is not installed (apt-get install wrk): the wrk rows are skipped");
+        None
+    };
+
+    // 2. Paid requests.
+    let (seq, seq_cpu_ms) = sequential(plan.sequential).await;
+    let mut runs: Vec<Figures> = Vec::new();
+    for &clients in &plan.clients {
+        for batch_max in [1, 64] {
+            runs.push(throughput(clients, plan.per_client, batch_max).await);
+        }
+    }
+
+    // 3. Memory: the binary idle, then holding idle keep-alive connections.
+    let (rss_idle, rss_held, held) = memory(plan.idle_connections).await;
+
+    println!("x402-gate side by side (one run, this machine; ratios compare within the run)");
+    if let Some(h) = &http {
+        println!("wrk -t1 -c32 -d{}s, servers on one worker thread:", plan.wrk_seconds);
+        for (name, r) in h {
+            println!(
+                "  {name:<26} {:>9.0} req/s  p50 {:>6.3} ms  p99 {:>6.3} ms  CPU {:>6.1} us/req",
+                r.rps, r.p50_ms, r.p99_ms, r.cpu_us
+            );
+            doc.insert(
+                name.to_string(),
+                json!({"rps": r.rps, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "cpu_us": r.cpu_us}),
+            );
+        }
+        let get = |n: &str| &h.iter().find(|(name, _)| *name == n).unwrap().1;
+        let (origin, bare, free, challenge) = (
+            get("origin alone"),
+            get("bare pingora"),
+            get("free route"),
+            get("402 challenge"),
+        );
+        let ratios = json!({
+            "free_vs_bare_throughput": free.rps / bare.rps,
+            "free_vs_bare_cpu": free.cpu_us / bare.cpu_us,
+            "free_minus_bare_p99_ms": free.p99_ms - bare.p99_ms,
+            "challenge_vs_free_throughput": challenge.rps / free.rps,
+            "challenge_vs_origin_cpu": challenge.cpu_us / origin.cpu_us,
+        });
+        println!(
+            "  free route / bare pingora: {:.2}x throughput, {:.2}x CPU, p99 {:+.3} ms",
+            free.rps / bare.rps,
+            free.cpu_us / bare.cpu_us,
+            free.p99_ms - bare.p99_ms
+        );
+        println!(
+            "  402 / free route: {:.2}x throughput; 402 CPU / origin's fixed response: {:.2}x",
+            challenge.rps / free.rps,
+            challenge.cpu_us / origin.cpu_us
+        );
+        doc.insert("http_ratios".into(), ratios);
+    }
+    println!(
+        "paid, sequential ({} payments): p50 {:.2} ms, p99 {:.2} ms, CPU {:.2} ms per payment (gateway + test proxy + origin + client)",
+        seq.len(),
+        pct_ms(&seq, 0.5),
+        pct_ms(&seq, 0.99),
+        seq_cpu_ms
+    );
+    doc.insert(
+        "paid_sequential".into(),
+        json!({"payments": seq.len(), "p50_ms": pct_ms(&seq, 0.5), "p99_ms": pct_ms(&seq, 0.99), "cpu_ms_per_payment": seq_cpu_ms}),
+    );
+    println!(
+        "paid, concurrent ({} payments per client):",
+        plan.per_client
+    );
+    println!(
+        "  {:>7} {:>9} {:>9} {:>7} {:>8} {:>8} {:>8} {:>6} {:>8}",
+        "clients", "batching", "payments", "failed", "paid/s", "p50 ms", "p99 ms", "txs", "gas/pay"
+    );
+    for f in &runs {
+        println!(
+            "  {:>7} {:>9} {:>9} {:>7} {:>8.0} {:>8.2} {:>8.2} {:>6} {:>8.0}",
+            f.clients,
+            if f.batch_max > 1 { "on" } else { "off" },
+            f.payments,
+            f.failures,
+            f.paid_per_second(),
+            f.pct(0.5),
+            f.pct(0.99),
+            f.transactions,
+            f.gas_per_payment()
+        );
+    }
+    for pair in runs.chunks(2) {
+        println!(
+            "  {} clients, batching on/off: {:.2}x paid/s, {:.2}x gas per payment",
+            pair[1].clients,
+            pair[1].paid_per_second() / pair[0].paid_per_second(),
+            pair[1].gas_per_payment() / pair[0].gas_per_payment()
+        );
+    }
+    doc.insert(
+        "paid_concurrent".into(),
+        Value::Array(runs.iter().map(Figures::json).collect()),
+    );
+    println!(
+        "memory (the gateway binary): idle {:.1} MiB; {} of {} idle keep-alive connections held: {:.1} MiB ({:.1} KiB per connection)",
+        rss_idle as f64 / 1024.0,
+        held,
+        plan.idle_connections,
+        rss_held as f64 / 1024.0,
+        (rss_held.saturating_sub(rss_idle)) as f64 / held.max(1) as f64
+    );
+    doc.insert(
+        "memory".into(),
+        json!({"idle_kib": rss_idle, "connections": held, "held_kib": rss_held}),
+    );
+    let path = std::env::var("X402_BENCH_JSON").unwrap_or_else(|_| {
+        format!("{}/target/compare.json", env!("CARGO_MANIFEST_DIR"))
+    });
+    std::fs::write(&path, serde_json::to_string_pretty(&Value::Object(doc)).unwrap()).unwrap();
+    println!("wrote {path}");
+}
+
+/// The wrk rows: origin alone, bare pingora, free route, 402, invalid proof.
+async fn http_paths(seconds: u64) -> Vec<(&'static str, Wrk)> {
+    let up = Upstream::start();
+    let bare: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    support::bare::start(bare, up.addr);
+    // One worker thread, as the bare proxy; invalid proofs are not rate-limited here (the
+    // benchmark is one client address).
+    let gw = Gateway::start(&basic_config(
+        &up.url(),
+        "invalid_payments_per_minute = 1000000000",
+    ));
+    let c = client();
+    let resp = c.get(gw.url("/paid/x")).send().await.unwrap();
+    let v2 = decode_b64_json(resp.headers()["payment-required"].to_str().unwrap());
+    let offer = v2["accepts"][0].clone();
+    // Signed by a stranger: refused locally (the signature does not recover to `from`).
+    let auth = Authorization::for_offer(&offer, common::chain::new_signer().address());
+    let invalid = v2_header(&offer, auth.payload(&auth.sign(&common::chain::new_signer())));
+    let check = c
+        .get(gw.url("/paid/x"))
+        .header("payment-signature", &invalid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(check.status(), 402, "the invalid proof is refused");
+    let invalid_header = format!("payment-signature: {invalid}");
+    let urls = [
+        ("origin alone", format!("{}/free/x", up.url()), None),
+        ("bare pingora", format!("http://{bare}/free/x"), None),
+        ("free route", gw.url("/free/x"), None),
+        ("402 challenge", gw.url("/paid/x"), None),
+        ("invalid proof", gw.url("/paid/x"), Some(invalid_header.as_str())),
+    ];
+    let run = |url: &str, header: Option<&str>, secs: u64| match header {
+        Some(h) => wrk_with(url, secs, &["-H", h]),
+        None => wrk(url, secs),
+    };
+    // Warm every path, then measure each.
+    for (_, url, header) in &urls {
+        run(url, *header, 1);
+    }
+    urls.iter()
+        .map(|(name, url, header)| (*name, run(url, *header, seconds)))
+        .collect()
+}
+
+/// The gateway binary's RSS idle, and holding `n` idle keep-alive connections (and how many it
+/// took), in KiB.
+async fn memory(n: usize) -> (u64, u64, usize) {
+    let up = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let listen: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let cfg = basic_config(&up.url(), "")
+        .replace("{listen}", &listen.to_string())
+        .replace("{admin}", &format!("127.0.0.1:{}", free_port()))
+        .replace("{metrics}", &format!("127.0.0.1:{}", free_port()))
+        + &format!(
+            "\n[database]\nurl = \"sqlite://{}\"\n",
+            dir.path().join("gate.db").display()
+        );
+    let file = dir.path().join("gate.toml");
+    std::fs::write(&file, cfg).unwrap();
+    let gw = idle::Process::start(&file, listen);
+    // One request first, so every lazily built part exists; then idle.
+    let (warm, _) = idle::hold(listen, "/free/warm", 1).await;
+    drop(warm);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let rss_idle = gw.rss_kib();
+    let (held, answered) = idle::hold(listen, "/free/idle", n).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let rss_held = gw.rss_kib();
+    drop(held);
+    (rss_idle, rss_held, answered)
+}

@@ -1,0 +1,213 @@
+//! Paid requests through the real gateway on a fresh anvil (with Multicall3 at its usual
+//! address): concurrent clients for throughput, batched settlement on or off.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use alloy::primitives::B256;
+use alloy::providers::Provider;
+use serde_json::{json, Value};
+use x402_gate::store::Store;
+
+use crate::common::chain::*;
+use crate::common::*;
+
+/// One paid-throughput run's figures.
+pub struct Figures {
+    pub clients: usize,
+    pub batch_max: usize,
+    pub payments: usize,
+    pub failures: usize,
+    pub elapsed: Duration,
+    pub latencies: Vec<Duration>,
+    pub transactions: usize,
+    pub gas: u64,
+    pub settled: usize,
+}
+
+impl Figures {
+    pub fn paid_per_second(&self) -> f64 {
+        (self.payments - self.failures) as f64 / self.elapsed.as_secs_f64()
+    }
+    pub fn gas_per_payment(&self) -> f64 {
+        self.gas as f64 / self.settled.max(1) as f64
+    }
+    pub fn pct(&self, p: f64) -> f64 {
+        super::pct_ms(&self.latencies, p)
+    }
+    pub fn json(&self) -> Value {
+        json!({
+            "clients": self.clients,
+            "batch_max": self.batch_max,
+            "payments": self.payments,
+            "failures": self.failures,
+            "seconds": self.elapsed.as_secs_f64(),
+            "paid_per_second": self.paid_per_second(),
+            "p50_ms": self.pct(0.5),
+            "p99_ms": self.pct(0.99),
+            "settlement_transactions": self.transactions,
+            "gas_per_payment": self.gas_per_payment(),
+        })
+    }
+}
+
+/// `clients` concurrent payers, `per_client` payments each in a row, through a fresh gateway
+/// (`batch_max` for the network) on a fresh anvil with Multicall3 and a fresh durable SQLite
+/// database on disk. Payments are signed before the clock starts.
+pub async fn throughput(clients: usize, per_client: usize, batch_max: usize) -> Figures {
+    let chain = Chain::start().await;
+    let up = Upstream::start();
+    let pay_to = new_signer().address();
+    let cfg = evm_config(
+        &up.url(),
+        &chain.rpc.url,
+        &chain.settler_key,
+        &chain.token.to_checksum(None),
+        &pay_to.to_checksum(None),
+    )
+    .replace(
+        "settler_key = ",
+        &format!("batch_max = {batch_max}\nsettler_key = "),
+    );
+    let gw = Gateway::start(&cfg);
+    let c = client();
+    let resp = c.get(gw.url("/paid/bench")).send().await.unwrap();
+    let offer =
+        decode_b64_json(resp.headers()["payment-required"].to_str().unwrap())["accepts"][0].clone();
+
+    // Payers funded and payments signed before the clock starts.
+    let mut signed = Vec::new();
+    for _ in 0..clients {
+        let payer = new_signer();
+        chain.mint(payer.address(), 1_000_000_000).await;
+        let headers: Vec<String> = (0..per_client)
+            .map(|_| {
+                let auth = Authorization::for_offer(&offer, payer.address());
+                v2_header(&offer, auth.payload(&auth.sign(&payer)))
+            })
+            .collect();
+        signed.push(headers);
+    }
+    // Warm the connection pool and the gateway's caches on the free route.
+    for _ in 0..clients {
+        c.get(gw.url("/free/warm")).send().await.unwrap();
+    }
+
+    let started = Instant::now();
+    let tasks: Vec<_> = signed
+        .into_iter()
+        .map(|headers| {
+            let c = client();
+            let url = gw.url("/paid/bench");
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                for h in headers {
+                    let t = Instant::now();
+                    let ok = match c.get(&url).header("payment-signature", h).send().await {
+                        Ok(r) => {
+                            let ok = r.status().is_success();
+                            let _ = r.bytes().await;
+                            ok
+                        }
+                        Err(_) => false,
+                    };
+                    out.push((ok, t.elapsed()));
+                }
+                out
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    let mut failures = 0;
+    for t in tasks {
+        for (ok, d) in t.await.unwrap() {
+            failures += usize::from(!ok);
+            latencies.push(d);
+        }
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+
+    // Gas: every settlement transaction in the ledger, once.
+    let db = Store::connect(&gw.database_url).await.unwrap();
+    let ledger = db.ledger(1_000_000).await.unwrap();
+    let txs: HashSet<String> = ledger.iter().map(|r| r.tx_hash.clone()).collect();
+    let mut gas = 0u64;
+    for tx in &txs {
+        let hash: B256 = tx.parse().unwrap();
+        gas += chain
+            .provider
+            .get_transaction_receipt(hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .gas_used;
+    }
+    let f = Figures {
+        clients,
+        batch_max,
+        payments: clients * per_client,
+        failures,
+        elapsed,
+        latencies,
+        transactions: txs.len(),
+        gas,
+        settled: ledger.len(),
+    };
+    eprintln!(
+        "{clients} clients, batch_max {batch_max}: {:.0} paid/s, {} failed, {} txs",
+        f.paid_per_second(),
+        f.failures,
+        f.transactions
+    );
+    f
+}
+
+/// `n` fresh payments one after another through a fresh gateway on a fresh anvil: the sorted
+/// latencies, and this process's CPU time per payment (the gateway, the test RPC proxy, the
+/// origin and the client together: an upper bound on the gateway's own).
+pub async fn sequential(n: usize) -> (Vec<Duration>, f64) {
+    let chain = Chain::start().await;
+    let up = Upstream::start();
+    let pay_to = new_signer().address();
+    let gw = Gateway::start(&evm_config(
+        &up.url(),
+        &chain.rpc.url,
+        &chain.settler_key,
+        &chain.token.to_checksum(None),
+        &pay_to.to_checksum(None),
+    ));
+    let c = client();
+    let resp = c.get(gw.url("/paid/seq")).send().await.unwrap();
+    let offer =
+        decode_b64_json(resp.headers()["payment-required"].to_str().unwrap())["accepts"][0].clone();
+    let payer = new_signer();
+    chain.mint(payer.address(), 1_000_000_000).await;
+    let headers: Vec<String> = (0..n + 5)
+        .map(|_| {
+            let auth = Authorization::for_offer(&offer, payer.address());
+            v2_header(&offer, auth.payload(&auth.sign(&payer)))
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(n);
+    let mut cpu = 0.0;
+    for (i, h) in headers.into_iter().enumerate() {
+        let cpu0 = super::wrk::process_cpu_seconds();
+        let t = Instant::now();
+        let r = c
+            .get(gw.url("/paid/seq"))
+            .header("payment-signature", h)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+        r.bytes().await.unwrap();
+        // The first few warm the connection and the caches.
+        if i >= 5 {
+            latencies.push(t.elapsed());
+            cpu += super::wrk::process_cpu_seconds() - cpu0;
+        }
+    }
+    latencies.sort();
+    (latencies, cpu * 1000.0 / n as f64)
+}
