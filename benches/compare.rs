@@ -92,7 +92,10 @@ async fn run() {
 
     println!("x402-gate side by side (one run, this machine; ratios compare within the run)");
     if let Some(h) = &http {
-        println!("wrk -t1 -c32 -d{}s, servers on one worker thread:", plan.wrk_seconds);
+        println!(
+            "wrk -t1 -c32 -d{}s, servers on one worker thread:",
+            plan.wrk_seconds
+        );
         for (name, r) in h {
             println!(
                 "  {name:<26} {:>9.0} req/s  p50 {:>6.3} ms  p99 {:>6.3} ms  CPU {:>6.1} us/req",
@@ -187,10 +190,13 @@ async fn run() {
         "memory".into(),
         json!({"idle_kib": rss_idle, "connections": held, "held_kib": rss_held}),
     );
-    let path = std::env::var("X402_BENCH_JSON").unwrap_or_else(|_| {
-        format!("{}/target/compare.json", env!("CARGO_MANIFEST_DIR"))
-    });
-    std::fs::write(&path, serde_json::to_string_pretty(&Value::Object(doc)).unwrap()).unwrap();
+    let path = std::env::var("X402_BENCH_JSON")
+        .unwrap_or_else(|_| format!("{}/target/compare.json", env!("CARGO_MANIFEST_DIR")));
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&Value::Object(doc)).unwrap(),
+    )
+    .unwrap();
     println!("wrote {path}");
 }
 
@@ -211,7 +217,10 @@ async fn http_paths(seconds: u64) -> Vec<(&'static str, Wrk)> {
     let offer = v2["accepts"][0].clone();
     // Signed by a stranger: refused locally (the signature does not recover to `from`).
     let auth = Authorization::for_offer(&offer, common::chain::new_signer().address());
-    let invalid = v2_header(&offer, auth.payload(&auth.sign(&common::chain::new_signer())));
+    let invalid = v2_header(
+        &offer,
+        auth.payload(&auth.sign(&common::chain::new_signer())),
+    );
     let check = c
         .get(gw.url("/paid/x"))
         .header("payment-signature", &invalid)
@@ -225,7 +234,11 @@ async fn http_paths(seconds: u64) -> Vec<(&'static str, Wrk)> {
         ("bare pingora", format!("http://{bare}/free/x"), None),
         ("free route", gw.url("/free/x"), None),
         ("402 challenge", gw.url("/paid/x"), None),
-        ("invalid proof", gw.url("/paid/x"), Some(invalid_header.as_str())),
+        (
+            "invalid proof",
+            gw.url("/paid/x"),
+            Some(invalid_header.as_str()),
+        ),
     ];
     let run = |url: &str, header: Option<&str>, secs: u64| match header {
         Some(h) => wrk_with(url, secs, &["-H", h]),

@@ -87,4 +87,3 @@ async fn run() {
         println!("wrote {path}");
     }
 }
-

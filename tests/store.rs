@@ -1014,6 +1014,90 @@ async fn queue_ends_are_atomic_and_nothing_is_orphaned(store: Store) {
         .any(|c| c.claim_id == id));
 }
 
+/// A batch's writes: all members marked `settling` on its transaction in one database
+/// transaction, or none (one finished claim refuses the lot); the reconciler sees each with its
+/// own nonce; the landed members' ledger rows in one transaction; the deferred queue's
+/// counterparts likewise.
+async fn batch_writes_are_all_or_nothing(store: Store) {
+    let batch = PreparedSettlement {
+        transaction: settlement(60).transaction,
+        raw: "0x02f8".into(),
+        settler: String::new(),
+        nonce: Some(60),
+    };
+    let vs: Vec<Verified> = (60..63).map(verified).collect();
+    let mut ids = Vec::new();
+    for v in &vs {
+        ids.push(store.claim(v, &CTX, None).await.unwrap().id().unwrap());
+    }
+    // One member released meanwhile: nothing is marked.
+    assert!(store.release(ids[1], "origin answered 500").await.unwrap());
+    assert!(matches!(
+        store.mark_settling_batch(&ids, &batch).await,
+        Err(x402_gate::store::StoreError::ClaimFinished(id)) if id == ids[1]
+    ));
+    for &id in &[ids[0], ids[2]] {
+        assert_eq!(
+            store.claim_status(id).await.unwrap().as_deref(),
+            Some("claimed")
+        );
+    }
+    assert!(store
+        .settling_claims(i64::MAX, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // The two open ones: both marked, each seen with its own nonce.
+    let members = [ids[0], ids[2]];
+    store.mark_settling_batch(&members, &batch).await.unwrap();
+    let open = store.settling_claims(i64::MAX, 10).await.unwrap();
+    assert_eq!(open.len(), 2);
+    for (c, v) in open.iter().zip([&vs[0], &vs[2]]) {
+        assert_eq!(c.tx_hash, batch.transaction);
+        assert_eq!(c.nonce, v.key.nonce);
+    }
+    // Both landed: one ledger write, both rows naming the batch's transaction.
+    let s = settlement(60);
+    store
+        .record_settlements(&[(ids[0], &vs[0], &s, CTX), (ids[2], &vs[2], &s, CTX)])
+        .await
+        .unwrap();
+    let ledger = store.ledger(10).await.unwrap();
+    assert_eq!(ledger.len(), 2);
+    assert!(ledger.iter().all(|r| r.tx_hash == s.transaction));
+    assert_eq!(store.count_claims("settled").await.unwrap(), 2);
+
+    // The deferred queue: prepared together, settled together.
+    let queued: Vec<Verified> = (63..65).map(verified).collect();
+    let mut qids = Vec::new();
+    for v in &queued {
+        let id = store.claim(v, &CTX, None).await.unwrap().id().unwrap();
+        store.enqueue(id, v).await.unwrap();
+        qids.push(id);
+    }
+    let qbatch = PreparedSettlement {
+        transaction: settlement(63).transaction,
+        ..batch.clone()
+    };
+    store.queue_prepared_batch(&qids, &qbatch).await.unwrap();
+    let due = store.due(10).await.unwrap();
+    assert_eq!(due.len(), 2);
+    assert!(due
+        .iter()
+        .all(|q| q.prepared.as_ref().map(|p| &p.transaction) == Some(&qbatch.transaction)));
+    let qs = settlement(63);
+    store
+        .queue_settled_batch(&[
+            (qids[0], &queued[0], &qs, CTX),
+            (qids[1], &queued[1], &qs, CTX),
+        ])
+        .await
+        .unwrap();
+    assert!(store.due(10).await.unwrap().is_empty());
+    assert_eq!(store.count_claims("settled").await.unwrap(), 4);
+    assert_eq!(store.ledger(10).await.unwrap().len(), 4);
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),*) => {
         mod sqlite {
@@ -1066,6 +1150,9 @@ async fn run(name: &str, url: String) {
         "queue_ends_are_atomic_and_nothing_is_orphaned" => {
             queue_ends_are_atomic_and_nothing_is_orphaned(Store::connect(&url).await.unwrap()).await
         }
+        "batch_writes_are_all_or_nothing" => {
+            batch_writes_are_all_or_nothing(Store::connect(&url).await.unwrap()).await
+        }
         other => panic!("unknown test {other}"),
     }
 }
@@ -1083,7 +1170,8 @@ on_both_backends!(
     format_1_queue_rows_are_upgraded_on_read,
     api_routes_and_namespaces,
     billing_events_apply_once_and_in_order,
-    queue_ends_are_atomic_and_nothing_is_orphaned
+    queue_ends_are_atomic_and_nothing_is_orphaned,
+    batch_writes_are_all_or_nothing
 );
 
 #[path = "common/faults.rs"]

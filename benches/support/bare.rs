@@ -45,7 +45,10 @@ pub fn start(listen: SocketAddr, origin: SocketAddr) {
     });
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while std::net::TcpStream::connect(listen).is_err() {
-        assert!(std::time::Instant::now() < deadline, "the bare proxy did not start");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bare proxy did not start"
+        );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }

@@ -83,4 +83,3 @@ pub fn wrk_with(url: &str, seconds: u64, extra: &[&str]) -> Wrk {
         cpu_us: cpu * 1e6 / (rps * seconds as f64).max(1.0),
     }
 }
-

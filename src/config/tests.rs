@@ -450,7 +450,11 @@ fn batching_defaults_on_and_is_bounded() {
     );
     let net = "networks.\"eip155:84532\"";
     for bad in ["batch_max = 0", "batch_max = 257"] {
-        assert_refused(&with(bad), &format!("{net}.batch_max"), "from 1 (no batching) to 256");
+        assert_refused(
+            &with(bad),
+            &format!("{net}.batch_max"),
+            "from 1 (no batching) to 256",
+        );
     }
     for bad in ["settlements_in_flight = 0", "settlements_in_flight = 65"] {
         assert_refused(
