@@ -14,6 +14,7 @@
 //! cargo bench --bench compare                      (needs wrk: apt-get install wrk)
 //! X402_BENCH_SHORT=1 cargo bench --bench compare   (a little of each: CI runs it in debug)
 //! X402_BENCH_JSON=path ...                         (default target/compare.json)
+//! X402_BENCH_ONLY=http,paid,memory ...             (some parts only)
 //! ```
 
 #[path = "../tests/common/mod.rs"]
@@ -58,6 +59,14 @@ fn plan() -> Plan {
 }
 
 fn main() {
+    // Re-run as a bare pingora process of its own (`memory`), so its RSS is its own.
+    if let Ok(addrs) = std::env::var("X402_BARE_PINGORA") {
+        let (listen, origin) = addrs.split_once(',').unwrap();
+        support::bare::start(listen.parse().unwrap(), origin.parse().unwrap());
+        loop {
+            std::thread::park();
+        }
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -66,12 +75,19 @@ fn main() {
     rt.block_on(run());
 }
 
+/// Whether this part runs (`X402_BENCH_ONLY` unset: all of them).
+fn part(name: &str) -> bool {
+    std::env::var("X402_BENCH_ONLY").map_or(true, |only| only.split(',').any(|p| p.trim() == name))
+}
+
 async fn run() {
     let plan = plan();
     let mut doc = serde_json::Map::new();
 
     // 1. Fixed responses and pass-through, with wrk.
-    let http = if support::wrk::available() {
+    let http = if !part("http") {
+        None
+    } else if support::wrk::available() {
         Some(http_paths(plan.wrk_seconds).await)
     } else {
         eprintln!("wrk is not installed (apt-get install wrk): the wrk rows are skipped");
@@ -79,16 +95,31 @@ async fn run() {
     };
 
     // 2. Paid requests.
-    let (seq, seq_cpu_ms) = sequential(plan.sequential).await;
+    let (seq, seq_cpu_ms) = if part("paid") {
+        sequential(plan.sequential).await
+    } else {
+        (Vec::new(), 0.0)
+    };
     let mut runs: Vec<Figures> = Vec::new();
     for &clients in &plan.clients {
         for batch_max in [1, 64] {
-            runs.push(throughput(clients, plan.per_client, batch_max).await);
+            if part("paid") {
+                runs.push(throughput(clients, plan.per_client, batch_max).await);
+            }
         }
     }
 
     // 3. Memory: the binary idle, then holding idle keep-alive connections.
-    let (rss_idle, rss_held, held) = memory(plan.idle_connections).await;
+    let (rss_idle, rss_held, held) = if part("memory") {
+        memory(plan.idle_connections).await
+    } else {
+        (0, 0, 0)
+    };
+    let (bare_idle, bare_held, bare_n) = if part("memory") {
+        bare_memory(plan.idle_connections).await
+    } else {
+        (0, 0, 0)
+    };
 
     println!("x402-gate side by side (one run, this machine; ratios compare within the run)");
     if let Some(h) = &http {
@@ -166,12 +197,16 @@ async fn run() {
             f.gas_per_payment()
         );
     }
-    for pair in runs.chunks(2) {
+    for pair in runs.chunks(2).filter(|p| p.len() == 2) {
+        let (off, on) = (&pair[0], &pair[1]);
         println!(
-            "  {} clients, batching on/off: {:.2}x paid/s, {:.2}x gas per payment",
-            pair[1].clients,
-            pair[1].paid_per_second() / pair[0].paid_per_second(),
-            pair[1].gas_per_payment() / pair[0].gas_per_payment()
+            "  {} clients, batching on/off: {:.2}x paid/s, {:.2}x gas per payment; largest batch {} payments at {:.0} gas each ({:.2}x a payment alone)",
+            on.clients,
+            on.paid_per_second() / off.paid_per_second(),
+            on.gas_per_payment() / off.gas_per_payment(),
+            on.largest_batch,
+            on.largest_batch_gas_per_payment,
+            on.largest_batch_gas_per_payment / off.gas_per_payment()
         );
     }
     doc.insert(
@@ -186,9 +221,17 @@ async fn run() {
         rss_held as f64 / 1024.0,
         (rss_held.saturating_sub(rss_idle)) as f64 / held.max(1) as f64
     );
+    println!(
+        "memory (bare pingora, its own process): idle {:.1} MiB; {} idle keep-alive connections held: {:.1} MiB ({:.1} KiB per connection)",
+        bare_idle as f64 / 1024.0,
+        bare_n,
+        bare_held as f64 / 1024.0,
+        (bare_held.saturating_sub(bare_idle)) as f64 / bare_n.max(1) as f64
+    );
     doc.insert(
         "memory".into(),
-        json!({"idle_kib": rss_idle, "connections": held, "held_kib": rss_held}),
+        json!({"idle_kib": rss_idle, "connections": held, "held_kib": rss_held,
+               "bare_pingora": {"idle_kib": bare_idle, "connections": bare_n, "held_kib": bare_held}}),
     );
     let path = std::env::var("X402_BENCH_JSON")
         .unwrap_or_else(|_| format!("{}/target/compare.json", env!("CARGO_MANIFEST_DIR")));
@@ -279,5 +322,36 @@ async fn memory(n: usize) -> (u64, u64, usize) {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let rss_held = gw.rss_kib();
     drop(held);
+    (rss_idle, rss_held, answered)
+}
+
+/// `memory` for the bare pingora pass-through, run as a process of its own (this benchmark's
+/// binary again, see `main`).
+async fn bare_memory(n: usize) -> (u64, u64, usize) {
+    let up = Upstream::start();
+    let listen: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("X402_BARE_PINGORA", format!("{listen},{}", up.addr))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(listen).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bare proxy did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (warm, _) = idle::hold(listen, "/free/warm", 1).await;
+    drop(warm);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let rss_idle = support::rss_kib(child.id());
+    let (held, answered) = idle::hold(listen, "/free/idle", n).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let rss_held = support::rss_kib(child.id());
+    drop(held);
+    let _ = child.kill();
+    let _ = child.wait();
     (rss_idle, rss_held, answered)
 }

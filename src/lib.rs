@@ -35,14 +35,17 @@
 //!              state, the request's ProxyLive snapshot), limit.rs (invalid payments per IP)
 //! payments/    the transport-free payment core: present.rs (the payment header decoded and
 //!              matched), admit.rs (verify via the cache, atomic claim for a payee with the quota
-//!              count, overdraw guard), settle.rs (settle, enqueue, release),
-//!              queued.rs (one deferred attempt), verify_only.rs (verify API, transfer lookup),
+//!              count, overdraw guard), settle.rs (settle, enqueue, release), batch.rs
+//!              (group commit: payments waiting for a settlement slot go out as one batch),
+//!              queued.rs (deferred attempts, alone or batched), verify_only.rs (verify API,
+//!              transfer lookup),
 //!              rules.rs (what is charged), state.rs (typed stages and receipts)
 //!   chain.rs   trait ChainBackend and its chain-neutral value types: PaymentKey, Verified with
 //!              an opaque, chain-tagged, versioned SchemePayload; ChainBackends by network
 //!   evm/       the EVM backend (EIP-3009 verification and settlement on alloy): verify.rs
 //!              (local checks, simulation, diagnosis), nonce.rs (settler nonces), send.rs
-//!              (sending, lookups, receipt wait); payload.rs: EvmAuthorization <-> SchemePayload;
+//!              (sending, lookups, receipt wait), batch.rs (Multicall3 batches, each payment
+//!              judged by its own AuthorizationUsed); payload.rs: EvmAuthorization <-> SchemePayload;
 //!              observe.rs: a tower layer timing every RPC call for an RpcObserver (metrics)
 //!   svm/       the Solana backend (the `exact` SVM scheme on the agave 3.1 client crates):
 //!              verify.rs (every local check, pure), send.rs (co-signed send, confirmation to

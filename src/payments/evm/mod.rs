@@ -23,7 +23,8 @@
 //! `payload.rs` carries the verified authorization to settlement as a chain-neutral
 //! `SchemePayload`, the only form that leaves this backend; `verify.rs` holds the local checks,
 //! the simulation and its diagnosis; `nonce.rs` the settler's nonce counter; `send.rs` sending,
-//! lookups and the receipt wait. This file: the backend's state, fees, and `ChainBackend`.
+//! lookups and the receipt wait; `batch.rs` several payments in one Multicall3 transaction. This
+//! file: the backend's state, fees, and `ChainBackend`.
 //! May import: payments::chain, pricing, config, x402. alloy is used here and nowhere else.
 
 mod batch;
