@@ -13,6 +13,7 @@
 //! May import: payments::chain (the chain-neutral value types, never a chain backend), x402.
 
 mod billing;
+mod claims;
 mod leases;
 mod ledger;
 mod queue;
@@ -52,6 +53,10 @@ pub enum StoreError {
     /// whatever was about to happen to it must not.
     #[error("claim {0} is already finished")]
     ClaimFinished(i64),
+    /// The shared transaction of a group of claims failed (see `claims.rs`): every claim in it
+    /// is as if never made.
+    #[error("database: {0}")]
+    Group(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +69,9 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite: claims made together share one commit (`claims.rs`). `None` on Postgres, and
+    /// where no runtime was running at connect.
+    claims: Option<claims::ClaimQueue>,
 }
 
 /// A row of the settlement ledger.
@@ -262,6 +270,48 @@ async fn mark_settling_in(
     Ok(())
 }
 
+/// The claim itself, inside `tx`: the row on the UNIQUE key and the month's count. Anything but
+/// `Claimed` must be rolled back by the caller (a quota refusal has inserted the row).
+async fn claim_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    v: &Verified,
+    ctx: &ClaimContext<'_>,
+    limit: Option<i64>,
+    t: i64,
+) -> Result<ClaimOutcome, StoreError> {
+    let period = period_of(t);
+    let row = sqlx::query(
+        "INSERT INTO payment_claims
+            (network, asset, payer, nonce, status, tenant, route, amount, valid_before, claimed_at, updated_at, period)
+         VALUES ($1, $2, $3, $4, 'claimed', $5, $6, $7, $8, $9, $9, $10)
+         ON CONFLICT (network, asset, payer, nonce) DO UPDATE SET
+            status = 'claimed', tenant = excluded.tenant, route = excluded.route,
+            amount = excluded.amount, tx_hash = NULL, tx_raw = NULL, error = NULL, period = excluded.period,
+            claimed_at = excluded.claimed_at, updated_at = excluded.updated_at
+         WHERE payment_claims.status = 'released'
+         RETURNING id",
+    )
+    .bind(&v.key.network)
+    .bind(&v.key.asset)
+    .bind(&v.key.payer)
+    .bind(&v.key.nonce)
+    .bind(ctx.tenant)
+    .bind(ctx.route)
+    .bind(&v.amount)
+    .bind(v.expires_at.min(i64::MAX as u64) as i64)
+    .bind(t)
+    .bind(&period)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else {
+        return Ok(ClaimOutcome::Duplicate);
+    };
+    if !tenants::count_in(&mut **tx, ctx.tenant, &period, limit).await? {
+        return Ok(ClaimOutcome::QuotaExceeded);
+    }
+    Ok(ClaimOutcome::Claimed(row.get::<i64, _>(0)))
+}
+
 /// Moves a claim to `failed` inside `tx`. Nothing moved, so the tenant's month gets its verified
 /// payment back, once: only the first transition into `failed` counts (a settled claim never
 /// fails). `why` is stored as shown to tenants: see [`Store::release`].
@@ -370,7 +420,14 @@ impl Store {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
         }
-        Ok(Store { pool, backend })
+        let claims = (backend == Backend::Sqlite)
+            .then(|| claims::ClaimQueue::start(pool.clone()))
+            .flatten();
+        Ok(Store {
+            pool,
+            backend,
+            claims,
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -387,42 +444,18 @@ impl Store {
         ctx: &ClaimContext<'_>,
         limit: Option<i64>,
     ) -> Result<ClaimOutcome, StoreError> {
-        let t = now();
-        let period = period_of(t);
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
-            "INSERT INTO payment_claims
-                (network, asset, payer, nonce, status, tenant, route, amount, valid_before, claimed_at, updated_at, period)
-             VALUES ($1, $2, $3, $4, 'claimed', $5, $6, $7, $8, $9, $9, $10)
-             ON CONFLICT (network, asset, payer, nonce) DO UPDATE SET
-                status = 'claimed', tenant = excluded.tenant, route = excluded.route,
-                amount = excluded.amount, tx_hash = NULL, tx_raw = NULL, error = NULL, period = excluded.period,
-                claimed_at = excluded.claimed_at, updated_at = excluded.updated_at
-             WHERE payment_claims.status = 'released'
-             RETURNING id",
-        )
-        .bind(&v.key.network)
-        .bind(&v.key.asset)
-        .bind(&v.key.payer)
-        .bind(&v.key.nonce)
-        .bind(ctx.tenant)
-        .bind(ctx.route)
-        .bind(&v.amount)
-        .bind(v.expires_at.min(i64::MAX as u64) as i64)
-        .bind(t)
-        .bind(&period)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            tx.rollback().await?;
-            return Ok(ClaimOutcome::Duplicate);
-        };
-        if !tenants::count_in(&mut *tx, ctx.tenant, &period, limit).await? {
-            tx.rollback().await?;
-            return Ok(ClaimOutcome::QuotaExceeded);
+        if let Some(queue) = &self.claims {
+            if let Some(outcome) = queue.claim(v, ctx, limit).await {
+                return outcome;
+            }
         }
-        tx.commit().await?;
-        Ok(ClaimOutcome::Claimed(row.get::<i64, _>(0)))
+        let mut tx = self.pool.begin().await?;
+        let outcome = claim_in(&mut tx, v, ctx, limit, now()).await?;
+        match outcome {
+            ClaimOutcome::Claimed(_) => tx.commit().await?,
+            _ => tx.rollback().await?,
+        }
+        Ok(outcome)
     }
 
     /// Gives a claim back: the payment was not charged and may be presented again. Only a claim
