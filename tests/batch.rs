@@ -350,3 +350,67 @@ async fn cancel_on(url: &str, token: Address, payer: &PrivateKeySigner, nonce: B
         .unwrap();
     assert!(receipt.status());
 }
+
+/// Deferred payments whose first attempts come due together are settled by one batch: the
+/// node's fee estimate fails at first (every item's attempt is put off by the same back-off),
+/// then answers, and the worker hands the items due together to one transaction.
+#[tokio::test(flavor = "multi_thread")]
+async fn deferred_payments_due_together_are_settled_in_one_batch() {
+    let chain = Chain::start().await;
+    let up = Upstream::start();
+    let pay_to = new_signer().address();
+    let gw = Gateway::start(&evm_config(
+        &up.url(),
+        &chain.rpc.url,
+        &chain.settler_key,
+        &chain.token.to_checksum(None),
+        &pay_to.to_checksum(None),
+    ));
+    let payer = new_signer();
+    chain.mint(payer.address(), 1_000_000).await;
+    let offer = {
+        let resp = client().get(gw.url("/deferred/x")).send().await.unwrap();
+        let v2 = decode_b64_json(resp.headers()["payment-required"].to_str().unwrap());
+        v2["accepts"][0].clone()
+    };
+    // No fee estimate until the six are queued: each first attempt fails before signing.
+    chain
+        .rpc
+        .set_fault("eth_feeHistory", Fault::Lose502, usize::MAX);
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            let auth = Authorization::for_offer(&offer, payer.address());
+            let header = v2_header(&offer, auth.payload(&auth.sign(&payer)));
+            let req = client()
+                .get(gw.url("/deferred/x"))
+                .header("payment-signature", header);
+            tokio::spawn(async move { req.send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    for t in tasks {
+        assert!((200..300).contains(&t.await.unwrap()));
+    }
+    wait_until(|| chain.rpc.count("eth_feeHistory") >= 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    chain.rpc.clear_faults();
+
+    let db = Store::connect(&gw.database_url).await.unwrap();
+    let started = std::time::Instant::now();
+    while db.ledger(100).await.unwrap().len() < 6 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "not all settled"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ledger = db.ledger(100).await.unwrap();
+    let mut per_tx: HashMap<&str, usize> = HashMap::new();
+    for row in &ledger {
+        *per_tx.entry(row.tx_hash.as_str()).or_default() += 1;
+    }
+    // Due in at most two whole seconds: at most two batches, never six transactions.
+    assert!(per_tx.len() <= 2, "{per_tx:?}");
+    assert!(*per_tx.values().max().unwrap() >= 3, "{per_tx:?}");
+    assert_eq!(chain.balance(pay_to).await, U256::from(6 * PRICE));
+    assert_eq!(db.count_claims("settled").await.unwrap(), 6);
+}

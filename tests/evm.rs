@@ -769,15 +769,17 @@ async fn deferred_settlements_survive_a_restart_and_land_once() {
     let mut txs: Vec<_> = ledger.iter().map(|e| e.tx_hash.clone()).collect();
     txs.sort();
     txs.dedup();
-    assert_eq!(txs.len(), n as usize);
-    // The settler sent exactly one transaction per payment, across both lives of the gateway.
+    // One transaction per payment, or fewer where items due together went out as one batch.
+    assert!((1..=n as usize).contains(&txs.len()), "{txs:?}");
+    // The settler sent exactly the transactions the ledger names, each once, across both lives
+    // of the gateway: none was sent again as a second transaction after the restart.
     let settler: PrivateKeySigner = chain.settler_key.parse().unwrap();
     let sent = chain
         .provider
         .get_transaction_count(settler.address())
         .await
         .unwrap();
-    assert_eq!(sent, n as u64);
+    assert_eq!(sent, txs.len() as u64);
     assert_eq!(db.count_claims("settled").await.unwrap(), n);
     drop(gw);
 }

@@ -257,13 +257,30 @@ async fn payments_over_tls_on_http1_and_http2() {
             )
         }));
     }
-    let mut txs = std::collections::HashSet::new();
+    let mut txs = Vec::new();
     for t in tasks {
         let (status, tx) = t.await.unwrap();
         assert_eq!(status, 201);
-        txs.insert(tx);
+        txs.push(tx);
     }
-    assert_eq!(txs.len(), 8, "eight settlements, one per stream");
+    // Each stream's receipt names the transaction that settled its payment: its own, or the
+    // batch it went out in (the chain has Multicall3), as the ledger has it, once per payment.
+    let db = x402_gate::store::Store::connect(&gw.database_url)
+        .await
+        .unwrap();
+    let mut ledger: Vec<String> = db
+        .ledger(8)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.tx_hash)
+        .collect();
+    ledger.sort();
+    txs.sort();
+    assert_eq!(
+        txs, ledger,
+        "eight settlements, each receipt naming its own"
+    );
     assert_eq!(up.hits(), hits + 8);
     assert_eq!(chain.balance(pay_to).await - before, U256::from(8 * PRICE));
 
