@@ -2,9 +2,11 @@
 //! ones are still being settled go out together, in one transaction, instead of one each.
 //!
 //! No timer: a payment that finds a free slot (fewer than `settlements_in_flight` settlements of
-//! its network under way) is settled at once, alone, by the single-payment path (`settle_claim`). Payments
-//! that arrive while every slot is busy wait in the network's queue, and the next slot to free
-//! takes all of them (up to the backend's `batch_capacity`) as one batch. So a quiet gateway
+//! its network under way) is settled at once: alone by the single-payment path (`settle_claim`),
+//! or with those that reached the queue in the same instant. Payments that arrive while every
+//! slot is busy wait in the network's queue, and the next slot to free takes all of them (up to
+//! the backend's `batch_capacity`) as one batch.
+ So a quiet gateway
 //! settles exactly as without batching, and a busy one pays one transaction's base cost, one
 //! settler nonce and two database commits (mark, ledger) per batch instead of per payment.
 //!
