@@ -5,9 +5,8 @@
 //! its network under way) is settled at once: alone by the single-payment path (`settle_claim`),
 //! or with those that reached the queue in the same instant. Payments that arrive while every
 //! slot is busy wait in the network's queue, and the next slot to free takes all of them (up to
-//! the backend's `batch_capacity`) as one batch.
- So a quiet gateway
-//! settles exactly as without batching, and a busy one pays one transaction's base cost, one
+//! the backend's `batch_capacity`) as one batch. So a quiet gateway settles exactly as without
+//! batching, and a busy one pays one transaction's base cost, one
 //! settler nonce and two database commits (mark, ledger) per batch instead of per payment.
 //!
 //! A batch keeps every promise the single path makes (see `settle.rs`): its transaction is
