@@ -127,10 +127,29 @@ pub fn request_id(headers: &http::HeaderMap) -> String {
 }
 
 /// 16 random bytes, hex: unguessable and unique enough to find one request among billions.
+///
+/// The bytes are the operating system's, fetched 4 KiB at a time per thread: one `getrandom`
+/// call per 256 requests instead of one each (it showed in the free route's profile), and never
+/// a byte used twice.
 pub fn new_request_id() -> String {
-    let mut b = [0u8; 16];
-    getrandom::fill(&mut b).expect("the OS random source is available");
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    thread_local! {
+        static POOL: std::cell::RefCell<(Box<[u8; 4096]>, usize)> =
+            std::cell::RefCell::new((Box::new([0; 4096]), 4096));
+    }
+    POOL.with_borrow_mut(|(bytes, used)| {
+        if *used + 16 > bytes.len() {
+            getrandom::fill(&mut bytes[..]).expect("the OS random source is available");
+            *used = 0;
+        }
+        let mut id = String::with_capacity(32);
+        for b in &bytes[*used..*used + 16] {
+            id.push(HEX[(b >> 4) as usize] as char);
+            id.push(HEX[(b & 0xf) as usize] as char);
+        }
+        *used += 16;
+        id
+    })
 }
 
 /// The span every line of one request is written in.
@@ -171,5 +190,16 @@ mod tests {
         h.append(REQUEST_ID_HEADER, "two".parse().unwrap());
         assert_ne!(request_id(&h), "one");
         assert_ne!(new_request_id(), new_request_id());
+    }
+
+    #[test]
+    fn generated_ids_stay_distinct_across_pool_refills() {
+        // 1,000 ids span four refills of a thread's 4 KiB pool of OS randomness.
+        let ids: std::collections::HashSet<String> = (0..1000).map(|_| new_request_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        assert!(ids.iter().all(|id| id.len() == 32
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))));
     }
 }
