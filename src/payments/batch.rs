@@ -6,8 +6,8 @@
 //! or with those that reached the queue in the same instant. Payments that arrive while every
 //! slot is busy wait in the network's queue, and the next slot to free takes all of them (up to
 //! the backend's `batch_capacity`) as one batch. So a quiet gateway settles exactly as without
-//! batching, and a busy one pays one transaction's base cost, one
-//! settler nonce and two database commits (mark, ledger) per batch instead of per payment.
+//! batching, and a busy one pays one transaction's base cost, one settler nonce and two
+//! database commits (mark, ledger) per batch instead of per payment.
 //!
 //! A batch keeps every promise the single path makes (see `settle.rs`): its transaction is
 //! signed, then named on every member's claim in one database transaction, then sent; members
