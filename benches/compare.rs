@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 
 use common::chain::{decode_b64_json, v2_header, Authorization};
 use common::*;
-use support::paid::{sequential, throughput, Figures};
+use support::paid::{print_runs, sequential, throughput, Figures};
 use support::wrk::{wrk, wrk_with, Wrk};
 use support::{idle, pct_ms};
 
@@ -179,36 +179,7 @@ async fn run() {
         "paid, concurrent ({} payments per client):",
         plan.per_client
     );
-    println!(
-        "  {:>7} {:>9} {:>9} {:>7} {:>8} {:>8} {:>8} {:>6} {:>8}",
-        "clients", "batching", "payments", "failed", "paid/s", "p50 ms", "p99 ms", "txs", "gas/pay"
-    );
-    for f in &runs {
-        println!(
-            "  {:>7} {:>9} {:>9} {:>7} {:>8.0} {:>8.2} {:>8.2} {:>6} {:>8.0}",
-            f.clients,
-            if f.batch_max > 1 { "on" } else { "off" },
-            f.payments,
-            f.failures,
-            f.paid_per_second(),
-            f.pct(0.5),
-            f.pct(0.99),
-            f.transactions,
-            f.gas_per_payment()
-        );
-    }
-    for pair in runs.chunks(2).filter(|p| p.len() == 2) {
-        let (off, on) = (&pair[0], &pair[1]);
-        println!(
-            "  {} clients, batching on/off: {:.2}x paid/s, {:.2}x gas per payment; largest batch {} payments at {:.0} gas each ({:.2}x a payment alone)",
-            on.clients,
-            on.paid_per_second() / off.paid_per_second(),
-            on.gas_per_payment() / off.gas_per_payment(),
-            on.largest_batch,
-            on.largest_batch_gas_per_payment,
-            on.largest_batch_gas_per_payment / off.gas_per_payment()
-        );
-    }
+    print_runs(&runs);
     doc.insert(
         "paid_concurrent".into(),
         Value::Array(runs.iter().map(Figures::json).collect()),

@@ -19,6 +19,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,6 +32,7 @@ use alloy::signers::local::PrivateKeySigner;
 use common::chain::*;
 use common::*;
 use serde_json::{json, Value};
+use support::{pct_ms, rss_kib};
 
 const PRICE: u64 = 10_000;
 const WINDOW: Duration = Duration::from_secs(5);
@@ -86,25 +89,6 @@ impl Stats {
             windows[w].errors.push(e);
         }
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// One request of `kind`; an error is any answer other than the one this kind must get.
@@ -273,11 +257,11 @@ async fn run() {
         .flat_map(|w| w.latencies.clone())
         .collect();
     base_lat.sort();
-    let base_p50 = percentile(&base_lat, 0.5);
+    let base_p50 = pct_ms(&base_lat, 0.5);
     println!(
         "baseline (origin alone, {rate}/s): p50 {:.2} ms, p99 {:.2} ms",
         base_p50,
-        percentile(&base_lat, 0.99)
+        pct_ms(&base_lat, 0.99)
     );
 
     // The gateway: the release binary, its own process, SQLite in a temp dir.
@@ -366,19 +350,19 @@ async fn run() {
             "{:>5}s {:>8.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}x {:>7} {:>9.1}",
             (i + 1) * WINDOW.as_secs() as usize,
             l.len() as f64 / WINDOW.as_secs_f64(),
-            percentile(&l, 0.5),
-            percentile(&l, 0.9),
-            percentile(&l, 0.99),
-            percentile(&l, 1.0),
-            percentile(&l, 0.5) / base_p50,
+            pct_ms(&l, 0.5),
+            pct_ms(&l, 0.9),
+            pct_ms(&l, 0.99),
+            pct_ms(&l, 1.0),
+            pct_ms(&l, 0.5) / base_p50,
             w.errors.len(),
             r as f64 / 1024.0
         );
         rows.push(json!({
             "window_end_s": (i + 1) * WINDOW.as_secs() as usize,
             "requests": l.len(),
-            "p50_ms": percentile(&l, 0.5),
-            "p99_ms": percentile(&l, 0.99),
+            "p50_ms": pct_ms(&l, 0.5),
+            "p99_ms": pct_ms(&l, 0.99),
             "errors": w.errors.len(),
             "rss_kib": r,
         }));
@@ -413,10 +397,10 @@ async fn run() {
         "ledger_rows": ledger,
         "blocks": last_block - first_block,
         "errors": errors.len(),
-        "p50_ms": percentile(&all, 0.5),
-        "p90_ms": percentile(&all, 0.9),
-        "p99_ms": percentile(&all, 0.99),
-        "max_ms": percentile(&all, 1.0),
+        "p50_ms": pct_ms(&all, 0.5),
+        "p90_ms": pct_ms(&all, 0.9),
+        "p99_ms": pct_ms(&all, 0.99),
+        "max_ms": pct_ms(&all, 1.0),
         "baseline_p50_ms": base_p50,
         "rss_idle_kib": idle_rss,
         "rss_first_half_peak_kib": first_peak,
@@ -430,9 +414,9 @@ async fn run() {
         elapsed.as_secs_f64(),
         total as f64 / elapsed.as_secs_f64(),
         errors.len(),
-        percentile(&all, 0.5),
-        percentile(&all, 0.5) / base_p50,
-        percentile(&all, 0.99),
+        pct_ms(&all, 0.5),
+        pct_ms(&all, 0.5) / base_p50,
+        pct_ms(&all, 0.99),
         idle_rss as f64 / 1024.0,
         first_peak as f64 / 1024.0,
         second_peak as f64 / 1024.0,

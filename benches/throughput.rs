@@ -18,7 +18,7 @@ mod common;
 mod support;
 
 use serde_json::json;
-use support::paid::{throughput, Figures};
+use support::paid::{print_runs, throughput, Figures};
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -48,35 +48,7 @@ async fn run() {
     println!(
         "x402-gate paid throughput: settle=after, {per_client} payments per client, durable SQLite on disk, fresh anvil per row"
     );
-    println!(
-        "{:>7} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>6} {:>10}",
-        "clients", "batching", "payments", "failed", "paid/s", "p50 ms", "p99 ms", "txs", "gas/pay"
-    );
-    for f in &all {
-        println!(
-            "{:>7} {:>9} {:>9} {:>8} {:>9.0} {:>9.2} {:>9.2} {:>6} {:>10.0}",
-            f.clients,
-            if f.batch_max > 1 { "on" } else { "off" },
-            f.payments,
-            f.failures,
-            f.paid_per_second(),
-            f.pct(0.5),
-            f.pct(0.99),
-            f.transactions,
-            f.gas_per_payment()
-        );
-    }
-    for pair in all.chunks(2) {
-        let (off, on) = (&pair[0], &pair[1]);
-        println!(
-            "{} clients, batching on/off: paid/s {:.2}x, p50 {:.2}x, gas per payment {:.2}x, transactions {:.2}x",
-            on.clients,
-            on.paid_per_second() / off.paid_per_second(),
-            on.pct(0.5) / off.pct(0.5),
-            on.gas_per_payment() / off.gas_per_payment(),
-            on.transactions as f64 / off.transactions as f64
-        );
-    }
+    print_runs(&all);
     if let Ok(path) = std::env::var("X402_BENCH_JSON") {
         let doc = json!({
             "bench": "throughput",

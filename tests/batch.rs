@@ -218,7 +218,7 @@ async fn payments_that_wait_are_settled_together_each_by_its_own_authorization()
             let chain = chain_slot.get().cloned();
             Box::pin(async move {
                 if let (Some(nonce), Some((url, token))) = (nonce, chain) {
-                    cancel_on(&url, token, &payer, nonce).await;
+                    cancel_via(&url, token, &payer, nonce).await;
                 }
             })
         })
@@ -237,11 +237,7 @@ async fn payments_that_wait_are_settled_together_each_by_its_own_authorization()
         &pay_to.to_checksum(None),
     ));
     chain.mint(payer.address(), 1_000_000).await;
-    let offer = {
-        let resp = client().get(gw.url("/paid/x")).send().await.unwrap();
-        let v2 = decode_b64_json(resp.headers()["payment-required"].to_str().unwrap());
-        v2["accepts"][0].clone()
-    };
+    let offer = offer_for(&gw, "/paid/x").await;
     let sign = || {
         let auth = Authorization::for_offer(&offer, payer.address());
         (
@@ -334,26 +330,6 @@ async fn wait_until(cond: impl Fn() -> bool) {
     }
 }
 
-/// Cancels an authorization through a fresh provider straight to anvil (the hook runs inside the
-/// origin, while the gateway waits).
-async fn cancel_on(url: &str, token: Address, payer: &PrivateKeySigner, nonce: B256) {
-    use alloy::providers::ProviderBuilder;
-    let provider = ProviderBuilder::new().connect_http(url.parse().unwrap());
-    let from = provider.get_accounts().await.unwrap()[0];
-    let tx = alloy::rpc::types::TransactionRequest::default()
-        .from(from)
-        .to(token)
-        .input(Bytes::from(cancel_calldata(token, payer, nonce)).into());
-    let receipt = provider
-        .send_transaction(tx)
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    assert!(receipt.status());
-}
-
 /// Deferred payments whose first attempts come due together are settled by one batch: the
 /// node's fee estimate fails at first (every item's attempt is put off by the same back-off),
 /// then answers, and the worker hands the items due together to one transaction.
@@ -371,11 +347,7 @@ async fn deferred_payments_due_together_are_settled_in_one_batch() {
     ));
     let payer = new_signer();
     chain.mint(payer.address(), 1_000_000).await;
-    let offer = {
-        let resp = client().get(gw.url("/deferred/x")).send().await.unwrap();
-        let v2 = decode_b64_json(resp.headers()["payment-required"].to_str().unwrap());
-        v2["accepts"][0].clone()
-    };
+    let offer = offer_for(&gw, "/deferred/x").await;
     // No fee estimate until the six are queued: each first attempt fails before signing.
     chain
         .rpc

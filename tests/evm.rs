@@ -90,10 +90,7 @@ async fn durable_setup() -> Durable {
 
 /// The offer the gateway makes for `path`.
 async fn offer(gw: &Gateway, path: &str) -> Value {
-    let resp = client().get(gw.url(path)).send().await.unwrap();
-    assert_eq!(resp.status(), 402);
-    let v2 = decode_b64_json(resp.headers()["payment-required"].to_str().unwrap());
-    v2["accepts"][0].clone()
+    offer_for(gw, path).await
 }
 
 /// A valid v2 payment header for `path`, signed by `payer`.
@@ -596,30 +593,6 @@ async fn after_a_failed_settlement_is_a_402_without_the_body() {
     assert_eq!(s.up.hits(), 1);
     assert_eq!(s.chain.balance(s.pay_to).await, U256::ZERO);
     assert_eq!(store(&s.gw).await.count_claims("failed").await.unwrap(), 1);
-}
-
-/// Cancels an authorization through a fresh provider (the hook runs inside the origin).
-async fn cancel_via(
-    url: &str,
-    token: Address,
-    payer: &PrivateKeySigner,
-    nonce: alloy::primitives::B256,
-) {
-    use alloy::providers::{Provider, ProviderBuilder};
-    let provider = ProviderBuilder::new().connect_http(url.parse().unwrap());
-    let from = provider.get_accounts().await.unwrap()[0];
-    let tx = alloy::rpc::types::TransactionRequest::default()
-        .from(from)
-        .to(token)
-        .input(alloy::primitives::Bytes::from(cancel_calldata(token, payer, nonce)).into());
-    let receipt = provider
-        .send_transaction(tx)
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    assert!(receipt.status());
 }
 
 #[tokio::test(flavor = "multi_thread")]

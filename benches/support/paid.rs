@@ -57,6 +57,42 @@ impl Figures {
     }
 }
 
+/// `runs` as a table, then the batching on/off ratios of each pair (runs come as off, on).
+pub fn print_runs(runs: &[Figures]) {
+    println!(
+        "  {:>7} {:>9} {:>9} {:>7} {:>8} {:>8} {:>8} {:>6} {:>8}",
+        "clients", "batching", "payments", "failed", "paid/s", "p50 ms", "p99 ms", "txs", "gas/pay"
+    );
+    for f in runs {
+        println!(
+            "  {:>7} {:>9} {:>9} {:>7} {:>8.0} {:>8.2} {:>8.2} {:>6} {:>8.0}",
+            f.clients,
+            if f.batch_max > 1 { "on" } else { "off" },
+            f.payments,
+            f.failures,
+            f.paid_per_second(),
+            f.pct(0.5),
+            f.pct(0.99),
+            f.transactions,
+            f.gas_per_payment()
+        );
+    }
+    for pair in runs.chunks(2).filter(|p| p.len() == 2) {
+        let (off, on) = (&pair[0], &pair[1]);
+        println!(
+            "  {} clients, batching on/off: {:.2}x paid/s, {:.2}x p50, {:.2}x gas per payment, {:.2}x transactions; largest batch {} payments at {:.0} gas each ({:.2}x a payment alone)",
+            on.clients,
+            on.paid_per_second() / off.paid_per_second(),
+            on.pct(0.5) / off.pct(0.5),
+            on.gas_per_payment() / off.gas_per_payment(),
+            on.transactions as f64 / off.transactions as f64,
+            on.largest_batch,
+            on.largest_batch_gas_per_payment,
+            on.largest_batch_gas_per_payment / off.gas_per_payment()
+        );
+    }
+}
+
 /// `clients` concurrent payers, `per_client` payments each in a row, through a fresh gateway
 /// (`batch_max` for the network) on a fresh anvil with Multicall3 and a fresh durable SQLite
 /// database on disk. Payments are signed before the clock starts.
@@ -79,9 +115,7 @@ pub async fn throughput(clients: usize, per_client: usize, batch_max: usize) -> 
     + "\n[tiers.free]\nmonthly_verifications = 100000000\nnetworks = [\"eip155:84532\"]\n";
     let gw = Gateway::start(&cfg);
     let c = client();
-    let resp = c.get(gw.url("/paid/bench")).send().await.unwrap();
-    let offer =
-        decode_b64_json(resp.headers()["payment-required"].to_str().unwrap())["accepts"][0].clone();
+    let offer = offer_for(&gw, "/paid/bench").await;
 
     // Payers funded and payments signed before the clock starts.
     let mut signed = Vec::new();
@@ -197,9 +231,7 @@ pub async fn sequential(n: usize) -> (Vec<Duration>, f64) {
         &pay_to.to_checksum(None),
     ));
     let c = client();
-    let resp = c.get(gw.url("/paid/seq")).send().await.unwrap();
-    let offer =
-        decode_b64_json(resp.headers()["payment-required"].to_str().unwrap())["accepts"][0].clone();
+    let offer = offer_for(&gw, "/paid/seq").await;
     let payer = new_signer();
     chain.mint(payer.address(), 1_000_000_000).await;
     let headers: Vec<String> = (0..n + 5)

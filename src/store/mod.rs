@@ -524,10 +524,7 @@ impl Store {
         claim_id: i64,
         p: &PreparedSettlement,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        mark_settling_in(&mut tx, claim_id, p).await?;
-        tx.commit().await?;
-        Ok(())
+        self.mark_settling_batch(&[claim_id], p).await
     }
 
     /// `mark_settling` for every claim a batch transaction settles, in one transaction (one

@@ -56,26 +56,14 @@ impl Store {
         Ok((row.get(0), row.get(1)))
     }
 
-    /// Saves the signed transaction of a deferred settlement before it is sent.
+    /// Saves the signed transaction of a deferred settlement before it is sent: the item and its
+    /// claim name it in one transaction (both or neither).
     pub async fn queue_prepared(
         &self,
         claim_id: i64,
         p: &PreparedSettlement,
     ) -> Result<(), StoreError> {
-        let json = serde_json::to_string(p).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        // Both or neither: the item and its claim name the same transaction.
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE settlement_queue SET prepared = $1, updated_at = $2 WHERE claim_id = $3",
-        )
-        .bind(json)
-        .bind(now())
-        .bind(claim_id)
-        .execute(&mut *tx)
-        .await?;
-        super::mark_settling_in(&mut tx, claim_id, p).await?;
-        tx.commit().await?;
-        Ok(())
+        self.queue_prepared_batch(&[claim_id], p).await
     }
 
     /// `queue_prepared` for every item one batch transaction settles, in one transaction: all
@@ -138,12 +126,11 @@ impl Store {
         s: &Settlement,
         ctx: &ClaimContext<'_>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        super::ledger::write_ledger_in(&mut tx, LedgerRow::of_verified(claim_id, v, s, ctx))
-            .await?;
-        finish_in(&mut tx, claim_id, QueueStatus::Done, None).await?;
-        tx.commit().await?;
-        Ok(())
+        let ctx = ClaimContext {
+            tenant: ctx.tenant,
+            route: ctx.route,
+        };
+        self.queue_settled_batch(&[(claim_id, v, s, ctx)]).await
     }
 
     /// `queue_settled` for the landed items of one batch transaction, in one transaction.

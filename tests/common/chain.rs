@@ -499,6 +499,25 @@ pub fn cancel_calldata(token: Address, payer: &PrivateKeySigner, nonce: B256) ->
     .abi_encode()
 }
 
+/// Cancels `payer`'s authorization `nonce` through a fresh provider straight to anvil at `url`
+/// (tests call it from inside the origin, while the gateway waits for it).
+pub async fn cancel_via(url: &str, token: Address, payer: &PrivateKeySigner, nonce: B256) {
+    let provider = ProviderBuilder::new().connect_http(url.parse().unwrap());
+    let from = provider.get_accounts().await.unwrap()[0];
+    let tx = TransactionRequest::default()
+        .from(from)
+        .to(token)
+        .input(Bytes::from(cancel_calldata(token, payer, nonce)).into());
+    let receipt = provider
+        .send_transaction(tx)
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert!(receipt.status());
+}
+
 async fn deploy(provider: &DynProvider, from: Address, code: Vec<u8>) -> Address {
     let tx = TransactionRequest::default()
         .from(from)

@@ -416,6 +416,14 @@ price = "free"
     )
 }
 
+/// The first offer (`accepts[0]` of the v2 `PAYMENT-REQUIRED`) the gateway answers for `path`.
+pub async fn offer_for(gw: &Gateway, path: &str) -> serde_json::Value {
+    let resp = client().get(gw.url(path)).send().await.unwrap();
+    assert_eq!(resp.status(), 402);
+    let v2 = chain::decode_b64_json(resp.headers()["payment-required"].to_str().unwrap());
+    v2["accepts"][0].clone()
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
