@@ -389,3 +389,44 @@ async fn deferred_payments_due_together_are_settled_in_one_batch() {
     assert_eq!(chain.balance(pay_to).await, U256::from(6 * PRICE));
     assert_eq!(db.count_claims("settled").await.unwrap(), 6);
 }
+
+/// A batch whose send is answered with a cut connection (the node took it, the answer was lost)
+/// is looked up by its hash, never signed again: every member lands once, in that transaction.
+/// (A stalled send goes through the same wait as a single payment's: `tests/evm.rs`.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_whose_send_answer_is_lost_is_never_sent_twice() {
+    let chain = Chain::start().await;
+    let payer = new_signer();
+    let pay_to = new_signer().address();
+    chain.mint(payer.address(), 1_000_000).await;
+    let network: Network = format!("eip155:{CHAIN_ID}").parse().unwrap();
+    let evm = EvmBackend::new(
+        &network,
+        &chain.rpc.url,
+        &chain.settler_key,
+        1,
+        Duration::from_secs(2),
+    )
+    .unwrap()
+    .with_batching(8, 4);
+    assert_eq!(evm.batch_capacity().await, 8);
+
+    // Lost answer: looked up, all landed in the one transaction.
+    let members: Vec<Verified> = (0..3)
+        .map(|_| verified(&chain, &payer, pay_to, PRICE))
+        .collect();
+    let prepared = evm.prepare_batch(&members).await.unwrap();
+    chain
+        .rpc
+        .set_fault("eth_sendRawTransaction", Fault::LoseReset, 1);
+    let outcomes = evm
+        .submit_batch(&members, &prepared, Attempt::First)
+        .await
+        .unwrap();
+    for o in &outcomes {
+        assert_eq!(o.as_ref().unwrap().transaction, prepared.transaction);
+    }
+    assert_eq!(chain.balance(pay_to).await, U256::from(3 * PRICE));
+    // One transaction sent: the lost send, looked up, not a second one.
+    assert_eq!(chain.rpc.count("eth_sendRawTransaction"), 1);
+}
