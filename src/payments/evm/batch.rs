@@ -105,6 +105,16 @@ impl EvmBackend {
             message,
         })?;
         let (receipt, started) = self.land(prepared, attempt).await?;
+        if !receipt.status() {
+            // Reverted as a whole (out of gas, say): nothing moved, every authorization is still
+            // unused, so the whole transaction's failure is returned and each member is settled
+            // alone (see `payments/batch.rs`), not failed.
+            return Err(SettleError::Failed {
+                reason: Reason::InvalidExactEvmTransactionFailed,
+                message: "the batch settlement transaction reverted".into(),
+                transaction: Some(receipt.transaction_hash.to_string()),
+            });
+        }
         let outcomes = self.judge_batch(&auths, &receipt);
         if outcomes.iter().any(Result::is_ok) {
             let block = receipt.block_number.unwrap_or_default();
@@ -114,8 +124,7 @@ impl EvmBackend {
         Ok(outcomes)
     }
 
-    /// Each member's outcome in a mined batch (the whole transaction's revert is every member's
-    /// failure).
+    /// Each member's outcome in a mined batch that did not revert as a whole.
     fn judge_batch(
         &self,
         auths: &[EvmAuthorization],
@@ -130,9 +139,6 @@ impl EvmBackend {
         auths
             .iter()
             .map(|auth| {
-                if !receipt.status() {
-                    return Err(failed("the batch settlement transaction reverted"));
-                }
                 if !landed(receipt, auth.asset, auth.from, auth.nonce, |t| {
                     t.to == auth.to && t.value == auth.value
                 }) {
