@@ -2,9 +2,10 @@
 //! against baselines measured in the same run. Prints one table with ratios and writes JSON.
 //!
 //! - `wrk -t1 -c32` (servers on one worker thread, in this process; "CPU" is this process's CPU
-//!   time per request): the origin alone (an axum echo server, the fixed-response baseline), a
-//!   bare pingora pass-through to it (`support/bare.rs`), the gateway's free route, its 402, and
-//!   an invalid proof (a wrong signature, refused locally with its reason);
+//!   time per request): nginx returning a fixed 200 (its own process's CPU; skipped when nginx
+//!   is not installed), the origin alone (an axum echo server), a bare pingora pass-through to
+//!   it (`support/bare.rs`), the gateway's free route, its 402, and an invalid proof (a wrong
+//!   signature, refused locally with its reason);
 //! - paid requests on a fresh anvil with Multicall3 and durable SQLite on disk: sequential
 //!   (latency, CPU per payment), then 16 and 64 concurrent clients with batching off and on
 //!   (paid/s, failures, gas per payment);
@@ -27,7 +28,7 @@ use serde_json::{json, Value};
 use common::chain::{decode_b64_json, v2_header, Authorization};
 use common::*;
 use support::paid::{print_runs, sequential, throughput, Figures};
-use support::wrk::{wrk, wrk_with, Wrk};
+use support::wrk::{wrk, wrk_measuring, wrk_with, Wrk};
 use support::{idle, pct_ms};
 
 struct Plan {
@@ -95,11 +96,15 @@ async fn run() {
     };
 
     // 2. Paid requests.
-    let (seq, seq_cpu_ms) = if part("paid") {
-        sequential(plan.sequential).await
-    } else {
-        (Vec::new(), 0.0)
-    };
+    // Sequential, under the default policy (`after`) and under `before` (whose claim commits
+    // without its own fsync: store/durability.rs).
+    let mut seqs = Vec::new();
+    if part("paid") {
+        for (policy, path) in [("after", "/paid/seq"), ("before", "/before/seq")] {
+            let (latencies, cpu_ms) = sequential(plan.sequential, path).await;
+            seqs.push((policy, latencies, cpu_ms));
+        }
+    }
     let mut runs: Vec<Figures> = Vec::new();
     for &clients in &plan.clients {
         for batch_max in [1, 64] {
@@ -144,7 +149,7 @@ async fn run() {
             get("free route"),
             get("402 challenge"),
         );
-        let ratios = json!({
+        let mut ratios = json!({
             "free_vs_bare_throughput": free.rps / bare.rps,
             "free_vs_bare_cpu": free.cpu_us / bare.cpu_us,
             "free_minus_bare_p99_ms": free.p99_ms - bare.p99_ms,
@@ -162,19 +167,30 @@ async fn run() {
             challenge.rps / free.rps,
             challenge.cpu_us / origin.cpu_us
         );
+        if let Some((_, nginx)) = h.iter().find(|(name, _)| *name == NGINX) {
+            ratios["challenge_vs_nginx_cpu"] = json!(challenge.cpu_us / nginx.cpu_us);
+            println!(
+                "  402 CPU / nginx's fixed 200: {:.2}x",
+                challenge.cpu_us / nginx.cpu_us
+            );
+        }
         doc.insert("http_ratios".into(), ratios);
     }
-    println!(
-        "paid, sequential ({} payments): p50 {:.2} ms, p99 {:.2} ms, CPU {:.2} ms per payment (gateway + test proxy + origin + client)",
-        seq.len(),
-        pct_ms(&seq, 0.5),
-        pct_ms(&seq, 0.99),
-        seq_cpu_ms
-    );
-    doc.insert(
-        "paid_sequential".into(),
-        json!({"payments": seq.len(), "p50_ms": pct_ms(&seq, 0.5), "p99_ms": pct_ms(&seq, 0.99), "cpu_ms_per_payment": seq_cpu_ms}),
-    );
+    let mut sequential_doc = serde_json::Map::new();
+    for (policy, seq, cpu_ms) in &seqs {
+        println!(
+            "paid, sequential, settle = {policy} ({} payments): p50 {:.2} ms, p99 {:.2} ms, CPU {:.2} ms per payment (gateway + test proxy + origin + client)",
+            seq.len(),
+            pct_ms(seq, 0.5),
+            pct_ms(seq, 0.99),
+            cpu_ms
+        );
+        sequential_doc.insert(
+            policy.to_string(),
+            json!({"payments": seq.len(), "p50_ms": pct_ms(seq, 0.5), "p99_ms": pct_ms(seq, 0.99), "cpu_ms_per_payment": cpu_ms}),
+        );
+    }
+    doc.insert("paid_sequential".into(), Value::Object(sequential_doc));
     println!(
         "paid, concurrent ({} payments per client):",
         plan.per_client
@@ -214,8 +230,15 @@ async fn run() {
     println!("wrote {path}");
 }
 
-/// The wrk rows: origin alone, bare pingora, free route, 402, invalid proof.
+const NGINX: &str = "nginx fixed 200";
+
+/// The wrk rows: nginx's fixed 200 (when installed), origin alone, bare pingora, free route, 402,
+/// invalid proof.
 async fn http_paths(seconds: u64) -> Vec<(&'static str, Wrk)> {
+    let nginx = support::nginx::Nginx::start(format!("127.0.0.1:{}", free_port()).parse().unwrap());
+    if nginx.is_none() {
+        eprintln!("nginx is not installed (apt-get install nginx-light): its row is skipped");
+    }
     let up = Upstream::start();
     let bare: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     support::bare::start(bare, up.addr);
@@ -259,12 +282,21 @@ async fn http_paths(seconds: u64) -> Vec<(&'static str, Wrk)> {
         None => wrk(url, secs),
     };
     // Warm every path, then measure each.
+    let mut rows = Vec::new();
+    if let Some(n) = &nginx {
+        let url = format!("http://{}/free/x", n.addr);
+        let cpu = || n.cpu_seconds();
+        wrk_measuring(&url, 1, &[], &cpu);
+        rows.push((NGINX, wrk_measuring(&url, seconds, &[], &cpu)));
+    }
     for (_, url, header) in &urls {
         run(url, *header, 1);
     }
-    urls.iter()
-        .map(|(name, url, header)| (*name, run(url, *header, seconds)))
-        .collect()
+    rows.extend(
+        urls.iter()
+            .map(|(name, url, header)| (*name, run(url, *header, seconds))),
+    );
+    rows
 }
 
 /// The gateway binary's RSS idle, and holding `n` idle keep-alive connections (and how many it

@@ -92,6 +92,9 @@ fi
 command -v chromium >/dev/null 2>&1 || apt_install chromium
 # wrk, for the benchmarks' HTTP rows (benches/compare.rs runs in short mode with the tests).
 command -v wrk >/dev/null 2>&1 || apt_install wrk
+# nginx, for the fixed-200 baseline the 402 is held to. The benchmark starts its own, in a temp
+# directory on a free port; the package's service, where the system starts one, is not used.
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || apt_install nginx-light
 
 # Postgres for the store suite: X402_TEST_DATABASE_URL, or a local server on 127.0.0.1:5432
 # with trust auth and a database `test` (started, or installed and configured, if absent).

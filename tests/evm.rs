@@ -764,7 +764,7 @@ async fn deferred_settlements_survive_a_restart_and_land_once() {
 async fn a_settlement_queued_in_the_old_stored_format_lands_after_an_upgrade() {
     use x402_gate::payments::chain::{PaymentKey, Verified};
     use x402_gate::payments::evm::EvmAuthorization;
-    use x402_gate::store::ClaimContext;
+    use x402_gate::store::{ClaimContext, Durability::Synced};
     let Durable {
         chain,
         up: _up,
@@ -830,7 +830,12 @@ async fn a_settlement_queued_in_the_old_stored_format_lands_after_an_upgrade() {
         tenant: "acme",
         route: "/deferred/*",
     };
-    let id = db.claim(&claimed, &ctx, None).await.unwrap().id().unwrap();
+    let id = db
+        .claim(&claimed, &ctx, None, Synced)
+        .await
+        .unwrap()
+        .id()
+        .unwrap();
     let raw = sqlx::SqlitePool::connect(&db_url).await.unwrap();
     sqlx::query(
         "INSERT INTO settlement_queue (claim_id, verified, status, attempts, next_attempt_at, created_at, updated_at)

@@ -9,6 +9,7 @@ use x402_gate::payments::chain::{
     PaymentKey, PreparedSettlement, SchemePayload, Settlement, Verified,
 };
 use x402_gate::payments::evm::EvmAuthorization;
+use x402_gate::store::Durability::{self, Synced};
 use x402_gate::store::{
     day_string, period_of, ApiKeyRecord, Backend, ClaimContext, ClaimOutcome, PaymentFilter,
     QueueStatus, Store, StoreError, TenantRecord, TransactionUse,
@@ -119,19 +120,19 @@ fn settlement(tx: u8) -> Settlement {
 async fn claim_is_once_until_released(store: Store) {
     let v = verified(1);
     let id = store
-        .claim(&v, &CTX, None)
+        .claim(&v, &CTX, None, Synced)
         .await
         .unwrap()
         .id()
         .expect("first claim");
     assert_eq!(
-        store.claim(&v, &CTX, None).await.unwrap().id(),
+        store.claim(&v, &CTX, None, Synced).await.unwrap().id(),
         None,
         "a replay must not claim"
     );
     // Another nonce is another payment.
     assert!(store
-        .claim(&verified(2), &CTX, None)
+        .claim(&verified(2), &CTX, None, Synced)
         .await
         .unwrap()
         .id()
@@ -142,7 +143,10 @@ async fn claim_is_once_until_released(store: Store) {
         store.claim_status(id).await.unwrap().as_deref(),
         Some("released")
     );
-    assert_eq!(store.claim(&v, &CTX, None).await.unwrap().id(), Some(id));
+    assert_eq!(
+        store.claim(&v, &CTX, None, Synced).await.unwrap().id(),
+        Some(id)
+    );
     // A settlement transaction recorded: it may be in flight, so the claim cannot be released,
     // and the reconciler finds it with the bytes to send again.
     let sent = PreparedSettlement {
@@ -179,7 +183,10 @@ async fn claim_is_once_until_released(store: Store) {
         store.claim_status(id).await.unwrap().as_deref(),
         Some("settled")
     );
-    assert_eq!(store.claim(&v, &CTX, None).await.unwrap().id(), None);
+    assert_eq!(
+        store.claim(&v, &CTX, None, Synced).await.unwrap().id(),
+        None
+    );
     store
         .record_settlement(id, &v, &settlement(9), &CTX)
         .await
@@ -202,11 +209,16 @@ async fn claim_is_once_until_released(store: Store) {
 async fn expired_open_claims_are_released(store: Store) {
     let mut old = verified(40);
     old.expires_at = 1_000;
-    let open = store.claim(&old, &CTX, None).await.unwrap().id().unwrap();
+    let open = store
+        .claim(&old, &CTX, None, Synced)
+        .await
+        .unwrap()
+        .id()
+        .unwrap();
     let mut sending = verified(41);
     sending.expires_at = 1_000;
     let settling = store
-        .claim(&sending, &CTX, None)
+        .claim(&sending, &CTX, None, Synced)
         .await
         .unwrap()
         .id()
@@ -219,7 +231,7 @@ async fn expired_open_claims_are_released(store: Store) {
     };
     store.mark_settling(settling, &sent).await.unwrap();
     let live = store
-        .claim(&verified(42), &CTX, None)
+        .claim(&verified(42), &CTX, None, Synced)
         .await
         .unwrap()
         .id()
@@ -251,24 +263,35 @@ async fn expired_open_claims_are_released(store: Store) {
 
 async fn settled_claims_are_never_reclaimed(store: Store) {
     let v = verified(3);
-    let id = store.claim(&v, &CTX, None).await.unwrap().id().unwrap();
+    let id = store
+        .claim(&v, &CTX, None, Synced)
+        .await
+        .unwrap()
+        .id()
+        .unwrap();
     store
         .record_settlement(id, &v, &settlement(3), &CTX)
         .await
         .unwrap();
-    assert_eq!(store.claim(&v, &CTX, None).await.unwrap().id(), None);
+    assert_eq!(
+        store.claim(&v, &CTX, None, Synced).await.unwrap().id(),
+        None
+    );
     let failed = verified(4);
     let fid = store
-        .claim(&failed, &CTX, None)
+        .claim(&failed, &CTX, None, Synced)
         .await
         .unwrap()
         .id()
         .unwrap();
     store.mark_failed(fid, "reverted").await.unwrap();
-    assert_eq!(store.claim(&failed, &CTX, None).await.unwrap().id(), None);
+    assert_eq!(
+        store.claim(&failed, &CTX, None, Synced).await.unwrap().id(),
+        None
+    );
     let queued = verified(7);
     let qid = store
-        .claim(&queued, &CTX, None)
+        .claim(&queued, &CTX, None, Synced)
         .await
         .unwrap()
         .id()
@@ -278,7 +301,20 @@ async fn settled_claims_are_never_reclaimed(store: Store) {
         !store.release(qid, "x").await.unwrap(),
         "a queued claim cannot be released"
     );
-    assert_eq!(store.claim(&queued, &CTX, None).await.unwrap().id(), None);
+    assert_eq!(
+        store.claim(&queued, &CTX, None, Synced).await.unwrap().id(),
+        None
+    );
+}
+
+/// A claim's durability: half the racers claim `Relaxed` (a `before` route's claim, on SQLite's
+/// relaxed connection), half `Synced`, on each of two stores.
+fn mixed(i: usize) -> Durability {
+    if i % 4 < 2 {
+        Synced
+    } else {
+        Durability::Relaxed
+    }
 }
 
 async fn concurrent_claims_admit_exactly_one(url: String) {
@@ -291,7 +327,7 @@ async fn concurrent_claims_admit_exactly_one(url: String) {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
         let v = v.clone();
         tasks.push(tokio::spawn(async move {
-            store.claim(&v, &CTX, None).await.unwrap().id()
+            store.claim(&v, &CTX, None, mixed(i)).await.unwrap().id()
         }));
     }
     let mut won = 0;
@@ -306,7 +342,12 @@ async fn concurrent_claims_admit_exactly_one(url: String) {
 async fn queue_survives_reopening(url: String) {
     let store = Store::connect(&url).await.unwrap();
     let v = verified(6);
-    let id = store.claim(&v, &CTX, None).await.unwrap().id().unwrap();
+    let id = store
+        .claim(&v, &CTX, None, Synced)
+        .await
+        .unwrap()
+        .id()
+        .unwrap();
     store.enqueue(id, &v).await.unwrap();
     store.enqueue(id, &v).await.unwrap(); // idempotent
     assert_eq!(
@@ -368,7 +409,12 @@ async fn queue_survives_reopening(url: String) {
 async fn format_1_queue_rows_are_upgraded_on_read(url: String) {
     let store = Store::connect(&url).await.unwrap();
     let v = verified(11);
-    let id = store.claim(&v, &CTX, None).await.unwrap().id().unwrap();
+    let id = store
+        .claim(&v, &CTX, None, Synced)
+        .await
+        .unwrap()
+        .id()
+        .unwrap();
     // Written as the previous version wrote it: its JSON, its columns (no `format`), its SQL.
     let format_1 = r#"{"key":{"network":"eip155:84532","asset":"0x5fbdb2315678afecb367f032d93f642f64180aa3","payer":"0x70997970c51812dc3a010c7d01b50e0d17dc79c8","nonce":"0x000000000000000000000000000000000000000000000000000000000000000b"},"payer":"0x70997970C51812dc3A010C7d01b50e0d17dc79C8","pay_to":"0x209693Bc6afc0C5328bA36FaF03C514EF312287C","amount":"10000","valid_before":4000000000,"authorization":{"chain_id":84532,"asset":"0x5fbdb2315678afecb367f032d93f642f64180aa3","from":"0x70997970c51812dc3a010c7d01b50e0d17dc79c8","to":"0x209693bc6afc0c5328ba36faf03c514ef312287c","value":"0x2710","valid_after":"0x0","valid_before":"0xee6b2800","nonce":"0x000000000000000000000000000000000000000000000000000000000000000b","signature":"0x0101010101010101010101010101010101010101010101010101010101010101010101010101010101010101010101010101010101010101010101010101010101"}}"#;
     sqlx::any::install_default_drivers();
@@ -416,7 +462,12 @@ async fn format_1_queue_rows_are_upgraded_on_read(url: String) {
     );
     // Rows written now are format 2 and read back as they were written.
     let w = verified(12);
-    let wid = store.claim(&w, &CTX, None).await.unwrap().id().unwrap();
+    let wid = store
+        .claim(&w, &CTX, None, Synced)
+        .await
+        .unwrap()
+        .id()
+        .unwrap();
     store.enqueue(wid, &w).await.unwrap();
     let due = store.due(10).await.unwrap();
     assert_eq!(due.len(), 2);
@@ -556,7 +607,7 @@ async fn quota_admits_exactly_the_limit_under_concurrency(url: String) {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
         tasks.push(tokio::spawn(async move {
             store
-                .claim(&verified(100 + i), &CTX, Some(10))
+                .claim(&verified(100 + i), &CTX, Some(10), mixed(i as usize))
                 .await
                 .unwrap()
         }));
@@ -586,7 +637,7 @@ async fn quota_admits_exactly_the_limit_under_concurrency(url: String) {
         .position(|o| *o == ClaimOutcome::QuotaExceeded)
         .unwrap() as u8;
     assert!(a
-        .claim(&verified(100 + late), &CTX, Some(10))
+        .claim(&verified(100 + late), &CTX, Some(10), Synced)
         .await
         .unwrap()
         .id()
@@ -606,7 +657,12 @@ async fn revenue_and_daily_series(store: Store) {
             tenant: "acme",
             route,
         };
-        let id = store.claim(&v, &ctx, None).await.unwrap().id().unwrap();
+        let id = store
+            .claim(&v, &ctx, None, Synced)
+            .await
+            .unwrap()
+            .id()
+            .unwrap();
         store
             .record_settlement(id, &v, &settlement(i), &ctx)
             .await
@@ -720,7 +776,12 @@ async fn leases_have_one_holder(url: String) {
 
     // Queue items.
     let v = verified(9);
-    let id = store.claim(&v, &CTX, None).await.unwrap().id().unwrap();
+    let id = store
+        .claim(&v, &CTX, None, Synced)
+        .await
+        .unwrap()
+        .id()
+        .unwrap();
     store.enqueue(id, &v).await.unwrap();
     assert!(store.take_queued(id, "a", soon).await.unwrap());
     if store.backend() == Backend::Postgres {
@@ -916,7 +977,12 @@ async fn queue_ends_are_atomic_and_nothing_is_orphaned(store: Store) {
     };
     // Failed for good: claim and item together, the month's count given back.
     let v = verified(40);
-    let id = store.claim(&v, &CTX, Some(10)).await.unwrap().id().unwrap();
+    let id = store
+        .claim(&v, &CTX, Some(10), Synced)
+        .await
+        .unwrap()
+        .id()
+        .unwrap();
     store.enqueue(id, &v).await.unwrap();
     store.queue_prepared(id, &prepared(40)).await.unwrap();
     assert_eq!(
@@ -963,7 +1029,12 @@ async fn queue_ends_are_atomic_and_nothing_is_orphaned(store: Store) {
 
     // Landed: ledger row, claim settled and item done together.
     let v = verified(42);
-    let id = store.claim(&v, &CTX, None).await.unwrap().id().unwrap();
+    let id = store
+        .claim(&v, &CTX, None, Synced)
+        .await
+        .unwrap()
+        .id()
+        .unwrap();
     store.enqueue(id, &v).await.unwrap();
     store.queue_prepared(id, &prepared(42)).await.unwrap();
     store
@@ -990,7 +1061,12 @@ async fn queue_ends_are_atomic_and_nothing_is_orphaned(store: Store) {
     // The state an older version could leave: the item finished, the claim still `settling`.
     // The worker no longer takes it, so the reconciler must.
     let v = verified(43);
-    let id = store.claim(&v, &CTX, None).await.unwrap().id().unwrap();
+    let id = store
+        .claim(&v, &CTX, None, Synced)
+        .await
+        .unwrap()
+        .id()
+        .unwrap();
     store.enqueue(id, &v).await.unwrap();
     store.queue_prepared(id, &prepared(43)).await.unwrap();
     assert!(
@@ -1028,7 +1104,14 @@ async fn batch_writes_are_all_or_nothing(store: Store) {
     let vs: Vec<Verified> = (60..63).map(verified).collect();
     let mut ids = Vec::new();
     for v in &vs {
-        ids.push(store.claim(v, &CTX, None).await.unwrap().id().unwrap());
+        ids.push(
+            store
+                .claim(v, &CTX, None, Synced)
+                .await
+                .unwrap()
+                .id()
+                .unwrap(),
+        );
     }
     // One member released meanwhile: nothing is marked.
     assert!(store.release(ids[1], "origin answered 500").await.unwrap());
@@ -1071,7 +1154,12 @@ async fn batch_writes_are_all_or_nothing(store: Store) {
     let queued: Vec<Verified> = (63..65).map(verified).collect();
     let mut qids = Vec::new();
     for v in &queued {
-        let id = store.claim(v, &CTX, None).await.unwrap().id().unwrap();
+        let id = store
+            .claim(v, &CTX, None, Synced)
+            .await
+            .unwrap()
+            .id()
+            .unwrap();
         store.enqueue(id, v).await.unwrap();
         qids.push(id);
     }
@@ -1176,6 +1264,51 @@ on_both_backends!(
 
 #[path = "common/faults.rs"]
 mod faults;
+
+/// SQLite's relaxed writes (a `before` claim, a ledger row) commit on a connection of their own
+/// that is `NORMAL`, and no pooled connection ever becomes so: every other commit stays `FULL`,
+/// whatever relaxed writes ran, failed or were cancelled before it.
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_relaxes_only_its_own_connection() {
+    const FULL: i64 = 2;
+    const NORMAL: i64 = 1;
+    let db = fresh("sqlite").await;
+    let store = Store::connect(&db.url).await.unwrap();
+    assert_eq!(
+        store.sqlite_synchronous().await.unwrap(),
+        Some((FULL, NORMAL))
+    );
+    // Relaxed claims and ledger writes, some cancelled mid-way, then every pooled connection is
+    // read at once (four: the pool's size).
+    let mut awaited = Vec::new();
+    for i in 0..8u8 {
+        let id = store
+            .claim(&verified(i), &CTX, None, Durability::Relaxed)
+            .await
+            .unwrap()
+            .id()
+            .unwrap();
+        let v = verified(i);
+        let s = settlement(i);
+        let write = store.record_settlement(id, &v, &s, &CTX);
+        if i % 2 == 0 {
+            write.await.unwrap();
+            awaited.push(id);
+        } else {
+            // Dropped at its first await: the connection goes back wherever it came from.
+            let _ = tokio::time::timeout(std::time::Duration::ZERO, write).await;
+        }
+    }
+    let reads: Vec<_> = (0..4).map(|_| store.sqlite_synchronous()).collect();
+    for read in futures_util::future::join_all(reads).await {
+        assert_eq!(read.unwrap(), Some((FULL, NORMAL)));
+    }
+    // The awaited writes are in the ledger (a cancelled one may or may not have landed).
+    let ledger = store.ledger(10).await.unwrap();
+    assert!(awaited
+        .iter()
+        .all(|id| ledger.iter().any(|r| r.claim_id == *id)));
+}
 
 /// A tenant's standing outlives a database that stops answering: the last one read is served
 /// (so unpaid requests still get their 402, not a 503), a tenant never read is still an error,

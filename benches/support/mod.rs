@@ -1,11 +1,13 @@
 //! What the benchmarks share: `wrk` runs and this process's CPU time (`wrk.rs`), a bare pingora
-//! pass-through to compare the gateway with (`bare.rs`), paid-request runs against a fresh anvil
-//! (`paid.rs`), and idle keep-alive connections held against a gateway process (`idle.rs`).
+//! pass-through to compare the gateway with (`bare.rs`), nginx returning a fixed 200
+//! (`nginx.rs`), paid-request runs against a fresh anvil (`paid.rs`), and idle keep-alive
+//! connections held against a gateway process (`idle.rs`).
 //! Each benchmark uses part of it.
 #![allow(dead_code)]
 
 pub mod bare;
 pub mod idle;
+pub mod nginx;
 pub mod paid;
 pub mod wrk;
 

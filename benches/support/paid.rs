@@ -216,10 +216,11 @@ pub async fn throughput(clients: usize, per_client: usize, batch_max: usize) -> 
     f
 }
 
-/// `n` fresh payments one after another through a fresh gateway on a fresh anvil: the sorted
+/// `n` fresh payments one after another to `path` (a route of `evm_config`: `/paid/...` settles
+/// `after`, `/before/...` `before`) through a fresh gateway on a fresh anvil: the sorted
 /// latencies, and this process's CPU time per payment (the gateway, the test RPC proxy, the
 /// origin and the client together: an upper bound on the gateway's own).
-pub async fn sequential(n: usize) -> (Vec<Duration>, f64) {
+pub async fn sequential(n: usize, path: &str) -> (Vec<Duration>, f64) {
     let chain = Chain::start().await;
     let up = Upstream::start();
     let pay_to = new_signer().address();
@@ -231,7 +232,7 @@ pub async fn sequential(n: usize) -> (Vec<Duration>, f64) {
         &pay_to.to_checksum(None),
     ));
     let c = client();
-    let offer = offer_for(&gw, "/paid/seq").await;
+    let offer = offer_for(&gw, path).await;
     let payer = new_signer();
     chain.mint(payer.address(), 1_000_000_000).await;
     let headers: Vec<String> = (0..n + 5)
@@ -246,7 +247,7 @@ pub async fn sequential(n: usize) -> (Vec<Duration>, f64) {
         let cpu0 = super::wrk::process_cpu_seconds();
         let t = Instant::now();
         let r = c
-            .get(gw.url("/paid/seq"))
+            .get(gw.url(path))
             .header("payment-signature", h)
             .send()
             .await

@@ -13,13 +13,19 @@ pub struct Wrk {
     pub rps: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
-    /// CPU time of this process (the servers; wrk runs apart) per request, in microseconds.
+    /// CPU time of the server (this process, unless measured otherwise; wrk runs apart) per
+    /// request, in microseconds.
     pub cpu_us: f64,
 }
 
 /// User + system CPU seconds of this process so far, from /proc.
 pub fn process_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    cpu_seconds_of("/proc/self/stat")
+}
+
+/// User + system CPU seconds so far of the process whose `/proc/<pid>/stat` is `path`.
+pub fn cpu_seconds_of(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -40,7 +46,12 @@ pub fn wrk(url: &str, seconds: u64) -> Wrk {
 
 /// `wrk -t1 -c32` with extra arguments (`-H "name: value"`).
 pub fn wrk_with(url: &str, seconds: u64, extra: &[&str]) -> Wrk {
-    let cpu0 = process_cpu_seconds();
+    wrk_measuring(url, seconds, extra, &process_cpu_seconds)
+}
+
+/// `wrk_with`, reading the server's CPU seconds with `cpu` (for a server in another process).
+pub fn wrk_measuring(url: &str, seconds: u64, extra: &[&str], cpu: &dyn Fn() -> f64) -> Wrk {
+    let cpu0 = cpu();
     let out = Command::new("wrk")
         .args(["-t1", "-c32", &format!("-d{seconds}s"), "--latency"])
         .args(extra)
@@ -72,7 +83,7 @@ pub fn wrk_with(url: &str, seconds: u64, extra: &[&str]) -> Wrk {
             0.0
         }
     };
-    let cpu = process_cpu_seconds() - cpu0;
+    let cpu = cpu() - cpu0;
     let rps: f64 = field("Requests/sec:")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);

@@ -4,10 +4,11 @@
 use super::state::{PaymentState, Stage};
 use super::verify_only::verify_cached;
 use super::{release, Payments, Rejection};
+use crate::config::SettlePolicy;
 use crate::payments::chain::VerifyError;
 use crate::pricing::Offer;
 use crate::routes::Route;
-use crate::store::{ClaimContext, ClaimOutcome};
+use crate::store::{ClaimContext, ClaimOutcome, Durability};
 use crate::x402::{PaymentProof, Reason};
 
 /// The outcome of presenting a matched proof.
@@ -27,7 +28,7 @@ pub enum Admission {
 pub struct Payee {
     pub tenant: String,
     pub route: String,
-    pub policy: crate::config::SettlePolicy,
+    pub policy: SettlePolicy,
 }
 
 impl Payee {
@@ -37,6 +38,17 @@ impl Payee {
             route: route_name(route),
             policy: route.config.settle,
         }
+    }
+}
+
+/// How durable a claim's commit must be (store's `durability.rs`). Under `before`, the
+/// settlement's synced record follows the claim before anything leaves the gateway on its
+/// strength, and syncs it too. Under `after` and `deferred` the origin is served on the claim
+/// alone: a power cut must not forget it, or the same proof could be served again.
+pub fn claim_durability(policy: SettlePolicy) -> Durability {
+    match policy {
+        SettlePolicy::Before => Durability::Relaxed,
+        SettlePolicy::After | SettlePolicy::Deferred => Durability::Synced,
     }
 }
 
@@ -104,7 +116,9 @@ pub async fn admit_to(
         tenant: &tenant,
         route: &route_name,
     };
-    let outcome = store.claim(&verified, &ctx, limit).await;
+    let outcome = store
+        .claim(&verified, &ctx, limit, claim_durability(policy))
+        .await;
     // The claim's count is the authority; the cached standing only spares unpaid requests a query
     // and may lag a second. Refresh it at once only when the limit was hit, so the next request is
     // refused before it is asked to pay (not after every payment: that is two queries each).

@@ -361,3 +361,19 @@ async fn enqueue_release_and_detached_steps() {
     release(&p.payments, &mut s, "must not").await;
     assert_eq!(p.status(&s).await, "settled");
 }
+
+/// Only a `before` claim may skip its fsync: the settlement's synced record follows it before
+/// anything leaves the gateway. An `after` or `deferred` claim is all that stands between the
+/// origin's answer and the same proof served again after a power cut.
+#[test]
+fn only_a_before_claim_is_relaxed() {
+    use crate::config::SettlePolicy;
+    use crate::store::Durability;
+    assert_eq!(
+        admit::claim_durability(SettlePolicy::Before),
+        Durability::Relaxed
+    );
+    for policy in [SettlePolicy::After, SettlePolicy::Deferred] {
+        assert_eq!(admit::claim_durability(policy), Durability::Synced);
+    }
+}

@@ -7,13 +7,16 @@
 //! as durable as before; when the shared commit fails, every claim in it fails (as if never
 //! made), as a single claim's failed commit did.
 //!
+//! A group whose claims may all be relaxed (`durability.rs`) commits on the relaxed connection;
+//! one synced claim among them syncs the lot.
+//!
 //! Postgres takes concurrent commits itself, and several instances share it: claims there stay
 //! one transaction each.
 
 use sqlx::{Acquire, AnyPool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{claim_in, now, ClaimContext, ClaimOutcome, StoreError};
+use super::{claim_in, now, ClaimContext, ClaimOutcome, Durability, StoreError};
 use crate::payments::chain::Verified;
 
 /// The most claims one shared transaction makes.
@@ -30,15 +33,16 @@ struct Job {
     tenant: String,
     route: String,
     limit: Option<i64>,
+    durability: Durability,
     reply: oneshot::Sender<Result<ClaimOutcome, StoreError>>,
 }
 
 impl ClaimQueue {
     /// Starts the committing task in the current runtime (`None` outside one).
-    pub(super) fn start(pool: AnyPool) -> Option<ClaimQueue> {
+    pub(super) fn start(pool: AnyPool, relaxed: AnyPool) -> Option<ClaimQueue> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let (tx, rx) = mpsc::unbounded_channel();
-        runtime.spawn(run(pool, rx));
+        runtime.spawn(run(pool, relaxed, rx));
         Some(ClaimQueue { tx })
     }
 
@@ -49,6 +53,7 @@ impl ClaimQueue {
         v: &Verified,
         ctx: &ClaimContext<'_>,
         limit: Option<i64>,
+        durability: Durability,
     ) -> Option<Result<ClaimOutcome, StoreError>> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
@@ -56,6 +61,7 @@ impl ClaimQueue {
             tenant: ctx.tenant.to_string(),
             route: ctx.route.to_string(),
             limit,
+            durability,
             reply,
         };
         self.tx.send(job).ok()?;
@@ -65,7 +71,7 @@ impl ClaimQueue {
     }
 }
 
-async fn run(pool: AnyPool, mut queue: mpsc::UnboundedReceiver<Job>) {
+async fn run(pool: AnyPool, relaxed: AnyPool, mut queue: mpsc::UnboundedReceiver<Job>) {
     while let Some(first) = queue.recv().await {
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
@@ -74,7 +80,12 @@ async fn run(pool: AnyPool, mut queue: mpsc::UnboundedReceiver<Job>) {
                 Err(_) => break,
             }
         }
-        match commit_group(&pool, &jobs).await {
+        let on = if jobs.iter().all(|j| j.durability == Durability::Relaxed) {
+            &relaxed
+        } else {
+            &pool
+        };
+        match commit_group(on, &jobs).await {
             Ok(outcomes) => {
                 for (job, outcome) in jobs.into_iter().zip(outcomes) {
                     let _ = job.reply.send(Ok(outcome));

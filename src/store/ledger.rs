@@ -6,7 +6,9 @@ use super::*;
 
 impl Store {
     /// Records a landed settlement in the ledger and marks its claim settled, atomically.
-    /// Recording the same claim twice is a no-op.
+    /// Recording the same claim twice is a no-op. The commit is relaxed (`durability.rs`): the
+    /// claim's synced settlement record names the transaction, and the reconciler writes the row
+    /// again from it should a power cut take this one.
     pub async fn record_settlement(
         &self,
         claim_id: i64,
@@ -14,8 +16,11 @@ impl Store {
         s: &Settlement,
         ctx: &ClaimContext<'_>,
     ) -> Result<(), StoreError> {
-        self.write_ledger(LedgerRow::of_verified(claim_id, v, s, ctx))
-            .await
+        self.write_ledger(
+            LedgerRow::of_verified(claim_id, v, s, ctx),
+            Durability::Relaxed,
+        )
+        .await
     }
 
     /// `record_settlement` for the landed payments of one batch transaction, in one database
@@ -24,7 +29,7 @@ impl Store {
         &self,
         landed: &[(i64, &Verified, &Settlement, ClaimContext<'_>)],
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_with(Durability::Relaxed).await?;
         for (claim_id, v, s, ctx) in landed {
             write_ledger_in(&mut tx, LedgerRow::of_verified(*claim_id, v, s, ctx)).await?;
         }
@@ -34,8 +39,12 @@ impl Store {
 
     /// The one ledger write: the settlement row (at most one per claim) and the claim marked
     /// settled, in one transaction.
-    pub(super) async fn write_ledger(&self, row: LedgerRow<'_>) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+    pub(super) async fn write_ledger(
+        &self,
+        row: LedgerRow<'_>,
+        durability: Durability,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_with(durability).await?;
         write_ledger_in(&mut tx, row).await?;
         tx.commit().await?;
         Ok(())
@@ -86,17 +95,20 @@ impl Store {
         pay_to: &str,
         s: &Settlement,
     ) -> Result<(), StoreError> {
-        self.write_ledger(LedgerRow {
-            claim_id: c.claim_id,
-            network: &c.network,
-            asset: &c.asset,
-            payer: &s.payer,
-            pay_to,
-            amount: &c.amount,
-            settlement: s,
-            tenant: &c.tenant,
-            route: &c.route,
-        })
+        self.write_ledger(
+            LedgerRow {
+                claim_id: c.claim_id,
+                network: &c.network,
+                asset: &c.asset,
+                payer: &s.payer,
+                pay_to,
+                amount: &c.amount,
+                settlement: s,
+                tenant: &c.tenant,
+                route: &c.route,
+            },
+            Durability::Synced,
+        )
         .await
     }
 

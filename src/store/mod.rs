@@ -5,7 +5,9 @@
 //! state). Every statement is in the SQL both speak (`ON CONFLICT`, `RETURNING`, `$n`
 //! parameters); only the migrations differ, in `migrations/sqlite` and `migrations/postgres`.
 //! The store is the authority on replay: caches may answer "valid", only a claim here admits.
-//! This file: the types and the claim lifecycle (claim, release, settling, failed); `ledger.rs`:
+//! This file: the types and the claim lifecycle (claim, release, settling, failed); `claims.rs`:
+//! SQLite's claims grouped into one commit; `durability.rs`: the commits that may skip their
+//! fsync, and how; `ledger.rs`:
 //! the settlement ledger and the reconciler's lookups; `queue.rs`: the deferred queue, whose
 //! stored format is versioned (`queue_format.rs`); `leases.rs`: settler-key and queue-item leases;
 //! `tenants.rs`: tenants, API keys, usage counters and verified transactions; `billing.rs`: plan
@@ -14,6 +16,7 @@
 
 mod billing;
 mod claims;
+mod durability;
 mod leases;
 mod ledger;
 mod queue;
@@ -25,6 +28,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 pub use billing::{BillingRecord, BillingStatus, StripeApplied, StripeUpdate};
+pub use durability::Durability;
 pub use routes::{ApiRouteRecord, Namespace, RouteWrite};
 pub use tenants::{
     day_string, month_start, period_of, ApiKeyRecord, DailyLine, PaymentFilter, PaymentRecord,
@@ -72,6 +76,8 @@ pub struct Store {
     /// SQLite: claims made together share one commit (`claims.rs`). `None` on Postgres, and
     /// where no runtime was running at connect.
     claims: Option<claims::ClaimQueue>,
+    /// SQLite: the connection relaxed writes commit on (`durability.rs`). `None` on Postgres.
+    relaxed: Option<AnyPool>,
 }
 
 /// A row of the settlement ledger.
@@ -420,13 +426,19 @@ impl Store {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
         }
-        let claims = (backend == Backend::Sqlite)
-            .then(|| claims::ClaimQueue::start(pool.clone()))
-            .flatten();
+        let relaxed = match backend {
+            // After the migrations: the file exists and is in WAL mode.
+            Backend::Sqlite => Some(durability::relaxed_sqlite_pool(&url).await?),
+            Backend::Postgres => None,
+        };
+        let claims = relaxed
+            .as_ref()
+            .and_then(|relaxed| claims::ClaimQueue::start(pool.clone(), relaxed.clone()));
         Ok(Store {
             pool,
             backend,
             claims,
+            relaxed,
         })
     }
 
@@ -437,19 +449,21 @@ impl Store {
     /// Claims a payment for one request and counts it toward the tenant's month, in one
     /// transaction: the claim is one atomic statement on the UNIQUE key (a replay gets
     /// `Duplicate`), the count one conditional upsert that refuses to pass `limit` (`None`:
-    /// unlimited). A claim released as not charged can be taken again.
+    /// unlimited). A claim released as not charged can be taken again. `durability`: see
+    /// `durability.rs` for when a claim may be relaxed.
     pub async fn claim(
         &self,
         v: &Verified,
         ctx: &ClaimContext<'_>,
         limit: Option<i64>,
+        durability: Durability,
     ) -> Result<ClaimOutcome, StoreError> {
         if let Some(queue) = &self.claims {
-            if let Some(outcome) = queue.claim(v, ctx, limit).await {
+            if let Some(outcome) = queue.claim(v, ctx, limit, durability).await {
                 return outcome;
             }
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_with(durability).await?;
         let outcome = claim_in(&mut tx, v, ctx, limit, now()).await?;
         match outcome {
             ClaimOutcome::Claimed(_) => tx.commit().await?,

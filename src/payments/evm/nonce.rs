@@ -210,6 +210,35 @@ impl EvmBackend {
         gaps.len()
     }
 
+    /// Why a sent settlement (`raw`) is still not mined, for the log: where its nonce stands
+    /// against the node's counts. Below the node's pending count but not mined: the node holds
+    /// a runnable transaction back. Above it: it waits behind a nonce nothing the node has uses
+    /// (a gap, which the reconciler fills once the claim is stale).
+    pub(super) async fn unmined_standing(&self, raw: &Bytes) -> String {
+        use alloy::consensus::Transaction;
+        use alloy::eips::eip2718::Decodable2718;
+        let Ok(tx) = TxEnvelope::decode_2718(&mut raw.as_ref()) else {
+            return "its bytes do not decode".into();
+        };
+        let me = self.settler.address();
+        let (mined, pending) = (
+            self.provider.get_transaction_count(me).latest().await,
+            self.provider.get_transaction_count(me).pending().await,
+        );
+        let (Ok(mined), Ok(pending)) = (mined, pending) else {
+            return format!("nonce {}; the node's counts unreadable", tx.nonce());
+        };
+        let n = tx.nonce();
+        let verdict = if n < mined {
+            "its nonce is used: mined since, or taken by another transaction"
+        } else if n < pending {
+            "runnable and held back by the node"
+        } else {
+            "waiting behind a settler nonce the node has no transaction for"
+        };
+        format!("nonce {n}, node has {mined} mined and {pending} pending: {verdict}")
+    }
+
     /// Sends a zero-value transfer from the settler to itself with `nonce`. If that is not sent
     /// either, the nonce goes to `free`, and the next settlement takes it.
     pub(super) async fn fill_gap(&self, nonce: u64) {

@@ -213,7 +213,9 @@ impl EvmBackend {
                 Err(_) => {}
             }
             if started.elapsed() >= RECEIPT_TIMEOUT {
-                return Err(pending("no receipt yet".into()));
+                let standing = self.unmined_standing(raw).await;
+                tracing::warn!(tx = %hash, "no receipt after {RECEIPT_TIMEOUT:?}: {standing}");
+                return Err(pending(format!("no receipt yet ({standing})")));
             }
             if last_send.elapsed() >= RESEND_EVERY {
                 last_send = Instant::now();
