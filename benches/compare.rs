@@ -15,7 +15,7 @@
 //! cargo bench --bench compare                      (needs wrk: apt-get install wrk)
 //! X402_BENCH_SHORT=1 cargo bench --bench compare   (a little of each: CI runs it in debug)
 //! X402_BENCH_JSON=path ...                         (default target/compare.json)
-//! X402_BENCH_ONLY=http,paid,memory ...             (some parts only)
+//! X402_BENCH_ONLY=http,sequential,paid,memory ... (some parts only)
 //! ```
 
 #[path = "../tests/common/mod.rs"]
@@ -99,7 +99,7 @@ async fn run() {
     // Sequential, under the default policy (`after`) and under `before` (whose claim commits
     // without its own fsync: store/durability.rs).
     let mut seqs = Vec::new();
-    if part("paid") {
+    if part("sequential") {
         for (policy, path) in [("after", "/paid/seq"), ("before", "/before/seq")] {
             let (latencies, cpu_ms) = sequential(plan.sequential, path).await;
             seqs.push((policy, latencies, cpu_ms));
