@@ -430,3 +430,128 @@ async fn a_batch_whose_send_answer_is_lost_is_never_sent_twice() {
     // One transaction sent: the lost send, looked up, not a second one.
     assert_eq!(chain.rpc.count("eth_sendRawTransaction"), 1);
 }
+
+/// A batch whose record fails (here a trigger refuses every claim's move to `settling`) is never
+/// sent: each member is a 503, charged nothing, its claim given back; the batch's settler nonce
+/// goes back too, so the next payment settles at once (no gap for later transactions to queue
+/// behind), and every refused proof pays when presented again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_whose_record_fails_charges_nobody_and_leaves_no_nonce_gap() {
+    let chain = Chain::start().await;
+    let up = Upstream::start();
+    let pay_to = new_signer().address();
+    let gw = Gateway::start(&evm_config(
+        &up.url(),
+        &chain.rpc.url,
+        &chain.settler_key,
+        &chain.token.to_checksum(None),
+        &pay_to.to_checksum(None),
+    ));
+    let payer = new_signer();
+    chain.mint(payer.address(), 1_000_000).await;
+    // The settler's transactions so far (the chain's set-up may use its account).
+    let settler: PrivateKeySigner = chain.settler_key.parse().unwrap();
+    let sent_before = chain
+        .provider
+        .get_transaction_count(settler.address())
+        .await
+        .unwrap();
+    let offer = offer_for(&gw, "/paid/x").await;
+    let sign = || {
+        let auth = Authorization::for_offer(&offer, payer.address());
+        v2_header(&offer, auth.payload(&auth.sign(&payer)))
+    };
+    let paid = |header: String| {
+        let req = client()
+            .get(gw.url("/paid/x"))
+            .header("payment-signature", header);
+        tokio::spawn(async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.text().await.unwrap_or_default())
+        })
+    };
+
+    // Every slot held by a payment whose send the node answers 1.5 s late (each marked
+    // `settling` before its send, so before the trigger below).
+    chain.rpc.set_fault(
+        "eth_sendRawTransaction",
+        Fault::Slow(Duration::from_millis(1500)),
+        SETTLEMENTS_IN_FLIGHT,
+    );
+    let mut first = Vec::new();
+    for i in 0..SETTLEMENTS_IN_FLIGHT {
+        first.push(paid(sign()));
+        wait_until(|| chain.rpc.count("eth_sendRawTransaction") > i).await;
+    }
+    let db = sqlx::SqlitePool::connect(&gw.database_url).await.unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse_settling BEFORE UPDATE OF status ON payment_claims
+         WHEN NEW.status = 'settling' BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    // Five arrive while every slot is busy: one batch once a slot frees, whose record fails.
+    let refused: Vec<String> = (0..5).map(|_| sign()).collect();
+    let waiting: Vec<_> = refused.iter().cloned().map(paid).collect();
+    for task in first {
+        let (status, body) = task.await.unwrap();
+        assert!((200..300).contains(&status), "{status} {body}");
+    }
+    for task in waiting {
+        let (status, body) = task.await.unwrap();
+        assert_eq!(status, 503, "{body}");
+    }
+    assert_eq!(
+        chain.rpc.count("eth_sendRawTransaction"),
+        SETTLEMENTS_IN_FLIGHT,
+        "the batch was never sent"
+    );
+    assert_eq!(
+        chain.balance(pay_to).await,
+        U256::from(SETTLEMENTS_IN_FLIGHT as u64 * PRICE)
+    );
+    let store = Store::connect(&gw.database_url).await.unwrap();
+    assert_eq!(store.count_claims("settling").await.unwrap(), 0);
+    assert_eq!(
+        store.count_claims("claimed").await.unwrap(),
+        0,
+        "given back"
+    );
+
+    // The database writes again: the next payment settles at once, on the nonce the batch gave
+    // back, and the refused proofs pay now, each once.
+    sqlx::query("DROP TRIGGER refuse_settling")
+        .execute(&db)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (status, body) = paid(sign()).await.unwrap();
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "settled after {:?}",
+        started.elapsed()
+    );
+    for header in refused {
+        let (status, body) = paid(header).await.unwrap();
+        assert_eq!(status, 201, "{body}");
+    }
+    let settled = SETTLEMENTS_IN_FLIGHT as u64 + 6;
+    assert_eq!(chain.balance(pay_to).await, U256::from(settled * PRICE));
+    let used = chain
+        .provider
+        .get_transaction_count(settler.address())
+        .await
+        .unwrap();
+    assert_eq!(
+        used - sent_before,
+        settled,
+        "one transaction each, no nonce skipped"
+    );
+    assert_eq!(store.ledger(100).await.unwrap().len() as u64, settled);
+    // Under `after` the origin ran for the five before their settlement failed; the clients got
+    // a 503 and none of its answer, and paid when they came back.
+    assert_eq!(up.hits() as u64, settled + 5);
+}

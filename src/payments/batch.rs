@@ -187,6 +187,7 @@ async fn settle_batch(
         }
     };
     if let Err(e) = store.mark_settling_batch(&ids, &prepared).await {
+        tracing::warn!(members = jobs.len(), tx = %prepared.transaction, "recording a batch settlement failed, not sending it: {e}");
         // Never sent; undone as the single path undoes (see `settle_claim`), for every member.
         if !undo_records(store, backend, &ids, &prepared).await {
             let pending = SettleError::Pending {
