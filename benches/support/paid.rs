@@ -216,23 +216,49 @@ pub async fn throughput(clients: usize, per_client: usize, batch_max: usize) -> 
     f
 }
 
+/// What `sequential` measured: the sorted latencies, and CPU milliseconds per payment of the
+/// gateway (the real binary, a process of its own, SQLite included) and of this process (the
+/// test RPC proxy, the origin and the client).
+pub struct Sequential {
+    pub latencies: Vec<Duration>,
+    pub gateway_cpu_ms: f64,
+    pub rest_cpu_ms: f64,
+}
+
 /// `n` fresh payments one after another to `path` (a route of `evm_config`: `/paid/...` settles
-/// `after`, `/before/...` `before`) through a fresh gateway on a fresh anvil: the sorted
-/// latencies, and this process's CPU time per payment (the gateway, the test RPC proxy, the
-/// origin and the client together: an upper bound on the gateway's own).
-pub async fn sequential(n: usize, path: &str) -> (Vec<Duration>, f64) {
+/// `after`, `/before/...` `before`) through the gateway binary on a fresh anvil, with durable
+/// SQLite on disk.
+pub async fn sequential(n: usize, path: &str) -> Sequential {
     let chain = Chain::start().await;
     let up = Upstream::start();
     let pay_to = new_signer().address();
-    let gw = Gateway::start(&evm_config(
-        &up.url(),
-        &chain.rpc.url,
-        &chain.settler_key,
-        &chain.token.to_checksum(None),
-        &pay_to.to_checksum(None),
-    ));
+    let dir = tempfile::tempdir().unwrap();
+    let port = || -> std::net::SocketAddr { format!("127.0.0.1:{}", free_port()).parse().unwrap() };
+    let listen = port();
+    let text = render(
+        &evm_config(
+            &up.url(),
+            &chain.rpc.url,
+            &chain.settler_key,
+            &chain.token.to_checksum(None),
+            &pay_to.to_checksum(None),
+        ),
+        listen,
+        port(),
+        port(),
+        &format!("sqlite://{}", dir.path().join("gate.db").display()),
+    );
+    let file = dir.path().join("gate.toml");
+    std::fs::write(&file, text).unwrap();
+    let gw = super::idle::Process::start(&file, listen);
+    let gateway_cpu = || super::wrk::cpu_seconds_of(&format!("/proc/{}/stat", gw.child.id()));
+    let url = format!("http://{listen}{path}");
     let c = client();
-    let offer = offer_for(&gw, path).await;
+    let challenge = c.get(&url).send().await.unwrap();
+    assert_eq!(challenge.status(), 402);
+    let offer = decode_b64_json(challenge.headers()["payment-required"].to_str().unwrap())
+        ["accepts"][0]
+        .clone();
     let payer = new_signer();
     chain.mint(payer.address(), 1_000_000_000).await;
     let headers: Vec<String> = (0..n + 5)
@@ -242,12 +268,12 @@ pub async fn sequential(n: usize, path: &str) -> (Vec<Duration>, f64) {
         })
         .collect();
     let mut latencies = Vec::with_capacity(n);
-    let mut cpu = 0.0;
+    let (mut rest, mut gateway) = (0.0, 0.0);
     for (i, h) in headers.into_iter().enumerate() {
-        let cpu0 = super::wrk::process_cpu_seconds();
+        let (rest0, gateway0) = (super::wrk::process_cpu_seconds(), gateway_cpu());
         let t = Instant::now();
         let r = c
-            .get(gw.url(path))
+            .get(&url)
             .header("payment-signature", h)
             .send()
             .await
@@ -257,9 +283,14 @@ pub async fn sequential(n: usize, path: &str) -> (Vec<Duration>, f64) {
         // The first few warm the connection and the caches.
         if i >= 5 {
             latencies.push(t.elapsed());
-            cpu += super::wrk::process_cpu_seconds() - cpu0;
+            rest += super::wrk::process_cpu_seconds() - rest0;
+            gateway += gateway_cpu() - gateway0;
         }
     }
     latencies.sort();
-    (latencies, cpu * 1000.0 / n as f64)
+    Sequential {
+        latencies,
+        gateway_cpu_ms: gateway * 1000.0 / n as f64,
+        rest_cpu_ms: rest * 1000.0 / n as f64,
+    }
 }

@@ -329,7 +329,7 @@ impl Gateway {
 
 /// `toml` with `{listen}`, `{admin}`, `{metrics}` filled in, and a `[database]` pointing at
 /// `database_url` unless it has one.
-fn render(
+pub fn render(
     toml: &str,
     addr: SocketAddr,
     admin: SocketAddr,
