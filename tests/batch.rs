@@ -485,13 +485,7 @@ async fn a_batch_whose_record_fails_charges_nobody_and_leaves_no_nonce_gap() {
         wait_until(|| chain.rpc.count("eth_sendRawTransaction") > i).await;
     }
     let db = sqlx::SqlitePool::connect(&gw.database_url).await.unwrap();
-    sqlx::query(
-        "CREATE TRIGGER refuse_settling BEFORE UPDATE OF status ON payment_claims
-         WHEN NEW.status = 'settling' BEGIN SELECT RAISE(ABORT, 'disk full'); END",
-    )
-    .execute(&db)
-    .await
-    .unwrap();
+    refuse_settling(&db).await;
     // Five arrive while every slot is busy: one batch once a slot frees, whose record fails.
     let refused: Vec<String> = (0..5).map(|_| sign()).collect();
     let waiting: Vec<_> = refused.iter().cloned().map(paid).collect();
@@ -522,10 +516,7 @@ async fn a_batch_whose_record_fails_charges_nobody_and_leaves_no_nonce_gap() {
 
     // The database writes again: the next payment settles at once, on the nonce the batch gave
     // back, and the refused proofs pay now, each once.
-    sqlx::query("DROP TRIGGER refuse_settling")
-        .execute(&db)
-        .await
-        .unwrap();
+    allow_settling(&db).await;
     let started = std::time::Instant::now();
     let (status, body) = paid(sign()).await.unwrap();
     assert_eq!(status, 201, "{body}");

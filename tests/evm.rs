@@ -1240,13 +1240,7 @@ async fn a_released_proof_is_verified_on_chain_again() {
 async fn a_failed_settlement_write_leaves_no_nonce_gap() {
     let s = setup().await;
     let db = sqlx::SqlitePool::connect(&s.gw.database_url).await.unwrap();
-    sqlx::query(
-        "CREATE TRIGGER refuse_settling BEFORE UPDATE OF status ON payment_claims
-         WHEN NEW.status = 'settling' BEGIN SELECT RAISE(ABORT, 'disk full'); END",
-    )
-    .execute(&db)
-    .await
-    .unwrap();
+    refuse_settling(&db).await;
     let (first, _) = pay(&s, "/paid/gap").await;
     let resp = impatient()
         .get(s.gw.url("/paid/gap"))
@@ -1256,10 +1250,7 @@ async fn a_failed_settlement_write_leaves_no_nonce_gap() {
         .unwrap();
     assert_eq!(resp.status(), 503);
     assert_eq!(s.chain.balance(s.pay_to).await, U256::ZERO);
-    sqlx::query("DROP TRIGGER refuse_settling")
-        .execute(&db)
-        .await
-        .unwrap();
+    allow_settling(&db).await;
 
     let (second, _) = pay(&s, "/paid/gap").await;
     let started = std::time::Instant::now();

@@ -108,6 +108,16 @@ fn verified(nonce: u8) -> Verified {
     }
 }
 
+/// Claims `v` (synced, no quota limit) and returns its claim id.
+async fn claimed(store: &Store, v: &Verified) -> i64 {
+    store
+        .claim(v, &CTX, None, Synced)
+        .await
+        .unwrap()
+        .id()
+        .unwrap()
+}
+
 fn settlement(tx: u8) -> Settlement {
     Settlement {
         transaction: format!("{:#x}", B256::with_last_byte(tx)),
@@ -209,20 +219,10 @@ async fn claim_is_once_until_released(store: Store) {
 async fn expired_open_claims_are_released(store: Store) {
     let mut old = verified(40);
     old.expires_at = 1_000;
-    let open = store
-        .claim(&old, &CTX, None, Synced)
-        .await
-        .unwrap()
-        .id()
-        .unwrap();
+    let open = claimed(&store, &old).await;
     let mut sending = verified(41);
     sending.expires_at = 1_000;
-    let settling = store
-        .claim(&sending, &CTX, None, Synced)
-        .await
-        .unwrap()
-        .id()
-        .unwrap();
+    let settling = claimed(&store, &sending).await;
     let sent = PreparedSettlement {
         transaction: settlement(41).transaction,
         raw: "0x02f9".into(),
@@ -230,12 +230,7 @@ async fn expired_open_claims_are_released(store: Store) {
         nonce: Some(1),
     };
     store.mark_settling(settling, &sent).await.unwrap();
-    let live = store
-        .claim(&verified(42), &CTX, None, Synced)
-        .await
-        .unwrap()
-        .id()
-        .unwrap();
+    let live = claimed(&store, &verified(42)).await;
     assert_eq!(
         store.release_expired_claims(999).await.unwrap(),
         0,
@@ -263,12 +258,7 @@ async fn expired_open_claims_are_released(store: Store) {
 
 async fn settled_claims_are_never_reclaimed(store: Store) {
     let v = verified(3);
-    let id = store
-        .claim(&v, &CTX, None, Synced)
-        .await
-        .unwrap()
-        .id()
-        .unwrap();
+    let id = claimed(&store, &v).await;
     store
         .record_settlement(id, &v, &settlement(3), &CTX)
         .await
@@ -278,24 +268,14 @@ async fn settled_claims_are_never_reclaimed(store: Store) {
         None
     );
     let failed = verified(4);
-    let fid = store
-        .claim(&failed, &CTX, None, Synced)
-        .await
-        .unwrap()
-        .id()
-        .unwrap();
+    let fid = claimed(&store, &failed).await;
     store.mark_failed(fid, "reverted").await.unwrap();
     assert_eq!(
         store.claim(&failed, &CTX, None, Synced).await.unwrap().id(),
         None
     );
     let queued = verified(7);
-    let qid = store
-        .claim(&queued, &CTX, None, Synced)
-        .await
-        .unwrap()
-        .id()
-        .unwrap();
+    let qid = claimed(&store, &queued).await;
     store.enqueue(qid, &queued).await.unwrap();
     assert!(
         !store.release(qid, "x").await.unwrap(),
@@ -342,12 +322,7 @@ async fn concurrent_claims_admit_exactly_one(url: String) {
 async fn queue_survives_reopening(url: String) {
     let store = Store::connect(&url).await.unwrap();
     let v = verified(6);
-    let id = store
-        .claim(&v, &CTX, None, Synced)
-        .await
-        .unwrap()
-        .id()
-        .unwrap();
+    let id = claimed(&store, &v).await;
     store.enqueue(id, &v).await.unwrap();
     store.enqueue(id, &v).await.unwrap(); // idempotent
     assert_eq!(
@@ -409,12 +384,7 @@ async fn queue_survives_reopening(url: String) {
 async fn format_1_queue_rows_are_upgraded_on_read(url: String) {
     let store = Store::connect(&url).await.unwrap();
     let v = verified(11);
-    let id = store
-        .claim(&v, &CTX, None, Synced)
-        .await
-        .unwrap()
-        .id()
-        .unwrap();
+    let id = claimed(&store, &v).await;
     // Written as the previous version wrote it: its JSON, its columns (no `format`), its SQL.
     let format_1 = r#"{"key":{"network":"eip155:84532","asset":"0x5fbdb2315678afecb367f032d93f642f64180aa3","payer":"0x70997970c51812dc3a010c7d01b50e0d17dc79c8","nonce":"0x000000000000000000000000000000000000000000000000000000000000000b"},"payer":"0x70997970C51812dc3A010C7d01b50e0d17dc79C8","pay_to":"0x209693Bc6afc0C5328bA36FaF03C514EF312287C","amount":"10000","valid_before":4000000000,"authorization":{"chain_id":84532,"asset":"0x5fbdb2315678afecb367f032d93f642f64180aa3","from":"0x70997970c51812dc3a010c7d01b50e0d17dc79c8","to":"0x209693bc6afc0c5328ba36faf03c514ef312287c","value":"0x2710","valid_after":"0x0","valid_before":"0xee6b2800","nonce":"0x000000000000000000000000000000000000000000000000000000000000000b","signature":"0x0101010101010101010101010101010101010101010101010101010101010101010101010101010101010101010101010101010101010101010101010101010101"}}"#;
     sqlx::any::install_default_drivers();
@@ -462,12 +432,7 @@ async fn format_1_queue_rows_are_upgraded_on_read(url: String) {
     );
     // Rows written now are format 2 and read back as they were written.
     let w = verified(12);
-    let wid = store
-        .claim(&w, &CTX, None, Synced)
-        .await
-        .unwrap()
-        .id()
-        .unwrap();
+    let wid = claimed(&store, &w).await;
     store.enqueue(wid, &w).await.unwrap();
     let due = store.due(10).await.unwrap();
     assert_eq!(due.len(), 2);
@@ -776,12 +741,7 @@ async fn leases_have_one_holder(url: String) {
 
     // Queue items.
     let v = verified(9);
-    let id = store
-        .claim(&v, &CTX, None, Synced)
-        .await
-        .unwrap()
-        .id()
-        .unwrap();
+    let id = claimed(&store, &v).await;
     store.enqueue(id, &v).await.unwrap();
     assert!(store.take_queued(id, "a", soon).await.unwrap());
     if store.backend() == Backend::Postgres {
@@ -1029,12 +989,7 @@ async fn queue_ends_are_atomic_and_nothing_is_orphaned(store: Store) {
 
     // Landed: ledger row, claim settled and item done together.
     let v = verified(42);
-    let id = store
-        .claim(&v, &CTX, None, Synced)
-        .await
-        .unwrap()
-        .id()
-        .unwrap();
+    let id = claimed(&store, &v).await;
     store.enqueue(id, &v).await.unwrap();
     store.queue_prepared(id, &prepared(42)).await.unwrap();
     store
@@ -1061,12 +1016,7 @@ async fn queue_ends_are_atomic_and_nothing_is_orphaned(store: Store) {
     // The state an older version could leave: the item finished, the claim still `settling`.
     // The worker no longer takes it, so the reconciler must.
     let v = verified(43);
-    let id = store
-        .claim(&v, &CTX, None, Synced)
-        .await
-        .unwrap()
-        .id()
-        .unwrap();
+    let id = claimed(&store, &v).await;
     store.enqueue(id, &v).await.unwrap();
     store.queue_prepared(id, &prepared(43)).await.unwrap();
     assert!(
@@ -1104,14 +1054,7 @@ async fn batch_writes_are_all_or_nothing(store: Store) {
     let vs: Vec<Verified> = (60..63).map(verified).collect();
     let mut ids = Vec::new();
     for v in &vs {
-        ids.push(
-            store
-                .claim(v, &CTX, None, Synced)
-                .await
-                .unwrap()
-                .id()
-                .unwrap(),
-        );
+        ids.push(claimed(&store, v).await);
     }
     // One member released meanwhile: nothing is marked.
     assert!(store.release(ids[1], "origin answered 500").await.unwrap());
@@ -1154,12 +1097,7 @@ async fn batch_writes_are_all_or_nothing(store: Store) {
     let queued: Vec<Verified> = (63..65).map(verified).collect();
     let mut qids = Vec::new();
     for v in &queued {
-        let id = store
-            .claim(v, &CTX, None, Synced)
-            .await
-            .unwrap()
-            .id()
-            .unwrap();
+        let id = claimed(&store, v).await;
         store.enqueue(id, v).await.unwrap();
         qids.push(id);
     }

@@ -506,3 +506,22 @@ pub async fn fresh_postgres_url() -> String {
     let sep = if base.contains('?') { '&' } else { '?' };
     format!("{base}{sep}options=-c%20search_path%3D{schema}")
 }
+
+/// Makes every claim's move to `settling` fail on a gateway's SQLite database, as a full disk
+/// would, until `allow_settling`: a settlement signed but never recorded, so never sent.
+pub async fn refuse_settling(db: &sqlx::SqlitePool) {
+    sqlx::query(
+        "CREATE TRIGGER refuse_settling BEFORE UPDATE OF status ON payment_claims
+         WHEN NEW.status = 'settling' BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+    )
+    .execute(db)
+    .await
+    .unwrap();
+}
+
+pub async fn allow_settling(db: &sqlx::SqlitePool) {
+    sqlx::query("DROP TRIGGER refuse_settling")
+        .execute(db)
+        .await
+        .unwrap();
+}
