@@ -75,7 +75,10 @@ async fn pay(gw: &Gateway, path: &str, header: String) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_instances_settle_concurrently_without_nonce_collisions() {
     // A failure shows the gateways' warnings: a settlement left unmined names where its nonce
-    // stands against the node's (this test once saw one unmined for 60 s, cause not yet known).
+    // stands against the node's. This test once saw one unmined for 60 s in CI: most likely
+    // anvil's pool race under `--mixed-mining` (a transaction inserted just after its
+    // predecessor was mined and pruned waits forever), which the log would show as "runnable
+    // and held back by the node".
     let _ = tracing_subscriber::fmt()
         .with_env_filter("warn")
         .with_test_writer()
