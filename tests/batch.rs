@@ -228,14 +228,7 @@ async fn payments_that_wait_are_settled_together_each_by_its_own_authorization()
         .set((chain.anvil.endpoint(), chain.token))
         .unwrap();
     let up = Upstream::start_with_hook(Some(hook));
-    let pay_to = new_signer().address();
-    let gw = Gateway::start(&evm_config(
-        &up.url(),
-        &chain.rpc.url,
-        &chain.settler_key,
-        &chain.token.to_checksum(None),
-        &pay_to.to_checksum(None),
-    ));
+    let (gw, pay_to) = gateway_on(&chain, &up);
     chain.mint(payer.address(), 1_000_000).await;
     let offer = offer_for(&gw, "/paid/x").await;
     let sign = || {
@@ -322,6 +315,19 @@ async fn payments_that_wait_are_settled_together_each_by_its_own_authorization()
     assert_eq!(up.hits(), 12, "every paid request reached the origin once");
 }
 
+/// A gateway on `chain` with the test routes in front of `up`, and the fresh address it pays to.
+fn gateway_on(chain: &Chain, up: &Upstream) -> (Gateway, Address) {
+    let pay_to = new_signer().address();
+    let gw = Gateway::start(&evm_config(
+        &up.url(),
+        &chain.rpc.url,
+        &chain.settler_key,
+        &chain.token.to_checksum(None),
+        &pay_to.to_checksum(None),
+    ));
+    (gw, pay_to)
+}
+
 async fn wait_until(cond: impl Fn() -> bool) {
     let started = std::time::Instant::now();
     while !cond() {
@@ -337,14 +343,7 @@ async fn wait_until(cond: impl Fn() -> bool) {
 async fn deferred_payments_due_together_are_settled_in_one_batch() {
     let chain = Chain::start().await;
     let up = Upstream::start();
-    let pay_to = new_signer().address();
-    let gw = Gateway::start(&evm_config(
-        &up.url(),
-        &chain.rpc.url,
-        &chain.settler_key,
-        &chain.token.to_checksum(None),
-        &pay_to.to_checksum(None),
-    ));
+    let (gw, pay_to) = gateway_on(&chain, &up);
     let payer = new_signer();
     chain.mint(payer.address(), 1_000_000).await;
     let offer = offer_for(&gw, "/deferred/x").await;
@@ -439,14 +438,7 @@ async fn a_batch_whose_send_answer_is_lost_is_never_sent_twice() {
 async fn a_batch_whose_record_fails_charges_nobody_and_leaves_no_nonce_gap() {
     let chain = Chain::start().await;
     let up = Upstream::start();
-    let pay_to = new_signer().address();
-    let gw = Gateway::start(&evm_config(
-        &up.url(),
-        &chain.rpc.url,
-        &chain.settler_key,
-        &chain.token.to_checksum(None),
-        &pay_to.to_checksum(None),
-    ));
+    let (gw, pay_to) = gateway_on(&chain, &up);
     let payer = new_signer();
     chain.mint(payer.address(), 1_000_000).await;
     // The settler's transactions so far (the chain's set-up may use its account).

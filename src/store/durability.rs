@@ -77,17 +77,19 @@ impl Store {
     /// Whether the connection relaxed SQLite writes use is `NORMAL` (tests: it must never be
     /// the pool's, whose commits stay `FULL`). `None` on Postgres.
     pub async fn sqlite_synchronous(&self) -> Result<Option<(i64, i64)>, StoreError> {
-        use sqlx::Row;
         let Some(relaxed) = &self.relaxed else {
             return Ok(None);
         };
-        let read = |pool: &AnyPool| {
-            let pool = pool.clone();
-            async move {
-                let row = sqlx::query("PRAGMA synchronous").fetch_one(&pool).await?;
-                Ok::<i64, StoreError>(row.try_get::<i64, _>(0)?)
-            }
-        };
-        Ok(Some((read(&self.pool).await?, read(relaxed).await?)))
+        Ok(Some((
+            synchronous(&self.pool).await?,
+            synchronous(relaxed).await?,
+        )))
     }
+}
+
+/// `PRAGMA synchronous` of one of `pool`'s connections (2 = FULL, 1 = NORMAL).
+async fn synchronous(pool: &AnyPool) -> Result<i64, StoreError> {
+    use sqlx::Row;
+    let row = sqlx::query("PRAGMA synchronous").fetch_one(pool).await?;
+    Ok(row.try_get::<i64, _>(0)?)
 }

@@ -15,7 +15,7 @@ use alloy::network::TransactionBuilder;
 use alloy::node_bindings::{Anvil, AnvilInstance};
 use alloy::primitives::{Address, Bytes, B256, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
-use alloy::rpc::types::TransactionRequest;
+use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol;
 use alloy::sol_types::{SolCall, SolValue};
@@ -508,27 +508,25 @@ pub async fn cancel_via(url: &str, token: Address, payer: &PrivateKeySigner, non
         .from(from)
         .to(token)
         .input(Bytes::from(cancel_calldata(token, payer, nonce)).into());
-    let receipt = provider
+    assert!(mined(&provider, tx).await.status());
+}
+
+/// Sends `tx` and waits for its receipt.
+async fn mined(provider: &impl Provider, tx: TransactionRequest) -> TransactionReceipt {
+    provider
         .send_transaction(tx)
         .await
         .unwrap()
         .get_receipt()
         .await
-        .unwrap();
-    assert!(receipt.status());
+        .unwrap()
 }
 
 async fn deploy(provider: &DynProvider, from: Address, code: Vec<u8>) -> Address {
     let tx = TransactionRequest::default()
         .from(from)
         .with_deploy_code(Bytes::from(code));
-    let receipt = provider
-        .send_transaction(tx)
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+    let receipt = mined(provider, tx).await;
     assert!(receipt.status(), "deployment failed");
     receipt.contract_address.unwrap()
 }
