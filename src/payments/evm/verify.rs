@@ -196,3 +196,78 @@ impl EvmBackend {
         VerifyError::invalid(Reason::InvalidExactEvmSimulationFailed, revert)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use alloy::primitives::{keccak256, Address, Signature, U256};
+    use alloy::signers::local::{PrivateKeySigner, Secp256k1Signer};
+    use alloy::signers::SignerSync;
+
+    /// The curve order: an `s` above half of it is the malleable twin of a valid signature.
+    fn n() -> U256 {
+        "0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141"
+            .parse()
+            .unwrap()
+    }
+
+    fn k256_recovered(sig: &Signature, hash: &alloy::primitives::B256) -> Option<Address> {
+        sig.recover_from_prehash(hash)
+            .ok()
+            .map(|vk| Address::from_public_key(&vk))
+    }
+
+    /// `check_locally` recovers payers with libsecp256k1 (`recover_address_from_prehash`, under
+    /// alloy's `secp256k1` feature) and the settler signs with it; k256 did both before. The
+    /// two agree on every signature, its high-`s` twin and both parities, and refuse the same
+    /// malformed ones.
+    #[test]
+    fn libsecp256k1_recovers_and_signs_exactly_as_k256() {
+        for i in 0u64..64 {
+            let k256 = PrivateKeySigner::random();
+            let secp: Secp256k1Signer = k256.clone().into();
+            assert_eq!(secp.address(), k256.address());
+            let hash = keccak256(i.to_be_bytes());
+            let sig = k256.sign_hash_sync(&hash).unwrap();
+            assert_eq!(
+                secp.sign_hash_sync(&hash).unwrap(),
+                sig,
+                "same RFC 6979 signature"
+            );
+            assert_eq!(
+                sig.recover_address_from_prehash(&hash).ok(),
+                Some(k256.address())
+            );
+            let twin = Signature::new(sig.r(), n() - sig.s(), !sig.v());
+            assert_eq!(
+                twin.recover_address_from_prehash(&hash).ok(),
+                Some(k256.address())
+            );
+            let flipped = sig.with_parity(!sig.v());
+            let other = flipped.recover_address_from_prehash(&hash).ok();
+            assert_ne!(
+                other,
+                Some(k256.address()),
+                "the wrong parity is another key"
+            );
+            assert_eq!(other, k256_recovered(&flipped, &hash));
+        }
+        let hash = keccak256(b"malformed");
+        for (r, s) in [
+            (U256::ZERO, U256::from(1)),
+            (U256::from(1), U256::ZERO),
+            (n(), U256::from(1)),
+            (U256::from(1), n()),
+            (U256::MAX, U256::from(1)),
+        ] {
+            for parity in [false, true] {
+                let sig = Signature::new(r, s, parity);
+                assert_eq!(
+                    sig.recover_address_from_prehash(&hash).ok(),
+                    k256_recovered(&sig, &hash),
+                    "r={r} s={s}"
+                );
+                assert_eq!(sig.recover_address_from_prehash(&hash).ok(), None);
+            }
+        }
+    }
+}
