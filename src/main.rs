@@ -23,7 +23,8 @@ fn main() -> ExitCode {
         .ok()
         .filter(|_| !cli.check)
         .and_then(|c| reporting::dsn(&c.sentry));
-    let _ = logging::init(format, dsn.is_some());
+    // Held to the end of `main`: dropping it writes out the lines still queued.
+    let _log = logging::init(format, dsn.is_some(), !cli.daemon);
     let config = match config {
         Ok(c) => c,
         Err(errors) => {
