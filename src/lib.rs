@@ -13,8 +13,8 @@
 //! main.rs      thin synchronous main: parse the CLI, load the config, run
 //! cli.rs       clap command line (--config, --check, --log-format, --version with the build,
 //!              pingora process flags)
-//! logging.rs   the tracing subscriber (text or JSON, RUST_LOG), request ids and their span,
-//!              the access-log target
+//! logging/     mod.rs (the tracing subscriber: text or JSON, RUST_LOG; request ids and their
+//!              span; the access-log target), batch.rs (the thread that writes lines in batches)
 //! app.rs       the one wiring module: Config -> RouteTable -> pingora Server and services;
 //!              the swappable state a reload replaces (config, route table, ProxyLive, limiters)
 //! config/      raw.rs (serde mirror of the TOML), env.rs (${VAR} expansion),

@@ -9,6 +9,8 @@
 //! The one access line per request is written at target `x402_gate::access` (see `ACCESS`).
 //! Nothing here ever logs a header value other than the request id.
 //!
+//! `batch.rs`: the thread that writes the lines to stderr in batches.
+//!
 //! May import: config (the format), reporting (its tracing layer). tracing-subscriber stays here
 //! and in `main`.
 
@@ -17,6 +19,8 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
+
+mod batch;
 
 /// The request header that carries the request id, both ways.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -96,30 +100,23 @@ where
     }
 }
 
-/// Lines the log writer thread may have queued before a request that logs waits for it.
-///
-/// Enough for seconds of a busy gateway's access lines (each a few hundred bytes: tens of MiB at
-/// most). A consumer stalled longer than that slows requests down, as a blocking write did, rather
-/// than losing lines.
-pub const LOG_QUEUE_LINES: usize = 128 * 1024;
-
-/// Keeps the log writer thread running; dropping it writes out every queued line.
+/// Keeps the log writer thread running; dropping it writes out every line still waiting.
 #[must_use = "dropping the guard stops the log writer"]
 pub struct LogGuard {
-    _writer: Option<tracing_appender::non_blocking::WorkerGuard>,
+    _writer: Option<batch::BatchGuard>,
 }
 
 /// Installs the process-wide subscriber on stderr (and routes the `log` crate's records, which
 /// pingora writes, through it), with error reporting's layer when `report` (a Sentry DSN is
 /// configured). Fails only if one was installed already.
 ///
-/// With `background`, a thread of its own writes the lines, through a 64 KiB buffer flushed
-/// whenever it has written all it was given: a request hands its access line over and goes on,
-/// instead of making a `write` to stderr (a system call, and a wait if stderr is a pipe whose
-/// reader is slow), and a busy gateway writes many lines per call. Nothing is dropped (see
-/// `LOG_QUEUE_LINES`); the lines still queued when the process is killed are lost, those queued at
-/// a normal exit are written when the guard drops. Without `background` (`--daemon`: the thread
-/// would not survive pingora's fork), every line is written by the thread that logs it.
+/// With `background`, a thread of its own writes the lines, in batches (`batch.rs`): a request
+/// appends its access line to a buffer and goes on, instead of making a `write` to stderr (a
+/// system call, and a wait if stderr is a pipe whose reader is slow). Nothing is dropped (see
+/// `batch::MAX_PENDING`); the lines still waiting when the process is killed are lost, those
+/// waiting at a normal exit are written when the guard drops. Without `background` (`--daemon`:
+/// the thread would not survive pingora's fork), every line is written by the thread that logs
+/// it.
 pub fn init(
     format: LogFormat,
     report: bool,
@@ -128,22 +125,19 @@ pub fn init(
     use std::io::IsTerminal;
     use tracing_subscriber::util::SubscriberInitExt;
     let ansi = std::io::stderr().is_terminal();
-    if !background {
-        subscriber_with(format, env_filter(), std::io::stderr, ansi, report).try_init()?;
-        return Ok(LogGuard { _writer: None });
+    match background.then(|| batch::spawn(std::io::stderr())) {
+        Some(Ok((writer, guard))) => {
+            subscriber_with(format, env_filter(), writer, ansi, report).try_init()?;
+            Ok(LogGuard {
+                _writer: Some(guard),
+            })
+        }
+        // No thread could be started: log the slow way rather than not at all.
+        _ => {
+            subscriber_with(format, env_filter(), std::io::stderr, ansi, report).try_init()?;
+            Ok(LogGuard { _writer: None })
+        }
     }
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(LOG_QUEUE_LINES)
-        .thread_name("x402-gate log")
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
-    subscriber_with(format, env_filter(), writer, ansi, report).try_init()?;
-    Ok(LogGuard {
-        _writer: Some(guard),
-    })
 }
 
 /// Whether a client-sent request id may be used as is.
