@@ -155,6 +155,12 @@ pub struct EvmBackend {
     chain_id: u64,
     network: String,
     provider: RootProvider,
+    /// The health probe's and the admin API's calls, on connections of their own. A pooled
+    /// connection is served by a task on the runtime that opened it: the probe runs first, so
+    /// with one pool it opened the connection every payment's calls then went through, and each
+    /// call crossed to the probe's threads and back (two thread wake-ups; perf put 10% of a
+    /// payment's gateway CPU on the probe's threads).
+    background: RootProvider,
     /// libsecp256k1 (C), not k256: several times faster to sign with, and the crate feature that
     /// brings it also makes `Signature::recover_address_from_prehash` (every EIP-712 proof
     /// checked in `verify.rs`) use it. Both were a quarter of a paid request's proxy-thread CPU.
@@ -217,30 +223,34 @@ impl EvmBackend {
         let chain_id = network
             .evm_chain_id()
             .ok_or_else(|| EvmSetupError::NotEvm(network.to_string()))?;
-        let url = rpc_url
+        let url: reqwest::Url = rpc_url
             .parse()
             .map_err(|_| EvmSetupError::BadUrl(rpc_url.to_string()))?;
         let settler: Secp256k1Signer = settler_key.parse().map_err(|_| EvmSetupError::BadKey)?;
         // The request timeout bounds every RPC call, the body read included: a node that accepts
         // a request and never answers is an outage (a 503), not a request that hangs for good.
-        let http = reqwest::Client::builder()
-            .timeout(rpc_timeout)
-            .connect_timeout(rpc_timeout)
-            .build()
-            .map_err(|e| EvmSetupError::Client(e.to_string()))?;
-        let client = match observer {
-            Some(observer) => ClientBuilder::default()
-                .layer(observe::ObserveLayer {
-                    network: network.to_string().into(),
-                    observer,
-                })
-                .http_with_client(http, url),
-            None => RpcClient::new_http_with_client(http, url),
+        let rpc = || -> Result<RootProvider, EvmSetupError> {
+            let http = reqwest::Client::builder()
+                .timeout(rpc_timeout)
+                .connect_timeout(rpc_timeout)
+                .build()
+                .map_err(|e| EvmSetupError::Client(e.to_string()))?;
+            let client = match &observer {
+                Some(observer) => ClientBuilder::default()
+                    .layer(observe::ObserveLayer {
+                        network: network.to_string().into(),
+                        observer: observer.clone(),
+                    })
+                    .http_with_client(http, url.clone()),
+                None => RpcClient::new_http_with_client(http, url.clone()),
+            };
+            Ok(RootProvider::new(client))
         };
         Ok(EvmBackend {
             chain_id,
             network: network.to_string(),
-            provider: RootProvider::new(client),
+            provider: rpc()?,
+            background: rpc()?,
             settler,
             confirmations: confirmations.max(1),
             nonce: Mutex::default(),
@@ -580,13 +590,13 @@ impl ChainBackend for EvmBackend {
 
     async fn probe(&self) -> Result<ChainHealth, VerifyError> {
         let height = self
-            .provider
+            .background
             .get_block_number()
             .await
             .map_err(|e| VerifyError::Unavailable(scrub(&format!("eth_blockNumber: {e}"))))?;
         let address = self.settler.address();
         let balance = self
-            .provider
+            .background
             .get_balance(address)
             .await
             .map_err(|e| VerifyError::Unavailable(scrub(&format!("eth_getBalance: {e}"))))?;
@@ -616,7 +626,7 @@ impl ChainBackend for EvmBackend {
             .to(asset)
             .input(Bytes::from(IEip3009::balanceOfCall { account: owner }.abi_encode()).into());
         let raw = self
-            .provider
+            .background
             .call(tx)
             .await
             .map_err(|e| VerifyError::Unavailable(scrub(&format!("balanceOf: {e}"))))?;
