@@ -395,14 +395,7 @@ async fn sighup_reloads_the_real_binary() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let pid = gw.id().unwrap().to_string();
-    let hup = || {
-        let sent = std::process::Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-    };
+    let hup = || signal(&gw, "-HUP");
     let added = format!(
         "\n[[routes]]\ntenant = \"acme\"\npath = \"/added/*\"\nupstream = \"{}\"\nprice = \"free\"\n",
         up.url()
@@ -459,16 +452,8 @@ async fn sighup_reloads_the_real_binary() {
             .status(),
         201
     );
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(30), gw.wait())
-        .await
-        .expect("the gateway exits")
-        .unwrap();
-    assert!(status.success(), "{status}");
+    signal(&gw, "-TERM");
+    exits_cleanly(&mut gw).await;
     let logs = std::fs::read_to_string(&log).unwrap();
     assert!(
         logs.lines()

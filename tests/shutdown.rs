@@ -86,12 +86,7 @@ async fn sigterm_lets_an_in_flight_paid_request_finish_and_records_its_settlemen
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let pid = gw.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    signal(&gw, "-TERM");
 
     let resp = paid
         .await
@@ -101,11 +96,7 @@ async fn sigterm_lets_an_in_flight_paid_request_finish_and_records_its_settlemen
     let receipt = decode_b64_json(resp.headers()["payment-response"].to_str().unwrap());
     assert_eq!(receipt["success"], true);
     assert_eq!(chain.balance(pay_to).await, U256::from(PRICE));
-    let status = tokio::time::timeout(Duration::from_secs(30), gw.wait())
-        .await
-        .expect("the gateway exits after its grace period")
-        .unwrap();
-    assert!(status.success(), "{status}");
+    exits_cleanly(&mut gw).await;
     // Recorded before the process went away.
     let store = Store::connect(&db_url).await.unwrap();
     let ledger = store.ledger(10).await.unwrap();
@@ -194,22 +185,13 @@ async fn a_stderr_nobody_reads_stalls_no_request_and_loses_no_line() {
         started.elapsed()
     );
     // Read again: every line comes out, then the process ends and stderr closes.
-    let pid = gw.id().unwrap().to_string();
     let reader = tokio::spawn(async move {
         let mut all = Vec::new();
         stderr.read_to_end(&mut all).await.unwrap();
         String::from_utf8(all).unwrap()
     });
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(30), gw.wait())
-        .await
-        .expect("the gateway exits")
-        .unwrap();
-    assert!(status.success(), "{status}");
+    signal(&gw, "-TERM");
+    exits_cleanly(&mut gw).await;
     let log = tokio::time::timeout(Duration::from_secs(10), reader)
         .await
         .expect("stderr closes")

@@ -34,15 +34,6 @@ fn spawn_gateway(cfg: &Path, log: &Path, upgrade: bool) -> tokio::process::Child
         .unwrap()
 }
 
-fn signal(child: &tokio::process::Child, sig: &str) {
-    let pid = child.id().expect("still running").to_string();
-    let ok = std::process::Command::new("kill")
-        .args([sig, &pid])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-}
-
 /// What the load saw.
 #[derive(Default)]
 struct Tally {
@@ -274,11 +265,7 @@ async fn a_graceful_upgrade_under_load_loses_no_request() {
     assert!(b.contains("took the settler keys over"), "{}", logs());
 
     signal(&new, "-TERM");
-    let status = tokio::time::timeout(Duration::from_secs(30), new.wait())
-        .await
-        .expect("the new process exits on SIGTERM")
-        .unwrap();
-    assert!(status.success(), "{status}");
+    exits_cleanly(&mut new).await;
     eprintln!(
         "upgrade under load: {} free and {} paid requests, none failed (before the upgrade: {:?}, \
          when the old process exited: {:?})",

@@ -525,3 +525,22 @@ pub async fn allow_settling(db: &sqlx::SqlitePool) {
         .await
         .unwrap();
 }
+
+/// Sends `sig` (`-TERM`, `-QUIT`, `-HUP`) to a gateway running as its own process.
+pub fn signal(child: &tokio::process::Child, sig: &str) {
+    let pid = child.id().expect("still running").to_string();
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// Waits for a gateway process told to stop to exit, successfully, within its grace period.
+pub async fn exits_cleanly(child: &mut tokio::process::Child) {
+    let status = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait())
+        .await
+        .expect("the gateway exits within 30 s")
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
