@@ -158,8 +158,10 @@ pub struct EvmBackend {
     /// The health probe's and the admin API's calls, on connections of their own. A pooled
     /// connection is served by a task on the runtime that opened it: the probe runs first, so
     /// with one pool it opened the connection every payment's calls then went through, and each
-    /// call crossed to the probe's threads and back (two thread wake-ups; perf put 10% of a
-    /// payment's gateway CPU on the probe's threads).
+    /// call was driven on the probe's threads (perf: 10% of a payment's gateway CPU there).
+    /// Apart, that work runs on the proxy's threads instead; the total per payment did not
+    /// measurably change (README, Benchmarks), but background calls no longer share the
+    /// payment path's connections.
     background: RootProvider,
     /// libsecp256k1 (C), not k256: several times faster to sign with, and the crate feature that
     /// brings it also makes `Signature::recover_address_from_prehash` (every EIP-712 proof
