@@ -211,9 +211,7 @@ impl EvmBackend {
     }
 
     /// Why a sent settlement (`raw`) is still not mined, for the log: where its nonce stands
-    /// against the node's counts. Below the node's pending count but not mined: the node holds
-    /// a runnable transaction back. Above it: it waits behind a nonce nothing the node has uses
-    /// (a gap, which the reconciler fills once the claim is stale).
+    /// against the node's counts (`unmined_verdict`).
     pub(super) async fn unmined_standing(&self, raw: &Bytes) -> String {
         use alloy::consensus::Transaction;
         use alloy::eips::eip2718::Decodable2718;
@@ -229,13 +227,7 @@ impl EvmBackend {
             return format!("nonce {}; the node's counts unreadable", tx.nonce());
         };
         let n = tx.nonce();
-        let verdict = if n < mined {
-            "its nonce is used: mined since, or taken by another transaction"
-        } else if n < pending {
-            "runnable and held back by the node"
-        } else {
-            "waiting behind a settler nonce the node has no transaction for"
-        };
+        let verdict = unmined_verdict(n, mined, pending);
         format!("nonce {n}, node has {mined} mined and {pending} pending: {verdict}")
     }
 
@@ -282,9 +274,40 @@ impl EvmBackend {
     }
 }
 
+/// Where an unmined settlement's nonce `n` stands against the node's `mined` and `pending`
+/// counts. Below `pending` but not mined: the node holds a runnable transaction back. Exactly at
+/// `mined` yet not counted pending: nothing is missing below it, and still the node does not
+/// run it; anvil does that when a transaction arrives while the one below it is being mined (its
+/// pool race, foundry #10122), and re-sending the same bytes does not help. Above both: it waits
+/// behind a nonce nothing the node has uses (a gap, which the reconciler fills once the claim is
+/// stale).
+pub(super) fn unmined_verdict(n: u64, mined: u64, pending: u64) -> &'static str {
+    if n < mined {
+        "its nonce is used: mined since, or taken by another transaction"
+    } else if n < pending {
+        "runnable and held back by the node"
+    } else if n == mined {
+        "at the node's next nonce with nothing missing below it, yet not runnable: the node queued it wrongly (anvil's pool race); the same bytes sent again will not unstick it"
+    } else {
+        "waiting behind a settler nonce the node has no transaction for"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unmined_settlement_is_placed_against_the_nodes_counts() {
+        // 10 mined; the node holds 10 and 11 runnable.
+        assert!(unmined_verdict(9, 10, 12).starts_with("its nonce is used"));
+        assert!(unmined_verdict(10, 10, 12).starts_with("runnable and held back"));
+        assert!(unmined_verdict(11, 10, 12).starts_with("runnable and held back"));
+        // Nothing runnable: at the next nonce is the node's fault, above it a gap.
+        assert!(unmined_verdict(10, 10, 10).contains("queued it wrongly"));
+        assert!(unmined_verdict(12, 10, 10).starts_with("waiting behind"));
+        assert!(unmined_verdict(12, 10, 11).starts_with("waiting behind"));
+    }
 
     #[test]
     fn nonces_given_back_are_reused_or_reported_as_gaps() {
