@@ -948,6 +948,9 @@ async fn print_txpool(seed: u64, provider: &impl Provider) {
             );
         }
     }
+    if held == 0 {
+        eprintln!("  seed {seed}: anvil holds no unmined transaction");
+    }
 }
 
 fn tail(s: &str, lines: usize) -> String {
