@@ -27,6 +27,7 @@ use crate::payments::svm::SvmBackend;
 use crate::payments::Payments;
 use crate::pricing::TenantTerms;
 use crate::proxy::drain::DrainWatch;
+use crate::proxy::idle::Parked;
 use crate::proxy::{Gateway, ProxyLive};
 use crate::ratelimit::RateLimiter;
 use crate::reload::{ConfigReloader, LiveParts, ReloadService};
@@ -242,10 +243,9 @@ pub fn build_server(
         "drain watch",
         DrainWatch::new(server.watch_execution_phase(), gateway.draining()),
     ));
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        gateway,
-        "x402-gate proxy",
+    let mut proxy = pingora::services::listening::Service::new(
+        "x402-gate proxy".to_string(),
+        Parked::new(pingora::proxy::http_proxy(&server.configuration, gateway)),
     );
     add_public_listeners(&mut server, &mut proxy, config)?;
     server.add_service(proxy);
@@ -254,21 +254,34 @@ pub fn build_server(
 
 /// The write buffer of each public connection. pingora's default (1,460 bytes, one segment) is
 /// smaller than a challenge offering two networks (about 2 KB of `PAYMENT-REQUIRED` header and
-/// v1 body), which then leaves in two `send` calls and two segments; 8 KiB holds a challenge of
-/// up to about nine offers, sent whole when the body completes. Only the bytes a response writes
-/// are touched, so an idle connection costs no more than before. Bodies of unknown length are
-/// flushed chunk by chunk whatever the buffer (pingora), so streaming is not delayed.
-const PUBLIC_WRITE_BUFFER: usize = 8 * 1024;
-/// The read buffer of each public connection. pingora's default is 64 KiB, allocated zeroed for
-/// every connection: 55 KiB of resident memory per idle keep-alive connection (570 MiB for
+/// v1 body), which then leaves in two `send` calls and two segments; 4 KiB holds a challenge of
+/// up to about four offers (each adds about 750 bytes), sent whole when the body completes. It is
+/// allocated for every connection and stays while the connection idles, so it is kept no larger:
+/// 8 KiB cost 4 KiB more per idle keep-alive connection (heaptrack; `benches/compare.rs`'s
+/// memory part). Bodies of unknown length are flushed chunk by chunk whatever the buffer
+/// (pingora), so streaming is not delayed.
+const PUBLIC_WRITE_BUFFER: usize = 4 * 1024;
+/// The read buffer of each public TLS connection. pingora's default is 64 KiB, allocated zeroed
+/// for every connection: 55 KiB of resident memory per idle keep-alive connection (570 MiB for
 /// 10,000, measured by `benches/compare.rs`). A request head fits in 4 KiB, and a larger read
 /// (a request body) bypasses the buffer, so nothing is read in smaller pieces than before.
-const PUBLIC_READ_BUFFER: usize = 4 * 1024;
+const TLS_READ_BUFFER: usize = 4 * 1024;
 
-fn public_listener(addr: std::net::SocketAddr) -> ListenerConfig {
+/// A plain TCP connection reads unbuffered: `proxy::idle` reads a request's first bytes into a
+/// stack buffer and puts them back, pingora then parses the head in its own buffer, and bodies
+/// are read into pingora's body buffers. A read buffer would be 4 KiB more per idle connection
+/// and one more copy of every request.
+const TCP_READ_BUFFER: usize = 0;
+
+fn public_listener(addr: std::net::SocketAddr, tls: bool) -> ListenerConfig {
+    let read = if tls {
+        TLS_READ_BUFFER
+    } else {
+        TCP_READ_BUFFER
+    };
     ListenerConfig::tcp(addr.to_string()).l4_buffer(
         L4BufferSettings::default()
-            .read(PUBLIC_READ_BUFFER)
+            .read(read)
             .write(PUBLIC_WRITE_BUFFER),
     )
 }
@@ -277,22 +290,22 @@ fn public_listener(addr: std::net::SocketAddr) -> ListenerConfig {
 /// `server.tls.listen`, both. The certificate is loaded now, so a bad pair stops the start.
 fn add_public_listeners(
     server: &mut Server,
-    proxy: &mut pingora::services::listening::Service<pingora::proxy::HttpProxy<Gateway>>,
+    proxy: &mut pingora::services::listening::Service<Parked<pingora::proxy::HttpProxy<Gateway>>>,
     config: &Config,
 ) -> anyhow::Result<()> {
     let Some(tls) = &config.server.tls else {
-        proxy.add_listener(public_listener(config.server.listen));
+        proxy.add_listener(public_listener(config.server.listen, false));
         return Ok(());
     };
     let cert = Arc::new(EdgeCert::load(tls).context("server.tls")?);
     let tls_listen = match tls.listen {
         Some(addr) => {
-            proxy.add_listener(public_listener(config.server.listen));
+            proxy.add_listener(public_listener(config.server.listen, false));
             addr
         }
         None => config.server.listen,
     };
-    proxy.add_listener(public_listener(tls_listen).tls(cert.listener_settings(tls.http2)?));
+    proxy.add_listener(public_listener(tls_listen, true).tls(cert.listener_settings(tls.http2)?));
     server.add_service(pingora::services::background::background_service(
         "TLS certificate reloader",
         CertReloader { cert },

@@ -32,7 +32,9 @@
 //!              header checks), respond.rs (the one renderer of Replies: 402/4xx/5xx, receipts,
 //!              CORS), admit.rs (request_filter's steps), forward.rs (peer, upstream headers),
 //!              phases.rs (answer, failure, end of request, metrics), ctx.rs (per-request
-//!              state, the request's ProxyLive snapshot), limit.rs (invalid payments per IP)
+//!              state, the request's ProxyLive snapshot), limit.rs (invalid payments per IP),
+//!              idle.rs (pingora's connection loop, with idle keep-alive connections waiting
+//!              for their next request holding only their socket)
 //! payments/    the transport-free payment core: present.rs (the payment header decoded and
 //!              matched), admit.rs (verify via the cache, atomic claim for a payee with the quota
 //!              count, overdraw guard), settle.rs (settle, enqueue, release), batch.rs

@@ -17,6 +17,8 @@
 //! - `logging` (`phases.rs`): a claim still undecided is charged if its request reached the origin
 //!   and the client left, released otherwise; metrics; one access line.
 //!
+//! - `idle.rs`: the connection loop around pingora's: an idle keep-alive connection waits for its
+//!   next request holding only its socket.
 //! - `drain.rs`: answers close their connections once a graceful upgrade or termination began.
 //!
 //! May import: payments, routes, pricing, tenants, metrics, logging, config, x402.
@@ -27,6 +29,7 @@ pub mod decide;
 pub mod drain;
 mod forward;
 pub mod gate;
+pub mod idle;
 pub mod limit;
 mod phases;
 pub mod respond;
