@@ -209,4 +209,97 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
+
+    /// A sink that blocks every write until it is opened (a log shipper that stopped reading).
+    #[derive(Clone, Default)]
+    struct Stuck {
+        written: Arc<Mutex<Vec<u8>>>,
+        open: Arc<(Mutex<bool>, Condvar)>,
+    }
+
+    impl Write for Stuck {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let (open, opened) = &*self.open;
+            let mut is_open = open.lock().unwrap();
+            while !*is_open {
+                is_open = opened.wait(is_open).unwrap();
+            }
+            self.written.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// With the output stuck, a thread that logs keeps going until `MAX_PENDING` bytes wait,
+    /// then waits itself (memory stays bounded); once the output moves again every line is
+    /// written, in order, and the thread finishes.
+    #[test]
+    fn a_stuck_output_holds_at_most_max_pending_then_makes_loggers_wait_and_loses_nothing() {
+        let sink = Stuck::default();
+        let (writer, guard) = spawn(sink.clone()).unwrap();
+        let line_len = 1024;
+        // 48 MiB of lines: half again the bound.
+        let lines = (MAX_PENDING + MAX_PENDING / 2) / line_len;
+        let logged = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let logger = {
+            let mut w = writer.clone();
+            let logged = logged.clone();
+            std::thread::spawn(move || {
+                for i in 0..lines {
+                    let mut line = format!("{i:08} ").into_bytes();
+                    line.resize(line_len - 1, b'.');
+                    line.push(b'\n');
+                    w.write_all(&line).unwrap();
+                    logged.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            })
+        };
+        // The logger fills the buffer and then stops: wait for its count to stand still.
+        let mut last = usize::MAX;
+        loop {
+            std::thread::sleep(Duration::from_millis(200));
+            let now = logged.load(std::sync::atomic::Ordering::SeqCst);
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        assert!(
+            !logger.is_finished(),
+            "the logger finished with the output stuck"
+        );
+        let waiting = writer.0.lock().buf.len();
+        assert!(
+            waiting <= MAX_PENDING + line_len,
+            "{waiting} bytes wait, past the bound"
+        );
+        assert!(
+            waiting >= MAX_PENDING - line_len,
+            "it stopped before the bound: {waiting}"
+        );
+        // What the logger got through: what waits, and the one batch the writer took (stuck in
+        // the sink's write), itself no more than the bound.
+        assert!(
+            last * line_len <= waiting + MAX_PENDING + line_len,
+            "{last} lines logged with {waiting} bytes waiting"
+        );
+        {
+            let (open, opened) = &*sink.open;
+            *open.lock().unwrap() = true;
+            opened.notify_all();
+        }
+        logger.join().unwrap();
+        drop(guard);
+        let written = sink.written.lock().unwrap();
+        assert_eq!(written.len(), lines * line_len, "every byte written");
+        for (i, line) in written.chunks(line_len).enumerate() {
+            assert_eq!(
+                &line[..9],
+                format!("{i:08} ").as_bytes(),
+                "line {i} out of order"
+            );
+        }
+    }
 }
