@@ -734,6 +734,50 @@ async fn one_keep_alive_connection_serves_requests_of_every_shape_in_turn() {
     assert_no_panic();
 }
 
+/// Two requests in one write (HTTP/1.1 pipelining, which the gateway does not enable): the first
+/// is answered, and then the connection either answers the second or closes, promptly. An idle
+/// connection's wait (`proxy::idle`) watches the socket only, so were a request ever carried over
+/// by pingora instead (its pipelining switch), the wait would sit on it: this catches that.
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelined_requests_never_leave_the_second_waiting() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _serial = SERIAL.lock().await;
+    count_panics();
+    let up = Upstream::start();
+    let gw = roomy(&up);
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(
+        b"GET /free/first HTTP/1.1\r\nHost: t\r\n\r\nGET /free/second HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (status, echo) = next_response(&mut s).await;
+    assert_eq!(status, 201);
+    assert_eq!(echo["path"], "/free/first");
+    // Then the second's answer, or the end of the connection: within 5 s either way.
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                return;
+            }
+            rest.extend_from_slice(&buf[..n]);
+            if rest.windows(11).any(|w| w == b"/free/secon") {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the second request neither answered nor closed: {}",
+        String::from_utf8_lossy(&rest)
+    );
+    assert_no_panic();
+}
+
 /// The soft open-files limit, raised toward the hard one if it is below `want`; what it is now.
 fn raise_nofile(want: u64) -> u64 {
     // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.

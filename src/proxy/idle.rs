@@ -14,6 +14,11 @@
 //! the same timeout while waiting here), the reuse limit, the per-request settings carried from
 //! one request to the next. Streams it cannot park (TLS, where ALPN may pick HTTP/2; h2c) take
 //! pingora's own path untouched.
+//!
+//! It relies on HTTP/1.1 pipelining staying off (pingora's default; the gateway never calls
+//! `set_pipelining_enabled`): with it on, pingora would carry a second request already read in
+//! its settings, and this wait, which watches the socket, would not see it.
+//! `tests/hostile.rs::pipelined_requests_never_leave_the_second_waiting` guards that.
 
 use std::mem::MaybeUninit;
 use std::pin::Pin;
