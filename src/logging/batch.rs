@@ -213,7 +213,7 @@ mod tests {
     /// A sink that blocks every write until it is opened (a log shipper that stopped reading).
     #[derive(Clone, Default)]
     struct Stuck {
-        written: Arc<Mutex<Vec<u8>>>,
+        written: Sink,
         open: Arc<(Mutex<bool>, Condvar)>,
     }
 
@@ -224,8 +224,7 @@ mod tests {
             while !*is_open {
                 is_open = opened.wait(is_open).unwrap();
             }
-            self.written.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
+            self.written.write(buf)
         }
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
@@ -292,7 +291,7 @@ mod tests {
         }
         logger.join().unwrap();
         drop(guard);
-        let written = sink.written.lock().unwrap();
+        let written = sink.written.0.lock().unwrap();
         assert_eq!(written.len(), lines * line_len, "every byte written");
         for (i, line) in written.chunks(line_len).enumerate() {
             assert_eq!(

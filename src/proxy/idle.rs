@@ -27,7 +27,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as TcpStream;
 use pingora::protocols::Stream;
@@ -103,7 +103,7 @@ where
         }
         let mut tcp: Box<TcpStream> = stream.into_any().downcast().ok()?;
         // `None` before the first request; then what pingora carried from the request before.
-        let mut carried = None;
+        let mut carried: Option<Option<HttpPersistentSettings>> = None;
         loop {
             if next_request(&mut tcp, KEEPALIVE_IDLE).await != Arrival::Request {
                 return None;
@@ -112,9 +112,7 @@ where
             match carried.take() {
                 // A reused connection: its settings from the request before (keep-alive,
                 // requests left), as pingora's loop applies them.
-                Some(Some(settings)) => {
-                    pingora::apps::HttpPersistentSettings::apply_to_session(settings, &mut session)
-                }
+                Some(Some(settings)) => settings.apply_to_session(&mut session),
                 Some(None) => {}
                 // A new connection, set up as pingora's loop does.
                 None if *shutdown.borrow() => session.set_keepalive(None),
