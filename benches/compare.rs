@@ -16,6 +16,8 @@
 //! X402_BENCH_SHORT=1 cargo bench --bench compare   (a little of each: CI runs it in debug)
 //! X402_BENCH_JSON=path ...                         (default target/compare.json)
 //! X402_BENCH_ONLY=http,sequential,paid,memory ... (some parts only)
+//! X402_BENCH_SEQUENTIAL=N ...                      (N sequential payments per policy)
+//! X402_BENCH_WRAP='valgrind --tool=callgrind' ...  (the gateway binary run under a profiler)
 //! ```
 
 #[path = "../tests/common/mod.rs"]
@@ -82,7 +84,13 @@ fn part(name: &str) -> bool {
 }
 
 async fn run() {
-    let plan = plan();
+    let mut plan = plan();
+    if let Some(n) = std::env::var("X402_BENCH_SEQUENTIAL")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        plan.sequential = n;
+    }
     let mut doc = serde_json::Map::new();
 
     // 1. Fixed responses and pass-through, with wrk.

@@ -17,8 +17,20 @@ pub struct Process {
 }
 
 impl Process {
+    /// Starts the binary, under `X402_BENCH_WRAP`'s command when it is set (a profiler:
+    /// `perf record -g`, `valgrind --tool=callgrind`), and waits for it to listen.
     pub fn start(config: &Path, listen: SocketAddr) -> Process {
-        let child = Command::new(env!("CARGO_BIN_EXE_x402-gate"))
+        let wrap = std::env::var("X402_BENCH_WRAP").unwrap_or_default();
+        let mut wrap = wrap.split_whitespace();
+        let mut command = match wrap.next() {
+            Some(program) => {
+                let mut c = Command::new(program);
+                c.args(wrap).arg(env!("CARGO_BIN_EXE_x402-gate"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_x402-gate")),
+        };
+        let child = command
             .arg("--config")
             .arg(config)
             .env("RUST_LOG", "warn")
@@ -26,7 +38,8 @@ impl Process {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("the gateway binary starts");
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // A profiler slows the start-up down many times over.
+        let deadline = Instant::now() + Duration::from_secs(120);
         while std::net::TcpStream::connect(listen).is_err() {
             assert!(Instant::now() < deadline, "the gateway did not start");
             std::thread::sleep(Duration::from_millis(20));
@@ -41,6 +54,17 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
+        // A profiler writes its figures when the process exits on its own: SIGTERM, a graceful
+        // shutdown, before the kill.
+        if std::env::var("X402_BENCH_WRAP").is_ok_and(|w| !w.is_empty()) {
+            let _ = Command::new("kill")
+                .arg(self.child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
