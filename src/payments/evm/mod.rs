@@ -23,11 +23,13 @@
 //! `payload.rs` carries the verified authorization to settlement as a chain-neutral
 //! `SchemePayload`, the only form that leaves this backend; `verify.rs` holds the local checks,
 //! the simulation and its diagnosis; `nonce.rs` the settler's nonce counter; `send.rs` sending,
-//! lookups and the receipt wait; `batch.rs` several payments in one Multicall3 transaction. This
+//! lookups and the receipt wait; `batch.rs` several payments in one Multicall3 transaction; `domain.rs` EIP-712 signing
+//! hashes with each token's domain separator computed once. This
 //! file: the backend's state, fees, and `ChainBackend`.
 //! May import: payments::chain, pricing, config, x402. alloy is used here and nowhere else.
 
 mod batch;
+mod domain;
 mod nonce;
 mod observe;
 mod payload;
@@ -181,6 +183,8 @@ pub struct EvmBackend {
     in_flight: usize,
     /// Whether Multicall3 is deployed on this network, once the node has said (see `batch.rs`).
     batch_contract: tokio::sync::OnceCell<bool>,
+    /// The EIP-712 domain separators of the tokens paid in (`domain.rs`).
+    separators: domain::Separators,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -264,6 +268,7 @@ impl EvmBackend {
             batch_max: 1,
             in_flight: crate::config::DEFAULT_SETTLEMENTS_IN_FLIGHT as usize,
             batch_contract: tokio::sync::OnceCell::new(),
+            separators: Default::default(),
         })
     }
 
@@ -280,16 +285,20 @@ impl EvmBackend {
         self.settler.address()
     }
 
-    /// The EIP-712 domain our offer advertises for this asset.
-    fn domain(&self, offer: &Offer, asset: Address) -> Eip712Domain {
-        let (name, version) = offer.asset.eip712.clone().unwrap_or_default();
-        Eip712Domain::new(
-            Some(name.into()),
-            Some(version.into()),
-            Some(U256::from(self.chain_id)),
-            Some(asset),
-            None,
-        )
+    /// The EIP-712 signing hash of `message` under the domain our offer advertises for `asset`.
+    fn signing_hash(
+        &self,
+        offer: &Offer,
+        asset: Address,
+        message: &TransferWithAuthorization,
+    ) -> B256 {
+        let (name, version) = offer
+            .asset
+            .eip712
+            .as_ref()
+            .map_or(("", ""), |(n, v)| (n.as_str(), v.as_str()));
+        let separator = self.separators.get(name, version, self.chain_id, asset);
+        domain::signing_hash(separator, message)
     }
 
     async fn fees(&self) -> Result<(u128, u128), SettleError> {

@@ -93,7 +93,7 @@ impl EvmBackend {
                 validBefore: valid_before,
                 nonce,
             };
-            let hash = message.eip712_signing_hash(&self.domain(offer, asset));
+            let hash = self.signing_hash(offer, asset, &message);
             let signer = sig.recover_address_from_prehash(&hash).ok();
             if signer != Some(from) {
                 return Err(VerifyError::invalid(
