@@ -14,7 +14,8 @@
 //! cli.rs       clap command line (--config, --check, --log-format, --version with the build,
 //!              pingora process flags)
 //! logging/     mod.rs (the tracing subscriber: text or JSON, RUST_LOG; request ids and their
-//!              span; the access-log target), batch.rs (the thread that writes lines in batches)
+//!              span; the access-log target), batch.rs (the thread that writes lines in batches),
+//!              access.rs (the access line's text, written directly), timestamp.rs (its time)
 //! app.rs       the one wiring module: Config -> RouteTable -> pingora Server and services;
 //!              the swappable state a reload replaces (config, route table, ProxyLive, limiters)
 //! config/      raw.rs (serde mirror of the TOML), env.rs (${VAR} expansion),
@@ -48,7 +49,8 @@
 //!              (local checks, simulation, diagnosis), nonce.rs (settler nonces), send.rs
 //!              (sending, lookups, receipt wait), batch.rs (Multicall3 batches, each payment
 //!              judged by its own AuthorizationUsed); payload.rs: EvmAuthorization <-> SchemePayload;
-//!              observe.rs: a tower layer timing every RPC call for an RpcObserver (metrics)
+//!              observe.rs: a tower layer timing every RPC call for an RpcObserver (metrics);
+//!              domain.rs: EIP-712 signing hashes, each token's domain separator kept
 //!   svm/       the Solana backend (the `exact` SVM scheme on the agave 3.1 client crates):
 //!              verify.rs (every local check, pure), send.rs (co-signed send, confirmation to
 //!              the commitment, lookups), payload.rs (the stored form), client.rs (a paying

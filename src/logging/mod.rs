@@ -11,7 +11,7 @@
 //!
 //! `batch.rs`: the thread that writes the lines to stderr in batches. `access.rs`: the access
 //! line's text, written directly (the same bytes as tracing-subscriber's, at a fraction of the
-//! cost).
+//! cost), `timestamp.rs` its timestamp, the date worked out once a second.
 //!
 //! May import: config (the format), reporting (its tracing layer). tracing-subscriber stays here
 //! and in `main`.
@@ -24,6 +24,7 @@ use crate::config::LogFormat;
 
 mod access;
 mod batch;
+mod timestamp;
 
 /// The request header that carries the request id, both ways.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -79,6 +80,7 @@ where
 {
     use tracing_subscriber::layer::SubscriberExt;
     let builder = tracing_subscriber::fmt()
+        .with_timer(timestamp::Rfc3339Micros)
         .with_env_filter(filter)
         .with_ansi(ansi)
         .with_writer(writer);
@@ -87,8 +89,8 @@ where
         LogFormat::Text => Box::new(
             builder
                 .event_format(access::AccessText::new(
-                    tracing_subscriber::fmt::format(),
-                    tracing_subscriber::fmt::time::SystemTime,
+                    tracing_subscriber::fmt::format().with_timer(timestamp::Rfc3339Micros),
+                    timestamp::Rfc3339Micros,
                 ))
                 .finish()
                 .with(report.then(crate::reporting::tracing_layer)),
