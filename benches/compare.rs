@@ -17,7 +17,8 @@
 //! X402_BENCH_JSON=path ...                         (default target/compare.json)
 //! X402_BENCH_ONLY=http,sequential,paid,memory ... (some parts only)
 //! X402_BENCH_SEQUENTIAL=N ...                      (N sequential payments per policy)
-//! X402_BENCH_WRAP='valgrind --tool=callgrind' ...  (the gateway binary run under a profiler)
+//! X402_BENCH_WRAP='valgrind --tool=callgrind' ...  (the gateway binary under a profiler that
+//!                                                   runs it in its own process)
 //! ```
 
 #[path = "../tests/common/mod.rs"]
