@@ -287,6 +287,55 @@ async fn settled_claims_are_never_reclaimed(store: Store) {
     );
 }
 
+/// A payer's exposure counts at most `limit` of its unsettled claims (the limit is written into
+/// the statement: each value its own text), sums them, and sees a settlement made at or after
+/// the time asked about.
+async fn payer_exposure_stops_at_its_limit(store: Store) {
+    let first = verified(1);
+    let (network, asset, payer) = (&first.key.network, &first.key.asset, &first.key.payer);
+    let mut ids = Vec::new();
+    for n in 1..=70 {
+        ids.push(claimed(&store, &verified(n)).await);
+    }
+    for (limit, counted) in [(65, 65), (3, 3), (65, 65), (100, 70), (0, 0)] {
+        let x = store
+            .payer_exposure(network, asset, payer, 0, limit)
+            .await
+            .unwrap();
+        assert_eq!(
+            (x.unsettled, x.owed, x.settled_since),
+            (counted, counted as u128 * 10_000, false),
+            "limit {limit}"
+        );
+    }
+    store
+        .record_settlement(ids[0], &first, &settlement(1), &CTX)
+        .await
+        .unwrap();
+    let x = store
+        .payer_exposure(network, asset, payer, 0, 65)
+        .await
+        .unwrap();
+    assert_eq!((x.unsettled, x.settled_since), (65, true));
+    let x = store
+        .payer_exposure(network, asset, payer, i64::MAX, 100)
+        .await
+        .unwrap();
+    assert_eq!((x.unsettled, x.settled_since), (69, false));
+    // Another payer's claims are not this one's.
+    let x = store
+        .payer_exposure(
+            network,
+            asset,
+            "0x0000000000000000000000000000000000000001",
+            0,
+            65,
+        )
+        .await
+        .unwrap();
+    assert_eq!((x.unsettled, x.owed, x.settled_since), (0, 0, false));
+}
+
 /// A claim's durability: half the racers claim `Relaxed` (a `before` route's claim, on SQLite's
 /// relaxed connection), half `Synced`, on each of two stores.
 fn mixed(i: usize) -> Durability {
@@ -1179,6 +1228,9 @@ async fn run(name: &str, url: String) {
         "batch_writes_are_all_or_nothing" => {
             batch_writes_are_all_or_nothing(Store::connect(&url).await.unwrap()).await
         }
+        "payer_exposure_stops_at_its_limit" => {
+            payer_exposure_stops_at_its_limit(Store::connect(&url).await.unwrap()).await
+        }
         other => panic!("unknown test {other}"),
     }
 }
@@ -1197,7 +1249,8 @@ on_both_backends!(
     api_routes_and_namespaces,
     billing_events_apply_once_and_in_order,
     queue_ends_are_atomic_and_nothing_is_orphaned,
-    batch_writes_are_all_or_nothing
+    batch_writes_are_all_or_nothing,
+    payer_exposure_stops_at_its_limit
 );
 
 #[path = "common/faults.rs"]
