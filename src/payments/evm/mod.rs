@@ -23,8 +23,8 @@
 //! `payload.rs` carries the verified authorization to settlement as a chain-neutral
 //! `SchemePayload`, the only form that leaves this backend; `verify.rs` holds the local checks,
 //! the simulation and its diagnosis; `nonce.rs` the settler's nonce counter; `send.rs` sending,
-//! lookups and the receipt wait; `batch.rs` several payments in one Multicall3 transaction; `domain.rs` EIP-712 signing
-//! hashes with each token's domain separator computed once. This
+//! lookups and the receipt wait; `batch.rs` several payments in one Multicall3 transaction;
+//! `domain.rs` EIP-712 signing hashes with each token's domain separator computed once. This
 //! file: the backend's state, fees, and `ChainBackend`.
 //! May import: payments::chain, pricing, config, x402. alloy is used here and nowhere else.
 
