@@ -16,33 +16,34 @@ use std::fmt::{self, Write};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::format::{Format, Full, Writer};
 use tracing_subscriber::fmt::time::FormatTime;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
-/// tracing-subscriber's `Full` text format (`inner`, with `timer`'s timestamps), the access
-/// target's lines written directly.
-pub struct AccessText<F, T> {
-    inner: F,
+/// tracing-subscriber's `Full` text format with `timer`'s timestamps, the access target's lines
+/// written directly.
+pub struct AccessText<T> {
+    inner: Format<Full, T>,
     timer: T,
 }
 
-impl<F, T> AccessText<F, T> {
-    /// `timer` must be the one `inner` uses: the lines written directly carry its timestamps.
-    pub fn new(inner: F, timer: T) -> Self {
-        AccessText { inner, timer }
+impl<T: Clone> AccessText<T> {
+    pub fn new(timer: T) -> Self {
+        AccessText {
+            inner: tracing_subscriber::fmt::format().with_timer(timer.clone()),
+            timer,
+        }
     }
 }
 
 /// The access line could not be written exactly as tracing-subscriber writes it.
 struct Unusual;
 
-impl<S, N, F, T> FormatEvent<S, N> for AccessText<F, T>
+impl<S, N, T> FormatEvent<S, N> for AccessText<T>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
-    F: FormatEvent<S, N>,
     T: FormatTime,
 {
     fn format_event(
@@ -73,7 +74,7 @@ where
     }
 }
 
-impl<F, T: FormatTime> AccessText<F, T> {
+impl<T: FormatTime> AccessText<T> {
     /// `Full`'s layout: timestamp, level, the spans with their fields, target, the fields.
     fn write_line<S, N>(
         &self,
@@ -273,11 +274,11 @@ mod tests {
             .with_env_filter("trace")
             .with_ansi(ansi)
             .with_writer(buf.clone());
-        let inner = tracing_subscriber::fmt::format().with_timer(Fixed);
         let subscriber: Box<dyn Subscriber + Send + Sync> = if ours {
-            Box::new(builder.event_format(AccessText::new(inner, Fixed)).finish())
+            Box::new(builder.event_format(AccessText::new(Fixed)).finish())
         } else {
-            Box::new(builder.event_format(inner).finish())
+            let theirs = tracing_subscriber::fmt::format().with_timer(Fixed);
+            Box::new(builder.event_format(theirs).finish())
         };
         tracing::subscriber::with_default(subscriber, emit);
         let bytes = buf.0.lock().unwrap().clone();

@@ -88,10 +88,7 @@ where
     match format {
         LogFormat::Text => Box::new(
             builder
-                .event_format(access::AccessText::new(
-                    tracing_subscriber::fmt::format().with_timer(timestamp::Rfc3339Micros),
-                    timestamp::Rfc3339Micros,
-                ))
+                .event_format(access::AccessText::new(timestamp::Rfc3339Micros))
                 .finish()
                 .with(report.then(crate::reporting::tracing_layer)),
         ),

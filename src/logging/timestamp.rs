@@ -19,30 +19,26 @@ pub struct Rfc3339Micros;
 
 impl FormatTime for Rfc3339Micros {
     fn format_time(&self, w: &mut Writer<'_>) -> fmt::Result {
-        let Ok(since) = SystemTime::now().duration_since(UNIX_EPOCH) else {
-            // A clock before 1970: tracing-subscriber's own way.
-            return tracing_subscriber::fmt::time::SystemTime.format_time(w);
-        };
-        write_at(w, since.as_secs(), since.subsec_micros())
+        let written = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .and_then(|since| write_at(w, since.as_secs(), since.subsec_micros()));
+        // A clock before 1970 or past 9999: tracing-subscriber's own way.
+        written.unwrap_or_else(|| tracing_subscriber::fmt::time::SystemTime.format_time(w))
     }
 }
 
-/// `secs` after the epoch plus `micros`, as tracing-subscriber writes it.
-fn write_at(w: &mut impl Write, secs: u64, micros: u32) -> fmt::Result {
+/// `secs` after the epoch plus `micros`, as tracing-subscriber writes it; `None`, with nothing
+/// written, past year 9999 (where it writes the year otherwise).
+fn write_at(w: &mut impl Write, secs: u64, micros: u32) -> Option<fmt::Result> {
     thread_local! {
         /// The last second written on this thread, and its `YYYY-MM-DDTHH:MM:SS.`.
         static SECOND: Cell<(u64, [u8; 20])> = const { Cell::new((u64::MAX, [0; 20])) };
     }
     let (cached, mut prefix) = SECOND.get();
     if cached != secs {
-        match second_prefix(secs) {
-            Some(p) => {
-                prefix = p;
-                SECOND.set((secs, p));
-            }
-            // Past year 9999 tracing-subscriber writes the year otherwise: its way.
-            None => return write_slowly(w, secs, micros),
-        }
+        prefix = second_prefix(secs)?;
+        SECOND.set((secs, prefix));
     }
     let mut line = [0u8; 27];
     line[..20].copy_from_slice(&prefix);
@@ -52,7 +48,7 @@ fn write_at(w: &mut impl Write, secs: u64, micros: u32) -> fmt::Result {
         m /= 10;
     }
     line[26] = b'Z';
-    w.write_str(std::str::from_utf8(&line).expect("ASCII digits and separators"))
+    Some(w.write_str(std::str::from_utf8(&line).expect("ASCII digits and separators")))
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.` of `secs` after the epoch, for years up to 9999.
@@ -104,26 +100,13 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
-/// The general way, for what the fast one does not cover.
-fn write_slowly(w: &mut impl Write, secs: u64, micros: u32) -> fmt::Result {
-    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
-    let of_day = secs % 86_400;
-    write!(
-        w,
-        "+{year}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        of_day / 3600,
-        of_day / 60 % 60,
-        of_day % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn at(secs: u64, micros: u32) -> String {
         let mut s = String::new();
-        write_at(&mut s, secs, micros).unwrap();
+        write_at(&mut s, secs, micros).unwrap().unwrap();
         s
     }
 
