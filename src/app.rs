@@ -252,38 +252,36 @@ pub fn build_server(
     Ok(server)
 }
 
-/// The write buffer of each public connection. pingora's default (1,460 bytes, one segment) is
-/// smaller than a challenge offering two networks (about 2 KB of `PAYMENT-REQUIRED` header and
+/// The write buffer of each public TLS connection. pingora's default (1,460 bytes, one segment)
+/// is smaller than a challenge offering two networks (about 2 KB of `PAYMENT-REQUIRED` header and
 /// v1 body), which then leaves in two `send` calls and two segments; 4 KiB holds a challenge of
-/// up to about four offers (each adds about 750 bytes), sent whole when the body completes. It is
-/// allocated for every connection and stays while the connection idles, so it is kept no larger:
-/// 8 KiB cost 4 KiB more per idle keep-alive connection (heaptrack; `benches/compare.rs`'s
-/// memory part). Bodies of unknown length are flushed chunk by chunk whatever the buffer
-/// (pingora), so streaming is not delayed.
-const PUBLIC_WRITE_BUFFER: usize = 4 * 1024;
+/// up to about four offers (each adds about 750 bytes), sent whole when the body completes.
+/// pingora allocates it for every connection and keeps it while the connection idles. Bodies of
+/// unknown length are flushed chunk by chunk whatever the buffer (pingora), so streaming is not
+/// delayed.
+const TLS_WRITE_BUFFER: usize = 4 * 1024;
 /// The read buffer of each public TLS connection. pingora's default is 64 KiB, allocated zeroed
 /// for every connection: 55 KiB of resident memory per idle keep-alive connection (570 MiB for
 /// 10,000, measured by `benches/compare.rs`). A request head fits in 4 KiB, and a larger read
 /// (a request body) bypasses the buffer, so nothing is read in smaller pieces than before.
 const TLS_READ_BUFFER: usize = 4 * 1024;
 
-/// A plain TCP connection reads unbuffered: `proxy::idle` reads a request's first bytes into a
-/// stack buffer and puts them back, pingora then parses the head in its own buffer, and bodies
-/// are read into pingora's body buffers. A read buffer would be 4 KiB more per idle connection
-/// and one more copy of every request.
-const TCP_READ_BUFFER: usize = 0;
+/// A plain TCP connection has no pingora buffers: `proxy::idle` reads a request's first bytes
+/// into a stack buffer and puts them back, pingora then parses the head in its own buffer, and
+/// bodies are read into pingora's body buffers; its writes are gathered by
+/// `proxy::write_buffer` (the same 4 KiB as TLS's), which exists only while a response is
+/// written. pingora's buffers would be 4 KiB each per idle connection, and a read buffer one
+/// more copy of every request.
+const TCP_BUFFERS: usize = 0;
 
 fn public_listener(addr: std::net::SocketAddr, tls: bool) -> ListenerConfig {
-    let read = if tls {
-        TLS_READ_BUFFER
+    let (read, write) = if tls {
+        (TLS_READ_BUFFER, TLS_WRITE_BUFFER)
     } else {
-        TCP_READ_BUFFER
+        (TCP_BUFFERS, TCP_BUFFERS)
     };
-    ListenerConfig::tcp(addr.to_string()).l4_buffer(
-        L4BufferSettings::default()
-            .read(read)
-            .write(PUBLIC_WRITE_BUFFER),
-    )
+    ListenerConfig::tcp(addr.to_string())
+        .l4_buffer(L4BufferSettings::default().read(read).write(write))
 }
 
 /// The public listener: plain TCP, or TLS (with HTTP/2 by ALPN) when `[server.tls]` is set; with

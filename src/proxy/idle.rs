@@ -7,13 +7,15 @@
 //! connection's L4 buffers and its task). A gateway that holds thousands of idle client pools
 //! pays that for nothing.
 //!
-//! `Parked` is the same loop with one change: before each request it waits for the request's
+//! `Parked` is the same loop with three changes. Before each request it waits for the request's
 //! first bytes itself, on the bare stream, reading them into a buffer on the stack of one poll
 //! and putting them back (`rewind`), so pingora's session, buffer and future are built only once
-//! a request is there. Everything else is pingora's: the keep-alive timeout (pingora's 60 s, and
-//! the same timeout while waiting here), the reuse limit, the per-request settings carried from
-//! one request to the next. Streams it cannot park (TLS, where ALPN may pick HTTP/2; h2c) take
-//! pingora's own path untouched.
+//! a request is there. The write buffer is ours (`write_buffer.rs`), given back before each wait.
+//! And the loop runs in a task of its own, so pingora's accept task (whose future keeps room for
+//! a TLS handshake, about 8.6 KiB) ends as soon as the connection is handed over. Everything else
+//! is pingora's: the keep-alive timeout (pingora's 60 s, and the same timeout while waiting
+//! here), the reuse limit, the per-request settings carried from one request to the next. Streams
+//! it cannot park (TLS, where ALPN may pick HTTP/2; h2c) take pingora's own path untouched.
 //!
 //! It relies on HTTP/1.1 pipelining staying off (pingora's default; the gateway never calls
 //! `set_pipelining_enabled`): with it on, pingora would carry a second request already read in
@@ -33,6 +35,8 @@ use pingora::protocols::l4::stream::Stream as TcpStream;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, ReadBuf};
+
+use super::write_buffer::WriteBuffer;
 
 /// How long a connection may idle between requests: pingora's own keep-alive timeout for HTTP/1
 /// (`process_new` sets 60 s), applied here to the wait it replaces.
@@ -101,14 +105,39 @@ where
         if h2c || !stream.as_any().is::<TcpStream>() {
             return ServerApp::process_new(&self.inner, stream, shutdown).await;
         }
-        let mut tcp: Box<TcpStream> = stream.into_any().downcast().ok()?;
+        let tcp: Box<TcpStream> = stream.into_any().downcast().ok()?;
+        // The connection goes on in a task of its own, and pingora's accept task ends here:
+        // that task's future holds a TLS handshake's state inline whether the stream is TLS or
+        // not (about 8.6 KiB, `run_endpoint` in pingora-core), for as long as the connection
+        // lives. Ours holds the loop below. Same runtime, same shutdown watch: pingora never
+        // waited on its connection tasks either (they were spawned and let go the same way).
+        let parked = Arc::clone(self);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { parked.serve(WriteBuffer::new(tcp), shutdown).await });
+        None
+    }
+
+    async fn cleanup(&self) {
+        self.inner.http_cleanup().await;
+    }
+}
+
+impl<A> Parked<A>
+where
+    A: HttpServerApp + Send + Sync + 'static,
+{
+    /// pingora's HTTP/1 keep-alive loop, waiting for each request before building its session.
+    async fn serve(self: Arc<Self>, mut conn: WriteBuffer, shutdown: ShutdownWatch) {
         // `None` before the first request; then what pingora carried from the request before.
         let mut carried: Option<Option<HttpPersistentSettings>> = None;
         loop {
-            if next_request(&mut tcp, KEEPALIVE_IDLE).await != Arrival::Request {
-                return None;
+            // Idle from here: nothing buffered, nothing held (a broken connection ends here).
+            if conn.release().await.is_err()
+                || next_request(conn.stream_mut(), KEEPALIVE_IDLE).await != Arrival::Request
+            {
+                return;
             }
-            let mut session = ServerSession::new_http1(tcp);
+            let mut session = ServerSession::new_http1(Box::new(conn));
             match carried.take() {
                 // A reused connection: its settings from the request before (keep-alive,
                 // requests left), as pingora's loop applies them.
@@ -125,23 +154,25 @@ where
                     );
                 }
             }
-            let (stream, settings) = self
-                .inner
-                .process_new_http(session, shutdown)
-                .await?
-                .consume();
-            // pingora hands back the stream it was given; were it ever another kind, it goes back
-            // to pingora's own loop (`handle_event` calls `process_new` again with it).
-            if !stream.as_any().is::<TcpStream>() {
-                return Some(stream);
+            let Some(reused) = self.inner.process_new_http(session, &shutdown).await else {
+                return;
+            };
+            let (stream, settings) = reused.consume();
+            // pingora hands back the stream it was given; were it ever another kind, pingora's
+            // own loop (`Service::handle_event`'s) takes it from here.
+            if !stream.as_any().is::<WriteBuffer>() {
+                let mut next = Some(stream);
+                while let Some(stream) = next {
+                    next = ServerApp::process_new(&self.inner, stream, &shutdown).await;
+                }
+                return;
             }
-            tcp = stream.into_any().downcast().ok()?;
+            let Ok(stream) = stream.into_any().downcast::<WriteBuffer>() else {
+                return;
+            };
+            conn = *stream;
             carried = Some(settings);
         }
-    }
-
-    async fn cleanup(&self) {
-        self.inner.http_cleanup().await;
     }
 }
 

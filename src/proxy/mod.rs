@@ -18,7 +18,9 @@
 //!   and the client left, released otherwise; metrics; one access line.
 //!
 //! - `idle.rs`: the connection loop around pingora's: an idle keep-alive connection waits for its
-//!   next request holding only its socket.
+//!   next request holding only its socket, in a task of its own.
+//! - `write_buffer.rs`: a plain TCP connection's write buffer, allocated while a response is
+//!   written and given back when the connection idles.
 //! - `drain.rs`: answers close their connections once a graceful upgrade or termination began.
 //!
 //! May import: payments, routes, pricing, tenants, metrics, logging, config, x402.
@@ -33,6 +35,7 @@ pub mod idle;
 pub mod limit;
 mod phases;
 pub mod respond;
+pub mod write_buffer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
