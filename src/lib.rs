@@ -34,8 +34,10 @@
 //!              CORS), admit.rs (request_filter's steps), forward.rs (peer, upstream headers),
 //!              phases.rs (answer, failure, end of request, metrics), ctx.rs (per-request
 //!              state, the request's ProxyLive snapshot), limit.rs (invalid payments per IP),
-//!              idle.rs (pingora's connection loop, with idle keep-alive connections waiting
-//!              for their next request holding only their socket)
+//!              idle.rs (pingora's connection loop, in a task of its own per connection, with
+//!              idle keep-alive connections waiting for their next request holding only their
+//!              socket), write_buffer.rs (a TCP connection's write buffer, held only while a
+//!              response is written)
 //! payments/    the transport-free payment core: present.rs (the payment header decoded and
 //!              matched), admit.rs (verify via the cache, atomic claim for a payee with the quota
 //!              count, overdraw guard), settle.rs (settle, enqueue, release), batch.rs

@@ -54,12 +54,16 @@ impl WriteBuffer {
         &mut self.stream
     }
 
-    /// Sends what is buffered and gives the buffer's memory back: the connection is about to
-    /// idle. An error is the connection's: it is broken.
-    pub async fn release(&mut self) -> std::io::Result<()> {
-        self.flush().await?;
-        self.out = Vec::new();
-        Ok(())
+    /// Gives the buffer's memory back when nothing in it waits to be sent: the connection is
+    /// about to idle. Returns whether it did (pingora ends every response with a flush, so it
+    /// does unless a response was cut short).
+    pub fn release(&mut self) -> bool {
+        if self.out.is_empty() {
+            self.out = Vec::new();
+            true
+        } else {
+            false
+        }
     }
 
     /// Sends the buffered bytes, keeping on a partial write what the socket has not taken.
@@ -237,10 +241,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn release_sends_what_is_left_and_frees_the_buffer() {
+    async fn release_frees_the_buffer_only_once_it_is_sent() {
         let (mut client, mut server) = pair().await;
         server.write_all(b"left over").await.unwrap();
-        server.release().await.unwrap();
+        assert!(!server.release(), "released with bytes unsent");
+        assert!(server.out.capacity() >= CAPACITY);
+        server.flush().await.unwrap();
+        assert!(server.release());
         assert_eq!(server.out.capacity(), 0, "the buffer is kept while idle");
         assert_eq!(available(&mut client).await, b"left over");
         // The next response gets a buffer again.
@@ -300,7 +307,7 @@ mod tests {
         );
         let (stream, _) = reused.into_parts();
         let mut conn = stream.into_any().downcast::<WriteBuffer>().unwrap();
-        conn.release().await.unwrap();
+        assert!(conn.release(), "pingora left bytes unsent");
         assert_eq!(conn.out.capacity(), 0);
     }
 
