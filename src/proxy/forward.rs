@@ -97,7 +97,12 @@ pub(super) fn forward_headers(
         upstream.set_uri(uri);
     }
     if let Some(route) = &ctx.route {
-        upstream.insert_header(http::header::HOST, route.config.upstream.authority())?;
+        match &route.host_header {
+            Some(host) => upstream.insert_header(http::header::HOST, host.clone())?,
+            None => {
+                upstream.insert_header(http::header::HOST, route.config.upstream.authority())?
+            }
+        }
     }
     if let Some(host) = &ctx.client_host {
         upstream.insert_header("x-forwarded-host", host.as_str())?;

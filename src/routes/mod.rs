@@ -31,6 +31,11 @@ pub struct Route {
     /// checked again at every connection (a DNS answer can change after the route was
     /// written). `None` for the file's routes, which the operator vouches for.
     pub upstream_policy: Option<Arc<upstream::UpstreamPolicy>>,
+    /// The upstream's authority as the `Host` header the origin gets, made once for the route
+    /// (a request only clones it) instead of formatted and validated on every request. `None`
+    /// if it is not a valid header value (the config's checks make that impossible); the request
+    /// then forms it itself and fails as it would have.
+    pub host_header: Option<http::HeaderValue>,
 }
 
 impl Route {
@@ -114,6 +119,7 @@ impl RouteTable {
                     offers: t.and_then(|t| Offers::for_route(r, config, &t)),
                     label: route_label(r),
                     upstream_policy: r.api_id.as_ref().map(|_| policy.clone()),
+                    host_header: http::HeaderValue::try_from(r.upstream.authority()).ok(),
                 })
             })
             .collect();
@@ -361,5 +367,37 @@ mod tests {
         assert_eq!(strip_port("api.example.com:8080"), "api.example.com");
         assert_eq!(strip_port("api.example.com"), "api.example.com");
         assert_eq!(strip_port("[::1]:8080"), "::1");
+    }
+
+    /// The `Host` the origin gets is made once per route, and is the upstream's authority as
+    /// `Upstream::authority` writes it: default ports left out, IPv6 hosts bracketed.
+    #[test]
+    fn each_route_carries_its_upstreams_host_header() {
+        let upstreams = [
+            ("http://127.0.0.1:9000", "127.0.0.1:9000"),
+            ("https://example.org", "example.org"),
+            ("http://example.org:80", "example.org"),
+            ("https://example.org:8443", "example.org:8443"),
+            ("http://[::1]:8080", "[::1]:8080"),
+        ];
+        let mut text = String::from(
+            "[server]\nlisten = \"127.0.0.1:8402\"\n[[tenants]]\nid = \"acme\"\ntier = \"free\"\n",
+        );
+        for (i, (upstream, _)) in upstreams.iter().enumerate() {
+            text.push_str(&format!(
+                "[[routes]]\ntenant = \"acme\"\npath = \"/r{i}/*\"\nupstream = \"{upstream}\"\nprice = \"free\"\n"
+            ));
+        }
+        let config = Config::from_toml(&text, &|_| None).unwrap();
+        let table = RouteTable::build_all(&config, &[], &HashMap::new());
+        assert_eq!(table.routes.len(), upstreams.len());
+        for (route, (upstream, host)) in table.routes.iter().zip(upstreams) {
+            assert_eq!(
+                route.host_header.as_ref().map(|h| h.to_str().unwrap()),
+                Some(host),
+                "{upstream}"
+            );
+            assert_eq!(route.config.upstream.authority(), host, "{upstream}");
+        }
     }
 }
