@@ -269,8 +269,8 @@ const TLS_READ_BUFFER: usize = 4 * 1024;
 /// A plain TCP connection has no pingora buffers: `proxy::idle` reads a request's first bytes
 /// into a stack buffer and puts them back, pingora then parses the head in its own buffer, and
 /// bodies are read into pingora's body buffers; its writes are gathered by
-/// `proxy::write_buffer` (the same 4 KiB as TLS's), which exists only while a response is
-/// written. pingora's buffers would be 4 KiB each per idle connection, and a read buffer one
+/// `proxy::write_buffer` (the same 4 KiB as TLS's), taken on a response's first write and given
+/// back when the connection next waits for a request. pingora's buffers would be 4 KiB each per idle connection, and a read buffer one
 /// more copy of every request.
 const TCP_BUFFERS: usize = 0;
 

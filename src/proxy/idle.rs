@@ -179,8 +179,9 @@ where
                 return;
             };
             let (stream, settings) = reused.consume();
-            // pingora hands back the stream it was given; were it ever another kind, pingora's
-            // own loop (`Service::handle_event`'s) takes it from here.
+            // pingora hands back the stream it was given; were it ever another kind, it is
+            // served from here as pingora's own loop (`Service::handle_event`) would serve it,
+            // by the proxy's `process_new` until it is not reused.
             if !stream.as_any().is::<WriteBuffer>() {
                 let mut next = Some(stream);
                 while let Some(stream) = next {

@@ -11,9 +11,11 @@
 //!
 //! Writes behave as tokio's `BufWriter`'s, which pingora's buffer is: a write that fits is
 //! copied; one that does not first sends what is buffered; one as large as the buffer goes
-//! straight to the socket; `flush` and `shutdown` send what is buffered first. Reads pass
-//! through untouched.
+//! straight to the socket; vectored writes likewise, as one; `flush` and `shutdown` send what
+//! is buffered first. Reads pass through untouched. The buffer is taken on a response's first
+//! write and given back when the connection next waits for a request.
 
+use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll, Waker};
@@ -67,6 +69,21 @@ impl WriteBuffer {
         true
     }
 
+    /// Buffers `bufs` (`total` bytes, which fit), taking a buffer for the response if it has
+    /// none yet: once per response, a whole one, never grown piece by piece.
+    fn keep(&mut self, bufs: &[IoSlice<'_>], total: usize) -> Poll<std::io::Result<usize>> {
+        if total == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        if self.out.capacity() == 0 {
+            self.out = spare::take();
+        }
+        for b in bufs {
+            self.out.extend_from_slice(b);
+        }
+        Poll::Ready(Ok(total))
+    }
+
     /// Sends the buffered bytes, keeping on a partial write what the socket has not taken.
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let mut sent = 0;
@@ -82,6 +99,7 @@ impl WriteBuffer {
                     )))
                 }
                 Poll::Ready(Ok(n)) => sent += n,
+                Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Poll::Ready(Err(e)) => break Poll::Ready(Err(e)),
                 Poll::Pending => break Poll::Pending,
             }
@@ -113,12 +131,29 @@ impl AsyncWrite for WriteBuffer {
         if buf.len() >= CAPACITY {
             return Pin::new(&mut *self.stream).poll_write(cx, buf);
         }
-        if self.out.capacity() == 0 {
-            // Once per response: a whole buffer, never grown piece by piece.
-            self.out = spare::take();
+        self.keep(&[IoSlice::new(buf)], buf.len())
+    }
+
+    /// As `poll_write`, for pieces written together: pingora writes a chunked body's frame (its
+    /// size line, the data, CRLF) so, and a frame too large for the buffer leaves in one
+    /// `writev` with what was buffered sent before it, as through tokio's `BufWriter`.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let total = bufs.iter().fold(0usize, |n, b| n.saturating_add(b.len()));
+        if self.out.len().saturating_add(total) > CAPACITY {
+            ready!(self.poll_send(cx))?;
         }
-        self.out.extend_from_slice(buf);
-        Poll::Ready(Ok(buf.len()))
+        if total >= CAPACITY {
+            return Pin::new(&mut *self.stream).poll_write_vectored(cx, bufs);
+        }
+        self.keep(bufs, total)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -381,6 +416,39 @@ mod tests {
             spare::kept()
         );
         assert_eq!(spare::kept(), spare::KEPT - 1);
+    }
+
+    /// Pieces written together (a chunked body's frame: size line, data, CRLF) are buffered
+    /// together when they fit, and otherwise leave as one vectored write after what was
+    /// buffered, in order.
+    #[tokio::test]
+    async fn vectored_writes_are_buffered_or_sent_whole_in_order() {
+        let (mut client, mut server) = pair().await;
+        assert!(server.is_write_vectored());
+        let small = [
+            IoSlice::new(b"5\r\n"),
+            IoSlice::new(b"hello"),
+            IoSlice::new(b"\r\n"),
+        ];
+        assert_eq!(server.write_vectored(&small).await.unwrap(), 10);
+        assert_eq!(available(&mut client).await, b"", "sent before the flush");
+        let data = vec![b'z'; 2 * CAPACITY];
+        let large = [
+            IoSlice::new(b"2000\r\n"),
+            IoSlice::new(&data),
+            IoSlice::new(b"\r\n"),
+        ];
+        // One `writev`: a loopback socket takes 8 KiB at once.
+        let sent = server.write_vectored(&large).await.unwrap();
+        assert_eq!(sent, 6 + data.len() + 2, "a partial vectored write");
+        assert!(server.out.is_empty(), "the large frame was buffered");
+        AsyncWriteExt::shutdown(&mut server).await.unwrap();
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        let mut want = b"5\r\nhello\r\n2000\r\n".to_vec();
+        want.extend_from_slice(&data);
+        want.extend_from_slice(b"\r\n");
+        assert!(got == want, "{} bytes, not in order", got.len());
     }
 
     #[tokio::test]
