@@ -44,6 +44,8 @@ pub enum Durability {
 pub(super) async fn relaxed_sqlite_pool(url: &str) -> Result<AnyPool, StoreError> {
     Ok(AnyPoolOptions::new()
         .acquire_timeout(ACQUIRE_TIMEOUT)
+        // As the main SQLite pool: no ping before each use (`Store::connect`).
+        .test_before_acquire(false)
         .max_connections(1)
         .after_connect(|conn, _meta| {
             Box::pin(async move {

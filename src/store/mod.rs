@@ -399,6 +399,12 @@ impl Store {
             // A request waiting for a connection answers 503 after this, not after sqlx's 30 s
             // default: a database that stopped answering is our outage, reported quickly.
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            // sqlx pings a pooled connection before handing it out: for Postgres that finds a
+            // connection the server dropped before a query fails on it; an SQLite connection
+            // is a thread in this process, and the ping only a round trip to it (and two thread
+            // wake-ups) on every use, several a payment. (sqlx still pings each connection as it
+            // goes back to the pool, which catches one a cancelled query left unusable.)
+            .test_before_acquire(backend == Backend::Postgres)
             .max_connections(match backend {
                 // SQLite has one writer; more connections only queue on its lock.
                 Backend::Sqlite => 4,
