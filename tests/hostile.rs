@@ -892,8 +892,8 @@ async fn idle_round(gw: &Gateway, n: usize) -> (u64, Duration) {
 /// add at most 48 MiB in all. A leak of even 8 KiB per connection would add 47 MiB over those two
 /// rounds of 3,000. The per-connection cost while held is bounded at 8 KiB (client side
 /// included): an idle connection waits for its next request holding only its socket, in a task
-/// of its own, its write buffer given back (`proxy::idle`, `proxy::write_buffer`), about 4.8 KiB
-/// measured here. Waiting in pingora's accept task (which keeps room for a TLS handshake) took
+/// of its own, its write buffer given back (`proxy::idle`, `proxy::write_buffer`), about 4.0 KiB
+/// measured here (4.8 while the loop's future still kept room for a request's session). Waiting in pingora's accept task (which keeps room for a TLS handshake) took
 /// about 13 KiB and fails it, keeping a write buffer as well about 17 KiB, and pingora's own
 /// loop, which keeps the session and the proxy's future allocated while a connection idles,
 /// about 45 KiB.
