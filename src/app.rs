@@ -252,14 +252,12 @@ pub fn build_server(
     Ok(server)
 }
 
-/// The write buffer of each public TLS connection. pingora's default (1,460 bytes, one segment)
-/// is smaller than a challenge offering two networks (about 2 KB of `PAYMENT-REQUIRED` header and
-/// v1 body), which then leaves in two `send` calls and two segments; 4 KiB holds a challenge of
-/// up to about four offers (each adds about 750 bytes), sent whole when the body completes.
-/// pingora allocates it for every connection and keeps it while the connection idles. Bodies of
-/// unknown length are flushed chunk by chunk whatever the buffer (pingora), so streaming is not
-/// delayed.
-const TLS_WRITE_BUFFER: usize = 4 * 1024;
+/// The write buffer of each public TLS connection: the same 4 KiB as a plain TCP connection's
+/// (`proxy::write_buffer::CAPACITY`, where the size is explained), so a challenge leaves in one
+/// `send`; pingora's default (1,460 bytes) splits one offering two networks. pingora allocates it
+/// for every connection and keeps it while the connection idles. Bodies of unknown length are
+/// flushed chunk by chunk whatever the buffer (pingora), so streaming is not delayed.
+const TLS_WRITE_BUFFER: usize = crate::proxy::write_buffer::CAPACITY;
 /// The read buffer of each public TLS connection. pingora's default is 64 KiB, allocated zeroed
 /// for every connection: 55 KiB of resident memory per idle keep-alive connection (570 MiB for
 /// 10,000, measured by `benches/compare.rs`). A request head fits in 4 KiB, and a larger read
@@ -268,9 +266,9 @@ const TLS_READ_BUFFER: usize = 4 * 1024;
 
 /// A plain TCP connection has no pingora buffers: `proxy::idle` reads a request's first bytes
 /// into a stack buffer and puts them back, pingora then parses the head in its own buffer, and
-/// bodies are read into pingora's body buffers; its writes are gathered by
-/// `proxy::write_buffer` (the same 4 KiB as TLS's), taken on a response's first write and given
-/// back when the connection next waits for a request. pingora's buffers would be 4 KiB each per idle connection, and a read buffer one
+/// bodies are read into pingora's body buffers; its writes are gathered by `proxy::write_buffer`,
+/// taken on a response's first write and given back when the connection next waits for a
+/// request. pingora's buffers would be 4 KiB each per idle connection, and a read buffer one
 /// more copy of every request.
 const TCP_BUFFERS: usize = 0;
 

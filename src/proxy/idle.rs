@@ -199,14 +199,14 @@ where
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     //! `next_request` on real loopback sockets.
 
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A connected pair: the client's socket and the server's, as pingora's stream.
-    async fn pair() -> (tokio::net::TcpStream, TcpStream) {
+    pub(in crate::proxy) async fn pair() -> (tokio::net::TcpStream, TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
             .await

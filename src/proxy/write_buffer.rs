@@ -12,8 +12,7 @@
 //! Writes behave as tokio's `BufWriter`'s, which pingora's buffer is: a write that fits is
 //! copied; one that does not first sends what is buffered; one as large as the buffer goes
 //! straight to the socket; vectored writes likewise, as one; `flush` and `shutdown` send what
-//! is buffered first. Reads pass through untouched. The buffer is taken on a response's first
-//! write and given back when the connection next waits for a request.
+//! is buffered first. Reads pass through untouched.
 
 use std::io::IoSlice;
 use std::pin::Pin;
@@ -285,12 +284,8 @@ mod tests {
     use tokio::io::AsyncReadExt;
 
     async fn pair() -> (tokio::net::TcpStream, WriteBuffer) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        (client, WriteBuffer::new(Box::new(TcpStream::from(server))))
+        let (client, server) = super::super::idle::tests::pair().await;
+        (client, WriteBuffer::new(Box::new(server)))
     }
 
     /// Reads whatever is there within a short wait, or nothing.
