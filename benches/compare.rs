@@ -175,6 +175,14 @@ async fn run() {
             challenge.rps / free.rps,
             challenge.cpu_us / origin.cpu_us
         );
+        let slow = get("402 via pingora's session");
+        ratios["quick_vs_pingora_402_throughput"] = json!(challenge.rps / slow.rps);
+        ratios["quick_vs_pingora_402_cpu"] = json!(challenge.cpu_us / slow.cpu_us);
+        println!(
+            "  402 answered quick / through pingora's session: {:.2}x throughput, {:.2}x CPU",
+            challenge.rps / slow.rps,
+            challenge.cpu_us / slow.cpu_us
+        );
         if let Some((_, nginx)) = h.iter().find(|(name, _)| *name == NGINX) {
             ratios["challenge_vs_nginx_cpu"] = json!(challenge.cpu_us / nginx.cpu_us);
             println!(
@@ -244,8 +252,8 @@ async fn run() {
 
 const NGINX: &str = "nginx fixed 200";
 
-/// The wrk rows: nginx's fixed 200 (when installed), origin alone, bare pingora, free route, 402,
-/// invalid proof.
+/// The wrk rows: nginx's fixed 200 (when installed), origin alone, bare pingora, free route, 402
+/// (quick, and through pingora's session), invalid proof.
 async fn http_paths(seconds: u64) -> Vec<(&'static str, Wrk)> {
     let nginx = support::nginx::Nginx::start(format!("127.0.0.1:{}", free_port()).parse().unwrap());
     if nginx.is_none() {
@@ -283,6 +291,13 @@ async fn http_paths(seconds: u64) -> Vec<(&'static str, Wrk)> {
         ("bare pingora", format!("http://{bare}/free/x"), None),
         ("free route", gw.url("/free/x"), None),
         ("402 challenge", gw.url("/paid/x"), None),
+        // The same 402 through pingora's session: an announced empty body is one of the things
+        // the quick answer (`src/proxy/quick.rs`) leaves to pingora.
+        (
+            "402 via pingora's session",
+            gw.url("/paid/x"),
+            Some("content-length: 0"),
+        ),
         (
             "invalid proof",
             gw.url("/paid/x"),

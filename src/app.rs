@@ -245,7 +245,10 @@ pub fn build_server(
     ));
     let mut proxy = pingora::services::listening::Service::new(
         "x402-gate proxy".to_string(),
-        Parked::new(pingora::proxy::http_proxy(&server.configuration, gateway)),
+        Parked::with_quick(
+            pingora::proxy::http_proxy(&server.configuration, gateway.clone()),
+            gateway,
+        ),
     );
     add_public_listeners(&mut server, &mut proxy, config)?;
     server.add_service(proxy);

@@ -37,7 +37,8 @@
 //!              idle.rs (pingora's connection loop, in a task of its own per connection, with
 //!              idle keep-alive connections waiting for their next request holding only their
 //!              socket), write_buffer.rs (a TCP connection's write buffer, held only while a
-//!              response is written)
+//!              response is written), quick.rs (an unpaid request for a priced route answered
+//!              from its head alone, without pingora's session, as pingora's path answers it)
 //! payments/    the transport-free payment core: present.rs (the payment header decoded and
 //!              matched), admit.rs (verify via the cache, atomic claim for a payee with the quota
 //!              count, overdraw guard), settle.rs (settle, enqueue, release), batch.rs

@@ -60,6 +60,8 @@ pub struct Metrics {
     registry: Registry,
     pub requests: IntCounterVec,
     pub challenges: IntCounter,
+    /// Requests answered from their head alone (`proxy::quick`).
+    pub quick_answers: IntCounter,
     pub attempts: IntCounterVec,
     pub verified: IntCounterVec,
     pub settlements: IntCounterVec,
@@ -112,6 +114,14 @@ impl Metrics {
         registry
             .register(Box::new(challenges.clone()))
             .expect("unique metric");
+        let quick_answers = IntCounter::new(
+            "x402_quick_answers_total",
+            "Requests answered from their head alone, without pingora's session (unpaid requests for priced routes on plain HTTP/1.1); also counted in x402_requests_total",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(quick_answers.clone()))
+            .expect("unique metric");
         let int_gauge = |name: &str, help: &str, labels: &[&str]| {
             let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
             registry
@@ -158,6 +168,7 @@ impl Metrics {
             ),
             requests: counter("x402_requests_total", "Requests by route kind", &["route"]),
             challenges,
+            quick_answers,
             attempts: counter(
                 "x402_payment_attempts_total",
                 "Requests carrying a payment, by outcome",

@@ -18,12 +18,7 @@ impl Gateway {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        if let Some(ip) = client_ip.filter(|_| live.limits.limits(Scope::ProxyIp)) {
-            live.limits
-                .check(Scope::ProxyIp, &ip.to_string())
-                .await
-                .map_err(decide::rate_limited)?;
-        }
+        self.limit_client(&live, client_ip).await?;
         let req = session.req_header();
         let host = req
             .headers
@@ -62,10 +57,7 @@ impl Gateway {
         // On h2 too: every stream of a TLS connection carries the connection's TLS digest.
         ctx.client_tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         ctx.route = Some(route.clone());
-        live.limits
-            .check(Scope::ProxyTenant, &route.config.tenant)
-            .await
-            .map_err(decide::rate_limited)?;
+        self.limit_tenant(&live, &route).await?;
         // Applies to every body read from here on; a stalled upload gets a 408 (fail_to_proxy).
         session.set_read_timeout(Some(live.settings.body_read_timeout));
 
@@ -73,28 +65,9 @@ impl Gateway {
             ctx.facts.route = "free";
             return Ok(());
         };
-        ctx.facts.route = "priced";
         let standing = self
-            .payments
-            .tenants
-            .state(&route.config.tenant)
-            .await
-            .map_err(|e| {
-                tracing::warn!(tenant = %route.config.tenant, "tenant standing unavailable: {e}");
-                Reply::new(decide::Body::Unavailable(
-                    "the gateway cannot check this API's plan right now",
-                ))
-            })?;
-        decide::check_standing(&standing, offers).map_err(|(r, refusal)| {
-            ctx.facts.refusal = refusal;
-            r
-        })?;
-        ctx.resource_url = gate::resource_url(
-            live.settings.public_url.as_deref(),
-            ctx.client_tls,
-            ctx.client_host.as_deref(),
-            &path_and_query,
-        );
+            .standing_for(&live, &route, offers, &path_and_query, ctx)
+            .await?;
         if let (Some(_), Some(ip)) = (&header, client_ip) {
             if let Some(secs) = live.invalid.blocked_for(ip) {
                 ctx.facts.attempt = Some("rate_limited");
@@ -162,5 +135,66 @@ impl Gateway {
         }
         ctx.payment = Some(state);
         Ok(())
+    }
+    /// The client address's rate limit (`[rate_limit]`, per client IP), when one is set.
+    pub(super) async fn limit_client(
+        &self,
+        live: &ProxyLive,
+        client_ip: Option<std::net::IpAddr>,
+    ) -> Result<(), Reply> {
+        if let Some(ip) = client_ip.filter(|_| live.limits.limits(Scope::ProxyIp)) {
+            live.limits
+                .check(Scope::ProxyIp, &ip.to_string())
+                .await
+                .map_err(decide::rate_limited)?;
+        }
+        Ok(())
+    }
+
+    /// The route's tenant's rate limit (`[rate_limit]`, per tenant), free routes included.
+    pub(super) async fn limit_tenant(
+        &self,
+        live: &ProxyLive,
+        route: &crate::routes::Route,
+    ) -> Result<(), Reply> {
+        live.limits
+            .check(Scope::ProxyTenant, &route.config.tenant)
+            .await
+            .map_err(decide::rate_limited)
+    }
+
+    /// A priced request's tenant standing, before any payment is asked for (never take money
+    /// that will not be served), and the request's `resource.url`.
+    pub(super) async fn standing_for(
+        &self,
+        live: &ProxyLive,
+        route: &crate::routes::Route,
+        offers: &crate::pricing::Offers,
+        path_and_query: &str,
+        ctx: &mut RequestCtx,
+    ) -> Result<Arc<crate::tenants::TenantState>, Reply> {
+        ctx.facts.route = "priced";
+        let standing = self
+            .payments
+            .tenants
+            .state(&route.config.tenant)
+            .await
+            .map_err(|e| {
+                tracing::warn!(tenant = %route.config.tenant, "tenant standing unavailable: {e}");
+                Reply::new(decide::Body::Unavailable(
+                    "the gateway cannot check this API's plan right now",
+                ))
+            })?;
+        decide::check_standing(&standing, offers).map_err(|(r, refusal)| {
+            ctx.facts.refusal = refusal;
+            r
+        })?;
+        ctx.resource_url = gate::resource_url(
+            live.settings.public_url.as_deref(),
+            ctx.client_tls,
+            ctx.client_host.as_deref(),
+            path_and_query,
+        );
+        Ok(standing)
     }
 }

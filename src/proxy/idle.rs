@@ -37,7 +37,9 @@ use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
+use super::quick::Answer;
 use super::write_buffer::WriteBuffer;
+use super::Gateway;
 
 /// How long a connection may idle between requests: pingora's own keep-alive timeout for HTTP/1
 /// (`process_new` sets 60 s), applied here to the wait it replaces.
@@ -50,12 +52,23 @@ const FIRST_READ: usize = 4096;
 /// A pingora HTTP app (`HttpProxy`) whose idle HTTP/1 connections wait without buffers.
 pub struct Parked<A> {
     inner: Arc<A>,
+    /// Answers the requests it can from their first bytes, without pingora (`quick.rs`).
+    quick: Option<Arc<Gateway>>,
 }
 
 impl<A> Parked<A> {
     pub fn new(inner: A) -> Self {
         Parked {
             inner: Arc::new(inner),
+            quick: None,
+        }
+    }
+
+    /// `new`, with `gateway` answering unpaid requests for priced routes itself (`quick.rs`).
+    pub fn with_quick(inner: A, gateway: Gateway) -> Self {
+        Parked {
+            inner: Arc::new(inner),
+            quick: Some(Arc::new(gateway)),
         }
     }
 }
@@ -63,8 +76,9 @@ impl<A> Parked<A> {
 /// What a wait for the next request's first bytes found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Arrival {
-    /// Bytes are there (put back on the stream, to be read again).
-    Request,
+    /// The first bytes of a request (up to 4 KiB: a usual head whole), taken off the stream:
+    /// put them back (`rewind`) for pingora to read them again.
+    Request(Vec<u8>),
     /// The client closed the connection, or it broke: nothing to serve.
     Closed,
     /// Nothing came within the keep-alive timeout.
@@ -72,7 +86,7 @@ pub enum Arrival {
 }
 
 /// Waits for the first bytes of the next request on `stream`, holding no buffer while it waits:
-/// each poll reads into a buffer on its own stack and puts what it read back (`rewind`).
+/// each poll reads into a buffer on its own stack, and only what it read is kept.
 pub async fn next_request(stream: &mut TcpStream, idle: Duration) -> Arrival {
     let first = std::future::poll_fn(|cx| {
         let mut space = [MaybeUninit::<u8>::uninit(); FIRST_READ];
@@ -81,10 +95,7 @@ pub async fn next_request(stream: &mut TcpStream, idle: Duration) -> Arrival {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Err(_)) => Poll::Ready(Arrival::Closed),
             Poll::Ready(Ok(())) if buf.filled().is_empty() => Poll::Ready(Arrival::Closed),
-            Poll::Ready(Ok(())) => {
-                stream.rewind(buf.filled());
-                Poll::Ready(Arrival::Request)
-            }
+            Poll::Ready(Ok(())) => Poll::Ready(Arrival::Request(buf.filled().to_vec())),
         }
     });
     tokio::time::timeout(idle, first)
@@ -156,6 +167,31 @@ where
         self.inner.process_new_http(session, shutdown)
     }
 
+    /// The quick answer to the request whose first bytes are `bytes`, when the gateway takes it
+    /// (`quick.rs`); `None` leaves it to pingora, untouched. Pure until the gateway takes it. A
+    /// plain function returning a boxed future, as `request`, so that `serve`'s future keeps no
+    /// room for it.
+    fn quick<'a>(
+        &'a self,
+        bytes: &[u8],
+        conn: &WriteBuffer,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Pin<Box<dyn Future<Output = Option<Answer>> + Send + 'a>>> {
+        let gateway = self.quick.as_ref()?;
+        // pingora counts a connection's requests against its reuse limit in the session, and
+        // closes new connections once shutting down: both are pingora's to do.
+        let reuse_limited = self
+            .inner
+            .server_options()
+            .is_some_and(|o| o.keepalive_request_limit.is_some());
+        if reuse_limited || *shutdown.borrow() {
+            return None;
+        }
+        let head = gateway.take(bytes)?;
+        let client = conn.client_ip();
+        Some(Box::pin(async move { gateway.quick(&head, client).await }))
+    }
+
     /// pingora's HTTP/1 keep-alive loop, waiting for each request before building its session.
     async fn serve(self: Arc<Self>, mut conn: WriteBuffer, shutdown: ShutdownWatch) {
         // `None` before the first request; then what pingora carried from the request before.
@@ -171,9 +207,25 @@ where
                     _ => return,
                 }
             }
-            if next_request(conn.stream_mut(), KEEPALIVE_IDLE).await != Arrival::Request {
+            let Arrival::Request(first) = next_request(conn.stream_mut(), KEEPALIVE_IDLE).await
+            else {
                 return;
+            };
+            if let Some(quick) = self.quick(&first, &conn, &shutdown) {
+                if let Some(answer) = quick.await {
+                    let sent = tokio::time::timeout(KEEPALIVE_IDLE, async {
+                        conn.write_all(&answer.bytes).await?;
+                        conn.flush().await
+                    })
+                    .await;
+                    if answer.close || !matches!(sent, Ok(Ok(()))) {
+                        return;
+                    }
+                    continue;
+                }
             }
+            conn.stream_mut().rewind(&first);
+            drop(first);
             let request = self.request(conn, carried.take(), &shutdown);
             let Some(reused) = request.await else {
                 return;
@@ -222,10 +274,13 @@ pub(super) mod tests {
         let sent: Vec<u8> = (0..3 * FIRST_READ + 17).map(|i| (i % 251) as u8).collect();
         client.write_all(&sent).await.unwrap();
         client.shutdown().await.unwrap();
-        assert_eq!(
-            next_request(&mut server, Duration::from_secs(5)).await,
-            Arrival::Request
-        );
+        let Arrival::Request(first) = next_request(&mut server, Duration::from_secs(5)).await
+        else {
+            panic!("no request arrived");
+        };
+        assert!(!first.is_empty() && first.len() <= FIRST_READ);
+        assert_eq!(first, sent[..first.len()]);
+        server.rewind(&first);
         let mut got = Vec::new();
         server.read_to_end(&mut got).await.unwrap();
         assert_eq!(got.len(), sent.len());
@@ -235,18 +290,12 @@ pub(super) mod tests {
     #[tokio::test]
     async fn a_wait_ends_on_the_first_byte_of_a_slow_request() {
         let (mut client, mut server) = pair().await;
-        let wait = tokio::spawn(async move {
-            let arrival = next_request(&mut server, Duration::from_secs(5)).await;
-            let mut first = [0u8; 1];
-            server.read_exact(&mut first).await.unwrap();
-            (arrival, first[0])
-        });
+        let wait =
+            tokio::spawn(async move { next_request(&mut server, Duration::from_secs(5)).await });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!wait.is_finished(), "the wait ended before any byte came");
         client.write_all(b"G").await.unwrap();
-        let (arrival, first) = wait.await.unwrap();
-        assert_eq!(arrival, Arrival::Request);
-        assert_eq!(first, b'G');
+        assert_eq!(wait.await.unwrap(), Arrival::Request(b"G".to_vec()));
     }
 
     #[tokio::test]

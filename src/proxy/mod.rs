@@ -21,6 +21,8 @@
 //!   next request holding only its socket, in a task of its own.
 //! - `write_buffer.rs`: a plain TCP connection's write buffer, allocated while a response is
 //!   written and given back when the connection idles.
+//! - `quick.rs`: an unpaid request for a priced route, plain enough, answered from its head by
+//!   the same steps and renderer without pingora's session (the connection loop asks first).
 //! - `drain.rs`: answers close their connections once a graceful upgrade or termination began.
 //!
 //! May import: payments, routes, pricing, tenants, metrics, logging, config, x402.
@@ -34,6 +36,7 @@ pub mod gate;
 pub mod idle;
 pub mod limit;
 mod phases;
+pub mod quick;
 pub mod respond;
 pub mod write_buffer;
 
@@ -132,6 +135,7 @@ impl ProxyLive {
     }
 }
 
+#[derive(Clone)]
 pub struct Gateway {
     routes: Arc<ArcSwap<RouteTable>>,
     live: Arc<ArcSwap<ProxyLive>>,
@@ -258,7 +262,7 @@ impl ProxyHttp for Gateway {
         let span = ctx.span();
         async {
             self.finish(e, ctx).await;
-            access_line(session, e, ctx);
+            access_line(&phases::Access::of(session), e, ctx);
         }
         .instrument(span)
         .await

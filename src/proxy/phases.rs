@@ -218,14 +218,36 @@ impl Gateway {
     }
 }
 
+/// What the access line says about the request and its answer, besides what `RequestCtx` holds.
+pub(super) struct Access<'a> {
+    pub method: &'a str,
+    /// The path as the client sent it, without its query.
+    pub path: &'a str,
+    pub client: Option<std::net::IpAddr>,
+    /// The status of the answer written, if one was.
+    pub status: Option<u16>,
+}
+
+impl<'a> Access<'a> {
+    /// The facts of a request pingora's session served.
+    pub(super) fn of(session: &'a Session) -> Self {
+        let req = session.req_header();
+        Access {
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            client: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+            status: session.response_written().map(|h| h.status.as_u16()),
+        }
+    }
+}
+
 /// The one access-log line of a request, written last. The path is the normalized one without
 /// its query (which can carry secrets); no header but the request id (in the span) is logged.
-pub(super) fn access_line(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
-    let req = session.req_header();
-    let path = ctx
-        .rewritten_path
-        .as_deref()
-        .unwrap_or_else(|| req.uri.path());
+pub(super) fn access_line(req: &Access<'_>, e: Option<&Error>, ctx: &RequestCtx) {
+    let path = ctx.rewritten_path.as_deref().unwrap_or(req.path);
     let route = ctx.route.as_ref().map(|r| match &r.config.path {
         PathPattern::Exact(p) => p.clone(),
         PathPattern::Prefix(p) => format!("{}/*", p.trim_end_matches('/')),
@@ -247,18 +269,15 @@ pub(super) fn access_line(session: &Session, e: Option<&Error>, ctx: &RequestCtx
         .or(f.verification.as_ref().map(|(n, _)| n.as_str()));
     let ms = |secs: f64| (secs * 1e6).round() / 1e3;
     let total_ms = ctx.started.map(|t| ms(t.elapsed().as_secs_f64()));
-    let client = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip().to_string());
+    let client = req.client.map(|ip| ip.to_string());
     tracing::info!(
         target: "x402_gate::access",
-        method = req.method.as_str(),
+        method = req.method,
         path = truncated(path, 256),
         route = route.as_deref(),
         kind = f.route,
         tenant = ctx.route.as_ref().map(|r| r.config.tenant.as_str()),
-        status = session.response_written().map(|h| h.status.as_u16()),
+        status = req.status,
         payment,
         refusal = f.refusal,
         settlement,

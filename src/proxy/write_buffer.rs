@@ -55,6 +55,12 @@ impl WriteBuffer {
         &mut self.stream
     }
 
+    /// The client's IP address (pingora's socket digest, from `getpeername` once a connection).
+    pub fn client_ip(&self) -> Option<std::net::IpAddr> {
+        let digest = self.stream.get_socket_digest()?;
+        digest.peer_addr()?.as_inet().map(|a| a.ip())
+    }
+
     /// Gives the buffer back when nothing in it waits to be sent: the connection is about to
     /// idle. Returns whether it did (pingora ends every response with a flush, so it does unless
     /// a response was cut short).

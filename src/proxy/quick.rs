@@ -1,0 +1,376 @@
+//! The quick answer: a request for a priced route that carries no payment is answered from its
+//! raw head, without pingora's session.
+//!
+//! A 402 challenge is the answer the gateway gives most (every x402 client asks first without
+//! paying), and its cost was mostly pingora's per-request work: building the session and the
+//! proxy's boxed future (moving them into place alone was about 15k instructions), parsing the
+//! head into case-preserving header maps, and the response's header maps again. nginx answers a
+//! fixed response in a fraction of that. Here the connection loop (`idle.rs`) hands the first
+//! bytes it read to `Gateway::quick`, which answers them itself when, and only when, nothing
+//! about the request needs pingora:
+//!
+//! - `parse` (pure): the whole head arrived in that one read and nothing after it (no body, no
+//!   pipelined request); HTTP/1.1; no `Content-Length`, `Transfer-Encoding`, `Expect` or
+//!   `Upgrade`, and no `Connection` but `keep-alive`; origin-form target; at most one `Host`,
+//!   without userinfo; every header one the `http` crate accepts; not `HEAD`, `CONNECT` or
+//!   `OPTIONS`. Anything else goes to pingora, whose checks then apply as before.
+//! - `Gateway::quick`: the request routes (the same `decide::route_request`) to a priced route
+//!   without an upgrade, and carries no payment header; the gateway is not draining, and the
+//!   connection is not counted against a reuse limit. These are pure too, so a request that
+//!   falls through to pingora has had nothing counted or changed.
+//!
+//! From there the request is the quick path's, whatever its answer: the same steps as
+//! `request_filter` (`admit.rs`: the client's and the tenant's rate limits, the tenant's
+//! standing, the resource URL, the challenge), then the same renderer (`respond::render`),
+//! written as pingora writes a response head (`Date`, `Connection`, the same header order and
+//! case), the same metrics (`finish`) and the same access line. A test holds the bytes equal to
+//! pingora's answer to the same request.
+
+use std::net::IpAddr;
+
+use bytes::{BufMut, BytesMut};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Uri};
+use pingora::http::ResponseHeader;
+use pingora::proxy::ProxyHttp;
+use tracing::Instrument;
+
+use super::decide::{self, Presented, RequestFacts};
+use super::phases::{access_line, Access};
+use super::{gate, Gateway, RequestCtx};
+use crate::routes::normalize_path;
+use crate::x402;
+
+/// The most headers a quick request may have (a larger head goes to pingora, which takes 256).
+const MAX_HEADERS: usize = 64;
+
+/// A request head that came whole in one read, parsed and checked as fit for the quick path.
+#[derive(Debug)]
+pub struct Head {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+}
+
+/// Parses `bytes` as one whole request head with nothing after it, fit for the quick path
+/// (see the module's doc), without a payment header, and `wanted` by the caller (its method,
+/// `Host` and target: asked before the header map is built, so a request the quick path does
+/// not want costs little more than httparse's parse); `None` for anything pingora must handle.
+pub fn parse(
+    bytes: &[u8],
+    wanted: impl FnOnce(&Method, Option<&str>, &Uri) -> bool,
+) -> Option<Head> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut slots);
+    match req.parse(bytes) {
+        Ok(httparse::Status::Complete(n)) if n == bytes.len() => {}
+        _ => return None,
+    }
+    if req.version != Some(1) {
+        return None;
+    }
+    let method = Method::from_bytes(req.method?.as_bytes()).ok()?;
+    if matches!(method, Method::HEAD | Method::CONNECT | Method::OPTIONS) {
+        return None;
+    }
+    let target = req.path?;
+    if !target.starts_with('/') {
+        return None;
+    }
+    let uri = Uri::try_from(target).ok()?;
+    let mut host = None;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("host") {
+            // Two are pingora's to refuse; userinfo in one too.
+            if host.is_some() || h.value.contains(&b'@') {
+                return None;
+            }
+            host = Some(std::str::from_utf8(h.value).ok()?);
+        } else if h.name.eq_ignore_ascii_case(x402::PAYMENT_SIGNATURE)
+            || h.name.eq_ignore_ascii_case(x402::X_PAYMENT)
+        {
+            return None;
+        }
+    }
+    if !wanted(&method, host, &uri) {
+        return None;
+    }
+    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+        let value = HeaderValue::from_bytes(h.value).ok()?;
+        headers.append(name, value);
+    }
+    let framed = [
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::EXPECT,
+        header::UPGRADE,
+    ];
+    if framed.iter().any(|h| headers.contains_key(h)) {
+        return None;
+    }
+    let mut connection = headers.get_all(header::CONNECTION).iter();
+    match (connection.next(), connection.next()) {
+        (None, _) => {}
+        (Some(v), None) if v.as_bytes().eq_ignore_ascii_case(b"keep-alive") => {}
+        _ => return None,
+    }
+    Some(Head {
+        method,
+        uri,
+        headers,
+    })
+}
+
+/// A quick answer: the bytes of the whole response, and whether the connection ends after it.
+#[derive(Debug)]
+pub struct Answer {
+    pub bytes: BytesMut,
+    pub close: bool,
+}
+
+/// `resp` and `body` as pingora's HTTP/1 server writes a response: the status line, the headers
+/// with the `Date` and `Connection` pingora adds to every final response (in its order and case),
+/// a blank line, the body.
+pub fn wire(mut resp: ResponseHeader, body: &[u8], close: bool) -> pingora::Result<BytesMut> {
+    resp.insert_header(
+        header::DATE,
+        pingora::protocols::http::date::get_cached_date(),
+    )?;
+    resp.insert_header(
+        header::CONNECTION,
+        if close { "close" } else { "keep-alive" },
+    )?;
+    let mut buf = BytesMut::with_capacity(512 + body.len());
+    buf.put_slice(b"HTTP/1.1 ");
+    buf.put_slice(resp.status.as_str().as_bytes());
+    buf.put_u8(b' ');
+    if let Some(reason) = resp.get_reason_phrase() {
+        buf.put_slice(reason.as_bytes());
+    }
+    buf.put_slice(b"\r\n");
+    resp.header_to_h1_wire(&mut buf);
+    buf.put_slice(b"\r\n");
+    buf.put_slice(body);
+    Ok(buf)
+}
+
+impl Gateway {
+    /// The head of a request the quick path may answer: fit (`parse`), for a priced route, while
+    /// the gateway is not draining (answers then say `Connection: close`: pingora's). Pure.
+    pub fn take(&self, bytes: &[u8]) -> Option<Head> {
+        if self.draining.is_set() {
+            return None;
+        }
+        let routes = self.routes.load();
+        parse(bytes, |method, host, uri| {
+            normalize_path(uri.path())
+                .ok()
+                .and_then(|path| routes.find(host, method.as_str(), &path))
+                .is_some_and(|route| !route.is_free())
+        })
+    }
+
+    /// Answers a head `take` gave when nothing about it needs pingora (see the module's doc):
+    /// `None` hands it on untouched, nothing counted.
+    pub async fn quick(&self, head: &Head, client: Option<IpAddr>) -> Option<Answer> {
+        let live = self.live.load_full();
+        let host = head.headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let path_and_query = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let facts = RequestFacts {
+            raw_target: path_and_query.as_bytes(),
+            method: head.method.as_str(),
+            path: head.uri.path(),
+            headers: &head.headers,
+            host,
+            max_header_bytes: live.settings.max_request_header_bytes,
+        };
+        let routed = decide::route_request(&facts, &self.routes.load()).ok()?;
+        let route = routed.route.clone();
+        let offers = route.offers.as_ref()?;
+        if routed.upgrade || gate::payment_header(&head.headers).is_some() {
+            return None;
+        }
+        // The request is the quick path's from here, whatever its answer.
+        let mut ctx = self.new_ctx();
+        ctx.start(&head.headers);
+        ctx.facts.route = "rejected";
+        let span = ctx.span();
+        let reply = async {
+            self.limit_client(&live, client).await?;
+            ctx.rewritten_path = routed.rewritten_path;
+            ctx.client_host = host.map(str::to_owned);
+            ctx.route = Some(route.clone());
+            self.limit_tenant(&live, &route).await?;
+            self.standing_for(&live, &route, offers, path_and_query, &mut ctx)
+                .await?;
+            let max = live.settings.max_payment_header_bytes;
+            let check = gate::check_payment(offers, None, max);
+            match decide::presented(check, offers, &ctx.resource_url) {
+                Presented::Refused { reply, .. } => {
+                    ctx.facts.challenged = true;
+                    Err(reply)
+                }
+                // Without a payment header there is nothing to pay with: never here.
+                Presented::Paid { .. } => Ok(()),
+            }
+        }
+        .instrument(span.clone())
+        .await
+        .err()?;
+        let close = reply.close;
+        let answer = span.in_scope(|| {
+            tracing::debug!(body = reply.body.kind(), "answered by the gateway");
+            respond_bytes(reply, &live.settings.cors_allow_origin, &ctx)
+        });
+        let status = answer.as_ref().map(|(status, _)| *status).ok();
+        self.metrics.quick_answers.inc();
+        self.finish(None, &mut ctx).instrument(span.clone()).await;
+        let access = Access {
+            method: head.method.as_str(),
+            path: head.uri.path(),
+            client,
+            status,
+        };
+        span.in_scope(|| access_line(&access, None, &ctx));
+        Some(match answer {
+            Ok((_, bytes)) => Answer { bytes, close },
+            // A reply that cannot be written (a header value it cannot carry): as when pingora
+            // fails to write an answer, the connection ends.
+            Err(e) => {
+                tracing::warn!("could not write the gateway's answer: {e}");
+                Answer {
+                    bytes: BytesMut::new(),
+                    close: true,
+                }
+            }
+        })
+    }
+}
+
+/// The reply rendered by the one renderer and written as pingora would: the status and bytes.
+fn respond_bytes(
+    reply: decide::Reply,
+    allow_origin: &str,
+    ctx: &RequestCtx,
+) -> pingora::Result<(u16, BytesMut)> {
+    let close = reply.close;
+    let (resp, body) = super::respond::render(reply, allow_origin, &ctx.request_id)?;
+    let status = resp.status.as_u16();
+    Ok((status, wire(resp, &body, close)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Wants every request (the route is the gateway's question).
+    fn any(_: &Method, _: Option<&str>, _: &Uri) -> bool {
+        true
+    }
+
+    #[test]
+    fn the_caller_is_asked_for_the_method_host_and_target() {
+        let mut asked = None;
+        let bytes = b"POST /paid/a?x=1 HTTP/1.1\r\nhost: api.test\r\n\r\n";
+        let head = parse(bytes, |m, h, u| {
+            asked = Some((m.clone(), h.map(str::to_owned), u.to_string()));
+            false
+        });
+        assert!(head.is_none(), "not wanted, not taken");
+        let (method, host, uri) = asked.expect("asked");
+        assert_eq!(method, Method::POST);
+        assert_eq!(host.as_deref(), Some("api.test"));
+        assert_eq!(uri, "/paid/a?x=1");
+        assert!(parse(b"GET / HTTP/1.1\r\n\r\n", |_, h, _| h.is_none()).is_some());
+    }
+
+    #[test]
+    fn a_plain_get_is_fit_and_parsed_as_sent() {
+        let head = parse(
+            b"GET /paid/a?x=1 HTTP/1.1\r\nHost: api.test:8080\r\nAccept: */*\r\nX-Request-Id: r1\r\n\r\n",
+            any,
+        )
+            .expect("fit");
+        assert_eq!(head.method, Method::GET);
+        assert_eq!(head.uri.path(), "/paid/a");
+        assert_eq!(head.uri.path_and_query().unwrap().as_str(), "/paid/a?x=1");
+        assert_eq!(head.headers.get("host").unwrap(), "api.test:8080");
+        assert_eq!(head.headers.get("x-request-id").unwrap(), "r1");
+        assert_eq!(head.headers.len(), 3);
+        let keep = parse(b"POST /p HTTP/1.1\r\nConnection: Keep-Alive\r\n\r\n", any).expect("fit");
+        assert_eq!(keep.method, Method::POST);
+    }
+
+    #[test]
+    fn anything_pingora_must_handle_is_not_fit() {
+        let unfit: &[&[u8]] = &[
+            // Not whole, or more than one head.
+            b"GET /p HTTP/1.1\r\nHost: a\r\n",
+            b"GET /p HTTP/1.1\r\nHost: a\r\n\r\nGET /q HTTP/1.1\r\n\r\n",
+            b"GET /p HTTP/1.1\r\nHost: a\r\n\r\nx",
+            // Not HTTP/1.1.
+            b"GET /p HTTP/1.0\r\nHost: a\r\n\r\n",
+            // A body, or framing pingora decides on.
+            b"POST /p HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+            b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST /p HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            b"GET /p HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            b"GET /p HTTP/1.1\r\nConnection: close\r\n\r\n",
+            b"GET /p HTTP/1.1\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n",
+            // Methods pingora treats apart.
+            b"HEAD /p HTTP/1.1\r\n\r\n",
+            b"OPTIONS /p HTTP/1.1\r\n\r\n",
+            b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+            // Targets and hosts pingora checks.
+            b"GET http://a/p HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET * HTTP/1.1\r\n\r\n",
+            b"GET /p HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"GET /p HTTP/1.1\r\nHost: u@a\r\n\r\n",
+            // A payment: verified, claimed and settled by pingora's phases.
+            b"GET /p HTTP/1.1\r\nPayment-Signature: e30=\r\n\r\n",
+            b"GET /p HTTP/1.1\r\nX-PAYMENT: e30=\r\n\r\n",
+            // Bytes httparse refuses (pingora escapes some of them and tries again).
+            b"GET /p q HTTP/1.1\r\n\r\n",
+            b"GET /p\x01 HTTP/1.1\r\n\r\n",
+            b"\r\n",
+        ];
+        for bytes in unfit {
+            assert!(
+                parse(bytes, any).is_none(),
+                "taken: {:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        let mut many = b"GET /p HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert!(
+            parse(&many, any).is_none(),
+            "more headers than the quick path takes"
+        );
+    }
+
+    #[test]
+    fn a_response_is_written_as_pingora_writes_one() {
+        let mut resp = ResponseHeader::build(402, Some(4)).unwrap();
+        resp.insert_header("PAYMENT-REQUIRED", "abc").unwrap();
+        resp.insert_header("content-length", "2").unwrap();
+        let bytes = wire(resp, b"{}", false).unwrap();
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let lines: Vec<&str> = head.split("\r\n").collect();
+        assert_eq!(lines[0], "HTTP/1.1 402 Payment Required");
+        assert_eq!(lines[1], "PAYMENT-REQUIRED: abc");
+        assert_eq!(lines[2], "content-length: 2");
+        assert!(lines[3].starts_with("Date: "), "{lines:?}");
+        assert_eq!(lines[4], "Connection: keep-alive");
+        assert_eq!(lines.len(), 5);
+        assert_eq!(body, "{}");
+        let closing = wire(ResponseHeader::build(400, None).unwrap(), b"", true).unwrap();
+        assert!(String::from_utf8_lossy(&closing).contains("Connection: close\r\n\r\n"));
+    }
+}
