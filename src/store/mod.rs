@@ -251,15 +251,19 @@ pub struct ClaimContext<'a> {
     pub route: &'a str,
 }
 
-/// Names the signed transaction on its claim (`settling`), inside `tx`, before it is sent. Only an
-/// open claim (claimed, queued, or settling under an earlier transaction) moves: a claim
-/// released, failed or settled meanwhile (a write that reached the database late, a reconciler
-/// that got there first) refuses, and its transaction must then never be sent.
-async fn mark_settling_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+/// Names the signed transaction on its claim (`settling`), on `executor` (a transaction, or the
+/// pool for one claim alone), before it is sent. Only an open claim (claimed, queued, or settling
+/// under an earlier transaction) moves: a claim released, failed or settled meanwhile (a write
+/// that reached the database late, a reconciler that got there first) refuses, and its
+/// transaction must then never be sent.
+async fn mark_settling_on<'e, E>(
+    executor: E,
     claim_id: i64,
     p: &PreparedSettlement,
-) -> Result<(), StoreError> {
+) -> Result<(), StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
     let done = sqlx::query(
         "UPDATE payment_claims SET status = 'settling', tx_hash = $1, tx_raw = $2, error = NULL, updated_at = $3
          WHERE id = $4 AND status IN ('claimed', 'queued', 'settling')",
@@ -268,7 +272,7 @@ async fn mark_settling_in(
     .bind(&p.raw)
     .bind(now())
     .bind(claim_id)
-    .execute(&mut **tx)
+    .execute(executor)
     .await?;
     if done.rows_affected() != 1 {
         return Err(StoreError::ClaimFinished(claim_id));
@@ -544,7 +548,9 @@ impl Store {
         claim_id: i64,
         p: &PreparedSettlement,
     ) -> Result<(), StoreError> {
-        self.mark_settling_batch(&[claim_id], p).await
+        // One statement, atomic and synced on its own: no transaction around it, which would
+        // add two round trips (SQLite: to the connection's thread) for nothing.
+        mark_settling_on(&self.pool, claim_id, p).await
     }
 
     /// `mark_settling` for every claim a batch transaction settles, in one transaction (one
@@ -557,7 +563,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for &claim_id in claim_ids {
-            mark_settling_in(&mut tx, claim_id, p).await?;
+            mark_settling_on(&mut *tx, claim_id, p).await?;
         }
         tx.commit().await?;
         Ok(())

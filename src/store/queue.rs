@@ -84,7 +84,7 @@ impl Store {
             .bind(claim_id)
             .execute(&mut *tx)
             .await?;
-            super::mark_settling_in(&mut tx, claim_id, p).await?;
+            super::mark_settling_on(&mut *tx, claim_id, p).await?;
         }
         tx.commit().await?;
         Ok(())
