@@ -54,7 +54,7 @@ async fn response(s: &mut TcpStream) -> String {
     head + &String::from_utf8(body).unwrap()
 }
 
-fn status(response: &str) -> u16 {
+fn status_of(response: &str) -> u16 {
     response.split(' ').nth(1).unwrap().parse().unwrap()
 }
 
@@ -97,7 +97,7 @@ async fn a_quick_402_is_byte_for_byte_the_402_pingora_writes() {
         .unwrap();
     let pingoras = response(&mut s).await;
     assert_eq!(quick_answers(&gw).await, 1.0, "left to pingora");
-    assert_eq!(status(&quick), 402, "{quick}");
+    assert_eq!(status_of(&quick), 402, "{quick}");
     assert!(quick.contains("\r\npayment-required: "), "{quick}");
     assert!(quick.contains("\r\nx-request-id: compare-1\r\n"), "{quick}");
     assert!(quick.contains("\r\nConnection: keep-alive\r\n"), "{quick}");
@@ -115,7 +115,52 @@ async fn a_quick_402_is_byte_for_byte_the_402_pingora_writes() {
     let pingoras = response(&mut s).await;
     assert_eq!(quick_answers(&gw).await, 2.0);
     assert_eq!(dateless(&quick), dateless(&pingoras));
+    // A `Host` that is not ASCII: routed on, and written back in `resource.url`, the same way.
+    let odd = "GET /paid/x HTTP/1.1\r\nHost: caf\u{e9}.test\r\nX-Request-Id: compare-3\r\n";
+    s.write_all(format!("{odd}\r\n").as_bytes()).await.unwrap();
+    let quick = response(&mut s).await;
+    s.write_all(format!("{odd}Content-Length: 0\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let pingoras = response(&mut s).await;
+    assert_eq!(dateless(&quick), dateless(&pingoras));
+    // The tenant suspended: a 403 instead of the challenge, the same way.
+    let (status, _) = admin(&gw, "/api/v1/x402/admin/tenants/acme/suspend").await;
+    assert_eq!(status, 200);
+    let gone = "GET /paid/x HTTP/1.1\r\nHost: a.test\r\nX-Request-Id: compare-4\r\n";
+    s.write_all(format!("{gone}\r\n").as_bytes()).await.unwrap();
+    let quick = response(&mut s).await;
+    s.write_all(format!("{gone}Content-Length: 0\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let pingoras = response(&mut s).await;
+    assert_eq!(status_of(&quick), 403, "{quick}");
+    assert!(quick.contains("\"error\":\"tenant_suspended\""), "{quick}");
+    assert_eq!(dateless(&quick), dateless(&pingoras));
+    let m = gw.metrics().await;
+    assert_eq!(metric(&m, "x402_quick_answers_total "), 4.0, "{m}");
+    assert_eq!(
+        metric(
+            &m,
+            "x402_tenant_refusals_total{reason=\"tenant_suspended\"} "
+        ),
+        2.0
+    );
     assert_eq!(up.hits(), 0, "no unpaid request reached the origin");
+}
+
+/// POSTs to the management API as the operator: the status and JSON body.
+async fn admin(gw: &Gateway, path: &str) -> (u16, serde_json::Value) {
+    let resp = client()
+        .post(gw.admin_url(path))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    (
+        resp.status().as_u16(),
+        resp.json().await.unwrap_or_default(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,7 +183,7 @@ async fn quick_answers_and_pingoras_share_one_keep_alive_connection_in_any_order
         unpaid.clone(),
     ] {
         s.write_all(request.as_bytes()).await.unwrap();
-        statuses.push(status(&response(&mut s).await));
+        statuses.push(status_of(&response(&mut s).await));
     }
     assert_eq!(statuses, [402, 201, 402, 402, 402, 402]);
     assert_eq!(quick_answers(&gw).await, 3.0);
@@ -148,9 +193,9 @@ async fn quick_answers_and_pingoras_share_one_keep_alive_connection_in_any_order
     s.write_all(format!("Host: {host}\r\n\r\n").as_bytes())
         .await
         .unwrap();
-    assert_eq!(status(&response(&mut s).await), 402);
+    assert_eq!(status_of(&response(&mut s).await), 402);
     s.write_all(unpaid.as_bytes()).await.unwrap();
-    assert_eq!(status(&response(&mut s).await), 402);
+    assert_eq!(status_of(&response(&mut s).await), 402);
     assert_eq!(quick_answers(&gw).await, 4.0);
     // The client says it is done: answered, then the connection ends.
     s.write_all(
@@ -159,7 +204,7 @@ async fn quick_answers_and_pingoras_share_one_keep_alive_connection_in_any_order
     .await
     .unwrap();
     let last = response(&mut s).await;
-    assert_eq!(status(&last), 402);
+    assert_eq!(status_of(&last), 402);
     assert!(last.contains("\r\nConnection: close\r\n"), "{last}");
     let mut rest = Vec::new();
     let n = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
@@ -177,7 +222,7 @@ async fn quick_answers_and_pingoras_share_one_keep_alive_connection_in_any_order
     s.write_all(format!("{unpaid}{unpaid}").as_bytes())
         .await
         .unwrap();
-    assert_eq!(status(&response(&mut s).await), 402);
+    assert_eq!(status_of(&response(&mut s).await), 402);
     let mut rest = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
         .await
@@ -206,7 +251,7 @@ async fn quick_answers_count_against_the_rate_limits_and_are_refused_by_them() {
         s.write_all(unpaid.as_bytes()).await.unwrap();
         answers.push(response(&mut s).await);
     }
-    let statuses: Vec<u16> = answers.iter().map(|a| status(a)).collect();
+    let statuses: Vec<u16> = answers.iter().map(|a| status_of(a)).collect();
     assert_eq!(statuses, [402, 402, 429]);
     assert!(answers[2].contains("\r\nretry-after: "), "{}", answers[2]);
     assert!(
@@ -218,7 +263,7 @@ async fn quick_answers_count_against_the_rate_limits_and_are_refused_by_them() {
     s.write_all(format!("GET /free/a HTTP/1.1\r\nHost: {}\r\n\r\n", gw.addr).as_bytes())
         .await
         .unwrap();
-    assert_eq!(status(&response(&mut s).await), 429);
+    assert_eq!(status_of(&response(&mut s).await), 429);
     let m = gw.metrics().await;
     assert_eq!(quick_answers(&gw).await, 3.0);
     assert_eq!(

@@ -174,6 +174,10 @@ impl Gateway {
     }
 }
 
+// `quick.rs` answers some requests without pingora's session, by these phases' own steps: a hook
+// added here that pingora runs before or around `request_filter` (`early_request_filter`,
+// downstream modules such as compression, connection-reuse hooks) must be added there too, or
+// such requests skip it.
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;

@@ -35,7 +35,11 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::ProxyHttp;
 use tracing::Instrument;
 
-use super::decide::{self, Presented, RequestFacts};
+use pingora::{Error, ErrorType::WriteError, ErrorType::WriteTimedout};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::decide::{self, Presented, Reply, RequestFacts};
+use super::idle::KEEPALIVE_IDLE;
 use super::phases::{access_line, Access};
 use super::{gate, Gateway, RequestCtx};
 use crate::routes::normalize_path;
@@ -85,14 +89,20 @@ pub fn parse(
             if host.is_some() || h.value.contains(&b'@') {
                 return None;
             }
-            host = Some(std::str::from_utf8(h.value).ok()?);
+            // As `HeaderValue::to_str`, which the routing reads it with: visible ASCII only,
+            // else routed as no host at all.
+            let visible = h
+                .value
+                .iter()
+                .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b));
+            host = Some(visible.then(|| std::str::from_utf8(h.value).ok()).flatten());
         } else if h.name.eq_ignore_ascii_case(x402::PAYMENT_SIGNATURE)
             || h.name.eq_ignore_ascii_case(x402::X_PAYMENT)
         {
             return None;
         }
     }
-    if !wanted(&method, host, &uri) {
+    if !wanted(&method, host.flatten(), &uri) {
         return None;
     }
     let mut headers = HeaderMap::with_capacity(req.headers.len());
@@ -121,13 +131,6 @@ pub fn parse(
         uri,
         headers,
     })
-}
-
-/// A quick answer: the bytes of the whole response, and whether the connection ends after it.
-#[derive(Debug)]
-pub struct Answer {
-    pub bytes: BytesMut,
-    pub close: bool,
 }
 
 /// `resp` and `body` as pingora's HTTP/1 server writes a response: the status line, the headers
@@ -172,9 +175,13 @@ impl Gateway {
         })
     }
 
-    /// Answers a head `take` gave when nothing about it needs pingora (see the module's doc):
-    /// `None` hands it on untouched, nothing counted.
-    pub async fn quick(&self, head: &Head, client: Option<IpAddr>) -> Option<Answer> {
+    /// Answers a head `take` gave on `conn` when nothing about it needs pingora (see the
+    /// module's doc): `None` hands it on untouched, nothing counted or written. `Some`: whether
+    /// the connection may carry the client's next request.
+    pub async fn quick<W>(&self, head: &Head, client: Option<IpAddr>, conn: &mut W) -> Option<bool>
+    where
+        W: AsyncWrite + Unpin + Send,
+    {
         let live = self.live.load_full();
         let host = head.headers.get(header::HOST).and_then(|h| h.to_str().ok());
         let path_and_query = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
@@ -197,7 +204,7 @@ impl Gateway {
         ctx.start(&head.headers);
         ctx.facts.route = "rejected";
         let span = ctx.span();
-        let reply = async {
+        let refused = async {
             self.limit_client(&live, client).await?;
             ctx.rewritten_path = routed.rewritten_path;
             ctx.client_host = host.map(str::to_owned);
@@ -210,42 +217,70 @@ impl Gateway {
             match decide::presented(check, offers, &ctx.resource_url) {
                 Presented::Refused { reply, .. } => {
                     ctx.facts.challenged = true;
-                    Err(reply)
+                    Ok(reply)
                 }
-                // Without a payment header there is nothing to pay with: never here.
-                Presented::Paid { .. } => Ok(()),
+                // Without a payment header there is nothing to pay with: never here. Were it
+                // ever, the request is still this path's (its limits are counted): it fails as
+                // a phase of pingora's would, with a 500.
+                Presented::Paid { .. } => {
+                    debug_assert!(false, "a payment with no payment header");
+                    Err(Reply::error(500, "internal_error", "the gateway failed"))
+                }
             }
         }
         .instrument(span.clone())
-        .await
-        .err()?;
+        .await;
+        let reply = match refused {
+            Ok(reply) | Err(reply) => reply,
+        };
         let close = reply.close;
-        let answer = span.in_scope(|| {
+        let origin = &live.settings.cors_allow_origin;
+        let rendered = span.in_scope(|| {
             tracing::debug!(body = reply.body.kind(), "answered by the gateway");
-            respond_bytes(reply, &live.settings.cors_allow_origin, &ctx)
+            respond_bytes(reply, origin, &ctx).or_else(|e| {
+                // pingora answers a phase that failed with a 500; so does this path.
+                tracing::error!("could not render the gateway's answer: {e}");
+                let reply = Reply::error(500, "internal_error", "the gateway failed");
+                respond_bytes(reply, origin, &ctx)
+            })
         });
-        let status = answer.as_ref().map(|(status, _)| *status).ok();
+        let (status, failed) = match rendered {
+            Ok((status, bytes)) => (Some(status), send(conn, &bytes).await.err()),
+            Err(e) => (None, Some(e)),
+        };
         self.metrics.quick_answers.inc();
-        self.finish(None, &mut ctx).instrument(span.clone()).await;
+        self.finish(failed.as_deref(), &mut ctx)
+            .instrument(span.clone())
+            .await;
         let access = Access {
             method: head.method.as_str(),
             path: head.uri.path(),
             client,
             status,
         };
-        span.in_scope(|| access_line(&access, None, &ctx));
-        Some(match answer {
-            Ok((_, bytes)) => Answer { bytes, close },
-            // A reply that cannot be written (a header value it cannot carry): as when pingora
-            // fails to write an answer, the connection ends.
-            Err(e) => {
-                tracing::warn!("could not write the gateway's answer: {e}");
-                Answer {
-                    bytes: BytesMut::new(),
-                    close: true,
-                }
-            }
-        })
+        span.in_scope(|| access_line(&access, failed.as_deref(), &ctx));
+        Some(!close && failed.is_none())
+    }
+}
+
+/// Writes a whole answer and sends it. A client that does not take it within the keep-alive
+/// timeout loses the connection (pingora sets no write timeout; a 402 fits in the socket's send
+/// buffer, so this only ends a connection whose client stopped reading long ago).
+async fn send<W>(conn: &mut W, bytes: &[u8]) -> pingora::Result<()>
+where
+    W: AsyncWrite + Unpin + Send,
+{
+    let sent = tokio::time::timeout(KEEPALIVE_IDLE, async {
+        conn.write_all(bytes).await?;
+        conn.flush().await
+    })
+    .await;
+    match sent {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            Err(Error::because(WriteError, "writing the gateway's answer", e).into_down())
+        }
+        Err(_) => Err(Error::explain(WriteTimedout, "writing the gateway's answer").into_down()),
     }
 }
 
@@ -284,6 +319,9 @@ mod tests {
         assert_eq!(host.as_deref(), Some("api.test"));
         assert_eq!(uri, "/paid/a?x=1");
         assert!(parse(b"GET / HTTP/1.1\r\n\r\n", |_, h, _| h.is_none()).is_some());
+        // A `Host` the routing cannot read as text is no host to it, nor to the caller.
+        let odd = "GET / HTTP/1.1\r\nHost: caf\u{e9}.test\r\n\r\n";
+        assert!(parse(odd.as_bytes(), |_, h, _| h.is_none()).is_some());
     }
 
     #[test]
