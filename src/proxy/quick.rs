@@ -82,9 +82,13 @@ pub fn parse(
         return None;
     }
     let uri = Uri::try_from(target).ok()?;
+    // Everything that disqualifies a request is read off httparse's slices first: a request
+    // left to pingora (a paid one, one with a body) costs no header map.
     let mut host = None;
+    let mut connection = false;
     for h in req.headers.iter() {
-        if h.name.eq_ignore_ascii_case("host") {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("host") {
             // Two are pingora's to refuse; userinfo in one too.
             if host.is_some() || h.value.contains(&b'@') {
                 return None;
@@ -96,8 +100,22 @@ pub fn parse(
                 .iter()
                 .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b));
             host = Some(visible.then(|| std::str::from_utf8(h.value).ok()).flatten());
-        } else if h.name.eq_ignore_ascii_case(x402::PAYMENT_SIGNATURE)
-            || h.name.eq_ignore_ascii_case(x402::X_PAYMENT)
+        } else if name.eq_ignore_ascii_case("connection") {
+            // Only the HTTP/1.1 default said out loud, once.
+            if connection || !h.value.eq_ignore_ascii_case(b"keep-alive") {
+                return None;
+            }
+            connection = true;
+        } else if [
+            x402::PAYMENT_SIGNATURE,
+            x402::X_PAYMENT,
+            "content-length",
+            "transfer-encoding",
+            "expect",
+            "upgrade",
+        ]
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n))
         {
             return None;
         }
@@ -111,21 +129,6 @@ pub fn parse(
         let value = HeaderValue::from_bytes(h.value).ok()?;
         headers.append(name, value);
     }
-    let framed = [
-        header::CONTENT_LENGTH,
-        header::TRANSFER_ENCODING,
-        header::EXPECT,
-        header::UPGRADE,
-    ];
-    if framed.iter().any(|h| headers.contains_key(h)) {
-        return None;
-    }
-    let mut connection = headers.get_all(header::CONNECTION).iter();
-    match (connection.next(), connection.next()) {
-        (None, _) => {}
-        (Some(v), None) if v.as_bytes().eq_ignore_ascii_case(b"keep-alive") => {}
-        _ => return None,
-    }
     Some(Head {
         method,
         uri,
@@ -137,14 +140,18 @@ pub fn parse(
 /// with the `Date` and `Connection` pingora adds to every final response (in its order and case),
 /// a blank line, the body.
 pub fn wire(mut resp: ResponseHeader, body: &[u8], close: bool) -> pingora::Result<BytesMut> {
-    resp.insert_header(
-        header::DATE,
-        pingora::protocols::http::date::get_cached_date(),
-    )?;
-    resp.insert_header(
-        header::CONNECTION,
-        if close { "close" } else { "keep-alive" },
-    )?;
+    let date = pingora::protocols::http::date::get_cached_date();
+    let connection = if close { "close" } else { "keep-alive" };
+    // pingora inserts both into the header maps, where new names go last; written straight
+    // after the others instead, the bytes are the same for less work. A response that already
+    // names either (a reply that closes its connection) takes pingora's way, which replaces the
+    // value where it stands.
+    let appended =
+        !resp.headers.contains_key(header::DATE) && !resp.headers.contains_key(header::CONNECTION);
+    if !appended {
+        resp.insert_header(header::DATE, date.clone())?;
+        resp.insert_header(header::CONNECTION, connection)?;
+    }
     let mut buf = BytesMut::with_capacity(512 + body.len());
     buf.put_slice(b"HTTP/1.1 ");
     buf.put_slice(resp.status.as_str().as_bytes());
@@ -154,6 +161,13 @@ pub fn wire(mut resp: ResponseHeader, body: &[u8], close: bool) -> pingora::Resu
     }
     buf.put_slice(b"\r\n");
     resp.header_to_h1_wire(&mut buf);
+    if appended {
+        buf.put_slice(b"Date: ");
+        buf.put_slice(date.as_bytes());
+        buf.put_slice(b"\r\nConnection: ");
+        buf.put_slice(connection.as_bytes());
+        buf.put_slice(b"\r\n");
+    }
     buf.put_slice(b"\r\n");
     buf.put_slice(body);
     Ok(buf)
@@ -410,5 +424,15 @@ mod tests {
         assert_eq!(body, "{}");
         let closing = wire(ResponseHeader::build(400, None).unwrap(), b"", true).unwrap();
         assert!(String::from_utf8_lossy(&closing).contains("Connection: close\r\n\r\n"));
+        // A reply that names its own `Connection` keeps one, where it stands, as pingora's.
+        let mut named = ResponseHeader::build(400, Some(2)).unwrap();
+        named.insert_header("connection", "close").unwrap();
+        named.insert_header("x-request-id", "r").unwrap();
+        let text = String::from_utf8(wire(named, b"", true).unwrap().to_vec()).unwrap();
+        let lines: Vec<&str> = text.trim_end().split("\r\n").collect();
+        assert_eq!(lines[1], "Connection: close", "{text}");
+        assert_eq!(lines[2], "x-request-id: r", "{text}");
+        assert!(lines[3].starts_with("Date: "), "{text}");
+        assert_eq!(lines.len(), 4, "{text}");
     }
 }
