@@ -77,6 +77,26 @@ async fn connect(addr: SocketAddr) -> TcpStream {
     TcpStream::connect(addr).await.unwrap()
 }
 
+/// `head` (a request's head without its blank line) sent as it is, which the quick path takes,
+/// then with an empty body announced, which it leaves to pingora: both answers, and how many
+/// quick answers the gateway counted after each.
+async fn both_ways(gw: &Gateway, s: &mut TcpStream, head: &str) -> (String, String) {
+    let before = quick_answers(gw).await;
+    s.write_all(format!("{head}\r\n").as_bytes()).await.unwrap();
+    let quick = response(s).await;
+    assert_eq!(
+        quick_answers(gw).await,
+        before + 1.0,
+        "taken by the quick path"
+    );
+    s.write_all(format!("{head}Content-Length: 0\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let pingoras = response(s).await;
+    assert_eq!(quick_answers(gw).await, before + 1.0, "left to pingora");
+    (quick, pingoras)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quick_402_is_byte_for_byte_the_402_pingora_writes() {
     let up = Upstream::start();
@@ -87,16 +107,7 @@ async fn a_quick_402_is_byte_for_byte_the_402_pingora_writes() {
          X-Request-Id: compare-1\r\n",
         gw.addr
     );
-    // As it is: quick.
-    s.write_all(format!("{head}\r\n").as_bytes()).await.unwrap();
-    let quick = response(&mut s).await;
-    assert_eq!(quick_answers(&gw).await, 1.0, "taken by the quick path");
-    // With an empty body announced, the same request is pingora's.
-    s.write_all(format!("{head}Content-Length: 0\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let pingoras = response(&mut s).await;
-    assert_eq!(quick_answers(&gw).await, 1.0, "left to pingora");
+    let (quick, pingoras) = both_ways(&gw, &mut s, &head).await;
     assert_eq!(status_of(&quick), 402, "{quick}");
     assert!(quick.contains("\r\npayment-required: "), "{quick}");
     assert!(quick.contains("\r\nx-request-id: compare-1\r\n"), "{quick}");
@@ -107,33 +118,17 @@ async fn a_quick_402_is_byte_for_byte_the_402_pingora_writes() {
         "POST /paid/v1 HTTP/1.1\r\nHost: {}\r\nOrigin: https://app.test\r\nX-Request-Id: compare-2\r\n",
         gw.addr
     );
-    s.write_all(format!("{v1}\r\n").as_bytes()).await.unwrap();
-    let quick = response(&mut s).await;
-    s.write_all(format!("{v1}Content-Length: 0\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let pingoras = response(&mut s).await;
-    assert_eq!(quick_answers(&gw).await, 2.0);
+    let (quick, pingoras) = both_ways(&gw, &mut s, &v1).await;
     assert_eq!(dateless(&quick), dateless(&pingoras));
     // A `Host` that is not ASCII: routed on, and written back in `resource.url`, the same way.
     let odd = "GET /paid/x HTTP/1.1\r\nHost: caf\u{e9}.test\r\nX-Request-Id: compare-3\r\n";
-    s.write_all(format!("{odd}\r\n").as_bytes()).await.unwrap();
-    let quick = response(&mut s).await;
-    s.write_all(format!("{odd}Content-Length: 0\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let pingoras = response(&mut s).await;
+    let (quick, pingoras) = both_ways(&gw, &mut s, odd).await;
     assert_eq!(dateless(&quick), dateless(&pingoras));
     // The tenant suspended: a 403 instead of the challenge, the same way.
     let (status, _) = admin(&gw, "/api/v1/x402/admin/tenants/acme/suspend").await;
     assert_eq!(status, 200);
     let gone = "GET /paid/x HTTP/1.1\r\nHost: a.test\r\nX-Request-Id: compare-4\r\n";
-    s.write_all(format!("{gone}\r\n").as_bytes()).await.unwrap();
-    let quick = response(&mut s).await;
-    s.write_all(format!("{gone}Content-Length: 0\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let pingoras = response(&mut s).await;
+    let (quick, pingoras) = both_ways(&gw, &mut s, gone).await;
     assert_eq!(status_of(&quick), 403, "{quick}");
     assert!(quick.contains("\"error\":\"tenant_suspended\""), "{quick}");
     assert_eq!(dateless(&quick), dateless(&pingoras));
