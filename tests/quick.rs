@@ -113,7 +113,7 @@ async fn a_quick_402_is_byte_for_byte_the_402_pingora_writes() {
     assert!(quick.contains("\r\nx-request-id: compare-1\r\n"), "{quick}");
     assert!(quick.contains("\r\nConnection: keep-alive\r\n"), "{quick}");
     assert_eq!(dateless(&quick), dateless(&pingoras));
-    // The v1 path and a browser's CORS origin, the same way.
+    // A POST without a body, from a browser (a CORS `Origin`), the same way.
     let v1 = format!(
         "POST /paid/v1 HTTP/1.1\r\nHost: {}\r\nOrigin: https://app.test\r\nX-Request-Id: compare-2\r\n",
         gw.addr
