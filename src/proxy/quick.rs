@@ -210,7 +210,9 @@ impl Gateway {
         let routed = decide::route_request(&facts, &self.routes.load()).ok()?;
         let route = routed.route.clone();
         let offers = route.offers.as_ref()?;
-        if routed.upgrade || gate::payment_header(&head.headers).is_some() {
+        // Draining may have begun since `take`: its answers say `Connection: close` (pingora's).
+        if routed.upgrade || gate::payment_header(&head.headers).is_some() || self.draining.is_set()
+        {
             return None;
         }
         // The request is the quick path's from here, whatever its answer.
