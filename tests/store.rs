@@ -1385,3 +1385,66 @@ async fn sqlite_runs_in_wal_mode_with_full_sync() {
         .get(0);
     assert_eq!(sync, 2);
 }
+
+/// SQLite's ledger write is one script (`BEGIN`, the row, the claim, `COMMIT`) on the relaxed
+/// connection, the only one of its pool. A script that fails half-way (the row written, the
+/// claim's update refused) leaves nothing: the row is rolled back, the claim stays as it was, and
+/// the connection goes on, with no transaction left open, for the next write and for readers.
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_a_ledger_write_that_fails_half_way_leaves_nothing() {
+    let db = fresh("sqlite").await;
+    let store = Store::connect(&db.url).await.unwrap();
+    let (va, vb) = (verified(90), verified(91));
+    let (a, b) = (claimed(&store, &va).await, claimed(&store, &vb).await);
+    sqlx::any::install_default_drivers();
+    let side = sqlx::AnyPool::connect(&db.url).await.unwrap();
+    // The refusal comes after the script's INSERT succeeded: only a rollback undoes that row.
+    let trigger = sqlx::AssertSqlSafe(format!(
+        "CREATE TRIGGER refuse_settled BEFORE UPDATE ON payment_claims
+         WHEN NEW.id = {a} AND NEW.status = 'settled'
+         BEGIN SELECT RAISE(ABORT, 'injected refusal'); END"
+    ));
+    sqlx::query(trigger).execute(&side).await.unwrap();
+    let (sa, sb) = (settlement(90), settlement(91));
+    for _ in 0..3 {
+        assert!(store.record_settlement(a, &va, &sa, &CTX).await.is_err());
+    }
+    assert!(
+        store.ledger(10).await.unwrap().is_empty(),
+        "the row was rolled back"
+    );
+    assert_eq!(
+        store.claim_status(a).await.unwrap().as_deref(),
+        Some("claimed")
+    );
+    // The next write on the same connection commits, and another connection sees it at once
+    // (a transaction left open would hide it, or refuse the next BEGIN).
+    store.record_settlement(b, &vb, &sb, &CTX).await.unwrap();
+    let seen: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM settlements WHERE claim_id = $1")
+        .bind(b)
+        .fetch_one(&side)
+        .await
+        .unwrap();
+    assert_eq!(seen, 1);
+    assert_eq!(
+        store.claim_status(b).await.unwrap().as_deref(),
+        Some("settled")
+    );
+    // The refusal gone, the first write goes through; writing it again is a no-op.
+    sqlx::query("DROP TRIGGER refuse_settled")
+        .execute(&side)
+        .await
+        .unwrap();
+    store.record_settlement(a, &va, &sa, &CTX).await.unwrap();
+    store.record_settlement(a, &va, &sa, &CTX).await.unwrap();
+    let ledger = store.ledger(10).await.unwrap();
+    assert_eq!(ledger.len(), 2);
+    assert!(ledger
+        .iter()
+        .any(|r| r.claim_id == a && r.tx_hash == sa.transaction));
+    assert_eq!(
+        store.claim_status(a).await.unwrap().as_deref(),
+        Some("settled")
+    );
+    assert_eq!(store.sqlite_synchronous().await.unwrap(), Some((2, 1)));
+}

@@ -16,6 +16,7 @@
 //! instead, so a batch never costs a payment that would have settled by itself.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -32,7 +33,16 @@ pub const IN_FLIGHT: usize = crate::config::DEFAULT_SETTLEMENTS_IN_FLIGHT as usi
 /// One network's settlement queue each, started on first use.
 #[derive(Default)]
 pub struct Batchers {
-    by_network: Mutex<HashMap<String, mpsc::UnboundedSender<Job>>>,
+    by_network: Mutex<HashMap<String, Queue>>,
+}
+
+/// A network's queue: its task's inbox, the settlement slots, and how many jobs are queued and
+/// not yet taken into a settlement.
+#[derive(Clone)]
+struct Queue {
+    tx: mpsc::UnboundedSender<Job>,
+    slots: Arc<Semaphore>,
+    waiting: Arc<AtomicUsize>,
 }
 
 /// A claimed payment waiting to be settled, and where its outcome goes.
@@ -67,6 +77,17 @@ impl Batchers {
         if backend.batch_capacity().await <= 1 {
             return settle_claim(backend, store, claim_id, verified, ctx).await;
         }
+        let queue = self.queue(backend, store, &verified.key.network);
+        // A free slot and nobody waiting: settled at once in the caller's task (every caller
+        // runs this in a task of its own, so a dropped request cannot cut it short), as the
+        // queue's task would settle it alone, without the hops to it and back.
+        if queue.waiting.load(Ordering::Acquire) == 0 {
+            if let Ok(slot) = queue.slots.clone().try_acquire_owned() {
+                let outcome = settle_claim(backend, store, claim_id, verified, ctx).await;
+                drop(slot);
+                return outcome;
+            }
+        }
         let (reply, answer) = oneshot::channel();
         let job = Job {
             claim_id,
@@ -75,9 +96,9 @@ impl Batchers {
             route: ctx.route.to_string(),
             reply,
         };
-        if let Err(mpsc::error::SendError(_)) =
-            self.queue(backend, store, &verified.key.network).send(job)
-        {
+        queue.waiting.fetch_add(1, Ordering::AcqRel);
+        if let Err(mpsc::error::SendError(_)) = queue.tx.send(job) {
+            queue.waiting.fetch_sub(1, Ordering::AcqRel);
             // The queue's task is gone (its runtime stopped): nothing was done for this claim.
             return settle_claim(backend, store, claim_id, verified, ctx).await;
         }
@@ -94,23 +115,23 @@ impl Batchers {
 
     /// The network's queue, its task started on first use (in the caller's runtime, the one
     /// whose store and RPC clients it uses).
-    fn queue(
-        &self,
-        backend: &Arc<dyn ChainBackend>,
-        store: &Store,
-        network: &str,
-    ) -> mpsc::UnboundedSender<Job> {
+    fn queue(&self, backend: &Arc<dyn ChainBackend>, store: &Store, network: &str) -> Queue {
         let mut queues = self.by_network.lock().expect("not poisoned");
-        if let Some(q) = queues.get(network).filter(|q| !q.is_closed()) {
+        if let Some(q) = queues.get(network).filter(|q| !q.tx.is_closed()) {
             return q.clone();
         }
         let (tx, rx) = mpsc::unbounded_channel();
+        let queue = Queue {
+            tx,
+            slots: Arc::new(Semaphore::new(backend.settlement_slots().max(1))),
+            waiting: Arc::new(AtomicUsize::new(0)),
+        };
         tokio::spawn(
-            run(backend.clone(), store.clone(), rx)
+            run(backend.clone(), store.clone(), queue.clone(), rx)
                 .instrument(tracing::info_span!("batcher", %network)),
         );
-        queues.insert(network.to_string(), tx.clone());
-        tx
+        queues.insert(network.to_string(), queue.clone());
+        queue
     }
 }
 
@@ -119,9 +140,11 @@ impl Batchers {
 async fn run(
     backend: Arc<dyn ChainBackend>,
     store: Store,
+    shared: Queue,
     mut queue: mpsc::UnboundedReceiver<Job>,
 ) {
-    let slots = Arc::new(Semaphore::new(backend.settlement_slots().max(1)));
+    // Only the senders the map holds keep the queue open; this task's own must not.
+    let Queue { slots, waiting, .. } = shared;
     while let Some(first) = queue.recv().await {
         let slot = slots.clone().acquire_owned().await.expect("never closed");
         let capacity = backend.batch_capacity().await.max(1);
@@ -132,6 +155,7 @@ async fn run(
                 Err(_) => break,
             }
         }
+        waiting.fetch_sub(jobs.len(), Ordering::AcqRel);
         let (backend, store) = (backend.clone(), store.clone());
         tokio::spawn(async move {
             settle_jobs(&backend, &store, jobs).await;
@@ -150,6 +174,13 @@ async fn settle_jobs(backend: &Arc<dyn ChainBackend>, store: &Store, jobs: Vec<J
             }
             return;
         }
+    }
+    if jobs.len() == 1 {
+        // Alone: in this task, without one more.
+        let job = jobs.into_iter().next().expect("one job");
+        let outcome = settle_claim(backend, store, job.claim_id, &job.verified, &job.ctx()).await;
+        let _ = job.reply.send(outcome);
+        return;
     }
     // Each alone, all at once (the single path's nonce counter keeps them apart).
     let mut alone = tokio::task::JoinSet::new();

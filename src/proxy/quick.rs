@@ -35,12 +35,15 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::ProxyHttp;
 use tracing::Instrument;
 
-use pingora::{Error, ErrorType::WriteError, ErrorType::WriteTimedout};
+use pingora::{
+    Error, ErrorType::InvalidHTTPHeader, ErrorType::WriteError, ErrorType::WriteTimedout,
+};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::decide::{self, Presented, Reply, RequestFacts};
 use super::idle::KEEPALIVE_IDLE;
 use super::phases::{access_line, Access};
+use super::respond::Rendered;
 use super::{gate, Gateway, RequestCtx};
 use crate::routes::normalize_path;
 use crate::x402;
@@ -136,10 +139,69 @@ pub fn parse(
     })
 }
 
+/// A rendered reply as pingora's HTTP/1 server writes a response: the status line, the headers
+/// in order with the `Date` and `Connection` pingora adds to every final response (in its order
+/// and case), a blank line, the body. Written straight from `Rendered`: building pingora's
+/// `ResponseHeader` (two header maps, each name parsed) cost more than the rest of the answer.
+/// A reply naming its own `Date` or `Connection` (none the quick path gives) goes through
+/// `wire_header`, pingora's header map, for pingora's rules on which one stands where.
+pub fn wire(r: &Rendered<'_>, close: bool) -> pingora::Result<BytesMut> {
+    let names_own = r.headers.iter().any(|(n, _)| {
+        n.eq_ignore_ascii_case(header::DATE.as_str())
+            || n.eq_ignore_ascii_case(header::CONNECTION.as_str())
+    });
+    if names_own {
+        return wire_header(r.header()?, &r.body, close);
+    }
+    let status = http::StatusCode::from_u16(r.status)
+        .map_err(|_| Error::explain(InvalidHTTPHeader, "invalid status"))?;
+    let date = pingora::protocols::http::date::get_cached_date();
+    let connection: &[u8] = if close { b"close" } else { b"keep-alive" };
+    let mut buf = BytesMut::with_capacity(512 + r.body.len());
+    buf.put_slice(b"HTTP/1.1 ");
+    buf.put_slice(status.as_str().as_bytes());
+    buf.put_u8(b' ');
+    if let Some(reason) = status.canonical_reason() {
+        buf.put_slice(reason.as_bytes());
+    }
+    buf.put_slice(b"\r\n");
+    for (name, value) in &r.headers {
+        if !valid_value(value) {
+            return Err(Error::explain(
+                InvalidHTTPHeader,
+                "invalid value while insert",
+            ));
+        }
+        buf.put_slice(name.as_bytes());
+        buf.put_slice(b": ");
+        buf.put_slice(value.as_bytes());
+        buf.put_slice(b"\r\n");
+    }
+    buf.put_slice(b"Date: ");
+    buf.put_slice(date.as_bytes());
+    buf.put_slice(b"\r\nConnection: ");
+    buf.put_slice(connection);
+    buf.put_slice(b"\r\n\r\n");
+    buf.put_slice(&r.body);
+    Ok(buf)
+}
+
+/// Whether `respond::header_value` takes `value` (as the `http` crate checks, without making
+/// the `HeaderValue`).
+fn valid_value(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
 /// `resp` and `body` as pingora's HTTP/1 server writes a response: the status line, the headers
 /// with the `Date` and `Connection` pingora adds to every final response (in its order and case),
 /// a blank line, the body.
-pub fn wire(mut resp: ResponseHeader, body: &[u8], close: bool) -> pingora::Result<BytesMut> {
+pub fn wire_header(
+    mut resp: ResponseHeader,
+    body: &[u8],
+    close: bool,
+) -> pingora::Result<BytesMut> {
     let date = pingora::protocols::http::date::get_cached_date();
     let connection = if close { "close" } else { "keep-alive" };
     // pingora inserts both into the header maps, where new names go last; written straight
@@ -307,14 +369,14 @@ fn respond_bytes(
     ctx: &RequestCtx,
 ) -> pingora::Result<(u16, BytesMut)> {
     let close = reply.close;
-    let (resp, body) = super::respond::render(reply, allow_origin, &ctx.request_id)?;
-    let status = resp.status.as_u16();
-    Ok((status, wire(resp, &body, close)?))
+    let rendered = super::respond::rendered(reply, allow_origin, &ctx.request_id);
+    Ok((rendered.status, wire(&rendered, close)?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::borrow::Cow;
 
     /// Wants every request (the route is the gateway's question).
     fn any(_: &Method, _: Option<&str>, _: &Uri) -> bool {
@@ -413,7 +475,7 @@ mod tests {
         let mut resp = ResponseHeader::build(402, Some(4)).unwrap();
         resp.insert_header("PAYMENT-REQUIRED", "abc").unwrap();
         resp.insert_header("content-length", "2").unwrap();
-        let bytes = wire(resp, b"{}", false).unwrap();
+        let bytes = wire_header(resp, b"{}", false).unwrap();
         let text = String::from_utf8(bytes.to_vec()).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         let lines: Vec<&str> = head.split("\r\n").collect();
@@ -424,17 +486,109 @@ mod tests {
         assert_eq!(lines[4], "Connection: keep-alive");
         assert_eq!(lines.len(), 5);
         assert_eq!(body, "{}");
-        let closing = wire(ResponseHeader::build(400, None).unwrap(), b"", true).unwrap();
+        let closing = wire_header(ResponseHeader::build(400, None).unwrap(), b"", true).unwrap();
         assert!(String::from_utf8_lossy(&closing).contains("Connection: close\r\n\r\n"));
         // A reply that names its own `Connection` keeps one, where it stands, as pingora's.
         let mut named = ResponseHeader::build(400, Some(2)).unwrap();
         named.insert_header("connection", "close").unwrap();
         named.insert_header("x-request-id", "r").unwrap();
-        let text = String::from_utf8(wire(named, b"", true).unwrap().to_vec()).unwrap();
+        let text = String::from_utf8(wire_header(named, b"", true).unwrap().to_vec()).unwrap();
         let lines: Vec<&str> = text.trim_end().split("\r\n").collect();
         assert_eq!(lines[1], "Connection: close", "{text}");
         assert_eq!(lines[2], "x-request-id: r", "{text}");
         assert!(lines[3].starts_with("Date: "), "{text}");
         assert_eq!(lines.len(), 4, "{text}");
+    }
+
+    /// The Date line (pingora's cached second may turn between two writes) blanked.
+    fn dateless(bytes: &[u8]) -> String {
+        String::from_utf8(bytes.to_vec())
+            .unwrap()
+            .split("\r\n")
+            .map(|l| {
+                if l.starts_with("Date: ") {
+                    "Date: -"
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\r\n")
+    }
+
+    #[test]
+    fn a_rendered_reply_is_written_as_its_pingora_header_writes() {
+        use crate::pricing::Challenge;
+        use decide::Body;
+        let challenge = || {
+            Reply::new(Body::Challenge(Challenge {
+                header: "eyJ4NDAyVmVyc2lvbiI6Mn0=".into(),
+                body: b"{\"x402Version\":1}".to_vec(),
+            }))
+        };
+        let replies = [
+            (challenge(), "*", "req-1"),
+            (challenge(), "https://app.test", ""),
+            (Reply::error(403, "tenant_suspended", "suspended"), "*", "r"),
+            (
+                Reply::new(Body::RateLimited { retry_after: 7 }),
+                "https://a.test",
+                "r",
+            ),
+            (Reply::new(Body::Unavailable("database")), "*", "r"),
+            (
+                Reply::new(Body::QuotaExceeded {
+                    period: "2026-11".into(),
+                    limit: Some(3),
+                }),
+                "*",
+                "r",
+            ),
+        ];
+        for (reply, origin, id) in replies {
+            let kind = reply.body.kind();
+            let rendered = crate::proxy::respond::rendered(reply, origin, id);
+            for close in [false, true] {
+                let direct = wire(&rendered, close).unwrap();
+                let through =
+                    wire_header(rendered.header().unwrap(), &rendered.body, close).unwrap();
+                assert_eq!(
+                    dateless(&direct),
+                    dateless(&through),
+                    "{kind}, close {close}"
+                );
+            }
+        }
+        // A reply that closes names its own `Connection`: pingora's header map places it.
+        let mut closing = Reply::error(400, "bad_request", "no");
+        closing.close = true;
+        let rendered = crate::proxy::respond::rendered(closing, "*", "r");
+        let text = dateless(&wire(&rendered, true).unwrap());
+        assert_eq!(text.matches("onnection: close").count(), 1, "{text}");
+        // A value the `http` crate refuses is refused by both, as pingora's `insert_header`; obs-text
+        // is taken by both.
+        let bad = Rendered {
+            status: 402,
+            headers: vec![("x-bad", Cow::Borrowed("a\nb"))],
+            body: bytes::Bytes::new(),
+        };
+        assert!(wire(&bad, false).is_err() && bad.header().is_err());
+        let obs = Rendered {
+            status: 402,
+            headers: vec![("x-obs", Cow::Owned("caf\u{e9}".into()))],
+            body: bytes::Bytes::new(),
+        };
+        let through = wire_header(obs.header().unwrap(), b"", false).unwrap();
+        assert_eq!(dateless(&wire(&obs, false).unwrap()), dateless(&through));
+        let borrowed = Rendered {
+            status: 402,
+            headers: vec![("x-obs", Cow::Borrowed("caf\u{e9}"))],
+            body: bytes::Bytes::new(),
+        };
+        let through = wire_header(borrowed.header().unwrap(), b"", false).unwrap();
+        assert_eq!(
+            dateless(&wire(&borrowed, false).unwrap()),
+            dateless(&through)
+        );
     }
 }

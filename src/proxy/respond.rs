@@ -3,10 +3,13 @@
 //! Every one carries the request id and the CORS headers, because a browser client that cannot read a 402's headers
 //! cannot pay.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
+use http::HeaderValue;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
-use pingora::Result;
+use pingora::{Error, ErrorType::InvalidHTTPHeader, Result};
 
 use super::decide::{Body, Reply};
 use crate::logging::REQUEST_ID_HEADER;
@@ -32,45 +35,54 @@ pub fn add_cors(resp: &mut ResponseHeader, allow_origin: &str) -> Result<()> {
 /// A receipt header to attach: its name (v1 or v2) and the settlement response.
 pub type Receipt<'a> = Option<(&'static str, &'a SettlementResponse)>;
 
-/// The 402 response header for a challenge, optionally carrying a `success:false` receipt.
-pub fn challenge_header(
-    c: &Challenge,
-    receipt: Receipt<'_>,
-    allow_origin: &str,
-) -> Result<ResponseHeader> {
-    let mut resp = ResponseHeader::build(402, Some(7))?;
-    resp.insert_header(x402::PAYMENT_REQUIRED, c.header.as_str())?;
-    resp.insert_header("content-type", "application/json")?;
-    resp.insert_header("content-length", c.body.len().to_string())?;
-    resp.insert_header("cache-control", "no-store")?;
-    if let Some((name, r)) = receipt {
-        resp.insert_header(name, x402::encode_header(r))?;
+/// A response of the gateway's own: its status, its headers in the order they are written, and
+/// its body. pingora's session is given it as a `ResponseHeader` (`Rendered::header`); the quick
+/// path writes the same bytes itself (`quick::wire`), without building pingora's header maps.
+#[derive(Debug)]
+pub struct Rendered<'a> {
+    pub status: u16,
+    pub headers: Vec<(&'static str, Cow<'a, str>)>,
+    pub body: Bytes,
+}
+
+impl Rendered<'_> {
+    /// The response header pingora writes: the same headers, names as given, in order.
+    pub fn header(&self) -> Result<ResponseHeader> {
+        let mut resp = ResponseHeader::build(self.status, Some(self.headers.len()))?;
+        for (name, value) in &self.headers {
+            resp.append_header(*name, header_value(value)?)?;
+        }
+        Ok(resp)
     }
-    add_cors(&mut resp, allow_origin)?;
-    Ok(resp)
+}
+
+/// A header's value as `ResponseHeader::insert_header` takes a `&str` or a `String`: any byte
+/// but controls (tab allowed) and DEL.
+pub fn header_value(value: &str) -> Result<HeaderValue> {
+    HeaderValue::from_bytes(value.as_bytes())
+        .map_err(|_| Error::explain(InvalidHTTPHeader, "invalid value while insert"))
+}
+
+/// The CORS headers of a response the gateway writes (`add_cors`'s, in its order).
+fn cors<'a>(headers: &mut Vec<(&'static str, Cow<'a, str>)>, allow_origin: &'a str) {
+    headers.push(("access-control-allow-origin", Cow::Borrowed(allow_origin)));
+    headers.push((
+        "access-control-expose-headers",
+        Cow::Borrowed(EXPOSE_HEADERS),
+    ));
+    if allow_origin != "*" {
+        headers.push(("vary", Cow::Borrowed("Origin")));
+    }
+}
+
+fn receipt_header(headers: &mut Vec<(&'static str, Cow<'_, str>)>, receipt: Receipt<'_>) {
+    if let Some((name, r)) = receipt {
+        headers.push((name, Cow::Owned(x402::encode_header(r))));
+    }
 }
 
 /// How long a client should wait before retrying after a 503 of ours.
 pub const RETRY_AFTER_SECONDS: &str = "5";
-
-/// The 503 response header: our side (RPC, database) failed; the client was not charged unless
-/// the receipt says a settlement is pending.
-pub fn unavailable_header(
-    body_len: usize,
-    receipt: Receipt<'_>,
-    allow_origin: &str,
-) -> Result<ResponseHeader> {
-    let mut resp = ResponseHeader::build(503, Some(6))?;
-    resp.insert_header("content-type", "application/json")?;
-    resp.insert_header("content-length", body_len.to_string())?;
-    resp.insert_header("cache-control", "no-store")?;
-    resp.insert_header("retry-after", RETRY_AFTER_SECONDS)?;
-    if let Some((name, r)) = receipt {
-        resp.insert_header(name, x402::encode_header(r))?;
-    }
-    add_cors(&mut resp, allow_origin)?;
-    Ok(resp)
-}
 
 pub fn unavailable_body(message: &str) -> Bytes {
     Bytes::from(
@@ -88,38 +100,59 @@ async fn write(session: &mut Session, resp: ResponseHeader, body: Bytes) -> Resu
 
 /// The one renderer of the gateway's own answers: a `Reply` as a response header and its body,
 /// which carries the request's id like every answer.
-/// Takes the reply by value: a challenge's precomputed body moves into the response, uncopied.
 pub fn render(
     reply: Reply,
     allow_origin: &str,
     request_id: &str,
 ) -> Result<(ResponseHeader, Bytes)> {
+    let rendered = rendered(reply, allow_origin, request_id);
+    Ok((rendered.header()?, rendered.body))
+}
+
+/// `render`'s response as status, ordered headers and body (see `Rendered`).
+/// Takes the reply by value: a challenge's precomputed body and header move in, uncopied.
+pub fn rendered<'a>(reply: Reply, allow_origin: &'a str, request_id: &'a str) -> Rendered<'a> {
     let Reply {
         body: reply_body,
         receipt,
         close,
     } = reply;
     let receipt = receipt.as_deref().map(|(h, r)| (*h, r));
-    let (mut resp, body) = match reply_body {
-        Body::Challenge(c) => (
-            challenge_header(&c, receipt, allow_origin)?,
-            Bytes::from(c.body),
-        ),
+    let mut headers = Vec::with_capacity(12);
+    let (status, body) = match reply_body {
+        Body::Challenge(c) => {
+            let Challenge { header, body } = c;
+            headers.push((x402::PAYMENT_REQUIRED, Cow::Owned(header)));
+            headers.push(("content-type", Cow::Borrowed("application/json")));
+            headers.push(("content-length", Cow::Owned(body.len().to_string())));
+            headers.push(("cache-control", Cow::Borrowed("no-store")));
+            receipt_header(&mut headers, receipt);
+            cors(&mut headers, allow_origin);
+            (402, Bytes::from(body))
+        }
         Body::Unavailable(message) => {
             let body = unavailable_body(message);
-            (unavailable_header(body.len(), receipt, allow_origin)?, body)
+            headers.push(("content-type", Cow::Borrowed("application/json")));
+            headers.push(("content-length", Cow::Owned(body.len().to_string())));
+            headers.push(("cache-control", Cow::Borrowed("no-store")));
+            headers.push(("retry-after", Cow::Borrowed(RETRY_AFTER_SECONDS)));
+            receipt_header(&mut headers, receipt);
+            cors(&mut headers, allow_origin);
+            (503, body)
         }
         Body::Error {
             status,
             code,
             message,
         } => error_parts(
+            &mut headers,
             status,
             serde_json::json!({"error": code, "message": message}),
             receipt,
             allow_origin,
-        )?,
+        ),
         Body::QuotaExceeded { period, limit } => error_parts(
+            &mut headers,
             429,
             serde_json::json!({
                 "error": "tenant_quota_exceeded",
@@ -129,9 +162,10 @@ pub fn render(
             }),
             receipt,
             allow_origin,
-        )?,
+        ),
         Body::RateLimited { retry_after } => {
-            let (mut resp, body) = error_parts(
+            let parts = error_parts(
+                &mut headers,
                 429,
                 serde_json::json!({
                     "error": "rate_limited",
@@ -139,50 +173,54 @@ pub fn render(
                 }),
                 receipt,
                 allow_origin,
-            )?;
-            resp.insert_header("retry-after", retry_after.to_string())?;
-            (resp, body)
+            );
+            headers.push(("retry-after", Cow::Owned(retry_after.to_string())));
+            parts
         }
         Body::Preflight { methods, requested } => {
-            let mut resp = ResponseHeader::build(204, Some(7))?;
-            resp.insert_header("access-control-allow-origin", allow_origin)?;
-            resp.insert_header("access-control-allow-methods", methods.as_str())?;
-            let headers = match requested {
+            headers.push(("access-control-allow-origin", Cow::Borrowed(allow_origin)));
+            headers.push(("access-control-allow-methods", Cow::Owned(methods)));
+            let allowed = match requested {
                 Some(extra) if !extra.trim().is_empty() => format!("{ALLOW_HEADERS}, {extra}"),
                 _ => ALLOW_HEADERS.to_string(),
             };
-            resp.insert_header("access-control-allow-headers", headers)?;
-            resp.insert_header("access-control-expose-headers", EXPOSE_HEADERS)?;
-            resp.insert_header("access-control-max-age", "600")?;
-            resp.insert_header("content-length", "0")?;
-            (resp, Bytes::new())
+            headers.push(("access-control-allow-headers", Cow::Owned(allowed)));
+            headers.push((
+                "access-control-expose-headers",
+                Cow::Borrowed(EXPOSE_HEADERS),
+            ));
+            headers.push(("access-control-max-age", Cow::Borrowed("600")));
+            headers.push(("content-length", Cow::Borrowed("0")));
+            (204, Bytes::new())
         }
     };
     if close {
-        resp.insert_header("connection", "close")?;
+        headers.push(("connection", Cow::Borrowed("close")));
     }
     if !request_id.is_empty() {
-        resp.insert_header(REQUEST_ID_HEADER, request_id)?;
+        headers.push((REQUEST_ID_HEADER, Cow::Borrowed(request_id)));
     }
-    Ok((resp, body))
+    Rendered {
+        status,
+        headers,
+        body,
+    }
 }
 
-fn error_parts(
+fn error_parts<'a>(
+    headers: &mut Vec<(&'static str, Cow<'a, str>)>,
     status: u16,
     json: serde_json::Value,
     receipt: Receipt<'_>,
-    allow_origin: &str,
-) -> Result<(ResponseHeader, Bytes)> {
+    allow_origin: &'a str,
+) -> (u16, Bytes) {
     let body = serde_json::to_vec(&json).expect("json serializes");
-    let mut resp = ResponseHeader::build(status, Some(6))?;
-    resp.insert_header("content-type", "application/json")?;
-    resp.insert_header("content-length", body.len().to_string())?;
-    resp.insert_header("cache-control", "no-store")?;
-    if let Some((name, r)) = receipt {
-        resp.insert_header(name, x402::encode_header(r))?;
-    }
-    add_cors(&mut resp, allow_origin)?;
-    Ok((resp, Bytes::from(body)))
+    headers.push(("content-type", Cow::Borrowed("application/json")));
+    headers.push(("content-length", Cow::Owned(body.len().to_string())));
+    headers.push(("cache-control", Cow::Borrowed("no-store")));
+    receipt_header(headers, receipt);
+    cors(headers, allow_origin);
+    (status, Bytes::from(body))
 }
 
 /// Writes a reply as the whole answer to the request.
