@@ -1448,3 +1448,148 @@ async fn sqlite_a_ledger_write_that_fails_half_way_leaves_nothing() {
     );
     assert_eq!(store.sqlite_synchronous().await.unwrap(), Some((2, 1)));
 }
+
+/// `claim_exposing`: the claim's outcome as `claim`'s, and on SQLite (a claim alone in its group
+/// commit, read in the claim's own transaction after its insert) the payer's exposure, equal to
+/// `payer_exposure` read after it; on Postgres none (read after the commit by the caller).
+async fn claims_read_their_payers_exposure(backend: &str) {
+    use x402_gate::store::ExposureQuery;
+    let db = fresh(backend).await;
+    let store = Store::connect(&db.url).await.unwrap();
+    let sqlite = backend == "sqlite";
+    let q = ExposureQuery {
+        since_ms: 0,
+        limit: 65,
+    };
+    let first = verified(100);
+    let (network, asset, payer) = (&first.key.network, &first.key.asset, &first.key.payer);
+    let mut ids = Vec::new();
+    for (n, durability) in [(100u8, Synced), (101, Durability::Relaxed), (102, Synced)] {
+        let (outcome, read) = store
+            .claim_exposing(&verified(n), &CTX, None, durability, q)
+            .await
+            .unwrap();
+        ids.push(outcome.id().expect("claimed"));
+        let after = store
+            .payer_exposure(network, asset, payer, 0, 65)
+            .await
+            .unwrap();
+        // The first is settled once the second is claimed.
+        let unsettled = if n == 102 { 2 } else { ids.len() };
+        assert_eq!(after.unsettled, unsettled);
+        if sqlite {
+            assert_eq!(read, Some(after), "payment {n}");
+        } else {
+            assert_eq!(read, None);
+        }
+        if n == 101 {
+            // A settlement since the time asked about is seen (and one before it is not).
+            store
+                .record_settlement(ids[0], &first, &settlement(100), &CTX)
+                .await
+                .unwrap();
+        }
+    }
+    let (_, read) = store
+        .claim_exposing(&verified(103), &CTX, None, Synced, q)
+        .await
+        .unwrap();
+    if sqlite {
+        let read = read.unwrap();
+        assert_eq!((read.unsettled, read.owed), (3, 30_000));
+        assert!(read.settled_since);
+        let later = ExposureQuery {
+            since_ms: i64::MAX,
+            ..q
+        };
+        let (_, read) = store
+            .claim_exposing(&verified(104), &CTX, None, Synced, later)
+            .await
+            .unwrap();
+        assert!(!read.unwrap().settled_since);
+    }
+    // A replay, and a claim past its tenant's limit: no claim, no exposure, nothing left behind.
+    let (outcome, read) = store
+        .claim_exposing(&verified(102), &CTX, None, Synced, q)
+        .await
+        .unwrap();
+    assert_eq!((outcome, read), (ClaimOutcome::Duplicate, None));
+    let before = store.count_claims("claimed").await.unwrap();
+    for limit in [0, 1] {
+        let (outcome, read) = store
+            .claim_exposing(&verified(110), &CTX, Some(limit), Synced, q)
+            .await
+            .unwrap();
+        assert_eq!((outcome, read), (ClaimOutcome::QuotaExceeded, None));
+    }
+    assert_eq!(store.count_claims("claimed").await.unwrap(), before);
+    // Under a limit that still has room the same payment is claimed (nothing of it was kept).
+    let (outcome, _) = store
+        .claim_exposing(&verified(110), &CTX, Some(1_000), Synced, q)
+        .await
+        .unwrap();
+    assert!(outcome.id().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_claims_read_their_payers_exposure() {
+    claims_read_their_payers_exposure("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_claims_read_their_payers_exposure() {
+    claims_read_their_payers_exposure("postgres").await;
+}
+
+/// SQLite's lone claim is one script opening its transaction, then `COMMIT` or `ROLLBACK`. A
+/// script that fails half-way (the claim's row written, its count refused by the database)
+/// leaves nothing: the claim is not there, and the connection it ran on (the relaxed one, the
+/// only one of its pool) goes on with no transaction open.
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_a_claim_that_fails_half_way_leaves_nothing() {
+    let db = fresh("sqlite").await;
+    let store = Store::connect(&db.url).await.unwrap();
+    sqlx::any::install_default_drivers();
+    let side = sqlx::AnyPool::connect(&db.url).await.unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse_count BEFORE INSERT ON usage_counters
+         BEGIN SELECT RAISE(ABORT, 'injected refusal'); END",
+    )
+    .execute(&side)
+    .await
+    .unwrap();
+    let v = verified(120);
+    for _ in 0..3 {
+        assert!(store
+            .claim(&v, &CTX, None, Durability::Relaxed)
+            .await
+            .is_err());
+    }
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM payment_claims")
+        .fetch_one(&side)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0, "the claim's row was rolled back");
+    sqlx::query("DROP TRIGGER refuse_count")
+        .execute(&side)
+        .await
+        .unwrap();
+    // The same payment is claimed now (not a duplicate: nothing of it was kept), on the same
+    // connection, and another connection sees it at once.
+    let id = store
+        .claim(&v, &CTX, None, Durability::Relaxed)
+        .await
+        .unwrap()
+        .id()
+        .expect("claimed");
+    let seen: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM payment_claims WHERE id = $1")
+        .bind(id)
+        .fetch_one(&side)
+        .await
+        .unwrap();
+    assert_eq!(seen, 1);
+    assert_eq!(
+        store.claim(&v, &CTX, None, Synced).await.unwrap(),
+        ClaimOutcome::Duplicate
+    );
+}

@@ -8,7 +8,7 @@ use crate::config::SettlePolicy;
 use crate::payments::chain::VerifyError;
 use crate::pricing::Offer;
 use crate::routes::Route;
-use crate::store::{ClaimContext, ClaimOutcome, Durability};
+use crate::store::{ClaimContext, ClaimOutcome, Durability, ExposureQuery, PayerExposure};
 use crate::x402::{PaymentProof, Reason};
 
 /// The outcome of presenting a matched proof.
@@ -116,9 +116,17 @@ pub async fn admit_to(
         tenant: &tenant,
         route: &route_name,
     };
-    let outcome = store
-        .claim(&verified, &ctx, limit, claim_durability(policy))
+    let exposure = ExposureQuery {
+        since_ms: checked_at_ms,
+        limit: MAX_UNSETTLED_PER_PAYER as i64 + 1,
+    };
+    let claimed = store
+        .claim_exposing(&verified, &ctx, limit, claim_durability(policy), exposure)
         .await;
+    let (outcome, exposure) = match claimed {
+        Ok((outcome, exposure)) => (Ok(outcome), exposure),
+        Err(e) => (Err(e), None),
+    };
     // The claim's count is the authority; the cached standing only spares unpaid requests a query
     // and may lag a second. Refresh it at once only when the limit was hit, so the next request is
     // refused before it is asked to pay (not after every payment: that is two queries each).
@@ -146,7 +154,15 @@ pub async fn admit_to(
                 stage: Stage::Claimed,
                 cache_key: key,
             });
-            guard_overdraw(payments, verifier.as_ref(), store, state, checked_at_ms).await
+            guard_overdraw(
+                payments,
+                verifier.as_ref(),
+                store,
+                state,
+                checked_at_ms,
+                exposure,
+            )
+            .await
         }
         Ok(ClaimOutcome::Duplicate) => Admission::Rejected(Rejection::new(
             Reason::DuplicateSettlement,
@@ -160,13 +176,16 @@ pub async fn admit_to(
 /// How many unsettled payments one payer may have of one asset at once.
 pub const MAX_UNSETTLED_PER_PAYER: usize = 64;
 
-/// Holds a payer's unsettled payments against its balance, after its new claim is committed.
+/// Holds a payer's unsettled payments against its balance, after its new claim is made.
 ///
 /// Each authorization is simulated alone, so ten signed against a balance that covers one all
 /// verify: under `deferred` all ten would be served and one paid, under `after` nine settlements
 /// would revert at the settler's cost. Counting after the claim is committed (this one included)
 /// means two racing admissions each see the other: at worst both are refused and retried, never
-/// both admitted past the balance. The simulation that verified this payment proved the balance
+/// both admitted past the balance. `read`: the exposure the store read in the claim's own
+/// transaction, after its insert, where it could (SQLite: one writer, so of two racing claims
+/// the later one's read sees both, and that one is held against the balance of both); else it
+/// is read here. The simulation that verified this payment proved the balance
 /// covered it then; it still does, and no RPC call is needed, unless another payment of this payer
 /// is unsettled, or settled since (its transfer may have spent what the simulation saw).
 async fn guard_overdraw(
@@ -175,13 +194,19 @@ async fn guard_overdraw(
     store: &crate::store::Store,
     mut state: Box<PaymentState>,
     checked_at_ms: i64,
+    read: Option<PayerExposure>,
 ) -> Admission {
     let key = state.verified.key.clone();
     let limit = MAX_UNSETTLED_PER_PAYER as i64 + 1;
-    let refusal = match store
-        .payer_exposure(&key.network, &key.asset, &key.payer, checked_at_ms, limit)
-        .await
-    {
+    let exposure = match read {
+        Some(x) => Ok(x),
+        None => {
+            store
+                .payer_exposure(&key.network, &key.asset, &key.payer, checked_at_ms, limit)
+                .await
+        }
+    };
+    let refusal = match exposure {
         Err(e) => Err(format!("database: {e}")),
         Ok(x) if x.unsettled > MAX_UNSETTLED_PER_PAYER => Ok(Some(Rejection::new(
             Reason::TooManyUnsettledPayments,

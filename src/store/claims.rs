@@ -7,16 +7,25 @@
 //! as durable as before; when the shared commit fails, every claim in it fails (as if never
 //! made), as a single claim's failed commit did.
 //!
+//! A claim alone (every claim of a sequential client) needs no savepoint: it is one script
+//! (`script.rs`, `claim_alone`), the payer's exposure read in it for the overdraw guard, and a
+//! `COMMIT`: two round trips to SQLite's connection thread.
+//!
 //! A group whose claims may all be relaxed (`durability.rs`) commits on the relaxed connection;
 //! one synced claim among them syncs the lot.
 //!
 //! Postgres takes concurrent commits itself, and several instances share it: claims there stay
 //! one transaction each.
 
-use sqlx::{Acquire, AnyPool};
+use sqlx::{Acquire, AnyPool, Row};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{claim_in, now, ClaimContext, ClaimOutcome, Durability, StoreError};
+use super::script::ScriptConn;
+use super::tenants::period_of;
+use super::{
+    claim_in, exposure_sql, now, ClaimContext, ClaimOutcome, Durability, ExposureQuery,
+    PayerExposure, StoreError,
+};
 use crate::payments::chain::Verified;
 
 /// The most claims one shared transaction makes.
@@ -34,8 +43,12 @@ struct Job {
     route: String,
     limit: Option<i64>,
     durability: Durability,
-    reply: oneshot::Sender<Result<ClaimOutcome, StoreError>>,
+    exposure: Option<ExposureQuery>,
+    reply: oneshot::Sender<Result<Claimed, StoreError>>,
 }
+
+/// A claim's outcome, and the payer's exposure when it was read with it.
+type Claimed = (ClaimOutcome, Option<PayerExposure>);
 
 impl ClaimQueue {
     /// Starts the committing task in the current runtime (`None` outside one).
@@ -54,7 +67,8 @@ impl ClaimQueue {
         ctx: &ClaimContext<'_>,
         limit: Option<i64>,
         durability: Durability,
-    ) -> Option<Result<ClaimOutcome, StoreError>> {
+        exposure: Option<ExposureQuery>,
+    ) -> Option<Result<Claimed, StoreError>> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             verified: v.clone(),
@@ -62,6 +76,7 @@ impl ClaimQueue {
             route: ctx.route.to_string(),
             limit,
             durability,
+            exposure,
             reply,
         };
         self.tx.send(job).ok()?;
@@ -106,24 +121,13 @@ async fn run(pool: AnyPool, relaxed: AnyPool, mut queue: mpsc::UnboundedReceiver
 }
 
 /// Every job's claim in one transaction, each in its own savepoint; one commit. Any database
-/// error fails the lot (nothing of it is committed).
-async fn commit_group(pool: &AnyPool, jobs: &[Job]) -> Result<Vec<ClaimOutcome>, StoreError> {
+/// error fails the lot (nothing of it is committed). A claim alone is `claim_alone`'s.
+async fn commit_group(pool: &AnyPool, jobs: &[Job]) -> Result<Vec<Claimed>, StoreError> {
     let t = now();
-    let mut tx = pool.begin().await?;
     if let [job] = jobs {
-        // A claim alone (every claim of a sequential client): the transaction is its own, and
-        // savepoints would only add two round trips to the connection's thread.
-        let ctx = ClaimContext {
-            tenant: &job.tenant,
-            route: &job.route,
-        };
-        let outcome = claim_in(&mut tx, &job.verified, &ctx, job.limit, t).await?;
-        match outcome {
-            ClaimOutcome::Claimed(_) => tx.commit().await?,
-            _ => tx.rollback().await?,
-        }
-        return Ok(vec![outcome]);
+        return Ok(vec![claim_alone(pool, job, t).await?]);
     }
+    let mut tx = pool.begin().await?;
     let mut outcomes = Vec::with_capacity(jobs.len());
     for job in jobs {
         let ctx = ClaimContext {
@@ -136,8 +140,99 @@ async fn commit_group(pool: &AnyPool, jobs: &[Job]) -> Result<Vec<ClaimOutcome>,
             ClaimOutcome::Claimed(_) => savepoint.commit().await?,
             _ => savepoint.rollback().await?,
         }
-        outcomes.push(outcome);
+        // The exposure is read after the commit, where every claim of the group is seen.
+        outcomes.push((outcome, None));
     }
     tx.commit().await?;
     Ok(outcomes)
+}
+
+/// `claim_in`'s two statements, and the payer's exposure after them, as one script
+/// (`script.rs`) opening the transaction; then `COMMIT` (claimed) or `ROLLBACK`: two round trips
+/// to SQLite's connection thread where `BEGIN`, the statements one by one, `COMMIT` and the
+/// exposure read after it took five. Each row says what it is in its first column: no `claim`
+/// row is a replay, no `count` row a tenant past its limit, and either is rolled back whole.
+async fn claim_alone(pool: &AnyPool, job: &Job, t: i64) -> Result<Claimed, StoreError> {
+    let period = period_of(t);
+    let mut sql = String::from(
+        "BEGIN;
+         INSERT INTO payment_claims
+            (network, asset, payer, nonce, status, tenant, route, amount, valid_before, claimed_at, updated_at, period)
+         VALUES ($1, $2, $3, $4, 'claimed', $5, $6, $7, $8, $9, $9, $10)
+         ON CONFLICT (network, asset, payer, nonce) DO UPDATE SET
+            status = 'claimed', tenant = excluded.tenant, route = excluded.route,
+            amount = excluded.amount, tx_hash = NULL, tx_raw = NULL, error = NULL, period = excluded.period,
+            claimed_at = excluded.claimed_at, updated_at = excluded.updated_at
+         WHERE payment_claims.status = 'released'
+         RETURNING 'claim', id;
+         INSERT INTO usage_counters (tenant_id, period, verified)
+         SELECT $5, $10, 1 WHERE $11 > 0
+         ON CONFLICT (tenant_id, period) DO UPDATE SET verified = usage_counters.verified + 1
+         WHERE usage_counters.verified < $11
+         RETURNING 'count', verified;",
+    );
+    if let Some(exposure) = job.exposure {
+        sql.push_str("SELECT kind, amount FROM (");
+        sql.push_str(&exposure_sql(exposure.limit, "$12"));
+        sql.push_str(") x;");
+    }
+    let v = &job.verified;
+    let mut conn = ScriptConn::acquire(pool).await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&v.key.network)
+        .bind(&v.key.asset)
+        .bind(&v.key.payer)
+        .bind(&v.key.nonce)
+        .bind(&job.tenant)
+        .bind(&job.route)
+        .bind(&v.amount)
+        .bind(v.expires_at.min(i64::MAX as u64) as i64)
+        .bind(t)
+        .bind(&period)
+        .bind(job.limit.unwrap_or(i64::MAX))
+        .bind(job.exposure.map_or(0, |e| e.since_ms))
+        .fetch_all(conn.conn())
+        .await;
+    let read = rows.map_err(StoreError::from).and_then(|rows| {
+        let mut id = None;
+        let mut counted = false;
+        for r in &rows {
+            match r.try_get::<String, _>(0)?.as_str() {
+                "claim" => id = Some(r.try_get::<i64, _>(1)?),
+                "count" => counted = true,
+                _ => {}
+            }
+        }
+        let outcome = match (id, counted) {
+            (None, _) => ClaimOutcome::Duplicate,
+            (Some(_), false) => ClaimOutcome::QuotaExceeded,
+            (Some(id), true) => ClaimOutcome::Claimed(id),
+        };
+        let exposure = match (outcome, job.exposure) {
+            (ClaimOutcome::Claimed(_), Some(_)) => {
+                let others = rows.iter().filter(|r| {
+                    r.try_get::<String, _>(0)
+                        .is_ok_and(|k| k != "claim" && k != "count")
+                });
+                Some(PayerExposure::of_rows(others, 0, 1)?)
+            }
+            _ => None,
+        };
+        Ok((outcome, exposure))
+    });
+    let claimed = match read {
+        Ok(claimed) => claimed,
+        Err(e) => {
+            conn.ended(false).await;
+            return Err(e);
+        }
+    };
+    let end = match claimed.0 {
+        ClaimOutcome::Claimed(_) => "COMMIT",
+        _ => "ROLLBACK",
+    };
+    let ended = sqlx::query(end).execute(conn.conn()).await;
+    conn.ended(ended.is_ok()).await;
+    ended?;
+    Ok(claimed)
 }

@@ -2,6 +2,7 @@
 //! `settled` in one transaction; and the claims whose outcome was never recorded, for the
 //! reconciler.
 
+use super::script::ScriptConn;
 use super::*;
 
 impl Store {
@@ -147,10 +148,9 @@ impl Store {
     }
 }
 
-/// `write_ledger_in` and its transaction as one script: SQLite runs a query's statements in
-/// order on the connection's own thread, so `BEGIN`, the row, the claim's move and `COMMIT` are
-/// one round trip to that thread instead of four (each a pair of thread wake-ups: the most of
-/// what a payment's database work costs the CPU). The same statements as `write_ledger_in`.
+/// `write_ledger_in` and its transaction as one script (`script.rs`): `BEGIN`, the row, the
+/// claim's move and `COMMIT` in one round trip to SQLite's connection thread instead of four.
+/// The same statements as `write_ledger_in`.
 const LEDGER_SCRIPT: &str = "BEGIN;
 INSERT INTO settlements
     (claim_id, network, asset, payer, pay_to, amount, tx_hash, block_number, tenant, route, settled_at)
@@ -182,47 +182,6 @@ async fn write_ledger_sqlite(pool: &sqlx::AnyPool, row: LedgerRow<'_>) -> Result
     conn.ended(done.is_ok()).await;
     done?;
     Ok(())
-}
-
-/// A pooled connection that runs a script opening its own transaction, which sqlx does not know
-/// of (its `Transaction` would roll back a dropped one). Until the script is known to have ended
-/// its transaction (committed, or rolled back after a failure), dropping this closes the
-/// connection instead of giving it back to the pool with a transaction open: a future dropped
-/// mid-script, or a failure whose `ROLLBACK` failed too.
-struct ScriptConn {
-    conn: sqlx::pool::PoolConnection<sqlx::Any>,
-    open: bool,
-}
-
-impl ScriptConn {
-    async fn acquire(pool: &sqlx::AnyPool) -> Result<Self, StoreError> {
-        Ok(ScriptConn {
-            conn: pool.acquire().await?,
-            open: true,
-        })
-    }
-
-    fn conn(&mut self) -> &mut sqlx::AnyConnection {
-        &mut self.conn
-    }
-
-    /// After the script: it committed, or it failed somewhere and whatever it left open is
-    /// rolled back here (an error here too leaves the connection to be closed).
-    async fn ended(&mut self, committed: bool) {
-        self.open = !committed
-            && sqlx::query("ROLLBACK")
-                .execute(&mut *self.conn)
-                .await
-                .is_err();
-    }
-}
-
-impl Drop for ScriptConn {
-    fn drop(&mut self) {
-        if self.open {
-            self.conn.close_on_drop();
-        }
-    }
 }
 
 /// The ledger row and the claim marked settled, inside `tx`.

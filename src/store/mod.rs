@@ -22,6 +22,7 @@ mod ledger;
 mod queue;
 pub mod queue_format;
 mod routes;
+mod script;
 mod tenants;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -244,6 +245,14 @@ pub struct PayerExposure {
     pub settled_since: bool,
 }
 
+/// A payer's exposure to read with its new claim (`Store::claim_exposing`): settlements since
+/// `since_ms` (Unix milliseconds) count, and at most `limit` unsettled claims are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExposureQuery {
+    pub since_ms: i64,
+    pub limit: i64,
+}
+
 /// Where a claim was made and for what, recorded with it.
 #[derive(Debug, Clone)]
 pub struct ClaimContext<'a> {
@@ -371,6 +380,54 @@ async fn uncount(
 const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Unix milliseconds now.
+/// `payer_exposure`'s query: rows of (amount, kind), `kind` being `unsettled` (each unsettled
+/// claim's amount, at most `limit` of them) or `settled` (one row if a claim was settled since
+/// the parameter `since`). `$1`, `$2`, `$3`: network, asset, payer. The limit is written into
+/// the text, not bound: SQLite marks a bound `LIMIT` as one its plan depends on, and binding it
+/// again (every call) makes it prepare the statement anew (callgrind: about 160k instructions a
+/// payment). The text is the same for the one limit callers use, so it stays cached.
+fn exposure_sql(limit: i64, since: &str) -> String {
+    format!(
+        "SELECT o.amount, 'unsettled' AS kind FROM (
+             SELECT amount FROM payment_claims
+             WHERE network = $1 AND asset = $2 AND payer = $3
+               AND status IN ('claimed', 'settling', 'queued')
+             LIMIT {limit}) o
+         UNION ALL
+         SELECT '0', 'settled' FROM (
+             SELECT 1 AS one FROM payment_claims
+             WHERE network = $1 AND asset = $2 AND payer = $3
+               AND status = 'settled' AND settled_at_ms >= {since}
+             LIMIT 1) s",
+        limit = limit.max(0)
+    )
+}
+
+impl PayerExposure {
+    /// Sums `exposure_sql`'s rows, their kind in column `kind` and amount in column `amount`.
+    fn of_rows<'r>(
+        rows: impl Iterator<Item = &'r AnyRow>,
+        kind: usize,
+        amount: usize,
+    ) -> Result<Self, StoreError> {
+        let mut exposure = PayerExposure::default();
+        for r in rows {
+            let k: String = r.try_get(kind)?;
+            if k == "settled" {
+                exposure.settled_since = true;
+                continue;
+            }
+            let a: String = r.try_get(amount)?;
+            let a: u128 = a
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("claim amount `{a}`")))?;
+            exposure.unsettled += 1;
+            exposure.owed = exposure.owed.saturating_add(a);
+        }
+        Ok(exposure)
+    }
+}
+
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -468,8 +525,36 @@ impl Store {
         limit: Option<i64>,
         durability: Durability,
     ) -> Result<ClaimOutcome, StoreError> {
+        Ok(self.claim_with(v, ctx, limit, durability, None).await?.0)
+    }
+
+    /// `claim`, and for a claim made the payer's exposure (`payer_exposure`) when the store
+    /// could read it in the claim's own transaction, after the claim's insert: SQLite, a claim
+    /// alone in its group commit (`claims.rs`). SQLite has one writer, so a claim racing this one
+    /// commits after it and its own read sees this one; as reading after the commit does. `None`:
+    /// read it after the commit (`payer_exposure`).
+    pub async fn claim_exposing(
+        &self,
+        v: &Verified,
+        ctx: &ClaimContext<'_>,
+        limit: Option<i64>,
+        durability: Durability,
+        exposure: ExposureQuery,
+    ) -> Result<(ClaimOutcome, Option<PayerExposure>), StoreError> {
+        self.claim_with(v, ctx, limit, durability, Some(exposure))
+            .await
+    }
+
+    async fn claim_with(
+        &self,
+        v: &Verified,
+        ctx: &ClaimContext<'_>,
+        limit: Option<i64>,
+        durability: Durability,
+        exposure: Option<ExposureQuery>,
+    ) -> Result<(ClaimOutcome, Option<PayerExposure>), StoreError> {
         if let Some(queue) = &self.claims {
-            if let Some(outcome) = queue.claim(v, ctx, limit, durability).await {
+            if let Some(outcome) = queue.claim(v, ctx, limit, durability, exposure).await {
                 return outcome;
             }
         }
@@ -479,7 +564,7 @@ impl Store {
             ClaimOutcome::Claimed(_) => tx.commit().await?,
             _ => tx.rollback().await?,
         }
-        Ok(outcome)
+        Ok((outcome, None))
     }
 
     /// Gives a claim back: the payment was not charged and may be presented again. Only a claim
@@ -606,24 +691,7 @@ impl Store {
         since_ms: i64,
         limit: i64,
     ) -> Result<PayerExposure, StoreError> {
-        // The limit is written into the statement, not bound: SQLite marks a bound `LIMIT` as
-        // one its plan depends on, and binding it again (every call) makes it prepare the
-        // statement anew (callgrind: about 160k instructions a payment, 7% of its user-space
-        // work). The text is the same for the one limit the caller uses, so it stays cached.
-        let sql = format!(
-            "SELECT o.amount, 'unsettled' AS kind FROM (
-                 SELECT amount FROM payment_claims
-                 WHERE network = $1 AND asset = $2 AND payer = $3
-                   AND status IN ('claimed', 'settling', 'queued')
-                 LIMIT {limit}) o
-             UNION ALL
-             SELECT '0', 'settled' FROM (
-                 SELECT 1 AS one FROM payment_claims
-                 WHERE network = $1 AND asset = $2 AND payer = $3
-                   AND status = 'settled' AND settled_at_ms >= $4
-                 LIMIT 1) s",
-            limit = limit.max(0)
-        );
+        let sql = exposure_sql(limit, "$4");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(network)
             .bind(asset)
@@ -631,21 +699,7 @@ impl Store {
             .bind(since_ms)
             .fetch_all(&self.pool)
             .await?;
-        let mut exposure = PayerExposure::default();
-        for r in &rows {
-            let kind: String = r.try_get(1)?;
-            if kind == "settled" {
-                exposure.settled_since = true;
-                continue;
-            }
-            let a: String = r.try_get(0)?;
-            let a: u128 = a
-                .parse()
-                .map_err(|_| StoreError::Corrupt(format!("claim amount `{a}`")))?;
-            exposure.unsettled += 1;
-            exposure.owed = exposure.owed.saturating_add(a);
-        }
-        Ok(exposure)
+        PayerExposure::of_rows(rows.iter(), 1, 0)
     }
 
     /// The status of a claim, by id.

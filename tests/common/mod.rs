@@ -274,11 +274,14 @@ impl Gateway {
             app::run(config, options, Some(Box::new(ChannelShutdown(rx)))).unwrap();
         });
         let deadline = Instant::now() + Duration::from_secs(20);
-        // The management API is a background service that binds on its own schedule: a test
-        // that calls it right after start must not race it.
+        // The management API and the metrics endpoint are background services that bind on
+        // their own schedule: a test that calls one right after start must not race it.
         let mut listeners = vec![addr];
         if toml.contains("{admin}") {
             listeners.push(admin_addr);
+        }
+        if toml.contains("{metrics}") {
+            listeners.push(metrics_addr);
         }
         for listener in listeners {
             while TcpStream::connect(listener).is_err() {
