@@ -61,10 +61,12 @@
 //!   lanes.rs   several settler keys of one network behind one backend, per held lease
 //!   fake.rs    a scripted backend for the core's unit tests (tests.rs)
 //! store/       sqlx over SQLite or Postgres: consume-once claims (mod.rs; claims.rs groups
-//!              SQLite's into one commit), durability.rs (which commits may skip their fsync),
-//!              ledger.rs, queue.rs (queue_format.rs: its versioned stored format), leases.rs,
-//!              tenants.rs, billing.rs (Stripe events once and in order, x402-paid periods);
-//!              LazyStore opens a pool in the runtime that uses it
+//!              SQLite's into one commit), script.rs (SQLite's multi-statement scripts: a claim
+//!              or a ledger write in one round trip), durability.rs (which commits may skip their
+//!              fsync), ledger.rs, queue.rs (queue_format.rs: its versioned stored format),
+//!              leases.rs, tenants.rs, routes.rs (routes and namespaces written through the
+//!              management API), billing.rs (Stripe events once and in order, x402-paid
+//!              periods); LazyStore opens a pool in the runtime that uses it
 //! settle/      background services: worker.rs (deferred settlements, one attempt each via
 //!              payments), reconcile.rs (records settlements whose outcome was never seen, re-sends
 //!              dropped ones), leases.rs (settler-key and queue leases)

@@ -180,12 +180,12 @@ pub const MAX_UNSETTLED_PER_PAYER: usize = 64;
 ///
 /// Each authorization is simulated alone, so ten signed against a balance that covers one all
 /// verify: under `deferred` all ten would be served and one paid, under `after` nine settlements
-/// would revert at the settler's cost. Counting after the claim is committed (this one included)
-/// means two racing admissions each see the other: at worst both are refused and retried, never
-/// both admitted past the balance. `read`: the exposure the store read in the claim's own
-/// transaction, after its insert, where it could (SQLite: one writer, so of two racing claims
-/// the later one's read sees both, and that one is held against the balance of both); else it
-/// is read here. The simulation that verified this payment proved the balance
+/// would revert at the settler's cost. Counting after the claim is made (this one included)
+/// means that of two racing admissions at least the later one sees both and is held against
+/// the balance of both: at worst one is refused and retried, never both admitted past the
+/// balance. Read after the commit (here, when `read` is `None`), each sees the other; read in
+/// the claim's own transaction after its insert (`read`: SQLite, whose one writer orders the
+/// two), the later one sees the earlier. The simulation that verified this payment proved the balance
 /// covered it then; it still does, and no RPC call is needed, unless another payment of this payer
 /// is unsettled, or settled since (its transfer may have spent what the simulation saw).
 async fn guard_overdraw(

@@ -143,7 +143,7 @@ pub fn parse(
 /// in order with the `Date` and `Connection` pingora adds to every final response (in its order
 /// and case), a blank line, the body. Written straight from `Rendered`: building pingora's
 /// `ResponseHeader` (two header maps, each name parsed) cost more than the rest of the answer.
-/// A reply naming its own `Date` or `Connection` (none the quick path gives) goes through
+/// A reply naming its own `Date` or `Connection` (a closing reply names `Connection`) goes through
 /// `wire_header`, pingora's header map, for pingora's rules on which one stands where.
 pub fn wire(r: &Rendered<'_>, close: bool) -> pingora::Result<BytesMut> {
     let names_own = r.headers.iter().any(|(n, _)| {

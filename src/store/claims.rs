@@ -20,7 +20,7 @@
 use sqlx::{Acquire, AnyPool, Row};
 use tokio::sync::{mpsc, oneshot};
 
-use super::script::ScriptConn;
+use super::script::{self, ScriptConn};
 use super::tenants::period_of;
 use super::{
     claim_in, exposure_sql, now, ClaimContext, ClaimOutcome, Durability, ExposureQuery,
@@ -176,6 +176,7 @@ async fn claim_alone(pool: &AnyPool, job: &Job, t: i64) -> Result<Claimed, Store
         sql.push_str(&exposure_sql(exposure.limit, "$12"));
         sql.push_str(") x;");
     }
+    sql.push_str(script::END);
     let v = &job.verified;
     let mut conn = ScriptConn::acquire(pool).await?;
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -194,6 +195,7 @@ async fn claim_alone(pool: &AnyPool, job: &Job, t: i64) -> Result<Claimed, Store
         .fetch_all(conn.conn())
         .await;
     let read = rows.map_err(StoreError::from).and_then(|rows| {
+        script::ran_whole(&rows)?;
         let mut id = None;
         let mut counted = false;
         for r in &rows {
@@ -212,7 +214,7 @@ async fn claim_alone(pool: &AnyPool, job: &Job, t: i64) -> Result<Claimed, Store
             (ClaimOutcome::Claimed(_), Some(_)) => {
                 let others = rows.iter().filter(|r| {
                     r.try_get::<String, _>(0)
-                        .is_ok_and(|k| k != "claim" && k != "count")
+                        .is_ok_and(|k| k != "claim" && k != "count" && k != "end")
                 });
                 Some(PayerExposure::of_rows(others, 0, 1)?)
             }
@@ -227,12 +229,23 @@ async fn claim_alone(pool: &AnyPool, job: &Job, t: i64) -> Result<Claimed, Store
             return Err(e);
         }
     };
+    // With `END` too: a bare `COMMIT` whose connection thread died would answer nothing and
+    // look done.
     let end = match claimed.0 {
-        ClaimOutcome::Claimed(_) => "COMMIT",
-        _ => "ROLLBACK",
+        ClaimOutcome::Claimed(_) => "COMMIT; SELECT 'end';",
+        _ => "ROLLBACK; SELECT 'end';",
     };
-    let ended = sqlx::query(end).execute(conn.conn()).await;
+    let ended = sqlx::query(end)
+        .fetch_all(conn.conn())
+        .await
+        .map_err(StoreError::from)
+        .and_then(|rows| script::ran_whole(&rows));
     conn.ended(ended.is_ok()).await;
-    ended?;
-    Ok(claimed)
+    match claimed.0 {
+        // Claimed only once committed.
+        ClaimOutcome::Claimed(_) => ended.map(|_| claimed),
+        // A replay or a refusal whose ROLLBACK failed: nothing of it can be committed (its
+        // connection is closed, which rolls the transaction back), and the answer stands.
+        _ => Ok(claimed),
+    }
 }

@@ -2,7 +2,7 @@
 //! `settled` in one transaction; and the claims whose outcome was never recorded, for the
 //! reconciler.
 
-use super::script::ScriptConn;
+use super::script::{self, ScriptConn};
 use super::*;
 
 impl Store {
@@ -159,7 +159,8 @@ ON CONFLICT (claim_id) DO NOTHING;
 UPDATE payment_claims SET status = 'settled', tx_hash = $7, error = NULL, updated_at = $11,
        settled_at_ms = $12
 WHERE id = $1;
-COMMIT;";
+COMMIT;
+SELECT 'end';";
 
 /// The ledger write on SQLite (`LEDGER_SCRIPT`) on one of `pool`'s connections.
 async fn write_ledger_sqlite(pool: &sqlx::AnyPool, row: LedgerRow<'_>) -> Result<(), StoreError> {
@@ -177,11 +178,12 @@ async fn write_ledger_sqlite(pool: &sqlx::AnyPool, row: LedgerRow<'_>) -> Result
         .bind(row.route)
         .bind(now())
         .bind(now_ms())
-        .execute(conn.conn())
-        .await;
+        .fetch_all(conn.conn())
+        .await
+        .map_err(StoreError::from)
+        .and_then(|rows| script::ran_whole(&rows));
     conn.ended(done.is_ok()).await;
-    done?;
-    Ok(())
+    done
 }
 
 /// The ledger row and the claim marked settled, inside `tx`.

@@ -3,14 +3,18 @@
 //! One implementation over sqlx's `Any` driver serves both backends: SQLite (the embedded
 //! default, WAL mode, created on first start) and Postgres (several gateway instances sharing
 //! state). Every statement is in the SQL both speak (`ON CONFLICT`, `RETURNING`, `$n`
-//! parameters); only the migrations differ, in `migrations/sqlite` and `migrations/postgres`.
+//! parameters); only the migrations differ, in `migrations/sqlite` and `migrations/postgres`,
+//! and SQLite runs a payment's claim and ledger write as multi-statement scripts (`script.rs`:
+//! one round trip to its connection's thread instead of one a statement).
 //! The store is the authority on replay: caches may answer "valid", only a claim here admits.
 //! This file: the types and the claim lifecycle (claim, release, settling, failed); `claims.rs`:
-//! SQLite's claims grouped into one commit; `durability.rs`: the commits that may skip their
+//! SQLite's claims grouped into one commit, a lone one as a script; `script.rs`: SQLite's
+//! multi-statement scripts and the connection they run on; `durability.rs`: the commits that may skip their
 //! fsync, and how; `ledger.rs`:
 //! the settlement ledger and the reconciler's lookups; `queue.rs`: the deferred queue, whose
 //! stored format is versioned (`queue_format.rs`); `leases.rs`: settler-key and queue-item leases;
-//! `tenants.rs`: tenants, API keys, usage counters and verified transactions; `billing.rs`: plan
+//! `tenants.rs`: tenants, API keys, usage counters and verified transactions; `routes.rs`:
+//! routes and namespaces written through the management API; `billing.rs`: plan
 //! billing (Stripe events applied once and in order, x402-paid periods).
 //! May import: payments::chain (the chain-neutral value types, never a chain backend), x402.
 
@@ -62,6 +66,10 @@ pub enum StoreError {
     /// is as if never made.
     #[error("database: {0}")]
     Group(String),
+    /// A multi-statement script (`script.rs`) answered without its last row: the database's
+    /// connection thread stopped mid-way. Its transaction is rolled back or its connection closed.
+    #[error("database: a script stopped before its end")]
+    ScriptCut,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -379,7 +387,6 @@ async fn uncount(
 /// How long an operation waits for a pooled connection.
 const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Unix milliseconds now.
 /// `payer_exposure`'s query: rows of (amount, kind), `kind` being `unsettled` (each unsettled
 /// claim's amount, at most `limit` of them) or `settled` (one row if a claim was settled since
 /// the parameter `since`). `$1`, `$2`, `$3`: network, asset, payer. The limit is written into
@@ -428,6 +435,7 @@ impl PayerExposure {
     }
 }
 
+/// Unix milliseconds now.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

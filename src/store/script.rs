@@ -4,6 +4,15 @@
 //! statements is one message: SQLite runs them in order on that thread and stops at the first
 //! that fails. Only SQLite runs them (Postgres takes one statement per query with parameters).
 //!
+//! Every script ends with `SELECT 'end'` (`END`), and its caller requires that row: a
+//! connection thread that died mid-script closes its channel without an error, and the rows
+//! before it would look like a whole answer.
+//!
+//! sqlx runs several statements in one query on SQLite only, and calls that deprecated
+//! (launchbadge/sqlx#3108) without removing it; Cargo.lock pins the version. Should a later sqlx
+//! refuse it, the store's tests fail at once (`tests/store.rs`), and the statement-by-statement
+//! transactions Postgres runs (`claim_in`, `write_ledger_in`) are the way back.
+//!
 //! A script that opens a transaction does so behind sqlx's back (sqlx's own `Transaction` rolls
 //! back when dropped; this one cannot know), so it runs on a `ScriptConn`: until the transaction
 //! is known to have ended, committed or rolled back, dropping it closes the connection instead
@@ -13,6 +22,18 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool};
 
 use super::StoreError;
+
+/// The last statement of every script, and the tag of the row it answers.
+pub(super) const END: &str = "SELECT 'end';";
+
+/// Whether a script's rows end with `END`'s row (its first column is its tag), and so ran whole.
+pub(super) fn ran_whole(rows: &[sqlx::any::AnyRow]) -> Result<(), StoreError> {
+    use sqlx::Row;
+    match rows.last().map(|r| r.try_get::<String, _>(0)) {
+        Some(Ok(tag)) if tag == "end" => Ok(()),
+        _ => Err(StoreError::ScriptCut),
+    }
+}
 
 /// A pooled connection running a script that opens its own transaction (see the module's doc).
 pub(super) struct ScriptConn {
