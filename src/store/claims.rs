@@ -9,7 +9,8 @@
 //!
 //! A claim alone (every claim of a sequential client) needs no savepoint: it is one script
 //! (`script.rs`, `claim_alone`), the payer's exposure read in it for the overdraw guard, and a
-//! `COMMIT`: two round trips to SQLite's connection thread.
+//! `COMMIT`: two round trips to SQLite's connection thread. The task holds its connections
+//! between groups (a pooled one costs a third round trip, sqlx's ping on its way back).
 //!
 //! A group whose claims may all be relaxed (`durability.rs`) commits on the relaxed connection;
 //! one synced claim among them syncs the lot.
@@ -17,7 +18,7 @@
 //! Postgres takes concurrent commits itself, and several instances share it: claims there stay
 //! one transaction each.
 
-use sqlx::{Acquire, AnyPool, Row};
+use sqlx::{Acquire, AnyConnection, AnyPool, Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::script::{self, ScriptConn};
@@ -87,6 +88,13 @@ impl ClaimQueue {
 }
 
 async fn run(pool: AnyPool, relaxed: AnyPool, mut queue: mpsc::UnboundedReceiver<Job>) {
+    // The connections claims are made on (synced, relaxed), held by this task between groups:
+    // a pooled connection is pinged on its way back to the pool after every use, a round trip
+    // to its thread, and nothing else uses these. Detached from their pools, which open others
+    // for everyone else. One that failed is dropped (closed: SQLite rolls back whatever it
+    // left open) and the next group takes a fresh one.
+    let mut synced: Option<AnyConnection> = None;
+    let mut relaxed_held: Option<AnyConnection> = None;
     while let Some(first) = queue.recv().await {
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
@@ -95,18 +103,27 @@ async fn run(pool: AnyPool, relaxed: AnyPool, mut queue: mpsc::UnboundedReceiver
                 Err(_) => break,
             }
         }
-        let on = if jobs.iter().all(|j| j.durability == Durability::Relaxed) {
-            &relaxed
+        let (slot, from) = if jobs.iter().all(|j| j.durability == Durability::Relaxed) {
+            (&mut relaxed_held, &relaxed)
         } else {
-            &pool
+            (&mut synced, &pool)
         };
-        match commit_group(on, &jobs).await {
+        let made = match slot.is_some() {
+            true => Ok(()),
+            false => from.acquire().await.map(|c| *slot = Some(c.detach())),
+        };
+        let outcomes = match made {
+            Ok(()) => commit_group(slot, &jobs).await,
+            Err(e) => Err(e.into()),
+        };
+        match outcomes {
             Ok(outcomes) => {
                 for (job, outcome) in jobs.into_iter().zip(outcomes) {
                     let _ = job.reply.send(Ok(outcome));
                 }
             }
             Err(e) => {
+                *slot = None;
                 let why = e.to_string();
                 tracing::warn!(
                     claims = jobs.len(),
@@ -120,14 +137,19 @@ async fn run(pool: AnyPool, relaxed: AnyPool, mut queue: mpsc::UnboundedReceiver
     }
 }
 
-/// Every job's claim in one transaction, each in its own savepoint; one commit. Any database
-/// error fails the lot (nothing of it is committed). A claim alone is `claim_alone`'s.
-async fn commit_group(pool: &AnyPool, jobs: &[Job]) -> Result<Vec<Claimed>, StoreError> {
+/// Every job's claim in one transaction, each in its own savepoint; one commit, on the
+/// connection in `slot`. Any database error fails the lot (nothing of it is committed). A claim
+/// alone is `claim_alone`'s.
+async fn commit_group(
+    slot: &mut Option<AnyConnection>,
+    jobs: &[Job],
+) -> Result<Vec<Claimed>, StoreError> {
     let t = now();
     if let [job] = jobs {
-        return Ok(vec![claim_alone(pool, job, t).await?]);
+        return Ok(vec![claim_alone(ScriptConn::held(slot), job, t).await?]);
     }
-    let mut tx = pool.begin().await?;
+    let conn = slot.as_mut().expect("a held connection");
+    let mut tx = Connection::begin(conn).await?;
     let mut outcomes = Vec::with_capacity(jobs.len());
     for job in jobs {
         let ctx = ClaimContext {
@@ -152,7 +174,7 @@ async fn commit_group(pool: &AnyPool, jobs: &[Job]) -> Result<Vec<Claimed>, Stor
 /// to SQLite's connection thread where `BEGIN`, the statements one by one, `COMMIT` and the
 /// exposure read after it took five. Each row says what it is in its first column: no `claim`
 /// row is a replay, no `count` row a tenant past its limit, and either is rolled back whole.
-async fn claim_alone(pool: &AnyPool, job: &Job, t: i64) -> Result<Claimed, StoreError> {
+async fn claim_alone(mut conn: ScriptConn<'_>, job: &Job, t: i64) -> Result<Claimed, StoreError> {
     let period = period_of(t);
     let mut sql = String::from(
         "BEGIN;
@@ -178,7 +200,6 @@ async fn claim_alone(pool: &AnyPool, job: &Job, t: i64) -> Result<Claimed, Store
     }
     sql.push_str(script::END);
     let v = &job.verified;
-    let mut conn = ScriptConn::acquire(pool).await?;
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(&v.key.network)
         .bind(&v.key.asset)

@@ -35,40 +35,62 @@ pub(super) fn ran_whole(rows: &[sqlx::any::AnyRow]) -> Result<(), StoreError> {
     }
 }
 
-/// A pooled connection running a script that opens its own transaction (see the module's doc).
-pub(super) struct ScriptConn {
-    conn: PoolConnection<Any>,
+/// A connection running a script that opens its own transaction (see the module's doc): from
+/// a pool, or one its owner holds (`held`).
+pub(super) struct ScriptConn<'a> {
+    conn: Conn<'a>,
     open: bool,
 }
 
-impl ScriptConn {
+enum Conn<'a> {
+    Pooled(PoolConnection<Any>),
+    /// The owner's slot, which holds a connection while this lives: emptied (the connection
+    /// closed) when a transaction may be open.
+    Held(&'a mut Option<AnyConnection>),
+}
+
+impl ScriptConn<'static> {
     pub(super) async fn acquire(pool: &AnyPool) -> Result<Self, StoreError> {
         Ok(ScriptConn {
-            conn: pool.acquire().await?,
+            conn: Conn::Pooled(pool.acquire().await?),
             open: true,
         })
     }
+}
+
+impl<'a> ScriptConn<'a> {
+    /// On the connection in `slot`, which must hold one.
+    pub(super) fn held(slot: &'a mut Option<AnyConnection>) -> Self {
+        assert!(slot.is_some(), "a held connection");
+        ScriptConn {
+            conn: Conn::Held(slot),
+            open: true,
+        }
+    }
 
     pub(super) fn conn(&mut self) -> &mut AnyConnection {
-        &mut self.conn
+        match &mut self.conn {
+            Conn::Pooled(c) => c,
+            Conn::Held(slot) => slot.as_mut().expect("a held connection"),
+        }
     }
 
     /// After the statement that should have ended the transaction: `ended` says whether it
     /// did (it succeeded); if not, whatever is open is rolled back here, and should that fail
     /// too the connection is closed when this is dropped.
     pub(super) async fn ended(&mut self, ended: bool) {
-        self.open = !ended
-            && sqlx::query("ROLLBACK")
-                .execute(&mut *self.conn)
-                .await
-                .is_err();
+        self.open = !ended && sqlx::query("ROLLBACK").execute(self.conn()).await.is_err();
     }
 }
 
-impl Drop for ScriptConn {
+impl Drop for ScriptConn<'_> {
     fn drop(&mut self) {
         if self.open {
-            self.conn.close_on_drop();
+            match &mut self.conn {
+                Conn::Pooled(c) => c.close_on_drop(),
+                // Dropping an SQLite connection closes it, which rolls back what it left open.
+                Conn::Held(slot) => drop(slot.take()),
+            }
         }
     }
 }
