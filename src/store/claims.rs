@@ -21,21 +21,40 @@
 use sqlx::{Acquire, AnyConnection, AnyPool, Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 
+use super::ledger::{write_ledger_script, LedgerBinds};
 use super::script::{self, ScriptConn};
 use super::tenants::period_of;
 use super::{
-    claim_in, exposure_sql, now, ClaimContext, ClaimOutcome, Durability, ExposureQuery,
-    PayerExposure, StoreError,
+    claim_in, exposure_sql, mark_settling_on, now, ClaimContext, ClaimOutcome, Durability,
+    ExposureQuery, PayerExposure, StoreError,
 };
-use crate::payments::chain::Verified;
+use crate::payments::chain::{PreparedSettlement, Verified};
 
 /// The most claims one shared transaction makes.
 const MAX_GROUP: usize = 256;
 
-/// The claims waiting for the committing task.
+/// The claims waiting for the committing task, and the other writes of a payment it makes on
+/// the connections it holds: the settlement record (`Store::mark_settling`) and the ledger row
+/// (`Store::record_settlement`), which on a pooled connection would each pay a third round trip,
+/// sqlx's ping on the connection's way back to the pool.
 #[derive(Clone)]
 pub(super) struct ClaimQueue {
-    tx: mpsc::UnboundedSender<Job>,
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+enum Msg {
+    Claim(Job),
+    /// `mark_settling_on` on the synced connection.
+    Mark {
+        claim_id: i64,
+        prepared: PreparedSettlement,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// The ledger script on the relaxed connection.
+    Ledger {
+        binds: LedgerBinds,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
 }
 
 struct Job {
@@ -80,61 +99,147 @@ impl ClaimQueue {
             exposure,
             reply,
         };
-        self.tx.send(job).ok()?;
+        self.tx.send(Msg::Claim(job)).ok()?;
         // A task that stopped mid-group never committed this claim (its transaction rolled back
         // with it): the caller's own claim is the only one.
         answer.await.ok()
     }
+
+    /// `mark_settling` on the task's synced connection; `None` when the task is gone before
+    /// taking it (nothing was written). An answer lost after it was taken is an error: the
+    /// write may have landed, and the caller undoes it as any failed record.
+    pub(super) async fn mark(
+        &self,
+        claim_id: i64,
+        prepared: &PreparedSettlement,
+    ) -> Option<Result<(), StoreError>> {
+        let (reply, answer) = oneshot::channel();
+        let msg = Msg::Mark {
+            claim_id,
+            prepared: prepared.clone(),
+            reply,
+        };
+        self.tx.send(msg).ok()?;
+        Some(answer.await.unwrap_or_else(|_| Err(gone())))
+    }
+
+    /// The ledger write on the task's relaxed connection; the row back when the task is gone
+    /// before taking it (nothing was written).
+    pub(super) async fn ledger(
+        &self,
+        binds: LedgerBinds,
+    ) -> Result<Result<(), StoreError>, LedgerBinds> {
+        let (reply, answer) = oneshot::channel();
+        if let Err(mpsc::error::SendError(msg)) = self.tx.send(Msg::Ledger { binds, reply }) {
+            let Msg::Ledger { binds, .. } = msg else {
+                unreachable!("sent a ledger write")
+            };
+            return Err(binds);
+        }
+        Ok(answer.await.unwrap_or_else(|_| Err(gone())))
+    }
 }
 
-async fn run(pool: AnyPool, relaxed: AnyPool, mut queue: mpsc::UnboundedReceiver<Job>) {
+fn gone() -> StoreError {
+    StoreError::Group("the database's writing task stopped".into())
+}
+
+async fn run(pool: AnyPool, relaxed: AnyPool, mut queue: mpsc::UnboundedReceiver<Msg>) {
     // The connections claims are made on (synced, relaxed), held by this task between groups:
     // a pooled connection is pinged on its way back to the pool after every use, a round trip
     // to its thread, and nothing else uses these. Detached from their pools, which open others
     // for everyone else. One that failed is dropped (closed: SQLite rolls back whatever it
-    // left open) and the next group takes a fresh one.
+    // left open) and the next use takes a fresh one.
     let mut synced: Option<AnyConnection> = None;
     let mut relaxed_held: Option<AnyConnection> = None;
     while let Some(first) = queue.recv().await {
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_GROUP {
-            match queue.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
+        let mut jobs = Vec::new();
+        let mut writes = Vec::new();
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Claim(job) => jobs.push(job),
+                write => writes.push(write),
+            }
+            if jobs.len() + writes.len() < MAX_GROUP {
+                next = queue.try_recv().ok();
             }
         }
-        let (slot, from) = if jobs.iter().all(|j| j.durability == Durability::Relaxed) {
-            (&mut relaxed_held, &relaxed)
-        } else {
-            (&mut synced, &pool)
-        };
-        let made = match slot.is_some() {
-            true => Ok(()),
-            false => from.acquire().await.map(|c| *slot = Some(c.detach())),
-        };
-        let outcomes = match made {
-            Ok(()) => commit_group(slot, &jobs).await,
-            Err(e) => Err(e.into()),
-        };
-        match outcomes {
-            Ok(outcomes) => {
-                for (job, outcome) in jobs.into_iter().zip(outcomes) {
-                    let _ = job.reply.send(Ok(outcome));
+        if !jobs.is_empty() {
+            let (slot, from) = if jobs.iter().all(|j| j.durability == Durability::Relaxed) {
+                (&mut relaxed_held, &relaxed)
+            } else {
+                (&mut synced, &pool)
+            };
+            let outcomes = match fill(slot, from).await {
+                Ok(()) => commit_group(slot, &jobs).await,
+                Err(e) => Err(e),
+            };
+            match outcomes {
+                Ok(outcomes) => {
+                    for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                        let _ = job.reply.send(Ok(outcome));
+                    }
+                }
+                Err(e) => {
+                    *slot = None;
+                    let why = e.to_string();
+                    tracing::warn!(
+                        claims = jobs.len(),
+                        "a shared claim transaction failed: {why}"
+                    );
+                    for job in jobs {
+                        let _ = job.reply.send(Err(StoreError::Group(why.clone())));
+                    }
                 }
             }
-            Err(e) => {
-                *slot = None;
-                let why = e.to_string();
-                tracing::warn!(
-                    claims = jobs.len(),
-                    "a shared claim transaction failed: {why}"
-                );
-                for job in jobs {
-                    let _ = job.reply.send(Err(StoreError::Group(why.clone())));
+        }
+        // Other payments' writes (each payment's come one after the other, each answered
+        // before the next is asked), one at a time as they came.
+        for write in writes {
+            match write {
+                Msg::Mark {
+                    claim_id,
+                    prepared,
+                    reply,
+                } => {
+                    let done = match fill(&mut synced, &pool).await {
+                        Ok(()) => {
+                            let conn = synced.as_mut().expect("filled");
+                            mark_settling_on(conn, claim_id, &prepared).await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    // A refusal (the claim finished) leaves the connection as it was.
+                    if matches!(done, Err(StoreError::Db(_))) {
+                        synced = None;
+                    }
+                    let _ = reply.send(done);
                 }
+                Msg::Ledger { binds, reply } => {
+                    let done = match fill(&mut relaxed_held, &relaxed).await {
+                        Ok(()) => {
+                            write_ledger_script(ScriptConn::held(&mut relaxed_held), &binds).await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    if done.is_err() {
+                        relaxed_held = None;
+                    }
+                    let _ = reply.send(done);
+                }
+                Msg::Claim(_) => unreachable!("claims are grouped above"),
             }
         }
     }
+}
+
+/// A connection from `from` in `slot`, detached from the pool, unless it holds one.
+async fn fill(slot: &mut Option<AnyConnection>, from: &AnyPool) -> Result<(), StoreError> {
+    if slot.is_none() {
+        *slot = Some(from.acquire().await?.detach());
+    }
+    Ok(())
 }
 
 /// Every job's claim in one transaction, each in its own savepoint; one commit, on the

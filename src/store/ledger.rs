@@ -46,11 +46,20 @@ impl Store {
         durability: Durability,
     ) -> Result<(), StoreError> {
         if let (Backend::Sqlite, Some(relaxed)) = (self.backend, &self.relaxed) {
-            let pool = match durability {
-                Durability::Relaxed => relaxed,
-                Durability::Synced => &self.pool,
+            let mut binds = LedgerBinds::of(&row);
+            let pool = match (durability, &self.claims) {
+                (Durability::Relaxed, Some(queue)) => match queue.ledger(binds).await {
+                    Ok(done) => return done,
+                    // The task is gone (its runtime stopped): written here instead.
+                    Err(back) => {
+                        binds = back;
+                        relaxed
+                    }
+                },
+                (Durability::Relaxed, None) => relaxed,
+                (Durability::Synced, _) => &self.pool,
             };
-            return write_ledger_sqlite(pool, row).await;
+            return write_ledger_script(ScriptConn::acquire(pool).await?, &binds).await;
         }
         let mut tx = self.begin_with(durability).await?;
         write_ledger_in(&mut tx, row).await?;
@@ -162,20 +171,54 @@ WHERE id = $1;
 COMMIT;
 SELECT 'end';";
 
-/// The ledger write on SQLite (`LEDGER_SCRIPT`) on one of `pool`'s connections.
-async fn write_ledger_sqlite(pool: &sqlx::AnyPool, row: LedgerRow<'_>) -> Result<(), StoreError> {
-    let mut conn = ScriptConn::acquire(pool).await?;
+/// `LEDGER_SCRIPT`'s values, owned: a row travels to the claim task (`claims.rs`), which writes
+/// it on the connection it holds.
+pub(super) struct LedgerBinds {
+    claim_id: i64,
+    network: String,
+    asset: String,
+    payer: String,
+    pay_to: String,
+    amount: String,
+    tx_hash: String,
+    block_number: i64,
+    tenant: String,
+    route: String,
+}
+
+impl LedgerBinds {
+    fn of(row: &LedgerRow<'_>) -> Self {
+        LedgerBinds {
+            claim_id: row.claim_id,
+            network: row.network.to_string(),
+            asset: row.asset.to_string(),
+            payer: row.payer.to_string(),
+            pay_to: row.pay_to.to_string(),
+            amount: row.amount.to_string(),
+            tx_hash: row.settlement.transaction.clone(),
+            block_number: row.settlement.block_number as i64,
+            tenant: row.tenant.to_string(),
+            route: row.route.to_string(),
+        }
+    }
+}
+
+/// The ledger write on SQLite (`LEDGER_SCRIPT`) on `conn`.
+pub(super) async fn write_ledger_script(
+    mut conn: ScriptConn<'_>,
+    b: &LedgerBinds,
+) -> Result<(), StoreError> {
     let done = sqlx::query(LEDGER_SCRIPT)
-        .bind(row.claim_id)
-        .bind(row.network)
-        .bind(row.asset)
-        .bind(row.payer)
-        .bind(row.pay_to)
-        .bind(row.amount)
-        .bind(&row.settlement.transaction)
-        .bind(row.settlement.block_number as i64)
-        .bind(row.tenant)
-        .bind(row.route)
+        .bind(b.claim_id)
+        .bind(&b.network)
+        .bind(&b.asset)
+        .bind(&b.payer)
+        .bind(&b.pay_to)
+        .bind(&b.amount)
+        .bind(&b.tx_hash)
+        .bind(b.block_number)
+        .bind(&b.tenant)
+        .bind(&b.route)
         .bind(now())
         .bind(now_ms())
         .fetch_all(conn.conn())

@@ -642,7 +642,13 @@ impl Store {
         p: &PreparedSettlement,
     ) -> Result<(), StoreError> {
         // One statement, atomic and synced on its own: no transaction around it, which would
-        // add two round trips (SQLite: to the connection's thread) for nothing.
+        // add two round trips (SQLite: to the connection's thread) for nothing. On SQLite, on
+        // the claim task's held connection (`claims.rs`).
+        if let Some(queue) = &self.claims {
+            if let Some(done) = queue.mark(claim_id, p).await {
+                return done;
+            }
+        }
         mark_settling_on(&self.pool, claim_id, p).await
     }
 
