@@ -61,13 +61,20 @@ async fn fresh(backend: &str) -> TestDb {
     }
 }
 
+/// A schema name's suffix no other test of any run shares: the clock, the process and a count
+/// (tests start together, and two clock readings on two threads may be equal). One run failed
+/// at its `CREATE SCHEMA` (the error's text was not kept; a shared name is the one cause found
+/// in the code).
 fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::{SystemTime, UNIX_EPOCH};
+    static COUNT: AtomicU64 = AtomicU64::new(0);
     let n = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    format!("{:x}{:x}", n, std::process::id())
+    let count = COUNT.fetch_add(1, Ordering::Relaxed);
+    format!("{n:x}p{:x}c{count:x}", std::process::id())
 }
 
 /// The EIP-3009 authorization of the test payment with this nonce.

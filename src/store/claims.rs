@@ -281,23 +281,16 @@ async fn commit_group(
 /// row is a replay, no `count` row a tenant past its limit, and either is rolled back whole.
 async fn claim_alone(mut conn: ScriptConn<'_>, job: &Job, t: i64) -> Result<Claimed, StoreError> {
     let period = period_of(t);
-    let mut sql = String::from(
-        "BEGIN;
-         INSERT INTO payment_claims
-            (network, asset, payer, nonce, status, tenant, route, amount, valid_before, claimed_at, updated_at, period)
-         VALUES ($1, $2, $3, $4, 'claimed', $5, $6, $7, $8, $9, $9, $10)
-         ON CONFLICT (network, asset, payer, nonce) DO UPDATE SET
-            status = 'claimed', tenant = excluded.tenant, route = excluded.route,
-            amount = excluded.amount, tx_hash = NULL, tx_raw = NULL, error = NULL, period = excluded.period,
-            claimed_at = excluded.claimed_at, updated_at = excluded.updated_at
-         WHERE payment_claims.status = 'released'
-         RETURNING 'claim', id;
+    let mut sql = String::from(concat!(
+        "BEGIN;\n",
+        claim_insert!(),
+        " RETURNING 'claim', id;
          INSERT INTO usage_counters (tenant_id, period, verified)
          SELECT $5, $10, 1 WHERE $11 > 0
          ON CONFLICT (tenant_id, period) DO UPDATE SET verified = usage_counters.verified + 1
          WHERE usage_counters.verified < $11
-         RETURNING 'count', verified;",
-    );
+         RETURNING 'count', verified;"
+    ));
     if let Some(exposure) = job.exposure {
         sql.push_str("SELECT kind, amount FROM (");
         sql.push_str(&exposure_sql(exposure.limit, "$12"));

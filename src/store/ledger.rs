@@ -160,16 +160,16 @@ impl Store {
 /// `write_ledger_in` and its transaction as one script (`script.rs`): `BEGIN`, the row, the
 /// claim's move and `COMMIT` in one round trip to SQLite's connection thread instead of four.
 /// The same statements as `write_ledger_in`.
-const LEDGER_SCRIPT: &str = "BEGIN;
-INSERT INTO settlements
-    (claim_id, network, asset, payer, pay_to, amount, tx_hash, block_number, tenant, route, settled_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-ON CONFLICT (claim_id) DO NOTHING;
+const LEDGER_SCRIPT: &str = concat!(
+    "BEGIN;\n",
+    ledger_insert!(),
+    ";
 UPDATE payment_claims SET status = 'settled', tx_hash = $7, error = NULL, updated_at = $11,
        settled_at_ms = $12
 WHERE id = $1;
 COMMIT;
-SELECT 'end';";
+SELECT 'end';"
+);
 
 /// `LEDGER_SCRIPT`'s values, owned: a row travels to the claim task (`claims.rs`), which writes
 /// it on the connection it holds.
@@ -235,12 +235,7 @@ pub(super) async fn write_ledger_in(
     row: LedgerRow<'_>,
 ) -> Result<(), StoreError> {
     let t = now();
-    sqlx::query(
-            "INSERT INTO settlements
-                (claim_id, network, asset, payer, pay_to, amount, tx_hash, block_number, tenant, route, settled_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-             ON CONFLICT (claim_id) DO NOTHING",
-        )
+    sqlx::query(ledger_insert!())
         .bind(row.claim_id)
         .bind(row.network)
         .bind(row.asset)

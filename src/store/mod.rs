@@ -18,6 +18,33 @@
 //! billing (Stripe events applied once and in order, x402-paid periods).
 //! May import: payments::chain (the chain-neutral value types, never a chain backend), x402.
 
+/// The claim's row on its UNIQUE key: a new claim, or a released one taken again (a replay
+/// changes nothing and returns no row). One text for `claim_in` and SQLite's claim script
+/// (`claims.rs`), each adding its own `RETURNING`.
+macro_rules! claim_insert {
+    () => {
+        "INSERT INTO payment_claims
+            (network, asset, payer, nonce, status, tenant, route, amount, valid_before, claimed_at, updated_at, period)
+         VALUES ($1, $2, $3, $4, 'claimed', $5, $6, $7, $8, $9, $9, $10)
+         ON CONFLICT (network, asset, payer, nonce) DO UPDATE SET
+            status = 'claimed', tenant = excluded.tenant, route = excluded.route,
+            amount = excluded.amount, tx_hash = NULL, tx_raw = NULL, error = NULL, period = excluded.period,
+            claimed_at = excluded.claimed_at, updated_at = excluded.updated_at
+         WHERE payment_claims.status = 'released'"
+    };
+}
+
+/// The ledger's row, at most one per claim. One text for `write_ledger_in` and SQLite's ledger
+/// script (`ledger.rs`).
+macro_rules! ledger_insert {
+    () => {
+        "INSERT INTO settlements
+            (claim_id, network, asset, payer, pay_to, amount, tx_hash, block_number, tenant, route, settled_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         ON CONFLICT (claim_id) DO NOTHING"
+    };
+}
+
 mod billing;
 mod claims;
 mod durability;
@@ -307,29 +334,19 @@ async fn claim_in(
     t: i64,
 ) -> Result<ClaimOutcome, StoreError> {
     let period = period_of(t);
-    let row = sqlx::query(
-        "INSERT INTO payment_claims
-            (network, asset, payer, nonce, status, tenant, route, amount, valid_before, claimed_at, updated_at, period)
-         VALUES ($1, $2, $3, $4, 'claimed', $5, $6, $7, $8, $9, $9, $10)
-         ON CONFLICT (network, asset, payer, nonce) DO UPDATE SET
-            status = 'claimed', tenant = excluded.tenant, route = excluded.route,
-            amount = excluded.amount, tx_hash = NULL, tx_raw = NULL, error = NULL, period = excluded.period,
-            claimed_at = excluded.claimed_at, updated_at = excluded.updated_at
-         WHERE payment_claims.status = 'released'
-         RETURNING id",
-    )
-    .bind(&v.key.network)
-    .bind(&v.key.asset)
-    .bind(&v.key.payer)
-    .bind(&v.key.nonce)
-    .bind(ctx.tenant)
-    .bind(ctx.route)
-    .bind(&v.amount)
-    .bind(v.expires_at.min(i64::MAX as u64) as i64)
-    .bind(t)
-    .bind(&period)
-    .fetch_optional(&mut **tx)
-    .await?;
+    let row = sqlx::query(concat!(claim_insert!(), " RETURNING id"))
+        .bind(&v.key.network)
+        .bind(&v.key.asset)
+        .bind(&v.key.payer)
+        .bind(&v.key.nonce)
+        .bind(ctx.tenant)
+        .bind(ctx.route)
+        .bind(&v.amount)
+        .bind(v.expires_at.min(i64::MAX as u64) as i64)
+        .bind(t)
+        .bind(&period)
+        .fetch_optional(&mut **tx)
+        .await?;
     let Some(row) = row else {
         return Ok(ClaimOutcome::Duplicate);
     };
