@@ -44,6 +44,11 @@ pub(super) struct ClaimQueue {
 
 enum Msg {
     Claim(Job),
+    Write(Write),
+}
+
+/// A payment's other writes, each made alone on the connection it needs.
+enum Write {
     /// `mark_settling_on` on the synced connection.
     Mark {
         claim_id: i64,
@@ -114,11 +119,11 @@ impl ClaimQueue {
         prepared: &PreparedSettlement,
     ) -> Option<Result<(), StoreError>> {
         let (reply, answer) = oneshot::channel();
-        let msg = Msg::Mark {
+        let msg = Msg::Write(Write::Mark {
             claim_id,
             prepared: prepared.clone(),
             reply,
-        };
+        });
         self.tx.send(msg).ok()?;
         Some(answer.await.unwrap_or_else(|_| Err(gone())))
     }
@@ -130,8 +135,9 @@ impl ClaimQueue {
         binds: LedgerBinds,
     ) -> Result<Result<(), StoreError>, LedgerBinds> {
         let (reply, answer) = oneshot::channel();
-        if let Err(mpsc::error::SendError(msg)) = self.tx.send(Msg::Ledger { binds, reply }) {
-            let Msg::Ledger { binds, .. } = msg else {
+        let msg = Msg::Write(Write::Ledger { binds, reply });
+        if let Err(mpsc::error::SendError(msg)) = self.tx.send(msg) {
+            let Msg::Write(Write::Ledger { binds, .. }) = msg else {
                 unreachable!("sent a ledger write")
             };
             return Err(binds);
@@ -159,7 +165,7 @@ async fn run(pool: AnyPool, relaxed: AnyPool, mut queue: mpsc::UnboundedReceiver
         while let Some(msg) = next.take() {
             match msg {
                 Msg::Claim(job) => jobs.push(job),
-                write => writes.push(write),
+                Msg::Write(write) => writes.push(write),
             }
             if jobs.len() + writes.len() < MAX_GROUP {
                 next = queue.try_recv().ok();
@@ -198,7 +204,7 @@ async fn run(pool: AnyPool, relaxed: AnyPool, mut queue: mpsc::UnboundedReceiver
         // before the next is asked), one at a time as they came.
         for write in writes {
             match write {
-                Msg::Mark {
+                Write::Mark {
                     claim_id,
                     prepared,
                     reply,
@@ -216,7 +222,7 @@ async fn run(pool: AnyPool, relaxed: AnyPool, mut queue: mpsc::UnboundedReceiver
                     }
                     let _ = reply.send(done);
                 }
-                Msg::Ledger { binds, reply } => {
+                Write::Ledger { binds, reply } => {
                     let done = match fill(&mut relaxed_held, &relaxed).await {
                         Ok(()) => {
                             write_ledger_script(ScriptConn::held(&mut relaxed_held), &binds).await
@@ -228,7 +234,6 @@ async fn run(pool: AnyPool, relaxed: AnyPool, mut queue: mpsc::UnboundedReceiver
                     }
                     let _ = reply.send(done);
                 }
-                Msg::Claim(_) => unreachable!("claims are grouped above"),
             }
         }
     }
