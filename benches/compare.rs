@@ -17,6 +17,7 @@
 //! X402_BENCH_JSON=path ...                         (default target/compare.json)
 //! X402_BENCH_ONLY=http,sequential,paid,memory ... (some parts only)
 //! X402_BENCH_SEQUENTIAL=N ...                      (N sequential payments per policy)
+//! X402_BENCH_CLIENTS=16,64 X402_BENCH_BATCHING=on ... (some concurrent runs only)
 //! X402_BENCH_WRAP='valgrind --tool=callgrind' ...  (the gateway binary under a profiler that
 //!                                                   runs it in its own process)
 //! ```
@@ -114,9 +115,21 @@ async fn run() {
         }
     }
     let mut runs: Vec<Figures> = Vec::new();
+    if let Ok(clients) = std::env::var("X402_BENCH_CLIENTS") {
+        plan.clients = clients
+            .split(',')
+            .filter_map(|c| c.trim().parse().ok())
+            .collect();
+    }
+    let batching = std::env::var("X402_BENCH_BATCHING").unwrap_or_default();
     for &clients in &plan.clients {
         for batch_max in [1, 64] {
-            if part("paid") {
+            let wanted = match batching.as_str() {
+                "on" => batch_max > 1,
+                "off" => batch_max == 1,
+                _ => true,
+            };
+            if part("paid") && wanted {
                 runs.push(throughput(clients, plan.per_client, batch_max).await);
             }
         }

@@ -1180,6 +1180,106 @@ async fn batch_writes_are_all_or_nothing(store: Store) {
     assert_eq!(store.ledger(10).await.unwrap().len(), 4);
 }
 
+/// Writes made at once keep their own answers, however the store groups them (SQLite's writer
+/// makes those waiting together in one transaction, `round.rs`): a batch's settlement record
+/// with a finished member refuses that batch only, a lone record of a finished claim only
+/// itself; a replay among new claims is refused alone; ledger rows of lone payments and of a
+/// batch all land.
+async fn writes_made_together_keep_their_own_answers(store: Store) {
+    let vs: Vec<Verified> = (100..140).map(verified).collect();
+    let mut ids = Vec::new();
+    for v in &vs {
+        ids.push(claimed(&store, v).await);
+    }
+    // Two finished before the writes: one in batch A, one among the lone records.
+    assert!(store.release(ids[5], "origin answered 500").await.unwrap());
+    assert!(store.release(ids[25], "origin answered 500").await.unwrap());
+    let prepared = |tx: u8| PreparedSettlement {
+        transaction: settlement(tx).transaction,
+        raw: "0x02f8".into(),
+        settler: String::new(),
+        nonce: Some(tx as u64),
+    };
+    let (a, b) = (prepared(101), prepared(102));
+    let lone: Vec<PreparedSettlement> = (120..130).map(prepared).collect();
+    let fresh: Vec<Verified> = (140..150).map(verified).collect();
+    let landed = settlement(130);
+    let batch_landed = settlement(135);
+
+    // Everything sent before any answer comes back: `join_all` polls each once first.
+    let marks_a = store.mark_settling_batch(&ids[0..10], &a);
+    let marks_b = store.mark_settling_batch(&ids[10..20], &b);
+    let lone_marks = futures_util::future::join_all(
+        (20..30).map(|i| store.mark_settling(ids[i], &lone[i - 20])),
+    );
+    let new_claims =
+        futures_util::future::join_all(fresh.iter().map(|v| store.claim(v, &CTX, None, Synced)));
+    let replays = futures_util::future::join_all(
+        vs[10..15]
+            .iter()
+            .map(|v| store.claim(v, &CTX, None, Synced)),
+    );
+    let rows = futures_util::future::join_all(
+        (30..35).map(|i| store.record_settlement(ids[i], &vs[i], &landed, &CTX)),
+    );
+    let batch_rows: Vec<_> = (35..40)
+        .map(|i| (ids[i], &vs[i], &batch_landed, CTX))
+        .collect();
+    let batch_row = store.record_settlements(&batch_rows);
+    let (a_done, b_done, lone_done, new_done, replay_done, rows_done, batch_row_done) =
+        tokio::join!(marks_a, marks_b, lone_marks, new_claims, replays, rows, batch_row);
+
+    assert!(
+        matches!(a_done, Err(StoreError::ClaimFinished(id)) if id == ids[5]),
+        "{a_done:?}"
+    );
+    for (i, &id) in ids[0..10].iter().enumerate() {
+        let want = if i == 5 { "released" } else { "claimed" };
+        assert_eq!(store.claim_status(id).await.unwrap().as_deref(), Some(want));
+    }
+    b_done.unwrap();
+    for (i, done) in lone_done.into_iter().enumerate() {
+        if i == 5 {
+            assert!(matches!(done, Err(StoreError::ClaimFinished(id)) if id == ids[25]));
+        } else {
+            done.unwrap();
+        }
+    }
+    let open = store.settling_claims(i64::MAX, 100).await.unwrap();
+    let mut by_tx: std::collections::HashMap<&str, usize> = Default::default();
+    for c in &open {
+        *by_tx.entry(c.tx_hash.as_str()).or_default() += 1;
+    }
+    assert_eq!(by_tx.get(b.transaction.as_str()), Some(&10));
+    assert_eq!(by_tx.get(a.transaction.as_str()), None);
+    assert_eq!(open.len(), 19, "batch B's 10 and 9 lone records");
+    for (i, done) in new_done.into_iter().enumerate() {
+        assert!(done.unwrap().id().is_some(), "new claim {i}");
+    }
+    for done in replay_done {
+        assert_eq!(done.unwrap(), ClaimOutcome::Duplicate);
+    }
+    for done in rows_done {
+        done.unwrap();
+    }
+    batch_row_done.unwrap();
+    let ledger = store.ledger(100).await.unwrap();
+    assert_eq!(ledger.len(), 10);
+    assert_eq!(
+        ledger
+            .iter()
+            .filter(|r| r.tx_hash == batch_landed.transaction)
+            .count(),
+        5
+    );
+    for &id in &ids[30..40] {
+        assert_eq!(
+            store.claim_status(id).await.unwrap().as_deref(),
+            Some("settled")
+        );
+    }
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),*) => {
         mod sqlite {
@@ -1235,6 +1335,9 @@ async fn run(name: &str, url: String) {
         "batch_writes_are_all_or_nothing" => {
             batch_writes_are_all_or_nothing(Store::connect(&url).await.unwrap()).await
         }
+        "writes_made_together_keep_their_own_answers" => {
+            writes_made_together_keep_their_own_answers(Store::connect(&url).await.unwrap()).await
+        }
         "payer_exposure_stops_at_its_limit" => {
             payer_exposure_stops_at_its_limit(Store::connect(&url).await.unwrap()).await
         }
@@ -1257,7 +1360,8 @@ on_both_backends!(
     billing_events_apply_once_and_in_order,
     queue_ends_are_atomic_and_nothing_is_orphaned,
     batch_writes_are_all_or_nothing,
-    payer_exposure_stops_at_its_limit
+    payer_exposure_stops_at_its_limit,
+    writes_made_together_keep_their_own_answers
 );
 
 #[path = "common/faults.rs"]
@@ -1599,4 +1703,93 @@ async fn sqlite_a_claim_that_fails_half_way_leaves_nothing() {
         store.claim(&v, &CTX, None, Synced).await.unwrap(),
         ClaimOutcome::Duplicate
     );
+}
+
+/// A write that fails in a round of several (SQLite's writer, `round.rs`) fails the round, and
+/// every write's answer matches what the database kept: a claim answered `Claimed` is there, one
+/// answered with an error left no row; a settlement record answered Ok names its transaction,
+/// one answered with an error left its claim as it was. Then the writer goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_a_failed_write_among_others_leaves_each_answer_true() {
+    let db = fresh("sqlite").await;
+    let store = Store::connect(&db.url).await.unwrap();
+    sqlx::any::install_default_drivers();
+    let side = sqlx::AnyPool::connect(&db.url).await.unwrap();
+    let old: Vec<Verified> = (150..160).map(verified).collect();
+    let mut ids = Vec::new();
+    for v in &old {
+        ids.push(claimed(&store, v).await);
+    }
+    sqlx::query(
+        "CREATE TRIGGER refuse_ledger BEFORE INSERT ON settlements
+         BEGIN SELECT RAISE(ABORT, 'injected refusal'); END",
+    )
+    .execute(&side)
+    .await
+    .unwrap();
+    let fresh_payments: Vec<Verified> = (160..170).map(verified).collect();
+    let batch = PreparedSettlement {
+        transaction: settlement(150).transaction,
+        raw: "0x02f8".into(),
+        settler: String::new(),
+        nonce: Some(150),
+    };
+    let landed = settlement(151);
+    let mut marked = false;
+    for _ in 0..3 {
+        let claims = futures_util::future::join_all(
+            fresh_payments
+                .iter()
+                .map(|v| store.claim(v, &CTX, None, Synced)),
+        );
+        let mark = store.mark_settling_batch(&ids[0..5], &batch);
+        let rows = futures_util::future::join_all(
+            (5..10).map(|i| store.record_settlement(ids[i], &old[i], &landed, &CTX)),
+        );
+        let (claims, mark, rows) = tokio::join!(claims, mark, rows);
+        for (v, done) in fresh_payments.iter().zip(claims) {
+            let kept: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM payment_claims WHERE nonce = $1")
+                    .bind(&v.key.nonce)
+                    .fetch_one(&side)
+                    .await
+                    .unwrap();
+            match done {
+                Ok(ClaimOutcome::Claimed(_)) | Ok(ClaimOutcome::Duplicate) => {
+                    assert_eq!(kept, 1)
+                }
+                Ok(other) => panic!("{other:?}"),
+                Err(_) => assert_eq!(kept, 0, "a failed claim left its row"),
+            }
+        }
+        // Marked once, a claim stays marked (a later failed record changes nothing).
+        marked |= mark.is_ok();
+        let want = if marked { "settling" } else { "claimed" };
+        for &id in &ids[0..5] {
+            assert_eq!(store.claim_status(id).await.unwrap().as_deref(), Some(want));
+        }
+        for done in rows {
+            assert!(done.is_err(), "the trigger refuses every ledger row");
+        }
+        for &id in &ids[5..10] {
+            assert_eq!(
+                store.claim_status(id).await.unwrap().as_deref(),
+                Some("claimed")
+            );
+        }
+    }
+    assert!(store.ledger(100).await.unwrap().is_empty());
+    sqlx::query("DROP TRIGGER refuse_ledger")
+        .execute(&side)
+        .await
+        .unwrap();
+    // The writer goes on: the rows land now, and a new claim is made.
+    for i in 5..10 {
+        store
+            .record_settlement(ids[i], &old[i], &landed, &CTX)
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.ledger(100).await.unwrap().len(), 5);
+    assert!(claimed(&store, &verified(170)).await > 0);
 }

@@ -188,6 +188,12 @@ pub async fn throughput(clients: usize, per_client: usize, batch_max: usize) -> 
     }
     let elapsed = started.elapsed();
     latencies.sort();
+    // Where the time went, from the gateway's own histograms: each stage's mean and count.
+    for (stage, mean_ms, count) in stages(&gw.metrics().await) {
+        eprintln!(
+            "{clients} clients, batch_max {batch_max}: {stage}: {mean_ms:.2} ms mean over {count}"
+        );
+    }
 
     // Gas: every settlement transaction in the ledger, once.
     let db = Store::connect(&gw.database_url).await.unwrap();
@@ -235,6 +241,29 @@ pub async fn throughput(clients: usize, per_client: usize, batch_max: usize) -> 
     f
 }
 
+/// Every histogram's mean (ms) and count in Prometheus text, one per label set.
+fn stages(text: &str) -> Vec<(String, f64, u64)> {
+    let mut sums = HashMap::new();
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((name, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        if name.contains("_seconds_sum") {
+            sums.insert(name.replace("_sum", ""), value);
+        } else if name.contains("_seconds_count") {
+            let stage = name.replace("_count", "");
+            if let Some(sum) = sums.get(&stage) {
+                out.push((stage, sum * 1000.0 / value.max(1.0), value as u64));
+            }
+        }
+    }
+    out
+}
+
 /// What `sequential` measured: the sorted latencies, and CPU milliseconds per payment of the
 /// gateway (the real binary, a process of its own, SQLite included) and of this process (the
 /// test RPC proxy, the origin and the client).
@@ -254,6 +283,7 @@ pub async fn sequential(n: usize, path: &str) -> Sequential {
     let dir = tempfile::tempdir().unwrap();
     let port = || -> std::net::SocketAddr { format!("127.0.0.1:{}", free_port()).parse().unwrap() };
     let listen = port();
+    let metrics = port();
     let text = render(
         &evm_config(
             &up.url(),
@@ -264,7 +294,7 @@ pub async fn sequential(n: usize, path: &str) -> Sequential {
         ),
         listen,
         port(),
-        port(),
+        metrics,
         &format!("sqlite://{}", dir.path().join("gate.db").display()),
     );
     let file = dir.path().join("gate.toml");
@@ -307,6 +337,17 @@ pub async fn sequential(n: usize, path: &str) -> Sequential {
         }
     }
     latencies.sort();
+    let text = c
+        .get(format!("http://{metrics}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (stage, mean_ms, count) in stages(&text) {
+        eprintln!("sequential {path}: {stage}: {mean_ms:.2} ms mean over {count}");
+    }
     Sequential {
         latencies,
         gateway_cpu_ms: gateway * 1000.0 / n as f64,

@@ -30,10 +30,30 @@ impl Store {
         &self,
         landed: &[(i64, &Verified, &Settlement, ClaimContext<'_>)],
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin_with(Durability::Relaxed).await?;
-        for (claim_id, v, s, ctx) in landed {
-            write_ledger_in(&mut tx, LedgerRow::of_verified(*claim_id, v, s, ctx)).await?;
+        if landed.is_empty() {
+            return Ok(());
         }
+        if let (Backend::Sqlite, Some(queue)) = (self.backend, &self.writer) {
+            let rows = landed
+                .iter()
+                .map(|(claim_id, v, s, ctx)| {
+                    LedgerBinds::of(&LedgerRow::of_verified(*claim_id, v, s, ctx))
+                })
+                .collect();
+            // The task gone (its runtime stopped): written here instead.
+            if let Ok(done) = queue.ledger(rows).await {
+                return done;
+            }
+        }
+        let rows: Vec<_> = landed
+            .iter()
+            .map(|(claim_id, v, s, ctx)| {
+                LedgerBinds::of(&LedgerRow::of_verified(*claim_id, v, s, ctx))
+            })
+            .collect();
+        let rows: Vec<&LedgerBinds> = rows.iter().collect();
+        let mut tx = self.begin_with(Durability::Relaxed).await?;
+        write_rows_in(&mut tx, &rows).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -47,12 +67,12 @@ impl Store {
     ) -> Result<(), StoreError> {
         if let (Backend::Sqlite, Some(relaxed)) = (self.backend, &self.relaxed) {
             let mut binds = LedgerBinds::of(&row);
-            let pool = match (durability, &self.claims) {
-                (Durability::Relaxed, Some(queue)) => match queue.ledger(binds).await {
+            let pool = match (durability, &self.writer) {
+                (Durability::Relaxed, Some(queue)) => match queue.ledger(vec![binds]).await {
                     Ok(done) => return done,
                     // The task is gone (its runtime stopped): written here instead.
-                    Err(back) => {
-                        binds = back;
+                    Err(mut back) => {
+                        binds = back.pop().expect("the row sent");
                         relaxed
                     }
                 },
@@ -171,7 +191,7 @@ COMMIT;
 SELECT 'end';"
 );
 
-/// `LEDGER_SCRIPT`'s values, owned: a row travels to the claim task (`claims.rs`), which writes
+/// `LEDGER_SCRIPT`'s values, owned: a row travels to SQLite's writer (`writer.rs`), which writes
 /// it on the connection it holds.
 pub(super) struct LedgerBinds {
     claim_id: i64,
@@ -260,5 +280,74 @@ pub(super) async fn write_ledger_in(
     .bind(now_ms())
     .execute(&mut **tx)
     .await?;
+    Ok(())
+}
+
+/// Many ledger rows, and their claims marked settled, inside a transaction on `conn`: one
+/// insert for the rows and one update per settlement transaction, where a statement per row cost
+/// a round trip each (SQLite: to the connection's thread). The same effect as `write_ledger_in`
+/// for each row.
+pub(super) async fn write_rows_in(
+    conn: &mut AnyConnection,
+    rows: &[&LedgerBinds],
+) -> Result<(), StoreError> {
+    // Eleven parameters a row: well under SQLite's and Postgres's limits.
+    const CHUNK: usize = 256;
+    let (t, t_ms) = (now(), now_ms());
+    for chunk in rows.chunks(CHUNK) {
+        let mut sql = String::from(ledger_columns!());
+        sql.push_str(" VALUES ");
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            sql.push_str(&placeholders(1 + 11 * i, 11));
+            sql.push(')');
+        }
+        sql.push_str(" ON CONFLICT (claim_id) DO NOTHING");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for b in chunk {
+            q = q
+                .bind(b.claim_id)
+                .bind(&b.network)
+                .bind(&b.asset)
+                .bind(&b.payer)
+                .bind(&b.pay_to)
+                .bind(&b.amount)
+                .bind(&b.tx_hash)
+                .bind(b.block_number)
+                .bind(&b.tenant)
+                .bind(&b.route)
+                .bind(t);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    // The claims, by the transaction that settled them (a batch's share one).
+    let mut by_tx: Vec<(&str, Vec<i64>)> = Vec::new();
+    for b in rows {
+        match by_tx.iter_mut().find(|(tx, _)| *tx == b.tx_hash) {
+            Some((_, ids)) => ids.push(b.claim_id),
+            None => by_tx.push((&b.tx_hash, vec![b.claim_id])),
+        }
+    }
+    for (tx_hash, ids) in by_tx {
+        for ids in ids.chunks(CHUNK) {
+            let sql = format!(
+                "UPDATE payment_claims SET status = 'settled', tx_hash = $1, error = NULL, updated_at = $2,
+                        settled_at_ms = $3
+                 WHERE id IN ({})",
+                placeholders(4, ids.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(tx_hash)
+                .bind(t)
+                .bind(t_ms);
+            for id in ids {
+                q = q.bind(id);
+            }
+            q.execute(&mut *conn).await?;
+        }
+    }
     Ok(())
 }

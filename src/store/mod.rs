@@ -7,8 +7,9 @@
 //! and SQLite runs a payment's claim and ledger write as multi-statement scripts (`script.rs`:
 //! one round trip to its connection's thread instead of one a statement).
 //! The store is the authority on replay: caches may answer "valid", only a claim here admits.
-//! This file: the types and the claim lifecycle (claim, release, settling, failed); `claims.rs`:
-//! SQLite's claims grouped into one commit, a lone one as a script; `script.rs`: SQLite's
+//! This file: the types and the claim lifecycle (claim, release, settling, failed); `writer.rs`:
+//! SQLite's one writer, a task taking a payment's writes (claim, settlement record, ledger row)
+//! and writing all those waiting in one transaction (`round.rs`); `script.rs`: SQLite's
 //! multi-statement scripts and the connection they run on; `durability.rs`: the commits that may skip their
 //! fsync, and how; `ledger.rs`:
 //! the settlement ledger and the reconciler's lookups; `queue.rs`: the deferred queue, whose
@@ -20,7 +21,7 @@
 
 /// The claim's row on its UNIQUE key: a new claim, or a released one taken again (a replay
 /// changes nothing and returns no row). One text for `claim_in` and SQLite's claim script
-/// (`claims.rs`), each adding its own `RETURNING`.
+/// (`round.rs`), each adding its own `RETURNING`.
 macro_rules! claim_insert {
     () => {
         "INSERT INTO payment_claims
@@ -38,26 +39,35 @@ macro_rules! claim_insert {
 /// script (`ledger.rs`).
 macro_rules! ledger_insert {
     () => {
+        concat!(
+            ledger_columns!(),
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (claim_id) DO NOTHING"
+        )
+    };
+}
+
+/// The ledger's insert up to its values (eleven a row), for one row or many.
+macro_rules! ledger_columns {
+    () => {
         "INSERT INTO settlements
-            (claim_id, network, asset, payer, pay_to, amount, tx_hash, block_number, tenant, route, settled_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-         ON CONFLICT (claim_id) DO NOTHING"
+            (claim_id, network, asset, payer, pay_to, amount, tx_hash, block_number, tenant, route, settled_at)"
     };
 }
 
 mod billing;
-mod claims;
 mod durability;
 mod leases;
 mod ledger;
 mod queue;
 pub mod queue_format;
+mod round;
 mod routes;
 mod script;
 mod tenants;
+mod writer;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyConnection, AnyPool, Row};
 
 pub use billing::{BillingRecord, BillingStatus, StripeApplied, StripeUpdate};
 pub use durability::Durability;
@@ -89,7 +99,7 @@ pub enum StoreError {
     /// whatever was about to happen to it must not.
     #[error("claim {0} is already finished")]
     ClaimFinished(i64),
-    /// The shared transaction of a group of claims failed (see `claims.rs`): every claim in it
+    /// The shared transaction of a round of writes failed (see `writer.rs`): every write in it
     /// is as if never made.
     #[error("database: {0}")]
     Group(String),
@@ -109,9 +119,9 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    /// SQLite: claims made together share one commit (`claims.rs`). `None` on Postgres, and
-    /// where no runtime was running at connect.
-    claims: Option<claims::ClaimQueue>,
+    /// SQLite: the task making a payment's writes, those waiting together in one commit
+    /// (`writer.rs`). `None` on Postgres, and where no runtime was running at connect.
+    writer: Option<writer::Writer>,
     /// SQLite: the connection relaxed writes commit on (`durability.rs`). `None` on Postgres.
     relaxed: Option<AnyPool>,
 }
@@ -324,6 +334,61 @@ where
     Ok(())
 }
 
+/// `mark_settling_on` for every claim of a batch transaction, as one statement: all of them
+/// name it, or (one finished claim among them) `ClaimFinished` names a finished one, and the
+/// caller must roll back what the statement did. A statement per claim cost a round trip each
+/// (SQLite: to the connection's thread) on the batch's way to the chain.
+async fn mark_batch_on(
+    conn: &mut AnyConnection,
+    claim_ids: &[i64],
+    p: &PreparedSettlement,
+) -> Result<(), StoreError> {
+    let list = placeholders(4, claim_ids.len());
+    let sql = format!(
+        "UPDATE payment_claims SET status = 'settling', tx_hash = $1, tx_raw = $2, error = NULL, updated_at = $3
+         WHERE status IN ('claimed', 'queued', 'settling') AND id IN ({list})"
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&p.transaction)
+        .bind(&p.raw)
+        .bind(now());
+    for id in claim_ids {
+        q = q.bind(id);
+    }
+    let done = q.execute(&mut *conn).await?;
+    if done.rows_affected() == claim_ids.len() as u64 {
+        return Ok(());
+    }
+    // Which one finished, for the caller's log: any that did not move.
+    let sql = format!(
+        "SELECT id FROM payment_claims WHERE id IN ({}) AND status NOT IN ('claimed', 'queued', 'settling')",
+        placeholders(1, claim_ids.len())
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in claim_ids {
+        q = q.bind(id);
+    }
+    let finished = q.fetch_optional(&mut *conn).await?;
+    let id = match finished {
+        Some(row) => row.try_get::<i64, _>(0)?,
+        None => claim_ids[0],
+    };
+    Err(StoreError::ClaimFinished(id))
+}
+
+/// `$first, $first+1, ...`: `n` numbered parameters for an `IN` list or a row of values.
+fn placeholders(first: usize, n: usize) -> String {
+    let mut s = String::with_capacity(n * 5);
+    for i in 0..n {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push('$');
+        s.push_str(&(first + i).to_string());
+    }
+    s
+}
+
 /// The claim itself, inside `tx`: the row on the UNIQUE key and the month's count. Anything but
 /// `Claimed` must be rolled back by the caller (a quota refusal has inserted the row).
 async fn claim_in(
@@ -523,13 +588,13 @@ impl Store {
             Backend::Sqlite => Some(durability::relaxed_sqlite_pool(&url).await?),
             Backend::Postgres => None,
         };
-        let claims = relaxed
+        let writer = relaxed
             .as_ref()
-            .and_then(|relaxed| claims::ClaimQueue::start(pool.clone(), relaxed.clone()));
+            .and_then(|relaxed| writer::Writer::start(pool.clone(), relaxed.clone()));
         Ok(Store {
             pool,
             backend,
-            claims,
+            writer,
             relaxed,
         })
     }
@@ -554,10 +619,11 @@ impl Store {
     }
 
     /// `claim`, and for a claim made the payer's exposure (`payer_exposure`) when the store
-    /// could read it in the claim's own transaction, after the claim's insert: SQLite, a claim
-    /// alone in its group commit (`claims.rs`). SQLite has one writer, so a claim racing this one
-    /// commits after it and its own read sees this one; as reading after the commit does. `None`:
-    /// read it after the commit (`payer_exposure`).
+    /// could read it in the claim's own transaction, after the claim's insert: SQLite, through
+    /// its writer (`writer.rs`, `round.rs`). SQLite has one writer, so a claim racing this one
+    /// is made after it (in a later round, or later in the same one) and its own read sees this
+    /// one; as reading after the commit does. `None`: read it after the commit
+    /// (`payer_exposure`).
     pub async fn claim_exposing(
         &self,
         v: &Verified,
@@ -578,7 +644,7 @@ impl Store {
         durability: Durability,
         exposure: Option<ExposureQuery>,
     ) -> Result<(ClaimOutcome, Option<PayerExposure>), StoreError> {
-        if let Some(queue) = &self.claims {
+        if let Some(queue) = &self.writer {
             if let Some(outcome) = queue.claim(v, ctx, limit, durability, exposure).await {
                 return outcome;
             }
@@ -659,10 +725,10 @@ impl Store {
         p: &PreparedSettlement,
     ) -> Result<(), StoreError> {
         // One statement, atomic and synced on its own: no transaction around it, which would
-        // add two round trips (SQLite: to the connection's thread) for nothing. On SQLite, on
-        // the claim task's held connection (`claims.rs`).
-        if let Some(queue) = &self.claims {
-            if let Some(done) = queue.mark(claim_id, p).await {
+        // add two round trips (SQLite: to the connection's thread) for nothing. On SQLite, by
+        // its writer (`writer.rs`), with the other writes waiting when there are any.
+        if let Some(queue) = &self.writer {
+            if let Some(done) = queue.mark(&[claim_id], p).await {
                 return done;
             }
         }
@@ -677,10 +743,16 @@ impl Store {
         claim_ids: &[i64],
         p: &PreparedSettlement,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        for &claim_id in claim_ids {
-            mark_settling_on(&mut *tx, claim_id, p).await?;
+        // SQLite: by its writer, in one transaction with the other writes waiting
+        // (`writer.rs`).
+        if let Some(queue) = &self.writer {
+            if let Some(done) = queue.mark(claim_ids, p).await {
+                return done;
+            }
         }
+        let mut tx = self.pool.begin().await?;
+        // A refusal drops `tx`: rolled back.
+        mark_batch_on(&mut tx, claim_ids, p).await?;
         tx.commit().await?;
         Ok(())
     }
