@@ -43,7 +43,7 @@ pub(super) struct Round {
 impl Round {
     pub(super) fn add(&mut self, msg: Msg) {
         match msg {
-            Msg::Claim(job) => self.claims.push(job),
+            Msg::Claim(job) => self.claims.push(*job),
             Msg::Mark {
                 claim_ids,
                 prepared,

@@ -39,7 +39,7 @@ pub(super) struct Writer {
 
 /// One write waiting for the task.
 pub(super) enum Msg {
-    Claim(ClaimJob),
+    Claim(Box<ClaimJob>),
     /// `mark_settling` for each claim (one, or a batch's: all of them or none), synced.
     Mark {
         claim_ids: Vec<i64>,
@@ -96,7 +96,7 @@ impl Writer {
             exposure,
             reply,
         };
-        self.tx.send(Msg::Claim(job)).ok()?;
+        self.tx.send(Msg::Claim(Box::new(job))).ok()?;
         // A task that stopped mid-round never committed this claim (its transaction rolled back
         // with it): the caller's own claim is the only one.
         answer.await.ok()
