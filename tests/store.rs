@@ -1736,6 +1736,7 @@ async fn sqlite_a_failed_write_among_others_leaves_each_answer_true() {
     };
     let landed = settlement(151);
     let mut marked = false;
+    let mut claimed_before = vec![false; fresh_payments.len()];
     for _ in 0..3 {
         let claims = futures_util::future::join_all(
             fresh_payments
@@ -1747,7 +1748,7 @@ async fn sqlite_a_failed_write_among_others_leaves_each_answer_true() {
             (5..10).map(|i| store.record_settlement(ids[i], &old[i], &landed, &CTX)),
         );
         let (claims, mark, rows) = tokio::join!(claims, mark, rows);
-        for (v, done) in fresh_payments.iter().zip(claims) {
+        for ((v, done), before) in fresh_payments.iter().zip(claims).zip(&mut claimed_before) {
             let kept: i64 =
                 sqlx::query_scalar("SELECT COUNT(*) FROM payment_claims WHERE nonce = $1")
                     .bind(&v.key.nonce)
@@ -1755,11 +1756,16 @@ async fn sqlite_a_failed_write_among_others_leaves_each_answer_true() {
                     .await
                     .unwrap();
             match done {
-                Ok(ClaimOutcome::Claimed(_)) | Ok(ClaimOutcome::Duplicate) => {
-                    assert_eq!(kept, 1)
+                Ok(ClaimOutcome::Claimed(_)) => {
+                    assert!(!*before, "claimed twice");
+                    assert_eq!(kept, 1);
+                    *before = true;
                 }
+                // A replay of a claim an earlier pass made.
+                Ok(ClaimOutcome::Duplicate) => assert!(*before && kept == 1),
                 Ok(other) => panic!("{other:?}"),
-                Err(_) => assert_eq!(kept, 0, "a failed claim left its row"),
+                // Nothing of this pass's claim was kept: the row is the earlier pass's, if any.
+                Err(e) => assert_eq!(kept, i64::from(*before), "a failed claim left its row: {e}"),
             }
         }
         // Marked once, a claim stays marked (a later failed record changes nothing).

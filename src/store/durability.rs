@@ -39,8 +39,9 @@ pub enum Durability {
     Relaxed,
 }
 
-/// The SQLite connection relaxed writes use: one, so they never contend with each other for
-/// the file's one writer lock, and `NORMAL` for its whole life.
+/// The SQLite connections relaxed writes use, `NORMAL` for their whole life: one at a time
+/// from this pool (the writer, `writer.rs`, holds one of its own besides), so they seldom
+/// contend with each other for the file's one writer lock.
 pub(super) async fn relaxed_sqlite_pool(url: &str) -> Result<AnyPool, StoreError> {
     Ok(AnyPoolOptions::new()
         .acquire_timeout(ACQUIRE_TIMEOUT)

@@ -207,6 +207,21 @@ pub(super) struct LedgerBinds {
 }
 
 impl LedgerBinds {
+    /// The row's eleven values in `ledger_insert!`'s order, `settled_at` last.
+    fn bind_row<'q>(&'q self, q: AnyQuery<'q>, settled_at: i64) -> AnyQuery<'q> {
+        q.bind(self.claim_id)
+            .bind(&self.network)
+            .bind(&self.asset)
+            .bind(&self.payer)
+            .bind(&self.pay_to)
+            .bind(&self.amount)
+            .bind(&self.tx_hash)
+            .bind(self.block_number)
+            .bind(&self.tenant)
+            .bind(&self.route)
+            .bind(settled_at)
+    }
+
     fn of(row: &LedgerRow<'_>) -> Self {
         LedgerBinds {
             claim_id: row.claim_id,
@@ -228,18 +243,8 @@ pub(super) async fn write_ledger_script(
     mut conn: ScriptConn<'_>,
     b: &LedgerBinds,
 ) -> Result<(), StoreError> {
-    let done = sqlx::query(LEDGER_SCRIPT)
-        .bind(b.claim_id)
-        .bind(&b.network)
-        .bind(&b.asset)
-        .bind(&b.payer)
-        .bind(&b.pay_to)
-        .bind(&b.amount)
-        .bind(&b.tx_hash)
-        .bind(b.block_number)
-        .bind(&b.tenant)
-        .bind(&b.route)
-        .bind(now())
+    let done = b
+        .bind_row(sqlx::query(LEDGER_SCRIPT), now())
         .bind(now_ms())
         .fetch_all(conn.conn())
         .await
@@ -308,18 +313,7 @@ pub(super) async fn write_rows_in(
         sql.push_str(" ON CONFLICT (claim_id) DO NOTHING");
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for b in chunk {
-            q = q
-                .bind(b.claim_id)
-                .bind(&b.network)
-                .bind(&b.asset)
-                .bind(&b.payer)
-                .bind(&b.pay_to)
-                .bind(&b.amount)
-                .bind(&b.tx_hash)
-                .bind(b.block_number)
-                .bind(&b.tenant)
-                .bind(&b.route)
-                .bind(t);
+            q = b.bind_row(q, t);
         }
         q.execute(&mut *conn).await?;
     }

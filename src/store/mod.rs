@@ -100,7 +100,8 @@ pub enum StoreError {
     #[error("claim {0} is already finished")]
     ClaimFinished(i64),
     /// The shared transaction of a round of writes failed (see `writer.rs`): every write in it
-    /// is as if never made.
+    /// is as if never made. Also a write whose answer was lost with the writing task, which
+    /// may have landed (its caller undoes it as any failed write).
     #[error("database: {0}")]
     Group(String),
     /// A multi-statement script (`script.rs`) answered without its last row: the database's
@@ -343,6 +344,7 @@ async fn mark_batch_on(
     claim_ids: &[i64],
     p: &PreparedSettlement,
 ) -> Result<(), StoreError> {
+    debug_assert!(!claim_ids.is_empty(), "a batch has members");
     let list = placeholders(4, claim_ids.len());
     let sql = format!(
         "UPDATE payment_claims SET status = 'settling', tx_hash = $1, tx_raw = $2, error = NULL, updated_at = $3
@@ -356,7 +358,11 @@ async fn mark_batch_on(
         q = q.bind(id);
     }
     let done = q.execute(&mut *conn).await?;
-    if done.rows_affected() == claim_ids.len() as u64 {
+    // A claim named twice moves once.
+    let mut distinct = claim_ids.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if done.rows_affected() == distinct.len() as u64 {
         return Ok(());
     }
     // Which one finished, for the caller's log: any that did not move.
@@ -375,6 +381,9 @@ async fn mark_batch_on(
     };
     Err(StoreError::ClaimFinished(id))
 }
+
+/// A query on either backend, its parameters being bound.
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
 
 /// `$first, $first+1, ...`: `n` numbered parameters for an `IN` list or a row of values.
 fn placeholders(first: usize, n: usize) -> String {
@@ -724,9 +733,10 @@ impl Store {
         claim_id: i64,
         p: &PreparedSettlement,
     ) -> Result<(), StoreError> {
-        // One statement, atomic and synced on its own: no transaction around it, which would
-        // add two round trips (SQLite: to the connection's thread) for nothing. On SQLite, by
-        // its writer (`writer.rs`), with the other writes waiting when there are any.
+        // Alone, one statement, atomic and synced on its own: no transaction around it, which
+        // would add two round trips (SQLite: to the connection's thread) for nothing. On
+        // SQLite, by its writer (`writer.rs`): in the round's transaction when other writes
+        // wait with it.
         if let Some(queue) = &self.writer {
             if let Some(done) = queue.mark(&[claim_id], p).await {
                 return done;

@@ -13,9 +13,13 @@
 //!   one `UPDATE` of all its claims, in a savepoint (a finished claim refuses its batch only).
 //! - Ledger rows: one insert and one update per settlement transaction (`write_rows_in`).
 //!
-//! Then `COMMIT`, whose end row (`script::END`) says it ran. Nothing is answered before it.
-//! A lone write is as it would be alone: a claim's script and its commit, a record's one
-//! statement committed on its own, a payment's ledger script (`LEDGER_SCRIPT`).
+//! Then `COMMIT` (`ROLLBACK` when nothing is to be kept: replays and refusals only), whose end
+//! row (`script::END`) says it ran. Nothing is answered before it. A lone write costs what it
+//! did alone: a claim's script and its end (two round trips), a record's one statement
+//! committed on its own, a payment's ledger script (`LEDGER_SCRIPT`). A database error in any
+//! write fails the round's every write (none is kept): a claim then answers 503 and is made
+//! again by its client's retry, a record refused is never sent, a ledger row is written again
+//! by the reconciler.
 
 use sqlx::{AnyConnection, Row};
 use tokio::sync::oneshot;
@@ -25,8 +29,8 @@ use super::script::{self, ScriptConn};
 use super::tenants::period_of;
 use super::writer::{ClaimJob, Claimed, Msg};
 use super::{
-    exposure_sql, mark_batch_on, mark_settling_on, now, ClaimOutcome, Durability, PayerExposure,
-    StoreError,
+    exposure_sql, mark_batch_on, mark_settling_on, now, AnyQuery, ClaimOutcome, Durability,
+    PayerExposure, StoreError,
 };
 use crate::payments::chain::PreparedSettlement;
 
@@ -200,9 +204,19 @@ impl Round {
         if !rows.is_empty() {
             write_rows_in(conn.conn(), &rows).await?;
         }
-        // With `END`: a bare `COMMIT` whose connection thread died would answer nothing and
-        // look done.
-        pending.push_str("COMMIT;");
+        // Nothing to keep (replays and refusals only: a lone replay, say): rolled back, with no
+        // commit to sync. With `END`: a bare `COMMIT` whose connection thread died would
+        // answer nothing and look done.
+        let kept = !self.marks.is_empty()
+            || !self.ledgers.is_empty()
+            || claimed
+                .iter()
+                .any(|(outcome, _)| matches!(outcome, ClaimOutcome::Claimed(_)));
+        if kept {
+            pending.push_str("COMMIT;");
+        } else {
+            pending = "ROLLBACK;".into();
+        }
         pending.push_str(script::END);
         let rows = sqlx::query(sqlx::AssertSqlSafe(pending))
             .fetch_all(conn.conn())
@@ -242,11 +256,7 @@ fn push_claim_script(sql: &mut String, job: &ClaimJob) {
     sql.push_str(script::END);
 }
 
-fn bind_claim<'q>(
-    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
-    job: &'q ClaimJob,
-    t: i64,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+fn bind_claim<'q>(q: AnyQuery<'q>, job: &'q ClaimJob, t: i64) -> AnyQuery<'q> {
     let v = &job.verified;
     q.bind(&v.key.network)
         .bind(&v.key.asset)

@@ -97,8 +97,10 @@ impl Writer {
             reply,
         };
         self.tx.send(Msg::Claim(Box::new(job))).ok()?;
-        // A task that stopped mid-round never committed this claim (its transaction rolled back
-        // with it): the caller's own claim is the only one.
+        // The task stopped (its runtime did) before answering: the caller claims on its own. A
+        // round cut short never committed; one stopped at its `COMMIT` may have, and the
+        // caller's claim is then refused as a replay: never claimed twice, and an unanswered
+        // claim is released when its authorization expires.
         answer.await.ok()
     }
 
