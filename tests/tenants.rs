@@ -539,7 +539,9 @@ async fn keys_are_scoped_expire_rotate_revoke_and_stay_inside_their_tenant() {
         post.clone(),
         "/api/v1/x402/keys",
         &a_key,
-        Some(json!({"expires_in_seconds": 1})),
+        // Two seconds, not one: expiry is in whole seconds, so a key of one second created just
+        // before a second turns is expired a moment later (this test failed so, once in CI).
+        Some(json!({"expires_in_seconds": 2})),
     )
     .await;
     let short = k["key"].as_str().unwrap().to_string();
@@ -549,7 +551,7 @@ async fn keys_are_scoped_expire_rotate_revoke_and_stay_inside_their_tenant() {
             .0,
         200
     );
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let (status, e) = api(&s.gw, get.clone(), "/api/v1/x402/usage", &short, None).await;
     assert_eq!(status, 401);
     assert!(e["message"].as_str().unwrap().contains("expired"), "{e}");
