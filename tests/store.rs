@@ -1656,19 +1656,26 @@ async fn postgres_claims_read_their_payers_exposure() {
 /// script that fails half-way (the claim's row written, its count refused by the database)
 /// leaves nothing: the claim is not there, and the connection it ran on (the relaxed one, the
 /// only one of its pool) goes on with no transaction open.
+
+/// Makes SQLite refuse every insert into `table` (trigger `name`, dropped by the caller).
+async fn refuse_inserts(side: &sqlx::AnyPool, name: &str, table: &str) {
+    let sql = format!(
+        "CREATE TRIGGER {name} BEFORE INSERT ON {table}
+         BEGIN SELECT RAISE(ABORT, 'injected refusal'); END"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(side)
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite_a_claim_that_fails_half_way_leaves_nothing() {
     let db = fresh("sqlite").await;
     let store = Store::connect(&db.url).await.unwrap();
     sqlx::any::install_default_drivers();
     let side = sqlx::AnyPool::connect(&db.url).await.unwrap();
-    sqlx::query(
-        "CREATE TRIGGER refuse_count BEFORE INSERT ON usage_counters
-         BEGIN SELECT RAISE(ABORT, 'injected refusal'); END",
-    )
-    .execute(&side)
-    .await
-    .unwrap();
+    refuse_inserts(&side, "refuse_count", "usage_counters").await;
     let v = verified(120);
     for _ in 0..3 {
         assert!(store
@@ -1720,13 +1727,7 @@ async fn sqlite_a_failed_write_among_others_leaves_each_answer_true() {
     for v in &old {
         ids.push(claimed(&store, v).await);
     }
-    sqlx::query(
-        "CREATE TRIGGER refuse_ledger BEFORE INSERT ON settlements
-         BEGIN SELECT RAISE(ABORT, 'injected refusal'); END",
-    )
-    .execute(&side)
-    .await
-    .unwrap();
+    refuse_inserts(&side, "refuse_ledger", "settlements").await;
     let fresh_payments: Vec<Verified> = (160..170).map(verified).collect();
     let batch = PreparedSettlement {
         transaction: settlement(150).transaction,
