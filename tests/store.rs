@@ -1652,11 +1652,6 @@ async fn postgres_claims_read_their_payers_exposure() {
     claims_read_their_payers_exposure("postgres").await;
 }
 
-/// SQLite's lone claim is one script opening its transaction, then `COMMIT` or `ROLLBACK`. A
-/// script that fails half-way (the claim's row written, its count refused by the database)
-/// leaves nothing: the claim is not there, and the connection it ran on (the relaxed one, the
-/// only one of its pool) goes on with no transaction open.
-
 /// Makes SQLite refuse every insert into `table` (trigger `name`, dropped by the caller).
 async fn refuse_inserts(side: &sqlx::AnyPool, name: &str, table: &str) {
     let sql = format!(
@@ -1669,6 +1664,10 @@ async fn refuse_inserts(side: &sqlx::AnyPool, name: &str, table: &str) {
         .unwrap();
 }
 
+/// SQLite's lone claim is one script opening its transaction, then `COMMIT` or `ROLLBACK`. A
+/// script that fails half-way (the claim's row written, its count refused by the database)
+/// leaves nothing: the claim is not there, and the connection it ran on (the relaxed one, the
+/// only one of its pool) goes on with no transaction open.
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite_a_claim_that_fails_half_way_leaves_nothing() {
     let db = fresh("sqlite").await;
