@@ -61,9 +61,9 @@
 //!   lanes.rs   several settler keys of one network behind one backend, per held lease
 //!   fake.rs    a scripted backend for the core's unit tests (tests.rs)
 //! store/       sqlx over SQLite or Postgres: consume-once claims (mod.rs), writer.rs (SQLite's
-//!              one writer: a payment's writes, those waiting together in one commit; round.rs
-//!              writes one such round), script.rs (SQLite's multi-statement scripts: a claim
-//!              or a ledger write in one round trip), durability.rs (which commits may skip their
+//!              one writer, a thread running SQLite in-process with rusqlite: a payment's writes,
+//!              those waiting together in one commit; round.rs writes one such round),
+//!              durability.rs (which commits may skip their
 //!              fsync), ledger.rs, queue.rs (queue_format.rs: its versioned stored format),
 //!              leases.rs, tenants.rs, routes.rs (routes and namespaces written through the
 //!              management API), billing.rs (Stripe events once and in order, x402-paid

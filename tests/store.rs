@@ -1368,8 +1368,9 @@ on_both_backends!(
 mod faults;
 
 /// SQLite's relaxed writes (a `before` claim, a ledger row) commit on a connection of their own
-/// that is `NORMAL`, and no pooled connection ever becomes so: every other commit stays `FULL`,
-/// whatever relaxed writes ran, failed or were cancelled before it.
+/// that is `NORMAL` (the writer's relaxed one, or the relaxed pool's), and no pooled connection
+/// nor the writer's synced one ever becomes so: every other commit stays `FULL`, whatever relaxed
+/// writes ran, failed or were cancelled before it.
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite_relaxes_only_its_own_connection() {
     const FULL: i64 = 2;
@@ -1405,6 +1406,12 @@ async fn sqlite_relaxes_only_its_own_connection() {
     for read in futures_util::future::join_all(reads).await {
         assert_eq!(read.unwrap(), Some((FULL, NORMAL)));
     }
+    // The writer's own connections (`writer.rs`): its synced one, where every settlement
+    // record and every `after` claim commits, is FULL.
+    assert_eq!(
+        store.sqlite_writer_synchronous().await.unwrap(),
+        Some((FULL, NORMAL))
+    );
     // The awaited writes are in the ledger (a cancelled one may or may not have landed).
     let ledger = store.ledger(10).await.unwrap();
     assert!(awaited
@@ -1497,10 +1504,10 @@ async fn sqlite_runs_in_wal_mode_with_full_sync() {
     assert_eq!(sync, 2);
 }
 
-/// SQLite's ledger write is one script (`BEGIN`, the row, the claim, `COMMIT`) on the relaxed
-/// connection, the only one of its pool. A script that fails half-way (the row written, the
-/// claim's update refused) leaves nothing: the row is rolled back, the claim stays as it was, and
-/// the connection goes on, with no transaction left open, for the next write and for readers.
+/// SQLite's ledger write (the writer's round: the row, then the claim's move, then `COMMIT`). One
+/// that fails half-way (the row written, the claim's update refused) leaves nothing: the row is
+/// rolled back, the claim stays as it was, and the connection goes on, with no transaction left
+/// open, for the next write and for readers.
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite_a_ledger_write_that_fails_half_way_leaves_nothing() {
     let db = fresh("sqlite").await;
@@ -1509,7 +1516,7 @@ async fn sqlite_a_ledger_write_that_fails_half_way_leaves_nothing() {
     let (a, b) = (claimed(&store, &va).await, claimed(&store, &vb).await);
     sqlx::any::install_default_drivers();
     let side = sqlx::AnyPool::connect(&db.url).await.unwrap();
-    // The refusal comes after the script's INSERT succeeded: only a rollback undoes that row.
+    // The refusal comes after the row's INSERT succeeded: only a rollback undoes that row.
     let trigger = sqlx::AssertSqlSafe(format!(
         "CREATE TRIGGER refuse_settled BEFORE UPDATE ON payment_claims
          WHEN NEW.id = {a} AND NEW.status = 'settled'
@@ -1664,10 +1671,10 @@ async fn refuse_inserts(side: &sqlx::AnyPool, name: &str, table: &str) {
         .unwrap();
 }
 
-/// SQLite's lone claim is one script opening its transaction, then `COMMIT` or `ROLLBACK`. A
-/// script that fails half-way (the claim's row written, its count refused by the database)
-/// leaves nothing: the claim is not there, and the connection it ran on (the relaxed one, the
-/// only one of its pool) goes on with no transaction open.
+/// SQLite's lone claim (the writer's round: the claim's insert, its count, then `COMMIT` or
+/// `ROLLBACK`). One that fails half-way (the claim's row written, its count refused by the
+/// database) leaves nothing: the claim is not there, and the connection it ran on (the writer's
+/// relaxed one) goes on with no transaction open.
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite_a_claim_that_fails_half_way_leaves_nothing() {
     let db = fresh("sqlite").await;

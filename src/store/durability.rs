@@ -90,6 +90,17 @@ impl Store {
     }
 }
 
+impl Store {
+    /// `PRAGMA synchronous` of SQLite's writer's connections (`writer.rs`), the synced one and
+    /// the relaxed one (tests: FULL and NORMAL). `None` on Postgres, or with no writer.
+    pub async fn sqlite_writer_synchronous(&self) -> Result<Option<(i64, i64)>, StoreError> {
+        match &self.writer {
+            Some(writer) => writer.synchronous().await.transpose(),
+            None => Ok(None),
+        }
+    }
+}
+
 /// `PRAGMA synchronous` of one of `pool`'s connections (2 = FULL, 1 = NORMAL).
 async fn synchronous(pool: &AnyPool) -> Result<i64, StoreError> {
     use sqlx::Row;

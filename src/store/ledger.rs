@@ -2,7 +2,6 @@
 //! `settled` in one transaction; and the claims whose outcome was never recorded, for the
 //! reconciler.
 
-use super::script::{self, ScriptConn};
 use super::*;
 
 impl Store {
@@ -40,8 +39,8 @@ impl Store {
                     LedgerBinds::of(&LedgerRow::of_verified(*claim_id, v, s, ctx))
                 })
                 .collect();
-            // The task gone (its runtime stopped): written here instead.
-            if let Ok(done) = queue.ledger(rows).await {
+            // The writing thread gone (it panicked): written here instead.
+            if let Ok(done) = queue.ledger(rows, Durability::Relaxed).await {
                 return done;
             }
         }
@@ -65,21 +64,12 @@ impl Store {
         row: LedgerRow<'_>,
         durability: Durability,
     ) -> Result<(), StoreError> {
-        if let (Backend::Sqlite, Some(relaxed)) = (self.backend, &self.relaxed) {
-            let mut binds = LedgerBinds::of(&row);
-            let pool = match (durability, &self.writer) {
-                (Durability::Relaxed, Some(queue)) => match queue.ledger(vec![binds]).await {
-                    Ok(done) => return done,
-                    // The task is gone (its runtime stopped): written here instead.
-                    Err(mut back) => {
-                        binds = back.pop().expect("the row sent");
-                        relaxed
-                    }
-                },
-                (Durability::Relaxed, None) => relaxed,
-                (Durability::Synced, _) => &self.pool,
-            };
-            return write_ledger_script(ScriptConn::acquire(pool).await?, &binds).await;
+        // SQLite: by its writer, with the other writes waiting (`writer.rs`).
+        if let (Backend::Sqlite, Some(queue)) = (self.backend, &self.writer) {
+            // The writing thread gone (it panicked): written here instead.
+            if let Ok(done) = queue.ledger(vec![LedgerBinds::of(&row)], durability).await {
+                return done;
+            }
         }
         let mut tx = self.begin_with(durability).await?;
         write_ledger_in(&mut tx, row).await?;
@@ -177,33 +167,19 @@ impl Store {
     }
 }
 
-/// `write_ledger_in` and its transaction as one script (`script.rs`): `BEGIN`, the row, the
-/// claim's move and `COMMIT` in one round trip to SQLite's connection thread instead of four.
-/// The same statements as `write_ledger_in`.
-const LEDGER_SCRIPT: &str = concat!(
-    "BEGIN;\n",
-    ledger_insert!(),
-    ";
-UPDATE payment_claims SET status = 'settled', tx_hash = $7, error = NULL, updated_at = $11,
-       settled_at_ms = $12
-WHERE id = $1;
-COMMIT;
-SELECT 'end';"
-);
-
-/// `LEDGER_SCRIPT`'s values, owned: a row travels to SQLite's writer (`writer.rs`), which writes
-/// it on the connection it holds.
+/// A ledger row's values, owned: a row travels to SQLite's writer (`writer.rs`, which binds them
+/// in `round.rs`).
 pub(super) struct LedgerBinds {
-    claim_id: i64,
-    network: String,
-    asset: String,
-    payer: String,
-    pay_to: String,
-    amount: String,
-    tx_hash: String,
-    block_number: i64,
-    tenant: String,
-    route: String,
+    pub(super) claim_id: i64,
+    pub(super) network: String,
+    pub(super) asset: String,
+    pub(super) payer: String,
+    pub(super) pay_to: String,
+    pub(super) amount: String,
+    pub(super) tx_hash: String,
+    pub(super) block_number: i64,
+    pub(super) tenant: String,
+    pub(super) route: String,
 }
 
 impl LedgerBinds {
@@ -238,21 +214,12 @@ impl LedgerBinds {
     }
 }
 
-/// The ledger write on SQLite (`LEDGER_SCRIPT`) on `conn`.
-pub(super) async fn write_ledger_script(
-    mut conn: ScriptConn<'_>,
-    b: &LedgerBinds,
-) -> Result<(), StoreError> {
-    let done = b
-        .bind_row(sqlx::query(LEDGER_SCRIPT), now())
-        .bind(now_ms())
-        .fetch_all(conn.conn())
-        .await
-        .map_err(StoreError::from)
-        .and_then(|rows| script::ran_whole(&rows));
-    conn.ended(done.is_ok()).await;
-    done
-}
+/// A claim settled: `$1` its transaction, `$2` now, `$3` the claim, `$4` now in milliseconds.
+/// One text for `write_ledger_in` and SQLite's writer (`round.rs`).
+pub(super) const SETTLED_SQL: &str =
+    "UPDATE payment_claims SET status = 'settled', tx_hash = $1, error = NULL, updated_at = $2,
+            settled_at_ms = $4
+     WHERE id = $3";
 
 /// The ledger row and the claim marked settled, inside `tx`.
 pub(super) async fn write_ledger_in(
@@ -274,17 +241,13 @@ pub(super) async fn write_ledger_in(
         .bind(t)
         .execute(&mut **tx)
         .await?;
-    sqlx::query(
-        "UPDATE payment_claims SET status = 'settled', tx_hash = $1, error = NULL, updated_at = $2,
-                settled_at_ms = $4
-             WHERE id = $3",
-    )
-    .bind(&row.settlement.transaction)
-    .bind(t)
-    .bind(row.claim_id)
-    .bind(now_ms())
-    .execute(&mut **tx)
-    .await?;
+    sqlx::query(SETTLED_SQL)
+        .bind(&row.settlement.transaction)
+        .bind(t)
+        .bind(row.claim_id)
+        .bind(now_ms())
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

@@ -3,15 +3,14 @@
 //! One implementation over sqlx's `Any` driver serves both backends: SQLite (the embedded
 //! default, WAL mode, created on first start) and Postgres (several gateway instances sharing
 //! state). Every statement is in the SQL both speak (`ON CONFLICT`, `RETURNING`, `$n`
-//! parameters); only the migrations differ, in `migrations/sqlite` and `migrations/postgres`,
-//! and SQLite runs a payment's claim and ledger write as multi-statement scripts (`script.rs`:
-//! one round trip to its connection's thread instead of one a statement).
+//! parameters); only the migrations differ, in `migrations/sqlite` and `migrations/postgres`.
+//! On SQLite a payment's writes are made by one thread running SQLite in-process (rusqlite, on
+//! the library sqlx links), with the same statements' texts.
 //! The store is the authority on replay: caches may answer "valid", only a claim here admits.
 //! This file: the types and the claim lifecycle (claim, release, settling, failed); `writer.rs`:
-//! SQLite's one writer, a task taking a payment's writes (claim, settlement record, ledger row)
-//! and writing all those waiting in one transaction (`round.rs`); `script.rs`: SQLite's
-//! multi-statement scripts and the connection they run on; `durability.rs`: the commits that may skip their
-//! fsync, and how; `ledger.rs`:
+//! SQLite's one writer, a thread taking a payment's writes (claim, settlement record, ledger row)
+//! and writing all those waiting in one transaction (`round.rs`); `durability.rs`: the commits
+//! that may skip their fsync, and how; `ledger.rs`:
 //! the settlement ledger and the reconciler's lookups; `queue.rs`: the deferred queue, whose
 //! stored format is versioned (`queue_format.rs`); `leases.rs`: settler-key and queue-item leases;
 //! `tenants.rs`: tenants, API keys, usage counters and verified transactions; `routes.rs`:
@@ -20,8 +19,8 @@
 //! May import: payments::chain (the chain-neutral value types, never a chain backend), x402.
 
 /// The claim's row on its UNIQUE key: a new claim, or a released one taken again (a replay
-/// changes nothing and returns no row). One text for `claim_in` and SQLite's claim script
-/// (`round.rs`), each adding its own `RETURNING`.
+/// changes nothing and returns no row). One text for `claim_in` and SQLite's writer
+/// (`round.rs`).
 macro_rules! claim_insert {
     () => {
         "INSERT INTO payment_claims
@@ -35,8 +34,8 @@ macro_rules! claim_insert {
     };
 }
 
-/// The ledger's row, at most one per claim. One text for `write_ledger_in` and SQLite's ledger
-/// script (`ledger.rs`).
+/// The ledger's row, at most one per claim. One text for `write_ledger_in` and SQLite's writer
+/// (`round.rs`).
 macro_rules! ledger_insert {
     () => {
         concat!(
@@ -62,7 +61,6 @@ mod queue;
 pub mod queue_format;
 mod round;
 mod routes;
-mod script;
 mod tenants;
 mod writer;
 
@@ -89,6 +87,9 @@ pub const FAILED_REASON: &str = "settlement_failed";
 pub enum StoreError {
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    /// SQLite's writer (`writer.rs`) runs SQLite in its own thread, not through sqlx.
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
@@ -100,14 +101,10 @@ pub enum StoreError {
     #[error("claim {0} is already finished")]
     ClaimFinished(i64),
     /// The shared transaction of a round of writes failed (see `writer.rs`): every write in it
-    /// is as if never made. Also a write whose answer was lost with the writing task, which
+    /// is as if never made. Also a write whose answer was lost with the writing thread, which
     /// may have landed (its caller undoes it as any failed write).
     #[error("database: {0}")]
     Group(String),
-    /// A multi-statement script (`script.rs`) answered without its last row: the database's
-    /// connection thread stopped mid-way. Its transaction is rolled back or its connection closed.
-    #[error("database: a script stopped before its end")]
-    ScriptCut,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,8 +117,8 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    /// SQLite: the task making a payment's writes, those waiting together in one commit
-    /// (`writer.rs`). `None` on Postgres, and where no runtime was running at connect.
+    /// SQLite: the thread making a payment's writes, those waiting together in one commit
+    /// (`writer.rs`). `None` on Postgres, and should no thread start.
     writer: Option<writer::Writer>,
     /// SQLite: the connection relaxed writes commit on (`durability.rs`). `None` on Postgres.
     relaxed: Option<AnyPool>,
@@ -306,6 +303,29 @@ pub struct ClaimContext<'a> {
     pub route: &'a str,
 }
 
+/// A claim's settlement record: `$1` transaction, `$2` its bytes, `$3` now, `$4` the claim. One
+/// text for `mark_settling_on` and SQLite's writer (`round.rs`).
+const MARK_SQL: &str =
+    "UPDATE payment_claims SET status = 'settling', tx_hash = $1, tx_raw = $2, error = NULL, updated_at = $3
+     WHERE id = $4 AND status IN ('claimed', 'queued', 'settling')";
+
+/// `MARK_SQL` for `n` claims, `$4` onwards.
+fn mark_batch_sql(n: usize) -> String {
+    format!(
+        "UPDATE payment_claims SET status = 'settling', tx_hash = $1, tx_raw = $2, error = NULL, updated_at = $3
+         WHERE status IN ('claimed', 'queued', 'settling') AND id IN ({})",
+        placeholders(4, n)
+    )
+}
+
+/// Which of `n` claims (`$1` onwards) is finished: after a batch's record moved fewer than all.
+fn finished_sql(n: usize) -> String {
+    format!(
+        "SELECT id FROM payment_claims WHERE id IN ({}) AND status NOT IN ('claimed', 'queued', 'settling')",
+        placeholders(1, n)
+    )
+}
+
 /// Names the signed transaction on its claim (`settling`), on `executor` (a transaction, or the
 /// pool for one claim alone), before it is sent. Only an open claim (claimed, queued, or settling
 /// under an earlier transaction) moves: a claim released, failed or settled meanwhile (a write
@@ -319,16 +339,13 @@ async fn mark_settling_on<'e, E>(
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
-    let done = sqlx::query(
-        "UPDATE payment_claims SET status = 'settling', tx_hash = $1, tx_raw = $2, error = NULL, updated_at = $3
-         WHERE id = $4 AND status IN ('claimed', 'queued', 'settling')",
-    )
-    .bind(&p.transaction)
-    .bind(&p.raw)
-    .bind(now())
-    .bind(claim_id)
-    .execute(executor)
-    .await?;
+    let done = sqlx::query(MARK_SQL)
+        .bind(&p.transaction)
+        .bind(&p.raw)
+        .bind(now())
+        .bind(claim_id)
+        .execute(executor)
+        .await?;
     if done.rows_affected() != 1 {
         return Err(StoreError::ClaimFinished(claim_id));
     }
@@ -345,11 +362,7 @@ async fn mark_batch_on(
     p: &PreparedSettlement,
 ) -> Result<(), StoreError> {
     debug_assert!(!claim_ids.is_empty(), "a batch has members");
-    let list = placeholders(4, claim_ids.len());
-    let sql = format!(
-        "UPDATE payment_claims SET status = 'settling', tx_hash = $1, tx_raw = $2, error = NULL, updated_at = $3
-         WHERE status IN ('claimed', 'queued', 'settling') AND id IN ({list})"
-    );
+    let sql = mark_batch_sql(claim_ids.len());
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(&p.transaction)
         .bind(&p.raw)
@@ -366,11 +379,7 @@ async fn mark_batch_on(
         return Ok(());
     }
     // Which one finished, for the caller's log: any that did not move.
-    let sql = format!(
-        "SELECT id FROM payment_claims WHERE id IN ({}) AND status NOT IN ('claimed', 'queued', 'settling')",
-        placeholders(1, claim_ids.len())
-    );
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(finished_sql(claim_ids.len())));
     for id in claim_ids {
         q = q.bind(id);
     }
@@ -510,20 +519,32 @@ impl PayerExposure {
     ) -> Result<Self, StoreError> {
         let mut exposure = PayerExposure::default();
         for r in rows {
-            let k: String = r.try_get(kind)?;
-            if k == "settled" {
-                exposure.settled_since = true;
-                continue;
-            }
-            let a: String = r.try_get(amount)?;
-            let a: u128 = a
-                .parse()
-                .map_err(|_| StoreError::Corrupt(format!("claim amount `{a}`")))?;
-            exposure.unsettled += 1;
-            exposure.owed = exposure.owed.saturating_add(a);
+            let (k, a): (String, String) = (r.try_get(kind)?, r.try_get(amount)?);
+            exposure.add(&k, &a)?;
         }
         Ok(exposure)
     }
+
+    /// Counts one of `exposure_sql`'s rows.
+    fn add(&mut self, kind: &str, amount: &str) -> Result<(), StoreError> {
+        if kind == "settled" {
+            self.settled_since = true;
+            return Ok(());
+        }
+        let a: u128 = amount
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("claim amount `{amount}`")))?;
+        self.unsettled += 1;
+        self.owed = self.owed.saturating_add(a);
+        Ok(())
+    }
+}
+
+/// The file an `sqlite:` URL names, as sqlx reads it.
+fn sqlite_file(url: &str) -> Result<std::path::PathBuf, StoreError> {
+    use std::str::FromStr;
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
+    Ok(options.get_filename().to_path_buf())
 }
 
 /// Unix milliseconds now.
@@ -597,9 +618,10 @@ impl Store {
             Backend::Sqlite => Some(durability::relaxed_sqlite_pool(&url).await?),
             Backend::Postgres => None,
         };
-        let writer = relaxed
-            .as_ref()
-            .and_then(|relaxed| writer::Writer::start(pool.clone(), relaxed.clone()));
+        let writer = match backend {
+            Backend::Sqlite => writer::Writer::start(sqlite_file(&url)?),
+            Backend::Postgres => None,
+        };
         Ok(Store {
             pool,
             backend,

@@ -1,59 +1,65 @@
 //! One round of SQLite's writer (`writer.rs`): every write waiting, in one transaction and one
-//! commit, in as few round trips to the connection's thread as its answers allow (each is two
-//! thread wake-ups, and under load a wait for a core: they, not the statements, were most of a
-//! round's time).
+//! commit, on the writer's own connection in the writer's own thread. A statement is a function
+//! call into SQLite here; through sqlx it was a message to the connection's thread and back (two
+//! thread wake-ups, and under load a wait for a core each), which was most of a round's time.
 //!
-//! - Claims, each a script (`script.rs`): `SAVEPOINT`, the claim's insert, its month's count,
-//!   the payer's exposure when asked (the overdraw guard's read: in the claim's transaction,
-//!   after its insert, so it sees every claim committed before and every claim of the round
-//!   before it; a claim after it sees it, as SQLite's one writer orders claims alone). Its
-//!   outcome decides how its savepoint ends (a replay or a quota refusal is rolled back alone),
-//!   and that ending opens the next claim's script: one round trip a claim.
+//! - Claims, each in a savepoint: the claim's insert, its month's count, the payer's exposure
+//!   when asked (the overdraw guard's read: in the claim's transaction, after its insert, so it
+//!   sees every claim committed before and every claim of the round before it; a claim after it
+//!   sees it, as SQLite's one writer orders claims alone). A replay or a quota refusal is rolled
+//!   back to its savepoint alone.
 //! - Settlement records: a claim's one `UPDATE`, which changes nothing when it refuses; a batch's
 //!   one `UPDATE` of all its claims, in a savepoint (a finished claim refuses its batch only).
-//! - Ledger rows: one insert and one update per settlement transaction (`write_rows_in`).
+//! - Ledger rows: each row's insert and its claim's move to `settled` (relaxed ones; a
+//!   reconciled row is synced, as a settlement record is).
 //!
-//! Then `COMMIT` (`ROLLBACK` when nothing is to be kept: replays and refusals only), whose end
-//! row (`script::END`) says it ran. Nothing is answered before it. A lone write costs what it
-//! did alone: a claim's script and its end (two round trips), a record's one statement
-//! committed on its own, a payment's ledger script (`LEDGER_SCRIPT`). A database error in any
-//! write fails the round's every write (none is kept): a claim then answers 503 and is made
-//! again by its client's retry, a record refused is never sent, a ledger row is written again
-//! by the reconciler.
+//! Then `COMMIT` (`ROLLBACK` when nothing is to be kept: replays and refusals only). Nothing is
+//! answered before it. A database error in any write fails the round's every write (none is
+//! kept): a claim then answers 503 and is made again by its client's retry, a record refused is
+//! never sent, a ledger row is written again by the reconciler.
+//!
+//! The statements' texts are the ones the sqlx paths run (Postgres, and SQLite's fallbacks), with
+//! their `$N` parameters bound by name (`bind`).
 
-use sqlx::{AnyConnection, Row};
+use rusqlite::{Connection, Row, ToSql};
 use tokio::sync::oneshot;
 
-use super::ledger::{write_ledger_script, write_rows_in, LedgerBinds};
-use super::script::{self, ScriptConn};
-use super::tenants::period_of;
-use super::writer::{ClaimJob, Claimed, Msg};
+use super::ledger::{LedgerBinds, SETTLED_SQL};
+use super::tenants::{period_of, COUNT_SQL};
+use super::writer::{ClaimJob, Claimed, Write};
 use super::{
-    exposure_sql, mark_batch_on, mark_settling_on, now, AnyQuery, ClaimOutcome, Durability,
-    PayerExposure, StoreError,
+    exposure_sql, finished_sql, mark_batch_sql, now, now_ms, ClaimOutcome, Durability,
+    PayerExposure, StoreError, MARK_SQL,
 };
 use crate::payments::chain::PreparedSettlement;
 
 type Reply = oneshot::Sender<Result<(), StoreError>>;
+
+/// A round's answers: each claim's, each settlement record's.
+type Answers = (Vec<Claimed>, Vec<Result<(), StoreError>>);
 
 /// The writes one round makes.
 #[derive(Default)]
 pub(super) struct Round {
     claims: Vec<ClaimJob>,
     marks: Vec<(Vec<i64>, PreparedSettlement, Reply)>,
-    ledgers: Vec<(Vec<LedgerBinds>, Reply)>,
+    ledgers: Vec<(Vec<LedgerBinds>, Durability, Reply)>,
 }
 
 impl Round {
-    pub(super) fn add(&mut self, msg: Msg) {
-        match msg {
-            Msg::Claim(job) => self.claims.push(*job),
-            Msg::Mark {
+    pub(super) fn add(&mut self, write: Write) {
+        match write {
+            Write::Claim(job) => self.claims.push(*job),
+            Write::Mark {
                 claim_ids,
                 prepared,
                 reply,
             } => self.marks.push((claim_ids, prepared, reply)),
-            Msg::Ledger { rows, reply } => self.ledgers.push((rows, reply)),
+            Write::Ledger {
+                rows,
+                durability,
+                reply,
+            } => self.ledgers.push((rows, durability, reply)),
         }
     }
 
@@ -68,6 +74,10 @@ impl Round {
                 .claims
                 .iter()
                 .any(|c| c.durability == Durability::Synced)
+            || self
+                .ledgers
+                .iter()
+                .any(|(_, durability, _)| *durability == Durability::Synced)
     }
 
     /// Answers every write with `e` (a lone write with `e` itself): nothing was committed.
@@ -91,47 +101,16 @@ impl Round {
         for (_, _, reply) in self.marks {
             let _ = reply.send(Err(next()));
         }
-        for (_, reply) in self.ledgers {
+        for (_, _, reply) in self.ledgers {
             let _ = reply.send(Err(next()));
         }
     }
 
-    /// Makes the round's writes on the connection in `slot` (which holds one) and answers each.
-    /// A connection that failed is left out of `slot` (closed).
-    pub(super) async fn write(mut self, slot: &mut Option<AnyConnection>) {
-        if self.claims.is_empty() && self.ledgers.is_empty() {
-            if let [(ids, prepared, _)] = self.marks.as_slice() {
-                if let [id] = ids.as_slice() {
-                    let conn = slot.as_mut().expect("a held connection");
-                    let done = mark_settling_on(conn, *id, prepared).await;
-                    // A refusal leaves the connection as it was.
-                    if matches!(done, Err(StoreError::Db(_))) {
-                        *slot = None;
-                    }
-                    let (_, _, reply) = self.marks.pop().expect("one");
-                    let _ = reply.send(done);
-                    return;
-                }
-            }
-        }
-        if self.claims.is_empty() && self.marks.is_empty() {
-            if let [(rows, _)] = self.ledgers.as_slice() {
-                if let [row] = rows.as_slice() {
-                    let done = write_ledger_script(ScriptConn::held(slot), row).await;
-                    if done.is_err() {
-                        *slot = None;
-                    }
-                    let (_, reply) = self.ledgers.pop().expect("one");
-                    let _ = reply.send(done);
-                    return;
-                }
-            }
-        }
-        let mut conn = ScriptConn::held(slot);
-        let done = self.write_together(&mut conn).await;
-        conn.ended(done.is_ok()).await;
-        drop(conn);
-        match done {
+    /// Makes the round's writes on `conn` and answers each. Returns whether `conn` may serve
+    /// the next round: one that could not roll back a failed round is closed by the caller
+    /// (closing rolls back whatever it left open).
+    pub(super) fn write(self, conn: &Connection) -> bool {
+        match self.write_together(conn) {
             Ok((claimed, marked)) => {
                 for (job, outcome) in self.claims.into_iter().zip(claimed) {
                     let _ = job.reply.send(Ok(outcome));
@@ -139,164 +118,217 @@ impl Round {
                 for ((_, _, reply), outcome) in self.marks.into_iter().zip(marked) {
                     let _ = reply.send(outcome);
                 }
-                for (_, reply) in self.ledgers {
+                for (_, _, reply) in self.ledgers {
                     let _ = reply.send(Ok(()));
                 }
+                true
             }
             Err(e) => {
-                // Closed: a fresh connection for the next round.
-                *slot = None;
+                // A failed `COMMIT` may have rolled back already (SQLite does on some I/O
+                // errors): then there is nothing to end.
+                let usable = conn.is_autocommit() || exec(conn, "ROLLBACK").is_ok();
                 self.fail(e);
+                usable
             }
         }
     }
 
     /// The round as one transaction (see the module's doc): each claim's answer and each
     /// record's, or the error that failed them all. The caller ends the transaction on error.
-    async fn write_together(
-        &self,
-        conn: &mut ScriptConn<'_>,
-    ) -> Result<(Vec<Claimed>, Vec<Result<(), StoreError>>), StoreError> {
+    fn write_together(&self, conn: &Connection) -> Result<Answers, StoreError> {
         let t = now();
-        // What must run before the next statement: the transaction's `BEGIN`, then the last
-        // claim's savepoint's end; sent with the next script.
-        let mut pending = String::from("BEGIN;");
+        // The write lock from the start: a transaction that read first and wrote later could
+        // find its snapshot stale at its first write, an error no busy wait resolves.
+        exec(conn, "BEGIN IMMEDIATE")?;
         let mut claimed = Vec::with_capacity(self.claims.len());
         for job in &self.claims {
-            let mut sql = std::mem::take(&mut pending);
-            sql.push_str("SAVEPOINT claim;");
-            push_claim_script(&mut sql, job);
-            let rows = bind_claim(sqlx::query(sqlx::AssertSqlSafe(sql)), job, t)
-                .fetch_all(conn.conn())
-                .await?;
-            script::ran_whole(&rows)?;
-            let outcome = read_claim(&rows, job)?;
-            pending.push_str(match outcome.0 {
-                ClaimOutcome::Claimed(_) => "RELEASE claim;",
-                _ => "ROLLBACK TO claim; RELEASE claim;",
-            });
+            exec(conn, "SAVEPOINT claim")?;
+            let outcome = claim(conn, job, t)?;
+            if !matches!(outcome.0, ClaimOutcome::Claimed(_)) {
+                exec(conn, "ROLLBACK TO claim")?;
+            }
+            exec(conn, "RELEASE claim")?;
             claimed.push(outcome);
-        }
-        if !self.marks.is_empty() || !self.ledgers.is_empty() {
-            run(conn.conn(), std::mem::take(&mut pending)).await?;
         }
         let mut marked = Vec::with_capacity(self.marks.len());
         for (ids, prepared, _) in &self.marks {
-            let outcome = match ids.as_slice() {
-                [id] => mark_settling_on(conn.conn(), *id, prepared).await,
-                _ => {
-                    run(conn.conn(), "SAVEPOINT mark;".into()).await?;
-                    let outcome = mark_batch_on(conn.conn(), ids, prepared).await;
-                    let end = match outcome {
-                        Ok(()) => "RELEASE mark;",
-                        _ => "ROLLBACK TO mark; RELEASE mark;",
-                    };
-                    run(conn.conn(), end.into()).await?;
-                    outcome
-                }
-            };
+            let outcome = mark(conn, ids, prepared, t);
             match outcome {
                 Ok(()) | Err(StoreError::ClaimFinished(_)) => marked.push(outcome),
                 Err(e) => return Err(e),
             }
         }
-        let rows: Vec<&LedgerBinds> = self.ledgers.iter().flat_map(|(r, _)| r).collect();
-        if !rows.is_empty() {
-            write_rows_in(conn.conn(), &rows).await?;
+        let t_ms = now_ms();
+        for row in self.ledgers.iter().flat_map(|(rows, _, _)| rows) {
+            ledger_row(conn, row, t, t_ms)?;
         }
         // Nothing to keep (replays and refusals only: a lone replay, say): rolled back, with no
-        // commit to sync. With `END`: a bare `COMMIT` whose connection thread died would
-        // answer nothing and look done.
+        // commit to sync.
         let kept = !self.marks.is_empty()
             || !self.ledgers.is_empty()
             || claimed
                 .iter()
                 .any(|(outcome, _)| matches!(outcome, ClaimOutcome::Claimed(_)));
-        if kept {
-            pending.push_str("COMMIT;");
-        } else {
-            pending = "ROLLBACK;".into();
-        }
-        pending.push_str(script::END);
-        let rows = sqlx::query(sqlx::AssertSqlSafe(pending))
-            .fetch_all(conn.conn())
-            .await?;
-        script::ran_whole(&rows)?;
+        exec(conn, if kept { "COMMIT" } else { "ROLLBACK" })?;
         Ok((claimed, marked))
     }
 }
 
-/// Runs `sql` (statements without parameters) and requires it ran whole.
-async fn run(conn: &mut AnyConnection, mut sql: String) -> Result<(), StoreError> {
-    sql.push_str(script::END);
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .fetch_all(conn)
-        .await?;
-    script::ran_whole(&rows)
-}
-
-/// A claim's statements (`claim_in`'s two, the payer's exposure when asked) and `END`, its
-/// parameters bound by `bind_claim`. Each row says what it is in its first column: no `claim`
-/// row is a replay, no `count` row a tenant past its limit.
-fn push_claim_script(sql: &mut String, job: &ClaimJob) {
-    sql.push_str(concat!(
-        claim_insert!(),
-        " RETURNING 'claim', id;
-         INSERT INTO usage_counters (tenant_id, period, verified)
-         SELECT $5, $10, 1 WHERE $11 > 0
-         ON CONFLICT (tenant_id, period) DO UPDATE SET verified = usage_counters.verified + 1
-         WHERE usage_counters.verified < $11
-         RETURNING 'count', verified;"
-    ));
-    if let Some(exposure) = job.exposure {
-        sql.push_str("SELECT kind, amount FROM (");
-        sql.push_str(&exposure_sql(exposure.limit, "$12"));
-        sql.push_str(") x;");
-    }
-    sql.push_str(script::END);
-}
-
-fn bind_claim<'q>(q: AnyQuery<'q>, job: &'q ClaimJob, t: i64) -> AnyQuery<'q> {
+/// One claim's statements, in its savepoint; anything but `Claimed` must be rolled back to it
+/// (a quota refusal has inserted the row).
+fn claim(conn: &Connection, job: &ClaimJob, t: i64) -> Result<Claimed, StoreError> {
     let v = &job.verified;
-    q.bind(&v.key.network)
-        .bind(&v.key.asset)
-        .bind(&v.key.payer)
-        .bind(&v.key.nonce)
-        .bind(&job.tenant)
-        .bind(&job.route)
-        .bind(&v.amount)
-        .bind(v.expires_at.min(i64::MAX as u64) as i64)
-        .bind(t)
-        .bind(period_of(t))
-        .bind(job.limit.unwrap_or(i64::MAX))
-        .bind(job.exposure.map_or(0, |e| e.since_ms))
+    let period = period_of(t);
+    let expires = v.expires_at.min(i64::MAX as u64) as i64;
+    let id = first_row(
+        conn,
+        concat!(claim_insert!(), " RETURNING id"),
+        &[
+            &v.key.network,
+            &v.key.asset,
+            &v.key.payer,
+            &v.key.nonce,
+            &job.tenant,
+            &job.route,
+            &v.amount,
+            &expires,
+            &t,
+            &period,
+        ],
+        |r| r.get::<_, i64>(0),
+    )?;
+    let Some(id) = id else {
+        return Ok((ClaimOutcome::Duplicate, None));
+    };
+    let limit = job.limit.unwrap_or(i64::MAX);
+    let counted = limit > 0
+        && first_row(conn, COUNT_SQL, &[&job.tenant, &period, &limit], |_| Ok(()))?.is_some();
+    if !counted {
+        return Ok((ClaimOutcome::QuotaExceeded, None));
+    }
+    let exposure = match job.exposure {
+        None => None,
+        Some(q) => {
+            // The text is the same for the one limit callers use: prepared once.
+            let mut stmt = conn.prepare_cached(&exposure_sql(q.limit, "$4"))?;
+            bind(
+                &mut stmt,
+                &[&v.key.network, &v.key.asset, &v.key.payer, &q.since_ms],
+            )?;
+            let mut rows = stmt.raw_query();
+            let mut exposure = PayerExposure::default();
+            while let Some(r) = rows.next()? {
+                let (kind, amount): (String, String) = (r.get(1)?, r.get(0)?);
+                exposure.add(&kind, &amount)?;
+            }
+            Some(exposure)
+        }
+    };
+    Ok((ClaimOutcome::Claimed(id), exposure))
 }
 
-/// A claim script's outcome, from its rows.
-fn read_claim(rows: &[sqlx::any::AnyRow], job: &ClaimJob) -> Result<Claimed, StoreError> {
-    let mut id = None;
-    let mut counted = false;
-    for r in rows {
-        match r.try_get::<String, _>(0)?.as_str() {
-            "claim" => id = Some(r.try_get::<i64, _>(1)?),
-            "count" => counted = true,
-            _ => {}
+/// A settlement record: one claim's, or a batch's (all of its claims or none, in a savepoint).
+fn mark(conn: &Connection, ids: &[i64], p: &PreparedSettlement, t: i64) -> Result<(), StoreError> {
+    if let [id] = ids {
+        let moved = execute(conn, MARK_SQL, &[&p.transaction, &p.raw, &t, id])?;
+        return match moved {
+            1 => Ok(()),
+            _ => Err(StoreError::ClaimFinished(*id)),
+        };
+    }
+    let mut values: Vec<&dyn ToSql> = vec![&p.transaction, &p.raw, &t];
+    values.extend(ids.iter().map(|id| id as &dyn ToSql));
+    exec(conn, "SAVEPOINT mark")?;
+    // Not cached: a batch's size varies, and its texts would push the path's fixed statements
+    // out of the connection's cache.
+    let mut stmt = conn.prepare(&mark_batch_sql(ids.len()))?;
+    bind(&mut stmt, &values)?;
+    let moved = stmt.raw_execute()?;
+    drop(stmt);
+    // A claim named twice moves once.
+    let mut distinct = ids.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if moved == distinct.len() {
+        exec(conn, "RELEASE mark")?;
+        return Ok(());
+    }
+    // Which one finished, for the caller's log: any that did not move.
+    let mut stmt = conn.prepare(&finished_sql(ids.len()))?;
+    let ids_only: Vec<&dyn ToSql> = ids.iter().map(|id| id as &dyn ToSql).collect();
+    bind(&mut stmt, &ids_only)?;
+    let finished = {
+        let mut rows = stmt.raw_query();
+        match rows.next()? {
+            Some(r) => r.get::<_, i64>(0)?,
+            None => ids[0],
+        }
+    };
+    drop(stmt);
+    exec(conn, "ROLLBACK TO mark")?;
+    exec(conn, "RELEASE mark")?;
+    Err(StoreError::ClaimFinished(finished))
+}
+
+/// A ledger row (none if its claim has one) and its claim moved to `settled`.
+fn ledger_row(conn: &Connection, b: &LedgerBinds, t: i64, t_ms: i64) -> Result<(), StoreError> {
+    execute(
+        conn,
+        ledger_insert!(),
+        &[
+            &b.claim_id,
+            &b.network,
+            &b.asset,
+            &b.payer,
+            &b.pay_to,
+            &b.amount,
+            &b.tx_hash,
+            &b.block_number,
+            &b.tenant,
+            &b.route,
+            &t,
+        ],
+    )?;
+    execute(conn, SETTLED_SQL, &[&b.tx_hash, &t, &b.claim_id, &t_ms])?;
+    Ok(())
+}
+
+/// Binds `values[i]` to the parameter `$i+1`. By name: SQLite numbers a `$N` parameter by its
+/// first appearance in the text, not by N (sqlx reads the N, and the texts are sqlx's). A value
+/// the text does not use is left out.
+fn bind(stmt: &mut rusqlite::Statement<'_>, values: &[&dyn ToSql]) -> rusqlite::Result<()> {
+    for (i, value) in values.iter().enumerate() {
+        if let Some(index) = stmt.parameter_index(&format!("${}", i + 1))? {
+            stmt.raw_bind_parameter(index, *value)?;
         }
     }
-    let outcome = match (id, counted) {
-        (None, _) => ClaimOutcome::Duplicate,
-        (Some(_), false) => ClaimOutcome::QuotaExceeded,
-        (Some(id), true) => ClaimOutcome::Claimed(id),
-    };
-    let exposure = match (outcome, job.exposure) {
-        (ClaimOutcome::Claimed(_), Some(_)) => {
-            let others = rows.iter().filter(|r| {
-                r.try_get::<String, _>(0)
-                    .is_ok_and(|k| k != "claim" && k != "count" && k != "end")
-            });
-            Some(PayerExposure::of_rows(others, 0, 1)?)
-        }
-        _ => None,
-    };
-    Ok((outcome, exposure))
+    Ok(())
+}
+
+/// Runs a statement without parameters (cached: the transaction's and savepoints').
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.raw_execute().map(drop)
+}
+
+/// Runs a statement that returns no rows; how many rows it changed.
+fn execute(conn: &Connection, sql: &str, values: &[&dyn ToSql]) -> rusqlite::Result<usize> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    bind(&mut stmt, values)?;
+    stmt.raw_execute()
+}
+
+/// Runs a statement and reads its first row, if any.
+fn first_row<T>(
+    conn: &Connection,
+    sql: &str,
+    values: &[&dyn ToSql],
+    read: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Option<T>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    bind(&mut stmt, values)?;
+    let mut rows = stmt.raw_query();
+    match rows.next()? {
+        Some(r) => read(r).map(Some),
+        None => Ok(None),
+    }
 }

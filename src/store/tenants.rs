@@ -488,6 +488,15 @@ impl Store {
     }
 }
 
+/// The month's count of a tenant's verified payments, one more, unless that passes the limit:
+/// `$1` tenant, `$2` period, `$3` limit (positive). A row when counted, none when refused.
+/// One text for `count_in` and SQLite's writer (`round.rs`).
+pub(super) const COUNT_SQL: &str =
+    "INSERT INTO usage_counters (tenant_id, period, verified) VALUES ($1, $2, 1)
+     ON CONFLICT (tenant_id, period) DO UPDATE SET verified = usage_counters.verified + 1
+     WHERE usage_counters.verified < $3
+     RETURNING verified";
+
 /// The conditional increment, usable inside a transaction.
 pub(super) async fn count_in<'e, E>(
     executor: E,
@@ -502,17 +511,12 @@ where
     if limit <= 0 {
         return Ok(false);
     }
-    let row = sqlx::query(
-        "INSERT INTO usage_counters (tenant_id, period, verified) VALUES ($1, $2, 1)
-         ON CONFLICT (tenant_id, period) DO UPDATE SET verified = usage_counters.verified + 1
-         WHERE usage_counters.verified < $3
-         RETURNING verified",
-    )
-    .bind(tenant)
-    .bind(period)
-    .bind(limit)
-    .fetch_optional(executor)
-    .await?;
+    let row = sqlx::query(COUNT_SQL)
+        .bind(tenant)
+        .bind(period)
+        .bind(limit)
+        .fetch_optional(executor)
+        .await?;
     Ok(row.is_some())
 }
 

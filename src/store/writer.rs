@@ -2,25 +2,31 @@
 //! for its lock, asleep in SQLite's busy handler (1, 2, 5, 10 ms... between tries), and every
 //! commit pays its own fsync. So a payment's writes, its claim, its settlement record
 //! (`mark_settling`, a batch's `mark_settling_batch`) and its ledger row (`record_settlement`,
-//! a batch's `record_settlements`), go to one task, which takes everything waiting and writes it
-//! in ONE transaction with one commit (`round.rs`). Nothing waits for a timer: a write that finds
-//! the task idle is made at once, alone, exactly as it would be without the task.
+//! a batch's `record_settlements`), go to one thread, which takes everything waiting and writes
+//! it in ONE transaction with one commit (`round.rs`). Nothing waits for a timer: a write that
+//! finds the thread idle is made at once, alone.
+//!
+//! The thread runs SQLite itself (rusqlite, on the same SQLite library sqlx links), so a
+//! statement is a function call. Through sqlx each statement was a message to the connection's
+//! own thread and back: two thread wake-ups, which under load cost more than the statements and
+//! held a round to a few writes a millisecond.
 //!
 //! An answer is sent only after its commit, so an answered write is as durable as before; when
 //! the shared transaction fails, every write in it fails (as if never made), as a lone write's
 //! failed commit did. A round holding any synced write (a synced claim, a settlement record)
-//! commits on the synced connection and syncs the lot; one of relaxed writes only (`before`
-//! claims, ledger rows: `durability.rs`) on the relaxed connection.
-//!
-//! The task holds its two connections between rounds, detached from their pools: a pooled one is
-//! pinged on its way back to the pool, one more round trip to its thread. One that failed is
-//! dropped (closed: SQLite rolls back whatever it left open) and the next round opens another.
-//! Should the task be gone (its runtime stopped), callers write on the pools as before.
+//! commits on the synced connection (`synchronous = FULL`) and syncs the lot; one of relaxed
+//! writes only (`before` claims, ledger rows: `durability.rs`) on the relaxed one (`NORMAL`).
+//! Both are opened as sqlx opens its own (foreign keys on, a 5-second busy wait). One that
+//! could not end a failed round is closed (SQLite rolls back whatever it left open) and the next
+//! round opens another. Should the thread be gone (it panicked), callers write on the pools.
 //!
 //! Postgres takes concurrent commits itself, and several instances share it: writes there stay
 //! one transaction each, on the pool.
 
-use sqlx::{AnyConnection, AnyPool};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
 use super::ledger::LedgerBinds;
@@ -31,14 +37,21 @@ use crate::payments::chain::{PreparedSettlement, Verified};
 /// The most writes one round takes.
 const MAX_ROUND: usize = 256;
 
-/// The writing task's inbox.
+/// The writing thread's inbox.
 #[derive(Clone)]
 pub(super) struct Writer {
     tx: mpsc::UnboundedSender<Msg>,
 }
 
-/// One write waiting for the task.
-pub(super) enum Msg {
+/// What the thread is asked.
+enum Msg {
+    Write(Write),
+    /// `PRAGMA synchronous` of the synced and the relaxed connection (`sqlite_writer_synchronous`).
+    Synchronous(oneshot::Sender<Result<(i64, i64), StoreError>>),
+}
+
+/// One write waiting for the thread.
+pub(super) enum Write {
     Claim(Box<ClaimJob>),
     /// `mark_settling` for each claim (one, or a batch's: all of them or none), synced.
     Mark {
@@ -46,9 +59,10 @@ pub(super) enum Msg {
         prepared: PreparedSettlement,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
-    /// Ledger rows (one payment's, or a batch's landed members'), relaxed.
+    /// Ledger rows (one payment's, or a batch's landed members', or a reconciled one).
     Ledger {
         rows: Vec<LedgerBinds>,
+        durability: Durability,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
 }
@@ -68,16 +82,20 @@ pub(super) struct ClaimJob {
 pub(super) type Claimed = (ClaimOutcome, Option<PayerExposure>);
 
 impl Writer {
-    /// Starts the writing task in the current runtime (`None` outside one).
-    pub(super) fn start(pool: AnyPool, relaxed: AnyPool) -> Option<Writer> {
-        let runtime = tokio::runtime::Handle::try_current().ok()?;
+    /// Starts the writing thread for the SQLite file at `path`, which exists and is migrated;
+    /// `None` when no thread could be started.
+    pub(super) fn start(path: PathBuf) -> Option<Writer> {
         let (tx, rx) = mpsc::unbounded_channel();
-        runtime.spawn(run(pool, relaxed, rx));
+        std::thread::Builder::new()
+            .name("x402-db-writer".into())
+            .spawn(move || run(&path, rx))
+            .map_err(|e| tracing::warn!("SQLite's writing thread did not start: {e}"))
+            .ok()?;
         Some(Writer { tx })
     }
 
-    /// Makes the claim in the next round; `None` when the task is gone (its runtime stopped):
-    /// nothing was done, and the caller claims on its own.
+    /// Makes the claim in the next round; `None` when the thread is gone (it panicked) before
+    /// answering: the caller claims on its own.
     pub(super) async fn claim(
         &self,
         v: &Verified,
@@ -96,16 +114,16 @@ impl Writer {
             exposure,
             reply,
         };
-        self.tx.send(Msg::Claim(Box::new(job))).ok()?;
-        // The task stopped (its runtime did) before answering: the caller claims on its own. A
-        // round cut short never committed; one stopped at its `COMMIT` may have, and the
-        // caller's claim is then refused as a replay: never claimed twice, and an unanswered
-        // claim is released when its authorization expires.
+        self.tx.send(Msg::Write(Write::Claim(Box::new(job)))).ok()?;
+        // The thread stopped before answering: the caller claims on its own. A round cut short
+        // never committed; one stopped at its `COMMIT` may have, and the caller's claim is then
+        // refused as a replay: never claimed twice, and an unanswered claim is released when
+        // its authorization expires.
         answer.await.ok()
     }
 
     /// `mark_settling` (one claim) or `mark_settling_batch` in the next round; `None` when the
-    /// task is gone before taking it (nothing was written). An answer lost after it was taken
+    /// thread is gone before taking it (nothing was written). An answer lost after it was taken
     /// is an error: the write may have landed, and the caller undoes it as any failed record.
     pub(super) async fn mark(
         &self,
@@ -113,62 +131,134 @@ impl Writer {
         prepared: &PreparedSettlement,
     ) -> Option<Result<(), StoreError>> {
         let (reply, answer) = oneshot::channel();
-        let msg = Msg::Mark {
+        let msg = Msg::Write(Write::Mark {
             claim_ids: claim_ids.to_vec(),
             prepared: prepared.clone(),
             reply,
-        };
+        });
         self.tx.send(msg).ok()?;
         Some(answer.await.unwrap_or_else(|_| Err(gone())))
     }
 
-    /// Ledger rows in the next round; the rows back when the task is gone before taking them
+    /// Ledger rows in the next round; the rows back when the thread is gone before taking them
     /// (nothing was written).
     pub(super) async fn ledger(
         &self,
         rows: Vec<LedgerBinds>,
+        durability: Durability,
     ) -> Result<Result<(), StoreError>, Vec<LedgerBinds>> {
         let (reply, answer) = oneshot::channel();
-        if let Err(mpsc::error::SendError(msg)) = self.tx.send(Msg::Ledger { rows, reply }) {
-            let Msg::Ledger { rows, .. } = msg else {
+        let msg = Msg::Write(Write::Ledger {
+            rows,
+            durability,
+            reply,
+        });
+        if let Err(mpsc::error::SendError(msg)) = self.tx.send(msg) {
+            let Msg::Write(Write::Ledger { rows, .. }) = msg else {
                 unreachable!("sent a ledger write")
             };
             return Err(rows);
         }
         Ok(answer.await.unwrap_or_else(|_| Err(gone())))
     }
+
+    /// `PRAGMA synchronous` of the thread's synced and relaxed connections (2 = FULL, 1 =
+    /// NORMAL); `None` when the thread is gone.
+    pub(super) async fn synchronous(&self) -> Option<Result<(i64, i64), StoreError>> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Msg::Synchronous(reply)).ok()?;
+        answer.await.ok()
+    }
 }
 
 fn gone() -> StoreError {
-    StoreError::Group("the database's writing task stopped".into())
+    StoreError::Group("the database's writing thread stopped".into())
 }
 
-async fn run(pool: AnyPool, relaxed: AnyPool, mut queue: mpsc::UnboundedReceiver<Msg>) {
-    let mut synced: Option<AnyConnection> = None;
-    let mut relaxed_held: Option<AnyConnection> = None;
-    while let Some(first) = queue.recv().await {
+/// How long a write waits for SQLite's lock held by another connection (the pools' writes):
+/// sqlx's default, which the pools use.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn run(path: &Path, mut queue: mpsc::UnboundedReceiver<Msg>) {
+    let mut conns = Conns {
+        path,
+        synced: None,
+        relaxed: None,
+    };
+    // Ends when every sender is gone: the store was dropped.
+    while let Some(first) = queue.blocking_recv() {
         let mut round = Round::default();
-        round.add(first);
-        while round.len() < MAX_ROUND {
-            match queue.try_recv() {
-                Ok(msg) => round.add(msg),
-                Err(_) => break,
+        let mut probes = Vec::new();
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Synchronous(reply) => probes.push(reply),
+                Msg::Write(write) => round.add(write),
+            }
+            if round.len() < MAX_ROUND {
+                next = queue.try_recv().ok();
             }
         }
-        let (slot, from) = if round.synced() {
-            (&mut synced, &pool)
-        } else {
-            (&mut relaxed_held, &relaxed)
+        if round.len() > 0 {
+            conns.write(round);
+        }
+        for reply in probes {
+            let _ = reply.send(conns.synchronous());
+        }
+    }
+}
+
+/// The thread's two connections, each opened when first needed.
+struct Conns<'a> {
+    path: &'a Path,
+    synced: Option<Connection>,
+    relaxed: Option<Connection>,
+}
+
+impl Conns<'_> {
+    /// The synced connection (`FULL`) or the relaxed one (`NORMAL`), opened if need be.
+    fn get(&mut self, synced: bool) -> rusqlite::Result<&mut Option<Connection>> {
+        let (slot, synchronous) = match synced {
+            true => (&mut self.synced, "FULL"),
+            false => (&mut self.relaxed, "NORMAL"),
         };
         if slot.is_none() {
-            match from.acquire().await {
-                Ok(conn) => *slot = Some(conn.detach()),
-                Err(e) => {
-                    round.fail(e.into());
-                    continue;
-                }
-            }
+            *slot = Some(open(self.path, synchronous)?);
         }
-        round.write(slot).await;
+        Ok(slot)
     }
+
+    fn write(&mut self, round: Round) {
+        let slot = match self.get(round.synced()) {
+            Ok(slot) => slot,
+            Err(e) => return round.fail(e.into()),
+        };
+        if !round.write(slot.as_ref().expect("opened")) {
+            *slot = None;
+        }
+    }
+
+    fn synchronous(&mut self) -> Result<(i64, i64), StoreError> {
+        let mut read = |synced| -> rusqlite::Result<i64> {
+            let slot = self.get(synced)?;
+            let conn = slot.as_ref().expect("opened");
+            conn.pragma_query_value(None, "synchronous", |r| r.get(0))
+        };
+        Ok((read(true)?, read(false)?))
+    }
+}
+
+/// A connection to the file, set up as sqlx sets up its own, `synchronous` as asked.
+fn open(path: &Path, synchronous: &str) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    conn.pragma_update(None, "synchronous", synchronous)?;
+    // The path's fixed statements (claim, count, exposure, record, ledger row, savepoints):
+    // all of them stay prepared.
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
 }
