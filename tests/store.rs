@@ -1481,6 +1481,20 @@ async fn tenant_standing_survives_an_unreadable_database() {
     );
 }
 
+/// A SQLite database the writer cannot open (an in-memory one: the writer opens the database's
+/// file, and a memory database has none) is refused at connect, saying so, instead of failing
+/// every payment's write after.
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_a_database_the_writer_cannot_open_is_refused_at_connect() {
+    match Store::connect("sqlite::memory:").await {
+        Err(e @ StoreError::WriterOpen { .. }) => {
+            assert!(e.to_string().contains("SQLite's writer cannot open"), "{e}");
+        }
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("an in-memory database was accepted"),
+    }
+}
+
 /// A SQLite file is in WAL mode once the store opened it: readers do not block the writer, and a
 /// commit costs one fsync (with `synchronous` still FULL, as durable as the rollback journal).
 #[tokio::test(flavor = "multi_thread")]

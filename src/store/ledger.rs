@@ -253,8 +253,8 @@ pub(super) async fn write_ledger_in(
 
 /// Many ledger rows, and their claims marked settled, inside a transaction on `conn`: one
 /// insert for the rows and one update per settlement transaction, where a statement per row cost
-/// a round trip each (SQLite: to the connection's thread). The same effect as `write_ledger_in`
-/// for each row.
+/// a round trip each (Postgres, and SQLite's pools should its writer be gone). The same effect
+/// as `write_ledger_in` for each row.
 pub(super) async fn write_rows_in(
     conn: &mut AnyConnection,
     rows: &[&LedgerBinds],

@@ -90,6 +90,12 @@ pub enum StoreError {
     /// SQLite's writer (`writer.rs`) runs SQLite in its own thread, not through sqlx.
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// SQLite's writer could not open the database's file (an in-memory database has none).
+    #[error("database: SQLite's writer cannot open `{path}`: {source}")]
+    WriterOpen {
+        path: String,
+        source: rusqlite::Error,
+    },
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
@@ -354,8 +360,8 @@ where
 
 /// `mark_settling_on` for every claim of a batch transaction, as one statement: all of them
 /// name it, or (one finished claim among them) `ClaimFinished` names a finished one, and the
-/// caller must roll back what the statement did. A statement per claim cost a round trip each
-/// (SQLite: to the connection's thread) on the batch's way to the chain.
+/// caller must roll back what the statement did (Postgres, and SQLite's pools should its writer
+/// be gone). A statement per claim cost a round trip each on the batch's way to the chain.
 async fn mark_batch_on(
     conn: &mut AnyConnection,
     claim_ids: &[i64],
@@ -619,7 +625,7 @@ impl Store {
             Backend::Postgres => None,
         };
         let writer = match backend {
-            Backend::Sqlite => writer::Writer::start(sqlite_file(&url)?),
+            Backend::Sqlite => writer::Writer::start(sqlite_file(&url)?)?,
             Backend::Postgres => None,
         };
         Ok(Store {
@@ -755,10 +761,8 @@ impl Store {
         claim_id: i64,
         p: &PreparedSettlement,
     ) -> Result<(), StoreError> {
-        // Alone, one statement, atomic and synced on its own: no transaction around it, which
-        // would add two round trips (SQLite: to the connection's thread) for nothing. On
-        // SQLite, by its writer (`writer.rs`): in the round's transaction when other writes
-        // wait with it.
+        // SQLite: by its writer (`writer.rs`), in a round's transaction with the other writes
+        // waiting. Postgres: one statement, atomic and synced on its own.
         if let Some(queue) = &self.writer {
             if let Some(done) = queue.mark(&[claim_id], p).await {
                 return done;
@@ -775,6 +779,10 @@ impl Store {
         claim_ids: &[i64],
         p: &PreparedSettlement,
     ) -> Result<(), StoreError> {
+        // Nothing to name (no caller sends an empty batch; `id IN ()` would answer Ok anyway).
+        if claim_ids.is_empty() {
+            return Ok(());
+        }
         // SQLite: by its writer, in one transaction with the other writes waiting
         // (`writer.rs`).
         if let Some(queue) = &self.writer {

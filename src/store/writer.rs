@@ -13,12 +13,16 @@
 //!
 //! An answer is sent only after its commit, so an answered write is as durable as before; when
 //! the shared transaction fails, every write in it fails (as if never made), as a lone write's
-//! failed commit did. A round holding any synced write (a synced claim, a settlement record)
-//! commits on the synced connection (`synchronous = FULL`) and syncs the lot; one of relaxed
-//! writes only (`before` claims, ledger rows: `durability.rs`) on the relaxed one (`NORMAL`).
-//! Both are opened as sqlx opens its own (foreign keys on, a 5-second busy wait). One that
-//! could not end a failed round is closed (SQLite rolls back whatever it left open) and the next
-//! round opens another. Should the thread be gone (it panicked), callers write on the pools.
+//! failed commit did. A round holding any synced write (a synced claim, a settlement record, a
+//! reconciled ledger row) commits on the synced connection (`synchronous = FULL`) and syncs the
+//! lot; one of relaxed writes only (`before` claims, the ledger rows of settlements a request
+//! saw land: `durability.rs`) on the relaxed one (`NORMAL`). Both are opened when first needed
+//! (a store opened only to prepare the database, before the gateway forks into a daemon, never
+//! opens them: SQLite's connections must not cross a fork), as sqlx opens its own (foreign keys
+//! on, a 5-second busy wait). One that could not end a failed round is closed (SQLite rolls back
+//! whatever it left open) and the next round opens another. A round that panics loses its
+//! answers (each caller then acts as on a lost answer, below), is logged, and the thread goes
+//! on with fresh connections; should the thread be gone, callers write on the pools.
 //!
 //! Postgres takes concurrent commits itself, and several instances share it: writes there stay
 //! one transaction each, on the pool.
@@ -82,16 +86,24 @@ pub(super) struct ClaimJob {
 pub(super) type Claimed = (ClaimOutcome, Option<PayerExposure>);
 
 impl Writer {
-    /// Starts the writing thread for the SQLite file at `path`, which exists and is migrated;
-    /// `None` when no thread could be started.
-    pub(super) fn start(path: PathBuf) -> Option<Writer> {
+    /// Starts the writing thread for the SQLite file at `path`, which exists and is migrated.
+    /// A file it cannot open is an error here, at connect, not in every payment's write after
+    /// (the check's connection is closed before this returns); `None` when no thread could be
+    /// started (the pools take the writes).
+    pub(super) fn start(path: PathBuf) -> Result<Option<Writer>, StoreError> {
+        open(&path, "FULL").map_err(|source| StoreError::WriterOpen {
+            path: path.display().to_string(),
+            source,
+        })?;
         let (tx, rx) = mpsc::unbounded_channel();
-        std::thread::Builder::new()
+        let started = std::thread::Builder::new()
             .name("x402-db-writer".into())
-            .spawn(move || run(&path, rx))
-            .map_err(|e| tracing::warn!("SQLite's writing thread did not start: {e}"))
-            .ok()?;
-        Some(Writer { tx })
+            .spawn(move || run(&path, rx));
+        if let Err(e) = started {
+            tracing::warn!("SQLite's writing thread did not start: {e}");
+            return Ok(None);
+        }
+        Ok(Some(Writer { tx }))
     }
 
     /// Makes the claim in the next round; `None` when the thread is gone (it panicked) before
@@ -200,7 +212,17 @@ fn run(path: &Path, mut queue: mpsc::UnboundedReceiver<Msg>) {
             }
         }
         if round.len() > 0 {
-            conns.write(round);
+            // A panic drops the round's answers (their callers see them lost); the connections
+            // may hold a transaction half-made, so they are closed, which rolls it back.
+            let wrote =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| conns.write(round)));
+            if wrote.is_err() {
+                tracing::error!(
+                    "SQLite's writer panicked in a round; its writes were not answered"
+                );
+                conns.synced = None;
+                conns.relaxed = None;
+            }
         }
         for reply in probes {
             let _ = reply.send(conns.synchronous());
