@@ -14,15 +14,18 @@
 //! An answer is sent only after its commit, so an answered write is as durable as before; when
 //! the shared transaction fails, every write in it fails (as if never made), as a lone write's
 //! failed commit did. A round holding any synced write (a synced claim, a settlement record, a
-//! reconciled ledger row) commits on the synced connection (`synchronous = FULL`) and syncs the
-//! lot; one of relaxed writes only (`before` claims, the ledger rows of settlements a request
-//! saw land: `durability.rs`) on the relaxed one (`NORMAL`). Both are opened when first needed
+//! reconciled ledger row) commits with `synchronous = FULL` and syncs the lot; one of relaxed
+//! writes only (`before` claims, the ledger rows of settlements a request saw land:
+//! `durability.rs`) with `NORMAL`. One connection takes both, set before each round as it needs
+//! (SQLite lets a connection change it between transactions): with a connection for each, every
+//! round found the database changed by the other since its last and threw away its page cache,
+//! then read the pages back (perf: a third of the thread's time). It is opened when first needed
 //! (a store opened only to prepare the database, before the gateway forks into a daemon, never
-//! opens them: SQLite's connections must not cross a fork), as sqlx opens its own (foreign keys
+//! opens it: SQLite's connections must not cross a fork), as sqlx opens its own (foreign keys
 //! on, a 5-second busy wait). One that could not end a failed round is closed (SQLite rolls back
 //! whatever it left open) and the next round opens another. A round that panics loses its
-//! answers (each caller then acts as on a lost answer, below), is logged, and the thread goes
-//! on with fresh connections; should the thread be gone, callers write on the pools.
+//! answers (each caller then acts as on a lost answer, below), is logged, and the thread goes on
+//! with a fresh connection; should the thread be gone, callers write on the pools.
 //!
 //! Postgres takes concurrent commits itself, and several instances share it: writes there stay
 //! one transaction each, on the pool.
@@ -50,7 +53,7 @@ pub(super) struct Writer {
 /// What the thread is asked.
 enum Msg {
     Write(Write),
-    /// `PRAGMA synchronous` of the synced and the relaxed connection (`sqlite_writer_synchronous`).
+    /// `PRAGMA synchronous` of a synced round and of a relaxed one (`sqlite_writer_synchronous`).
     Synchronous(oneshot::Sender<Result<(i64, i64), StoreError>>),
 }
 
@@ -91,7 +94,7 @@ impl Writer {
     /// (the check's connection is closed before this returns); `None` when no thread could be
     /// started (the pools take the writes).
     pub(super) fn start(path: PathBuf) -> Result<Option<Writer>, StoreError> {
-        open(&path, "FULL").map_err(|source| StoreError::WriterOpen {
+        open(&path).map_err(|source| StoreError::WriterOpen {
             path: path.display().to_string(),
             source,
         })?;
@@ -174,8 +177,8 @@ impl Writer {
         Ok(answer.await.unwrap_or_else(|_| Err(gone())))
     }
 
-    /// `PRAGMA synchronous` of the thread's synced and relaxed connections (2 = FULL, 1 =
-    /// NORMAL); `None` when the thread is gone.
+    /// `PRAGMA synchronous` the thread's synced rounds and relaxed rounds commit with (2 = FULL,
+    /// 1 = NORMAL), read back from its connection; `None` when the thread is gone.
     pub(super) async fn synchronous(&self) -> Option<Result<(i64, i64), StoreError>> {
         let (reply, answer) = oneshot::channel();
         self.tx.send(Msg::Synchronous(reply)).ok()?;
@@ -192,11 +195,7 @@ fn gone() -> StoreError {
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn run(path: &Path, mut queue: mpsc::UnboundedReceiver<Msg>) {
-    let mut conns = Conns {
-        path,
-        synced: None,
-        relaxed: None,
-    };
+    let mut conns = Conns { path, conn: None };
     // Ends when every sender is gone: the store was dropped.
     while let Some(first) = queue.blocking_recv() {
         let mut round = Round::default();
@@ -212,16 +211,15 @@ fn run(path: &Path, mut queue: mpsc::UnboundedReceiver<Msg>) {
             }
         }
         if round.len() > 0 {
-            // A panic drops the round's answers (their callers see them lost); the connections
-            // may hold a transaction half-made, so they are closed, which rolls it back.
+            // A panic drops the round's answers (their callers see them lost); the connection
+            // may hold a transaction half-made, so it is closed, which rolls it back.
             let wrote =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| conns.write(round)));
             if wrote.is_err() {
                 tracing::error!(
                     "SQLite's writer panicked in a round; its writes were not answered"
                 );
-                conns.synced = None;
-                conns.relaxed = None;
+                conns.conn = None;
             }
         }
         for reply in probes {
@@ -230,55 +228,82 @@ fn run(path: &Path, mut queue: mpsc::UnboundedReceiver<Msg>) {
     }
 }
 
-/// The thread's two connections, each opened when first needed.
+/// The thread's connection, opened when first needed, and the `synchronous` it is set to.
 struct Conns<'a> {
     path: &'a Path,
-    synced: Option<Connection>,
-    relaxed: Option<Connection>,
+    conn: Option<(Connection, Option<Sync>)>,
+}
+
+/// `PRAGMA synchronous` for a round: `FULL` when it holds a synced write, else `NORMAL`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sync {
+    Full,
+    Normal,
+}
+
+impl Sync {
+    fn of(synced: bool) -> Sync {
+        if synced {
+            Sync::Full
+        } else {
+            Sync::Normal
+        }
+    }
+
+    fn pragma(self) -> &'static str {
+        match self {
+            Sync::Full => "FULL",
+            Sync::Normal => "NORMAL",
+        }
+    }
 }
 
 impl Conns<'_> {
-    /// The synced connection (`FULL`) or the relaxed one (`NORMAL`), opened if need be.
-    fn get(&mut self, synced: bool) -> rusqlite::Result<&mut Option<Connection>> {
-        let (slot, synchronous) = match synced {
-            true => (&mut self.synced, "FULL"),
-            false => (&mut self.relaxed, "NORMAL"),
+    /// The connection, opened if need be, set to `sync` (between rounds: no transaction is
+    /// open, and SQLite refuses the change inside one). One that cannot be set is closed.
+    fn get(&mut self, sync: Sync) -> rusqlite::Result<&Connection> {
+        let (conn, now) = match &mut self.conn {
+            Some(held) => held,
+            None => self.conn.insert((open(self.path)?, None)),
         };
-        if slot.is_none() {
-            *slot = Some(open(self.path, synchronous)?);
+        if *now != Some(sync) {
+            if let Err(e) = conn.pragma_update(None, "synchronous", sync.pragma()) {
+                self.conn = None;
+                return Err(e);
+            }
+            *now = Some(sync);
         }
-        Ok(slot)
+        Ok(&self.conn.as_ref().expect("opened").0)
     }
 
     fn write(&mut self, round: Round) {
-        let slot = match self.get(round.synced()) {
-            Ok(slot) => slot,
+        let conn = match self.get(Sync::of(round.synced())) {
+            Ok(conn) => conn,
             Err(e) => return round.fail(e.into()),
         };
-        if !round.write(slot.as_ref().expect("opened")) {
-            *slot = None;
+        if !round.write(conn) {
+            self.conn = None;
         }
     }
 
+    /// What a synced round and a relaxed round commit with, read back from the connection.
     fn synchronous(&mut self) -> Result<(i64, i64), StoreError> {
-        let mut read = |synced| -> rusqlite::Result<i64> {
-            let slot = self.get(synced)?;
-            let conn = slot.as_ref().expect("opened");
-            conn.pragma_query_value(None, "synchronous", |r| r.get(0))
+        let mut read = |sync| -> rusqlite::Result<i64> {
+            self.get(sync)?
+                .pragma_query_value(None, "synchronous", |r| r.get(0))
         };
-        Ok((read(true)?, read(false)?))
+        Ok((read(Sync::Full)?, read(Sync::Normal)?))
     }
 }
 
-/// A connection to the file, set up as sqlx sets up its own, `synchronous` as asked.
-fn open(path: &Path, synchronous: &str) -> rusqlite::Result<Connection> {
+/// A connection to the file, set up as sqlx sets up its own.
+fn open(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "foreign_keys", true)?;
-    conn.pragma_update(None, "synchronous", synchronous)?;
     // The path's fixed statements (claim, count, exposure, record, ledger row, savepoints):
     // all of them stay prepared.
     conn.set_prepared_statement_cache_capacity(32);
