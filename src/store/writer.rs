@@ -17,9 +17,10 @@
 //! reconciled ledger row) commits with `synchronous = FULL` and syncs the lot; one of relaxed
 //! writes only (`before` claims, the ledger rows of settlements a request saw land:
 //! `durability.rs`) with `NORMAL`. One connection takes both, set before each round as it needs
-//! (SQLite lets a connection change it between transactions): with a connection for each, every
-//! round found the database changed by the other since its last and threw away its page cache,
-//! then read the pages back (perf: a third of the thread's time). It is opened when first needed
+//! (SQLite lets a connection change it between transactions): with a connection for each, a
+//! round found the database changed by the other since its last and dropped its page cache,
+//! reading the pages back (measured: within the noise of CPU per payment; one connection is
+//! simply the least that works). It is opened when first needed
 //! (a store opened only to prepare the database, before the gateway forks into a daemon, never
 //! opens it: SQLite's connections must not cross a fork), as sqlx opens its own (foreign keys
 //! on, a 5-second busy wait). One that could not end a failed round is closed (SQLite rolls back
