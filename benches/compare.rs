@@ -209,7 +209,7 @@ async fn run() {
     for (policy, seq) in &seqs {
         let l = &seq.latencies;
         println!(
-            "paid, sequential, settle = {policy} ({} payments): p50 {:.2} ms, p99 {:.2} ms; CPU per payment: gateway {:.2} ms (its own process), test proxy + origin + client {:.2} ms",
+            "paid, sequential, settle = {policy} ({} payments): p50 {:.2} ms, p99 {:.2} ms; CPU per payment: gateway {:.2} ms (its own process), origin + client {:.2} ms",
             l.len(),
             pct_ms(l, 0.5),
             pct_ms(l, 0.99),

@@ -49,7 +49,8 @@
 //!   chain.rs   trait ChainBackend and its chain-neutral value types: PaymentKey, Verified with
 //!              an opaque, chain-tagged, versioned SchemePayload; ChainBackends by network
 //!   evm/       the EVM backend (EIP-3009 verification and settlement on alloy): verify.rs
-//!              (local checks, simulation, diagnosis), nonce.rs (settler nonces), send.rs
+//!              (local checks, diagnosis), simulate.rs (simulations, those that wait made
+//!              together in one Multicall3 eth_call), nonce.rs (settler nonces), send.rs
 //!              (sending, lookups, receipt wait), batch.rs (Multicall3 batches, each payment
 //!              judged by its own AuthorizationUsed); payload.rs: EvmAuthorization <-> SchemePayload;
 //!              observe.rs: a tower layer timing every RPC call for an RpcObserver (metrics);

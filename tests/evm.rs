@@ -1434,3 +1434,133 @@ async fn a_dropped_settlement_is_sent_again_after_a_restart() {
     assert_eq!(settler_nonce(&chain).await, 1);
     assert_eq!(db.count_claims("settled").await.unwrap(), 1);
 }
+
+/// Simulations that wait for a call slot go to the node together, as one Multicall3
+/// `aggregate3` call, and each keeps the answer it would get alone: a payer without the funds
+/// and a cancelled authorization are refused with their own reasons, the good payments served.
+/// (That a group never lends a member another member's transfer is `simulate.rs`'s unit test:
+/// here every payment before the group has paid the payee already.)
+#[tokio::test(flavor = "multi_thread")]
+async fn simulations_that_wait_go_together_and_each_keeps_its_own_answer() {
+    let s = setup().await;
+    let gw = Arc::new(s.gw);
+    let offer = offer(&gw, "/paid/group").await;
+    let signed_by = |signer: &PrivateKeySigner| {
+        let auth = Authorization::for_offer(&offer, signer.address());
+        (v2_header(&offer, auth.payload(&auth.sign(signer))), auth)
+    };
+    let pay = |header: String| {
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            impatient()
+                .get(gw.url("/paid/group"))
+                .header("payment-signature", header)
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    // Every payment by a payer of its own: a payer's second payment under way makes the
+    // overdraw guard read its balance, an `eth_call` too.
+    let funded = || async {
+        let payer = new_signer();
+        s.chain.mint(payer.address(), 1_000_000).await;
+        signed_by(&payer).0
+    };
+    // Warm: the lookup of Multicall3 and the connection.
+    assert!(pay(funded().await).await.unwrap().status().is_success());
+    let poor = new_signer();
+    let (cancelled, auth) = signed_by(&s.payer);
+    s.chain.cancel(&s.payer, auth.nonce).await;
+    let (good, blocking) = (
+        [funded().await, funded().await],
+        [funded().await, funded().await],
+    );
+
+    // Both call slots held: the next two simulations are answered after 200 ms, a wait the
+    // members below sit out in the queue (they would go alone after 500 ms: see the next test).
+    let calls = s.chain.rpc.count("eth_call");
+    s.chain
+        .rpc
+        .set_fault("eth_call", Fault::Slow(Duration::from_millis(200)), 2);
+    let blockers = blocking.map(pay);
+    while s.chain.rpc.count("eth_call") < calls + 2 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let [good_1, good_2] = good;
+    let members = [good_1, signed_by(&poor).0, cancelled, good_2].map(pay);
+    for b in blockers {
+        assert!(b.await.unwrap().status().is_success());
+    }
+    let mut answers = Vec::new();
+    for m in members {
+        let resp = m.await.unwrap();
+        let status = resp.status();
+        answers.push(if status.is_success() {
+            "paid".to_string()
+        } else {
+            let error = error_of(&resp);
+            format!("{status} {}", error.split(':').next().unwrap_or_default())
+        });
+    }
+    assert_eq!(
+        answers,
+        [
+            "paid",
+            "402 Payment Required invalid_exact_evm_insufficient_balance",
+            "402 Payment Required invalid_exact_evm_nonce_already_used",
+            "paid"
+        ]
+    );
+    // Five calls for seven simulations: the two slow ones, one group of four, and the two that
+    // failed in it again, alone, for their precise reasons.
+    assert_eq!(s.chain.rpc.count("eth_call"), calls + 5);
+    assert_eq!(
+        s.up.hits(),
+        5,
+        "the warm-up, two blockers, two good members"
+    );
+    assert_eq!(s.chain.balance(s.pay_to).await, U256::from(5 * PRICE));
+}
+
+/// A simulation that finds both call slots taken by calls the node does not answer waits a
+/// moment for them (500 ms), then goes alone: a stalled call never holds up the payments behind
+/// it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_simulation_behind_stalled_ones_goes_alone() {
+    let s = setup().await;
+    let (warm, _) = pay(&s, "/paid/stall").await;
+    let get = |header: String| {
+        let url = s.gw.url("/paid/stall");
+        tokio::spawn(async move {
+            impatient()
+                .get(url)
+                .header("payment-signature", header)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    assert!(get(warm).await.unwrap().is_success());
+    let calls = s.chain.rpc.count("eth_call");
+    s.chain.rpc.set_fault("eth_call", Fault::Stall, 2);
+    let stalled = [
+        get(pay(&s, "/paid/stall").await.0),
+        get(pay(&s, "/paid/stall").await.0),
+    ];
+    while s.chain.rpc.count("eth_call") < calls + 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let started = std::time::Instant::now();
+    let status = get(pay(&s, "/paid/stall").await.0).await.unwrap();
+    assert!(status.is_success(), "{status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "waited {:?} behind the stalled calls",
+        started.elapsed()
+    );
+    for handle in stalled {
+        handle.abort();
+    }
+}

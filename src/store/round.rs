@@ -293,14 +293,22 @@ fn ledger_row(conn: &Connection, b: &LedgerBinds, t: i64, t_ms: i64) -> Result<(
     Ok(())
 }
 
-/// Binds `values[i]` to the parameter `$i+1`. By name: SQLite numbers a `$N` parameter by its
-/// first appearance in the text, not by N (sqlx reads the N, and the texts are sqlx's). A value
-/// the text does not use is left out.
+/// Binds each `$N` of `stmt` to `values[N - 1]`. SQLite numbers a statement's parameters by
+/// their first appearance, not by `N` (`SETTLED_SQL` has `$4` before `$3`), so each one's name
+/// says which value it takes. The names are read from SQLite's own statement (no allocation, no
+/// lookup by name: this runs for every statement of every payment).
 fn bind(stmt: &mut rusqlite::Statement<'_>, values: &[&dyn ToSql]) -> rusqlite::Result<()> {
-    for (i, value) in values.iter().enumerate() {
-        if let Some(index) = stmt.parameter_index(&format!("${}", i + 1))? {
-            stmt.raw_bind_parameter(index, *value)?;
-        }
+    for index in 1..=stmt.parameter_count() {
+        let value = stmt
+            .parameter_name(index)
+            .and_then(|name| name.strip_prefix('$'))
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|n| values.get(n.checked_sub(1)?));
+        let Some(value) = value else {
+            let name = stmt.parameter_name(index).unwrap_or("?");
+            return Err(rusqlite::Error::InvalidParameterName(name.to_string()));
+        };
+        stmt.raw_bind_parameter(index, *value)?;
     }
     Ok(())
 }

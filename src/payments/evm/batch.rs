@@ -44,28 +44,32 @@ sol! {
 
 impl EvmBackend {
     /// How many payments one transaction carries: `batch_max` once Multicall3's code is found at
-    /// its address (asked once; an unanswered lookup is asked again next time), else 1.
+    /// its address, else 1.
     pub(super) async fn batch_capacity_now(&self) -> usize {
-        if self.batch_max <= 1 {
+        if self.batch_max <= 1 || !self.has_multicall3().await {
             return 1;
         }
+        self.batch_max
+    }
+
+    /// Whether Multicall3's code is at its address: asked once, and again next time while the
+    /// node has not answered. Settlement batches (`batch_max` above 1) and grouped simulations
+    /// (`simulate.rs`) need it.
+    pub(super) async fn has_multicall3(&self) -> bool {
         let found = self
             .batch_contract
             .get_or_try_init(|| async {
                 let code = self.provider.get_code_at(MULTICALL3).await?;
                 let found = !code.is_empty();
                 if found {
-                    tracing::info!(network = %self.network, batch_max = self.batch_max, "Multicall3 found: concurrent payments are settled in batches");
+                    tracing::info!(network = %self.network, batch_max = self.batch_max, "Multicall3 found: concurrent simulations are made together, and concurrent payments settled in batches where batch_max allows");
                 } else {
-                    tracing::info!(network = %self.network, "no Multicall3 on this network: every payment is settled by its own transaction");
+                    tracing::info!(network = %self.network, "no Multicall3 on this network: every payment is simulated and settled on its own");
                 }
                 Ok::<_, RpcError<TransportErrorKind>>(found)
             })
             .await;
-        match found {
-            Ok(true) => self.batch_max,
-            _ => 1,
-        }
+        matches!(found, Ok(true))
     }
 
     /// Signs one `aggregate3` transaction settling every member, taking one settler nonce.

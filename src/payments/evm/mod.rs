@@ -2,8 +2,9 @@
 //!
 //! Verification is local first (payload shape, recipient, exact amount, time window, EIP-712
 //! signature recovery), so a bad proof costs no RPC call; then exactly one round trip, an `eth_call`
-//! simulation of the transfer from the settler's address. Only when that reverts do further calls
-//! find out why (nonce used, balance, token name/version), to give the client a precise reason.
+//! simulation of the transfer from the settler's address (under load, several payments' in one
+//! call: `simulate.rs`). Only when that reverts do further calls find out why (nonce used,
+//! balance, token name/version), to give the client a precise reason.
 //!
 //! Settlement signs locally with the network's settler key. One nonce counter per settler keeps
 //! concurrent settlements from colliding (the TS facilitator fails 33-75 % of concurrent payments
@@ -21,11 +22,11 @@
 //! (counterfactual, undeployed wallets) is refused with a clear reason.
 //!
 //! `payload.rs` carries the verified authorization to settlement as a chain-neutral
-//! `SchemePayload`, the only form that leaves this backend; `verify.rs` holds the local checks,
-//! the simulation and its diagnosis; `nonce.rs` the settler's nonce counter; `send.rs` sending,
-//! lookups and the receipt wait; `batch.rs` several payments in one Multicall3 transaction;
-//! `domain.rs` EIP-712 signing hashes with each token's domain separator computed once. This
-//! file: the backend's state, fees, and `ChainBackend`.
+//! `SchemePayload`, the only form that leaves this backend; `verify.rs` holds the local checks
+//! and a failed simulation's diagnosis; `simulate.rs` the simulations; `nonce.rs` the settler's
+//! nonce counter; `send.rs` sending, lookups and the receipt wait; `batch.rs` several payments
+//! in one Multicall3 transaction; `domain.rs` EIP-712 signing hashes with each token's domain
+//! separator computed once. This file: the backend's state, fees, and `ChainBackend`.
 //! May import: payments::chain, pricing, config, x402. alloy is used here and nowhere else.
 
 mod batch;
@@ -34,10 +35,12 @@ mod nonce;
 mod observe;
 mod payload;
 mod send;
+mod simulate;
 mod verify;
 
 use nonce::NonceState;
 use send::Sent;
+use simulate::{Simulated, Simulator};
 
 pub use batch::MULTICALL3;
 pub use payload::{EvmAuthorization, PayloadError, CHAIN, PAYLOAD_VERSION};
@@ -185,6 +188,8 @@ pub struct EvmBackend {
     batch_contract: tokio::sync::OnceCell<bool>,
     /// The EIP-712 domain separators of the tokens paid in (`domain.rs`).
     separators: domain::Separators,
+    /// Simulations, made together while others are under way (`simulate.rs`).
+    simulations: Simulator,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -252,10 +257,12 @@ impl EvmBackend {
             };
             Ok(RootProvider::new(client))
         };
+        let provider = rpc()?;
         Ok(EvmBackend {
             chain_id,
             network: network.to_string(),
-            provider: rpc()?,
+            simulations: Simulator::new(provider.clone(), settler.address()),
+            provider,
             background: rpc()?,
             settler,
             confirmations: confirmations.max(1),
@@ -521,11 +528,16 @@ impl ChainBackend for EvmBackend {
 
     async fn verify(&self, offer: &Offer, proof: &PaymentProof) -> Result<Verified, VerifyError> {
         let auth = self.check_locally(offer, proof, unix_now())?;
-        if let Err(e) = self.simulate(&auth).await {
-            return Err(match revert_text(&e) {
-                Some(revert) => self.diagnose(offer, &auth, revert).await,
-                None => VerifyError::Unavailable(scrub(&format!("{}: {e}", self.network))),
-            });
+        let grouped = self.has_multicall3().await;
+        match self.simulations.simulate(&auth, grouped).await {
+            Simulated::Passed => {}
+            Simulated::Reverted(revert) => return Err(self.diagnose(offer, &auth, revert).await),
+            Simulated::Unreachable(e) => {
+                return Err(VerifyError::Unavailable(scrub(&format!(
+                    "{}: {e}",
+                    self.network
+                ))))
+            }
         }
         Ok(Verified {
             key: PaymentKey {

@@ -124,18 +124,6 @@ impl EvmBackend {
         })
     }
 
-    /// Runs the transfer as the settler would, without sending it.
-    pub(super) async fn simulate(
-        &self,
-        auth: &EvmAuthorization,
-    ) -> Result<(), RpcError<TransportErrorKind>> {
-        let tx = TransactionRequest::default()
-            .from(self.settler.address())
-            .to(auth.asset)
-            .input(auth.calldata().into());
-        self.provider.call(tx).await.map(|_| ())
-    }
-
     /// Maps a reverted simulation to the most precise reason we can find.
     pub(super) async fn diagnose(
         &self,
