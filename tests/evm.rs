@@ -1467,8 +1467,12 @@ async fn simulations_that_wait_go_together_and_each_keeps_its_own_answer() {
         s.chain.mint(payer.address(), 1_000_000).await;
         signed_by(&payer).0
     };
-    // Warm: the lookup of Multicall3 and the connection.
+    // Warm: the connection, and the health probe's lookup of Multicall3 (simulations are
+    // grouped once it has found it).
     assert!(pay(funded().await).await.unwrap().status().is_success());
+    while s.chain.rpc.count("eth_getCode") == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let poor = new_signer();
     let (cancelled, auth) = signed_by(&s.payer);
     s.chain.cancel(&s.payer, auth.nonce).await;

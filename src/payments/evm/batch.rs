@@ -52,14 +52,15 @@ impl EvmBackend {
         self.batch_max
     }
 
-    /// Whether Multicall3's code is at its address: asked once, and again next time while the
-    /// node has not answered. Settlement batches (`batch_max` above 1) and grouped simulations
+    /// Whether Multicall3's code is at its address: asked once (by the health probe's first
+    /// round, or the first settlement that could batch), and again next time while the node has
+    /// not answered. Settlement batches (`batch_max` above 1) and grouped simulations
     /// (`simulate.rs`) need it.
     pub(super) async fn has_multicall3(&self) -> bool {
         let found = self
             .batch_contract
             .get_or_try_init(|| async {
-                let code = self.provider.get_code_at(MULTICALL3).await?;
+                let code = self.background.get_code_at(MULTICALL3).await?;
                 let found = !code.is_empty();
                 if found {
                     tracing::info!(network = %self.network, batch_max = self.batch_max, "Multicall3 found: concurrent simulations are made together, and concurrent payments settled in batches where batch_max allows");
@@ -70,6 +71,12 @@ impl EvmBackend {
             })
             .await;
         matches!(found, Ok(true))
+    }
+
+    /// Whether Multicall3 is known to be there, without asking: a verification does not wait
+    /// for the lookup (the health probe makes it at start), and simulates alone until it is.
+    pub(super) fn multicall3_known(&self) -> bool {
+        self.batch_contract.get() == Some(&true)
     }
 
     /// Signs one `aggregate3` transaction settling every member, taking one settler nonce.

@@ -528,8 +528,11 @@ impl ChainBackend for EvmBackend {
 
     async fn verify(&self, offer: &Offer, proof: &PaymentProof) -> Result<Verified, VerifyError> {
         let auth = self.check_locally(offer, proof, unix_now())?;
-        let grouped = self.has_multicall3().await;
-        match self.simulations.simulate(&auth, grouped).await {
+        match self
+            .simulations
+            .simulate(&auth, self.multicall3_known())
+            .await
+        {
             Simulated::Passed => {}
             Simulated::Reverted(revert) => return Err(self.diagnose(offer, &auth, revert).await),
             Simulated::Unreachable(e) => {
@@ -623,6 +626,10 @@ impl ChainBackend for EvmBackend {
             .get_balance(address)
             .await
             .map_err(|e| VerifyError::Unavailable(scrub(&format!("eth_getBalance: {e}"))))?;
+        // Looked for once, here rather than on a payment's path: verifications group their
+        // simulations once it is known (`simulate.rs`). An unanswered lookup is made again on
+        // the next round.
+        self.has_multicall3().await;
         Ok(ChainHealth {
             height: Some(height),
             settlers: vec![SettlerFunds {
