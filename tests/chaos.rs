@@ -891,7 +891,7 @@ async fn run_seed(seed: u64) -> Outcome {
     .await;
     let verbose = std::env::var_os("X402_CHAOS_VERBOSE").is_some();
     if !report.violations.is_empty() {
-        print_txpool(seed, &chain.provider).await;
+        print_txpool(&format!("seed {seed}"), &chain.provider).await;
     }
     if !report.violations.is_empty() || (restarted && verbose) {
         for (n, gw) in gateways.iter().enumerate() {
@@ -913,43 +913,6 @@ async fn run_seed(seed: u64) -> Outcome {
         report,
         requests: seen.len(),
         statuses,
-    }
-}
-
-/// What anvil still holds unmined, by sender: nonces runnable (`pending`) and waiting
-/// (`queued`), beside the sender's mined count. A settlement queued at exactly the mined count
-/// is anvil's pool race (foundry #10122: it arrived while the transaction below it was being
-/// mined, and nothing will run it), not a gap the gateway left.
-async fn print_txpool(seed: u64, provider: &impl Provider) {
-    let Ok(pool) = provider
-        .raw_request::<_, Value>("txpool_content".into(), ())
-        .await
-    else {
-        eprintln!("  seed {seed}: anvil's txpool_content unreadable");
-        return;
-    };
-    let mut held = 0;
-    for kind in ["pending", "queued"] {
-        let Some(senders) = pool[kind].as_object() else {
-            continue;
-        };
-        held += senders.len();
-        for (from, txs) in senders {
-            let nonces: Vec<&String> = txs
-                .as_object()
-                .map(|t| t.keys().collect())
-                .unwrap_or_default();
-            let mined = match from.parse::<Address>() {
-                Ok(a) => provider.get_transaction_count(a).await.ok(),
-                Err(_) => None,
-            };
-            eprintln!(
-                "  seed {seed}: anvil {kind} from {from}: nonces {nonces:?}, mined count {mined:?}"
-            );
-        }
-    }
-    if held == 0 {
-        eprintln!("  seed {seed}: anvil holds no unmined transaction");
     }
 }
 

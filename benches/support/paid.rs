@@ -2,6 +2,7 @@
 //! address): concurrent clients for throughput, batched settlement on or off.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use alloy::primitives::B256;
@@ -140,12 +141,17 @@ pub async fn throughput(clients: usize, per_client: usize, batch_max: usize) -> 
         c.get(gw.url("/free/warm")).send().await.unwrap();
     }
 
+    // The first 503 (a settlement sent and not confirmed: a stalled chain, README) has anvil's
+    // pool printed at that moment: which of the settler's nonces it holds, runnable or waiting,
+    // against its mined count.
+    let stalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let started = Instant::now();
     let tasks: Vec<_> = signed
         .into_iter()
         .map(|headers| {
             let c = client();
             let url = gw.url("/paid/bench");
+            let (stalled, provider) = (stalled.clone(), chain.provider.clone());
             tokio::spawn(async move {
                 let mut out = Vec::new();
                 for h in headers {
@@ -155,6 +161,13 @@ pub async fn throughput(clients: usize, per_client: usize, batch_max: usize) -> 
                     let failed = match c.get(&url).header("payment-signature", h).send().await {
                         Ok(r) => {
                             let status = r.status();
+                            if status == 503 && !stalled.swap(true, Ordering::SeqCst) {
+                                let label = format!(
+                                    "{clients} clients, batch_max {batch_max}, first 503 after {:.1} s",
+                                    started.elapsed().as_secs_f64()
+                                );
+                                print_txpool(&label, &provider).await;
+                            }
                             let body = r.bytes().await.unwrap_or_default();
                             (!status.is_success()).then(|| {
                                 let body = String::from_utf8_lossy(&body);

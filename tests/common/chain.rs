@@ -614,3 +614,40 @@ pub fn decode_b64_json(value: &str) -> Value {
         .unwrap();
     serde_json::from_slice(&bytes).unwrap()
 }
+
+/// What anvil still holds unmined, by sender: nonces runnable (`pending`) and waiting
+/// (`queued`), beside the sender's mined count. A settlement queued at exactly the mined count
+/// is anvil's pool race (foundry #10122: it arrived while the transaction below it was being
+/// mined, and nothing will run it), not a gap the gateway left.
+pub async fn print_txpool(label: &str, provider: &impl Provider) {
+    let Ok(pool) = provider
+        .raw_request::<_, Value>("txpool_content".into(), ())
+        .await
+    else {
+        eprintln!("  {label}: anvil's txpool_content unreadable");
+        return;
+    };
+    let mut held = 0;
+    for kind in ["pending", "queued"] {
+        let Some(senders) = pool[kind].as_object() else {
+            continue;
+        };
+        held += senders.len();
+        for (from, txs) in senders {
+            let nonces: Vec<&String> = txs
+                .as_object()
+                .map(|t| t.keys().collect())
+                .unwrap_or_default();
+            let mined = match from.parse::<Address>() {
+                Ok(a) => provider.get_transaction_count(a).await.ok(),
+                Err(_) => None,
+            };
+            eprintln!(
+                "  {label}: anvil {kind} from {from}: nonces {nonces:?}, mined count {mined:?}"
+            );
+        }
+    }
+    if held == 0 {
+        eprintln!("  {label}: anvil holds no unmined transaction");
+    }
+}
