@@ -648,6 +648,12 @@ async fn dripped_and_unfinished_headers_do_not_stall_the_gateway() {
 
 /// Reads one response with a `Content-Length` body from a keep-alive connection: (status, body).
 async fn next_response(stream: &mut tokio::net::TcpStream) -> (u16, Value) {
+    let (status, _, body) = next_answer(stream).await;
+    (status, body)
+}
+
+/// `next_response`, with the response's head (lower-cased) too.
+async fn next_answer(stream: &mut tokio::net::TcpStream) -> (u16, String, Value) {
     use tokio::io::AsyncReadExt;
     let mut got = Vec::new();
     let mut buf = [0u8; 8192];
@@ -661,7 +667,7 @@ async fn next_response(stream: &mut tokio::net::TcpStream) -> (u16, Value) {
                 .expect("a Content-Length");
             if got.len() >= end + 4 + len {
                 assert_eq!(got.len(), end + 4 + len, "bytes beyond the response");
-                return (status_of(&got), body_of(&got));
+                return (status_of(&got), head, body_of(&got));
             }
         }
         let n = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buf))
@@ -732,6 +738,94 @@ async fn one_keep_alive_connection_serves_requests_of_every_shape_in_turn() {
     }
     assert_eq!(up.hits(), 5, "every free request reached the origin once");
     assert_no_panic();
+}
+
+/// An unpaid request with a small body (a JSON POST, as most paid APIs take) gets its 402 on a
+/// connection that stays open: the gateway reads the body and drops it, so the client's paid
+/// retry needs no new connection. The body is never taken for the next request, even when it
+/// reads as one. A body too big to read unpaid, one of unknown length (chunked) and one the
+/// client holds back for a `100 Continue` still close the connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_402_to_a_small_body_keeps_the_connection_and_drops_the_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _serial = SERIAL.lock().await;
+    count_panics();
+    let up = Upstream::start();
+    let gw = roomy(&up);
+    let connect = || tokio::net::TcpStream::connect(gw.addr);
+
+    // The body reads as a request of its own: were it not dropped, it would reach the origin.
+    let smuggled = "GET /free/smuggled HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut s = connect().await.unwrap();
+    for round in 0..3 {
+        s.write_all(
+            format!(
+                "POST /paid/x HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{smuggled}",
+                smuggled.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let (status, head, _) = next_answer(&mut s).await;
+        assert_eq!(status, 402, "round {round}");
+        assert!(
+            head.contains("connection: keep-alive"),
+            "round {round}: {head}"
+        );
+        s.write_all(format!("GET /free/real{round} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let (status, echo) = next_response(&mut s).await;
+        assert_eq!(status, 201, "round {round}: {echo}");
+        assert_eq!(echo["path"], format!("/free/real{round}"));
+    }
+    assert_eq!(up.hits(), 3, "only the real requests reached the origin");
+
+    // The body in two pieces, the second after the answer: read then, and the next request
+    // served.
+    let mut s = connect().await.unwrap();
+    s.write_all(b"POST /paid/x HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n01234")
+        .await
+        .unwrap();
+    let (status, head, _) = next_answer(&mut s).await;
+    assert_eq!(status, 402);
+    assert!(head.contains("connection: keep-alive"), "{head}");
+    s.write_all(b"56789").await.unwrap();
+    // Apart: bytes read beyond a body close the connection (pingora does not pipeline).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(b"GET /free/after HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, echo) = next_response(&mut s).await;
+    assert_eq!((status, echo["path"].as_str()), (201, Some("/free/after")));
+
+    // Closed, and promptly: a body over the limit (nothing of it sent), a chunked one, and one
+    // held back for `100 Continue`.
+    let big = respond_limit() + 1;
+    for request in [
+        format!("POST /paid/x HTTP/1.1\r\nHost: t\r\nContent-Length: {big}\r\n\r\n"),
+        "POST /paid/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+            .to_string(),
+        "POST /paid/x HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n"
+            .to_string(),
+    ] {
+        let mut s = connect().await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let (status, head, _) = next_answer(&mut s).await;
+        assert_eq!(status, 402, "{request}");
+        assert!(head.contains("connection: close"), "{request}: {head}");
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+        assert!(matches!(closed, Ok(Ok(_))), "{request}: not closed");
+    }
+    assert_eq!(up.hits(), 4);
+    assert_no_panic();
+}
+
+/// The largest body the gateway reads and drops unpaid (`proxy::respond::DROPPED_BODY_MAX`).
+fn respond_limit() -> u64 {
+    x402_gate::proxy::respond::DROPPED_BODY_MAX
 }
 
 /// Two requests in one write (HTTP/1.1 pipelining, which the gateway does not enable): the first

@@ -223,6 +223,36 @@ fn error_parts<'a>(
     (status, Bytes::from(body))
 }
 
+/// The largest request body the gateway reads and drops, unforwarded, to keep the connection
+/// open after answering without it: a JSON call's, not an upload's.
+pub const DROPPED_BODY_MAX: u64 = 64 * 1024;
+/// How long reading such a body may take after the answer went out; a client slower than that
+/// loses the connection, as it would without the read.
+pub const DROPPED_BODY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether the gateway reads and drops the unread body of a request it answers itself (a 402
+/// to an unpaid POST, say), keeping the connection for the next request, rather than closing
+/// it: when the body's length is known (`Content-Length`, no `Transfer-Encoding`) and at most
+/// `DROPPED_BODY_MAX`, and the client is not waiting for a `100 Continue` it will never get
+/// (`Expect`: it may send the body or not, so the connection cannot tell its next request from
+/// the body). A client that pays after a 402 then needs no new connection (in production, no new
+/// TLS handshake). Pure.
+pub fn drops_body(headers: &http::HeaderMap) -> bool {
+    use http::header::{CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
+    if headers.contains_key(TRANSFER_ENCODING) || headers.contains_key(EXPECT) {
+        return false;
+    }
+    let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
+    let (Some(length), None) = (lengths.next(), lengths.next()) else {
+        return false;
+    };
+    length
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_some_and(|n| n <= DROPPED_BODY_MAX)
+}
+
 /// Writes a reply as the whole answer to the request.
 pub async fn send(
     session: &mut Session,
@@ -232,10 +262,62 @@ pub async fn send(
 ) -> Result<()> {
     if reply.close {
         session.set_keepalive(None);
+    } else if drops_body(&session.req_header().headers) {
+        // pingora closes a connection whose request body is unread when the answer goes out;
+        // told not to, it reads the rest after the answer (`finish`), within the wait.
+        session.set_close_on_response_before_downstream_finish(false);
+        session.set_total_drain_timeout(Some(DROPPED_BODY_WAIT));
     }
     let (resp, body) = render(reply, allow_origin, request_id)?;
     if body.is_empty() {
         return session.write_response_header(Box::new(resp), true).await;
     }
     write(session, resp, body).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for (name, value) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn only_a_small_body_of_known_length_is_read_and_dropped() {
+        let max = DROPPED_BODY_MAX.to_string();
+        let over = (DROPPED_BODY_MAX + 1).to_string();
+        for (pairs, drops) in [
+            (vec![("content-length", "17")], true),
+            (vec![("content-length", " 0 ")], true),
+            (vec![("content-length", max.as_str())], true),
+            (vec![("content-length", over.as_str())], false),
+            (vec![("content-length", "-1")], false),
+            (vec![("content-length", "1e3")], false),
+            (
+                vec![("content-length", "17"), ("content-length", "17")],
+                false,
+            ),
+            (vec![("transfer-encoding", "chunked")], false),
+            (
+                vec![("content-length", "17"), ("transfer-encoding", "chunked")],
+                false,
+            ),
+            (
+                vec![("content-length", "17"), ("expect", "100-continue")],
+                false,
+            ),
+            // No body at all: nothing to read, pingora keeps the connection anyway.
+            (vec![], false),
+        ] {
+            assert_eq!(drops_body(&headers(&pairs)), drops, "{pairs:?}");
+        }
+    }
 }
