@@ -23,6 +23,12 @@ const BATCH_BASE_GAS: u64 = 60_000;
 /// paid; a limit too low would fail the last payments of a batch (they then fail, uncharged).
 const MEMBER_GAS: u64 = 150_000;
 
+/// The gas limit of one `aggregate3` call carrying `members` payments: a batch settlement's,
+/// and a group of simulations' (`simulate.rs`).
+pub(super) fn batch_gas(members: usize) -> u64 {
+    BATCH_BASE_GAS + MEMBER_GAS * members as u64
+}
+
 sol! {
     interface IMulticall3 {
         struct Call3 {
@@ -98,8 +104,8 @@ impl EvmBackend {
             })
             .collect();
         let input = IMulticall3::aggregate3Call { calls }.abi_encode();
-        let gas = BATCH_BASE_GAS + MEMBER_GAS * auths.len() as u64;
-        self.sign_settlement(MULTICALL3, input.into(), gas).await
+        self.sign_settlement(MULTICALL3, input.into(), batch_gas(auths.len()))
+            .await
     }
 
     /// Sends a prepared batch and reads each member's outcome from its receipt.

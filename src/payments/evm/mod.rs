@@ -14,8 +14,9 @@
 //! are sent again while no receipt comes, for a node that dropped them.
 //!
 //! Every RPC call is bounded by the network's `rpc_timeout_seconds` (the HTTP client's request
-//! timeout), and no lock is held across one: a node that stops answering costs each request at
-//! most that long, never wedges the others.
+//! timeout), and no lock is held across one: a node that stops answering costs each call at most
+//! that long, never wedges the others. (A simulation may first wait up to 500 ms to join a group,
+//! and one that failed in its group is made again alone: `simulate.rs`.)
 //!
 //! 65-byte signatures are EOA signatures and must recover to `from`. Longer signatures are taken
 //! as ERC-1271 smart-wallet signatures and checked by simulating the `bytes` overload. EIP-6492
@@ -369,8 +370,15 @@ impl EvmBackend {
     }
 }
 
+/// Why an `eth_call` failed, when the node says the call ran and failed (a revert, out of gas):
+/// the decoded revert reason, else the node's message. `None` for any other answer: a transport
+/// error, or an error answer from a node that did not run the call (a rate limit, a capacity or
+/// state error), which is an outage (a 503), never the payment's fault (a 402).
 fn revert_text(e: &RpcError<TransportErrorKind>) -> Option<String> {
     let payload = e.as_error_resp()?;
+    if !call_failed(payload.code, &payload.message) {
+        return None;
+    }
     let decoded = payload
         .as_revert_data()
         .and_then(|d| alloy::sol_types::decode_revert_reason(&d));
@@ -378,6 +386,19 @@ fn revert_text(e: &RpcError<TransportErrorKind>) -> Option<String> {
         Some(reason) => reason,
         None => payload.message.to_string(),
     })
+}
+
+/// The one place where an `eth_call` error's words decide: whether the node ran the call and it
+/// failed. JSON-RPC code 3 is a revert with data (geth, reth, anvil); without data geth answers
+/// -32000 "execution reverted"; a call that runs out of gas or hits an invalid opcode fails the
+/// same way. Anything else (429s, "header not found", "request limit reached") is the node's.
+fn call_failed(code: i64, message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    code == 3
+        || m.contains("revert")
+        || m.contains("out of gas")
+        || m.contains("gas required exceeds")
+        || m.contains("invalid opcode")
 }
 
 #[async_trait]

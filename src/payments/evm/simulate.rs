@@ -4,17 +4,29 @@
 //!
 //! Under load a node spends most of an `eth_call` on the call itself (the request, a state view,
 //! an EVM set up), not on the transfer it runs: one call for many payments is what lets it keep
-//! up. There is no timer: a simulation that finds a call slot free and nobody waiting runs alone,
-//! at once, exactly as without grouping, so a quiet gateway's latency does not change.
+//! up. A group does not wait for a timer to fill: a simulation that finds a call slot free and
+//! nobody waiting runs alone, at once, exactly as without grouping, so a quiet gateway's latency
+//! does not change.
 //!
-//! A group only ever says yes for a member that would pass alone:
+//! A group only ever says yes for a member that would pass alone, for payers whose signature is
+//! checked without running their code (65- or 64-byte signatures of plain accounts; a smart
+//! wallet's, of any other length, is always simulated alone):
 //! - a member that fails inside the group is simulated again alone, and that answer (its revert
 //!   and its diagnosis) is the one given, as if there had been no group;
 //! - a member only joins a group when no earlier member pays its payer (`to == from`): an earlier
 //!   member's transfer could otherwise fund it. Earlier members can only take a payer's balance
 //!   or use a nonce, which makes a later member fail (and be simulated again alone), never pass.
-//! - a group call that fails as a whole is answered member by member, alone; one the node never
-//!   answered is every member's outage (a 503 each, not a wait for each alone).
+//! - a group call the node answers with a revert of the whole (out of gas, say) is answered
+//!   member by member, alone; one it does not answer, or answers with an error that is not a
+//!   revert (a rate limit), is every member's outage: a 503 each, not a call each alone.
+//!
+//! A group's gas is the batch settlement's own budget for as many payments (`batch.rs`), so one
+//! member's token or account code cannot take a node's whole `eth_call` allowance, or its time,
+//! from the others.
+//!
+//! A simulation waits at most `GROUP_WAIT` to be taken into a group, then its group's call,
+//! bounded by the RPC timeout as any call is; a member that failed in the group is then
+//! simulated alone, one call more.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +34,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
-use super::batch::IMulticall3;
+use super::batch::{batch_gas, IMulticall3};
 use super::*;
 
 /// Simulations under way at once per backend: enough that a quiet gateway's simulations never
@@ -32,8 +44,7 @@ const CALLS_IN_FLIGHT: usize = 2;
 /// to answer the calls under way gains nothing from grouping, and a member waiting for a slot and
 /// then for its group's call would otherwise take up to two `rpc_timeout`s to fail.
 const GROUP_WAIT: Duration = Duration::from_millis(500);
-/// Most members one group call carries: about 100k gas each (an ERC-1271 wallet's check
-/// included) keeps a group far under the 30M+ a node allows an `eth_call`.
+/// Most members one group call carries: at the batch settlement's 150k gas each, under 10M.
 const GROUP_MAX: usize = 64;
 
 /// What one simulation said.
@@ -48,15 +59,20 @@ pub(super) enum Simulated {
 }
 
 impl Simulated {
-    fn of(answer: Result<(), RpcError<TransportErrorKind>>) -> Self {
-        match answer {
-            Ok(()) => Simulated::Passed,
-            Err(e) => match revert_text(&e) {
-                Some(revert) => Simulated::Reverted(revert),
-                None => Simulated::Unreachable(e.to_string()),
-            },
-        }
+    /// A call's answer: its value, or why there is none (a revert, or no usable answer).
+    fn of<T>(answer: Result<T, RpcError<TransportErrorKind>>) -> Result<T, Simulated> {
+        answer.map_err(|e| match revert_text(&e) {
+            Some(revert) => Simulated::Reverted(revert),
+            None => Simulated::Unreachable(e.to_string()),
+        })
     }
+}
+
+/// Whether the token checks `auth`'s signature without running the payer's code: an account's
+/// 65- or 64-byte signature. (A smart wallet's is checked by calling it, and its code could do
+/// anything inside a group: use the group's gas, read what earlier members changed.)
+fn plain_signature(auth: &EvmAuthorization) -> bool {
+    matches!(auth.signature.len(), 64 | 65)
 }
 
 /// One backend's simulations: the call slots, and the members waiting for one.
@@ -93,11 +109,12 @@ impl Simulator {
         }
     }
 
-    /// Simulates `auth`: alone when a slot is free and nobody waits, or when the network has no
-    /// Multicall3 (`grouped` false); else in the next group.
+    /// Simulates `auth`: alone when a slot is free and nobody waits, when the network has no
+    /// Multicall3 (`grouped` false) or when the payer's signature runs its code; else in the
+    /// next group.
     pub(super) async fn simulate(&self, auth: &EvmAuthorization, grouped: bool) -> Simulated {
         let inner = &self.inner;
-        if !grouped {
+        if !grouped || !plain_signature(auth) {
             return inner.alone(auth).await;
         }
         if inner.waiting.lock().expect("not poisoned").is_empty() {
@@ -164,7 +181,10 @@ impl Inner {
             .from(self.from)
             .to(auth.asset)
             .input(auth.calldata().into());
-        Simulated::of(self.provider.call(tx).await.map(drop))
+        match Simulated::of(self.provider.call(tx).await) {
+            Ok(_) => Simulated::Passed,
+            Err(why) => why,
+        }
     }
 
     /// Starts a group call for the waiting members while slots are free. Called after a member
@@ -181,7 +201,13 @@ impl Inner {
             };
             let group = take_group(&mut this.waiting.lock().expect("not poisoned"));
             if group.is_empty() {
-                return;
+                // A member that queued while this permit was held found no slot: look again
+                // now that it is back, or it would wait with a slot free.
+                drop(permit);
+                if this.waiting.lock().expect("not poisoned").is_empty() {
+                    return;
+                }
+                continue;
             }
             let inner = this.clone();
             runtime.spawn(async move {
@@ -212,14 +238,14 @@ impl Inner {
         let tx = TransactionRequest::default()
             .from(self.from)
             .to(MULTICALL3)
+            .gas_limit(batch_gas(group.len()))
             .input(Bytes::from(IMulticall3::aggregate3Call { calls }.abi_encode()).into());
-        let results = match self.provider.call(tx).await {
+        let results = match Simulated::of(self.provider.call(tx).await) {
             Ok(raw) => IMulticall3::aggregate3Call::abi_decode_returns(&raw)
                 .ok()
                 .filter(|r| r.len() == group.len()),
-            Err(e) if revert_text(&e).is_none() => {
-                // The node did not answer: each member alone would wait for it again.
-                let message = e.to_string();
+            Err(Simulated::Unreachable(message)) => {
+                // Each member alone would wait for the node again, or be refused again.
                 for w in group {
                     let _ = w.reply.send(Simulated::Unreachable(message.clone()));
                 }
@@ -248,17 +274,23 @@ impl Inner {
 }
 
 /// Up to `GROUP_MAX` waiting members, in arrival order, leaving for a later group any whose payer
-/// an earlier member of this group pays.
+/// an earlier member of this group pays. Members whose request is gone (nobody awaits the
+/// answer) are dropped, not simulated.
 fn take_group(waiting: &mut VecDeque<Waiting>) -> Vec<Waiting> {
     let mut group: Vec<Waiting> = Vec::new();
+    let mut paid = std::collections::HashSet::new();
     let mut later = VecDeque::new();
     while group.len() < GROUP_MAX {
         let Some(w) = waiting.pop_front() else {
             break;
         };
-        if group.iter().any(|g| g.auth.to == w.auth.from) {
+        if w.reply.is_closed() {
+            continue;
+        }
+        if paid.contains(&w.auth.from) {
             later.push_back(w);
         } else {
+            paid.insert(w.auth.to);
             group.push(w);
         }
     }
@@ -273,8 +305,11 @@ fn take_group(waiting: &mut VecDeque<Waiting>) -> Vec<Waiting> {
 mod tests {
     use super::*;
 
-    fn waiting(id: u64, from: Address, to: Address) -> Waiting {
-        Waiting {
+    /// A waiting member, and the receiver its request would await (kept alive by the test: a
+    /// member nobody awaits is dropped from the queue).
+    fn waiting(id: u64, from: Address, to: Address) -> (Waiting, oneshot::Receiver<Simulated>) {
+        let (reply, answer) = oneshot::channel();
+        let w = Waiting {
             id,
             auth: EvmAuthorization {
                 chain_id: 1,
@@ -287,8 +322,15 @@ mod tests {
                 nonce: B256::with_last_byte(id as u8),
                 signature: Bytes::new(),
             },
-            reply: oneshot::channel().0,
-        }
+            reply,
+        };
+        (w, answer)
+    }
+
+    fn queue(
+        members: impl IntoIterator<Item = (Waiting, oneshot::Receiver<Simulated>)>,
+    ) -> (VecDeque<Waiting>, Vec<oneshot::Receiver<Simulated>>) {
+        members.into_iter().unzip()
     }
 
     fn ids(members: &[Waiting]) -> Vec<u64> {
@@ -302,7 +344,7 @@ mod tests {
             Address::repeat_byte(2),
             Address::repeat_byte(9),
         );
-        let mut queue = VecDeque::from([
+        let (mut queue, _answers) = queue([
             waiting(0, a, payee),
             // The payee paying: member 0's transfer would fund it inside the group.
             waiting(1, payee, payee),
@@ -322,11 +364,30 @@ mod tests {
     #[test]
     fn a_group_takes_at_most_group_max_in_arrival_order() {
         let payee = Address::repeat_byte(9);
-        let mut queue: VecDeque<Waiting> = (0..GROUP_MAX as u64 + 3)
-            .map(|i| waiting(i, Address::repeat_byte(1), payee))
-            .collect();
+        let n = GROUP_MAX as u64;
+        let (mut queue, _answers) =
+            queue((0..n + 3).map(|i| waiting(i, Address::repeat_byte(1), payee)));
         let first = take_group(&mut queue);
-        assert_eq!(ids(&first), (0..GROUP_MAX as u64).collect::<Vec<_>>());
-        assert_eq!(ids(&take_group(&mut queue)), [64, 65, 66]);
+        assert_eq!(ids(&first), (0..n).collect::<Vec<_>>());
+        assert_eq!(ids(&take_group(&mut queue)), [n, n + 1, n + 2]);
+    }
+
+    #[test]
+    fn a_chain_of_payments_goes_one_link_per_group() {
+        let [a, b, c, d] = [1, 2, 3, 4].map(Address::repeat_byte);
+        // a pays b, b pays c, c pays d: each link could fund the next.
+        let (mut queue, _answers) = queue([waiting(0, a, b), waiting(1, b, c), waiting(2, c, d)]);
+        assert_eq!(ids(&take_group(&mut queue)), [0, 2]);
+        assert_eq!(ids(&take_group(&mut queue)), [1]);
+    }
+
+    #[test]
+    fn a_member_nobody_awaits_is_dropped_unsimulated() {
+        let payee = Address::repeat_byte(9);
+        let (mut queue, mut answers) =
+            queue((0..3).map(|i| waiting(i, Address::repeat_byte(1), payee)));
+        drop(answers.remove(1));
+        assert_eq!(ids(&take_group(&mut queue)), [0, 2]);
+        assert!(queue.is_empty());
     }
 }

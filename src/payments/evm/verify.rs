@@ -1,5 +1,6 @@
-//! Verification of an EIP-3009 proof: every local check first (so a bad proof costs no RPC call),
-//! then one simulation, and a diagnosis of its revert into the most precise reason.
+//! Verification of an EIP-3009 proof: every local check first (so a bad proof costs no RPC call);
+//! then the simulation (`simulate.rs`), and here the diagnosis of its revert into the most
+//! precise reason.
 
 use super::*;
 
@@ -187,7 +188,41 @@ impl EvmBackend {
 
 #[cfg(test)]
 mod tests {
+    use super::super::call_failed;
     use alloy::primitives::{keccak256, Address, Signature, U256};
+
+    /// Pure: which `eth_call` error answers are the payment's failure (a 402) and which the
+    /// node's (a 503). The texts are what geth, reth, anvil and hosted RPCs answer.
+    #[test]
+    fn a_revert_is_the_payments_failure_anything_else_the_nodes() {
+        for (code, message, failed) in [
+            (
+                3,
+                "execution reverted: FiatTokenV2: invalid signature",
+                true,
+            ),
+            (-32000, "execution reverted", true),
+            (
+                -32015,
+                "VM Exception while processing transaction: revert",
+                true,
+            ),
+            (-32000, "out of gas", true),
+            (-32000, "gas required exceeds allowance (30000000)", true),
+            (-32000, "invalid opcode: INVALID", true),
+            (-32005, "request limit reached", false),
+            (429, "Too Many Requests", false),
+            (-32000, "header not found", false),
+            (
+                -32601,
+                "the method eth_call does not exist/is not available",
+                false,
+            ),
+            (-32603, "internal error", false),
+        ] {
+            assert_eq!(call_failed(code, message), failed, "{code} {message}");
+        }
+    }
     use alloy::signers::local::{PrivateKeySigner, Secp256k1Signer};
     use alloy::signers::SignerSync;
 
