@@ -32,7 +32,7 @@ use serde_json::{json, Value};
 use common::chain::{decode_b64_json, v2_header, Authorization};
 use common::*;
 use support::paid::{print_runs, sequential, throughput, Figures};
-use support::wrk::{wrk, wrk_measuring, wrk_with, Wrk};
+use support::wrk::{wrk_measuring, wrk_with, Wrk};
 use support::{idle, pct_ms};
 
 struct Plan {
@@ -196,6 +196,14 @@ async fn run() {
             challenge.rps / slow.rps,
             challenge.cpu_us / slow.cpu_us
         );
+        let post = get("402 to a JSON POST");
+        ratios["post_vs_get_402_throughput"] = json!(post.rps / challenge.rps);
+        ratios["post_vs_get_402_cpu"] = json!(post.cpu_us / challenge.cpu_us);
+        println!(
+            "  402 to a JSON POST / to a GET: {:.2}x throughput, {:.2}x CPU",
+            post.rps / challenge.rps,
+            post.cpu_us / challenge.cpu_us
+        );
         if let Some((_, nginx)) = h.iter().find(|(name, _)| *name == NGINX) {
             ratios["challenge_vs_nginx_cpu"] = json!(challenge.cpu_us / nginx.cpu_us);
             println!(
@@ -299,28 +307,31 @@ async fn http_paths(seconds: u64) -> Vec<(&'static str, Wrk)> {
         .unwrap();
     assert_eq!(check.status(), 402, "the invalid proof is refused");
     let invalid_header = format!("payment-signature: {invalid}");
-    let urls = [
-        ("origin alone", format!("{}/free/x", up.url()), None),
-        ("bare pingora", format!("http://{bare}/free/x"), None),
-        ("free route", gw.url("/free/x"), None),
-        ("402 challenge", gw.url("/paid/x"), None),
+    // A paid API's usual first request: a JSON POST without a payment. Its 402 keeps the
+    // connection (the body is read and dropped: `src/proxy/respond.rs`), as a GET's does.
+    let post = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(post.path(), POST_SCRIPT).unwrap();
+    let post_script = post.path().display().to_string();
+    let urls: [(&str, String, &[&str]); 7] = [
+        ("origin alone", format!("{}/free/x", up.url()), &[]),
+        ("bare pingora", format!("http://{bare}/free/x"), &[]),
+        ("free route", gw.url("/free/x"), &[]),
+        ("402 challenge", gw.url("/paid/x"), &[]),
         // The same 402 through pingora's session: an announced empty body is one of the things
         // the quick answer (`src/proxy/quick.rs`) leaves to pingora.
         (
             "402 via pingora's session",
             gw.url("/paid/x"),
-            Some("content-length: 0"),
+            &["-H", "content-length: 0"],
         ),
         (
-            "invalid proof",
+            "402 to a JSON POST",
             gw.url("/paid/x"),
-            Some(invalid_header.as_str()),
+            &["-s", &post_script],
         ),
+        ("invalid proof", gw.url("/paid/x"), &["-H", &invalid_header]),
     ];
-    let run = |url: &str, header: Option<&str>, secs: u64| match header {
-        Some(h) => wrk_with(url, secs, &["-H", h]),
-        None => wrk(url, secs),
-    };
+    let run = |url: &str, extra: &[&str], secs: u64| wrk_with(url, secs, extra);
     // Warm every path, then measure each.
     let mut rows = Vec::new();
     if let Some(n) = &nginx {
@@ -329,15 +340,21 @@ async fn http_paths(seconds: u64) -> Vec<(&'static str, Wrk)> {
         wrk_measuring(&url, 1, &[], &cpu);
         rows.push((NGINX, wrk_measuring(&url, seconds, &[], &cpu)));
     }
-    for (_, url, header) in &urls {
-        run(url, *header, 1);
+    for (_, url, extra) in &urls {
+        run(url, extra, 1);
     }
     rows.extend(
         urls.iter()
-            .map(|(name, url, header)| (*name, run(url, *header, seconds))),
+            .map(|(name, url, extra)| (*name, run(url, extra, seconds))),
     );
     rows
 }
+
+/// wrk's script for the JSON POST row.
+const POST_SCRIPT: &str = r#"wrk.method = "POST"
+wrk.body = '{"model":"small","prompt":"a paid call with a JSON body, as most paid APIs take"}'
+wrk.headers["Content-Type"] = "application/json"
+"#;
 
 /// The gateway binary's RSS idle, and holding `n` idle keep-alive connections (and how many it
 /// took), in KiB.
