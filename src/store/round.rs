@@ -3,20 +3,23 @@
 //! call into SQLite here; through sqlx it was a message to the connection's thread and back (two
 //! thread wake-ups, and under load a wait for a core each), which was most of a round's time.
 //!
-//! - Claims, each in a savepoint: the claim's insert, its month's count, the payer's exposure
-//!   when asked (the overdraw guard's read: in the claim's transaction, after its insert, so it
-//!   sees every claim committed before and every claim of the round before it; a claim after it
-//!   sees it, as SQLite's one writer orders claims alone). A replay or a quota refusal is rolled
-//!   back to its savepoint alone.
+//! - Claims: the claim's insert, its month's count, the payer's exposure when asked (the
+//!   overdraw guard's read: in the claim's transaction, after its insert, so it sees every claim
+//!   committed before and every claim of the round before it; a claim after it sees it, as
+//!   SQLite's one writer orders claims alone). A replay or a quota refusal is rolled back to its
+//!   savepoint alone.
 //! - Settlement records: a claim's one `UPDATE`, which changes nothing when it refuses; a batch's
 //!   one `UPDATE` of all its claims, in a savepoint (a finished claim refuses its batch only).
 //! - Ledger rows: each row's insert and its claim's move to `settled` (relaxed ones; a
 //!   reconciled row is synced, as a settlement record is).
 //!
 //! Then `COMMIT` (`ROLLBACK` when nothing is to be kept: replays and refusals only). Nothing is
-//! answered before it. A database error in any write fails the round's every write (none is
-//! kept): a claim then answers 503 and is made again by its client's retry, a record refused is
-//! never sent, a ledger row is written again by the reconciler.
+//! answered before it. Each write runs in a savepoint of its own (`alone`): one the database
+//! refuses for its own rows (a constraint, a trigger) is undone alone and answered with the
+//! refusal, and the round's other writes go on. Any other database error (I/O, a full disk)
+//! fails the round's every write (none is kept). Either way a claim refused answers 503 and is
+//! made again by its client's retry, a record refused is never sent, and a ledger row refused is
+//! written again by the reconciler.
 //!
 //! The statements' texts are the ones the sqlx paths run (Postgres, and SQLite's fallbacks), with
 //! their `$N` parameters bound by name (`bind`).
@@ -35,8 +38,12 @@ use crate::payments::chain::PreparedSettlement;
 
 type Reply = oneshot::Sender<Result<(), StoreError>>;
 
-/// A round's answers: each claim's, each settlement record's.
-type Answers = (Vec<Claimed>, Vec<Result<(), StoreError>>);
+/// A round's answers: each claim's, each settlement record's, each ledger write's.
+type Answers = (
+    Vec<Result<Claimed, StoreError>>,
+    Vec<Result<(), StoreError>>,
+    Vec<Result<(), StoreError>>,
+);
 
 /// The writes one round makes.
 #[derive(Default)]
@@ -111,15 +118,15 @@ impl Round {
     /// (closing rolls back whatever it left open).
     pub(super) fn write(self, conn: &Connection) -> bool {
         match self.write_together(conn) {
-            Ok((claimed, marked)) => {
+            Ok((claimed, marked, recorded)) => {
                 for (job, outcome) in self.claims.into_iter().zip(claimed) {
-                    let _ = job.reply.send(Ok(outcome));
+                    let _ = job.reply.send(outcome);
                 }
                 for ((_, _, reply), outcome) in self.marks.into_iter().zip(marked) {
                     let _ = reply.send(outcome);
                 }
-                for (_, _, reply) in self.ledgers {
-                    let _ = reply.send(Ok(()));
+                for ((_, _, reply), outcome) in self.ledgers.into_iter().zip(recorded) {
+                    let _ = reply.send(outcome);
                 }
                 true
             }
@@ -133,8 +140,8 @@ impl Round {
         }
     }
 
-    /// The round as one transaction (see the module's doc): each claim's answer and each
-    /// record's, or the error that failed them all. The caller ends the transaction on error.
+    /// The round as one transaction (see the module's doc): each write's answer, or the error
+    /// that failed them all. The caller ends the transaction on error.
     fn write_together(&self, conn: &Connection) -> Result<Answers, StoreError> {
         let t = now();
         // The write lock from the start: a transaction that read first and wrote later could
@@ -142,40 +149,77 @@ impl Round {
         exec(conn, "BEGIN IMMEDIATE")?;
         let mut claimed = Vec::with_capacity(self.claims.len());
         for job in &self.claims {
-            exec(conn, "SAVEPOINT claim")?;
-            let outcome = claim(conn, job, t)?;
-            if !matches!(outcome.0, ClaimOutcome::Claimed(_)) {
-                exec(conn, "ROLLBACK TO claim")?;
-            }
-            exec(conn, "RELEASE claim")?;
-            claimed.push(outcome);
+            claimed.push(alone(conn, || {
+                let outcome = claim(conn, job, t)?;
+                // A replay or a refusal keeps nothing (a quota refusal has inserted the row).
+                let keep = matches!(outcome.0, ClaimOutcome::Claimed(_));
+                Ok((outcome, keep))
+            })?);
         }
         let mut marked = Vec::with_capacity(self.marks.len());
         for (ids, prepared, _) in &self.marks {
-            let outcome = mark(conn, ids, prepared, t);
-            match outcome {
-                Ok(()) | Err(StoreError::ClaimFinished(_)) => marked.push(outcome),
-                Err(e) => return Err(e),
-            }
+            marked.push(alone(conn, || {
+                mark(conn, ids, prepared, t)?;
+                Ok(((), true))
+            })?);
         }
         let t_ms = now_ms();
-        for row in self.ledgers.iter().flat_map(|(rows, _, _)| rows) {
-            ledger_row(conn, row, t, t_ms)?;
+        let mut recorded = Vec::with_capacity(self.ledgers.len());
+        for (rows, _, _) in &self.ledgers {
+            recorded.push(alone(conn, || {
+                for row in rows {
+                    ledger_row(conn, row, t, t_ms)?;
+                }
+                Ok(((), true))
+            })?);
         }
-        // Nothing to keep (replays and refusals only: a lone replay, say): rolled back, with no
-        // commit to sync.
-        let kept = !self.marks.is_empty()
-            || !self.ledgers.is_empty()
+        // Nothing to keep (replays, refusals and refused writes only: a lone replay, say):
+        // rolled back, with no commit to sync.
+        let kept = marked.iter().any(Result::is_ok)
+            || recorded.iter().any(Result::is_ok)
             || claimed
                 .iter()
-                .any(|(outcome, _)| matches!(outcome, ClaimOutcome::Claimed(_)));
+                .any(|c| matches!(c, Ok((ClaimOutcome::Claimed(_), _))));
         exec(conn, if kept { "COMMIT" } else { "ROLLBACK" })?;
-        Ok((claimed, marked))
+        Ok((claimed, marked, recorded))
     }
 }
 
-/// One claim's statements, in its savepoint; anything but `Claimed` must be rolled back to it
-/// (a quota refusal has inserted the row).
+/// One write of a round in a savepoint of its own: `write` gives its answer and whether to keep
+/// what it did. Refused by the database for its own rows (`refused_alone`: a constraint, a
+/// trigger's `RAISE`, a claim finished before its record) it is undone alone, and the refusal is
+/// its answer; the round's other writes go on. Any other error (I/O, a full disk, a lock) fails
+/// the round.
+fn alone<T>(
+    conn: &Connection,
+    write: impl FnOnce() -> Result<(T, bool), StoreError>,
+) -> Result<Result<T, StoreError>, StoreError> {
+    exec(conn, "SAVEPOINT write")?;
+    let (answer, keep) = match write() {
+        Ok((answer, keep)) => (Ok(answer), keep),
+        Err(e) if refused_alone(&e) => (Err(e), false),
+        Err(e) => return Err(e),
+    };
+    if !keep {
+        exec(conn, "ROLLBACK TO write")?;
+    }
+    exec(conn, "RELEASE write")?;
+    Ok(answer)
+}
+
+/// Whether an error is the database refusing one write's rows, not the transaction failing.
+fn refused_alone(e: &StoreError) -> bool {
+    match e {
+        StoreError::ClaimFinished(_) => true,
+        StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => {
+            f.code == rusqlite::ErrorCode::ConstraintViolation
+        }
+        _ => false,
+    }
+}
+
+/// One claim's statements (in its own savepoint: `alone`); anything but `Claimed` must be rolled
+/// back (a quota refusal has inserted the row).
 fn claim(conn: &Connection, job: &ClaimJob, t: i64) -> Result<Claimed, StoreError> {
     let v = &job.verified;
     let period = period_of(t);
