@@ -68,10 +68,12 @@ impl EvmBackend {
             .get_or_try_init(|| async {
                 let code = self.background.get_code_at(MULTICALL3).await?;
                 let found = !code.is_empty();
+                // A fact about the network, found by the health probe's first round (or a
+                // settlement before it): logged as the probe's, never as a request's work.
                 if found {
-                    tracing::info!(network = %self.network, batch_max = self.batch_max, "Multicall3 found: concurrent simulations are made together, and concurrent payments settled in batches where batch_max allows");
+                    tracing::info!(target: "x402_gate::health", network = %self.network, batch_max = self.batch_max, "Multicall3 found: concurrent simulations are made together, and concurrent payments settled in batches where batch_max allows");
                 } else {
-                    tracing::info!(network = %self.network, "no Multicall3 on this network: every payment is simulated and settled on its own");
+                    tracing::info!(target: "x402_gate::health", network = %self.network, "no Multicall3 on this network: every payment is simulated and settled on its own");
                 }
                 Ok::<_, RpcError<TransportErrorKind>>(found)
             })
