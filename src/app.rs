@@ -335,6 +335,7 @@ pub fn build_backends(
                 confirmations,
                 batch_max,
                 settlements_in_flight,
+                replace_after,
             } => {
                 let mut lanes = Vec::new();
                 for key in settler_keys {
@@ -347,7 +348,8 @@ pub fn build_backends(
                         rpc_observer.clone(),
                     )
                     .with_context(|| format!("networks.\"{network}\""))?
-                    .with_batching(*batch_max, *settlements_in_flight);
+                    .with_batching(*batch_max, *settlements_in_flight)
+                    .with_replacement(*replace_after);
                     lanes.push(Lane {
                         settler: v.settler_address().to_checksum(None),
                         verifier: Arc::new(v),

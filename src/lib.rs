@@ -43,7 +43,8 @@
 //!              matched), admit.rs (verify via the cache, atomic claim for a payee with the quota
 //!              count, overdraw guard), settle.rs (settle, enqueue, release), batch.rs
 //!              (group commit: payments waiting for a settlement slot go out as one batch),
-//!              queued.rs (deferred attempts, alone or batched), verify_only.rs (verify API,
+//!              landing.rs (a recorded settlement sent and waited for; one stuck unmined
+//!              replaced at higher fees, the replacement recorded first), queued.rs (deferred attempts, alone or batched), verify_only.rs (verify API,
 //!              transfer lookup),
 //!              rules.rs (what is charged), state.rs (typed stages and receipts)
 //!   chain.rs   trait ChainBackend and its chain-neutral value types: PaymentKey, Verified with
@@ -51,7 +52,8 @@
 //!   evm/       the EVM backend (EIP-3009 verification and settlement on alloy): verify.rs
 //!              (local checks, diagnosis), simulate.rs (simulations, those that wait made
 //!              together in one Multicall3 eth_call), nonce.rs (settler nonces), send.rs
-//!              (sending, lookups, receipt wait), batch.rs (Multicall3 batches, each payment
+//!              (sending, lookups, receipt wait over a settlement and what it replaced),
+//!              replace.rs (a stuck settlement signed again at its nonce, higher fees), batch.rs (Multicall3 batches, each payment
 //!              judged by its own AuthorizationUsed); payload.rs: EvmAuthorization <-> SchemePayload;
 //!              observe.rs: a tower layer timing every RPC call for an RpcObserver (metrics);
 //!              domain.rs: EIP-712 signing hashes, each token's domain separator kept

@@ -171,6 +171,7 @@ async fn claim_is_once_until_released(store: Store) {
         raw: "0x02f9".into(),
         settler: String::new(),
         nonce: Some(3),
+        replaces: Vec::new(),
     };
     store.mark_settling(id, &sent).await.unwrap();
     assert!(
@@ -235,6 +236,7 @@ async fn expired_open_claims_are_released(store: Store) {
         raw: "0x02f9".into(),
         settler: String::new(),
         nonce: Some(1),
+        replaces: Vec::new(),
     };
     store.mark_settling(settling, &sent).await.unwrap();
     let live = claimed(&store, &verified(42)).await;
@@ -397,6 +399,7 @@ async fn queue_survives_reopening(url: String) {
         raw: "0x02f8".into(),
         settler: String::new(),
         nonce: Some(7),
+        replaces: Vec::new(),
     };
     store.queue_prepared(id, &prepared).await.unwrap();
     assert_eq!(
@@ -990,6 +993,7 @@ async fn queue_ends_are_atomic_and_nothing_is_orphaned(store: Store) {
         raw: "0x02f8".into(),
         settler: String::new(),
         nonce: Some(n as u64),
+        replaces: Vec::new(),
     };
     // Failed for good: claim and item together, the month's count given back.
     let v = verified(40);
@@ -1106,6 +1110,7 @@ async fn batch_writes_are_all_or_nothing(store: Store) {
         raw: "0x02f8".into(),
         settler: String::new(),
         nonce: Some(60),
+        replaces: Vec::new(),
     };
     let vs: Vec<Verified> = (60..63).map(verified).collect();
     let mut ids = Vec::new();
@@ -1199,6 +1204,7 @@ async fn writes_made_together_keep_their_own_answers(store: Store) {
         raw: "0x02f8".into(),
         settler: String::new(),
         nonce: Some(tx as u64),
+        replaces: Vec::new(),
     };
     let (a, b) = (prepared(101), prepared(102));
     let lone: Vec<PreparedSettlement> = (120..130).map(prepared).collect();
@@ -1755,6 +1761,7 @@ async fn sqlite_a_failed_write_among_others_leaves_each_answer_true() {
         raw: "0x02f8".into(),
         settler: String::new(),
         nonce: Some(150),
+        replaces: Vec::new(),
     };
     let landed = settlement(151);
     let mut marked = false;

@@ -18,7 +18,8 @@ use crate::x402::{AtomicAmount, Network};
 
 pub use env::expand_str;
 pub use validate::{
-    api_route, parse_address_for, DEFAULT_BATCH_MAX, DEFAULT_SETTLEMENTS_IN_FLIGHT,
+    api_route, parse_address_for, DEFAULT_BATCH_MAX, DEFAULT_REPLACE_AFTER,
+    DEFAULT_SETTLEMENTS_IN_FLIGHT,
 };
 
 /// One configuration error, with the key path it belongs to.
@@ -325,6 +326,9 @@ pub enum NetworkSigner {
         /// (`settlements_in_flight`, default 4); payments that find none free wait and go out
         /// together in the next one.
         settlements_in_flight: usize,
+        /// How long a sent settlement may go unmined before it is replaced by the same calls at
+        /// higher fees (`replace_after_seconds`, default 15; 0: never, `None`).
+        replace_after: Option<Duration>,
     },
     /// Base58 keypair that co-signs Solana payments as fee payer.
     Solana {

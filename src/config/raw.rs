@@ -164,6 +164,7 @@ pub struct RawNetwork {
     pub confirmations: Option<u64>,
     pub batch_max: Option<u64>,
     pub settlements_in_flight: Option<u64>,
+    pub replace_after_seconds: Option<u64>,
     pub commitment: Option<String>,
     pub rpc_timeout_seconds: Option<u64>,
     pub min_settler_balance: Option<RawCoins>,

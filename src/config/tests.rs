@@ -463,6 +463,29 @@ fn batching_defaults_on_and_is_bounded() {
             "from 1 to 64",
         );
     }
+    let replace_after = |text: &str| match Config::from_toml(text, &env)
+        .unwrap()
+        .networks
+        .values()
+        .next()
+        .unwrap()
+        .signer
+        .clone()
+    {
+        NetworkSigner::Evm { replace_after, .. } => replace_after,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(replace_after(&valid()), Some(Duration::from_secs(15)));
+    assert_eq!(
+        replace_after(&with("replace_after_seconds = 4")),
+        Some(Duration::from_secs(4))
+    );
+    assert_eq!(replace_after(&with("replace_after_seconds = 0")), None);
+    assert_refused(
+        &with("replace_after_seconds = 31"),
+        &format!("{net}.replace_after_seconds"),
+        "from 1 to 30",
+    );
 }
 
 #[test]

@@ -207,7 +207,7 @@ async fn settle_batch(
 ) -> Option<Vec<Result<Settlement, SettleError>>> {
     let members: Vec<Verified> = jobs.iter().map(|j| j.verified.clone()).collect();
     let ids: Vec<i64> = jobs.iter().map(|j| j.claim_id).collect();
-    let prepared = match backend.prepare_batch(&members).await {
+    let mut prepared = match backend.prepare_batch(&members).await {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(
@@ -236,10 +236,17 @@ async fn settle_batch(
             }
         };
     }
-    match backend
-        .submit_batch(&members, &prepared, Attempt::First)
-        .await
-    {
+    let members = &members;
+    let landed = super::landing::land(
+        backend,
+        store,
+        &ids,
+        &mut prepared,
+        Attempt::First,
+        |p, attempt| async move { backend.submit_batch(members, &p, attempt).await },
+    )
+    .await;
+    match landed {
         Ok(outcomes) => {
             let landed: Vec<_> = jobs
                 .iter()

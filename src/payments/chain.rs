@@ -129,6 +129,16 @@ pub enum SettleError {
         transaction: String,
         message: String,
     },
+    /// Sent and not mined within the network's `replace_after_seconds`: stuck in the node's pool
+    /// (a fee cap the base fee outran, a transaction the pool dropped or holds wrongly), where
+    /// sending the same bytes again does not help. It may still land, as `Pending`. The caller
+    /// records a replacement (`ChainBackend::replace`) on the claims and submits that; a caller
+    /// that cannot treats this as `Pending`.
+    #[error("settlement stalled: {transaction}: {message}")]
+    Stalled {
+        transaction: String,
+        message: String,
+    },
 }
 
 impl SettleError {
@@ -155,6 +165,19 @@ pub struct PreparedSettlement {
     /// Absent in settlements queued by older versions.
     #[serde(default)]
     pub nonce: Option<u64>,
+    /// The earlier transactions this one replaces (same settler nonce, same calls, lower fees),
+    /// oldest first: any one of them may be the one mined, so each is watched until one is.
+    /// Empty for a settlement never replaced (and in what older versions stored).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaces: Vec<String>,
+}
+
+impl PreparedSettlement {
+    /// Every transaction that may settle this: this one, then the ones it replaces, newest first.
+    pub fn candidates(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.transaction.as_str())
+            .chain(self.replaces.iter().rev().map(String::as_str))
+    }
 }
 
 /// Whether a prepared settlement is sent for the first time, or again (a queued settlement whose
@@ -164,6 +187,9 @@ pub struct PreparedSettlement {
 pub enum Attempt {
     First,
     Again,
+    /// A replacement of the transactions `PreparedSettlement::replaces` names, sent for the first
+    /// time: they may still be pending or mined, so nothing it meets proves nothing was sent.
+    Replacement,
 }
 
 /// What became of sending a stored settlement transaction again.
@@ -362,6 +388,20 @@ pub trait ChainBackend: Send + Sync {
         let _ = (members, prepared, attempt);
         Err(SettleError::Unavailable(
             "batched settlement is not supported on this network".into(),
+        ))
+    }
+
+    /// Signs a replacement for a sent settlement that is stuck (`SettleError::Stalled`): the same
+    /// calls with the same settler nonce, at fees the node takes as a replacement. Only one of
+    /// the two can ever be mined. Not sent: the caller records it first. The default: this
+    /// network does not replace (the caller waits on what was sent).
+    async fn replace(
+        &self,
+        prepared: &PreparedSettlement,
+    ) -> Result<PreparedSettlement, SettleError> {
+        let _ = prepared;
+        Err(SettleError::Unavailable(
+            "replacing a settlement is not supported on this network".into(),
         ))
     }
 

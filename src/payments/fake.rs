@@ -97,6 +97,7 @@ impl ChainBackend for FakeChain {
             raw: "0x00".into(),
             settler: String::new(),
             nonce: Some(n),
+            replaces: Vec::new(),
         })
     }
 

@@ -283,6 +283,26 @@ impl ChainBackend for Lanes {
         self.noted(settled, |_| true)
     }
 
+    async fn replace(
+        &self,
+        prepared: &PreparedSettlement,
+    ) -> Result<PreparedSettlement, SettleError> {
+        // Signing with a key whose lease another instance took would race that instance's
+        // counter for the nonce: only a lane this instance holds replaces its transaction.
+        let lane = self.signer_of(prepared);
+        let held = self
+            .board
+            .held_now()
+            .into_iter()
+            .any(|i| std::ptr::eq(&self.lanes[i], lane));
+        if !held {
+            return Err(SettleError::Unavailable(
+                "the settler key that signed it is not held by this instance".into(),
+            ));
+        }
+        lane.verifier.replace(prepared).await
+    }
+
     async fn resend(&self, raw: &str) -> Result<Resent, VerifyError> {
         // Signed bytes go out the same through any lane.
         self.lanes[0].verifier.resend(raw).await

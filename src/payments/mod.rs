@@ -10,6 +10,8 @@
 //!   release (not charged); each also as a detached task that outlives its request.
 //! - `batch.rs`: group commit: payments that wait for a settlement slot go out together, in one
 //!   transaction, where the network's backend can batch.
+//! - `landing.rs`: a recorded settlement sent and waited for, replaced at higher fees (the
+//!   replacement recorded first) while it is stuck unmined.
 //! - `queued.rs`: one attempt at a deferred settlement (the worker schedules them).
 //! - `verify_only.rs`: verification without a claim (the verify API, a future facilitator).
 //! - `rules.rs`: which statuses are charged, and what an unanswered request costs.
@@ -32,6 +34,7 @@ pub mod svm;
 
 mod admit;
 mod batch;
+mod landing;
 mod present;
 mod queued;
 mod rules;

@@ -54,7 +54,7 @@ pub async fn settle_queued(
     let Some(verifier) = backends.get_str(&v.key.network) else {
         return fail(store, id, &format!("no verifier for {}", v.key.network)).await;
     };
-    let (prepared, attempt) = match &item.prepared {
+    let (mut prepared, attempt) = match &item.prepared {
         // Sent before (by an earlier attempt or an earlier life of the gateway): send it again.
         Some(p) => (p.clone(), Attempt::Again),
         None => {
@@ -76,7 +76,16 @@ pub async fn settle_queued(
             }
         }
     };
-    match verifier.submit(v, &prepared, attempt).await {
+    let landed = super::landing::land(
+        verifier,
+        store,
+        &[id],
+        &mut prepared,
+        attempt,
+        |p, attempt| async move { verifier.submit(v, &p, attempt).await },
+    )
+    .await;
+    match landed {
         Ok(s) => {
             // Not recorded: the item stays queued with its transaction, and the next attempt
             // finds it mined and records it.
@@ -100,7 +109,7 @@ pub async fn settle_queued(
             retry(store, &item, &e.to_string(), Retry::Fresh).await
         }
         // Sent, outcome unknown: keep the transaction and send it again later.
-        Err(e @ SettleError::Pending { .. }) => {
+        Err(e @ (SettleError::Pending { .. } | SettleError::Stalled { .. })) => {
             retry(store, &item, &e.to_string(), Retry::SameTransaction).await
         }
     }
@@ -140,7 +149,7 @@ pub async fn settle_queued_batch(
             outcomes
         }
     };
-    let prepared = match verifier.prepare_batch(&members).await {
+    let mut prepared = match verifier.prepare_batch(&members).await {
         Ok(p) => p,
         Err(e) => {
             out.extend(retry_all(Retry::Fresh, e.to_string()).await);
@@ -157,10 +166,17 @@ pub async fn settle_queued_batch(
         out.extend(ids.iter().map(|&id| (id, QueuedOutcome::Later)));
         return out;
     }
-    match verifier
-        .submit_batch(&members, &prepared, Attempt::First)
-        .await
-    {
+    let members = &members;
+    let landed = super::landing::land(
+        verifier,
+        store,
+        &ids,
+        &mut prepared,
+        Attempt::First,
+        |p, attempt| async move { verifier.submit_batch(members, &p, attempt).await },
+    )
+    .await;
+    match landed {
         Ok(outcomes) => {
             let landed: Vec<_> = fresh
                 .iter()

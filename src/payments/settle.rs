@@ -65,10 +65,17 @@ pub async fn settle(payments: &Payments, state: &mut PaymentState) -> SettleOutc
         }
         // Maybe broadcast: the claim stays `settling`, never released; the reconciler sends the
         // transaction again until it lands (and records it) or its authorization expires.
-        Err(SettleError::Pending {
-            transaction,
-            message,
-        }) => {
+        // (`Stalled` does not get here: `landing.rs` replaces it, or makes it `Pending`.)
+        Err(
+            SettleError::Pending {
+                transaction,
+                message,
+            }
+            | SettleError::Stalled {
+                transaction,
+                message,
+            },
+        ) => {
             tracing::warn!(claim_id = state.claim_id, tx = %transaction, "settlement outcome unknown: {message}");
             state.stage = Stage::Unsettled;
             SettleOutcome::Pending(state.receipt_failed("settlement_pending", Some(&transaction)))
@@ -175,7 +182,7 @@ pub async fn settle_claim(
 ) -> Result<Settlement, SettleError> {
     let mut signed_again = false;
     loop {
-        let prepared = verifier.prepare(verified).await?;
+        let mut prepared = verifier.prepare(verified).await?;
         if let Err(e) = store.mark_settling(claim_id, &prepared).await {
             // Never sent. But the write may have landed with its answer lost, and then the
             // reconciler would send the stored transaction later, charging a payer who was
@@ -196,7 +203,16 @@ pub async fn settle_claim(
                 },
             );
         }
-        match verifier.submit(verified, &prepared, Attempt::First).await {
+        let landed = super::landing::land(
+            verifier,
+            store,
+            &[claim_id],
+            &mut prepared,
+            Attempt::First,
+            |p, attempt| async move { verifier.submit(verified, &p, attempt).await },
+        )
+        .await;
+        match landed {
             Ok(settlement) => {
                 if let Err(e) = store
                     .record_settlement(claim_id, verified, &settlement, ctx)

@@ -162,14 +162,21 @@ pub fn plan(running: &Config, file: Config) -> Plan {
                         confirmations,
                         batch_max,
                         settlements_in_flight,
+                        replace_after,
                     },
                     NetworkSigner::Evm {
                         settler_keys: old_keys,
                         confirmations: old_confirmations,
                         batch_max: old_batch_max,
                         settlements_in_flight: old_in_flight,
+                        replace_after: old_replace_after,
                     },
                 ) => {
+                    keep(
+                        &format!("{p}.replace_after_seconds"),
+                        chain,
+                        replace_after != old_replace_after,
+                    );
                     keep(
                         &format!("{p}.settlements_in_flight"),
                         chain,

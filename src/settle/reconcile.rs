@@ -133,6 +133,27 @@ enum Step {
     Open,
 }
 
+/// What became of a settling claim's transaction, or of one it replaced (they share a nonce, so
+/// at most one is mined): the first that is mined decides; `NotFound` when none is, an error
+/// when a lookup failed and none was found.
+async fn outcome_of(
+    verifier: &dyn ChainBackend,
+    c: &SettlingClaim,
+) -> Result<TxOutcome, crate::payments::chain::VerifyError> {
+    let mut failed = None;
+    for tx in c.candidates() {
+        match verifier
+            .settlement_outcome(tx, &c.asset, &c.payer, &c.nonce, &c.amount)
+            .await
+        {
+            Ok(TxOutcome::NotFound) => {}
+            Err(e) => failed = Some(e),
+            found => return found,
+        }
+    }
+    failed.map_or(Ok(TxOutcome::NotFound), Err)
+}
+
 /// Looks one settling claim up and records what became of it; sends a transaction that is not
 /// mined again when `resend` and its authorization can still settle.
 async fn resolve(
@@ -141,9 +162,7 @@ async fn resolve(
     c: &SettlingClaim,
     resend: bool,
 ) -> Step {
-    let outcome = verifier
-        .settlement_outcome(&c.tx_hash, &c.asset, &c.payer, &c.nonce, &c.amount)
-        .await;
+    let outcome = outcome_of(verifier, c).await;
     match outcome {
         Ok(TxOutcome::Landed { settlement, pay_to }) => {
             if store
@@ -151,7 +170,7 @@ async fn resolve(
                 .await
                 .is_ok()
             {
-                tracing::info!(claim_id = c.claim_id, tx = %c.tx_hash, "reconciled a settlement that landed");
+                tracing::info!(claim_id = c.claim_id, tx = %settlement.transaction, "reconciled a settlement that landed");
                 return Step::Resolved;
             }
             Step::Open
@@ -181,10 +200,7 @@ async fn resolve(
                 // Its nonce was used by a mined transaction. Unless that was this one, mined
                 // since we looked, it can never land: nothing moved.
                 Ok(Resent::NonceUsed) => {
-                    match verifier
-                        .settlement_outcome(&c.tx_hash, &c.asset, &c.payer, &c.nonce, &c.amount)
-                        .await
-                    {
+                    match outcome_of(verifier, c).await {
                         Ok(TxOutcome::NotFound) => {
                             let why = "another transaction took the settlement's nonce";
                             if store.mark_failed(c.claim_id, why).await.is_ok() {

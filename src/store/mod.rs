@@ -28,7 +28,7 @@ macro_rules! claim_insert {
          VALUES ($1, $2, $3, $4, 'claimed', $5, $6, $7, $8, $9, $9, $10)
          ON CONFLICT (network, asset, payer, nonce) DO UPDATE SET
             status = 'claimed', tenant = excluded.tenant, route = excluded.route,
-            amount = excluded.amount, tx_hash = NULL, tx_raw = NULL, error = NULL, period = excluded.period,
+            amount = excluded.amount, tx_hash = NULL, tx_raw = NULL, tx_replaced = NULL, error = NULL, period = excluded.period,
             claimed_at = excluded.claimed_at, updated_at = excluded.updated_at
          WHERE payment_claims.status = 'released'"
     };
@@ -250,7 +250,19 @@ pub struct SettlingClaim {
     pub tx_hash: String,
     /// The signed transaction, to send again if a node dropped it (`None` before migration 0003).
     pub tx_raw: Option<String>,
+    /// The transactions `tx_hash` replaced (same nonce, lower fees), oldest first: any one of
+    /// them may be the one mined.
+    pub tx_replaced: Vec<String>,
     pub valid_before: i64,
+}
+
+impl SettlingClaim {
+    /// Every transaction that may settle this claim: its current one, then those it replaced,
+    /// newest first.
+    pub fn candidates(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.tx_hash.as_str())
+            .chain(self.tx_replaced.iter().rev().map(String::as_str))
+    }
 }
 
 /// A deferred settlement due for an attempt.
@@ -312,13 +324,13 @@ pub struct ClaimContext<'a> {
 /// A claim's settlement record: `$1` transaction, `$2` its bytes, `$3` now, `$4` the claim. One
 /// text for `mark_settling_on` and SQLite's writer (`round.rs`).
 const MARK_SQL: &str =
-    "UPDATE payment_claims SET status = 'settling', tx_hash = $1, tx_raw = $2, error = NULL, updated_at = $3
+    "UPDATE payment_claims SET status = 'settling', tx_hash = $1, tx_raw = $2, tx_replaced = NULL, error = NULL, updated_at = $3
      WHERE id = $4 AND status IN ('claimed', 'queued', 'settling')";
 
 /// `MARK_SQL` for `n` claims, `$4` onwards.
 fn mark_batch_sql(n: usize) -> String {
     format!(
-        "UPDATE payment_claims SET status = 'settling', tx_hash = $1, tx_raw = $2, error = NULL, updated_at = $3
+        "UPDATE payment_claims SET status = 'settling', tx_hash = $1, tx_raw = $2, tx_replaced = NULL, error = NULL, updated_at = $3
          WHERE status IN ('claimed', 'queued', 'settling') AND id IN ({})",
         placeholders(4, n)
     )
@@ -797,12 +809,65 @@ impl Store {
         Ok(())
     }
 
+    /// A sent settlement (`replaced`, on every claim of `claim_ids`: one payment's, or a batch's)
+    /// is replaced by `p` (same nonce, higher fees), which names it among those it replaces:
+    /// written durably on the claims, and on their deferred items, before `p` is sent, so a
+    /// crash at any point leaves every transaction that may be mined named. All the claims move,
+    /// or none does: one finished meanwhile (its settlement was recorded: what it replaces was
+    /// mined) refuses with `ClaimFinished`, and `p` must then never be sent.
+    pub async fn record_replacement(
+        &self,
+        claim_ids: &[i64],
+        replaced: &str,
+        p: &PreparedSettlement,
+    ) -> Result<(), StoreError> {
+        debug_assert_eq!(p.replaces.last().map(String::as_str), Some(replaced));
+        let json = serde_json::to_string(p).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let earlier = p.replaces.join(" ");
+        let mut distinct = claim_ids.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let now = now();
+        let mut tx = self.pool.begin().await?;
+        let sql = format!(
+            "UPDATE payment_claims SET tx_hash = $1, tx_raw = $2, tx_replaced = $3, updated_at = $4
+             WHERE status = 'settling' AND tx_hash = $5 AND id IN ({})",
+            placeholders(6, distinct.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&p.transaction)
+            .bind(&p.raw)
+            .bind(&earlier)
+            .bind(now)
+            .bind(replaced);
+        for id in &distinct {
+            q = q.bind(id);
+        }
+        let moved = q.execute(&mut *tx).await?.rows_affected();
+        if moved != distinct.len() as u64 {
+            tx.rollback().await?;
+            return Err(StoreError::ClaimFinished(distinct[0]));
+        }
+        let sql = format!(
+            "UPDATE settlement_queue SET prepared = $1, updated_at = $2
+             WHERE prepared IS NOT NULL AND claim_id IN ({})",
+            placeholders(3, distinct.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&json).bind(now);
+        for id in &distinct {
+            q = q.bind(id);
+        }
+        q.execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// The settlement transaction `tx_hash` was never broadcast (the node refused it, or it never
     /// reached the node): the claim goes back to `claimed`, so it may be settled anew or released.
     /// Returns whether it did (it no longer names that transaction otherwise).
     pub async fn unmark_settling(&self, claim_id: i64, tx_hash: &str) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE payment_claims SET status = 'claimed', tx_hash = NULL, tx_raw = NULL, updated_at = $1
+            "UPDATE payment_claims SET status = 'claimed', tx_hash = NULL, tx_raw = NULL, tx_replaced = NULL, updated_at = $1
              WHERE id = $2 AND status = 'settling' AND tx_hash = $3",
         )
         .bind(now())

@@ -469,6 +469,47 @@ impl Chain {
         assert!(self.send(self.token, data).await.status());
     }
 
+    /// Turns anvil's mining of each transaction as it arrives on or off. Off, transactions wait
+    /// in its pool until `mine` (as on a chain between blocks).
+    pub async fn set_automine(&self, on: bool) {
+        let _: Value = self
+            .provider
+            .raw_request("evm_setAutomine".into(), (on,))
+            .await
+            .unwrap();
+    }
+
+    /// Mines one block of what anvil's pool holds that can pay the block's base fee.
+    pub async fn mine(&self) {
+        let _: Value = self
+            .provider
+            .raw_request("evm_mine".into(), ())
+            .await
+            .unwrap();
+    }
+
+    /// The base fee of the next block, in wei: a surge, as a busy chain has.
+    pub async fn set_next_base_fee(&self, wei: u128) {
+        let _: Value = self
+            .provider
+            .raw_request("anvil_setNextBlockBaseFeePerGas".into(), (U256::from(wei),))
+            .await
+            .unwrap();
+    }
+
+    /// How many transactions anvil's pool holds, runnable or queued.
+    pub async fn pool_size(&self) -> u64 {
+        let status: Value = self
+            .provider
+            .raw_request("txpool_status".into(), ())
+            .await
+            .unwrap();
+        let count = |k: &str| {
+            u64::from_str_radix(status[k].as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+        };
+        count("pending") + count("queued")
+    }
+
     /// Deploys an ERC-1271 smart wallet owned by `owner`.
     pub async fn deploy_wallet(&self, owner: Address) -> Address {
         let mut code = artifact("TestSmartWallet").to_vec();

@@ -26,7 +26,9 @@ use limits::{health, rate_limit};
 use networks::networks;
 #[cfg(test)]
 pub(super) use networks::parse_native_amount;
-pub use networks::{parse_address_for, DEFAULT_BATCH_MAX, DEFAULT_SETTLEMENTS_IN_FLIGHT};
+pub use networks::{
+    parse_address_for, DEFAULT_BATCH_MAX, DEFAULT_REPLACE_AFTER, DEFAULT_SETTLEMENTS_IN_FLIGHT,
+};
 use routes::routes;
 
 use super::env::key_segment;

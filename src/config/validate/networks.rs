@@ -14,6 +14,12 @@ pub const MAX_BATCH_MAX: u64 = 256;
 /// arriving meanwhile wait and form real batches.
 pub const DEFAULT_SETTLEMENTS_IN_FLIGHT: u64 = 4;
 pub const MAX_SETTLEMENTS_IN_FLIGHT: u64 = 64;
+/// How long a sent EVM settlement may go unmined before it is replaced at higher fees, unless
+/// `replace_after_seconds` says otherwise: several blocks on the chains we serve (2 s on Base,
+/// 12 s on Ethereum), and four tries within a request's 60 s receipt wait.
+pub const DEFAULT_REPLACE_AFTER: std::time::Duration = std::time::Duration::from_secs(15);
+/// The most `replace_after_seconds` allows: a replacement must fit in the 60 s receipt wait.
+pub const MAX_REPLACE_AFTER_SECONDS: u64 = 30;
 
 /// A native-coin amount written in whole coins (`"0.05"` ETH) -> the smallest unit (wei), with
 /// `decimals` digits after the point at most.
@@ -151,7 +157,22 @@ pub(super) fn networks(
                         format!("must be from 1 to {MAX_SETTLEMENTS_IN_FLIGHT}"),
                     );
                 }
+                let replace_after = match net.replace_after_seconds {
+                    None => Some(DEFAULT_REPLACE_AFTER),
+                    Some(0) => None,
+                    Some(s) if s <= MAX_REPLACE_AFTER_SECONDS => {
+                        Some(std::time::Duration::from_secs(s))
+                    }
+                    Some(_) => {
+                        e.push(
+                            format!("{path}.replace_after_seconds"),
+                            format!("must be from 1 to {MAX_REPLACE_AFTER_SECONDS} (0: never replace a stuck settlement)"),
+                        );
+                        Some(DEFAULT_REPLACE_AFTER)
+                    }
+                };
                 NetworkSigner::Evm {
+                    replace_after,
                     settler_keys: keys.into_iter().map(|(_, k)| Secret::new(k)).collect(),
                     confirmations: net.confirmations.unwrap_or(1).max(1),
                     batch_max: batch_max.clamp(1, MAX_BATCH_MAX) as usize,
@@ -168,6 +189,7 @@ pub(super) fn networks(
                 for (key, set) in [
                     ("batch_max", net.batch_max.is_some()),
                     ("settlements_in_flight", net.settlements_in_flight.is_some()),
+                    ("replace_after_seconds", net.replace_after_seconds.is_some()),
                 ] {
                     if set {
                         e.push(

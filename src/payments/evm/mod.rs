@@ -25,7 +25,8 @@
 //! `payload.rs` carries the verified authorization to settlement as a chain-neutral
 //! `SchemePayload`, the only form that leaves this backend; `verify.rs` holds the local checks
 //! and a failed simulation's diagnosis; `simulate.rs` the simulations; `nonce.rs` the settler's
-//! nonce counter; `send.rs` sending, lookups and the receipt wait; `batch.rs` several payments
+//! nonce counter; `send.rs` sending, lookups and the receipt wait; `replace.rs` replacing a
+//! settlement stuck unmined by the same calls at higher fees; `batch.rs` several payments
 //! in one Multicall3 transaction; `domain.rs` EIP-712 signing hashes with each token's domain
 //! separator computed once. This file: the backend's state, fees, and `ChainBackend`.
 //! May import: payments::chain, pricing, config, x402. alloy is used here and nowhere else.
@@ -35,6 +36,7 @@ mod domain;
 mod nonce;
 mod observe;
 mod payload;
+mod replace;
 mod send;
 mod simulate;
 mod verify;
@@ -191,6 +193,9 @@ pub struct EvmBackend {
     separators: domain::Separators,
     /// Simulations, made together while others are under way (`simulate.rs`).
     simulations: Simulator,
+    /// How long a sent settlement may go unmined before it is replaced (`replace_after_seconds`;
+    /// `None`: never, it is only sent again).
+    replace_after: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -277,7 +282,15 @@ impl EvmBackend {
             in_flight: crate::config::DEFAULT_SETTLEMENTS_IN_FLIGHT as usize,
             batch_contract: tokio::sync::OnceCell::new(),
             separators: Default::default(),
+            replace_after: Some(crate::config::DEFAULT_REPLACE_AFTER),
         })
+    }
+
+    /// Replaces a sent settlement not mined within `after` by the same calls at higher fees
+    /// (`None`: never; it is only sent again). See `replace.rs`.
+    pub fn with_replacement(mut self, after: Option<Duration>) -> Self {
+        self.replace_after = after;
+        self
     }
 
     /// Settles up to `batch_max` waiting payments in one transaction where the network has
@@ -315,8 +328,13 @@ impl EvmBackend {
                 return Ok((max_fee, tip));
             }
         }
-        // Estimated without the lock: a slow node must not hold every settlement behind one call.
-        // Concurrent refreshes may each ask; the last answer wins, and any of them is good.
+        self.estimate_fees().await
+    }
+
+    /// The node's fee estimate now, kept for `fees`. Estimated without the lock: a slow node
+    /// must not hold every settlement behind one call. Concurrent refreshes may each ask; the
+    /// last answer wins, and any of them is good.
+    async fn estimate_fees(&self) -> Result<(u128, u128), SettleError> {
         let est = self
             .provider
             .estimate_eip1559_fees()
@@ -366,6 +384,7 @@ impl EvmBackend {
             raw: alloy::hex::encode_prefixed(raw),
             settler: self.settler.address().to_checksum(None),
             nonce: Some(nonce),
+            replaces: Vec::new(),
         })
     }
 }
@@ -616,6 +635,13 @@ impl ChainBackend for EvmBackend {
         self.give_back(prepared.nonce).await;
     }
 
+    async fn replace(
+        &self,
+        prepared: &PreparedSettlement,
+    ) -> Result<PreparedSettlement, SettleError> {
+        self.sign_replacement(prepared).await
+    }
+
     async fn submit(
         &self,
         verified: &Verified,
@@ -700,6 +726,9 @@ impl ChainBackend for EvmBackend {
             Sent::Refused {
                 nonce_used: true, ..
             } => Ok(Resent::NonceUsed),
+            // Another transaction of the settler with this nonce is pending: one this replaces
+            // (which may still land), or one signed elsewhere (then the nonce soon reads used).
+            Sent::Held(_) => Ok(Resent::Sent),
             Sent::Refused { message, .. } => Err(VerifyError::Unavailable(format!(
                 "{}: the node refused the stored settlement: {message}",
                 self.network

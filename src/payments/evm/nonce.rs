@@ -265,7 +265,8 @@ impl EvmBackend {
             }
             Sent::Refused {
                 nonce_used: true, ..
-            } => self.resync_nonce().await,
+            }
+            | Sent::Held(_) => self.resync_nonce().await,
             Sent::Refused { message, .. } | Sent::NotDelivered(message) => {
                 tracing::warn!(nonce, "could not fill a settler nonce gap: {message}");
                 self.nonce.lock().expect("not poisoned").free.insert(nonce);

@@ -17,6 +17,10 @@ pub(super) enum Sent {
     Accepted,
     /// It answered with a JSON-RPC error refusing it: not broadcast.
     Refused { nonce_used: bool, message: String },
+    /// It refused it as an underpriced replacement: another transaction of the settler with
+    /// this nonce is pending there (an earlier one of ours this replaces, or one signed
+    /// elsewhere). Not broadcast, and the nonce is not used yet: that one may still be mined.
+    Held(String),
     /// The request never reached it (connection refused): not broadcast.
     NotDelivered(String),
     /// The answer was lost (a timeout, an HTTP error status, a cut connection): it may have the
@@ -35,9 +39,10 @@ pub(super) fn classify_refusal(message: &str) -> Sent {
     {
         return Sent::Accepted;
     }
-    let nonce_used = m.contains("nonce too low")
-        || m.contains("replacement transaction underpriced")
-        || m.contains("nonce has already been used");
+    if m.contains("replacement transaction underpriced") || m.contains("replacement underpriced") {
+        return Sent::Held(message.to_string());
+    }
+    let nonce_used = m.contains("nonce too low") || m.contains("nonce has already been used");
     Sent::Refused {
         nonce_used,
         message: message.to_string(),
@@ -54,6 +59,15 @@ pub(super) fn never_delivered(e: &RpcError<TransportErrorKind>) -> bool {
             .is_some_and(|r| r.is_connect()),
         _ => false,
     }
+}
+
+/// A receipt wait: for `hashes` (a settlement, newest first, then the ones it replaces), sending
+/// `raw` (the newest's bytes) again while none is mined; with `stall`, ending as `Stalled` once
+/// that long has passed without a receipt.
+pub(super) struct Wait<'a> {
+    pub hashes: &'a [B256],
+    pub raw: &'a Bytes,
+    pub stall: Option<Duration>,
 }
 
 /// What became of a first send by `eth_sendRawTransactionSync`.
@@ -128,46 +142,75 @@ impl EvmBackend {
         )
     }
 
-    /// Sends a prepared settlement (first or again) and waits until it is mined: the receipt,
-    /// and when the wait began (the confirmations' wait shares its bound). What the node's answer
-    /// means for the claim is decided here, for one payment and for a batch alike.
+    /// Sends a prepared settlement (first, again, or a replacement) and waits until it, or one
+    /// it replaces, is mined: the receipt, and when the wait began (the confirmations' wait
+    /// shares its bound). What the node's answer means for the claim is decided here, for one
+    /// payment and for a batch alike.
     pub(super) async fn land(
         &self,
         prepared: &PreparedSettlement,
         attempt: Attempt,
     ) -> Result<(TransactionReceipt, Instant), SettleError> {
-        let hash: B256 = prepared
-            .transaction
-            .parse()
-            .map_err(|_| SettleError::Unavailable("bad prepared hash".into()))?;
-        let raw: Bytes = prepared
-            .raw
-            .parse()
-            .map_err(|_| SettleError::Unavailable("bad prepared transaction".into()))?;
+        let bad = |what: &str| SettleError::Unavailable(format!("bad prepared {what}"));
+        let hashes = prepared
+            .candidates()
+            .map(|h| h.parse::<B256>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| bad("hash"))?;
+        let hash = hashes[0];
+        let raw: Bytes = prepared.raw.parse().map_err(|_| bad("transaction"))?;
         let started = Instant::now();
-        let sent = if attempt == Attempt::First {
-            self.wait_lower_stored(prepared.nonce).await;
-            match self.send_raw_sync(&raw, hash).await {
-                SyncSent::Mined(receipt) => return Ok((*receipt, started)),
-                SyncSent::Taken => Sent::Accepted,
-                SyncSent::Plain(sent) => sent,
+        let wait = Wait {
+            hashes: &hashes,
+            raw: &raw,
+            stall: self.stall_after(prepared.replaces.len()),
+        };
+        let sent = match attempt {
+            Attempt::First => {
+                self.wait_lower_stored(prepared.nonce).await;
+                match self.send_raw_sync(&raw, hash).await {
+                    SyncSent::Mined(receipt) => return Ok((*receipt, started)),
+                    SyncSent::Taken => Sent::Accepted,
+                    SyncSent::Plain(sent) => sent,
+                }
             }
-        } else {
-            self.send_raw(&raw).await
+            Attempt::Again => self.send_raw(&raw).await,
+            Attempt::Replacement => {
+                // What it replaces is sent, pending or mined: whatever the node says to this
+                // one, the wait watches them all, and nothing here proves nothing was sent.
+                match self.send_raw(&raw).await {
+                    Sent::Accepted => {}
+                    Sent::Held(message)
+                    | Sent::Refused { message, .. }
+                    | Sent::NotDelivered(message)
+                    | Sent::Unknown(message) => {
+                        tracing::warn!(tx = %hash, "a replacement settlement was not taken, waiting on the ones it replaces: {message}");
+                    }
+                }
+                return Ok((self.await_receipt(wait).await?, started));
+            }
         };
         match sent {
             Sent::Accepted => {}
-            Sent::Refused {
-                nonce_used,
-                message,
-            } => {
+            Sent::Refused { .. } | Sent::Held(_) => {
+                let (nonce_used, message) = match sent {
+                    Sent::Refused {
+                        nonce_used,
+                        message,
+                    } => (nonce_used, message),
+                    Sent::Held(message) => (true, message),
+                    _ => unreachable!("matched above"),
+                };
                 // It may have landed before (a re-send after a crash, or after a lost answer):
                 // the chain decides, not the refusal.
-                if self.known(hash).await {
-                    return Ok((self.await_receipt(hash, &raw).await?, started));
+                for h in &hashes {
+                    if self.known(*h).await {
+                        return Ok((self.await_receipt(wait).await?, started));
+                    }
                 }
                 if nonce_used {
-                    // Our counter is behind the node's: the nonce is gone, catch up.
+                    // Our counter is behind the node's: the nonce is gone (or held by another
+                    // pending transaction), catch up.
                     self.resync_nonce().await;
                 } else if attempt == Attempt::First {
                     self.give_back(prepared.nonce).await;
@@ -185,17 +228,41 @@ impl EvmBackend {
                 tracing::warn!(tx = %hash, "settlement send outcome unknown, looking it up: {message}");
             }
         }
-        Ok((self.await_receipt(hash, &raw).await?, started))
+        Ok((self.await_receipt(wait).await?, started))
     }
 
-    /// Waits for the receipt of a sent transaction, sending its bytes again every few seconds
-    /// without one (a node may drop a transaction from its pool; the same bytes are harmless if
-    /// it still has them), until it is mined or the wait ends with `Pending`.
+    /// The first receipt among `hashes` (at most a few: a settlement and its replacements), in
+    /// one round trip each; `Err` when every lookup failed.
+    async fn any_receipt(
+        &self,
+        hashes: &[B256],
+    ) -> Result<Option<TransactionReceipt>, RpcError<TransportErrorKind>> {
+        let mut failed = None;
+        let mut answered = false;
+        for h in hashes {
+            match self.provider.get_transaction_receipt(*h).await {
+                Ok(Some(r)) => return Ok(Some(r)),
+                Ok(None) => answered = true,
+                Err(e) => failed = Some(e),
+            }
+        }
+        match failed {
+            Some(e) if !answered => Err(e),
+            _ => Ok(None),
+        }
+    }
+
+    /// Waits for the receipt of a sent transaction or of one it replaces (`wait.hashes`, newest
+    /// first), sending the newest's bytes again every few seconds without one (a node may drop a
+    /// transaction from its pool; the same bytes are harmless if it still has them), until one
+    /// is mined, the wait ends with `Pending`, or (with `wait.stall`) it ends early as `Stalled`
+    /// for the caller to replace it.
     pub(super) async fn await_receipt(
         &self,
-        hash: B256,
-        raw: &Bytes,
+        wait: Wait<'_>,
     ) -> Result<TransactionReceipt, SettleError> {
+        let Wait { hashes, raw, stall } = wait;
+        let hash = hashes[0];
         let started = Instant::now();
         let mut last_send = Instant::now();
         let mut poll = self.receipt_poll_start;
@@ -203,19 +270,29 @@ impl EvmBackend {
             transaction: hash.to_string(),
             message,
         };
+        // The whole wait, replacements included, stays within one receipt timeout.
+        let bound = RECEIPT_TIMEOUT.saturating_sub(self.waited_before(hashes.len() - 1));
         loop {
-            match self.provider.get_transaction_receipt(hash).await {
+            match self.any_receipt(hashes).await {
                 Ok(Some(r)) => return Ok(r),
                 Ok(None) => {}
-                Err(e) if started.elapsed() >= RECEIPT_TIMEOUT => {
+                Err(e) if started.elapsed() >= bound => {
                     return Err(pending(scrub(&format!("receipt: {e}"))))
                 }
                 Err(_) => {}
             }
-            if started.elapsed() >= RECEIPT_TIMEOUT {
+            if started.elapsed() >= bound {
                 let standing = self.unmined_standing(raw).await;
-                tracing::warn!(tx = %hash, "no receipt after {RECEIPT_TIMEOUT:?}: {standing}");
+                tracing::warn!(tx = %hash, "no receipt after {bound:?}: {standing}");
                 return Err(pending(format!("no receipt yet ({standing})")));
+            }
+            if let Some(after) = stall.filter(|after| started.elapsed() >= *after) {
+                let standing = self.unmined_standing(raw).await;
+                tracing::warn!(tx = %hash, "no receipt after {after:?}, replacing it: {standing}");
+                return Err(SettleError::Stalled {
+                    transaction: hash.to_string(),
+                    message: format!("no receipt after {after:?} ({standing})"),
+                });
             }
             if last_send.elapsed() >= RESEND_EVERY {
                 last_send = Instant::now();
@@ -223,9 +300,10 @@ impl EvmBackend {
                     nonce_used: true, ..
                 } = self.send_raw(raw).await
                 {
-                    // A mined transaction used our nonce: ours, mined since the last poll, or
-                    // another, and then ours can never land.
-                    match self.provider.get_transaction_receipt(hash).await {
+                    // A mined transaction used our nonce: ours (or one it replaces), mined since
+                    // the last poll, or another, and then none of ours can ever land. (`Held`:
+                    // one it replaces is still pending there; the wait goes on.)
+                    match self.any_receipt(hashes).await {
                         Ok(Some(r)) => return Ok(r),
                         Ok(None) => {
                             self.resync_nonce().await;
@@ -326,8 +404,13 @@ mod tests {
                 ..
             }
         ));
+        // A pending transaction holds the nonce: not used yet, it may still be mined.
         assert!(matches!(
             classify_refusal("replacement transaction underpriced"),
+            Sent::Held(_)
+        ));
+        assert!(matches!(
+            classify_refusal("nonce has already been used"),
             Sent::Refused {
                 nonce_used: true,
                 ..

@@ -336,6 +336,7 @@ impl ChainBackend for SvmBackend {
             raw: base64::engine::general_purpose::STANDARD.encode(raw),
             settler: self.fee_payer.pubkey().to_string(),
             nonce: None,
+            replaces: Vec::new(),
         })
     }
 

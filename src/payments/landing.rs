@@ -1,0 +1,64 @@
+//! Landing a recorded settlement: send it and wait; when the backend reports it stuck unmined
+//! (`SettleError::Stalled`), have it replaced at higher fees, record the replacement on every
+//! claim it settles, and only then send it; until one of them is mined, fails, or the wait is
+//! over. One loop for a single payment, a batch and the deferred queue alike.
+//!
+//! The record comes first for the reason the first transaction's does (`settle.rs`): after a
+//! crash the claim must name every transaction that may be mined. A replacement shares its
+//! nonce with what it replaces, so at most one of them ever is; the claim names the newest
+//! (`tx_hash`, `tx_raw`, sent again while none is mined) and the ones it replaced
+//! (`tx_replaced`), and every wait and the reconciler watch them all.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::payments::chain::{Attempt, ChainBackend, PreparedSettlement, SettleError};
+use crate::store::Store;
+
+/// Sends `prepared` as `attempt` through `send` (the backend's `submit` or `submit_batch`) and
+/// replaces it while it stalls. `prepared` ends as the last transaction recorded on the claims
+/// (`claim_ids`), the one to name when un-marking them after a `nothing_sent` error.
+pub(super) async fn land<T, F, Fut>(
+    verifier: &Arc<dyn ChainBackend>,
+    store: &Store,
+    claim_ids: &[i64],
+    prepared: &mut PreparedSettlement,
+    attempt: Attempt,
+    mut send: F,
+) -> Result<T, SettleError>
+where
+    F: FnMut(PreparedSettlement, Attempt) -> Fut,
+    Fut: Future<Output = Result<T, SettleError>>,
+{
+    let mut attempt = attempt;
+    loop {
+        let (transaction, message) = match send(prepared.clone(), attempt).await {
+            Err(SettleError::Stalled {
+                transaction,
+                message,
+            }) => (transaction, message),
+            other => return other,
+        };
+        // Whatever stops the replacement here, what was sent may still land: `Pending`, for the
+        // reconciler (which sends the recorded bytes again until one is mined or expires).
+        let pending = |why: String| SettleError::Pending {
+            transaction: transaction.clone(),
+            message: format!("{message}; {why}"),
+        };
+        let replacement = match verifier.replace(prepared).await {
+            Ok(r) => r,
+            Err(e) => return Err(pending(format!("not replaced: {e}"))),
+        };
+        if let Err(e) = store
+            .record_replacement(claim_ids, &prepared.transaction, &replacement)
+            .await
+        {
+            // Not recorded, so never sent. (A write that landed with its answer lost names the
+            // replacement as well, unsent: the reconciler watches both, and sending it can only
+            // settle the same payments once.)
+            return Err(pending(format!("recording its replacement: {e}")));
+        }
+        *prepared = replacement;
+        attempt = Attempt::Replacement;
+    }
+}

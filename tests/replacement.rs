@@ -1,0 +1,271 @@
+//! A settlement stuck unmined is replaced: the same transfer, the same settler nonce, higher
+//! fees (`replace_after_seconds`). Real anvil with mining under the test's hand: the base fee
+//! surges past a settlement's fee cap (anvil then drops it from its pool, as geth does), or the
+//! replacement never reaches the node and the transaction it replaced is the one mined. Either
+//! way the payment is charged once, by whichever was mined, and recorded with that hash: by
+//! the request's own wait, or by the reconciler after a crash.
+
+mod common;
+
+use std::time::Duration;
+
+use alloy::primitives::{Address, U256};
+use alloy::providers::Provider;
+use alloy::signers::local::PrivateKeySigner;
+use common::chain::*;
+use common::*;
+use serde_json::Value;
+use x402_gate::store::Store;
+
+const PRICE: u64 = 10_000;
+const GWEI: u128 = 1_000_000_000;
+
+struct Setup {
+    chain: Chain,
+    _up: Upstream,
+    pay_to: Address,
+    payer: PrivateKeySigner,
+    /// Replacing after 1 s; an RPC call waits at most 2 s (anvil holds a sync send while it
+    /// does not mine).
+    cfg: String,
+    db_url: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup() -> Setup {
+    let chain = Chain::start_bare().await;
+    let up = Upstream::start();
+    let pay_to = new_signer().address();
+    let payer = new_signer();
+    chain.mint(payer.address(), 1_000_000).await;
+    let cfg = evm_config(
+        &up.url(),
+        &chain.rpc.url,
+        &chain.settler_key,
+        &chain.token.to_checksum(None),
+        &pay_to.to_checksum(None),
+    )
+    .replace(
+        "settler_key = ",
+        "replace_after_seconds = 1\nrpc_timeout_seconds = 2\nsettler_key = ",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}", dir.path().join("gate.db").display());
+    Setup {
+        chain,
+        _up: up,
+        pay_to,
+        payer,
+        cfg,
+        db_url,
+        _dir: dir,
+    }
+}
+
+/// A paid request for `path` sent in a task of its own: its response, once the settlement is
+/// over.
+async fn paid_request(
+    s: &Setup,
+    gw: &Gateway,
+    path: &str,
+) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+    let offer = offer_for(gw, path).await;
+    let auth = Authorization::for_offer(&offer, s.payer.address());
+    let header = v2_header(&offer, auth.payload(&auth.sign(&s.payer)));
+    let req = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+        .get(gw.url(path))
+        .header("payment-signature", header);
+    tokio::spawn(async move { req.send().await })
+}
+
+async fn wait_for<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !cond().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The one claim settling: (its transaction, the ones that replaced... it replaced).
+async fn settling(db: &Store) -> Option<(String, Vec<String>)> {
+    let claims = db.settling_claims(i64::MAX, 10).await.unwrap();
+    assert!(claims.len() <= 1, "{claims:?}");
+    claims
+        .into_iter()
+        .next()
+        .map(|c| (c.tx_hash, c.tx_replaced))
+}
+
+async fn mined(chain: &Chain, tx: &str) -> bool {
+    let hash = tx.parse().unwrap();
+    chain
+        .provider
+        .get_transaction_receipt(hash)
+        .await
+        .unwrap()
+        .is_some()
+}
+
+async fn settler_nonce(chain: &Chain) -> u64 {
+    let settler: PrivateKeySigner = chain.settler_key.parse().unwrap();
+    chain
+        .provider
+        .get_transaction_count(settler.address())
+        .await
+        .unwrap()
+}
+
+fn receipt_tx(resp: &reqwest::Response) -> String {
+    let r = decode_b64_json(resp.headers()["payment-response"].to_str().unwrap());
+    assert_eq!(r["success"], Value::Bool(true), "{r}");
+    r["transaction"].as_str().unwrap().to_string()
+}
+
+/// The base fee surges past the settlement's fee cap while it waits in the pool: anvil drops
+/// it, and sending the same bytes again is refused ("max fee per gas less than block base
+/// fee"). Without replacement the client waited 60 s for a 503 and the claim for its expiry.
+/// Replaced at the node's fees now, it lands; the client is served, charged once, and the
+/// ledger and the receipt name the replacement.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_settlement_priced_out_by_a_base_fee_surge_is_replaced_and_lands() {
+    let s = setup().await;
+    let gw = Gateway::start_with_db(&s.cfg, &s.db_url);
+    let db = Store::connect(&s.db_url).await.unwrap();
+    s.chain.set_automine(false).await;
+    let started = std::time::Instant::now();
+    let response = paid_request(&s, &gw, "/paid/surge").await;
+    wait_for("the settlement in the pool", || async {
+        s.chain.pool_size().await == 1
+    })
+    .await;
+    let (first, replaced) = settling(&db).await.expect("a settling claim");
+    assert!(replaced.is_empty());
+    // 100 gwei: far above the settlement's fee cap (anvil's base fee is about 1 gwei).
+    s.chain.set_next_base_fee(100 * GWEI).await;
+    s.chain.mine().await;
+    assert_eq!(
+        s.chain.pool_size().await,
+        0,
+        "anvil dropped the priced-out settlement"
+    );
+    s.chain.set_automine(true).await;
+
+    let resp = response.await.unwrap().unwrap();
+    assert_eq!(resp.status(), 201);
+    let tx = receipt_tx(&resp);
+    assert_ne!(tx, first, "served by the replacement");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "served after {:?}",
+        started.elapsed()
+    );
+    assert!(mined(&s.chain, &tx).await);
+    assert!(!mined(&s.chain, &first).await);
+    let ledger = db.ledger(10).await.unwrap();
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0].tx_hash, tx);
+    assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
+    assert_eq!(
+        settler_nonce(&s.chain).await,
+        1,
+        "one nonce, one transaction"
+    );
+    assert_eq!(db.count_claims("settled").await.unwrap(), 1);
+    // The next payment is not held behind anything.
+    let resp = paid_request(&s, &gw, "/paid/surge").await;
+    assert_eq!(resp.await.unwrap().unwrap().status(), 201);
+    assert_eq!(s.chain.balance(s.pay_to).await, U256::from(2 * PRICE));
+}
+
+/// The replacement never reaches the node (the proxy swallows every send after the first) and
+/// the transaction it replaced is mined after all: the request's wait watches both, so the
+/// client is served with the hash that was mined, and the ledger names it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_replaced_transaction_mined_after_all_settles_the_payment() {
+    let s = setup().await;
+    let gw = Gateway::start_with_db(&s.cfg, &s.db_url);
+    let db = Store::connect(&s.db_url).await.unwrap();
+    s.chain.set_automine(false).await;
+    let response = paid_request(&s, &gw, "/paid/original").await;
+    wait_for("the settlement in the pool", || async {
+        s.chain.pool_size().await == 1
+    })
+    .await;
+    let (first, _) = settling(&db).await.expect("a settling claim");
+    s.chain
+        .rpc
+        .set_fault("eth_sendRawTransaction", Fault::Swallow, usize::MAX);
+    wait_for("a replacement recorded", || async {
+        settling(&db).await.is_some_and(|(tx, _)| tx != first)
+    })
+    .await;
+    let (current, replaced) = settling(&db).await.unwrap();
+    assert_eq!(replaced.first(), Some(&first), "{replaced:?}");
+    assert!(!replaced.contains(&current));
+    s.chain.mine().await;
+    assert!(mined(&s.chain, &first).await);
+
+    let resp = response.await.unwrap().unwrap();
+    assert_eq!(resp.status(), 201);
+    assert_eq!(receipt_tx(&resp), first);
+    let ledger = db.ledger(10).await.unwrap();
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0].tx_hash, first);
+    assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
+    assert_eq!(settler_nonce(&s.chain).await, 1);
+    drop(gw);
+}
+
+/// The gateway goes down after recording a replacement that never reached the node; the
+/// transaction it replaced is mined while it is down. After the restart the reconciler looks
+/// every transaction of the claim up, not only the last recorded, and records the payment.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_reconciler_finds_a_replaced_transaction_that_was_mined() {
+    let s = setup().await;
+    let gw = Gateway::start_with_db(&s.cfg, &s.db_url);
+    let db = Store::connect(&s.db_url).await.unwrap();
+    s.chain.set_automine(false).await;
+    let response = paid_request(&s, &gw, "/paid/crash").await;
+    wait_for("the settlement in the pool", || async {
+        s.chain.pool_size().await == 1
+    })
+    .await;
+    let (first, _) = settling(&db).await.expect("a settling claim");
+    s.chain
+        .rpc
+        .set_fault("eth_sendRawTransaction", Fault::Swallow, usize::MAX);
+    wait_for("a replacement recorded", || async {
+        settling(&db).await.is_some_and(|(tx, _)| tx != first)
+    })
+    .await;
+    drop(gw);
+    let _ = response.await;
+    s.chain.mine().await;
+    assert!(mined(&s.chain, &first).await);
+    assert!(
+        db.ledger(10).await.unwrap().is_empty(),
+        "nothing recorded yet"
+    );
+    s.chain.rpc.clear_faults();
+    s.chain.set_automine(true).await;
+
+    let _gw = Gateway::start_with_db(&s.cfg, &s.db_url);
+    wait_for("the payment recorded", || async {
+        db.ledger(10).await.unwrap().len() == 1
+    })
+    .await;
+    assert_eq!(db.ledger(10).await.unwrap()[0].tx_hash, first);
+    assert_eq!(db.count_claims("settled").await.unwrap(), 1);
+    assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
+    assert_eq!(settler_nonce(&s.chain).await, 1);
+}
