@@ -1286,6 +1286,115 @@ async fn writes_made_together_keep_their_own_answers(store: Store) {
     }
 }
 
+/// A replacement's record: every claim of the batch moves to it, naming what it replaced, or
+/// none does (one finished claim refuses the lot); it only moves claims still on the replaced
+/// transaction; the deferred item's stored transaction follows; the reconciler sees every
+/// candidate, newest first; a claim given back names none of them any more, nor does it after
+/// being marked anew.
+async fn replacements_are_recorded_all_or_nothing(store: Store) {
+    let prepared = |tx: u8, replaces: &[u8]| PreparedSettlement {
+        transaction: settlement(tx).transaction,
+        raw: format!("0x02f8{tx:02x}"),
+        settler: String::new(),
+        nonce: Some(9),
+        replaces: replaces
+            .iter()
+            .map(|t| settlement(*t).transaction)
+            .collect(),
+    };
+    let vs: Vec<Verified> = (70..73).map(verified).collect();
+    let mut ids = Vec::new();
+    for v in &vs {
+        ids.push(claimed(&store, v).await);
+    }
+    let first = prepared(70, &[]);
+    store.mark_settling_batch(&ids, &first).await.unwrap();
+    // One member settled meanwhile (the reconciler found what was sent mined): nothing moves.
+    let s = settlement(70);
+    store
+        .record_settlements(&[(ids[1], &vs[1], &s, CTX)])
+        .await
+        .unwrap();
+    let second = prepared(71, &[70]);
+    assert!(matches!(
+        store
+            .record_replacement(&ids, &first.transaction, &second)
+            .await,
+        Err(x402_gate::store::StoreError::ClaimFinished(_))
+    ));
+    let open = store.settling_claims(i64::MAX, 10).await.unwrap();
+    assert_eq!(open.len(), 2);
+    assert!(open
+        .iter()
+        .all(|c| c.tx_hash == first.transaction && c.tx_replaced.is_empty()));
+    // The open two move together, each naming the one replaced.
+    let members = [ids[0], ids[2]];
+    store
+        .record_replacement(&members, &first.transaction, &second)
+        .await
+        .unwrap();
+    // Only claims still on the transaction replaced move: another replacement of the first
+    // (a stale one) refuses.
+    assert!(store
+        .record_replacement(&members, &first.transaction, &prepared(76, &[70]))
+        .await
+        .is_err());
+    let third = prepared(72, &[70, 71]);
+    store
+        .record_replacement(&members, &second.transaction, &third)
+        .await
+        .unwrap();
+    let open = store.settling_claims(i64::MAX, 10).await.unwrap();
+    assert_eq!(open.len(), 2);
+    for c in &open {
+        assert_eq!(c.tx_hash, third.transaction);
+        assert_eq!(c.tx_raw.as_deref(), Some(third.raw.as_str()));
+        assert_eq!(c.tx_replaced, third.replaces);
+        let candidates: Vec<&str> = c.candidates().collect();
+        assert_eq!(
+            candidates,
+            [
+                third.transaction.as_str(),
+                second.transaction.as_str(),
+                first.transaction.as_str()
+            ]
+        );
+    }
+    // Given back (provably never sent, none of them): it names none; marked anew, only its own.
+    assert!(store
+        .unmark_settling(ids[0], &third.transaction)
+        .await
+        .unwrap());
+    let fresh = prepared(73, &[]);
+    store.mark_settling(ids[0], &fresh).await.unwrap();
+    let c = store
+        .settling_claims(i64::MAX, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.claim_id == ids[0])
+        .unwrap();
+    assert_eq!(
+        (c.tx_hash.as_str(), c.tx_replaced.len()),
+        (fresh.transaction.as_str(), 0)
+    );
+
+    // A deferred item's stored transaction follows its claim's.
+    let v = verified(74);
+    let id = claimed(&store, &v).await;
+    store.enqueue(id, &v).await.unwrap();
+    let queued = prepared(74, &[]);
+    store.queue_prepared(id, &queued).await.unwrap();
+    let replacement = prepared(75, &[74]);
+    store
+        .record_replacement(&[id], &queued.transaction, &replacement)
+        .await
+        .unwrap();
+    let due = store.due(10).await.unwrap();
+    let item = due.iter().find(|q| q.claim_id == id).unwrap();
+    assert_eq!(item.prepared.as_ref(), Some(&replacement));
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),*) => {
         mod sqlite {
@@ -1344,6 +1453,9 @@ async fn run(name: &str, url: String) {
         "writes_made_together_keep_their_own_answers" => {
             writes_made_together_keep_their_own_answers(Store::connect(&url).await.unwrap()).await
         }
+        "replacements_are_recorded_all_or_nothing" => {
+            replacements_are_recorded_all_or_nothing(Store::connect(&url).await.unwrap()).await
+        }
         "payer_exposure_stops_at_its_limit" => {
             payer_exposure_stops_at_its_limit(Store::connect(&url).await.unwrap()).await
         }
@@ -1367,7 +1479,8 @@ on_both_backends!(
     queue_ends_are_atomic_and_nothing_is_orphaned,
     batch_writes_are_all_or_nothing,
     payer_exposure_stops_at_its_limit,
-    writes_made_together_keep_their_own_answers
+    writes_made_together_keep_their_own_answers,
+    replacements_are_recorded_all_or_nothing
 );
 
 #[path = "common/faults.rs"]
