@@ -442,6 +442,9 @@ settler_keys = [{keys}]
 # One settlement transaction under way at a time: payments that arrive meanwhile wait and go out
 # as one batch (the chain has Multicall3), so the faults meet batches as much as single payments.
 settlements_in_flight = 1
+# A settlement whose receipt the faults hide for 2 s is replaced (same nonce, higher fees): the
+# faults meet replacements, and the reconciler settlements with several transactions, too.
+replace_after_seconds = 2
 assets = [{{ symbol = "USDC", address = "{token}", decimals = 6, eip712_name = "USD Coin", eip712_version = "2" }}]
 
 # Every route offers Solana too; all three policies settle there (one fee payer, co-signing).

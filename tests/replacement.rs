@@ -209,9 +209,8 @@ async fn the_replaced_transaction_mined_after_all_settles_the_payment() {
         settling(&db).await.is_some_and(|(tx, _)| tx != first)
     })
     .await;
-    let (current, replaced) = settling(&db).await.unwrap();
-    assert_eq!(replaced.first(), Some(&first), "{replaced:?}");
-    assert!(!replaced.contains(&current));
+    let (_, replaced) = settling(&db).await.unwrap();
+    assert_eq!(replaced, [first.clone()]);
     s.chain.mine().await;
     assert!(mined(&s.chain, &first).await);
 
@@ -266,6 +265,64 @@ async fn the_reconciler_finds_a_replaced_transaction_that_was_mined() {
     .await;
     assert_eq!(db.ledger(10).await.unwrap()[0].tx_hash, first);
     assert_eq!(db.count_claims("settled").await.unwrap(), 1);
+    assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
+    assert_eq!(settler_nonce(&s.chain).await, 1);
+}
+
+/// The settler cannot pay the replacement's fee cap (its gas money ran low while the base fee
+/// surged): the node refuses the replacement itself. It never left, so the claim goes back to
+/// naming the transaction it replaced as the one to send (the refused one still watched), the
+/// client is told the settlement is pending, and nothing moves. Once the settler is funded and
+/// the base fee is down, the reconciler sends the original again and records it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replacement_the_node_refuses_leaves_the_original_to_send_again() {
+    let s = setup().await;
+    let settler: PrivateKeySigner = s.chain.settler_key.parse().unwrap();
+    let gw = Gateway::start_with_db(&s.cfg, &s.db_url);
+    let db = Store::connect(&s.db_url).await.unwrap();
+    s.chain.set_automine(false).await;
+    let response = paid_request(&s, &gw, "/paid/underfunded").await;
+    wait_for("the settlement in the pool", || async {
+        s.chain.pool_size().await == 1
+    })
+    .await;
+    let (first, _) = settling(&db).await.expect("a settling claim");
+    // 0.01 ETH: the original's gas (200k at a few gwei) but not a replacement's at 175 gwei.
+    s.chain
+        .set_eth_balance(settler.address(), 10_000_000 * GWEI)
+        .await;
+    s.chain.set_next_base_fee(100 * GWEI).await;
+    s.chain.mine().await;
+    assert_eq!(s.chain.pool_size().await, 0);
+
+    let resp = response.await.unwrap().unwrap();
+    assert_eq!(resp.status(), 503);
+    let r = decode_b64_json(resp.headers()["payment-response"].to_str().unwrap());
+    assert_eq!(r["success"], Value::Bool(false), "{r}");
+    let (current, replaced) = settling(&db).await.expect("still settling");
+    assert_eq!(current, first, "the original is the one to send again");
+    assert_eq!(
+        replaced.len(),
+        1,
+        "the refused replacement is still watched"
+    );
+    assert!(!mined(&s.chain, &replaced[0]).await);
+    assert_eq!(s.chain.balance(s.pay_to).await, U256::ZERO);
+    drop(gw);
+
+    // Funded again, the base fee back to a gwei: the reconciler's first pass sends it again.
+    s.chain
+        .set_eth_balance(settler.address(), 1_000_000_000 * GWEI)
+        .await;
+    s.chain.set_next_base_fee(GWEI).await;
+    s.chain.mine().await;
+    s.chain.set_automine(true).await;
+    let _gw = Gateway::start_with_db(&s.cfg, &s.db_url);
+    wait_for("the payment recorded", || async {
+        db.ledger(10).await.unwrap().len() == 1
+    })
+    .await;
+    assert_eq!(db.ledger(10).await.unwrap()[0].tx_hash, first);
     assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
     assert_eq!(settler_nonce(&s.chain).await, 1);
 }

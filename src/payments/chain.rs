@@ -139,6 +139,14 @@ pub enum SettleError {
         transaction: String,
         message: String,
     },
+    /// A replacement (`Attempt::Replacement`) the node refused for itself (the settler cannot
+    /// pay its fee cap, a node's fee limit): it never left. What it replaces was sent and may
+    /// still land, as `Pending`; the caller records that one as the one to send again.
+    #[error("settlement replacement refused: {transaction}: {message}")]
+    ReplacementRefused {
+        transaction: String,
+        message: String,
+    },
 }
 
 impl SettleError {
@@ -189,7 +197,10 @@ pub enum Attempt {
     Again,
     /// A replacement of the transactions `PreparedSettlement::replaces` names, sent for the first
     /// time: they may still be pending or mined, so nothing it meets proves nothing was sent.
-    Replacement,
+    /// The number is how many replacements this wait made so far, this one included (the wait's
+    /// time and replacements are bounded per wait: a deferred settlement's later attempt, or a
+    /// restart, may replace again).
+    Replacement(u32),
 }
 
 /// What became of sending a stored settlement transaction again.

@@ -30,15 +30,63 @@ where
     F: FnMut(PreparedSettlement, Attempt) -> Fut,
     Fut: Future<Output = Result<T, SettleError>>,
 {
-    let mut attempt = attempt;
+    let (mut attempt, mut round) = (attempt, 0);
+    // Set once the node refused a replacement for itself: it would refuse the next one too.
+    let mut refused = None;
+    // The transaction the last replacement replaced, to go back to if the node refuses it.
+    let mut previous: Option<PreparedSettlement> = None;
     loop {
         let (transaction, message) = match send(prepared.clone(), attempt).await {
             Err(SettleError::Stalled {
                 transaction,
                 message,
             }) => (transaction, message),
+            Err(SettleError::ReplacementRefused {
+                transaction,
+                message,
+            }) => {
+                // It never left: the claims go back to naming the one it replaced as the one to
+                // send again (its bytes are the ones a node will take), the refused one kept
+                // among those watched. Unrecorded, the claims name bytes the node refuses, and
+                // only what it replaced, if still pooled, can land: `Pending`.
+                tracing::warn!(tx = %transaction, "the node refused a replacement settlement, sending the one it replaced again: {message}");
+                let back = previous.take().map(|mut p: PreparedSettlement| {
+                    p.replaces.push(transaction.clone());
+                    p
+                });
+                let recorded = match &back {
+                    Some(back) => store
+                        .record_replacement(claim_ids, &transaction, back)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    None => Err("nothing to go back to".into()),
+                };
+                match (back, recorded) {
+                    (Some(back), Ok(())) => {
+                        *prepared = back;
+                        refused = Some(message);
+                        attempt = Attempt::Again;
+                        continue;
+                    }
+                    (_, Err(e)) => {
+                        return Err(SettleError::Pending {
+                            transaction,
+                            message: format!("{message}; recording the one it replaced: {e}"),
+                        })
+                    }
+                    (None, Ok(())) => unreachable!("recorded only with something to go back to"),
+                }
+            }
             other => return other,
         };
+        if let Some(why) = &refused {
+            return Err(SettleError::Pending {
+                transaction,
+                message: format!(
+                    "{message}; not replaced again: the node refused the last replacement ({why})"
+                ),
+            });
+        }
         // Whatever stops the replacement here, what was sent may still land: `Pending`, for the
         // reconciler (which sends the recorded bytes again until one is mined or expires).
         let pending = |why: String| SettleError::Pending {
@@ -58,7 +106,8 @@ where
             // settle the same payments once.)
             return Err(pending(format!("recording its replacement: {e}")));
         }
-        *prepared = replacement;
-        attempt = Attempt::Replacement;
+        previous = Some(std::mem::replace(prepared, replacement));
+        round += 1;
+        attempt = Attempt::Replacement(round);
     }
 }

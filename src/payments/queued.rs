@@ -109,9 +109,11 @@ pub async fn settle_queued(
             retry(store, &item, &e.to_string(), Retry::Fresh).await
         }
         // Sent, outcome unknown: keep the transaction and send it again later.
-        Err(e @ (SettleError::Pending { .. } | SettleError::Stalled { .. })) => {
-            retry(store, &item, &e.to_string(), Retry::SameTransaction).await
-        }
+        Err(
+            e @ (SettleError::Pending { .. }
+            | SettleError::Stalled { .. }
+            | SettleError::ReplacementRefused { .. }),
+        ) => retry(store, &item, &e.to_string(), Retry::SameTransaction).await,
     }
 }
 

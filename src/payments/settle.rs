@@ -74,6 +74,10 @@ pub async fn settle(payments: &Payments, state: &mut PaymentState) -> SettleOutc
             | SettleError::Stalled {
                 transaction,
                 message,
+            }
+            | SettleError::ReplacementRefused {
+                transaction,
+                message,
             },
         ) => {
             tracing::warn!(claim_id = state.claim_id, tx = %transaction, "settlement outcome unknown: {message}");

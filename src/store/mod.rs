@@ -809,19 +809,20 @@ impl Store {
         Ok(())
     }
 
-    /// A sent settlement (`replaced`, on every claim of `claim_ids`: one payment's, or a batch's)
-    /// is replaced by `p` (same nonce, higher fees), which names it among those it replaces:
-    /// written durably on the claims, and on their deferred items, before `p` is sent, so a
-    /// crash at any point leaves every transaction that may be mined named. All the claims move,
-    /// or none does: one finished meanwhile (its settlement was recorded: what it replaces was
-    /// mined) refuses with `ClaimFinished`, and `p` must then never be sent.
+    /// The claims of `claim_ids` (one payment's, or a batch's) that name the sent settlement
+    /// `current` move to `p`, a transaction with the same nonce (its replacement at higher fees,
+    /// or, the node having refused that, the one it replaced), which names the others it may be
+    /// mined instead of (`p.replaces`, `current` among them): written durably on the claims,
+    /// and on their deferred items, before `p` is sent, so a crash at any point leaves every
+    /// transaction that may be mined named. All the claims move, or none does: one finished
+    /// meanwhile (its settlement was recorded: one of them was mined) refuses with
+    /// `ClaimFinished`, and `p` must then never be sent.
     pub async fn record_replacement(
         &self,
         claim_ids: &[i64],
-        replaced: &str,
+        current: &str,
         p: &PreparedSettlement,
     ) -> Result<(), StoreError> {
-        debug_assert_eq!(p.replaces.last().map(String::as_str), Some(replaced));
         let json = serde_json::to_string(p).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let earlier = p.replaces.join(" ");
         let mut distinct = claim_ids.to_vec();
@@ -839,7 +840,7 @@ impl Store {
             .bind(&p.raw)
             .bind(&earlier)
             .bind(now)
-            .bind(replaced);
+            .bind(current);
         for id in &distinct {
             q = q.bind(id);
         }

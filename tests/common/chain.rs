@@ -497,6 +497,15 @@ impl Chain {
             .unwrap();
     }
 
+    /// Sets an account's native balance (what pays its gas), in wei.
+    pub async fn set_eth_balance(&self, who: Address, wei: u128) {
+        let _: Value = self
+            .provider
+            .raw_request("anvil_setBalance".into(), (who, U256::from(wei)))
+            .await
+            .unwrap();
+    }
+
     /// How many transactions anvil's pool holds, runnable or queued.
     pub async fn pool_size(&self) -> u64 {
         let status: Value = self

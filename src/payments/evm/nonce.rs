@@ -278,8 +278,10 @@ impl EvmBackend {
 /// Where an unmined settlement's nonce `n` stands against the node's `mined` and `pending`
 /// counts. Below `pending` but not mined: the node holds a runnable transaction back. Exactly at
 /// `mined` yet not counted pending: nothing is missing below it, and still the node does not
-/// run it; anvil does that when a transaction arrives while the one below it is being mined (its
-/// pool race, foundry #10122), and re-sending the same bytes does not help. Above both: it waits
+/// run it: it dropped it (nodes evict a transaction whose fee cap the base fee passed), or it
+/// holds it wrongly (anvil, when a transaction arrives while the one below it is being mined:
+/// its pool race, foundry #10122); re-sending the same bytes does not help either, replacing
+/// them (`replace.rs`) may. Above both: it waits
 /// behind a nonce nothing the node has uses (a gap, which the reconciler fills once the claim is
 /// stale).
 pub(super) fn unmined_verdict(n: u64, mined: u64, pending: u64) -> &'static str {
@@ -288,7 +290,7 @@ pub(super) fn unmined_verdict(n: u64, mined: u64, pending: u64) -> &'static str 
     } else if n < pending {
         "runnable and held back by the node"
     } else if n == mined {
-        "at the node's next nonce with nothing missing below it, yet not runnable: the node queued it wrongly (anvil's pool race); the same bytes sent again will not unstick it"
+        "at the node's next nonce with nothing missing below it, yet not runnable: the node dropped it (a fee cap under the base fee) or queued it wrongly (anvil's pool race); the same bytes sent again will not unstick it, a replacement may"
     } else {
         "waiting behind a settler nonce the node has no transaction for"
     }

@@ -62,12 +62,29 @@ pub(super) fn never_delivered(e: &RpcError<TransportErrorKind>) -> bool {
 }
 
 /// A receipt wait: for `hashes` (a settlement, newest first, then the ones it replaces), sending
-/// `raw` (the newest's bytes) again while none is mined; with `stall`, ending as `Stalled` once
-/// that long has passed without a receipt.
+/// `raw` (the newest's bytes) again while none is mined, for at most `bound`; with `stall`,
+/// ending as `Stalled` once that long has passed without a receipt.
 pub(super) struct Wait<'a> {
     pub hashes: &'a [B256],
     pub raw: &'a Bytes,
     pub stall: Option<Duration>,
+    pub bound: Duration,
+}
+
+/// What the node says of a settlement's transactions (`EvmBackend::lookup`).
+enum Lookup {
+    Mined(Box<TransactionReceipt>),
+    /// It answered for every one: none is mined.
+    NoneMined,
+    /// A lookup failed and none answered was mined.
+    Unknown(String),
+}
+
+/// Whether the node knows one of a settlement's transactions (`EvmBackend::any_known`).
+enum Known {
+    Yes,
+    No,
+    Unsure,
 }
 
 /// What became of a first send by `eth_sendRawTransactionSync`.
@@ -131,17 +148,6 @@ impl EvmBackend {
         }
     }
 
-    /// Whether the node knows the transaction, pending or mined. A failed lookup says nothing.
-    pub(super) async fn known(&self, hash: B256) -> bool {
-        matches!(
-            self.provider.get_transaction_by_hash(hash).await,
-            Ok(Some(_))
-        ) || matches!(
-            self.provider.get_transaction_receipt(hash).await,
-            Ok(Some(_))
-        )
-    }
-
     /// Sends a prepared settlement (first, again, or a replacement) and waits until it, or one
     /// it replaces, is mined: the receipt, and when the wait began (the confirmations' wait
     /// shares its bound). What the node's answer means for the claim is decided here, for one
@@ -160,10 +166,16 @@ impl EvmBackend {
         let hash = hashes[0];
         let raw: Bytes = prepared.raw.parse().map_err(|_| bad("transaction"))?;
         let started = Instant::now();
+        let round = match attempt {
+            Attempt::Replacement(n) => n as usize,
+            Attempt::First | Attempt::Again => 0,
+        };
         let wait = Wait {
             hashes: &hashes,
             raw: &raw,
-            stall: self.stall_after(prepared.replaces.len()),
+            stall: self.stall_after(round),
+            // The whole wait, its replacements included, stays within one receipt timeout.
+            bound: RECEIPT_TIMEOUT.saturating_sub(self.waited_before(round)),
         };
         let sent = match attempt {
             Attempt::First => {
@@ -175,11 +187,23 @@ impl EvmBackend {
                 }
             }
             Attempt::Again => self.send_raw(&raw).await,
-            Attempt::Replacement => {
+            Attempt::Replacement(_) => {
                 // What it replaces is sent, pending or mined: whatever the node says to this
                 // one, the wait watches them all, and nothing here proves nothing was sent.
                 match self.send_raw(&raw).await {
                     Sent::Accepted => {}
+                    // Refused for itself (the settler cannot pay its fee cap, a node's fee
+                    // limit): it never left, and the node would refuse its bytes each time; the
+                    // caller records the one it replaces as the one to send again.
+                    Sent::Refused {
+                        nonce_used: false,
+                        message,
+                    } => {
+                        return Err(SettleError::ReplacementRefused {
+                            transaction: hash.to_string(),
+                            message,
+                        })
+                    }
                     Sent::Held(message)
                     | Sent::Refused { message, .. }
                     | Sent::NotDelivered(message)
@@ -202,11 +226,26 @@ impl EvmBackend {
                     _ => unreachable!("matched above"),
                 };
                 // It may have landed before (a re-send after a crash, or after a lost answer):
-                // the chain decides, not the refusal.
-                for h in &hashes {
-                    if self.known(*h).await {
-                        return Ok((self.await_receipt(wait).await?, started));
+                // the chain decides, not the refusal. With replacements, one the node cannot
+                // be asked about may be the one mined: only a full answer proves none was.
+                match self.any_known(&hashes).await {
+                    Known::Yes => return Ok((self.await_receipt(wait).await?, started)),
+                    Known::Unsure if hashes.len() > 1 => {
+                        return Ok((self.await_receipt(wait).await?, started))
                     }
+                    Known::Unsure | Known::No => {}
+                }
+                if hashes.len() > 1 {
+                    // None of them is known and this one is refused: the nonce may be another
+                    // transaction's now. Never "not sent" on this alone: the claim stays, and
+                    // the reconciler (or the next attempt) decides on every one of them.
+                    self.resync_nonce().await;
+                    return Err(SettleError::Pending {
+                        transaction: hash.to_string(),
+                        message: format!(
+                            "the node refused it and knows none it replaced: {message}"
+                        ),
+                    });
                 }
                 if nonce_used {
                     // Our counter is behind the node's: the nonce is gone (or held by another
@@ -231,24 +270,40 @@ impl EvmBackend {
         Ok((self.await_receipt(wait).await?, started))
     }
 
-    /// The first receipt among `hashes` (at most a few: a settlement and its replacements), in
-    /// one round trip each; `Err` when every lookup failed.
-    async fn any_receipt(
-        &self,
-        hashes: &[B256],
-    ) -> Result<Option<TransactionReceipt>, RpcError<TransportErrorKind>> {
+    /// The receipt of one of `hashes` (at most a few: a settlement and its replacements), in a
+    /// round trip each. `NoneMined` only when the node answered for every one.
+    async fn lookup(&self, hashes: &[B256]) -> Lookup {
         let mut failed = None;
-        let mut answered = false;
         for h in hashes {
             match self.provider.get_transaction_receipt(*h).await {
-                Ok(Some(r)) => return Ok(Some(r)),
-                Ok(None) => answered = true,
-                Err(e) => failed = Some(e),
+                Ok(Some(r)) => return Lookup::Mined(Box::new(r)),
+                Ok(None) => {}
+                Err(e) => failed = Some(scrub(&format!("receipt: {e}"))),
             }
         }
-        match failed {
-            Some(e) if !answered => Err(e),
-            _ => Ok(None),
+        failed.map_or(Lookup::NoneMined, Lookup::Unknown)
+    }
+
+    /// Whether the node knows one of `hashes`, pending or mined: `No` only when it answered for
+    /// every one.
+    async fn any_known(&self, hashes: &[B256]) -> Known {
+        let mut unsure = false;
+        for h in hashes {
+            match self.provider.get_transaction_by_hash(*h).await {
+                Ok(Some(_)) => return Known::Yes,
+                Ok(None) => {}
+                Err(_) => unsure = true,
+            }
+            match self.provider.get_transaction_receipt(*h).await {
+                Ok(Some(_)) => return Known::Yes,
+                Ok(None) => {}
+                Err(_) => unsure = true,
+            }
+        }
+        if unsure {
+            Known::Unsure
+        } else {
+            Known::No
         }
     }
 
@@ -261,7 +316,12 @@ impl EvmBackend {
         &self,
         wait: Wait<'_>,
     ) -> Result<TransactionReceipt, SettleError> {
-        let Wait { hashes, raw, stall } = wait;
+        let Wait {
+            hashes,
+            raw,
+            stall,
+            bound,
+        } = wait;
         let hash = hashes[0];
         let started = Instant::now();
         let mut last_send = Instant::now();
@@ -270,16 +330,12 @@ impl EvmBackend {
             transaction: hash.to_string(),
             message,
         };
-        // The whole wait, replacements included, stays within one receipt timeout.
-        let bound = RECEIPT_TIMEOUT.saturating_sub(self.waited_before(hashes.len() - 1));
         loop {
-            match self.any_receipt(hashes).await {
-                Ok(Some(r)) => return Ok(r),
-                Ok(None) => {}
-                Err(e) if started.elapsed() >= bound => {
-                    return Err(pending(scrub(&format!("receipt: {e}"))))
-                }
-                Err(_) => {}
+            match self.lookup(hashes).await {
+                Lookup::Mined(r) => return Ok(*r),
+                Lookup::NoneMined => {}
+                Lookup::Unknown(e) if started.elapsed() >= bound => return Err(pending(e)),
+                Lookup::Unknown(_) => {}
             }
             if started.elapsed() >= bound {
                 let standing = self.unmined_standing(raw).await;
@@ -302,16 +358,24 @@ impl EvmBackend {
                 {
                     // A mined transaction used our nonce: ours (or one it replaces), mined since
                     // the last poll, or another, and then none of ours can ever land. (`Held`:
-                    // one it replaces is still pending there; the wait goes on.)
-                    match self.any_receipt(hashes).await {
-                        Ok(Some(r)) => return Ok(r),
-                        Ok(None) => {
+                    // one it replaces is still pending there; the wait goes on.) Only the node's
+                    // answer for every one of ours proves none was mined.
+                    match self.lookup(hashes).await {
+                        Lookup::Mined(r) => return Ok(*r),
+                        Lookup::NoneMined => {
                             self.resync_nonce().await;
-                            return Err(SettleError::NotBroadcast {
-                                message: "another transaction took the settlement's nonce".into(),
+                            let message = "another transaction took the settlement's nonce";
+                            // With replacements, never "not sent" from the wait: the claim stays,
+                            // and the reconciler decides on every one of them.
+                            return Err(if hashes.len() > 1 {
+                                pending(message.into())
+                            } else {
+                                SettleError::NotBroadcast {
+                                    message: message.into(),
+                                }
                             });
                         }
-                        Err(_) => {}
+                        Lookup::Unknown(_) => {}
                     }
                 }
             }
