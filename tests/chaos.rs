@@ -442,9 +442,9 @@ settler_keys = [{keys}]
 # One settlement transaction under way at a time: payments that arrive meanwhile wait and go out
 # as one batch (the chain has Multicall3), so the faults meet batches as much as single payments.
 settlements_in_flight = 1
-# A settlement whose receipt the faults hide for 2 s is replaced (same nonce, higher fees): the
+# A settlement whose receipt the faults hide for 1 s is replaced (same nonce, higher fees): the
 # faults meet replacements, and the reconciler settlements with several transactions, too.
-replace_after_seconds = 2
+replace_after_seconds = 1
 assets = [{{ symbol = "USDC", address = "{token}", decimals = 6, eip712_name = "USD Coin", eip712_version = "2" }}]
 
 # Every route offers Solana too; all three policies settle there (one fee payer, co-signing).
@@ -694,6 +694,8 @@ struct Outcome {
     scenario: Scenario,
     /// Whether the drain had to restart the instances to finish.
     restarted: bool,
+    /// Settlements that stalled (`replace_after_seconds`), and replacements signed for them.
+    replaced: (usize, usize),
     report: invariants::Report,
     requests: usize,
     statuses: std::collections::BTreeMap<String, usize>,
@@ -907,12 +909,31 @@ async fn run_seed(seed: u64) -> Outcome {
             );
         }
     }
+    let gateways_logs: Vec<PathBuf> = gateways.iter().map(|gw| gw.log.clone()).collect();
     for mut gw in gateways {
         gw.kill().await;
     }
+    // Settlements the faults kept unmined long enough to be replaced, and replacements signed
+    // (a fault on the fee estimate leaves a stalled settlement pending), by the gateways' logs.
+    let count = |needle: &str| -> usize {
+        gateways_logs
+            .iter()
+            .map(|log| {
+                std::fs::read_to_string(log)
+                    .unwrap_or_default()
+                    .matches(needle)
+                    .count()
+            })
+            .sum()
+    };
+    let replaced = (
+        count("replacing it:"),
+        count("replacing a stuck settlement"),
+    );
     Outcome {
         scenario: plan.scenario,
         restarted,
+        replaced,
         report,
         requests: seen.len(),
         statuses,
@@ -1017,7 +1038,7 @@ async fn the_invariants_hold_under_seeded_fault_schedules() {
         let r = &o.report;
         eprintln!(
             "seed {seed} ({:?}): {} requests {:?}; settled {} ({} on Solana, {} in {} EVM batches), delivered {}, \
-             withheld {}, unanswered {}, open claims {}; {} violations; {:.1} s{}",
+             withheld {}, unanswered {}, open claims {}, stalled {} (replaced {}); {} violations; {:.1} s{}",
             o.scenario,
             o.requests,
             o.statuses,
@@ -1029,6 +1050,8 @@ async fn the_invariants_hold_under_seeded_fault_schedules() {
             r.withheld,
             r.unanswered,
             r.open_claims,
+            o.replaced.0,
+            o.replaced.1,
             r.violations.len(),
             t.elapsed().as_secs_f64(),
             if o.restarted {

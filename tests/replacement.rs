@@ -210,7 +210,7 @@ async fn the_replaced_transaction_mined_after_all_settles_the_payment() {
     })
     .await;
     let (_, replaced) = settling(&db).await.unwrap();
-    assert_eq!(replaced, [first.clone()]);
+    assert_eq!(replaced, std::slice::from_ref(&first));
     s.chain.mine().await;
     assert!(mined(&s.chain, &first).await);
 
