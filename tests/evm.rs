@@ -1527,6 +1527,88 @@ async fn simulations_that_wait_go_together_and_each_keeps_its_own_answer() {
     assert_eq!(s.chain.balance(s.pay_to).await, U256::from(5 * PRICE));
 }
 
+/// A group's one call that the node never answers is a 503 for every member within the network's
+/// `rpc_timeout_seconds` (not a wait per member, nor a 402), nothing is charged, and the same
+/// proofs pay once the node answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_the_node_never_answers_is_a_503_for_each_member() {
+    let chain = Chain::start().await;
+    let up = Upstream::start();
+    let pay_to = new_signer().address();
+    let cfg = evm_config(
+        &up.url(),
+        &chain.rpc.url,
+        &chain.settler_key,
+        &chain.token.to_checksum(None),
+        &pay_to.to_checksum(None),
+    )
+    .replace("settler_key = ", "rpc_timeout_seconds = 2\nsettler_key = ");
+    let gw = Arc::new(Gateway::start(&cfg));
+    let offer = offer(&gw, "/paid/group-stall").await;
+    let pay = |header: String| {
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            impatient()
+                .get(gw.url("/paid/group-stall"))
+                .header("payment-signature", header)
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    let funded = || async {
+        let payer = new_signer();
+        chain.mint(payer.address(), 1_000_000).await;
+        let auth = Authorization::for_offer(&offer, payer.address());
+        v2_header(&offer, auth.payload(&auth.sign(&payer)))
+    };
+    assert!(pay(funded().await).await.unwrap().status().is_success());
+    while chain.rpc.count("eth_getCode") == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let blocking = [funded().await, funded().await];
+    let members = [funded().await, funded().await, funded().await];
+
+    // Both call slots held for 300 ms; the members queue, and the group's call never answers.
+    let calls = chain.rpc.count("eth_call");
+    chain
+        .rpc
+        .set_fault("eth_call", Fault::Slow(Duration::from_millis(300)), 2);
+    let blockers = blocking.map(pay);
+    while chain.rpc.count("eth_call") < calls + 2 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    chain.rpc.set_fault("eth_call", Fault::Stall, 1);
+    let started = std::time::Instant::now();
+    let waiting = members.clone().map(pay);
+    for b in blockers {
+        assert!(b.await.unwrap().status().is_success());
+    }
+    for m in waiting {
+        let resp = m.await.unwrap();
+        assert_eq!(resp.status(), 503, "{}", error_of(&resp));
+        assert_eq!(resp.headers()["retry-after"], "5");
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1900) && waited < Duration::from_secs(5),
+        "answered after {waited:?}: one timed-out call for the group"
+    );
+    assert_eq!(
+        chain.rpc.count("eth_call"),
+        calls + 3,
+        "two slow calls and the group's, none made again alone"
+    );
+    assert_eq!(up.hits(), 3, "the warm-up and the blockers only");
+    assert_eq!(chain.balance(pay_to).await, U256::from(3 * PRICE));
+
+    // The node answers again: each proof pays, once.
+    for header in members {
+        assert!(pay(header).await.unwrap().status().is_success());
+    }
+    assert_eq!(chain.balance(pay_to).await, U256::from(6 * PRICE));
+}
+
 /// A node that answers a simulation with an error of its own (here "method not found"; a rate
 /// limit or a "header not found" alike) did not run it: a 503 to retry, not a 402 that blames the
 /// payment, and the payment goes through once the node answers again.
