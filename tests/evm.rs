@@ -865,21 +865,6 @@ async fn a_settlement_queued_in_the_old_stored_format_lands_after_an_upgrade() {
     drop(gw);
 }
 
-async fn wait_for<F, Fut>(mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !cond().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "condition not met within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// A client nobody here wrote: the reference `@x402/fetch` + `@x402/evm` (npm, v2) pays through
 /// the gateway on its own, from the 402 to the receipt.
 #[tokio::test(flavor = "multi_thread")]

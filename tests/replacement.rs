@@ -81,19 +81,39 @@ async fn paid_request(
     tokio::spawn(async move { req.send().await })
 }
 
-async fn wait_for<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !cond().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what}: not within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// A paid request whose settlement sits in anvil's pool, unmined (mining is off from here): the
+/// gateway's database, the request under way, and the settlement's transaction.
+struct Stuck {
+    gw: Gateway,
+    db: Store,
+    response: tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>,
+    first: String,
+}
+
+async fn stuck_settlement(s: &Setup, path: &str) -> Stuck {
+    let gw = Gateway::start_with_db(&s.cfg, &s.db_url);
+    let db = Store::connect(&s.db_url).await.unwrap();
+    s.chain.set_automine(false).await;
+    let response = paid_request(s, &gw, path).await;
+    wait_for(|| async { s.chain.pool_size().await == 1 }).await;
+    let (first, replaced) = settling(&db).await.expect("a settling claim");
+    assert!(replaced.is_empty());
+    Stuck {
+        gw,
+        db,
+        response,
+        first,
     }
+}
+
+/// The proxy swallows every send from now on (the replacement never reaches the node); returns
+/// once a replacement is recorded, with the transactions it replaced.
+async fn replacement_lost(s: &Setup, db: &Store, first: &str) -> Vec<String> {
+    s.chain
+        .rpc
+        .set_fault("eth_sendRawTransaction", Fault::Swallow, usize::MAX);
+    wait_for(|| async { settling(db).await.is_some_and(|(tx, _)| tx != first) }).await;
+    settling(db).await.unwrap().1
 }
 
 /// The one claim settling: (its transaction, the ones that replaced... it replaced).
@@ -139,17 +159,13 @@ fn receipt_tx(resp: &reqwest::Response) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_settlement_priced_out_by_a_base_fee_surge_is_replaced_and_lands() {
     let s = setup().await;
-    let gw = Gateway::start_with_db(&s.cfg, &s.db_url);
-    let db = Store::connect(&s.db_url).await.unwrap();
-    s.chain.set_automine(false).await;
     let started = std::time::Instant::now();
-    let response = paid_request(&s, &gw, "/paid/surge").await;
-    wait_for("the settlement in the pool", || async {
-        s.chain.pool_size().await == 1
-    })
-    .await;
-    let (first, replaced) = settling(&db).await.expect("a settling claim");
-    assert!(replaced.is_empty());
+    let Stuck {
+        gw,
+        db,
+        response,
+        first,
+    } = stuck_settlement(&s, "/paid/surge").await;
     // 100 gwei: far above the settlement's fee cap (anvil's base fee is about 1 gwei).
     s.chain.set_next_base_fee(100 * GWEI).await;
     s.chain.mine().await;
@@ -193,23 +209,13 @@ async fn a_settlement_priced_out_by_a_base_fee_surge_is_replaced_and_lands() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_replaced_transaction_mined_after_all_settles_the_payment() {
     let s = setup().await;
-    let gw = Gateway::start_with_db(&s.cfg, &s.db_url);
-    let db = Store::connect(&s.db_url).await.unwrap();
-    s.chain.set_automine(false).await;
-    let response = paid_request(&s, &gw, "/paid/original").await;
-    wait_for("the settlement in the pool", || async {
-        s.chain.pool_size().await == 1
-    })
-    .await;
-    let (first, _) = settling(&db).await.expect("a settling claim");
-    s.chain
-        .rpc
-        .set_fault("eth_sendRawTransaction", Fault::Swallow, usize::MAX);
-    wait_for("a replacement recorded", || async {
-        settling(&db).await.is_some_and(|(tx, _)| tx != first)
-    })
-    .await;
-    let (_, replaced) = settling(&db).await.unwrap();
+    let Stuck {
+        gw,
+        db,
+        response,
+        first,
+    } = stuck_settlement(&s, "/paid/original").await;
+    let replaced = replacement_lost(&s, &db, &first).await;
     assert_eq!(replaced, std::slice::from_ref(&first));
     s.chain.mine().await;
     assert!(mined(&s.chain, &first).await);
@@ -231,22 +237,14 @@ async fn the_replaced_transaction_mined_after_all_settles_the_payment() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_reconciler_finds_a_replaced_transaction_that_was_mined() {
     let s = setup().await;
-    let gw = Gateway::start_with_db(&s.cfg, &s.db_url);
-    let db = Store::connect(&s.db_url).await.unwrap();
-    s.chain.set_automine(false).await;
-    let response = paid_request(&s, &gw, "/paid/crash").await;
-    wait_for("the settlement in the pool", || async {
-        s.chain.pool_size().await == 1
-    })
-    .await;
-    let (first, _) = settling(&db).await.expect("a settling claim");
-    s.chain
-        .rpc
-        .set_fault("eth_sendRawTransaction", Fault::Swallow, usize::MAX);
-    wait_for("a replacement recorded", || async {
-        settling(&db).await.is_some_and(|(tx, _)| tx != first)
-    })
-    .await;
+    let Stuck {
+        gw,
+        db,
+        response,
+        first,
+    } = stuck_settlement(&s, "/paid/crash").await;
+    let replaced = replacement_lost(&s, &db, &first).await;
+    assert_eq!(replaced, std::slice::from_ref(&first));
     drop(gw);
     let _ = response.await;
     s.chain.mine().await;
@@ -259,10 +257,7 @@ async fn the_reconciler_finds_a_replaced_transaction_that_was_mined() {
     s.chain.set_automine(true).await;
 
     let _gw = Gateway::start_with_db(&s.cfg, &s.db_url);
-    wait_for("the payment recorded", || async {
-        db.ledger(10).await.unwrap().len() == 1
-    })
-    .await;
+    wait_for(|| async { db.ledger(10).await.unwrap().len() == 1 }).await;
     assert_eq!(db.ledger(10).await.unwrap()[0].tx_hash, first);
     assert_eq!(db.count_claims("settled").await.unwrap(), 1);
     assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
@@ -278,15 +273,12 @@ async fn the_reconciler_finds_a_replaced_transaction_that_was_mined() {
 async fn a_replacement_the_node_refuses_leaves_the_original_to_send_again() {
     let s = setup().await;
     let settler: PrivateKeySigner = s.chain.settler_key.parse().unwrap();
-    let gw = Gateway::start_with_db(&s.cfg, &s.db_url);
-    let db = Store::connect(&s.db_url).await.unwrap();
-    s.chain.set_automine(false).await;
-    let response = paid_request(&s, &gw, "/paid/underfunded").await;
-    wait_for("the settlement in the pool", || async {
-        s.chain.pool_size().await == 1
-    })
-    .await;
-    let (first, _) = settling(&db).await.expect("a settling claim");
+    let Stuck {
+        gw,
+        db,
+        response,
+        first,
+    } = stuck_settlement(&s, "/paid/underfunded").await;
     // 0.01 ETH: the original's gas (200k at a few gwei) but not a replacement's at 175 gwei.
     s.chain
         .set_eth_balance(settler.address(), 10_000_000 * GWEI)
@@ -318,11 +310,125 @@ async fn a_replacement_the_node_refuses_leaves_the_original_to_send_again() {
     s.chain.mine().await;
     s.chain.set_automine(true).await;
     let _gw = Gateway::start_with_db(&s.cfg, &s.db_url);
-    wait_for("the payment recorded", || async {
-        db.ledger(10).await.unwrap().len() == 1
-    })
-    .await;
+    wait_for(|| async { db.ledger(10).await.unwrap().len() == 1 }).await;
     assert_eq!(db.ledger(10).await.unwrap()[0].tx_hash, first);
     assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
     assert_eq!(settler_nonce(&s.chain).await, 1);
+}
+
+/// A deferred settlement (the client served at once) priced out in the pool is replaced by the
+/// worker's wait, the replacement recorded on its claim and its queue item first, and lands:
+/// charged once, the ledger naming the replacement.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deferred_settlement_priced_out_is_replaced_and_lands() {
+    let s = setup().await;
+    let gw = Gateway::start_with_db(&s.cfg, &s.db_url);
+    let db = Store::connect(&s.db_url).await.unwrap();
+    s.chain.set_automine(false).await;
+    let resp = paid_request(&s, &gw, "/deferred/surge")
+        .await
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 201, "served before it is settled");
+    wait_for(|| async { s.chain.pool_size().await == 1 }).await;
+    let first = s.chain.pool_hashes().await.remove(0);
+    s.chain.set_next_base_fee(100 * GWEI).await;
+    s.chain.mine().await;
+    assert_eq!(s.chain.pool_size().await, 0);
+    s.chain.set_automine(true).await;
+
+    wait_for(|| async { db.ledger(10).await.unwrap().len() == 1 }).await;
+    let tx = db.ledger(10).await.unwrap()[0].tx_hash.clone();
+    assert_ne!(tx, first, "settled by the replacement");
+    assert!(mined(&s.chain, &tx).await);
+    assert!(!mined(&s.chain, &first).await);
+    assert_eq!(db.count_claims("settled").await.unwrap(), 1);
+    assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
+    assert_eq!(settler_nonce(&s.chain).await, 1);
+}
+
+/// A batch (two payments that waited while the only settlement slot was busy) priced out in
+/// the pool is replaced as one: both claims move to the replacement together, and both are
+/// served with its hash and charged once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_priced_out_is_replaced_as_one() {
+    let s = setup().await;
+    s.chain.install_multicall3().await;
+    let cfg = s.cfg.replace(
+        "settler_key = ",
+        "settlements_in_flight = 1\nsettler_key = ",
+    );
+    let gw = Gateway::start_with_db(&cfg, &s.db_url);
+    let db = Store::connect(&s.db_url).await.unwrap();
+    // Grouping is on once the health probe has found Multicall3.
+    let payers = [new_signer(), new_signer()];
+    for p in &payers {
+        s.chain.mint(p.address(), 1_000_000).await;
+    }
+    let warm = paid_request(&s, &gw, "/paid/warm").await;
+    assert_eq!(warm.await.unwrap().unwrap().status(), 201);
+    s.chain.set_automine(false).await;
+
+    // The first holds the only slot, stuck in the pool; two more wait behind it.
+    let alone = paid_request(&s, &gw, "/paid/alone").await;
+    wait_for(|| async { s.chain.pool_size().await == 1 }).await;
+    let offer = offer_for(&gw, "/paid/batch").await;
+    let batch: Vec<_> = payers
+        .iter()
+        .map(|p| {
+            let auth = Authorization::for_offer(&offer, p.address());
+            let req = reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap()
+                .get(gw.url("/paid/batch"))
+                .header(
+                    "payment-signature",
+                    v2_header(&offer, auth.payload(&auth.sign(p))),
+                );
+            tokio::spawn(async move { req.send().await })
+        })
+        .collect();
+    // Both claimed and served by the origin (`after`): then they wait for the slot together.
+    wait_for(|| async { db.count_claims("claimed").await.unwrap() == 2 && s._up.hits() == 4 })
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Mined as it is: the slot frees, and the two go out as one batch.
+    s.chain.mine().await;
+    assert_eq!(alone.await.unwrap().unwrap().status(), 201);
+    wait_for(|| async {
+        let open = db.settling_claims(i64::MAX, 10).await.unwrap();
+        open.len() == 2 && s.chain.pool_size().await == 1
+    })
+    .await;
+    let first = s.chain.pool_hashes().await.remove(0);
+    let open = db.settling_claims(i64::MAX, 10).await.unwrap();
+    assert!(
+        open.iter().all(|c| c.tx_hash == first),
+        "one batch: {open:?}"
+    );
+    s.chain.set_next_base_fee(1_000 * GWEI).await;
+    s.chain.mine().await;
+    assert_eq!(s.chain.pool_size().await, 0, "the batch priced out");
+    s.chain.set_automine(true).await;
+
+    let mut hashes = Vec::new();
+    for b in batch {
+        let resp = b.await.unwrap().unwrap();
+        assert_eq!(resp.status(), 201);
+        hashes.push(receipt_tx(&resp));
+    }
+    assert_eq!(hashes[0], hashes[1], "one transaction settled both");
+    assert_ne!(hashes[0], first, "the batch's replacement");
+    assert!(!mined(&s.chain, &first).await);
+    let ledger = db.ledger(10).await.unwrap();
+    assert_eq!(ledger.len(), 4);
+    assert_eq!(ledger.iter().filter(|r| r.tx_hash == hashes[0]).count(), 2);
+    assert_eq!(s.chain.balance(s.pay_to).await, U256::from(4 * PRICE));
+    assert_eq!(
+        settler_nonce(&s.chain).await,
+        3,
+        "warm-up, the one alone, the batch"
+    );
 }

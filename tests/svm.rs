@@ -165,21 +165,6 @@ async fn store(gw: &Gateway) -> Store {
     Store::connect(&gw.database_url).await.unwrap()
 }
 
-async fn wait_for<F, Fut>(mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !cond().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "condition not met within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_payment_settles_and_is_served_under_each_policy() {
     let s = setup();

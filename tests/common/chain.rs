@@ -519,6 +519,24 @@ impl Chain {
         count("pending") + count("queued")
     }
 
+    /// The hashes of the transactions anvil's pool holds, runnable or queued.
+    pub async fn pool_hashes(&self) -> Vec<String> {
+        let pool: Value = self
+            .provider
+            .raw_request("txpool_content".into(), ())
+            .await
+            .unwrap();
+        let mut hashes = Vec::new();
+        for kind in ["pending", "queued"] {
+            for txs in pool[kind].as_object().into_iter().flat_map(|s| s.values()) {
+                for tx in txs.as_object().into_iter().flat_map(|t| t.values()) {
+                    hashes.push(tx["hash"].as_str().unwrap().to_string());
+                }
+            }
+        }
+        hashes
+    }
+
     /// Deploys an ERC-1271 smart wallet owned by `owner`.
     pub async fn deploy_wallet(&self, owner: Address) -> Address {
         let mut code = artifact("TestSmartWallet").to_vec();

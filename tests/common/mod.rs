@@ -547,3 +547,19 @@ pub async fn exits_cleanly(child: &mut tokio::process::Child) {
         .unwrap();
     assert!(status.success(), "{status}");
 }
+
+/// Polls `cond` every 50 ms until it holds; fails the test after 30 s.
+pub async fn wait_for<F, Fut>(mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !cond().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not met within 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
