@@ -1379,6 +1379,30 @@ async fn replacements_are_recorded_all_or_nothing(store: Store) {
         (fresh.transaction.as_str(), 0)
     );
 
+    // A batch's members retried one by one (the deferred queue): replacing it for one moves
+    // every member, so none is left watching only the old transactions.
+    let (va, vb) = (verified(77), verified(78));
+    let (a, b) = (claimed(&store, &va).await, claimed(&store, &vb).await);
+    store.enqueue(a, &va).await.unwrap();
+    store.enqueue(b, &vb).await.unwrap();
+    let shared = prepared(77, &[]);
+    store.queue_prepared_batch(&[a, b], &shared).await.unwrap();
+    let moved = prepared(78, &[77]);
+    store
+        .record_replacement(&[a], &shared.transaction, &moved)
+        .await
+        .unwrap();
+    let due = store.due(10).await.unwrap();
+    for id in [a, b] {
+        let item = due.iter().find(|q| q.claim_id == id).unwrap();
+        assert_eq!(item.prepared.as_ref(), Some(&moved), "claim {id}");
+    }
+    // The other member's own attempt, still holding the old one, refuses: it moved meanwhile.
+    assert!(store
+        .record_replacement(&[b], &shared.transaction, &prepared(79, &[77]))
+        .await
+        .is_err());
+
     // A deferred item's stored transaction follows its claim's.
     let v = verified(74);
     let id = claimed(&store, &v).await;

@@ -814,9 +814,11 @@ impl Store {
     /// or, the node having refused that, the one it replaced), which names the others it may be
     /// mined instead of (`p.replaces`, `current` among them): written durably on the claims,
     /// and on their deferred items, before `p` is sent, so a crash at any point leaves every
-    /// transaction that may be mined named. All the claims move, or none does: one finished
-    /// meanwhile (its settlement was recorded: one of them was mined) refuses with
-    /// `ClaimFinished`, and `p` must then never be sent.
+    /// transaction that may be mined named. Every claim still settling on `current` moves (a
+    /// batch's other members too), or none does: one of `claim_ids` finished meanwhile (its
+    /// settlement was recorded: one of them was mined) or moved to another transaction (another
+    /// member's attempt replaced it first) refuses with `ClaimFinished`, and `p` must then never
+    /// be sent.
     pub async fn record_replacement(
         &self,
         claim_ids: &[i64],
@@ -831,34 +833,43 @@ impl Store {
         let now = now();
         let mut tx = self.pool.begin().await?;
         let sql = format!(
-            "UPDATE payment_claims SET tx_hash = $1, tx_raw = $2, tx_replaced = $3, updated_at = $4
-             WHERE status = 'settling' AND tx_hash = $5 AND id IN ({})",
-            placeholders(6, distinct.len())
+            "SELECT count(*) FROM payment_claims
+             WHERE status = 'settling' AND tx_hash = $1 AND id IN ({})",
+            placeholders(2, distinct.len())
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&p.transaction)
-            .bind(&p.raw)
-            .bind(&earlier)
-            .bind(now)
-            .bind(current);
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(current);
         for id in &distinct {
             q = q.bind(id);
         }
-        let moved = q.execute(&mut *tx).await?.rows_affected();
-        if moved != distinct.len() as u64 {
+        let on_current: i64 = q.fetch_one(&mut *tx).await?.try_get(0)?;
+        if on_current != distinct.len() as i64 {
             tx.rollback().await?;
             return Err(StoreError::ClaimFinished(distinct[0]));
         }
-        let sql = format!(
+        // Every claim the transaction settles moves, not only the caller's: a deferred batch's
+        // members are retried one by one, and a member left naming the old transactions would
+        // not watch the new one, which settles it too.
+        sqlx::query(
+            "UPDATE payment_claims SET tx_hash = $1, tx_raw = $2, tx_replaced = $3, updated_at = $4
+             WHERE status = 'settling' AND tx_hash = $5",
+        )
+        .bind(&p.transaction)
+        .bind(&p.raw)
+        .bind(&earlier)
+        .bind(now)
+        .bind(current)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
             "UPDATE settlement_queue SET prepared = $1, updated_at = $2
-             WHERE prepared IS NOT NULL AND claim_id IN ({})",
-            placeholders(3, distinct.len())
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&json).bind(now);
-        for id in &distinct {
-            q = q.bind(id);
-        }
-        q.execute(&mut *tx).await?;
+             WHERE prepared IS NOT NULL AND claim_id IN (
+                 SELECT id FROM payment_claims WHERE status = 'settling' AND tx_hash = $3)",
+        )
+        .bind(&json)
+        .bind(now)
+        .bind(&p.transaction)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
