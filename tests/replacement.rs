@@ -25,8 +25,9 @@ struct Setup {
     _up: Upstream,
     pay_to: Address,
     payer: PrivateKeySigner,
-    /// Replacing after 1 s; an RPC call waits at most 2 s (anvil holds a sync send while it
-    /// does not mine).
+    /// Replacing after 2 s (time for the test to act on what it sees in the pool before the
+    /// gateway does); an RPC call waits at most 2 s (anvil holds a sync send while it does not
+    /// mine).
     cfg: String,
     db_url: String,
     _dir: tempfile::TempDir,
@@ -47,7 +48,7 @@ async fn setup() -> Setup {
     )
     .replace(
         "settler_key = ",
-        "replace_after_seconds = 1\nrpc_timeout_seconds = 2\nsettler_key = ",
+        "replace_after_seconds = 2\nrpc_timeout_seconds = 2\nsettler_key = ",
     );
     let dir = tempfile::tempdir().unwrap();
     let db_url = format!("sqlite://{}", dir.path().join("gate.db").display());
@@ -298,6 +299,7 @@ async fn a_replacement_the_node_refuses_leaves_the_original_to_send_again() {
         1,
         "the refused replacement is still watched"
     );
+    assert_ne!(replaced[0], first);
     assert!(!mined(&s.chain, &replaced[0]).await);
     assert_eq!(s.chain.balance(s.pay_to).await, U256::ZERO);
     drop(gw);
@@ -393,7 +395,7 @@ async fn a_batch_priced_out_is_replaced_as_one() {
     // Both claimed and served by the origin (`after`): then they wait for the slot together.
     wait_for(|| async { db.count_claims("claimed").await.unwrap() == 2 && s._up.hits() == 4 })
         .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     // Mined as it is: the slot frees, and the two go out as one batch.
     s.chain.mine().await;
     assert_eq!(alone.await.unwrap().unwrap().status(), 201);

@@ -1398,10 +1398,83 @@ async fn replacements_are_recorded_all_or_nothing(store: Store) {
         assert_eq!(item.prepared.as_ref(), Some(&moved), "claim {id}");
     }
     // The other member's own attempt, still holding the old one, refuses: it moved meanwhile.
-    assert!(store
-        .record_replacement(&[b], &shared.transaction, &prepared(79, &[77]))
+    assert!(matches!(
+        store
+            .record_replacement(&[b], &shared.transaction, &prepared(79, &[77]))
+            .await,
+        Err(StoreError::ClaimFinished(_))
+    ));
+    // Its retry may not forget the transaction it holds (the item holds the replacement now),
+    // nor may a fresh one be marked over a claim with replacements.
+    store
+        .queue_retry(b, 1, 0, "nonce taken", true)
         .await
-        .is_err());
+        .unwrap();
+    let due = store.due(10).await.unwrap();
+    let item = due.iter().find(|q| q.claim_id == b).unwrap();
+    assert_eq!(item.prepared.as_ref(), Some(&moved));
+    assert!(matches!(
+        store.queue_prepared(b, &prepared(80, &[])).await,
+        Err(StoreError::ClaimFinished(_))
+    ));
+    // The node refused a replacement: the claims go back to the one it replaced, the refused
+    // one watched.
+    let back = prepared(77, &[78]);
+    store
+        .record_replacement(&[a, b], &moved.transaction, &back)
+        .await
+        .unwrap();
+    let due = store.due(10).await.unwrap();
+    for id in [a, b] {
+        let item = due.iter().find(|q| q.claim_id == id).unwrap();
+        assert_eq!(item.prepared.as_ref(), Some(&back), "claim {id}");
+    }
+
+    // Without replacements, a retry forgets the transaction the node refused.
+    let v = verified(81);
+    let id = claimed(&store, &v).await;
+    store.enqueue(id, &v).await.unwrap();
+    store.queue_prepared(id, &prepared(81, &[])).await.unwrap();
+    store.queue_retry(id, 1, 0, "refused", true).await.unwrap();
+    let due = store.due(10).await.unwrap();
+    assert!(due.iter().any(|q| q.claim_id == id && q.prepared.is_none()));
+
+    // Two attempts replacing one batch transaction at once, for its two members: never both
+    // recorded (both would be sent), and every member names the one that was.
+    for round in 0..20u8 {
+        let base = 100 + round * 5;
+        let (va, vb) = (verified(base), verified(base + 1));
+        let (a, b) = (claimed(&store, &va).await, claimed(&store, &vb).await);
+        let sent = prepared(base, &[]);
+        store.mark_settling_batch(&[a, b], &sent).await.unwrap();
+        let (ra, rb) = (prepared(base + 2, &[base]), prepared(base + 3, &[base]));
+        let (only_a, only_b) = ([a], [b]);
+        let (x, y) = tokio::join!(
+            store.record_replacement(&only_a, &sent.transaction, &ra),
+            store.record_replacement(&only_b, &sent.transaction, &rb),
+        );
+        assert!(!(x.is_ok() && y.is_ok()), "round {round}: both recorded");
+        let open = store.settling_claims(i64::MAX, 100).await.unwrap();
+        let named: Vec<&str> = open
+            .iter()
+            .filter(|c| c.claim_id == a || c.claim_id == b)
+            .map(|c| c.tx_hash.as_str())
+            .collect();
+        let winner = if x.is_ok() {
+            ra.transaction.as_str()
+        } else if y.is_ok() {
+            rb.transaction.as_str()
+        } else {
+            sent.transaction.as_str()
+        };
+        assert_eq!(named, [winner, winner], "round {round}");
+        // Settled, so later rounds see only their own.
+        let s = settlement(base);
+        store
+            .record_settlements(&[(a, &va, &s, CTX), (b, &vb, &s, CTX)])
+            .await
+            .unwrap();
+    }
 
     // A deferred item's stored transaction follows its claim's.
     let v = verified(74);

@@ -47,35 +47,28 @@ where
             }) => {
                 // It never left: the claims go back to naming the one it replaced as the one to
                 // send again (its bytes are the ones a node will take), the refused one kept
-                // among those watched. Unrecorded, the claims name bytes the node refuses, and
-                // only what it replaced, if still pooled, can land: `Pending`.
+                // among those watched.
                 tracing::warn!(tx = %transaction, "the node refused a replacement settlement, sending the one it replaced again: {message}");
-                let back = previous.take().map(|mut p: PreparedSettlement| {
-                    p.replaces.push(transaction.clone());
-                    p
-                });
-                let recorded = match &back {
-                    Some(back) => store
-                        .record_replacement(claim_ids, &transaction, back)
-                        .await
-                        .map_err(|e| e.to_string()),
-                    None => Err("nothing to go back to".into()),
+                let Some(mut back) = previous.take() else {
+                    return Err(SettleError::Pending {
+                        transaction,
+                        message: format!("{message}; nothing to go back to"),
+                    });
                 };
-                match (back, recorded) {
-                    (Some(back), Ok(())) => {
-                        *prepared = back;
-                        refused = Some(message);
-                        attempt = Attempt::Again;
-                        continue;
-                    }
-                    (_, Err(e)) => {
-                        return Err(SettleError::Pending {
-                            transaction,
-                            message: format!("{message}; recording the one it replaced: {e}"),
-                        })
-                    }
-                    (None, Ok(())) => unreachable!("recorded only with something to go back to"),
+                back.replaces.push(transaction.clone());
+                // Unrecorded, the claims still name both (the refused one as the one to send,
+                // the one it replaced among those watched): this wait goes on with the bytes a
+                // node takes all the same.
+                if let Err(e) = store
+                    .record_replacement(claim_ids, &transaction, &back)
+                    .await
+                {
+                    tracing::warn!(tx = %back.transaction, "recording the replaced settlement as the one to send again: {e}");
                 }
+                *prepared = back;
+                refused = Some(message);
+                attempt = Attempt::Again;
+                continue;
             }
             other => return other,
         };

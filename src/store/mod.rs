@@ -325,13 +325,15 @@ pub struct ClaimContext<'a> {
 /// text for `mark_settling_on` and SQLite's writer (`round.rs`).
 const MARK_SQL: &str =
     "UPDATE payment_claims SET status = 'settling', tx_hash = $1, tx_raw = $2, tx_replaced = NULL, error = NULL, updated_at = $3
-     WHERE id = $4 AND status IN ('claimed', 'queued', 'settling')";
+     WHERE id = $4 AND status IN ('claimed', 'queued', 'settling')
+       AND (status <> 'settling' OR tx_replaced IS NULL)";
 
 /// `MARK_SQL` for `n` claims, `$4` onwards.
 fn mark_batch_sql(n: usize) -> String {
     format!(
         "UPDATE payment_claims SET status = 'settling', tx_hash = $1, tx_raw = $2, tx_replaced = NULL, error = NULL, updated_at = $3
-         WHERE status IN ('claimed', 'queued', 'settling') AND id IN ({})",
+         WHERE status IN ('claimed', 'queued', 'settling')
+           AND (status <> 'settling' OR tx_replaced IS NULL) AND id IN ({})",
         placeholders(4, n)
     )
 }
@@ -832,23 +834,30 @@ impl Store {
         distinct.dedup();
         let now = now();
         let mut tx = self.pool.begin().await?;
+        // The caller's claims first, the update itself the check (a `SELECT` first would let two
+        // attempts replacing one transaction at once both pass it under Postgres' read
+        // committed, and both send): all of them move, or none.
         let sql = format!(
-            "SELECT count(*) FROM payment_claims
-             WHERE status = 'settling' AND tx_hash = $1 AND id IN ({})",
-            placeholders(2, distinct.len())
+            "UPDATE payment_claims SET tx_hash = $1, tx_raw = $2, tx_replaced = $3, updated_at = $4
+             WHERE status = 'settling' AND tx_hash = $5 AND id IN ({})",
+            placeholders(6, distinct.len())
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(current);
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&p.transaction)
+            .bind(&p.raw)
+            .bind(&earlier)
+            .bind(now)
+            .bind(current);
         for id in &distinct {
             q = q.bind(id);
         }
-        let on_current: i64 = q.fetch_one(&mut *tx).await?.try_get(0)?;
-        if on_current != distinct.len() as i64 {
+        if q.execute(&mut *tx).await?.rows_affected() != distinct.len() as u64 {
             tx.rollback().await?;
             return Err(StoreError::ClaimFinished(distinct[0]));
         }
-        // Every claim the transaction settles moves, not only the caller's: a deferred batch's
-        // members are retried one by one, and a member left naming the old transactions would
-        // not watch the new one, which settles it too.
+        // Then every other claim the transaction settles, not only the caller's: a deferred
+        // batch's members are retried one by one, and a member left naming the old transactions
+        // would not watch the new one, which settles it too.
         sqlx::query(
             "UPDATE payment_claims SET tx_hash = $1, tx_raw = $2, tx_replaced = $3, updated_at = $4
              WHERE status = 'settling' AND tx_hash = $5",

@@ -91,7 +91,10 @@ impl Store {
     }
 
     /// Schedules another attempt; `forget_prepared` drops a signed tx that can no longer land
-    /// (its settler nonce was taken by another transaction).
+    /// (its settler nonce was taken by another transaction), unless its claim names replaced
+    /// transactions: then one of them may have landed, and the attempt that asked to forget read
+    /// the item before another member of its batch moved it to a replacement (the item holds
+    /// that replacement now, which the next attempt sends and watches with the rest).
     pub async fn queue_retry(
         &self,
         claim_id: i64,
@@ -102,7 +105,11 @@ impl Store {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE settlement_queue SET attempts = $1, next_attempt_at = $2, last_error = $3,
-                prepared = CASE WHEN $4 = 1 THEN NULL ELSE prepared END, updated_at = $5
+                prepared = CASE WHEN $4 = 1 AND NOT EXISTS (
+                    SELECT 1 FROM payment_claims c
+                    WHERE c.id = settlement_queue.claim_id AND c.tx_replaced IS NOT NULL)
+                  THEN NULL ELSE prepared END,
+                updated_at = $5
              WHERE claim_id = $6",
         )
         .bind(attempts)
