@@ -52,8 +52,8 @@
 //!   evm/       the EVM backend (EIP-3009 verification and settlement on alloy): verify.rs
 //!              (local checks, diagnosis), simulate.rs (simulations, those that wait made
 //!              together in one Multicall3 eth_call), nonce.rs (settler nonces), send.rs
-//!              (sending, lookups, receipt wait over a settlement and what it replaced),
-//!              replace.rs (a stuck settlement signed again at its nonce, higher fees), batch.rs (Multicall3 batches, each payment
+//!              (sending, what a node's answer means), receipt.rs (lookups, the receipt wait
+//!              over a settlement and what it replaced, confirmations), replace.rs (a stuck settlement signed again at its nonce, higher fees), batch.rs (Multicall3 batches, each payment
 //!              judged by its own AuthorizationUsed); payload.rs: EvmAuthorization <-> SchemePayload;
 //!              observe.rs: a tower layer timing every RPC call for an RpcObserver (metrics);
 //!              domain.rs: EIP-712 signing hashes, each token's domain separator kept

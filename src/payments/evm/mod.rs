@@ -25,8 +25,8 @@
 //! `payload.rs` carries the verified authorization to settlement as a chain-neutral
 //! `SchemePayload`, the only form that leaves this backend; `verify.rs` holds the local checks
 //! and a failed simulation's diagnosis; `simulate.rs` the simulations; `nonce.rs` the settler's
-//! nonce counter; `send.rs` sending, lookups and the receipt wait; `replace.rs` replacing a
-//! settlement stuck unmined by the same calls at higher fees; `batch.rs` several payments
+//! nonce counter; `send.rs` sending; `receipt.rs` lookups and the receipt wait; `replace.rs`
+//! replacing a settlement stuck unmined by the same calls at higher fees; `batch.rs` several payments
 //! in one Multicall3 transaction; `domain.rs` EIP-712 signing hashes with each token's domain
 //! separator computed once. This file: the backend's state, fees, and `ChainBackend`.
 //! May import: payments::chain, pricing, config, x402. alloy is used here and nowhere else.
@@ -36,6 +36,7 @@ mod domain;
 mod nonce;
 mod observe;
 mod payload;
+mod receipt;
 mod replace;
 mod send;
 mod simulate;
