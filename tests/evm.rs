@@ -1127,16 +1127,6 @@ async fn pending_settlements(chain: &Chain) -> u64 {
         .unwrap()
 }
 
-async fn settler_nonce(chain: &Chain) -> u64 {
-    use alloy::providers::Provider;
-    let settler: PrivateKeySigner = chain.settler_key.parse().unwrap();
-    chain
-        .provider
-        .get_transaction_count(settler.address())
-        .await
-        .unwrap()
-}
-
 /// Finding 7: the node took the settlement but its answer was lost (a 502 from a load balancer, a
 /// cut connection) while the transaction waits in the pool. The gateway looks it up by hash
 /// instead of releasing the claim: the payer is charged once, served, and recorded, and the same
@@ -1182,7 +1172,7 @@ async fn a_lost_answer_to_a_sent_settlement_is_looked_up_not_released() {
         assert_eq!(resp.status(), 402);
         assert!(error_of(&resp).starts_with("duplicate_settlement"));
         assert_eq!(s.up.hits(), 1);
-        assert_eq!(settler_nonce(&s.chain).await, 1);
+        assert_eq!(s.chain.settler_nonce().await, 1);
         assert_eq!(s.chain.rpc.count("eth_sendRawTransaction"), 1);
     }
 }
@@ -1264,7 +1254,7 @@ async fn a_failed_settlement_write_leaves_no_nonce_gap() {
         .unwrap();
     assert_eq!(resp.status(), 201);
     assert_eq!(s.chain.balance(s.pay_to).await, U256::from(2 * PRICE));
-    assert_eq!(settler_nonce(&s.chain).await, 2);
+    assert_eq!(s.chain.settler_nonce().await, 2);
     assert_eq!(store(&s.gw).await.ledger(10).await.unwrap().len(), 2);
 }
 
@@ -1304,7 +1294,7 @@ async fn a_dropped_settlement_is_sent_again_until_it_lands() {
         .unwrap();
     assert_eq!(resp.status(), 201);
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert_eq!(settler_nonce(&s.chain).await, 2);
+    assert_eq!(s.chain.settler_nonce().await, 2);
     assert_eq!(store(&s.gw).await.ledger(10).await.unwrap().len(), 2);
 }
 
@@ -1416,7 +1406,7 @@ async fn a_dropped_settlement_is_sent_again_after_a_restart() {
     wait_for(|| async { db.ledger(10).await.unwrap().len() == 1 }).await;
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(chain.balance(pay_to).await, U256::from(PRICE));
-    assert_eq!(settler_nonce(&chain).await, 1);
+    assert_eq!(chain.settler_nonce().await, 1);
     assert_eq!(db.count_claims("settled").await.unwrap(), 1);
 }
 

@@ -137,13 +137,16 @@ async fn mined(chain: &Chain, tx: &str) -> bool {
         .is_some()
 }
 
-async fn settler_nonce(chain: &Chain) -> u64 {
-    let settler: PrivateKeySigner = chain.settler_key.parse().unwrap();
-    chain
-        .provider
-        .get_transaction_count(settler.address())
-        .await
-        .unwrap()
+/// The next block's base fee rises to `gwei` and the block is mined: a settlement waiting in the
+/// pool with a lower fee cap is dropped by anvil (as geth does).
+async fn price_out(chain: &Chain, gwei: u128) {
+    chain.set_next_base_fee(gwei * GWEI).await;
+    chain.mine().await;
+    assert_eq!(
+        chain.pool_size().await,
+        0,
+        "the pool dropped what was priced out"
+    );
 }
 
 fn receipt_tx(resp: &reqwest::Response) -> String {
@@ -168,13 +171,7 @@ async fn a_settlement_priced_out_by_a_base_fee_surge_is_replaced_and_lands() {
         first,
     } = stuck_settlement(&s, "/paid/surge").await;
     // 100 gwei: far above the settlement's fee cap (anvil's base fee is about 1 gwei).
-    s.chain.set_next_base_fee(100 * GWEI).await;
-    s.chain.mine().await;
-    assert_eq!(
-        s.chain.pool_size().await,
-        0,
-        "anvil dropped the priced-out settlement"
-    );
+    price_out(&s.chain, 100).await;
     s.chain.set_automine(true).await;
 
     let resp = response.await.unwrap().unwrap();
@@ -193,7 +190,7 @@ async fn a_settlement_priced_out_by_a_base_fee_surge_is_replaced_and_lands() {
     assert_eq!(ledger[0].tx_hash, tx);
     assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
     assert_eq!(
-        settler_nonce(&s.chain).await,
+        s.chain.settler_nonce().await,
         1,
         "one nonce, one transaction"
     );
@@ -228,7 +225,7 @@ async fn the_replaced_transaction_mined_after_all_settles_the_payment() {
     assert_eq!(ledger.len(), 1);
     assert_eq!(ledger[0].tx_hash, first);
     assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
-    assert_eq!(settler_nonce(&s.chain).await, 1);
+    assert_eq!(s.chain.settler_nonce().await, 1);
     drop(gw);
 }
 
@@ -262,7 +259,7 @@ async fn the_reconciler_finds_a_replaced_transaction_that_was_mined() {
     assert_eq!(db.ledger(10).await.unwrap()[0].tx_hash, first);
     assert_eq!(db.count_claims("settled").await.unwrap(), 1);
     assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
-    assert_eq!(settler_nonce(&s.chain).await, 1);
+    assert_eq!(s.chain.settler_nonce().await, 1);
 }
 
 /// The settler cannot pay the replacement's fee cap (its gas money ran low while the base fee
@@ -284,9 +281,7 @@ async fn a_replacement_the_node_refuses_leaves_the_original_to_send_again() {
     s.chain
         .set_eth_balance(settler.address(), 10_000_000 * GWEI)
         .await;
-    s.chain.set_next_base_fee(100 * GWEI).await;
-    s.chain.mine().await;
-    assert_eq!(s.chain.pool_size().await, 0);
+    price_out(&s.chain, 100).await;
 
     let resp = response.await.unwrap().unwrap();
     assert_eq!(resp.status(), 503);
@@ -315,7 +310,7 @@ async fn a_replacement_the_node_refuses_leaves_the_original_to_send_again() {
     wait_for(|| async { db.ledger(10).await.unwrap().len() == 1 }).await;
     assert_eq!(db.ledger(10).await.unwrap()[0].tx_hash, first);
     assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
-    assert_eq!(settler_nonce(&s.chain).await, 1);
+    assert_eq!(s.chain.settler_nonce().await, 1);
 }
 
 /// A deferred settlement (the client served at once) priced out in the pool is replaced by the
@@ -335,9 +330,7 @@ async fn a_deferred_settlement_priced_out_is_replaced_and_lands() {
     assert_eq!(resp.status(), 201, "served before it is settled");
     wait_for(|| async { s.chain.pool_size().await == 1 }).await;
     let first = s.chain.pool_hashes().await.remove(0);
-    s.chain.set_next_base_fee(100 * GWEI).await;
-    s.chain.mine().await;
-    assert_eq!(s.chain.pool_size().await, 0);
+    price_out(&s.chain, 100).await;
     s.chain.set_automine(true).await;
 
     wait_for(|| async { db.ledger(10).await.unwrap().len() == 1 }).await;
@@ -347,7 +340,7 @@ async fn a_deferred_settlement_priced_out_is_replaced_and_lands() {
     assert!(!mined(&s.chain, &first).await);
     assert_eq!(db.count_claims("settled").await.unwrap(), 1);
     assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
-    assert_eq!(settler_nonce(&s.chain).await, 1);
+    assert_eq!(s.chain.settler_nonce().await, 1);
 }
 
 /// A batch (two payments that waited while the only settlement slot was busy) priced out in
@@ -410,9 +403,7 @@ async fn a_batch_priced_out_is_replaced_as_one() {
         open.iter().all(|c| c.tx_hash == first),
         "one batch: {open:?}"
     );
-    s.chain.set_next_base_fee(1_000 * GWEI).await;
-    s.chain.mine().await;
-    assert_eq!(s.chain.pool_size().await, 0, "the batch priced out");
+    price_out(&s.chain, 1_000).await;
     s.chain.set_automine(true).await;
 
     let mut hashes = Vec::new();
@@ -429,7 +420,7 @@ async fn a_batch_priced_out_is_replaced_as_one() {
     assert_eq!(ledger.iter().filter(|r| r.tx_hash == hashes[0]).count(), 2);
     assert_eq!(s.chain.balance(s.pay_to).await, U256::from(4 * PRICE));
     assert_eq!(
-        settler_nonce(&s.chain).await,
+        s.chain.settler_nonce().await,
         3,
         "warm-up, the one alone, the batch"
     );

@@ -834,20 +834,23 @@ impl Store {
         distinct.dedup();
         let now = now();
         let mut tx = self.pool.begin().await?;
+        // One statement's text for both updates below, `$6` onwards naming claims or not.
+        let moving = |only: &str| {
+            let sql = format!(
+                "UPDATE payment_claims SET tx_hash = $1, tx_raw = $2, tx_replaced = $3, updated_at = $4
+                 WHERE status = 'settling' AND tx_hash = $5{only}"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(p.transaction.clone())
+                .bind(p.raw.clone())
+                .bind(earlier.clone())
+                .bind(now)
+                .bind(current.to_string())
+        };
         // The caller's claims first, the update itself the check (a `SELECT` first would let two
         // attempts replacing one transaction at once both pass it under Postgres' read
         // committed, and both send): all of them move, or none.
-        let sql = format!(
-            "UPDATE payment_claims SET tx_hash = $1, tx_raw = $2, tx_replaced = $3, updated_at = $4
-             WHERE status = 'settling' AND tx_hash = $5 AND id IN ({})",
-            placeholders(6, distinct.len())
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&p.transaction)
-            .bind(&p.raw)
-            .bind(&earlier)
-            .bind(now)
-            .bind(current);
+        let mut q = moving(&format!(" AND id IN ({})", placeholders(6, distinct.len())));
         for id in &distinct {
             q = q.bind(id);
         }
@@ -858,17 +861,7 @@ impl Store {
         // Then every other claim the transaction settles, not only the caller's: a deferred
         // batch's members are retried one by one, and a member left naming the old transactions
         // would not watch the new one, which settles it too.
-        sqlx::query(
-            "UPDATE payment_claims SET tx_hash = $1, tx_raw = $2, tx_replaced = $3, updated_at = $4
-             WHERE status = 'settling' AND tx_hash = $5",
-        )
-        .bind(&p.transaction)
-        .bind(&p.raw)
-        .bind(&earlier)
-        .bind(now)
-        .bind(current)
-        .execute(&mut *tx)
-        .await?;
+        moving("").execute(&mut *tx).await?;
         sqlx::query(
             "UPDATE settlement_queue SET prepared = $1, updated_at = $2
              WHERE prepared IS NOT NULL AND claim_id IN (

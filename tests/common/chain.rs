@@ -497,6 +497,15 @@ impl Chain {
             .unwrap();
     }
 
+    /// The settler's mined transaction count (`settler_key`'s nonce).
+    pub async fn settler_nonce(&self) -> u64 {
+        let settler: PrivateKeySigner = self.settler_key.parse().unwrap();
+        self.provider
+            .get_transaction_count(settler.address())
+            .await
+            .unwrap()
+    }
+
     /// Sets an account's native balance (what pays its gas), in wei.
     pub async fn set_eth_balance(&self, who: Address, wei: u128) {
         let _: Value = self

@@ -190,48 +190,14 @@ impl EvmBackend {
                 return Ok((self.await_receipt(wait).await?, started));
             }
         };
-        match sent {
-            Sent::Accepted => {}
-            Sent::Refused { .. } | Sent::Held(_) => {
-                let (nonce_used, message) = match sent {
-                    Sent::Refused {
-                        nonce_used,
-                        message,
-                    } => (nonce_used, message),
-                    Sent::Held(message) => (true, message),
-                    _ => unreachable!("matched above"),
-                };
-                // It may have landed before (a re-send after a crash, or after a lost answer):
-                // the chain decides, not the refusal. With replacements, one the node cannot
-                // be asked about may be the one mined: only a full answer proves none was.
-                match self.any_known(&hashes).await {
-                    Known::Yes => return Ok((self.await_receipt(wait).await?, started)),
-                    Known::Unsure if hashes.len() > 1 => {
-                        return Ok((self.await_receipt(wait).await?, started))
-                    }
-                    Known::Unsure | Known::No => {}
-                }
-                if hashes.len() > 1 {
-                    // None of them is known and this one is refused: the nonce may be another
-                    // transaction's now. Never "not sent" on this alone: the claim stays, and
-                    // the reconciler (or the next attempt) decides on every one of them.
-                    self.resync_nonce().await;
-                    return Err(SettleError::Pending {
-                        transaction: hash.to_string(),
-                        message: format!(
-                            "the node refused it and knows none it replaced: {message}"
-                        ),
-                    });
-                }
-                if nonce_used {
-                    // Our counter is behind the node's: the nonce is gone (or held by another
-                    // pending transaction), catch up.
-                    self.resync_nonce().await;
-                } else if attempt == Attempt::First {
-                    self.give_back(prepared.nonce).await;
-                }
-                return Err(SettleError::NotBroadcast { message });
-            }
+        let (nonce_used, message) = match sent {
+            Sent::Accepted => return Ok((self.await_receipt(wait).await?, started)),
+            Sent::Refused {
+                nonce_used,
+                message,
+            } => (nonce_used, message),
+            // Another pending transaction holds the nonce: for this send, as good as used.
+            Sent::Held(message) => (true, message),
             Sent::NotDelivered(message) if attempt == Attempt::First => {
                 self.give_back(prepared.nonce).await;
                 return Err(SettleError::Unavailable(message));
@@ -241,9 +207,37 @@ impl EvmBackend {
             // and sends it again until it is mined or the wait ends as `Pending`: never released.
             Sent::NotDelivered(message) | Sent::Unknown(message) => {
                 tracing::warn!(tx = %hash, "settlement send outcome unknown, looking it up: {message}");
+                return Ok((self.await_receipt(wait).await?, started));
             }
+        };
+        // Refused. It may have landed before (a re-send after a crash, or after a lost answer):
+        // the chain decides, not the refusal. With replacements, one the node cannot be asked
+        // about may be the one mined: only a full answer proves none was.
+        match self.any_known(&hashes).await {
+            Known::Yes => return Ok((self.await_receipt(wait).await?, started)),
+            Known::Unsure if hashes.len() > 1 => {
+                return Ok((self.await_receipt(wait).await?, started))
+            }
+            Known::Unsure | Known::No => {}
         }
-        Ok((self.await_receipt(wait).await?, started))
+        if hashes.len() > 1 {
+            // None of them is known and this one is refused: the nonce may be another
+            // transaction's now. Never "not sent" on this alone: the claim stays, and the
+            // reconciler (or the next attempt) decides on every one of them.
+            self.resync_nonce().await;
+            return Err(SettleError::Pending {
+                transaction: hash.to_string(),
+                message: format!("the node refused it and knows none it replaced: {message}"),
+            });
+        }
+        if nonce_used {
+            // Our counter is behind the node's: the nonce is gone (or held by another pending
+            // transaction), catch up.
+            self.resync_nonce().await;
+        } else if attempt == Attempt::First {
+            self.give_back(prepared.nonce).await;
+        }
+        Err(SettleError::NotBroadcast { message })
     }
 }
 
