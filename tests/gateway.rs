@@ -64,6 +64,57 @@ async fn free_route_passes_status_headers_and_body() {
     assert_eq!(up.hits(), 1);
 }
 
+/// `Connection` names the client's own hop-by-hop headers: those go, but what the gateway adds
+/// for the origin stays. pingora (0.9) strips the named headers before `upstream_request_filter`
+/// and refuses a request naming `Host` or an `X-Forwarded-*` header outright; the gateway's own
+/// removal runs before it adds its headers. This holds that behaviour across upgrades of either.
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_cannot_strip_what_the_gateway_adds() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&basic_config(&up.url(), ""));
+    let resp = client()
+        .get(gw.url("/free/a"))
+        .header("connection", "X-Request-Id, x-mine")
+        .header("x-mine", "hop-by-hop")
+        .header("x-request-id", "client-id-1")
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    let text = resp.text().await.unwrap();
+    assert_eq!(status, 201, "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    let h = &body["headers"];
+    assert_eq!(h["host"], up.addr.to_string());
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    // The request's id (the client's, which is sane) still reaches the origin.
+    assert_eq!(id, "client-id-1");
+    assert_eq!(h["x-request-id"], id.as_str());
+    assert!(h.get("x-mine").is_none(), "x-mine reached the origin: {h}");
+    assert!(
+        h.get("connection").is_none(),
+        "connection reached the origin: {h}"
+    );
+    // A client may not hide its address (or its host) from the origin this way.
+    for named in [
+        "x-forwarded-for",
+        "X-Forwarded-Proto",
+        "x-forwarded-host",
+        "host",
+    ] {
+        let resp = client()
+            .get(gw.url("/free/a"))
+            .header("connection", named)
+            .header("x-forwarded-for", "10.9.9.9")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "Connection: {named}");
+    }
+    assert_eq!(up.hits(), 1, "only the first request reached the origin");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn post_bodies_and_large_streams_pass_intact() {
     let up = Upstream::start();

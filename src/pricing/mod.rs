@@ -36,8 +36,10 @@ pub struct Offers {
     pub settle: SettlePolicy,
     /// `,"description":…,"mimeType":…}` closing the v2 `resource` object.
     v2_resource_tail: String,
-    /// `,"accepts":[…],"extensions":{}}` closing the v2 challenge.
-    v2_tail: String,
+    /// The base64 of the v2 challenge's opening, `{"x402Version":2,"accepts":[…],
+    /// "extensions":{}` and spaces to a whole number of 3-byte groups: a challenge encodes only
+    /// what follows it (see `challenge`).
+    v2_head_b64: String,
     /// Each v1 `accepts` entry split around its `resource` value.
     v1_entries: Vec<(String, String)>,
     /// Offers this route made before a reload changed their price, still accepted from v2 clients
@@ -119,14 +121,22 @@ impl Offers {
             .collect();
         let accepts: Vec<&PaymentRequirements> = offers.iter().map(|o| &o.requirement).collect();
         let accepts_json = serde_json::to_string(&accepts).expect("requirements serialize");
-        // The field order is the one the wire types serialize in: x402Version, error, resource
-        // {url, description, mimeType}, accepts, extensions.
+        // The v2 challenge opens with what never changes for the route (x402Version, accepts,
+        // extensions), then the request's own resource and error. JSON's field order means
+        // nothing to a parser, and base64 encodes each 3-byte group on its own: padded with
+        // spaces (insignificant in JSON) to a multiple of 3, the opening is encoded once here,
+        // and each 402 encodes only its last couple of hundred bytes, not the whole kilobyte.
+        let mut v2_head =
+            format!("{{\"x402Version\":2,\"accepts\":{accepts_json},\"extensions\":{{}}");
+        while v2_head.len() % 3 != 0 {
+            v2_head.push(' ');
+        }
+        let v2_head_b64 = base64::engine::general_purpose::STANDARD.encode(v2_head);
         let v2_resource_tail = format!(
             ",\"description\":{},\"mimeType\":{}}}",
             json_str(&route.description),
             json_str(&route.mime_type)
         );
-        let v2_tail = format!(",\"accepts\":{accepts_json},\"extensions\":{{}}}}");
         // v1 clients validate every entry's network against a fixed enum: list only networks
         // that have a v1 name, or the whole body becomes unparsable for them.
         let v1_entries = offers
@@ -160,7 +170,7 @@ impl Offers {
             mime_type: route.mime_type.clone(),
             settle: route.settle,
             v2_resource_tail,
-            v2_tail,
+            v2_head_b64,
             v1_entries,
             honoured: Vec::new(),
         })
@@ -209,14 +219,18 @@ impl Offers {
     /// Builds the 402 for `resource_url`, with `error` as the human-readable reason.
     pub fn challenge(&self, resource_url: &str, error: &str) -> Challenge {
         let (url, error) = (json_str(resource_url), json_str(error));
-        let mut v2 = String::with_capacity(64 + url.len() + error.len() + self.v2_tail.len());
-        v2.push_str("{\"x402Version\":2,\"error\":");
-        v2.push_str(&error);
-        v2.push_str(",\"resource\":{\"url\":");
-        v2.push_str(&url);
-        v2.push_str(&self.v2_resource_tail);
-        v2.push_str(&self.v2_tail);
-        let header = base64::engine::general_purpose::STANDARD.encode(v2);
+        // What follows the opening encoded once in `for_route`.
+        let mut rest =
+            String::with_capacity(48 + url.len() + error.len() + self.v2_resource_tail.len());
+        rest.push_str(",\"resource\":{\"url\":");
+        rest.push_str(&url);
+        rest.push_str(&self.v2_resource_tail);
+        rest.push_str(",\"error\":");
+        rest.push_str(&error);
+        rest.push('}');
+        let mut header = String::with_capacity(self.v2_head_b64.len() + rest.len().div_ceil(3) * 4);
+        header.push_str(&self.v2_head_b64);
+        base64::engine::general_purpose::STANDARD.encode_string(rest, &mut header);
         let mut body = String::with_capacity(64 + error.len() + self.v1_entries.len() * 512);
         body.push_str("{\"x402Version\":1,\"error\":");
         body.push_str(&error);
@@ -386,6 +400,23 @@ description = "Quotes \" and \\ and unicode é"
                 .map(|o| o.requirement.clone())
                 .collect::<Vec<_>>()
         );
+        // The opening is encoded apart (`v2_head_b64`): whatever the length of what follows, the
+        // header is one base64 text of one JSON object with every field.
+        for url in ["", "/", "/a", "/ab", "/abc", "/abcd"] {
+            let c = offers.challenge(url, "Payment required");
+            let json: serde_json::Value =
+                serde_json::from_slice(&crate::x402::codec::decode_base64(&c.header).unwrap())
+                    .unwrap();
+            assert_eq!(json["resource"]["url"], url);
+            assert_eq!(json["x402Version"], 2);
+            assert_eq!(json["error"], "Payment required");
+            assert_eq!(json["extensions"], serde_json::json!({}));
+            assert_eq!(
+                json["accepts"].as_array().unwrap().len(),
+                offers.offers.len()
+            );
+            assert_eq!(json.as_object().unwrap().len(), 5, "{json}");
+        }
         let v1: PaymentRequiredV1 = serde_json::from_slice(&c.body).unwrap();
         assert_eq!(v1.accepts.len(), 1, "only the v1-named network");
         assert_eq!(v1.accepts[0].resource, url);

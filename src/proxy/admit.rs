@@ -40,12 +40,6 @@ impl Gateway {
             ctx.facts.route = fact;
             r
         })?;
-        let path_and_query = req
-            .uri
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str())
-            .to_string();
-        let header = gate::payment_header(&req.headers).map(|(n, v)| (n, v.to_vec()));
         if routed.upgrade {
             // Whatever the gateway answers itself (402, 503...), the client may already be
             // speaking the new protocol: never read another request from this connection.
@@ -65,6 +59,14 @@ impl Gateway {
             ctx.facts.route = "free";
             return Ok(());
         };
+        // Read only for priced routes: a free request copies neither.
+        let req = session.req_header();
+        let path_and_query = req
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_string();
+        let header = gate::payment_header(&req.headers).map(|(n, v)| (n, v.to_vec()));
         let standing = self
             .standing_for(&live, &route, offers, &path_and_query, ctx)
             .await?;

@@ -14,6 +14,9 @@ pub struct RequestCtx {
     /// This request's id (the client's sane `X-Request-Id`, or a fresh one): sent upstream and
     /// back to the client. Empty until the first phase that sees the request sets it.
     pub request_id: String,
+    /// `request_id` as a header value, made once: the upstream request and the answer each take
+    /// a clone (a reference count, not a copy). `None` until `start`.
+    pub request_id_value: Option<http::HeaderValue>,
     /// The `request` span carrying `request_id`; each phase runs in it (see `span`).
     pub span: Option<tracing::Span>,
     /// When the gateway first saw the request, for the access line's total time.
@@ -56,6 +59,9 @@ impl RequestCtx {
     pub fn start(&mut self, headers: &http::HeaderMap) {
         if self.request_id.is_empty() {
             self.request_id = logging::request_id(headers);
+            // Only sane ids are kept (`logging::request_id`), and a fresh one is hex: always a
+            // valid value.
+            self.request_id_value = http::HeaderValue::from_str(&self.request_id).ok();
             self.span = Some(logging::request_span(&self.request_id));
         }
         self.started.get_or_insert_with(std::time::Instant::now);

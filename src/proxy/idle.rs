@@ -124,7 +124,11 @@ where
         // waited on its connection tasks either (they were spawned and let go the same way).
         let parked = Arc::clone(self);
         let shutdown = shutdown.clone();
-        tokio::spawn(async move { parked.serve(WriteBuffer::new(tcp), shutdown).await });
+        tokio::spawn(async move {
+            parked
+                .serve(Box::new(WriteBuffer::new(tcp)), shutdown)
+                .await
+        });
         None
     }
 
@@ -142,11 +146,11 @@ where
     /// lived in that future, even moved out, would be room every idle connection keeps.
     fn request<'a>(
         &'a self,
-        conn: WriteBuffer,
+        conn: Box<WriteBuffer>,
         carried: Option<Option<HttpPersistentSettings>>,
         shutdown: &'a ShutdownWatch,
     ) -> Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'a>> {
-        let mut session = ServerSession::new_http1(Box::new(conn));
+        let mut session = ServerSession::new_http1(conn);
         match carried {
             // A reused connection: its settings from the request before (keep-alive, requests
             // left), as pingora's loop applies them.
@@ -195,7 +199,10 @@ where
     }
 
     /// pingora's HTTP/1 keep-alive loop, waiting for each request before building its session.
-    async fn serve(self: Arc<Self>, mut conn: WriteBuffer, shutdown: ShutdownWatch) {
+    ///
+    /// The connection stays boxed from one request to the next: pingora takes it as a boxed
+    /// stream and hands the same box back, so no request allocates one.
+    async fn serve(self: Arc<Self>, mut conn: Box<WriteBuffer>, shutdown: ShutdownWatch) {
         // `None` before the first request; then what pingora carried from the request before.
         let mut carried: Option<Option<HttpPersistentSettings>> = None;
         loop {
@@ -240,7 +247,7 @@ where
             let Ok(stream) = stream.into_any().downcast::<WriteBuffer>() else {
                 return;
             };
-            conn = *stream;
+            conn = stream;
             carried = Some(settings);
         }
     }
@@ -336,7 +343,7 @@ pub(super) mod tests {
         )));
         let (_client, server) = pair().await;
         let (_shutdown, watch) = tokio::sync::watch::channel(false);
-        let serve = parked.serve(WriteBuffer::new(Box::new(server)), watch);
+        let serve = parked.serve(Box::new(WriteBuffer::new(Box::new(server))), watch);
         let size = std::mem::size_of_val(&serve);
         assert!(size <= 512, "a parked connection's future is {size} bytes");
     }

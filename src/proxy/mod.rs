@@ -239,9 +239,9 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if !ctx.request_id.is_empty() {
+        if let Some(id) = &ctx.request_id_value {
             // The origin's own id, if it sent one, gives way to the one the client knows.
-            resp.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+            resp.insert_header(REQUEST_ID_HEADER, id.clone())?;
         }
         let span = ctx.span();
         self.answer(resp, ctx).instrument(span).await

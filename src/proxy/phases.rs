@@ -71,8 +71,9 @@ impl Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        resp.remove_header("keep-alive");
-        resp.remove_header("proxy-connection");
+        // Looked up by `HeaderName`, not by text: no name is parsed for the lookup.
+        resp.remove_header(&KEEP_ALIVE);
+        resp.remove_header(&PROXY_CONNECTION);
         let status = resp.status.as_u16();
         if pay::is_interim(status) {
             // 100 Continue, 103 Early Hints: not the origin's answer; only the final one decides.
@@ -218,6 +219,10 @@ impl Gateway {
     }
 }
 
+/// Hop-by-hop answer headers an origin may send, never passed on to the client.
+static KEEP_ALIVE: http::HeaderName = http::HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: http::HeaderName = http::HeaderName::from_static("proxy-connection");
+
 /// What the access line says about the request and its answer, besides what `RequestCtx` holds.
 pub(super) struct Access<'a> {
     pub method: &'a str,
@@ -247,6 +252,10 @@ impl<'a> Access<'a> {
 /// The one access-log line of a request, written last. The path is the normalized one without
 /// its query (which can carry secrets); no header but the request id (in the span) is logged.
 pub(super) fn access_line(req: &Access<'_>, e: Option<&Error>, ctx: &RequestCtx) {
+    // The line's fields are made (an address and a pattern formatted) only for a line written.
+    if !tracing::enabled!(target: "x402_gate::access", tracing::Level::INFO) {
+        return;
+    }
     let path = ctx.rewritten_path.as_deref().unwrap_or(req.path);
     let route = ctx.route.as_ref().map(|r| match &r.config.path {
         PathPattern::Exact(p) => p.clone(),
