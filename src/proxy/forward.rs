@@ -80,13 +80,9 @@ pub(super) async fn peer_for(ctx: &RequestCtx) -> Result<Box<HttpPeer>> {
                 })?,
         }
     };
-    // The SNI is read only over TLS: a plain upstream's peer copies no name for each request.
-    let sni = if up.tls {
-        up.host.clone()
-    } else {
-        String::new()
-    };
-    let mut peer = HttpPeer::new(addr, up.tls, sni);
+    // The host goes in as the SNI even for a plain upstream: pingora keys its connection pool
+    // on it, so routes to two host names at one address never share a connection.
+    let mut peer = HttpPeer::new(addr, up.tls, up.host.clone());
     peer.options.connection_timeout = Some(Duration::from_secs(5));
     peer.options.total_connection_timeout = Some(Duration::from_secs(10));
     peer.options.read_timeout = Some(ctx.live.as_ref().map_or(Duration::from_secs(60), |l| {

@@ -253,7 +253,29 @@ impl<'a> Access<'a> {
 /// its query (which can carry secrets); no header but the request id (in the span) is logged.
 pub(super) fn access_line(req: &Access<'_>, e: Option<&Error>, ctx: &RequestCtx) {
     // The line's fields are made (an address and a pattern formatted) only for a line written.
-    if !tracing::enabled!(target: "x402_gate::access", tracing::Level::INFO) {
+    // Asked as the event below, with its field names: a filter may name fields
+    // (`x402_gate[{payer}]=off`), and a question without them could be answered otherwise.
+    let enabled = tracing::event_enabled!(
+        target: "x402_gate::access",
+        tracing::Level::INFO,
+        method,
+        path,
+        route,
+        kind,
+        tenant,
+        status,
+        payment,
+        refusal,
+        settlement,
+        network,
+        total_ms,
+        verify_ms,
+        settle_ms,
+        client,
+        error,
+        message
+    );
+    if !enabled {
         return;
     }
     let path = ctx.rewritten_path.as_deref().unwrap_or(req.path);
