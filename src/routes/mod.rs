@@ -327,6 +327,44 @@ mod tests {
         assert!(!path_matches(&e, "/health/"));
     }
 
+    /// The one-pass check in front of `normalize_path` decides exactly what its old six
+    /// searches decided: a path is passed on as it is (borrowed) if and only if it has no `;`, no
+    /// `%` (so no `%3b` either), no `//`, no backslash and no `.` or `..` segment. Every path of up to
+    /// five characters over the characters that matter.
+    #[test]
+    fn the_one_pass_check_borrows_exactly_what_the_searches_did() {
+        let old_clean = |raw: &str| {
+            !raw.contains(';')
+                && !raw.contains("%3b")
+                && !raw.contains("%3B")
+                && !raw.contains('%')
+                && !raw.contains("//")
+                && !raw.contains('\\')
+                && !raw.split('/').any(|s| s == "." || s == "..")
+        };
+        let alphabet = ['/', 'a', '.', ';', '%', '\\', '3', 'B', '\u{e9}'];
+        let mut paths = vec![String::from("/")];
+        let mut checked = 0;
+        for _ in 0..4 {
+            let mut longer = Vec::new();
+            for p in &paths {
+                let borrowed = matches!(normalize_path(p), Ok(Cow::Borrowed(_)));
+                assert_eq!(borrowed, old_clean(p), "{p:?}");
+                checked += 1;
+                for c in alphabet {
+                    longer.push(format!("{p}{c}"));
+                }
+            }
+            paths = longer;
+        }
+        for p in &paths {
+            let borrowed = matches!(normalize_path(p), Ok(Cow::Borrowed(_)));
+            assert_eq!(borrowed, old_clean(p), "{p:?}");
+            checked += 1;
+        }
+        assert_eq!(checked, 1 + 9 + 81 + 729 + 6561);
+    }
+
     #[test]
     fn normalizes_evasions() {
         let n = |p| normalize_path(p).map(|c| c.into_owned());
