@@ -262,6 +262,65 @@ async fn the_reconciler_finds_a_replaced_transaction_that_was_mined() {
     assert_eq!(s.chain.settler_nonce().await, 1);
 }
 
+/// The gateway goes down while its settlement waits unmined (its own wait never replaces here:
+/// replacement is off in the first gateway's config), and the base fee surges past the
+/// settlement's fee cap while it is down: anvil drops it, and sending the stored bytes again is
+/// refused. Once the claim has gone untouched for the staleness period, the restarted gateway's
+/// reconciler replaces it at the node's fees, recorded before it is sent, and the payment lands:
+/// charged once, with the replacement in the ledger. Before, it waited for its authorization's
+/// expiry and every later settlement of the settler behind it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_reconciler_replaces_a_settlement_priced_out_while_the_gateway_was_down() {
+    let s = setup().await;
+    let off = s
+        .cfg
+        .replace("replace_after_seconds = 2", "replace_after_seconds = 0");
+    let gw = Gateway::start_with_db(&off, &s.db_url);
+    let db = Store::connect(&s.db_url).await.unwrap();
+    s.chain.set_automine(false).await;
+    let response = paid_request(&s, &gw, "/paid/down").await;
+    wait_for(|| async { s.chain.pool_size().await == 1 }).await;
+    let (first, replaced) = settling(&db).await.expect("a settling claim");
+    assert!(replaced.is_empty());
+    drop(gw);
+    let _ = response.await;
+    price_out(&s.chain, 100).await;
+    s.chain.set_automine(true).await;
+
+    // Restarted with replacement off, the reconciler only sends the same bytes again, which the
+    // node refuses: nothing moves.
+    let gw = Gateway::start_with_db(&off, &s.db_url);
+    let raw = sqlx::SqlitePool::connect(&s.db_url).await.unwrap();
+    sqlx::query("UPDATE payment_claims SET updated_at = updated_at - 600")
+        .execute(&raw)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(settling(&db).await.map(|(tx, _)| tx), Some(first.clone()));
+    assert_eq!(s.chain.settler_nonce().await, 0);
+    drop(gw);
+
+    // The gateway was down longer than the staleness period: its claim is that old.
+    sqlx::query("UPDATE payment_claims SET updated_at = updated_at - 600")
+        .execute(&raw)
+        .await
+        .unwrap();
+    raw.close().await;
+    let _gw = Gateway::start_with_db(&s.cfg, &s.db_url);
+    wait_for(|| async { db.ledger(10).await.unwrap().len() == 1 }).await;
+    let tx = db.ledger(10).await.unwrap()[0].tx_hash.clone();
+    assert_ne!(tx, first, "settled by the replacement");
+    assert!(mined(&s.chain, &tx).await);
+    assert!(!mined(&s.chain, &first).await);
+    assert_eq!(db.count_claims("settled").await.unwrap(), 1);
+    assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
+    assert_eq!(
+        s.chain.settler_nonce().await,
+        1,
+        "one nonce, one transaction"
+    );
+}
+
 /// The settler cannot pay the replacement's fee cap (its gas money ran low while the base fee
 /// surged): the node refuses the replacement itself. It never left, so the claim goes back to
 /// naming the transaction it replaced as the one to send (the refused one still watched), the

@@ -204,13 +204,16 @@ pub enum Attempt {
 }
 
 /// What became of sending a stored settlement transaction again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resent {
     /// The node has it now (again, or still).
     Sent,
     /// Its settler nonce was used by a mined transaction: if that was not this one, it can never
     /// land.
     NonceUsed,
+    /// The node refused the bytes for another reason (a fee cap the base fee outran, say): they
+    /// will not land as they are, but a replacement at the node's fees may.
+    Refused(String),
 }
 
 /// A token transfer found in a mined transaction.
@@ -414,6 +417,14 @@ pub trait ChainBackend: Send + Sync {
         Err(SettleError::Unavailable(
             "replacing a settlement is not supported on this network".into(),
         ))
+    }
+
+    /// The settler that signed a stored settlement transaction (`raw`, 0x hex), as the lanes name
+    /// it; `None` where this network cannot tell. A settlement read back from its claim (the
+    /// reconciler's) is replaced by the lane of the key that signed it.
+    fn settler_of(&self, raw: &str) -> Option<String> {
+        let _ = raw;
+        None
     }
 
     /// A prepared settlement will never be sent (recording it failed): its settler nonce is given

@@ -303,6 +303,11 @@ impl ChainBackend for Lanes {
         lane.verifier.replace(prepared).await
     }
 
+    fn settler_of(&self, raw: &str) -> Option<String> {
+        // Any lane reads a transaction's signer.
+        self.lanes[0].verifier.settler_of(raw)
+    }
+
     async fn resend(&self, raw: &str) -> Result<Resent, VerifyError> {
         // Signed bytes go out the same through any lane.
         self.lanes[0].verifier.resend(raw).await

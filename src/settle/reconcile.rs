@@ -3,7 +3,12 @@
 //! request could wait (the client got a 503 `settlement_pending`). Every settlement that landed
 //! ends up in the ledger. One that is not mined is sent again, the very bytes stored with its
 //! claim, until it lands or its authorization has expired: a node that dropped it (or never got
-//! it) must not leave the payment hanging, nor the settler's later nonces queued behind it.
+//! it) must not leave the payment hanging, nor the settler's later nonces queued behind it. One
+//! that stays unmined all the same (sent again, or refused by the node as it is), untouched for
+//! `STALE_AFTER`, is replaced at the node's fees: the same calls and settler nonce, signed
+//! again, recorded first and then sent, as a request's own wait replaces (`payments/landing.rs`).
+//! A base fee that outran its fee cap while the gateway was down would otherwise hold the payment
+//! until its authorization expired, and every later settlement of its settler behind it.
 //!
 //! Claims left `claimed` with no request to finish them (the gateway was killed mid-request, or
 //! the claim's commit reached the database but its answer never came back) are released once
@@ -20,7 +25,9 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use crate::payments::chain::{unix_now, ChainBackend, ChainBackends, Resent, TxOutcome};
+use crate::payments::chain::{
+    unix_now, ChainBackend, ChainBackends, PreparedSettlement, Resent, TxOutcome,
+};
 use crate::store::{LazyStore, SettlingClaim, Store};
 
 const INTERVAL: Duration = Duration::from_secs(15);
@@ -58,7 +65,7 @@ impl Reconciler {
             }
         };
         let mut resolved = 0;
-        let mut resent = Vec::new();
+        let (mut resent, mut stuck) = (Vec::new(), Vec::new());
         for c in claims {
             let Some(verifier) = self.backends.get_str(&c.network) else {
                 continue;
@@ -66,24 +73,26 @@ impl Reconciler {
             match resolve(store, verifier.as_ref(), &c, true).await {
                 Step::Resolved => resolved += 1,
                 Step::Resent => resent.push(c),
+                // The node will not take its bytes as they are: a replacement may land it.
+                Step::Refused => stuck.push(c),
                 Step::Open => {}
             }
         }
         if !resent.is_empty() {
             tokio::time::sleep(RESENT_SETTLE).await;
-            let mut stuck: Vec<SettlingClaim> = Vec::new();
+            let mut unmined: Vec<SettlingClaim> = Vec::new();
             for c in resent {
                 if let Some(verifier) = self.backends.get_str(&c.network) {
                     if resolve(store, verifier.as_ref(), &c, false).await == Step::Resolved {
                         resolved += 1;
                     } else {
-                        stuck.push(c);
+                        unmined.push(c);
                     }
                 }
             }
             // Sent again and still not mined: they may wait behind a number nothing will use.
             // Every stored transaction was sent again above, so what is missing now is a gap.
-            let mut networks: Vec<String> = stuck.iter().map(|c| c.network.clone()).collect();
+            let mut networks: Vec<String> = unmined.iter().map(|c| c.network.clone()).collect();
             let mut repaired: Vec<String> = Vec::new();
             networks.sort_unstable();
             networks.dedup();
@@ -92,7 +101,7 @@ impl Reconciler {
                 let Some(verifier) = self.backends.get_str(network) else {
                     continue;
                 };
-                let raws: Vec<String> = stuck
+                let raws: Vec<String> = unmined
                     .iter()
                     .filter(|c| c.network == network)
                     .filter_map(|c| c.tx_raw.clone())
@@ -110,12 +119,97 @@ impl Reconciler {
             // What the fillers let through is recorded now, not a whole staleness period later.
             if !repaired.is_empty() {
                 tokio::time::sleep(RESENT_SETTLE).await;
-                for c in stuck.iter().filter(|c| repaired.contains(&c.network)) {
-                    if let Some(verifier) = self.backends.get_str(&c.network) {
-                        if resolve(store, verifier.as_ref(), c, false).await == Step::Resolved {
+            }
+            for c in unmined {
+                let verifier = self.backends.get_str(&c.network);
+                match verifier {
+                    Some(v) if repaired.contains(&c.network) => {
+                        if resolve(store, v.as_ref(), &c, false).await == Step::Resolved {
                             resolved += 1;
+                        } else {
+                            stuck.push(c);
                         }
                     }
+                    _ => stuck.push(c),
+                }
+            }
+        }
+        resolved + self.replace_stuck(store, stuck).await
+    }
+
+    /// Replaces, at the node's fees now, the transactions of claims that stayed unmined though
+    /// sent again (or whose bytes the node refused), once they went `STALE_AFTER` untouched: a
+    /// fee cap the base fee outran while the gateway was down never lands as it is, and the
+    /// settler's later nonces wait behind it. As every replacement (`payments/landing.rs`) it is
+    /// recorded on the claims first (every claim its transaction settles), then sent; this pass
+    /// or a later one records whichever transaction is mined. Returns how many claims it saw
+    /// land.
+    async fn replace_stuck(&self, store: &Store, stuck: Vec<SettlingClaim>) -> usize {
+        let now = unix_now() as i64;
+        // One replacement per transaction: a batch's members share theirs.
+        let mut seen = std::collections::HashSet::new();
+        let mut replaced: Vec<SettlingClaim> = Vec::new();
+        for c in stuck {
+            // A claim touched lately may still be mined as it is (the first pass after a start
+            // sees every claim, some sent a moment before the stop).
+            if c.touched_at > now - STALE_AFTER || !seen.insert(c.tx_hash.clone()) {
+                continue;
+            }
+            let (Some(raw), Some(verifier)) = (c.tx_raw.clone(), self.backends.get_str(&c.network))
+            else {
+                continue;
+            };
+            let prepared = PreparedSettlement {
+                transaction: c.tx_hash.clone(),
+                settler: verifier.settler_of(&raw).unwrap_or_default(),
+                raw,
+                nonce: None,
+                replaces: c.tx_replaced.clone(),
+            };
+            let replacement = match verifier.replace(&prepared).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(claim_id = c.claim_id, tx = %c.tx_hash, "not replacing a stuck settlement: {e}");
+                    continue;
+                }
+            };
+            if let Err(e) = store
+                .record_replacement(&[c.claim_id], &c.tx_hash, &replacement)
+                .await
+            {
+                // Not recorded, so never sent: another attempt moved the claim on, or the write
+                // failed (a later pass tries again).
+                tracing::warn!(claim_id = c.claim_id, tx = %c.tx_hash, "recording a stuck settlement's replacement: {e}");
+                continue;
+            }
+            match verifier.resend(&replacement.raw).await {
+                Ok(Resent::Sent) => {
+                    tracing::info!(claim_id = c.claim_id, replaced = %c.tx_hash, tx = %replacement.transaction, "replaced a stuck settlement")
+                }
+                Ok(other) => {
+                    tracing::warn!(claim_id = c.claim_id, tx = %replacement.transaction, "sending a stuck settlement's replacement: {other:?}")
+                }
+                Err(e) => {
+                    tracing::warn!(claim_id = c.claim_id, tx = %replacement.transaction, "sending a stuck settlement's replacement: {e}")
+                }
+            }
+            replaced.push(SettlingClaim {
+                tx_hash: replacement.transaction,
+                tx_raw: Some(replacement.raw),
+                tx_replaced: replacement.replaces,
+                touched_at: now,
+                ..c
+            });
+        }
+        if replaced.is_empty() {
+            return 0;
+        }
+        tokio::time::sleep(RESENT_SETTLE).await;
+        let mut resolved = 0;
+        for c in &replaced {
+            if let Some(verifier) = self.backends.get_str(&c.network) {
+                if resolve(store, verifier.as_ref(), c, false).await == Step::Resolved {
+                    resolved += 1;
                 }
             }
         }
@@ -129,6 +223,8 @@ enum Step {
     Resolved,
     /// Not mined; its transaction was sent again.
     Resent,
+    /// Not mined, and the node refused its transaction's bytes (not for a used nonce).
+    Refused,
     /// Still unknown.
     Open,
 }
@@ -211,6 +307,10 @@ async fn resolve(
                         // Landed or failed after all: the next look records it.
                         _ => Step::Resent,
                     }
+                }
+                Ok(Resent::Refused(why)) => {
+                    tracing::warn!(claim_id = c.claim_id, tx = %c.tx_hash, "sending a settlement again: {why}");
+                    Step::Refused
                 }
                 Err(e) => {
                     tracing::warn!(claim_id = c.claim_id, "sending a settlement again: {e}");

@@ -86,7 +86,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<SettlingClaim>, StoreError> {
         let rows = sqlx::query(
-            "SELECT c.id, c.network, c.asset, c.payer, c.amount, c.tenant, c.route, c.tx_hash, c.valid_before, c.tx_raw, c.nonce, c.tx_replaced
+            "SELECT c.id, c.network, c.asset, c.payer, c.amount, c.tenant, c.route, c.tx_hash, c.valid_before, c.tx_raw, c.nonce, c.tx_replaced, c.updated_at
              FROM payment_claims c
              WHERE c.status = 'settling' AND c.tx_hash IS NOT NULL AND c.updated_at <= $1
                AND NOT EXISTS (SELECT 1 FROM settlement_queue q
@@ -115,6 +115,7 @@ impl Store {
                     .get::<Option<String>, _>(11)
                     .map(|t| t.split_whitespace().map(str::to_string).collect())
                     .unwrap_or_default(),
+                touched_at: r.get(12),
             })
             .collect())
     }

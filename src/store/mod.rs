@@ -254,6 +254,9 @@ pub struct SettlingClaim {
     /// them may be the one mined.
     pub tx_replaced: Vec<String>,
     pub valid_before: i64,
+    /// When the claim was last written (unix seconds): a transaction unmined that long after its
+    /// last send or replacement is stuck.
+    pub touched_at: i64,
 }
 
 impl SettlingClaim {

@@ -718,6 +718,15 @@ impl ChainBackend for EvmBackend {
         self.fill_stuck_gaps(stuck).await
     }
 
+    fn settler_of(&self, raw: &str) -> Option<String> {
+        use alloy::consensus::transaction::SignerRecoverable;
+        use alloy::eips::eip2718::Decodable2718;
+        let raw: Bytes = raw.parse().ok()?;
+        let tx = TxEnvelope::decode_2718(&mut raw.as_ref()).ok()?;
+        let signer = tx.recover_signer().ok()?;
+        Some(signer.to_checksum(None))
+    }
+
     async fn resend(&self, raw: &str) -> Result<Resent, VerifyError> {
         let raw: Bytes = raw
             .parse()
@@ -730,7 +739,7 @@ impl ChainBackend for EvmBackend {
             // Another transaction of the settler with this nonce is pending: one this replaces
             // (which may still land), or one signed elsewhere (then the nonce soon reads used).
             Sent::Held(_) => Ok(Resent::Sent),
-            Sent::Refused { message, .. } => Err(VerifyError::Unavailable(format!(
+            Sent::Refused { message, .. } => Ok(Resent::Refused(format!(
                 "{}: the node refused the stored settlement: {message}",
                 self.network
             ))),

@@ -78,6 +78,14 @@ impl EvmBackend {
                 "the settlement was signed by another settler key: not replaced".into(),
             ));
         }
+        // `replace_after_seconds = 0` turns replacement off for every caller, the reconciler's
+        // too (a request's wait never asks then).
+        if self.replace_after.is_none() {
+            return Err(SettleError::Unavailable(format!(
+                "{}: replacement is off (replace_after_seconds = 0)",
+                self.network
+            )));
+        }
         if prepared.replaces.len() >= MAX_LIFETIME_REPLACEMENTS {
             return Err(SettleError::Unavailable(format!(
                 "replaced {} times already: not raised further",
