@@ -199,7 +199,9 @@ impl RateLimiter {
             return Ok(());
         };
         let outcome = match &self.shared {
-            Some(shared) => match shared.check(scope, key, local.limit).await {
+            // Boxed: the shared counter's future (a Redis round trip) is large, and inline it
+            // would be moved into place for every request checked locally too.
+            Some(shared) => match Box::pin(shared.check(scope, key, local.limit)).await {
                 Some(outcome) => outcome,
                 None => {
                     self.metrics.rate_limit_fallback.inc();

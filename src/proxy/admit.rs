@@ -102,7 +102,10 @@ impl Gateway {
         let header_bytes = header.map(|(_, v)| v).unwrap_or_default();
         let receipt_header = pay::receipt_header_for(&proof);
         let started = std::time::Instant::now();
-        let admission = pay::admit(
+        // The payment's futures are boxed (here and below): large, and inline they would make
+        // every request's `request_filter` future, a free one's too, that much larger to
+        // allocate and move.
+        let admission = Box::pin(pay::admit(
             &self.payments,
             &route,
             offer,
@@ -110,7 +113,7 @@ impl Gateway {
             &header_bytes,
             receipt_header,
             standing.limit(),
-        )
+        ))
         .await;
         ctx.facts.verification = Some((offer.network.to_string(), started.elapsed().as_secs_f64()));
         let mut state = decide::admitted(admission, offers, &ctx.resource_url, &standing).map_err(
@@ -128,7 +131,7 @@ impl Gateway {
         }
         if state.policy == SettlePolicy::Before {
             let started = std::time::Instant::now();
-            let outcome = pay::settle_detached(&self.payments, &mut state).await;
+            let outcome = Box::pin(pay::settle_detached(&self.payments, &mut state)).await;
             ctx.facts.settlement = Some((outcome.label(), Some(started.elapsed().as_secs_f64())));
             let settled = decide::settled(outcome, Some(offers), &ctx.resource_url, receipt_header);
             ctx.payment = Some(state);

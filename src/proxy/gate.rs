@@ -114,12 +114,16 @@ pub fn resource_url(
     host: Option<&str>,
     path_and_query: &str,
 ) -> String {
-    let scheme = if tls { "https" } else { "http" };
-    match (public_url, host) {
-        (Some(base), _) => format!("{base}{path_and_query}"),
-        (None, Some(host)) => format!("{scheme}://{host}{path_and_query}"),
-        (None, None) => format!("{scheme}://localhost{path_and_query}"),
-    }
+    let scheme = if tls { "https://" } else { "http://" };
+    // Joined by hand: `format!` cost a 402 more than the rest of its standing check.
+    let parts: [&str; 3] = match (public_url, host) {
+        (Some(base), _) => [base, "", path_and_query],
+        (None, Some(host)) => [scheme, host, path_and_query],
+        (None, None) => [scheme, "localhost", path_and_query],
+    };
+    let mut url = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    parts.iter().for_each(|p| url.push_str(p));
+    url
 }
 
 /// A CORS preflight: OPTIONS with `Access-Control-Request-Method`.

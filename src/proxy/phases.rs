@@ -98,11 +98,14 @@ impl Gateway {
             (Stage::Claimed, _) if !charged => {
                 // A status the route does not charge for (4xx, 5xx by default): pass it through,
                 // charge nothing, and give the proof back for a retry.
-                pay::release(&self.payments, state, &format!("origin answered {status}")).await;
+                let why = format!("origin answered {status}");
+                Box::pin(pay::release(&self.payments, state, &why)).await;
                 return Ok(());
             }
+            // The payment's futures are boxed: large, and inline they would make every response's
+            // `response_filter` future, a free one's too, that much larger to allocate and move.
             (Stage::Claimed, SettlePolicy::Deferred) => {
-                let outcome = pay::enqueue_detached(&self.payments, state).await;
+                let outcome = Box::pin(pay::enqueue_detached(&self.payments, state)).await;
                 let label = if matches!(outcome, SettleOutcome::Settled(_)) {
                     "queued"
                 } else {
@@ -113,7 +116,7 @@ impl Gateway {
             }
             (Stage::Claimed, _) => {
                 let started = std::time::Instant::now();
-                let outcome = pay::settle_detached(&self.payments, state).await;
+                let outcome = Box::pin(pay::settle_detached(&self.payments, state)).await;
                 ctx.facts.settlement =
                     Some((outcome.label(), Some(started.elapsed().as_secs_f64())));
                 outcome
@@ -135,28 +138,41 @@ impl Gateway {
         Ok(())
     }
 
+    /// A claim its request left unanswered: charged when the origin had the request (it may
+    /// have acted on it), else released.
+    async fn unanswered(&self, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let Some(state) = ctx.payment.as_mut() else {
+            return;
+        };
+        let client_left = e.is_some_and(|e| e.esource() == &ErrorSource::Downstream);
+        match pay::unanswered(ctx.forwarded, client_left) {
+            pay::Unanswered::Charge => {
+                // The origin has the request and may act on it; releasing here would let one
+                // proof run it again and again by hanging up each time.
+                let outcome = if state.policy == SettlePolicy::Deferred {
+                    pay::enqueue_detached(&self.payments, state).await
+                } else {
+                    pay::settle_detached(&self.payments, state).await
+                };
+                ctx.facts.settlement = Some((outcome.label(), None));
+            }
+            pay::Unanswered::Release => {
+                pay::release(&self.payments, state, "the origin never answered").await
+            }
+        }
+    }
+
     /// `logging`, in the request's span: an unanswered claim is charged or released, then the
     /// request's metrics.
     pub(super) async fn finish(&self, e: Option<&Error>, ctx: &mut RequestCtx) {
-        if let Some(state) = ctx.payment.as_mut() {
-            if state.stage == Stage::Claimed {
-                let client_left = e.is_some_and(|e| e.esource() == &ErrorSource::Downstream);
-                match pay::unanswered(ctx.forwarded, client_left) {
-                    pay::Unanswered::Charge => {
-                        // The origin has the request and may act on it; releasing here would let
-                        // one proof run it again and again by hanging up each time.
-                        let outcome = if state.policy == SettlePolicy::Deferred {
-                            pay::enqueue_detached(&self.payments, state).await
-                        } else {
-                            pay::settle_detached(&self.payments, state).await
-                        };
-                        ctx.facts.settlement = Some((outcome.label(), None));
-                    }
-                    pay::Unanswered::Release => {
-                        pay::release(&self.payments, state, "the origin never answered").await
-                    }
-                }
-            }
+        if ctx
+            .payment
+            .as_ref()
+            .is_some_and(|state| state.stage == Stage::Claimed)
+        {
+            // Boxed: rare, and its settlement's future is large; inline, every request's last
+            // phase (a free one's too) would move room for it into place.
+            Box::pin(self.unanswered(e, ctx)).await;
         }
         let m = &self.metrics;
         let f = &ctx.facts;

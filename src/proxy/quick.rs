@@ -26,7 +26,9 @@
 //! case), the same metrics (`finish`) and the same access line. A test holds the bytes equal to
 //! pingora's answer to the same request.
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::task::Poll;
 
 use bytes::{BufMut, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
@@ -160,7 +162,10 @@ pub fn wire(r: &Rendered<'_>, close: bool) -> pingora::Result<BytesMut> {
         .map_err(|_| Error::explain(InvalidHTTPHeader, "invalid status"))?;
     let date = pingora::protocols::http::date::get_cached_date();
     let connection: &[u8] = if close { b"close" } else { b"keep-alive" };
-    let mut buf = BytesMut::with_capacity(512 + r.body.len());
+    // Room for all of it at once: the challenge's header alone outgrew a guess, and growing
+    // the buffer copied what was written so far.
+    let fields: usize = r.headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+    let mut buf = BytesMut::with_capacity(128 + date.len() + fields + r.body.len());
     buf.put_slice(b"HTTP/1.1 ");
     buf.put_slice(status.as_str().as_bytes());
     buf.put_u8(b' ');
@@ -354,11 +359,17 @@ async fn send<W>(conn: &mut W, bytes: &[u8]) -> pingora::Result<()>
 where
     W: AsyncWrite + Unpin + Send,
 {
-    let sent = tokio::time::timeout(KEEPALIVE_IDLE, async {
+    let mut write = std::pin::pin!(async {
         conn.write_all(bytes).await?;
         conn.flush().await
-    })
-    .await;
+    });
+    // An answer nearly always goes out whole on the first try: a timer (and its wheel entry) only
+    // for one that has to wait for the client.
+    let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+    let sent = match first {
+        Poll::Ready(done) => Ok(done),
+        Poll::Pending => tokio::time::timeout(KEEPALIVE_IDLE, write).await,
+    };
     match sent {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => {

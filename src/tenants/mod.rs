@@ -130,7 +130,9 @@ impl TenantDirectory {
         if let Some(s) = self.states.get(tenant) {
             return Ok(s);
         }
-        match self.read(tenant).await {
+        // Boxed: the database read's future is large, and kept inline it would be moved in and
+        // out of place on every request, the cached ones too, by each caller up the chain.
+        match Box::pin(self.read(tenant)).await {
             Ok(state) => {
                 self.states.insert(tenant.to_string(), state.clone());
                 self.last_known.insert(tenant.to_string(), state.clone());
