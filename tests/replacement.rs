@@ -287,20 +287,21 @@ async fn the_reconciler_replaces_a_settlement_priced_out_while_the_gateway_was_d
     price_out(&s.chain, 100).await;
     s.chain.set_automine(true).await;
 
-    // Restarted with replacement off, the reconciler only sends the same bytes again, which the
-    // node refuses: nothing moves.
-    let gw = Gateway::start_with_db(&off, &s.db_url);
+    // The gateway was down longer than the staleness period: its claim is that old. Restarted
+    // with replacement off, the reconciler only sends the same bytes again, which the node
+    // refuses: nothing moves.
     let raw = sqlx::SqlitePool::connect(&s.db_url).await.unwrap();
     sqlx::query("UPDATE payment_claims SET updated_at = updated_at - 600")
         .execute(&raw)
         .await
         .unwrap();
+    let gw = Gateway::start_with_db(&off, &s.db_url);
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(settling(&db).await.map(|(tx, _)| tx), Some(first.clone()));
     assert_eq!(s.chain.settler_nonce().await, 0);
     drop(gw);
 
-    // The gateway was down longer than the staleness period: its claim is that old.
+    // Down again as long.
     sqlx::query("UPDATE payment_claims SET updated_at = updated_at - 600")
         .execute(&raw)
         .await

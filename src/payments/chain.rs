@@ -427,6 +427,12 @@ pub trait ChainBackend: Send + Sync {
         None
     }
 
+    /// Whether this network replaces stuck settlements at all (`replace`): not where it cannot,
+    /// nor where the operator turned it off (EVM's `replace_after_seconds = 0`).
+    fn replaces(&self) -> bool {
+        false
+    }
+
     /// A prepared settlement will never be sent (recording it failed): its settler nonce is given
     /// back, so no later transaction waits behind a gap.
     async fn abandon(&self, prepared: &PreparedSettlement) {

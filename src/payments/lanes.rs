@@ -289,6 +289,11 @@ impl ChainBackend for Lanes {
     ) -> Result<PreparedSettlement, SettleError> {
         // Signing with a key whose lease another instance took would race that instance's
         // counter for the nonce: only a lane this instance holds replaces its transaction.
+        // Right after a start (the reconciler's first pass) the first round of leasing may not
+        // have run yet.
+        if self.board.held_now().is_empty() {
+            self.board.wait_ready().await;
+        }
         let lane = self.signer_of(prepared);
         let held = self
             .board
@@ -301,6 +306,10 @@ impl ChainBackend for Lanes {
             ));
         }
         lane.verifier.replace(prepared).await
+    }
+
+    fn replaces(&self) -> bool {
+        self.lanes[0].verifier.replaces()
     }
 
     fn settler_of(&self, raw: &str) -> Option<String> {

@@ -39,6 +39,9 @@ const STALE_AFTER: i64 = 90;
 const RESENT_SETTLE: Duration = Duration::from_secs(2);
 /// A transaction not mined this long after its authorization expired never will be.
 const EXPIRY_MARGIN: i64 = 60;
+/// A stuck settlement is replaced only while some payment it carries has at least this long
+/// left before its authorization expires: time to be mined before it can only revert.
+const REPLACE_BEFORE_EXPIRY: i64 = 30;
 
 pub struct Reconciler {
     pub store: Arc<LazyStore>,
@@ -141,24 +144,40 @@ impl Reconciler {
     /// sent again (or whose bytes the node refused), once they went `STALE_AFTER` untouched: a
     /// fee cap the base fee outran while the gateway was down never lands as it is, and the
     /// settler's later nonces wait behind it. As every replacement (`payments/landing.rs`) it is
-    /// recorded on the claims first (every claim its transaction settles), then sent; this pass
-    /// or a later one records whichever transaction is mined. Returns how many claims it saw
-    /// land.
+    /// recorded on the claims first (every claim its transaction settles), then sent; a
+    /// replacement the node refuses never left, and the claims go back to naming the one it
+    /// replaced (the refused one still watched). This pass or a later one records whichever
+    /// transaction is mined. Returns how many claims it saw land.
     async fn replace_stuck(&self, store: &Store, stuck: Vec<SettlingClaim>) -> usize {
         let now = unix_now() as i64;
-        // One replacement per transaction: a batch's members share theirs.
-        let mut seen = std::collections::HashSet::new();
-        let mut replaced: Vec<SettlingClaim> = Vec::new();
+        // One replacement per transaction, for every claim of it here: a batch's members share
+        // theirs.
+        let mut groups: Vec<Vec<SettlingClaim>> = Vec::new();
         for c in stuck {
-            // A claim touched lately may still be mined as it is (the first pass after a start
-            // sees every claim, some sent a moment before the stop).
-            if c.touched_at > now - STALE_AFTER || !seen.insert(c.tx_hash.clone()) {
-                continue;
+            match groups.iter_mut().find(|g| g[0].tx_hash == c.tx_hash) {
+                Some(g) => g.push(c),
+                None => groups.push(vec![c]),
             }
-            let (Some(raw), Some(verifier)) = (c.tx_raw.clone(), self.backends.get_str(&c.network))
-            else {
+        }
+        let mut replaced: Vec<SettlingClaim> = Vec::new();
+        for group in groups {
+            let c = &group[0];
+            let Some(verifier) = self.backends.get_str(&c.network) else {
                 continue;
             };
+            // Touched lately, it may still be mined as it is (the first pass after a start sees
+            // every claim, some sent a moment before the stop). Past (or about to pass) every
+            // member's authorization, a replacement could only revert and burn its gas.
+            let stale = group.iter().all(|m| m.touched_at <= now - STALE_AFTER);
+            let live = group
+                .iter()
+                .any(|m| m.valid_before > now + REPLACE_BEFORE_EXPIRY);
+            let Some(raw) = c.tx_raw.clone() else {
+                continue;
+            };
+            if !verifier.replaces() || !stale || !live {
+                continue;
+            }
             let prepared = PreparedSettlement {
                 transaction: c.tx_hash.clone(),
                 settler: verifier.settler_of(&raw).unwrap_or_default(),
@@ -173,33 +192,55 @@ impl Reconciler {
                     continue;
                 }
             };
+            let ids: Vec<i64> = group.iter().map(|m| m.claim_id).collect();
             if let Err(e) = store
-                .record_replacement(&[c.claim_id], &c.tx_hash, &replacement)
+                .record_replacement(&ids, &c.tx_hash, &replacement)
                 .await
             {
-                // Not recorded, so never sent: another attempt moved the claim on, or the write
+                // Not recorded, so never sent: another attempt moved a claim on, or the write
                 // failed (a later pass tries again).
                 tracing::warn!(claim_id = c.claim_id, tx = %c.tx_hash, "recording a stuck settlement's replacement: {e}");
                 continue;
             }
-            match verifier.resend(&replacement.raw).await {
-                Ok(Resent::Sent) => {
-                    tracing::info!(claim_id = c.claim_id, replaced = %c.tx_hash, tx = %replacement.transaction, "replaced a stuck settlement")
+            let named = match verifier.resend(&replacement.raw).await {
+                Ok(Resent::Refused(why)) => {
+                    // It never left: the claims name the one it replaced as the one to send
+                    // again, the refused one among those watched (`landing.rs` does the same).
+                    tracing::warn!(claim_id = c.claim_id, tx = %replacement.transaction, "the node refused a stuck settlement's replacement: {why}");
+                    let mut back = prepared;
+                    back.replaces.push(replacement.transaction.clone());
+                    if let Err(e) = store
+                        .record_replacement(&ids, &replacement.transaction, &back)
+                        .await
+                    {
+                        tracing::warn!(claim_id = c.claim_id, tx = %back.transaction, "recording the replaced settlement as the one to send again: {e}");
+                        replacement
+                    } else {
+                        back
+                    }
                 }
-                Ok(other) => {
-                    tracing::warn!(claim_id = c.claim_id, tx = %replacement.transaction, "sending a stuck settlement's replacement: {other:?}")
+                sent => {
+                    match sent {
+                        Ok(Resent::Sent) => {
+                            tracing::info!(claim_id = c.claim_id, replaced = %c.tx_hash, tx = %replacement.transaction, "replaced a stuck settlement")
+                        }
+                        Ok(other) => {
+                            tracing::warn!(claim_id = c.claim_id, tx = %replacement.transaction, "sending a stuck settlement's replacement: {other:?}")
+                        }
+                        Err(e) => {
+                            tracing::warn!(claim_id = c.claim_id, tx = %replacement.transaction, "sending a stuck settlement's replacement: {e}")
+                        }
+                    }
+                    replacement
                 }
-                Err(e) => {
-                    tracing::warn!(claim_id = c.claim_id, tx = %replacement.transaction, "sending a stuck settlement's replacement: {e}")
-                }
-            }
-            replaced.push(SettlingClaim {
-                tx_hash: replacement.transaction,
-                tx_raw: Some(replacement.raw),
-                tx_replaced: replacement.replaces,
+            };
+            replaced.extend(group.into_iter().map(|m| SettlingClaim {
+                tx_hash: named.transaction.clone(),
+                tx_raw: Some(named.raw.clone()),
+                tx_replaced: named.replaces.clone(),
                 touched_at: now,
-                ..c
-            });
+                ..m
+            }));
         }
         if replaced.is_empty() {
             return 0;

@@ -718,6 +718,10 @@ impl ChainBackend for EvmBackend {
         self.fill_stuck_gaps(stuck).await
     }
 
+    fn replaces(&self) -> bool {
+        self.replace_after.is_some()
+    }
+
     fn settler_of(&self, raw: &str) -> Option<String> {
         use alloy::consensus::transaction::SignerRecoverable;
         use alloy::eips::eip2718::Decodable2718;
