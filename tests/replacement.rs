@@ -149,6 +149,23 @@ async fn price_out(chain: &Chain, gwei: u128) {
     );
 }
 
+/// The one payment lands by a replacement of `first`: the ledger names it, it is mined and
+/// `first` is not, the payer is charged once, and the settler used one nonce.
+async fn settled_once_by_a_replacement_of(s: &Setup, db: &Store, first: &str) {
+    wait_for(|| async { db.ledger(10).await.unwrap().len() == 1 }).await;
+    let tx = db.ledger(10).await.unwrap()[0].tx_hash.clone();
+    assert_ne!(tx, first, "settled by the replacement");
+    assert!(mined(&s.chain, &tx).await);
+    assert!(!mined(&s.chain, first).await);
+    assert_eq!(db.count_claims("settled").await.unwrap(), 1);
+    assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
+    assert_eq!(
+        s.chain.settler_nonce().await,
+        1,
+        "one nonce, one transaction"
+    );
+}
+
 fn receipt_tx(resp: &reqwest::Response) -> String {
     let r = decode_b64_json(resp.headers()["payment-response"].to_str().unwrap());
     assert_eq!(r["success"], Value::Bool(true), "{r}");
@@ -308,18 +325,7 @@ async fn the_reconciler_replaces_a_settlement_priced_out_while_the_gateway_was_d
         .unwrap();
     raw.close().await;
     let _gw = Gateway::start_with_db(&s.cfg, &s.db_url);
-    wait_for(|| async { db.ledger(10).await.unwrap().len() == 1 }).await;
-    let tx = db.ledger(10).await.unwrap()[0].tx_hash.clone();
-    assert_ne!(tx, first, "settled by the replacement");
-    assert!(mined(&s.chain, &tx).await);
-    assert!(!mined(&s.chain, &first).await);
-    assert_eq!(db.count_claims("settled").await.unwrap(), 1);
-    assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
-    assert_eq!(
-        s.chain.settler_nonce().await,
-        1,
-        "one nonce, one transaction"
-    );
+    settled_once_by_a_replacement_of(&s, &db, &first).await;
 }
 
 /// The settler cannot pay the replacement's fee cap (its gas money ran low while the base fee
@@ -393,14 +399,7 @@ async fn a_deferred_settlement_priced_out_is_replaced_and_lands() {
     price_out(&s.chain, 100).await;
     s.chain.set_automine(true).await;
 
-    wait_for(|| async { db.ledger(10).await.unwrap().len() == 1 }).await;
-    let tx = db.ledger(10).await.unwrap()[0].tx_hash.clone();
-    assert_ne!(tx, first, "settled by the replacement");
-    assert!(mined(&s.chain, &tx).await);
-    assert!(!mined(&s.chain, &first).await);
-    assert_eq!(db.count_claims("settled").await.unwrap(), 1);
-    assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
-    assert_eq!(s.chain.settler_nonce().await, 1);
+    settled_once_by_a_replacement_of(&s, &db, &first).await;
 }
 
 /// A batch (two payments that waited while the only settlement slot was busy) priced out in
