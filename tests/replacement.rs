@@ -328,6 +328,43 @@ async fn the_reconciler_replaces_a_settlement_priced_out_while_the_gateway_was_d
     settled_once_by_a_replacement_of(&s, &db, &first).await;
 }
 
+/// A stalled settlement whose replacement cannot be signed (every fee estimate fails from the
+/// stall on) is watched for the rest of the request's wait, not given up: mined a moment later,
+/// the client gets its 201 with the success receipt naming it. Before, the wait ended at the
+/// stall with a 503 `settlement_pending` although the payment landed (the chaos test's seed 37
+/// found it under RPC faults).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stall_that_cannot_be_replaced_is_watched_and_its_client_served() {
+    let s = setup().await;
+    let Stuck {
+        gw,
+        db,
+        response,
+        first,
+    } = stuck_settlement(&s, "/paid/watch").await;
+    s.chain
+        .rpc
+        .set_fault("eth_feeHistory", Fault::Lose502, usize::MAX);
+    // Past the stall (2 s) and the failed replacement: the client still waits.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        !response.is_finished(),
+        "the client was answered at the stall"
+    );
+    assert_eq!(settling(&db).await, Some((first.clone(), Vec::new())));
+    s.chain.mine().await;
+
+    let resp = response.await.unwrap().unwrap();
+    assert_eq!(resp.status(), 201);
+    assert_eq!(receipt_tx(&resp), first);
+    let ledger = db.ledger(10).await.unwrap();
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0].tx_hash, first);
+    assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
+    assert_eq!(s.chain.settler_nonce().await, 1);
+    drop(gw);
+}
+
 /// The settler cannot pay the replacement's fee cap (its gas money ran low while the base fee
 /// surged): the node refuses the replacement itself. It never left, so the claim goes back to
 /// naming the transaction it replaced as the one to send (the refused one still watched), the

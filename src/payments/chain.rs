@@ -201,6 +201,11 @@ pub enum Attempt {
     /// time and replacements are bounded per wait: a deferred settlement's later attempt, or a
     /// restart, may replace again).
     Replacement(u32),
+    /// Nothing new to send: a stalled settlement could not be replaced (no fee estimate, the
+    /// replacements used up, the key not held). What was sent, and every transaction it
+    /// replaced, is watched for the rest of the wait without replacing it. The number is the
+    /// rounds this wait has waited so far, as `Replacement`'s (the wait's remaining time).
+    Watch(u32),
 }
 
 /// What became of sending a stored settlement transaction again.

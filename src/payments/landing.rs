@@ -31,6 +31,8 @@ where
     Fut: Future<Output = Result<T, SettleError>>,
 {
     let (mut attempt, mut round) = (attempt, 0);
+    // Set once a stall could not be replaced: the rest of the wait watches what was sent.
+    let mut watching = false;
     // Set once the node refused a replacement for itself: it would refuse the next one too.
     let mut refused = None;
     // The transaction the last replacement replaced, to go back to if the node refuses it.
@@ -72,6 +74,13 @@ where
             }
             other => return other,
         };
+        if watching {
+            // Not reported while watching; were it ever, the wait is over.
+            return Err(SettleError::Pending {
+                transaction,
+                message,
+            });
+        }
         if let Some(why) = &refused {
             return Err(SettleError::Pending {
                 transaction,
@@ -80,15 +89,19 @@ where
                 ),
             });
         }
-        // Whatever stops the replacement here, what was sent may still land: `Pending`, for the
-        // reconciler (which sends the recorded bytes again until one is mined or expires).
-        let pending = |why: String| SettleError::Pending {
-            transaction: transaction.clone(),
-            message: format!("{message}; {why}"),
-        };
+        // Whatever stops the replacement here, what was sent may still land: the rest of the
+        // wait watches it (and every transaction it replaced), so a client whose payment lands
+        // within the wait gets its receipt; past it, `Pending`, for the reconciler (which sends
+        // the recorded bytes again until one is mined or expires).
+        round += 1;
         let replacement = match verifier.replace(prepared).await {
             Ok(r) => r,
-            Err(e) => return Err(pending(format!("not replaced: {e}"))),
+            Err(e) => {
+                tracing::warn!(tx = %transaction, "a stalled settlement was not replaced, watching what was sent: {message}; {e}");
+                watching = true;
+                attempt = Attempt::Watch(round);
+                continue;
+            }
         };
         if let Err(e) = store
             .record_replacement(claim_ids, &prepared.transaction, &replacement)
@@ -97,10 +110,12 @@ where
             // Not recorded, so never sent. (A write that landed with its answer lost names the
             // replacement as well, unsent: the reconciler watches both, and sending it can only
             // settle the same payments once.)
-            return Err(pending(format!("recording its replacement: {e}")));
+            tracing::warn!(tx = %transaction, "a stalled settlement's replacement could not be recorded, watching what was sent: {e}");
+            watching = true;
+            attempt = Attempt::Watch(round);
+            continue;
         }
         previous = Some(std::mem::replace(prepared, replacement));
-        round += 1;
         attempt = Attempt::Replacement(round);
     }
 }

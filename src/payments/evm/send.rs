@@ -143,13 +143,16 @@ impl EvmBackend {
         let raw: Bytes = prepared.raw.parse().map_err(|_| bad("transaction"))?;
         let started = Instant::now();
         let round = match attempt {
-            Attempt::Replacement(n) => n as usize,
+            Attempt::Replacement(n) | Attempt::Watch(n) => n as usize,
             Attempt::First | Attempt::Again => 0,
         };
         let wait = Wait {
             hashes: &hashes,
             raw: &raw,
-            stall: self.stall_after(round),
+            // Watching: no replacement can be made, so no stall is reported.
+            stall: (!matches!(attempt, Attempt::Watch(_)))
+                .then(|| self.stall_after(round))
+                .flatten(),
             // The whole wait, its replacements included, stays within one receipt timeout.
             bound: RECEIPT_TIMEOUT.saturating_sub(self.waited_before(round)),
         };
@@ -163,6 +166,9 @@ impl EvmBackend {
                 }
             }
             Attempt::Again => self.send_raw(&raw).await,
+            // Sent already: the wait looks every candidate up and sends the bytes again while
+            // none is mined.
+            Attempt::Watch(_) => return Ok((self.await_receipt(wait).await?, started)),
             Attempt::Replacement(_) => {
                 // What it replaces is sent, pending or mined: whatever the node says to this
                 // one, the wait watches them all, and nothing here proves nothing was sent.
