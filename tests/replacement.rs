@@ -166,6 +166,24 @@ async fn settled_once_by_a_replacement_of(s: &Setup, db: &Store, first: &str) {
     );
 }
 
+/// The request's client is served (201) with the receipt naming `tx`, which the ledger names
+/// too: the payer charged once, with one settler nonce.
+async fn served_once_by(
+    s: &Setup,
+    db: &Store,
+    response: tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>,
+    tx: &str,
+) {
+    let resp = response.await.unwrap().unwrap();
+    assert_eq!(resp.status(), 201);
+    assert_eq!(receipt_tx(&resp), tx);
+    let ledger = db.ledger(10).await.unwrap();
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0].tx_hash, tx);
+    assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
+    assert_eq!(s.chain.settler_nonce().await, 1);
+}
+
 fn receipt_tx(resp: &reqwest::Response) -> String {
     let r = decode_b64_json(resp.headers()["payment-response"].to_str().unwrap());
     assert_eq!(r["success"], Value::Bool(true), "{r}");
@@ -235,14 +253,7 @@ async fn the_replaced_transaction_mined_after_all_settles_the_payment() {
     s.chain.mine().await;
     assert!(mined(&s.chain, &first).await);
 
-    let resp = response.await.unwrap().unwrap();
-    assert_eq!(resp.status(), 201);
-    assert_eq!(receipt_tx(&resp), first);
-    let ledger = db.ledger(10).await.unwrap();
-    assert_eq!(ledger.len(), 1);
-    assert_eq!(ledger[0].tx_hash, first);
-    assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
-    assert_eq!(s.chain.settler_nonce().await, 1);
+    served_once_by(&s, &db, response, &first).await;
     drop(gw);
 }
 
@@ -354,14 +365,7 @@ async fn a_stall_that_cannot_be_replaced_is_watched_and_its_client_served() {
     assert_eq!(settling(&db).await, Some((first.clone(), Vec::new())));
     s.chain.mine().await;
 
-    let resp = response.await.unwrap().unwrap();
-    assert_eq!(resp.status(), 201);
-    assert_eq!(receipt_tx(&resp), first);
-    let ledger = db.ledger(10).await.unwrap();
-    assert_eq!(ledger.len(), 1);
-    assert_eq!(ledger[0].tx_hash, first);
-    assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
-    assert_eq!(s.chain.settler_nonce().await, 1);
+    served_once_by(&s, &db, response, &first).await;
     drop(gw);
 }
 
