@@ -339,6 +339,73 @@ async fn the_reconciler_replaces_a_settlement_priced_out_while_the_gateway_was_d
     settled_once_by_a_replacement_of(&s, &db, &first).await;
 }
 
+/// The reconciler's replacement of a stuck settlement is refused by the node (the settler cannot
+/// pay its fee cap): it never left, so the claim goes back to naming the transaction it replaced
+/// as the one to send again, the refused one still watched, and nothing is charged. Once the
+/// settler is funded and the base fee is down, a later pass sends the original again and
+/// records it: charged once, with one settler nonce.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replacement_the_reconciler_cannot_send_leaves_the_original_to_send_again() {
+    let s = setup().await;
+    let settler: PrivateKeySigner = s.chain.settler_key.parse().unwrap();
+    let off = s
+        .cfg
+        .replace("replace_after_seconds = 2", "replace_after_seconds = 0");
+    let gw = Gateway::start_with_db(&off, &s.db_url);
+    let db = Store::connect(&s.db_url).await.unwrap();
+    s.chain.set_automine(false).await;
+    let response = paid_request(&s, &gw, "/paid/refused").await;
+    wait_for(|| async { s.chain.pool_size().await == 1 }).await;
+    let (first, _) = settling(&db).await.expect("a settling claim");
+    drop(gw);
+    let _ = response.await;
+    // 0.01 ETH: the original's gas at a few gwei, but not a replacement's at 175 gwei.
+    s.chain
+        .set_eth_balance(settler.address(), 10_000_000 * GWEI)
+        .await;
+    price_out(&s.chain, 100).await;
+    s.chain.set_automine(true).await;
+
+    // Down past the staleness period: the first pass after the restart replaces, and the node
+    // refuses the replacement.
+    let raw = sqlx::SqlitePool::connect(&s.db_url).await.unwrap();
+    let age = "UPDATE payment_claims SET updated_at = updated_at - 600";
+    sqlx::query(age).execute(&raw).await.unwrap();
+    let gw = Gateway::start_with_db(&s.cfg, &s.db_url);
+    wait_for(|| async { settling(&db).await.is_some_and(|(_, r)| !r.is_empty()) }).await;
+    let (current, replaced) = settling(&db).await.unwrap();
+    assert_eq!(current, first, "the original is the one to send again");
+    assert_eq!(
+        replaced.len(),
+        1,
+        "the refused replacement is still watched"
+    );
+    assert_ne!(replaced[0], first);
+    // Past the pass's second look (2 s): nothing landed, nothing charged.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(settling(&db).await, Some((first.clone(), replaced.clone())));
+    assert!(!mined(&s.chain, &replaced[0]).await);
+    assert_eq!(s.chain.balance(s.pay_to).await, U256::ZERO);
+    assert_eq!(s.chain.settler_nonce().await, 0);
+    drop(gw);
+
+    // Funded again, the base fee back to a gwei, down as long again: the original is sent
+    // again as it is, and recorded.
+    s.chain
+        .set_eth_balance(settler.address(), 1_000_000_000 * GWEI)
+        .await;
+    s.chain.set_next_base_fee(GWEI).await;
+    s.chain.mine().await;
+    sqlx::query(age).execute(&raw).await.unwrap();
+    raw.close().await;
+    let _gw = Gateway::start_with_db(&s.cfg, &s.db_url);
+    wait_for(|| async { db.ledger(10).await.unwrap().len() == 1 }).await;
+    assert_eq!(db.ledger(10).await.unwrap()[0].tx_hash, first);
+    assert!(!mined(&s.chain, &replaced[0]).await);
+    assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
+    assert_eq!(s.chain.settler_nonce().await, 1);
+}
+
 /// A stalled settlement whose replacement cannot be signed (every fee estimate fails from the
 /// stall on) is watched for the rest of the request's wait, not given up: mined a moment later,
 /// the client gets its 201 with the success receipt naming it. Before, the wait ended at the

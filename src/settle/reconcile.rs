@@ -83,61 +83,73 @@ impl Reconciler {
         }
         if !resent.is_empty() {
             tokio::time::sleep(RESENT_SETTLE).await;
-            let mut unmined: Vec<SettlingClaim> = Vec::new();
-            for c in resent {
-                if let Some(verifier) = self.backends.get_str(&c.network) {
-                    if resolve(store, verifier.as_ref(), &c, false).await == Step::Resolved {
-                        resolved += 1;
-                    } else {
-                        unmined.push(c);
-                    }
-                }
-            }
+            let (n, unmined) = self.look_again(store, resent).await;
+            resolved += n;
             // Sent again and still not mined: they may wait behind a number nothing will use.
             // Every stored transaction was sent again above, so what is missing now is a gap.
-            let mut networks: Vec<String> = unmined.iter().map(|c| c.network.clone()).collect();
-            let mut repaired: Vec<String> = Vec::new();
-            networks.sort_unstable();
-            networks.dedup();
-            for network in &networks {
-                let network = network.as_str();
-                let Some(verifier) = self.backends.get_str(network) else {
-                    continue;
-                };
-                let raws: Vec<String> = unmined
-                    .iter()
-                    .filter(|c| c.network == network)
-                    .filter_map(|c| c.tx_raw.clone())
-                    .collect();
-                let filled = verifier.repair_stuck(&raws).await;
-                if filled > 0 {
-                    tracing::warn!(
-                        network,
-                        filled,
-                        "filled settler nonce gaps that held stored settlements back"
-                    );
-                    repaired.push(network.to_string());
-                }
-            }
+            let repaired = self.repair_gaps(&unmined).await;
             // What the fillers let through is recorded now, not a whole staleness period later.
-            if !repaired.is_empty() {
+            let (again, rest): (Vec<_>, Vec<_>) = unmined
+                .into_iter()
+                .partition(|c| repaired.contains(&c.network));
+            if !again.is_empty() {
                 tokio::time::sleep(RESENT_SETTLE).await;
             }
-            for c in unmined {
-                let verifier = self.backends.get_str(&c.network);
-                match verifier {
-                    Some(v) if repaired.contains(&c.network) => {
-                        if resolve(store, v.as_ref(), &c, false).await == Step::Resolved {
-                            resolved += 1;
-                        } else {
-                            stuck.push(c);
-                        }
-                    }
-                    _ => stuck.push(c),
-                }
-            }
+            let (n, unmined) = self.look_again(store, again).await;
+            resolved += n;
+            stuck.extend(unmined);
+            stuck.extend(rest);
         }
         resolved + self.replace_stuck(store, stuck).await
+    }
+
+    /// Looks each claim up once more (nothing sent): how many were recorded as landed or
+    /// failed, and the rest.
+    async fn look_again(
+        &self,
+        store: &Store,
+        claims: Vec<SettlingClaim>,
+    ) -> (usize, Vec<SettlingClaim>) {
+        let mut resolved = 0;
+        let mut open = Vec::new();
+        for c in claims {
+            match self.backends.get_str(&c.network) {
+                Some(v) if resolve(store, v.as_ref(), &c, false).await == Step::Resolved => {
+                    resolved += 1
+                }
+                _ => open.push(c),
+            }
+        }
+        (resolved, open)
+    }
+
+    /// Fills the settler nonce gaps that may hold `unmined` back, network by network: the
+    /// networks where a gap was filled.
+    async fn repair_gaps(&self, unmined: &[SettlingClaim]) -> Vec<String> {
+        let mut networks: Vec<&str> = unmined.iter().map(|c| c.network.as_str()).collect();
+        networks.sort_unstable();
+        networks.dedup();
+        let mut repaired = Vec::new();
+        for network in networks {
+            let Some(verifier) = self.backends.get_str(network) else {
+                continue;
+            };
+            let raws: Vec<String> = unmined
+                .iter()
+                .filter(|c| c.network == network)
+                .filter_map(|c| c.tx_raw.clone())
+                .collect();
+            let filled = verifier.repair_stuck(&raws).await;
+            if filled > 0 {
+                tracing::warn!(
+                    network,
+                    filled,
+                    "filled settler nonce gaps that held stored settlements back"
+                );
+                repaired.push(network.to_string());
+            }
+        }
+        repaired
     }
 
     /// Replaces, at the node's fees now, the transactions of claims that stayed unmined though
@@ -202,38 +214,8 @@ impl Reconciler {
                 tracing::warn!(claim_id = c.claim_id, tx = %c.tx_hash, "recording a stuck settlement's replacement: {e}");
                 continue;
             }
-            let named = match verifier.resend(&replacement.raw).await {
-                Ok(Resent::Refused(why)) => {
-                    // It never left: the claims name the one it replaced as the one to send
-                    // again, the refused one among those watched (`landing.rs` does the same).
-                    tracing::warn!(claim_id = c.claim_id, tx = %replacement.transaction, "the node refused a stuck settlement's replacement: {why}");
-                    let mut back = prepared;
-                    back.replaces.push(replacement.transaction.clone());
-                    if let Err(e) = store
-                        .record_replacement(&ids, &replacement.transaction, &back)
-                        .await
-                    {
-                        tracing::warn!(claim_id = c.claim_id, tx = %back.transaction, "recording the replaced settlement as the one to send again: {e}");
-                        replacement
-                    } else {
-                        back
-                    }
-                }
-                sent => {
-                    match sent {
-                        Ok(Resent::Sent) => {
-                            tracing::info!(claim_id = c.claim_id, replaced = %c.tx_hash, tx = %replacement.transaction, "replaced a stuck settlement")
-                        }
-                        Ok(other) => {
-                            tracing::warn!(claim_id = c.claim_id, tx = %replacement.transaction, "sending a stuck settlement's replacement: {other:?}")
-                        }
-                        Err(e) => {
-                            tracing::warn!(claim_id = c.claim_id, tx = %replacement.transaction, "sending a stuck settlement's replacement: {e}")
-                        }
-                    }
-                    replacement
-                }
-            };
+            let named =
+                send_replacement(store, verifier.as_ref(), &ids, prepared, replacement).await;
             replaced.extend(group.into_iter().map(|m| SettlingClaim {
                 tx_hash: named.transaction.clone(),
                 tx_raw: Some(named.raw.clone()),
@@ -246,15 +228,51 @@ impl Reconciler {
             return 0;
         }
         tokio::time::sleep(RESENT_SETTLE).await;
-        let mut resolved = 0;
-        for c in &replaced {
-            if let Some(verifier) = self.backends.get_str(&c.network) {
-                if resolve(store, verifier.as_ref(), c, false).await == Step::Resolved {
-                    resolved += 1;
+        self.look_again(store, replaced).await.0
+    }
+}
+
+/// Sends `replacement` (recorded on the claims `ids` in place of `prepared`) and returns the
+/// settlement the claims name from then on: the replacement, or, when the node refused it (it
+/// never left), `prepared` again, with the refused one among those watched (`landing.rs` does
+/// the same).
+async fn send_replacement(
+    store: &Store,
+    verifier: &dyn ChainBackend,
+    ids: &[i64],
+    prepared: PreparedSettlement,
+    replacement: PreparedSettlement,
+) -> PreparedSettlement {
+    let id = ids[0];
+    match verifier.resend(&replacement.raw).await {
+        Ok(Resent::Sent) => {
+            tracing::info!(claim_id = id, replaced = %prepared.transaction, tx = %replacement.transaction, "replaced a stuck settlement");
+            replacement
+        }
+        Ok(Resent::Refused(why)) => {
+            tracing::warn!(claim_id = id, tx = %replacement.transaction, "the node refused a stuck settlement's replacement: {why}");
+            let mut back = prepared;
+            back.replaces.push(replacement.transaction.clone());
+            match store
+                .record_replacement(ids, &replacement.transaction, &back)
+                .await
+            {
+                Ok(()) => back,
+                Err(e) => {
+                    tracing::warn!(claim_id = id, tx = %back.transaction, "recording the replaced settlement as the one to send again: {e}");
+                    replacement
                 }
             }
         }
-        resolved
+        // Its nonce used, or no answer: it may be out; a later look tells.
+        Ok(other) => {
+            tracing::warn!(claim_id = id, tx = %replacement.transaction, "sending a stuck settlement's replacement: {other:?}");
+            replacement
+        }
+        Err(e) => {
+            tracing::warn!(claim_id = id, tx = %replacement.transaction, "sending a stuck settlement's replacement: {e}");
+            replacement
+        }
     }
 }
 
