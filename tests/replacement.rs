@@ -342,8 +342,8 @@ async fn the_reconciler_replaces_a_settlement_priced_out_while_the_gateway_was_d
 /// The reconciler's replacement of a stuck settlement is refused by the node (the settler cannot
 /// pay its fee cap): it never left, so the claim goes back to naming the transaction it replaced
 /// as the one to send again, the refused one still watched, and nothing is charged. Once the
-/// settler is funded and the base fee is down, a later pass sends the original again and
-/// records it: charged once, with one settler nonce.
+/// settler is funded and the base fee is down, the next start's pass sends the original again
+/// and records it: charged once, with one settler nonce.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replacement_the_reconciler_cannot_send_leaves_the_original_to_send_again() {
     let s = setup().await;
@@ -359,20 +359,30 @@ async fn a_replacement_the_reconciler_cannot_send_leaves_the_original_to_send_ag
     let (first, _) = settling(&db).await.expect("a settling claim");
     drop(gw);
     let _ = response.await;
-    // 0.01 ETH: the original's gas at a few gwei, but not a replacement's at 175 gwei.
+    // 0.01 ETH: not a replacement's 200k gas at 175 gwei.
     s.chain
         .set_eth_balance(settler.address(), 10_000_000 * GWEI)
         .await;
     price_out(&s.chain, 100).await;
     s.chain.set_automine(true).await;
 
-    // Down past the staleness period: the first pass after the restart replaces, and the node
-    // refuses the replacement.
+    // Down past the staleness period: the first pass after the restart replaces (the
+    // authorization, valid 60 s from the request, still has the 30 s a replacement needs), and
+    // the node refuses the replacement. Waited for until the claims no longer watch the original
+    // as one replaced: recorded first, the replacement names it so until the node refuses it.
     let raw = sqlx::SqlitePool::connect(&s.db_url).await.unwrap();
-    let age = "UPDATE payment_claims SET updated_at = updated_at - 600";
-    sqlx::query(age).execute(&raw).await.unwrap();
+    sqlx::query("UPDATE payment_claims SET updated_at = updated_at - 600")
+        .execute(&raw)
+        .await
+        .unwrap();
+    raw.close().await;
     let gw = Gateway::start_with_db(&s.cfg, &s.db_url);
-    wait_for(|| async { settling(&db).await.is_some_and(|(_, r)| !r.is_empty()) }).await;
+    wait_for(|| async {
+        settling(&db)
+            .await
+            .is_some_and(|(_, r)| !r.is_empty() && !r.contains(&first))
+    })
+    .await;
     let (current, replaced) = settling(&db).await.unwrap();
     assert_eq!(current, first, "the original is the one to send again");
     assert_eq!(
@@ -389,19 +399,18 @@ async fn a_replacement_the_reconciler_cannot_send_leaves_the_original_to_send_ag
     assert_eq!(s.chain.settler_nonce().await, 0);
     drop(gw);
 
-    // Funded again, the base fee back to a gwei, down as long again: the original is sent
-    // again as it is, and recorded.
+    // Funded again, the base fee back to a gwei: the restarted gateway's first pass (which
+    // looks at every claim) sends the original again as it is, and records it.
     s.chain
         .set_eth_balance(settler.address(), 1_000_000_000 * GWEI)
         .await;
     s.chain.set_next_base_fee(GWEI).await;
     s.chain.mine().await;
-    sqlx::query(age).execute(&raw).await.unwrap();
-    raw.close().await;
     let _gw = Gateway::start_with_db(&s.cfg, &s.db_url);
     wait_for(|| async { db.ledger(10).await.unwrap().len() == 1 }).await;
     assert_eq!(db.ledger(10).await.unwrap()[0].tx_hash, first);
     assert!(!mined(&s.chain, &replaced[0]).await);
+    assert_eq!(db.count_claims("settled").await.unwrap(), 1);
     assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
     assert_eq!(s.chain.settler_nonce().await, 1);
 }
