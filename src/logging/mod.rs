@@ -28,6 +28,9 @@ mod timestamp;
 
 /// The request header that carries the request id, both ways.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// `REQUEST_ID_HEADER` as a header name: looked up in every request, where a name given as text
+/// would be parsed again each time.
+pub static REQUEST_ID_NAME: http::HeaderName = http::HeaderName::from_static(REQUEST_ID_HEADER);
 /// The target of the one access-log line per request.
 pub const ACCESS: &str = "x402_gate::access";
 /// The filter when `RUST_LOG` is unset.
@@ -156,7 +159,7 @@ pub fn is_sane_request_id(id: &str) -> bool {
 
 /// The client's request id when it sent exactly one sane `X-Request-Id`, else a fresh one.
 pub fn request_id(headers: &http::HeaderMap) -> String {
-    let mut sent = headers.get_all(REQUEST_ID_HEADER).iter();
+    let mut sent = headers.get_all(&REQUEST_ID_NAME).iter();
     match (sent.next(), sent.next()) {
         (Some(v), None) => match v.to_str() {
             Ok(id) if is_sane_request_id(id) => id.to_string(),

@@ -2,7 +2,7 @@
 //! offers. Pure; its callers (the proxy, the management API's priced endpoints) render what it
 //! finds. Headers are `http` types, which both listeners' frameworks use.
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 use super::Rejection;
 use crate::pricing::{Offer, Offers};
@@ -26,9 +26,18 @@ pub enum PaymentCheck<'a> {
 
 /// Finds the payment header: `PAYMENT-SIGNATURE` (v2) first, then `X-PAYMENT` (v1).
 pub fn payment_header(headers: &HeaderMap) -> Option<(&'static str, &[u8])> {
-    [x402::PAYMENT_SIGNATURE, x402::X_PAYMENT]
-        .into_iter()
-        .find_map(|name| headers.get(name).map(|v| (name, v.as_bytes())))
+    // Looked up by `HeaderName`: a name given as text is parsed again on every lookup, and
+    // every request to a priced route asks for both.
+    static NAMES: [(HeaderName, &str); 2] = [
+        (
+            HeaderName::from_static(x402::PAYMENT_SIGNATURE),
+            x402::PAYMENT_SIGNATURE,
+        ),
+        (HeaderName::from_static(x402::X_PAYMENT), x402::X_PAYMENT),
+    ];
+    NAMES
+        .iter()
+        .find_map(|(key, name)| headers.get(key).map(|v| (*name, v.as_bytes())))
 }
 
 /// Decodes and matches a payment header against a route's offers.

@@ -136,11 +136,8 @@ pub(super) fn forward_headers(
         .and_then(|a| a.as_inet())
         .map(|a| a.ip())
     {
-        let xff = match upstream
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        {
+        static XFF: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+        let xff = match upstream.headers.get(&XFF).and_then(|v| v.to_str().ok()) {
             Some(prev) => format!("{prev}, {ip}"),
             None => ip_text(ip),
         };

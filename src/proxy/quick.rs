@@ -10,12 +10,13 @@
 //! about the request needs pingora:
 //!
 //! - `parse` (pure): the whole head arrived in that one read and nothing after it (no body, no
-//!   pipelined request); HTTP/1.1; no `Content-Length`, `Transfer-Encoding`, `Expect` or
-//!   `Upgrade`, and no `Connection` but `keep-alive`; origin-form target; at most one `Host`,
+//!   pipelined request); HTTP/1.1; no payment header (`PAYMENT-SIGNATURE`, `X-PAYMENT`), no
+//!   `Content-Length`, `Transfer-Encoding`, `Expect` or `Upgrade`, and no `Connection` but
+//!   `keep-alive`; origin-form target; at most one `Host`,
 //!   without userinfo; every header one the `http` crate accepts; not `HEAD`, `CONNECT` or
 //!   `OPTIONS`. Anything else goes to pingora, whose checks then apply as before.
 //! - `Gateway::quick`: the request routes (the same `decide::route_request`) to a priced route
-//!   without an upgrade, and carries no payment header; the gateway is not draining, and the
+//!   without an upgrade; the gateway is not draining, and the
 //!   connection is not counted against a reuse limit. These are pure too, so a request that
 //!   falls through to pingora has had nothing counted or changed.
 //!
@@ -283,9 +284,10 @@ impl Gateway {
         let routed = decide::route_request(&facts, &self.routes.load()).ok()?;
         let route = routed.route.clone();
         let offers = route.offers.as_ref()?;
+        // `parse` refused a head naming a payment header.
+        debug_assert!(gate::payment_header(&head.headers).is_none());
         // Draining may have begun since `take`: its answers say `Connection: close` (pingora's).
-        if routed.upgrade || gate::payment_header(&head.headers).is_some() || self.draining.is_set()
-        {
+        if routed.upgrade || self.draining.is_set() {
             return None;
         }
         // The request is the quick path's from here, whatever its answer.
