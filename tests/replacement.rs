@@ -92,7 +92,12 @@ struct Stuck {
 }
 
 async fn stuck_settlement(s: &Setup, path: &str) -> Stuck {
-    let gw = Gateway::start_with_db(&s.cfg, &s.db_url);
+    stuck_on(s, &s.cfg, path).await
+}
+
+/// `stuck_settlement` through a gateway on `cfg`.
+async fn stuck_on(s: &Setup, cfg: &str, path: &str) -> Stuck {
+    let gw = Gateway::start_with_db(cfg, &s.db_url);
     let db = Store::connect(&s.db_url).await.unwrap();
     s.chain.set_automine(false).await;
     let response = paid_request(s, &gw, path).await;
@@ -115,6 +120,56 @@ async fn replacement_lost(s: &Setup, db: &Store, first: &str) -> Vec<String> {
         .set_fault("eth_sendRawTransaction", Fault::Swallow, usize::MAX);
     wait_for(|| async { settling(db).await.is_some_and(|(tx, _)| tx != first) }).await;
     settling(db).await.unwrap().1
+}
+
+/// The config with replacement off (`replace_after_seconds = 0`).
+fn replacement_off(s: &Setup) -> String {
+    s.cfg
+        .replace("replace_after_seconds = 2", "replace_after_seconds = 0")
+}
+
+/// A paid request for `path` whose settlement a gateway with replacement off sent, left in the
+/// pool (mining off from here) when the gateway went down: the database and the settlement's
+/// transaction.
+async fn sent_before_going_down(s: &Setup, path: &str) -> (Store, String) {
+    let Stuck {
+        gw,
+        db,
+        response,
+        first,
+    } = stuck_on(s, &replacement_off(s), path).await;
+    drop(gw);
+    let _ = response.await;
+    (db, first)
+}
+
+/// Every claim as if last touched 600 s earlier: a gateway down longer than the staleness
+/// period.
+async fn age_claims(s: &Setup) {
+    let raw = sqlx::SqlitePool::connect(&s.db_url).await.unwrap();
+    sqlx::query("UPDATE payment_claims SET updated_at = updated_at - 600")
+        .execute(&raw)
+        .await
+        .unwrap();
+    raw.close().await;
+}
+
+/// The settler funded again and the base fee back to a gwei, a gateway started: its
+/// reconciler's first pass (which looks at every claim) sends `first` again as it is, and it
+/// lands, in the ledger, charged once, with one settler nonce. The gateway, still running.
+async fn original_lands_after_restart(s: &Setup, db: &Store, first: &str) -> Gateway {
+    let settler: PrivateKeySigner = s.chain.settler_key.parse().unwrap();
+    s.chain
+        .set_eth_balance(settler.address(), 1_000_000_000 * GWEI)
+        .await;
+    s.chain.set_next_base_fee(GWEI).await;
+    s.chain.mine().await;
+    let gw = Gateway::start_with_db(&s.cfg, &s.db_url);
+    wait_for(|| async { db.ledger(10).await.unwrap().len() == 1 }).await;
+    assert_eq!(db.ledger(10).await.unwrap()[0].tx_hash, first);
+    assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
+    assert_eq!(s.chain.settler_nonce().await, 1);
+    gw
 }
 
 /// The one claim settling: (its transaction, the ones that replaced... it replaced).
@@ -300,41 +355,22 @@ async fn the_reconciler_finds_a_replaced_transaction_that_was_mined() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_reconciler_replaces_a_settlement_priced_out_while_the_gateway_was_down() {
     let s = setup().await;
-    let off = s
-        .cfg
-        .replace("replace_after_seconds = 2", "replace_after_seconds = 0");
-    let gw = Gateway::start_with_db(&off, &s.db_url);
-    let db = Store::connect(&s.db_url).await.unwrap();
-    s.chain.set_automine(false).await;
-    let response = paid_request(&s, &gw, "/paid/down").await;
-    wait_for(|| async { s.chain.pool_size().await == 1 }).await;
-    let (first, replaced) = settling(&db).await.expect("a settling claim");
-    assert!(replaced.is_empty());
-    drop(gw);
-    let _ = response.await;
+    let (db, first) = sent_before_going_down(&s, "/paid/down").await;
     price_out(&s.chain, 100).await;
     s.chain.set_automine(true).await;
 
     // The gateway was down longer than the staleness period: its claim is that old. Restarted
     // with replacement off, the reconciler only sends the same bytes again, which the node
     // refuses: nothing moves.
-    let raw = sqlx::SqlitePool::connect(&s.db_url).await.unwrap();
-    sqlx::query("UPDATE payment_claims SET updated_at = updated_at - 600")
-        .execute(&raw)
-        .await
-        .unwrap();
-    let gw = Gateway::start_with_db(&off, &s.db_url);
+    age_claims(&s).await;
+    let gw = Gateway::start_with_db(&replacement_off(&s), &s.db_url);
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(settling(&db).await.map(|(tx, _)| tx), Some(first.clone()));
     assert_eq!(s.chain.settler_nonce().await, 0);
     drop(gw);
 
     // Down again as long.
-    sqlx::query("UPDATE payment_claims SET updated_at = updated_at - 600")
-        .execute(&raw)
-        .await
-        .unwrap();
-    raw.close().await;
+    age_claims(&s).await;
     let _gw = Gateway::start_with_db(&s.cfg, &s.db_url);
     settled_once_by_a_replacement_of(&s, &db, &first).await;
 }
@@ -348,17 +384,7 @@ async fn the_reconciler_replaces_a_settlement_priced_out_while_the_gateway_was_d
 async fn a_replacement_the_reconciler_cannot_send_leaves_the_original_to_send_again() {
     let s = setup().await;
     let settler: PrivateKeySigner = s.chain.settler_key.parse().unwrap();
-    let off = s
-        .cfg
-        .replace("replace_after_seconds = 2", "replace_after_seconds = 0");
-    let gw = Gateway::start_with_db(&off, &s.db_url);
-    let db = Store::connect(&s.db_url).await.unwrap();
-    s.chain.set_automine(false).await;
-    let response = paid_request(&s, &gw, "/paid/refused").await;
-    wait_for(|| async { s.chain.pool_size().await == 1 }).await;
-    let (first, _) = settling(&db).await.expect("a settling claim");
-    drop(gw);
-    let _ = response.await;
+    let (db, first) = sent_before_going_down(&s, "/paid/refused").await;
     // 0.01 ETH: not a replacement's 200k gas at 175 gwei.
     s.chain
         .set_eth_balance(settler.address(), 10_000_000 * GWEI)
@@ -370,12 +396,7 @@ async fn a_replacement_the_reconciler_cannot_send_leaves_the_original_to_send_ag
     // authorization, valid 60 s from the request, still has the 30 s a replacement needs), and
     // the node refuses the replacement. Waited for until the claims no longer watch the original
     // as one replaced: recorded first, the replacement names it so until the node refuses it.
-    let raw = sqlx::SqlitePool::connect(&s.db_url).await.unwrap();
-    sqlx::query("UPDATE payment_claims SET updated_at = updated_at - 600")
-        .execute(&raw)
-        .await
-        .unwrap();
-    raw.close().await;
+    age_claims(&s).await;
     let gw = Gateway::start_with_db(&s.cfg, &s.db_url);
     wait_for(|| async {
         settling(&db)
@@ -401,18 +422,9 @@ async fn a_replacement_the_reconciler_cannot_send_leaves_the_original_to_send_ag
 
     // Funded again, the base fee back to a gwei: the restarted gateway's first pass (which
     // looks at every claim) sends the original again as it is, and records it.
-    s.chain
-        .set_eth_balance(settler.address(), 1_000_000_000 * GWEI)
-        .await;
-    s.chain.set_next_base_fee(GWEI).await;
-    s.chain.mine().await;
-    let _gw = Gateway::start_with_db(&s.cfg, &s.db_url);
-    wait_for(|| async { db.ledger(10).await.unwrap().len() == 1 }).await;
-    assert_eq!(db.ledger(10).await.unwrap()[0].tx_hash, first);
+    let _gw = original_lands_after_restart(&s, &db, &first).await;
     assert!(!mined(&s.chain, &replaced[0]).await);
     assert_eq!(db.count_claims("settled").await.unwrap(), 1);
-    assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
-    assert_eq!(s.chain.settler_nonce().await, 1);
 }
 
 /// A stalled settlement whose replacement cannot be signed (every fee estimate fails from the
@@ -483,17 +495,8 @@ async fn a_replacement_the_node_refuses_leaves_the_original_to_send_again() {
     drop(gw);
 
     // Funded again, the base fee back to a gwei: the reconciler's first pass sends it again.
-    s.chain
-        .set_eth_balance(settler.address(), 1_000_000_000 * GWEI)
-        .await;
-    s.chain.set_next_base_fee(GWEI).await;
-    s.chain.mine().await;
     s.chain.set_automine(true).await;
-    let _gw = Gateway::start_with_db(&s.cfg, &s.db_url);
-    wait_for(|| async { db.ledger(10).await.unwrap().len() == 1 }).await;
-    assert_eq!(db.ledger(10).await.unwrap()[0].tx_hash, first);
-    assert_eq!(s.chain.balance(s.pay_to).await, U256::from(PRICE));
-    assert_eq!(s.chain.settler_nonce().await, 1);
+    let _gw = original_lands_after_restart(&s, &db, &first).await;
 }
 
 /// A deferred settlement (the client served at once) priced out in the pool is replaced by the
