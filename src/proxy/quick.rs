@@ -12,13 +12,13 @@
 //! - `parse` (pure): the whole head arrived in that one read and nothing after it (no body, no
 //!   pipelined request); HTTP/1.1; no payment header (`PAYMENT-SIGNATURE`, `X-PAYMENT`), no
 //!   `Content-Length`, `Transfer-Encoding`, `Expect` or `Upgrade`, and no `Connection` but
-//!   `keep-alive`; origin-form target; at most one `Host`,
-//!   without userinfo; every header one the `http` crate accepts; not `HEAD`, `CONNECT` or
-//!   `OPTIONS`. Anything else goes to pingora, whose checks then apply as before.
+//!   `keep-alive`; origin-form target; at most one `Host`, without userinfo; every header one
+//!   the `http` crate accepts; not `HEAD`, `CONNECT` or `OPTIONS`. Anything else goes to
+//!   pingora, whose checks then apply as before.
 //! - `Gateway::quick`: the request routes (the same `decide::route_request`) to a priced route
-//!   without an upgrade; the gateway is not draining, and the
-//!   connection is not counted against a reuse limit. These are pure too, so a request that
-//!   falls through to pingora has had nothing counted or changed.
+//!   without an upgrade; the gateway is not draining, and the connection is not counted against
+//!   a reuse limit. These are pure too, so a request that falls through to pingora has had
+//!   nothing counted or changed.
 //!
 //! From there the request is the quick path's, whatever its answer: the same steps as
 //! `request_filter` (`admit.rs`: the client's and the tenant's rate limits, the tenant's
