@@ -31,8 +31,6 @@ where
     Fut: Future<Output = Result<T, SettleError>>,
 {
     let (mut attempt, mut round) = (attempt, 0);
-    // Set once a stall could not be replaced: the rest of the wait watches what was sent.
-    let mut watching = false;
     // Set once the node refused a replacement for itself: it would refuse the next one too.
     let mut refused = None;
     // The transaction the last replacement replaced, to go back to if the node refuses it.
@@ -51,30 +49,20 @@ where
                 // send again (its bytes are the ones a node will take), the refused one kept
                 // among those watched.
                 tracing::warn!(tx = %transaction, "the node refused a replacement settlement, sending the one it replaced again: {message}");
-                let Some(mut back) = previous.take() else {
+                let Some(back) = previous.take() else {
                     return Err(SettleError::Pending {
                         transaction,
                         message: format!("{message}; nothing to go back to"),
                     });
                 };
-                back.replaces.push(transaction.clone());
-                // Unrecorded, the claims still name both (the refused one as the one to send,
-                // the one it replaced among those watched): this wait goes on with the bytes a
-                // node takes all the same.
-                if let Err(e) = store
-                    .record_replacement(claim_ids, &transaction, &back)
-                    .await
-                {
-                    tracing::warn!(tx = %back.transaction, "recording the replaced settlement as the one to send again: {e}");
-                }
-                *prepared = back;
+                *prepared = go_back(store, claim_ids, &transaction, back).await;
                 refused = Some(message);
                 attempt = Attempt::Again;
                 continue;
             }
             other => return other,
         };
-        if watching {
+        if matches!(attempt, Attempt::Watch(_)) {
             // Not reported while watching; were it ever, the wait is over.
             return Err(SettleError::Pending {
                 transaction,
@@ -98,7 +86,6 @@ where
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(tx = %transaction, "a stalled settlement was not replaced, watching what was sent: {message}; {e}");
-                watching = true;
                 attempt = Attempt::Watch(round);
                 continue;
             }
@@ -111,11 +98,28 @@ where
             // replacement as well, unsent: the reconciler watches both, and sending it can only
             // settle the same payments once.)
             tracing::warn!(tx = %transaction, "a stalled settlement's replacement could not be recorded, watching what was sent: {e}");
-            watching = true;
             attempt = Attempt::Watch(round);
             continue;
         }
         previous = Some(std::mem::replace(prepared, replacement));
         attempt = Attempt::Replacement(round);
     }
+}
+
+/// A replacement (`refused`) the node refused never left: the claims (`claim_ids`) go back to
+/// naming `back`, the transaction it replaced, as the one to send again (its bytes are the ones a
+/// node takes), the refused one kept among those watched. Returns what the claims name now.
+/// Unrecorded, the claims still name both (the refused one as the one to send, `back` among
+/// those watched), and `back` is still the one to send.
+pub(crate) async fn go_back(
+    store: &Store,
+    claim_ids: &[i64],
+    refused: &str,
+    mut back: PreparedSettlement,
+) -> PreparedSettlement {
+    back.replaces.push(refused.to_string());
+    if let Err(e) = store.record_replacement(claim_ids, refused, &back).await {
+        tracing::warn!(tx = %back.transaction, "recording the replaced settlement as the one to send again: {e}");
+    }
+    back
 }

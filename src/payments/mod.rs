@@ -34,7 +34,7 @@ pub mod svm;
 
 mod admit;
 mod batch;
-mod landing;
+pub(crate) mod landing;
 mod present;
 mod queued;
 mod rules;

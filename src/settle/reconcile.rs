@@ -28,6 +28,7 @@ use pingora::services::background::BackgroundService;
 use crate::payments::chain::{
     unix_now, ChainBackend, ChainBackends, PreparedSettlement, Resent, TxOutcome,
 };
+use crate::payments::landing::go_back;
 use crate::store::{LazyStore, SettlingClaim, Store};
 
 const INTERVAL: Duration = Duration::from_secs(15);
@@ -234,8 +235,8 @@ impl Reconciler {
 
 /// Sends `replacement` (recorded on the claims `ids` in place of `prepared`) and returns the
 /// settlement the claims name from then on: the replacement, or, when the node refused it (it
-/// never left), `prepared` again, with the refused one among those watched (`landing.rs` does
-/// the same).
+/// never left), `prepared` again, with the refused one among those watched (`landing::go_back`,
+/// as a request's wait does).
 async fn send_replacement(
     store: &Store,
     verifier: &dyn ChainBackend,
@@ -251,18 +252,7 @@ async fn send_replacement(
         }
         Ok(Resent::Refused(why)) => {
             tracing::warn!(claim_id = id, tx = %replacement.transaction, "the node refused a stuck settlement's replacement: {why}");
-            let mut back = prepared;
-            back.replaces.push(replacement.transaction.clone());
-            match store
-                .record_replacement(ids, &replacement.transaction, &back)
-                .await
-            {
-                Ok(()) => back,
-                Err(e) => {
-                    tracing::warn!(claim_id = id, tx = %back.transaction, "recording the replaced settlement as the one to send again: {e}");
-                    replacement
-                }
-            }
+            go_back(store, ids, &replacement.transaction, prepared).await
         }
         // Its nonce used, or no answer: it may be out; a later look tells.
         Ok(other) => {
