@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 pragma solidity ^0.8.26;
 
-/// The one function of Multicall3 that x402-gate's batched settlement calls, `aggregate3`, with
-/// Multicall3's ABI (same selector, same tuple layouts). Multicall3 is deployed at
-/// 0xcA11bde05977b3631167028862bE2a173976CA11 on nearly every EVM chain, but not on a fresh
-/// anvil: the tests place this contract's runtime code at that address (`anvil_setCode`), so
-/// the gateway meets there what it meets on a real chain. Written for the tests from the ABI.
+/// Multicall3's `aggregate3` with Multicall3's ABI (same selector, same tuple layouts), written
+/// for the tests from the ABI: code that answers as Multicall3 does but is not Multicall3's. The
+/// tests place it at Multicall3's address (0xcA11bde05977b3631167028862bE2a173976CA11,
+/// `anvil_setCode`) to show that the gateway trusts only Multicall3's own code there (it checks
+/// the code's hash): a chain's other code at that address could answer anything.
 contract Multicall3Batch {
     struct Call3 {
         address target;

@@ -1,6 +1,7 @@
 //! Batched settlement end to end: payments that wait for a settlement slot go out together in
-//! one Multicall3 transaction, on a real chain (anvil with our EIP-3009 token and a Multicall3
-//! placed at its usual address), each judged by its own authorization.
+//! one Multicall3 transaction, on a real chain (anvil with our EIP-3009 token and Multicall3
+//! deployed at its usual address by its own keyless transaction), each judged by its own
+//! authorization.
 
 mod common;
 
@@ -8,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use alloy::primitives::{Address, Bytes, B256, U256};
+use alloy::primitives::{keccak256, Address, Bytes, B256, U256};
 use alloy::providers::Provider;
 use alloy::signers::local::PrivateKeySigner;
 use common::chain::*;
@@ -17,7 +18,7 @@ use serde_json::Value;
 use x402_gate::payments::chain::{
     Attempt, ChainBackend, PaymentKey, SettleError, TxOutcome, Verified,
 };
-use x402_gate::payments::evm::{EvmAuthorization, EvmBackend};
+use x402_gate::payments::evm::{EvmAuthorization, EvmBackend, MULTICALL3, MULTICALL3_CODE_HASH};
 use x402_gate::payments::SETTLEMENTS_IN_FLIGHT;
 use x402_gate::store::Store;
 use x402_gate::x402::Network;
@@ -97,9 +98,17 @@ async fn a_batch_is_judged_and_looked_up_payment_by_payment() {
     let pay_to = new_signer().address();
     chain.mint(payer.address(), 1_000_000).await;
 
-    // Without Multicall3 the network cannot batch; with it, up to `batch_max`.
+    // Without Multicall3 the network cannot batch; nor with other code at its address, even
+    // code that answers `aggregate3` honestly (it is not trusted); with Multicall3's, deployed
+    // by its own transaction, up to `batch_max`.
+    assert_eq!(backend(&chain, 8).batch_capacity().await, 1);
+    chain
+        .place_at_multicall3(&Chain::deployed_code("Multicall3Batch"))
+        .await;
     assert_eq!(backend(&chain, 8).batch_capacity().await, 1);
     chain.install_multicall3().await;
+    let code = chain.provider.get_code_at(MULTICALL3).await.unwrap();
+    assert_eq!(keccak256(&code), MULTICALL3_CODE_HASH);
     let evm = backend(&chain, 8);
     assert_eq!(evm.batch_capacity().await, 8);
     assert_eq!(backend(&chain, 1).batch_capacity().await, 1);

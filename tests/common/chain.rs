@@ -392,23 +392,48 @@ impl Chain {
         }
     }
 
-    /// Places a Multicall3 (`aggregate3`, see contracts/Multicall3Batch.sol) at its address, as
-    /// the chains we serve have it: the gateway then settles waiting payments in batches.
+    /// Deploys Multicall3 as it was deployed on the chains we serve: its keyless transaction
+    /// (contracts/multicall3-deploy.tx, from github.com/mds1/multicall), sent from its one-use
+    /// deployer once funded, which places Multicall3's code at its address. The gateway then
+    /// groups simulations and settles waiting payments in batches.
     pub async fn install_multicall3(&self) {
-        let path = super::repo_path("contracts/artifacts/Multicall3Batch.json");
-        let v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        let code = v["deployedBytecode"].as_str().unwrap().to_string();
+        let deployer: Address = "0x05f32B3cC3888453ff71B01135B34FF8e41263F2"
+            .parse()
+            .unwrap();
+        // 1,000,000 gas at 100 gwei.
+        self.set_eth_balance(deployer, 100_000_000_000_000_000)
+            .await;
+        // Code placed there by `place_at_multicall3` would make the deployment collide.
+        self.place_at_multicall3("0x").await;
+        let raw =
+            std::fs::read_to_string(super::repo_path("contracts/multicall3-deploy.tx")).unwrap();
+        let raw = alloy::hex::decode(raw.trim()).unwrap();
+        let receipt = self
+            .provider
+            .send_raw_transaction(&raw)
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        assert!(receipt.status(), "Multicall3's deployment: {receipt:?}");
+        assert_eq!(receipt.contract_address, Some(MULTICALL3));
+    }
+
+    /// Places other code at Multicall3's address (`anvil_setCode`; "0x" clears it).
+    pub async fn place_at_multicall3(&self, code: &str) {
         let _: Value = self
             .provider
             .raw_request("anvil_setCode".into(), (MULTICALL3, code))
             .await
             .unwrap();
-        assert!(!self
-            .provider
-            .get_code_at(MULTICALL3)
-            .await
-            .unwrap()
-            .is_empty());
+    }
+
+    /// The runtime code of a contract in contracts/artifacts.
+    pub fn deployed_code(name: &str) -> String {
+        let path = super::repo_path(&format!("contracts/artifacts/{name}.json"));
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        v["deployedBytecode"].as_str().unwrap().to_string()
     }
 
     /// `n` more funded keys for settlers (anvil's dev accounts 2, 3, ...; 0 deploys and mints,

@@ -3,18 +3,52 @@
 //! spent, its payer's balance gone) never fails the others.
 //!
 //! Multicall3 sits at one address on nearly every EVM chain (deployed keylessly, so the address
-//! is the same everywhere); a network without code there settles each payment on its own. Which
+//! is the same everywhere), with the same code. The gateway trusts what it finds there only when
+//! the code is Multicall3's, by its hash: a simulation grouped through it passes a payment on
+//! the contract's word, so other code at that address (a chain's own predeploy, a fork's) could
+//! pass a payment that would fail, and an origin would serve it unpaid. A network without
+//! Multicall3's code there simulates and settles each payment on its own. Which
 //! payments landed is read from the receipt, per payment: the token's own
 //! `AuthorizationUsed(from, nonce)` log, and its `Transfer` of exactly the signed amount. The
 //! `Transfer` alone cannot tell apart two equal payments of one payer in one batch.
 
 use super::*;
 
-use alloy::primitives::address;
+use alloy::primitives::{address, b256, keccak256};
 use alloy::rpc::types::TransactionReceipt;
 
 /// Multicall3, at its address on (nearly) every EVM chain.
 pub const MULTICALL3: Address = address!("cA11bde05977b3631167028862bE2a173976CA11");
+
+/// keccak256 of Multicall3's runtime code: the same wherever it was deployed, by the keyless
+/// transaction (`contracts/multicall3-deploy.tx`, from github.com/mds1/multicall) or its
+/// deployer's key with the same init code, and as the OP Stack's preinstall.
+pub const MULTICALL3_CODE_HASH: B256 =
+    b256!("d5c15df687b16f2ff992fc8d767b4216323184a2bbc6ee2f9c398c318e770891");
+
+/// What a network has at Multicall3's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchContract {
+    /// No code: payments are simulated and settled one by one.
+    Missing,
+    /// Multicall3's code: simulations are grouped, settlements batched.
+    Multicall3,
+    /// Other code (its hash): not trusted, so as `Missing`.
+    Other(B256),
+}
+
+impl BatchContract {
+    /// Judges the code found at Multicall3's address.
+    pub fn of(code: &[u8]) -> BatchContract {
+        if code.is_empty() {
+            return BatchContract::Missing;
+        }
+        match keccak256(code) {
+            hash if hash == MULTICALL3_CODE_HASH => BatchContract::Multicall3,
+            hash => BatchContract::Other(hash),
+        }
+    }
+}
 
 /// Gas for the batch transaction's own work (base cost, the loop, the result array).
 const BATCH_BASE_GAS: u64 = 60_000;
@@ -67,15 +101,15 @@ impl EvmBackend {
             .batch_contract
             .get_or_try_init(|| async {
                 let code = self.background.get_code_at(MULTICALL3).await?;
-                let found = !code.is_empty();
+                let found = BatchContract::of(&code);
                 // A fact about the network, found by the health probe's first round (or a
                 // settlement before it): logged as the probe's, never as a request's work.
-                if found {
-                    tracing::info!(target: "x402_gate::health", network = %self.network, batch_max = self.batch_max, "Multicall3 found: concurrent simulations are made together, and concurrent payments settled in batches where batch_max allows");
-                } else {
-                    tracing::info!(target: "x402_gate::health", network = %self.network, "no Multicall3 on this network: every payment is simulated and settled on its own");
+                match found {
+                    BatchContract::Multicall3 => tracing::info!(target: "x402_gate::health", network = %self.network, batch_max = self.batch_max, "Multicall3 found: concurrent simulations are made together, and concurrent payments settled in batches where batch_max allows"),
+                    BatchContract::Missing => tracing::info!(target: "x402_gate::health", network = %self.network, "no Multicall3 on this network: every payment is simulated and settled on its own"),
+                    BatchContract::Other(hash) => tracing::warn!(target: "x402_gate::health", network = %self.network, address = %MULTICALL3, code_hash = %hash, expected = %MULTICALL3_CODE_HASH, "the code at Multicall3's address is not Multicall3's, so it is not trusted: every payment is simulated and settled on its own"),
                 }
-                Ok::<_, RpcError<TransportErrorKind>>(found)
+                Ok::<_, RpcError<TransportErrorKind>>(found == BatchContract::Multicall3)
             })
             .await;
         matches!(found, Ok(true))
@@ -204,4 +238,38 @@ fn authorizations(members: &[Verified]) -> Result<Vec<EvmAuthorization>, String>
         .iter()
         .map(|v| EvmAuthorization::from_payload(&v.scheme_payload).map_err(|e| e.to_string()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy::consensus::TxEnvelope;
+    use alloy::eips::eip2718::Decodable2718;
+
+    /// The hash is of the code Multicall3's keyless deployment places: its init code's first 32
+    /// bytes return the rest (`CODECOPY(0, 0x20, 0xee0)`, `RETURN(0, 0xee0)`), so the rest is the
+    /// runtime code. tests/batch.rs deploys the same transaction on anvil and reads it back.
+    #[test]
+    fn the_code_hash_is_multicall3s_deployed_code() {
+        let raw = include_str!("../../../contracts/multicall3-deploy.tx").trim();
+        let raw = alloy::hex::decode(raw).unwrap();
+        let tx = TxEnvelope::decode_2718(&mut raw.as_slice()).unwrap();
+        let init = alloy::consensus::Transaction::input(&tx);
+        // PUSH2 0x0ee0, DUP1, PUSH2 0x0020, PUSH1 0, CODECOPY, PUSH1 0, RETURN
+        let copy_out = [
+            0x61, 0x0e, 0xe0, 0x80, 0x61, 0x00, 0x20, 0x60, 0x00, 0x39, 0x60, 0x00, 0xf3,
+        ];
+        assert_eq!(&init[18..31], &copy_out);
+        assert_eq!(init.len(), 0x20 + 0xee0);
+        let runtime = &init[0x20..];
+        assert_eq!(BatchContract::of(runtime), BatchContract::Multicall3);
+        assert_eq!(BatchContract::of(&[]), BatchContract::Missing);
+        // One byte different is other code.
+        let mut other = runtime.to_vec();
+        *other.last_mut().unwrap() ^= 1;
+        assert_eq!(
+            BatchContract::of(&other),
+            BatchContract::Other(keccak256(&other))
+        );
+    }
 }

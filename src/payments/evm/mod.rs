@@ -46,7 +46,7 @@ use nonce::NonceState;
 use send::Sent;
 use simulate::{Simulated, Simulator};
 
-pub use batch::MULTICALL3;
+pub use batch::{BatchContract, MULTICALL3, MULTICALL3_CODE_HASH};
 pub use payload::{EvmAuthorization, PayloadError, CHAIN, PAYLOAD_VERSION};
 
 use std::collections::BTreeSet;
