@@ -63,13 +63,13 @@
 //!              client's transaction, for tests and benchmarks), tests.rs
 //!   lanes.rs   several settler keys of one network behind one backend, per held lease
 //!   fake.rs    a scripted backend for the core's unit tests (tests.rs)
-//! store/       sqlx over SQLite or Postgres: consume-once claims (mod.rs), writer.rs (SQLite's
-//!              one writer, a thread running SQLite in-process with rusqlite: a payment's writes,
-//!              those waiting together in one commit; round.rs writes one such round),
-//!              durability.rs (which commits may skip their
-//!              fsync), ledger.rs, queue.rs (queue_format.rs: its versioned stored format),
-//!              leases.rs, tenants.rs, routes.rs (routes and namespaces written through the
-//!              management API), billing.rs (Stripe events once and in order, x402-paid
+//! store/       sqlx over SQLite or Postgres: types and connecting (mod.rs), consume-once claims
+//!              and their lifecycle (claims.rs), writer.rs (SQLite's one writer, a thread running
+//!              SQLite in-process with rusqlite: a payment's writes, those waiting together in
+//!              one commit; round.rs writes one such round), durability.rs (which commits may
+//!              skip their fsync), ledger.rs, queue.rs (queue_format.rs: its versioned stored
+//!              format), leases.rs, tenants.rs, routes.rs (routes and namespaces written through
+//!              the management API), billing.rs (Stripe events once and in order, x402-paid
 //!              periods); LazyStore opens a pool in the runtime that uses it
 //! settle/      background services: worker.rs (deferred settlements, one attempt each via
 //!              payments), reconcile.rs (records settlements whose outcome was never seen, re-sends

@@ -2,6 +2,7 @@
 //! survives a restart; its signed transaction is stored before it is sent.
 
 use super::*;
+use crate::x402::redact;
 
 impl Store {
     /// Queues a deferred settlement; durable once this returns.
