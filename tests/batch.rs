@@ -1,6 +1,6 @@
 //! Batched settlement end to end: payments that wait for a settlement slot go out together in
 //! one Multicall3 transaction, on a real chain (anvil with our EIP-3009 token and Multicall3
-//! deployed at its usual address by its own keyless transaction), each judged by its own
+//! deployed at its usual address by its own pre-signed transaction), each judged by its own
 //! authorization.
 
 mod common;

@@ -392,14 +392,20 @@ impl Chain {
         }
     }
 
-    /// Deploys Multicall3 as it was deployed on the chains we serve: its keyless transaction
-    /// (contracts/multicall3-deploy.tx, from github.com/mds1/multicall), sent from its one-use
-    /// deployer once funded, which places Multicall3's code at its address. The gateway then
-    /// groups simulations and settles waiting payments in batches.
+    /// Deploys Multicall3 as it was deployed on the chains we serve: its pre-signed deployment
+    /// transaction (contracts/multicall3-deploy.tx, from github.com/mds1/multicall), its
+    /// deployer's first, sent once the deployer is funded, which places Multicall3's code at its
+    /// address. The gateway then groups simulations and settles waiting payments in batches.
+    /// Once a chain: the deployer's first nonce is then spent.
     pub async fn install_multicall3(&self) {
         let deployer: Address = "0x05f32B3cC3888453ff71B01135B34FF8e41263F2"
             .parse()
             .unwrap();
+        assert_eq!(
+            self.provider.get_transaction_count(deployer).await.unwrap(),
+            0,
+            "Multicall3 was deployed on this chain already"
+        );
         // 1,000,000 gas at 100 gwei.
         self.set_eth_balance(deployer, 100_000_000_000_000_000)
             .await;
@@ -408,13 +414,11 @@ impl Chain {
         let raw =
             std::fs::read_to_string(super::repo_path("contracts/multicall3-deploy.tx")).unwrap();
         let raw = alloy::hex::decode(raw.trim()).unwrap();
-        let receipt = self
-            .provider
-            .send_raw_transaction(&raw)
+        let sent = self.provider.send_raw_transaction(&raw).await.unwrap();
+        // Mined at once (automine), or within a block time.
+        let receipt = tokio::time::timeout(std::time::Duration::from_secs(30), sent.get_receipt())
             .await
-            .unwrap()
-            .get_receipt()
-            .await
+            .expect("Multicall3's deployment is mined")
             .unwrap();
         assert!(receipt.status(), "Multicall3's deployment: {receipt:?}");
         assert_eq!(receipt.contract_address, Some(MULTICALL3));

@@ -2,12 +2,14 @@
 //! `aggregate3` with `allowFailure` on every call, so one authorization that fails (cancelled,
 //! spent, its payer's balance gone) never fails the others.
 //!
-//! Multicall3 sits at one address on nearly every EVM chain (deployed keylessly, so the address
-//! is the same everywhere), with the same code. The gateway trusts what it finds there only when
-//! the code is Multicall3's, by its hash: a simulation grouped through it passes a payment on
-//! the contract's word, so other code at that address (a chain's own predeploy, a fork's) could
-//! pass a payment that would fail, and an origin would serve it unpaid. A network without
-//! Multicall3's code there simulates and settles each payment on its own. Which
+//! Multicall3 sits at one address on nearly every EVM chain (deployed from one account at its
+//! first nonce, so the address is the same everywhere), with the same code. The gateway trusts
+//! what it finds there only when the code is Multicall3's, by its hash: a simulation grouped
+//! through it passes a payment on the contract's word, so other code at that address could pass
+//! a payment that would fail, and an origin would serve it unpaid. That is not hypothetical: the
+//! deployer account's key is compromised, and other code was deployed at that address on one
+//! chain (Ancient8; see github.com/mds1/multicall's README), as it could be on any new chain. A
+//! network without Multicall3's code there simulates and settles each payment on its own. Which
 //! payments landed is read from the receipt, per payment: the token's own
 //! `AuthorizationUsed(from, nonce)` log, and its `Transfer` of exactly the signed amount. The
 //! `Transfer` alone cannot tell apart two equal payments of one payer in one batch.
@@ -20,11 +22,18 @@ use alloy::rpc::types::TransactionReceipt;
 /// Multicall3, at its address on (nearly) every EVM chain.
 pub const MULTICALL3: Address = address!("cA11bde05977b3631167028862bE2a173976CA11");
 
-/// keccak256 of Multicall3's runtime code: the same wherever it was deployed, by the keyless
-/// transaction (`contracts/multicall3-deploy.tx`, from github.com/mds1/multicall) or its
-/// deployer's key with the same init code, and as the OP Stack's preinstall.
+/// keccak256 of Multicall3's runtime code, as its pre-signed deployment transaction
+/// (`contracts/multicall3-deploy.tx`, from github.com/mds1/multicall) places it: the code on
+/// Ethereum, Base, Optimism, Arbitrum One, Polygon and Avalanche, among others.
 pub const MULTICALL3_CODE_HASH: B256 =
     b256!("d5c15df687b16f2ff992fc8d767b4216323184a2bbc6ee2f9c398c318e770891");
+
+/// keccak256 of that code without the metadata solc appends to it (a CBOR map whose length is
+/// the code's last two bytes; after the code's last instruction, never run). Some chains hold
+/// Multicall3 built with other metadata (the OP Stack's preinstall, for one): the code that
+/// runs is the same, so it is trusted too.
+pub const MULTICALL3_EXECUTABLE_HASH: B256 =
+    b256!("51abac3e901750a3f73ad94b55bcf66bd323f31f8042408dfd36356373496e53");
 
 /// What a network has at Multicall3's address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,16 +47,29 @@ pub enum BatchContract {
 }
 
 impl BatchContract {
-    /// Judges the code found at Multicall3's address.
+    /// Judges the code found at Multicall3's address: Multicall3's when it is Multicall3's code
+    /// with whatever metadata after it.
     pub fn of(code: &[u8]) -> BatchContract {
         if code.is_empty() {
             return BatchContract::Missing;
         }
-        match keccak256(code) {
-            hash if hash == MULTICALL3_CODE_HASH => BatchContract::Multicall3,
-            hash => BatchContract::Other(hash),
+        let hash = keccak256(code);
+        if hash == MULTICALL3_CODE_HASH || keccak256(executable(code)) == MULTICALL3_EXECUTABLE_HASH
+        {
+            return BatchContract::Multicall3;
         }
+        BatchContract::Other(hash)
     }
+}
+
+/// `code` without the metadata solc appends, as its last two bytes give its length (`code` as
+/// it is when they cannot).
+fn executable(code: &[u8]) -> &[u8] {
+    let [.., hi, lo] = code else { return code };
+    let metadata = u16::from_be_bytes([*hi, *lo]) as usize + 2;
+    code.len()
+        .checked_sub(metadata)
+        .map_or(code, |n| &code[..n])
 }
 
 /// Gas for the batch transaction's own work (base cost, the loop, the result array).
@@ -243,17 +265,26 @@ fn authorizations(members: &[Verified]) -> Result<Vec<EvmAuthorization>, String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloy::consensus::transaction::SignerRecoverable;
     use alloy::consensus::TxEnvelope;
     use alloy::eips::eip2718::Decodable2718;
 
-    /// The hash is of the code Multicall3's keyless deployment places: its init code's first 32
-    /// bytes return the rest (`CODECOPY(0, 0x20, 0xee0)`, `RETURN(0, 0xee0)`), so the rest is the
-    /// runtime code. tests/batch.rs deploys the same transaction on anvil and reads it back.
+    /// The hash is of the code Multicall3's pre-signed deployment places at its address: the
+    /// transaction is its deployer's first, and its init code's first 32 bytes return the rest
+    /// (`CODECOPY(0, 0x20, 0xee0)`, `RETURN(0, 0xee0)`), so the rest is the runtime code.
+    /// tests/batch.rs sends the same transaction to anvil and reads the code back.
     #[test]
     fn the_code_hash_is_multicall3s_deployed_code() {
         let raw = include_str!("../../../contracts/multicall3-deploy.tx").trim();
         let raw = alloy::hex::decode(raw).unwrap();
         let tx = TxEnvelope::decode_2718(&mut raw.as_slice()).unwrap();
+        let deployer = tx.recover_signer().unwrap();
+        assert_eq!(
+            deployer,
+            address!("05f32B3cC3888453ff71B01135B34FF8e41263F2")
+        );
+        assert_eq!(alloy::consensus::Transaction::nonce(&tx), 0);
+        assert_eq!(deployer.create(0), MULTICALL3);
         let init = alloy::consensus::Transaction::input(&tx);
         // PUSH2 0x0ee0, DUP1, PUSH2 0x0020, PUSH1 0, CODECOPY, PUSH1 0, RETURN
         let copy_out = [
@@ -262,14 +293,43 @@ mod tests {
         assert_eq!(&init[18..31], &copy_out);
         assert_eq!(init.len(), 0x20 + 0xee0);
         let runtime = &init[0x20..];
+        assert_eq!(keccak256(runtime), MULTICALL3_CODE_HASH);
         assert_eq!(BatchContract::of(runtime), BatchContract::Multicall3);
         assert_eq!(BatchContract::of(&[]), BatchContract::Missing);
-        // One byte different is other code.
+
+        // The metadata is the last 0x33 bytes and their length: a CBOR map naming the source's
+        // IPFS hash and solc 0.8.12, after the code's last instruction (INVALID).
+        let metadata = runtime.len() - 0x33 - 2;
+        assert_eq!(
+            &runtime[metadata - 1..metadata + 8],
+            b"\xfe\xa2\x64ipfsX\x22"
+        );
+        assert_eq!(keccak256(executable(runtime)), MULTICALL3_EXECUTABLE_HASH);
+        // Other metadata (another IPFS hash) is still Multicall3.
+        let mut rebuilt = runtime.to_vec();
+        rebuilt[metadata + 10] ^= 1;
+        assert_eq!(BatchContract::of(&rebuilt), BatchContract::Multicall3);
+        // So is a longer metadata section after the same code.
+        let mut longer = executable(runtime).to_vec();
+        longer.extend_from_slice(&[0xa1, 0x61, 0x78, 0x43, 1, 2, 3, 0x00, 0x07]);
+        assert_eq!(BatchContract::of(&longer), BatchContract::Multicall3);
+        // One byte of the code that runs different is other code, whatever its metadata.
         let mut other = runtime.to_vec();
-        *other.last_mut().unwrap() ^= 1;
+        other[100] ^= 1;
         assert_eq!(
             BatchContract::of(&other),
             BatchContract::Other(keccak256(&other))
+        );
+        // As is the code without its metadata's length, or too short to hold one.
+        let cut = &runtime[..runtime.len() - 2];
+        assert_eq!(BatchContract::of(cut), BatchContract::Other(keccak256(cut)));
+        assert_eq!(
+            BatchContract::of(&[0x00]),
+            BatchContract::Other(keccak256([0x00]))
+        );
+        assert_eq!(
+            BatchContract::of(&[0xff, 0xff]),
+            BatchContract::Other(keccak256([0xff, 0xff]))
         );
     }
 }

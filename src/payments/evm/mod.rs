@@ -188,7 +188,8 @@ pub struct EvmBackend {
     batch_max: usize,
     /// Settlement transactions under way at once (`settlements_in_flight`).
     in_flight: usize,
-    /// Whether Multicall3 is deployed on this network, once the node has said (see `batch.rs`).
+    /// Whether Multicall3's own code (by its hash) is at its address on this network, once the
+    /// node has said (see `batch.rs`).
     batch_contract: tokio::sync::OnceCell<bool>,
     /// The EIP-712 domain separators of the tokens paid in (`domain.rs`).
     separators: domain::Separators,
