@@ -1502,6 +1502,91 @@ async fn simulations_that_wait_go_together_and_each_keeps_its_own_answer() {
     assert_eq!(s.chain.balance(s.pay_to).await, U256::from(5 * PRICE));
 }
 
+/// An attacker's code at Multicall3's address (`contracts/LyingMulticall3.sol`: an `aggregate3`
+/// that calls nothing and answers every call as succeeded) is never trusted. Multicall3's
+/// deployer key is compromised, and other code was deployed at that address on one chain. Here,
+/// simulations that wait for a call slot, which would go to it as one group, go alone, and
+/// payments that cannot pay are refused before the origin runs. With the code's hash unchecked,
+/// the group passes all four and the origin serves them unpaid.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lying_contract_at_multicall3s_address_never_passes_a_payment() {
+    let chain = Chain::start_bare().await;
+    chain
+        .place_at_multicall3(&Chain::deployed_code("LyingMulticall3"))
+        .await;
+    let up = Upstream::start();
+    let pay_to = new_signer().address();
+    let cfg = evm_config(
+        &up.url(),
+        &chain.rpc.url,
+        &chain.settler_key,
+        &chain.token.to_checksum(None),
+        &pay_to.to_checksum(None),
+    );
+    let gw = Arc::new(Gateway::start(&cfg));
+    let offer = offer(&gw, "/paid/liar").await;
+    let signed_by = |signer: &PrivateKeySigner| {
+        let auth = Authorization::for_offer(&offer, signer.address());
+        v2_header(&offer, auth.payload(&auth.sign(signer)))
+    };
+    let pay = |header: String| {
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            impatient()
+                .get(gw.url("/paid/liar"))
+                .header("payment-signature", header)
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    let funded = || async {
+        let payer = new_signer();
+        chain.mint(payer.address(), 1_000_000).await;
+        signed_by(&payer)
+    };
+    // Warm: the connection, and the health probe's look at the code there.
+    assert!(pay(funded().await).await.unwrap().status().is_success());
+    while chain.rpc.count("eth_getCode") == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let blocking = [funded().await, funded().await];
+    // Payers with nothing: only the simulation finds them out.
+    let unfunded: Vec<String> = (0..4).map(|_| signed_by(&new_signer())).collect();
+
+    // Both call slots held for 300 ms while the four arrive, as in the test above, where they
+    // go to the node as one group.
+    let calls = chain.rpc.count("eth_call");
+    chain
+        .rpc
+        .set_fault("eth_call", Fault::Slow(Duration::from_millis(300)), 2);
+    let blockers = blocking.map(pay);
+    while chain.rpc.count("eth_call") < calls + 2 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let members: Vec<_> = unfunded.into_iter().map(pay).collect();
+    for b in blockers {
+        assert!(b.await.unwrap().status().is_success());
+    }
+    let mut answers = Vec::new();
+    for m in members {
+        let resp = m.await.unwrap();
+        answers.push(format!("{} {}", resp.status(), error_of(&resp)));
+    }
+    assert_eq!(
+        up.hits(),
+        3,
+        "the warm-up and the two blockers reach the origin, no payment that cannot pay: {answers:?}"
+    );
+    for answer in &answers {
+        assert!(
+            answer.starts_with("402 Payment Required invalid_exact_evm_insufficient_balance"),
+            "{answer}"
+        );
+    }
+    assert_eq!(chain.balance(pay_to).await, U256::from(3 * PRICE));
+}
+
 /// A group's one call that the node never answers is a 503 for every member within the network's
 /// `rpc_timeout_seconds` (not a wait per member, nor a 402), nothing is charged, and the same
 /// proofs pay once the node answers.
