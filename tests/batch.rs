@@ -99,11 +99,16 @@ async fn a_batch_is_judged_and_looked_up_payment_by_payment() {
     chain.mint(payer.address(), 1_000_000).await;
 
     // Without Multicall3 the network cannot batch; nor with other code at its address, even
-    // code that answers `aggregate3` honestly (it is not trusted); with Multicall3's, deployed
-    // by its own transaction, up to `batch_max`.
+    // code that answers `aggregate3` honestly, or an attacker's that answers every call as
+    // succeeded (neither is trusted); with Multicall3's, deployed by its own transaction, up to
+    // `batch_max`.
     assert_eq!(backend(&chain, 8).batch_capacity().await, 1);
     chain
         .place_at_multicall3(&Chain::deployed_code("Multicall3Batch"))
+        .await;
+    assert_eq!(backend(&chain, 8).batch_capacity().await, 1);
+    chain
+        .place_at_multicall3(&Chain::deployed_code("LyingMulticall3"))
         .await;
     assert_eq!(backend(&chain, 8).batch_capacity().await, 1);
     chain.install_multicall3().await;

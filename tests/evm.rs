@@ -1578,6 +1578,8 @@ async fn a_lying_contract_at_multicall3s_address_never_passes_a_payment() {
         3,
         "the warm-up and the two blockers reach the origin, no payment that cannot pay: {answers:?}"
     );
+    // Each of the four simulated alone (grouped, they would have been one call).
+    assert_eq!(chain.rpc.count("eth_call"), calls + 6);
     for answer in &answers {
         assert!(
             answer.starts_with("402 Payment Required invalid_exact_evm_insufficient_balance"),

@@ -1,8 +1,9 @@
 //! The claim lifecycle: a payment's claim (consume-once, counted toward its tenant's month), its
 //! release when not charged, its settlement record before the transaction is sent
 //! (`settling`, one claim or a batch's), a replacement's record, its failure, and the payer's
-//! exposure read with it. SQLite's writer (`writer.rs`, `round.rs`) runs the same statements'
-//! texts for a payment's writes; these are the pool's paths (Postgres, and SQLite's fallbacks).
+//! exposure read with it, on the pool: Postgres's every write, and on SQLite all but a payment's
+//! claim and settlement record, which SQLite's writer (`writer.rs`, `round.rs`) makes with the
+//! same statements' texts (these are their fallbacks, should its thread be gone).
 
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};

@@ -38,6 +38,11 @@ use crate::payments::chain::PreparedSettlement;
 
 type Reply = oneshot::Sender<Result<(), StoreError>>;
 
+/// A claim made for this route makes its round panic before the commit, with its writes made
+/// and uncommitted: the path a bug in a round would take (`writer.rs`'s tests only).
+#[cfg(test)]
+pub(super) const PANIC_BEFORE_COMMIT: &str = "/test/panic-before-commit";
+
 /// A round's answers: each claim's, each settlement record's, each ledger write's.
 type Answers = (
     Vec<Result<Claimed, StoreError>>,
@@ -172,6 +177,10 @@ impl Round {
                 }
                 Ok(((), true))
             })?);
+        }
+        #[cfg(test)]
+        if self.claims.iter().any(|c| c.route == PANIC_BEFORE_COMMIT) {
+            panic!("a test's round panics before its commit");
         }
         // Nothing to keep (replays, refusals and refused writes only: a lone replay, say):
         // rolled back, with no commit to sync.

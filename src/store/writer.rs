@@ -310,3 +310,83 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     conn.set_prepared_statement_cache_capacity(32);
     Ok(conn)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::round::PANIC_BEFORE_COMMIT;
+    use super::super::{ClaimOutcome, Store};
+    use super::*;
+    use crate::payments::chain::{PaymentKey, SchemePayload};
+
+    fn verified(nonce: u8) -> Verified {
+        Verified {
+            key: PaymentKey {
+                network: "eip155:84532".into(),
+                asset: "0x036cbd53842c5426634e7929541ec2318f3dcf7e".into(),
+                payer: "0x00000000000000000000000000000000000000aa".into(),
+                nonce: format!("0x{nonce:064x}"),
+            },
+            payer: "0x00000000000000000000000000000000000000AA".into(),
+            pay_to: "0x00000000000000000000000000000000000000BB".into(),
+            amount: "10000".into(),
+            expires_at: 4_000_000_000,
+            scheme_payload: SchemePayload {
+                chain: "test".into(),
+                v: 1,
+                data: serde_json::json!({}),
+            },
+        }
+    }
+
+    /// A round that panics mid-way (a bug's path: `PANIC_BEFORE_COMMIT`) commits nothing, its
+    /// caller sees its answer lost and claims on the pool, and the thread goes on with a fresh
+    /// connection. On a real SQLite file.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_round_that_panics_commits_nothing_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("gate.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        let writer = store.writer.clone().expect("SQLite's writer runs");
+        let panics = ClaimContext {
+            tenant: "acme",
+            route: PANIC_BEFORE_COMMIT,
+        };
+        let plain = ClaimContext {
+            tenant: "acme",
+            route: "/paid",
+        };
+        let claim = |v, ctx| writer.claim(v, ctx, Some(100), Durability::Synced, None);
+
+        // The answer is lost, and the claim's insert, made in the round, was rolled back.
+        let first = verified(1);
+        assert!(claim(&first, &panics).await.is_none());
+        assert_eq!(store.count_claims("claimed").await.unwrap(), 0);
+        // The thread goes on (a fresh connection): the same payment is claimed once, through it.
+        let (outcome, _) = claim(&first, &plain).await.unwrap().unwrap();
+        assert!(matches!(outcome, ClaimOutcome::Claimed(_)), "{outcome:?}");
+        let (again, _) = claim(&first, &plain).await.unwrap().unwrap();
+        assert_eq!(again, ClaimOutcome::Duplicate);
+        assert_eq!(store.count_claims("claimed").await.unwrap(), 1);
+        // Its month counted the payment once: the panicked round's count was rolled back too.
+        let month = super::super::period_of(super::super::now());
+        let counted: i64 = sqlx::query_scalar(
+            "SELECT verified FROM usage_counters WHERE tenant_id = 'acme' AND period = $1",
+        )
+        .bind(&month)
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!(counted, 1);
+
+        // Through the store, a lost answer is claimed on the pool: the caller gets its claim.
+        let second = verified(2);
+        let outcome = store
+            .claim(&second, &panics, Some(100), Durability::Synced)
+            .await
+            .unwrap();
+        assert!(matches!(outcome, ClaimOutcome::Claimed(_)), "{outcome:?}");
+        let (replay, _) = claim(&second, &plain).await.unwrap().unwrap();
+        assert_eq!(replay, ClaimOutcome::Duplicate);
+        assert_eq!(store.count_claims("claimed").await.unwrap(), 2);
+    }
+}

@@ -29,9 +29,12 @@ pub const MULTICALL3_CODE_HASH: B256 =
     b256!("d5c15df687b16f2ff992fc8d767b4216323184a2bbc6ee2f9c398c318e770891");
 
 /// keccak256 of that code without the metadata solc appends to it (a CBOR map whose length is
-/// the code's last two bytes; after the code's last instruction, never run). Some chains hold
-/// Multicall3 built with other metadata (the OP Stack's preinstall, for one): the code that
-/// runs is the same, so it is trusted too.
+/// the code's last two bytes). Surveys of deployed code report another hash at this address on
+/// several chains (Linea, Mantle, OP Sepolia among them), as the same code built with other
+/// metadata; not checked here. Code that is Multicall3's up to its metadata is trusted, because
+/// whatever follows cannot run: the code ends with INVALID on an instruction boundary, every
+/// jump goes to a constant inside it, and it never reads its own code (no CODESIZE, CODECOPY,
+/// EXTCODE*, PC: the unit test below sweeps for them).
 pub const MULTICALL3_EXECUTABLE_HASH: B256 =
     b256!("51abac3e901750a3f73ad94b55bcf66bd323f31f8042408dfd36356373496e53");
 
@@ -305,9 +308,34 @@ mod tests {
             b"\xfe\xa2\x64ipfsX\x22"
         );
         assert_eq!(keccak256(executable(runtime)), MULTICALL3_EXECUTABLE_HASH);
-        // Other metadata (another IPFS hash) is still Multicall3.
+        // The trusted part ends with INVALID on an instruction boundary and never reads its
+        // own code, so nothing after it can run (see `MULTICALL3_EXECUTABLE_HASH`).
+        let code = executable(runtime);
+        let mut at = 0;
+        let mut last = 0;
+        while at < code.len() {
+            let op = code[at];
+            assert!(
+                ![0x38, 0x39, 0x3b, 0x3c, 0x3f, 0x58].contains(&op),
+                "opcode {op:#x} at {at} reads the contract's own code"
+            );
+            last = at;
+            // PUSH1..PUSH32 carry 1..32 bytes.
+            at += 1 + if (0x60..=0x7f).contains(&op) {
+                (op - 0x5f) as usize
+            } else {
+                0
+            };
+        }
+        assert_eq!(
+            at,
+            code.len(),
+            "the last instruction's data runs past the code"
+        );
+        assert_eq!(code[last], 0xfe);
+        // Other metadata (another IPFS hash: the digest's first byte) is still Multicall3.
         let mut rebuilt = runtime.to_vec();
-        rebuilt[metadata + 10] ^= 1;
+        rebuilt[metadata + 12] ^= 1;
         assert_eq!(BatchContract::of(&rebuilt), BatchContract::Multicall3);
         // So is a longer metadata section after the same code.
         let mut longer = executable(runtime).to_vec();
