@@ -239,6 +239,16 @@ async fn served_once_by(
     assert_eq!(s.chain.settler_nonce().await, 1);
 }
 
+/// How many stuck settlements `gw` replaced (`x402_settlement_replacements_total`).
+async fn replacements(gw: &Gateway) -> u64 {
+    let series = format!("x402_settlement_replacements_total{{network=\"eip155:{CHAIN_ID}\"}} ");
+    gw.metrics()
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix(series.as_str())?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn receipt_tx(resp: &reqwest::Response) -> String {
     let r = decode_b64_json(resp.headers()["payment-response"].to_str().unwrap());
     assert_eq!(r["success"], Value::Bool(true), "{r}");
@@ -275,6 +285,11 @@ async fn a_settlement_priced_out_by_a_base_fee_surge_is_replaced_and_lands() {
     );
     assert!(mined(&s.chain, &tx).await);
     assert!(!mined(&s.chain, &first).await);
+    assert_eq!(
+        replacements(&gw).await,
+        1,
+        "the operators' metric counts it"
+    );
     let ledger = db.ledger(10).await.unwrap();
     assert_eq!(ledger.len(), 1);
     assert_eq!(ledger[0].tx_hash, tx);
@@ -367,12 +382,18 @@ async fn the_reconciler_replaces_a_settlement_priced_out_while_the_gateway_was_d
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(settling(&db).await.map(|(tx, _)| tx), Some(first.clone()));
     assert_eq!(s.chain.settler_nonce().await, 0);
+    assert_eq!(replacements(&gw).await, 0);
     drop(gw);
 
     // Down again as long.
     age_claims(&s).await;
-    let _gw = Gateway::start_with_db(&s.cfg, &s.db_url);
+    let gw = Gateway::start_with_db(&s.cfg, &s.db_url);
     settled_once_by_a_replacement_of(&s, &db, &first).await;
+    assert_eq!(
+        replacements(&gw).await,
+        1,
+        "the reconciler's replacement is counted too"
+    );
 }
 
 /// The reconciler's replacement of a stuck settlement is refused by the node (the settler cannot

@@ -202,11 +202,19 @@ pub async fn throughput(clients: usize, per_client: usize, batch_max: usize) -> 
     let elapsed = started.elapsed();
     latencies.sort();
     // Where the time went, from the gateway's own histograms: each stage's mean and count.
-    for (stage, mean_ms, count) in stages(&gw.metrics().await) {
+    let metrics = gw.metrics().await;
+    for (stage, mean_ms, count) in stages(&metrics) {
         eprintln!(
             "{clients} clients, batch_max {batch_max}: {stage}: {mean_ms:.2} ms mean over {count}"
         );
     }
+    // Settlements that stalled (anvil's pool holds one back now and then: foundry #10122) and
+    // were signed again at higher fees: a slow run says so itself.
+    let replaced: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("x402_settlement_replacements_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
 
     // Gas: every settlement transaction in the ledger, once.
     let db = Store::connect(&gw.database_url).await.unwrap();
@@ -246,7 +254,7 @@ pub async fn throughput(clients: usize, per_client: usize, batch_max: usize) -> 
         largest_batch_gas_per_payment: largest.1 as f64 / largest.0.max(1) as f64,
     };
     eprintln!(
-        "{clients} clients, batch_max {batch_max}: {:.0} paid/s, {} failed, {} txs",
+        "{clients} clients, batch_max {batch_max}: {:.0} paid/s, {} failed, {} txs, {replaced} stalled and replaced",
         f.paid_per_second(),
         f.failures,
         f.transactions

@@ -23,6 +23,9 @@ pub struct Ops {
     pub rpc_calls: IntCounterVec,
     /// `x402_rpc_call_duration_seconds{network,method}`.
     pub rpc_seconds: HistogramVec,
+    /// `x402_settlement_replacements_total{network}`: stuck settlements signed again at higher
+    /// fees.
+    pub replacements: IntCounterVec,
     /// `x402_verification_cache_total{result="hit"}`: a payment verified from the cache.
     pub cache_hit: IntCounter,
     /// `x402_verification_cache_total{result="miss"}`: a payment verified by its backend.
@@ -105,6 +108,11 @@ impl Ops {
                 "x402_rpc_call_duration_seconds",
                 "Time of each JSON-RPC call, by network and method",
                 &["network", "method"],
+            ),
+            replacements: counter(
+                "x402_settlement_replacements_total",
+                "Settlements sent and not mined in time, signed again at higher fees",
+                &["network"],
             ),
             cache_hit: cache.with_label_values(&["hit"]),
             cache_miss: cache.with_label_values(&["miss"]),
@@ -199,5 +207,9 @@ impl RpcObserver for Metrics {
             .rpc_seconds
             .with_label_values(&[network, method])
             .observe(seconds);
+    }
+
+    fn settlement_replaced(&self, network: &str) {
+        self.ops.replacements.with_label_values(&[network]).inc();
     }
 }

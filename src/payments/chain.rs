@@ -288,11 +288,15 @@ impl RpcOutcome {
     }
 }
 
-/// Told of every RPC call a backend makes (the gateway's metrics implement it). It runs on every
-/// call, so it must be cheap and never block. `method` is one of a fixed set (`other` for the
-/// rest), so label sets stay bounded.
+/// Told of every RPC call a backend makes, and of every stuck settlement it replaces (the
+/// gateway's metrics implement it). It runs on every call, so it must be cheap and never block.
+/// `method` is one of a fixed set (`other` for the rest), so label sets stay bounded.
 pub trait RpcObserver: Send + Sync {
     fn rpc_call(&self, network: &str, method: &'static str, outcome: RpcOutcome, seconds: f64);
+
+    /// A settlement sent and not mined in time was signed again at higher fees (a request's
+    /// wait or the reconciler: `ChainBackend::replace`); it is sent once recorded.
+    fn settlement_replaced(&self, _network: &str) {}
 }
 
 #[async_trait]

@@ -188,6 +188,8 @@ pub struct EvmBackend {
     batch_max: usize,
     /// Settlement transactions under way at once (`settlements_in_flight`).
     in_flight: usize,
+    /// Told of every RPC call (its transport's layer) and every replacement (`replace.rs`).
+    observer: Option<Arc<dyn RpcObserver>>,
     /// Whether Multicall3's own code (by its hash) is at its address on this network, once the
     /// node has said (see `batch.rs`).
     batch_contract: tokio::sync::OnceCell<bool>,
@@ -285,6 +287,7 @@ impl EvmBackend {
             batch_contract: tokio::sync::OnceCell::new(),
             separators: Default::default(),
             replace_after: Some(crate::config::DEFAULT_REPLACE_AFTER),
+            observer,
         })
     }
 

@@ -121,6 +121,9 @@ impl EvmBackend {
             max_fee_per_gas = max_fee,
             "replacing a stuck settlement at higher fees"
         );
+        if let Some(observer) = &self.observer {
+            observer.settlement_replaced(&self.network);
+        }
         Ok(PreparedSettlement {
             transaction: hash.to_string(),
             raw: alloy::hex::encode_prefixed(raw),
