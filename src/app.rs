@@ -83,6 +83,16 @@ pub fn build_server(
     // Every rebuild of the route table (tenant refresh, admin change, config reload) takes it.
     let rebuilding = Arc::new(tokio::sync::Mutex::new(()));
     let metrics = Arc::new(Metrics::new());
+    // Each EVM network's replacement count starts at 0, so an alert on its increase sees the
+    // first one (an unused label set is not exported at all).
+    for (network, net) in &config.networks {
+        if matches!(net.signer, NetworkSigner::Evm { .. }) {
+            metrics
+                .ops
+                .replacements
+                .with_label_values(&[&network.to_string()]);
+        }
+    }
     let (backends, leased) = build_backends(config, options, Some(metrics.clone()))?;
     let wakeup = Arc::new(tokio::sync::Notify::new());
     // Each service opens its own pool, in its own runtime (see `LazyStore`).

@@ -254,7 +254,7 @@ pub async fn throughput(clients: usize, per_client: usize, batch_max: usize) -> 
         largest_batch_gas_per_payment: largest.1 as f64 / largest.0.max(1) as f64,
     };
     eprintln!(
-        "{clients} clients, batch_max {batch_max}: {:.0} paid/s, {} failed, {} txs, {replaced} stalled and replaced",
+        "{clients} clients, batch_max {batch_max}: {:.0} paid/s, {} failed, {} txs, {replaced} replacements",
         f.paid_per_second(),
         f.failures,
         f.transactions

@@ -23,8 +23,8 @@ pub struct Ops {
     pub rpc_calls: IntCounterVec,
     /// `x402_rpc_call_duration_seconds{network,method}`.
     pub rpc_seconds: HistogramVec,
-    /// `x402_settlement_replacements_total{network}`: stuck settlements signed again at higher
-    /// fees.
+    /// `x402_settlement_replacements_total{network}`: replacements signed for stuck settlements
+    /// (each EVM network's series made at start, at 0).
     pub replacements: IntCounterVec,
     /// `x402_verification_cache_total{result="hit"}`: a payment verified from the cache.
     pub cache_hit: IntCounter,
@@ -111,7 +111,7 @@ impl Ops {
             ),
             replacements: counter(
                 "x402_settlement_replacements_total",
-                "Settlements sent and not mined in time, signed again at higher fees",
+                "Replacement transactions signed for settlements sent and not mined in time",
                 &["network"],
             ),
             cache_hit: cache.with_label_values(&["hit"]),

@@ -295,7 +295,8 @@ pub trait RpcObserver: Send + Sync {
     fn rpc_call(&self, network: &str, method: &'static str, outcome: RpcOutcome, seconds: f64);
 
     /// A settlement sent and not mined in time was signed again at higher fees (a request's
-    /// wait or the reconciler: `ChainBackend::replace`); it is sent once recorded.
+    /// wait or the reconciler: `ChainBackend::replace`). Told at signing: the replacement is
+    /// sent only once recorded, and the node may refuse it; either way a stall was acted on.
     fn settlement_replaced(&self, _network: &str) {}
 }
 
