@@ -111,6 +111,12 @@ async fn a_batch_is_judged_and_looked_up_payment_by_payment() {
         .place_at_multicall3(&Chain::deployed_code("LyingMulticall3"))
         .await;
     assert_eq!(backend(&chain, 8).batch_capacity().await, 1);
+    // Nor does a batch get signed, should a caller not ask first.
+    let one = [verified(&chain, &payer, pay_to, PRICE)];
+    assert!(matches!(
+        backend(&chain, 8).prepare_batch(&one).await,
+        Err(SettleError::Unavailable(_))
+    ));
     chain.install_multicall3().await;
     let code = chain.provider.get_code_at(MULTICALL3).await.unwrap();
     assert_eq!(keccak256(&code), MULTICALL3_CODE_HASH);

@@ -151,6 +151,13 @@ impl EvmBackend {
         &self,
         members: &[Verified],
     ) -> Result<PreparedSettlement, SettleError> {
+        // Every caller asks `batch_capacity` first; this holds should one ever not. Nothing is
+        // signed: a request's payments are then settled each alone, a deferred batch later.
+        if !self.has_multicall3().await {
+            return Err(SettleError::Unavailable(format!(
+                "no batch: no Multicall3 (by its code hash) at {MULTICALL3}"
+            )));
+        }
         let auths = authorizations(members).map_err(|message| SettleError::Failed {
             reason: Reason::InvalidExactEvmPayload,
             message,
