@@ -1115,6 +1115,47 @@ fn impatient() -> reqwest::Client {
         .unwrap()
 }
 
+/// A v2 payment header for `offer` signed by `signer`, and its authorization.
+fn signed_for(offer: &Value, signer: &PrivateKeySigner) -> (String, Authorization) {
+    let auth = Authorization::for_offer(offer, signer.address());
+    (v2_header(offer, auth.payload(&auth.sign(signer))), auth)
+}
+
+/// Pays `path` with `header` from a task of its own, as an impatient client.
+fn pay_in_task(
+    gw: &Arc<Gateway>,
+    path: &str,
+    header: String,
+) -> tokio::task::JoinHandle<reqwest::Response> {
+    let (gw, path) = (gw.clone(), path.to_string());
+    tokio::spawn(async move {
+        impatient()
+            .get(gw.url(&path))
+            .header("payment-signature", header)
+            .send()
+            .await
+            .unwrap()
+    })
+}
+
+/// A payment for `offer` by a funded payer of its own: a payer's second payment under way makes
+/// the overdraw guard read its balance, an `eth_call` too.
+async fn funded_payment(chain: &Chain, offer: &Value) -> String {
+    let payer = new_signer();
+    chain.mint(payer.address(), 1_000_000).await;
+    signed_for(offer, &payer).0
+}
+
+/// One payment to `path` (it warms the connection), then a wait for the health probe's look at
+/// Multicall3's address: simulations are grouped once Multicall3 is known.
+async fn warm_and_look_for_multicall3(gw: &Arc<Gateway>, path: &str, chain: &Chain, offer: &Value) {
+    let paid = pay_in_task(gw, path, funded_payment(chain, offer).await);
+    assert!(paid.await.unwrap().status().is_success());
+    while chain.rpc.count("eth_getCode") == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// The settler's transactions the node holds, mined or in its pool.
 async fn pending_settlements(chain: &Chain) -> u64 {
     use alloy::providers::Provider;
@@ -1420,34 +1461,11 @@ async fn simulations_that_wait_go_together_and_each_keeps_its_own_answer() {
     let s = setup().await;
     let gw = Arc::new(s.gw);
     let offer = offer(&gw, "/paid/group").await;
-    let signed_by = |signer: &PrivateKeySigner| {
-        let auth = Authorization::for_offer(&offer, signer.address());
-        (v2_header(&offer, auth.payload(&auth.sign(signer))), auth)
-    };
-    let pay = |header: String| {
-        let gw = gw.clone();
-        tokio::spawn(async move {
-            impatient()
-                .get(gw.url("/paid/group"))
-                .header("payment-signature", header)
-                .send()
-                .await
-                .unwrap()
-        })
-    };
-    // Every payment by a payer of its own: a payer's second payment under way makes the
-    // overdraw guard read its balance, an `eth_call` too.
-    let funded = || async {
-        let payer = new_signer();
-        s.chain.mint(payer.address(), 1_000_000).await;
-        signed_by(&payer).0
-    };
-    // Warm: the connection, and the health probe's lookup of Multicall3 (simulations are
-    // grouped once it has found it).
-    assert!(pay(funded().await).await.unwrap().status().is_success());
-    while s.chain.rpc.count("eth_getCode") == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let signed_by = |signer: &PrivateKeySigner| signed_for(&offer, signer);
+    let pay = |header: String| pay_in_task(&gw, "/paid/group", header);
+    // Every payment by a payer of its own (`funded_payment`).
+    let funded = || funded_payment(&s.chain, &offer);
+    warm_and_look_for_multicall3(&gw, "/paid/group", &s.chain, &offer).await;
     let poor = new_signer();
     let (cancelled, auth) = signed_by(&s.payer);
     s.chain.cancel(&s.payer, auth.nonce).await;
@@ -1525,34 +1543,14 @@ async fn a_lying_contract_at_multicall3s_address_never_passes_a_payment() {
     );
     let gw = Arc::new(Gateway::start(&cfg));
     let offer = offer(&gw, "/paid/liar").await;
-    let signed_by = |signer: &PrivateKeySigner| {
-        let auth = Authorization::for_offer(&offer, signer.address());
-        v2_header(&offer, auth.payload(&auth.sign(signer)))
-    };
-    let pay = |header: String| {
-        let gw = gw.clone();
-        tokio::spawn(async move {
-            impatient()
-                .get(gw.url("/paid/liar"))
-                .header("payment-signature", header)
-                .send()
-                .await
-                .unwrap()
-        })
-    };
-    let funded = || async {
-        let payer = new_signer();
-        chain.mint(payer.address(), 1_000_000).await;
-        signed_by(&payer)
-    };
-    // Warm: the connection, and the health probe's look at the code there.
-    assert!(pay(funded().await).await.unwrap().status().is_success());
-    while chain.rpc.count("eth_getCode") == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let pay = |header: String| pay_in_task(&gw, "/paid/liar", header);
+    let funded = || funded_payment(&chain, &offer);
+    warm_and_look_for_multicall3(&gw, "/paid/liar", &chain, &offer).await;
     let blocking = [funded().await, funded().await];
     // Payers with nothing: only the simulation finds them out.
-    let unfunded: Vec<String> = (0..4).map(|_| signed_by(&new_signer())).collect();
+    let unfunded: Vec<String> = (0..4)
+        .map(|_| signed_for(&offer, &new_signer()).0)
+        .collect();
 
     // Both call slots held for 300 ms while the four arrive, as in the test above, where they
     // go to the node as one group.
@@ -1607,27 +1605,9 @@ async fn a_group_the_node_never_answers_is_a_503_for_each_member() {
     .replace("settler_key = ", "rpc_timeout_seconds = 2\nsettler_key = ");
     let gw = Arc::new(Gateway::start(&cfg));
     let offer = offer(&gw, "/paid/group-stall").await;
-    let pay = |header: String| {
-        let gw = gw.clone();
-        tokio::spawn(async move {
-            impatient()
-                .get(gw.url("/paid/group-stall"))
-                .header("payment-signature", header)
-                .send()
-                .await
-                .unwrap()
-        })
-    };
-    let funded = || async {
-        let payer = new_signer();
-        chain.mint(payer.address(), 1_000_000).await;
-        let auth = Authorization::for_offer(&offer, payer.address());
-        v2_header(&offer, auth.payload(&auth.sign(&payer)))
-    };
-    assert!(pay(funded().await).await.unwrap().status().is_success());
-    while chain.rpc.count("eth_getCode") == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let pay = |header: String| pay_in_task(&gw, "/paid/group-stall", header);
+    let funded = || funded_payment(&chain, &offer);
+    warm_and_look_for_multicall3(&gw, "/paid/group-stall", &chain, &offer).await;
     let blocking = [funded().await, funded().await];
     let members = [funded().await, funded().await, funded().await];
 
