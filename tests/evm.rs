@@ -24,7 +24,11 @@ struct Setup {
 }
 
 async fn setup_with(hook: Option<Hook>) -> Setup {
-    let chain = Chain::start().await;
+    setup_on(Chain::start().await, hook).await
+}
+
+/// `setup_with` on a chain of the test's own making.
+async fn setup_on(chain: Chain, hook: Option<Hook>) -> Setup {
     let up = Upstream::start_with_hook(hook);
     let pay_to = new_signer().address();
     let cfg = evm_config(
@@ -1532,16 +1536,14 @@ async fn a_lying_contract_at_multicall3s_address_never_passes_a_payment() {
     chain
         .place_at_multicall3(&Chain::deployed_code("LyingMulticall3"))
         .await;
-    let up = Upstream::start();
-    let pay_to = new_signer().address();
-    let cfg = evm_config(
-        &up.url(),
-        &chain.rpc.url,
-        &chain.settler_key,
-        &chain.token.to_checksum(None),
-        &pay_to.to_checksum(None),
-    );
-    let gw = Arc::new(Gateway::start(&cfg));
+    let Setup {
+        chain,
+        up,
+        gw,
+        pay_to,
+        ..
+    } = setup_on(chain, None).await;
+    let gw = Arc::new(gw);
     let offer = offer(&gw, "/paid/liar").await;
     let pay = |header: String| pay_in_task(&gw, "/paid/liar", header);
     let funded = || funded_payment(&chain, &offer);

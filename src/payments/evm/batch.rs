@@ -51,17 +51,15 @@ pub enum BatchContract {
 
 impl BatchContract {
     /// Judges the code found at Multicall3's address: Multicall3's when it is Multicall3's code
-    /// with whatever metadata after it.
+    /// with whatever metadata after it (its own metadata included).
     pub fn of(code: &[u8]) -> BatchContract {
         if code.is_empty() {
             return BatchContract::Missing;
         }
-        let hash = keccak256(code);
-        if hash == MULTICALL3_CODE_HASH || keccak256(executable(code)) == MULTICALL3_EXECUTABLE_HASH
-        {
+        if keccak256(executable(code)) == MULTICALL3_EXECUTABLE_HASH {
             return BatchContract::Multicall3;
         }
-        BatchContract::Other(hash)
+        BatchContract::Other(keccak256(code))
     }
 }
 
